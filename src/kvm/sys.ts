@@ -1,0 +1,137 @@
+// Thin, typed wrappers over the libc calls a VMM needs. Every failure becomes a SysError that names
+// the call and the errno in words; nothing here ever returns a bare -1.
+import koffi from 'koffi';
+import { constants } from 'node:os';
+import { getSystemErrorMap } from 'node:util';
+
+const libc = koffi.load('libc.so.6');
+
+const c = {
+  open: libc.func('int open(const char *path, int flags, int mode)'),
+  close: libc.func('int close(int fd)'),
+  ioctlInt: libc.func('ioctl', 'int', ['int', 'unsigned long', 'uintptr_t']),
+  ioctlPtr: libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
+  mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
+  munmap: libc.func('int munmap(void *addr, size_t len)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
+  read: libc.func('ssize_t read(int fd, void *buf, size_t count)'),
+  write: libc.func('ssize_t write(int fd, const void *buf, size_t count)'),
+  gettid: libc.func('int gettid()'),
+  tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
+  // memmove(dst, _, 0) returns dst: the portable way to turn an address back into a koffi pointer.
+  pointerAt: libc.func('memmove', 'void *', ['uintptr_t', 'uintptr_t', 'size_t']),
+};
+
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_CLOEXEC = 0o2000000;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+const errnoNames = new Map<number, string>(
+  Object.entries(constants.errno).map(([name, value]) => [value, name]),
+);
+const errnoMessages = getSystemErrorMap();
+
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+/** A failed system call: `KVM_CREATE_VM failed: EACCES — permission denied`. */
+export class SysError extends Error {
+  readonly call: string;
+  readonly errno: number;
+  readonly code: string;
+
+  constructor(call: string, errno: number, hint?: string) {
+    const code = errnoName(errno);
+    const words = hint ?? errnoMessages.get(-errno)?.[1] ?? 'unknown error';
+    super(`${call} failed: ${code} — ${words}`);
+    this.name = 'SysError';
+    this.call = call;
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+/** Per-errno explanations a caller can supply where the generic text would mislead. */
+export type ErrnoHints = Partial<Record<string, string>>;
+
+function check(result: number, call: string, hints?: ErrnoHints): number {
+  if (result >= 0) return result;
+  const errno = koffi.errno();
+  throw new SysError(call, errno, hints?.[errnoName(errno)]);
+}
+
+export function open(path: string, flags: number, hints?: ErrnoHints): number {
+  return check(c.open(path, flags | O_CLOEXEC, 0), `open ${path}`, hints);
+}
+
+export function close(fd: number): void {
+  check(c.close(fd), 'close');
+}
+
+/** ioctl whose argument is an integer (or no argument). Returns the non-negative result. */
+export function ioctlValue(fd: number, name: string, request: number, arg: number | bigint = 0, hints?: ErrnoHints): number {
+  return check(c.ioctlInt(fd, request, arg), name, hints);
+}
+
+/** ioctl whose argument points at `buf` (the struct, read and/or written by the kernel). */
+export function ioctlBuffer(fd: number, name: string, request: number, buf: Uint8Array, hints?: ErrnoHints): number {
+  return check(c.ioctlPtr(fd, request, buf), name, hints);
+}
+
+/** ioctl that may fail in an expected way: returns -errno instead of throwing. */
+export function ioctlRaw(fd: number, request: number, arg: number | bigint | Uint8Array): number {
+  const r = typeof arg === 'object' ? c.ioctlPtr(fd, request, arg) : c.ioctlInt(fd, request, arg);
+  return r >= 0 ? r : -koffi.errno();
+}
+
+export interface Mapping {
+  /** Host virtual address of the mapping (valid in every thread of this process). */
+  readonly address: bigint;
+  readonly length: number;
+  readonly bytes: Uint8Array;
+}
+
+export function mmap(length: number, prot: number, flags: number, fd = -1, offset = 0, call = 'mmap'): Mapping {
+  const ptr = c.mmap(null, length, prot, flags, fd, offset);
+  const address = koffi.address(ptr) as bigint;
+  if (address === 0xffff_ffff_ffff_ffffn) check(-1, call);
+  return { address, length, bytes: new Uint8Array(koffi.view(ptr, length)) };
+}
+
+/** A view of memory this process already mapped, e.g. guest RAM re-opened in a worker thread. */
+export function viewAt(address: bigint, length: number): Uint8Array {
+  return new Uint8Array(koffi.view(c.pointerAt(address, 0, 0), length));
+}
+
+export function munmap(mapping: Mapping): void {
+  check(c.munmap(c.pointerAt(mapping.address, 0, 0), mapping.length), 'munmap');
+}
+
+export function eventfd(initval = 0, flags = EFD_CLOEXEC): number {
+  return check(c.eventfd(initval, flags), 'eventfd');
+}
+
+export function read(fd: number, buf: Uint8Array, call = 'read'): number {
+  return check(Number(c.read(fd, buf, buf.length)), call);
+}
+
+export function write(fd: number, buf: Uint8Array, call = 'write'): number {
+  return check(Number(c.write(fd, buf, buf.length)), call);
+}
+
+export function gettid(): number {
+  return c.gettid();
+}
+
+export function tgkill(pid: number, tid: number, signal: number): void {
+  check(c.tgkill(pid, tid, signal), 'tgkill');
+}

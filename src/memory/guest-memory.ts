@@ -1,0 +1,157 @@
+// Guest physical memory as seen from the VMM. Every access names a guest-physical range and is checked
+// to lie wholly inside one RAM region: a guest-supplied address can never reach host memory around it.
+import { MAP_ANONYMOUS, MAP_NORESERVE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, viewAt } from '../kvm/sys.js';
+
+export class GuestMemoryError extends Error {
+  constructor(readonly guestAddress: number, readonly length: number, why = 'is not inside guest RAM') {
+    super(`guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} ${why}`);
+    this.name = 'GuestMemoryError';
+  }
+}
+
+/** How a region is backed: an mmap in this process (shareable by address) or a SharedArrayBuffer. */
+export type RegionBacking = { kind: 'host'; hostAddress: bigint } | { kind: 'shared'; buffer: SharedArrayBuffer };
+
+/** Structured-clone-able description of guest memory, to rebuild the same views in a worker thread. */
+export interface GuestMemoryDescriptor {
+  regions: { guestAddress: number; size: number; backing: RegionBacking }[];
+}
+
+export class MemoryRegion {
+  readonly end: number;
+  readonly view: DataView;
+
+  constructor(readonly guestAddress: number, readonly bytes: Uint8Array, readonly backing: RegionBacking) {
+    this.end = guestAddress + bytes.length;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  get size(): number {
+    return this.bytes.length;
+  }
+}
+
+export class GuestMemory {
+  readonly regions: readonly MemoryRegion[];
+
+  constructor(regions: MemoryRegion[]) {
+    this.regions = [...regions].sort((a, b) => a.guestAddress - b.guestAddress);
+    for (let i = 1; i < this.regions.length; i++) {
+      if (this.regions[i]!.guestAddress < this.regions[i - 1]!.end) {
+        throw new Error(`guest memory regions overlap at 0x${this.regions[i]!.guestAddress.toString(16)}`);
+      }
+    }
+  }
+
+  /** RAM backed by anonymous shared mmaps, one per range, as KVM needs it (KVM_SET_USER_MEMORY_REGION). */
+  static anonymous(ranges: readonly { guestAddress: number; size: number }[]): GuestMemory {
+    return new GuestMemory(ranges.map(({ guestAddress, size }) => {
+      const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'mmap guest RAM');
+      return new MemoryRegion(guestAddress, m.bytes, { kind: 'host', hostAddress: m.address });
+    }));
+  }
+
+  /** RAM in SharedArrayBuffers: no mmap needed, for the mocked KVM and unit tests. */
+  static shared(ranges: readonly { guestAddress: number; size: number }[]): GuestMemory {
+    return new GuestMemory(ranges.map(({ guestAddress, size }) => {
+      const buffer = new SharedArrayBuffer(size);
+      return new MemoryRegion(guestAddress, new Uint8Array(buffer), { kind: 'shared', buffer });
+    }));
+  }
+
+  static fromDescriptor(d: GuestMemoryDescriptor): GuestMemory {
+    return new GuestMemory(d.regions.map(({ guestAddress, size, backing }) => new MemoryRegion(
+      guestAddress,
+      backing.kind === 'host' ? viewAt(backing.hostAddress, size) : new Uint8Array(backing.buffer),
+      backing,
+    )));
+  }
+
+  descriptor(): GuestMemoryDescriptor {
+    return { regions: this.regions.map((r) => ({ guestAddress: r.guestAddress, size: r.size, backing: r.backing })) };
+  }
+
+  /** Total RAM in bytes. */
+  get size(): number {
+    return this.regions.reduce((n, r) => n + r.size, 0);
+  }
+
+  /** The region holding [address, address+length), or undefined. Lengths and addresses may be hostile. */
+  regionFor(address: number, length: number): MemoryRegion | undefined {
+    if (!Number.isSafeInteger(address) || !Number.isSafeInteger(length) || address < 0 || length < 0) return undefined;
+    for (const r of this.regions) {
+      if (address >= r.guestAddress && address < r.end) return address + length <= r.end ? r : undefined;
+    }
+    // A zero-length range at a region's end is still "inside".
+    return length === 0 ? this.regions.find((r) => r.end === address) : undefined;
+  }
+
+  contains(address: number, length: number): boolean {
+    return this.regionFor(address, length) !== undefined;
+  }
+
+  private region(address: number, length: number): MemoryRegion {
+    const r = this.regionFor(address, length);
+    if (!r) throw new GuestMemoryError(address, length);
+    return r;
+  }
+
+  /** A zero-copy view of guest memory. Writes through it reach the guest. */
+  slice(address: number, length: number): Uint8Array {
+    const r = this.region(address, length);
+    const start = address - r.guestAddress;
+    return r.bytes.subarray(start, start + length);
+  }
+
+  read(address: number, length: number): Uint8Array {
+    return this.slice(address, length).slice();
+  }
+
+  write(address: number, data: Uint8Array): void {
+    this.slice(address, data.length).set(data);
+  }
+
+  fill(address: number, length: number, value = 0): void {
+    this.slice(address, length).fill(value);
+  }
+
+  readU8(address: number): number {
+    const r = this.region(address, 1);
+    return r.view.getUint8(address - r.guestAddress);
+  }
+
+  readU16(address: number): number {
+    const r = this.region(address, 2);
+    return r.view.getUint16(address - r.guestAddress, true);
+  }
+
+  readU32(address: number): number {
+    const r = this.region(address, 4);
+    return r.view.getUint32(address - r.guestAddress, true);
+  }
+
+  readU64(address: number): bigint {
+    const r = this.region(address, 8);
+    return r.view.getBigUint64(address - r.guestAddress, true);
+  }
+
+  writeU8(address: number, value: number): void {
+    const r = this.region(address, 1);
+    r.view.setUint8(address - r.guestAddress, value);
+  }
+
+  writeU16(address: number, value: number): void {
+    const r = this.region(address, 2);
+    r.view.setUint16(address - r.guestAddress, value, true);
+  }
+
+  writeU32(address: number, value: number): void {
+    const r = this.region(address, 4);
+    r.view.setUint32(address - r.guestAddress, value, true);
+  }
+
+  writeU64(address: number, value: bigint): void {
+    const r = this.region(address, 8);
+    r.view.setBigUint64(address - r.guestAddress, value, true);
+  }
+}
