@@ -14,8 +14,8 @@ const c = {
   mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
   munmap: libc.func('int munmap(void *addr, size_t len)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
-  read: libc.func('ssize_t read(int fd, void *buf, size_t count)'),
-  write: libc.func('ssize_t write(int fd, const void *buf, size_t count)'),
+  read: libc.func('long read(int fd, void *buf, size_t count)'),
+  write: libc.func('long write(int fd, const void *buf, size_t count)'),
   gettid: libc.func('int gettid()'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
   // memmove(dst, _, 0) returns dst: the portable way to turn an address back into a koffi pointer.
