@@ -1,0 +1,450 @@
+/*
+ * ts-vmm guest agent: runs the container process inside the guest and carries its I/O to the host.
+ *
+ * The init script execs this as PID 1 after mounting the root disk. It connects to the host over AF_VSOCK
+ * (or a Unix socket, which lets the host test the same binary without a VM), announces itself with READY, waits
+ * for START, then runs the process chrooted into the root disk with the bundle's cwd, user, groups, umask,
+ * rlimits and environment. Stdout and stderr travel as separate frames; stdin, signals and terminal size come
+ * back the other way. When the process exits every other guest process is killed, the root disk is unmounted
+ * so its writes are on the disk, and only then is EXIT sent: the host may stop the VM the moment it reads it.
+ *
+ * Frame: u32 little-endian payload length, u8 type, payload. Both sides reject payloads over MAX_PAYLOAD.
+ * Must stay in step with src/oci/agent-protocol.ts.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/vm_sockets.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+enum {
+  FRAME_READY = 1, FRAME_STDOUT = 2, FRAME_STDERR = 3, FRAME_EXIT = 4, FRAME_ERROR = 5,
+  FRAME_START = 16, FRAME_STDIN = 17, FRAME_STDIN_EOF = 18, FRAME_SIGNAL = 19, FRAME_WINSIZE = 20,
+};
+enum { HEADER = 5, MAX_PAYLOAD = 65536, STDIN_BUFFER = 4 * MAX_PAYLOAD, MAX_ARGS = 4096 };
+static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct options {
+  const char *vsock, *unix_path, *root, *cwd, *unmount;
+  uid_t uid;
+  gid_t gid;
+  gid_t groups[NGROUPS_MAX];
+  int ngroups, terminal, no_new_privs, poweroff;
+  long umask_value;
+  struct { int resource; struct rlimit limit; } rlimits[RLIM_NLIMITS];
+  int nrlimits;
+  char *env[MAX_ARGS + 1];
+  int nenv;
+  char **argv;
+};
+
+static int sock = -1;
+
+static void die(const char *what) {
+  fprintf(stderr, "ts-vmm-agent: %s: %s\n", what, strerror(errno));
+  if (getpid() == 1) reboot(RB_POWER_OFF);
+  exit(125);
+}
+
+static void usage(const char *problem) {
+  fprintf(stderr, "ts-vmm-agent: %s\n", problem);
+  if (getpid() == 1) reboot(RB_POWER_OFF);
+  exit(125);
+}
+
+static void write_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("write to host");
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+static void send_frame(uint8_t type, const void *payload, uint32_t len) {
+  uint8_t header[HEADER] = { len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, len >> 24, type };
+  write_all(sock, header, HEADER);
+  if (len > 0) write_all(sock, payload, len);
+}
+
+static void send_error(const char *fmt, const char *subject, int err) {
+  char text[1024];
+  int n = snprintf(text, sizeof text, fmt, subject, strerror(err));
+  send_frame(FRAME_ERROR, text, n < 0 ? 0 : (uint32_t)(n < (int)sizeof text ? n : (int)sizeof text - 1));
+}
+
+static unsigned long parse_number(const char *text, unsigned long max, const char *what) {
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(text, &end, 0);
+  if (errno || end == text || *end || v > max) usage(what);
+  return v;
+}
+
+static const struct { const char *name; int resource; } RLIMITS[] = {
+  { "RLIMIT_AS", RLIMIT_AS }, { "RLIMIT_CORE", RLIMIT_CORE }, { "RLIMIT_CPU", RLIMIT_CPU },
+  { "RLIMIT_DATA", RLIMIT_DATA }, { "RLIMIT_FSIZE", RLIMIT_FSIZE }, { "RLIMIT_LOCKS", RLIMIT_LOCKS },
+  { "RLIMIT_MEMLOCK", RLIMIT_MEMLOCK }, { "RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE }, { "RLIMIT_NICE", RLIMIT_NICE },
+  { "RLIMIT_NOFILE", RLIMIT_NOFILE }, { "RLIMIT_NPROC", RLIMIT_NPROC }, { "RLIMIT_RSS", RLIMIT_RSS },
+  { "RLIMIT_RTPRIO", RLIMIT_RTPRIO }, { "RLIMIT_RTTIME", RLIMIT_RTTIME },
+  { "RLIMIT_SIGPENDING", RLIMIT_SIGPENDING }, { "RLIMIT_STACK", RLIMIT_STACK },
+};
+
+/* --rlimit NAME=SOFT:HARD */
+static void parse_rlimit(struct options *o, char *spec) {
+  char *eq = strchr(spec, '='), *colon = eq ? strchr(eq, ':') : NULL;
+  if (!colon || o->nrlimits >= RLIM_NLIMITS) usage("bad --rlimit");
+  *eq = *colon = '\0';
+  for (size_t i = 0; i < sizeof RLIMITS / sizeof RLIMITS[0]; i++) {
+    if (strcmp(RLIMITS[i].name, spec) != 0) continue;
+    o->rlimits[o->nrlimits].resource = RLIMITS[i].resource;
+    o->rlimits[o->nrlimits].limit.rlim_cur = parse_number(eq + 1, ULONG_MAX, "bad --rlimit soft value");
+    o->rlimits[o->nrlimits].limit.rlim_max = parse_number(colon + 1, ULONG_MAX, "bad --rlimit hard value");
+    o->nrlimits++;
+    return;
+  }
+  usage("unknown --rlimit name");
+}
+
+static void parse_options(struct options *o, int argc, char **argv) {
+  memset(o, 0, sizeof *o);
+  o->root = "/";
+  o->cwd = "/";
+  o->umask_value = -1;
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (strcmp(a, "--terminal") == 0) { o->terminal = 1; continue; }
+    if (strcmp(a, "--no-new-privileges") == 0) { o->no_new_privs = 1; continue; }
+    if (strcmp(a, "--poweroff") == 0) { o->poweroff = 1; continue; }
+    if (!v) usage("option without value");
+    i++;
+    if (strcmp(a, "--vsock") == 0) o->vsock = v;
+    else if (strcmp(a, "--unix") == 0) o->unix_path = v;
+    else if (strcmp(a, "--root") == 0) o->root = v;
+    else if (strcmp(a, "--cwd") == 0) o->cwd = v;
+    else if (strcmp(a, "--unmount") == 0) o->unmount = v;
+    else if (strcmp(a, "--uid") == 0) o->uid = (uid_t)parse_number(v, UINT32_MAX, "bad --uid");
+    else if (strcmp(a, "--gid") == 0) o->gid = (gid_t)parse_number(v, UINT32_MAX, "bad --gid");
+    else if (strcmp(a, "--umask") == 0) o->umask_value = (long)parse_number(v, 0777, "bad --umask");
+    else if (strcmp(a, "--group") == 0) {
+      if (o->ngroups >= NGROUPS_MAX) usage("too many --group");
+      o->groups[o->ngroups++] = (gid_t)parse_number(v, UINT32_MAX, "bad --group");
+    } else if (strcmp(a, "--rlimit") == 0) parse_rlimit(o, argv[i]);
+    else if (strcmp(a, "--env") == 0) {
+      if (o->nenv >= MAX_ARGS) usage("too many --env");
+      o->env[o->nenv++] = argv[i];
+    } else usage("unknown option");
+  }
+  if (i >= argc) usage("no program given after --");
+  if (!o->vsock == !o->unix_path) usage("exactly one of --vsock CID:PORT or --unix PATH is required");
+  o->argv = argv + i;
+}
+
+static int connect_host(const struct options *o) {
+  int fd;
+  if (o->vsock) {
+    char *colon = strchr(o->vsock, ':');
+    if (!colon) usage("--vsock wants CID:PORT");
+    *colon = '\0';
+    struct sockaddr_vm addr = { .svm_family = AF_VSOCK };
+    addr.svm_cid = (unsigned)parse_number(o->vsock, UINT32_MAX, "bad vsock CID");
+    addr.svm_port = (unsigned)parse_number(colon + 1, UINT32_MAX, "bad vsock port");
+    fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket(AF_VSOCK)");
+    /* The vsock transport can come up a moment after its module loads; retry for up to two seconds. */
+    for (int attempt = 0; connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0; attempt++) {
+      if (attempt == 200) die("connect to host over vsock");
+      usleep(10000);
+    }
+  } else {
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(o->unix_path) >= sizeof addr.sun_path) usage("--unix path too long");
+    strcpy(addr.sun_path, o->unix_path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket(AF_UNIX)");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect to host over unix socket");
+  }
+  return fd;
+}
+
+/* execvp(3) semantics, but with PATH taken from the process's own environment, not the agent's. */
+static void exec_program(const struct options *o) {
+  const char *prog = o->argv[0];
+  if (strchr(prog, '/')) {
+    execve(prog, o->argv, o->env);
+    return;
+  }
+  const char *path = DEFAULT_PATH;
+  for (int i = 0; i < o->nenv; i++)
+    if (strncmp(o->env[i], "PATH=", 5) == 0) path = o->env[i] + 5;
+  int saved = ENOENT;
+  char candidate[PATH_MAX];
+  for (const char *dir = path; *dir;) {
+    size_t len = strcspn(dir, ":");
+    if (len > 0 && snprintf(candidate, sizeof candidate, "%.*s/%s", (int)len, dir, prog) < (int)sizeof candidate) {
+      execve(candidate, o->argv, o->env);
+      if (errno != ENOENT && errno != ENOTDIR) saved = errno;
+    }
+    dir += len;
+    if (*dir == ':') dir++;
+  }
+  errno = saved;
+}
+
+struct child_error { int err; char step[64]; };
+
+/* Runs in the forked child: set up the process's world and exec it; on failure report the step and errno. */
+static void child_main(const struct options *o, int report_fd, int slave_fd, int in_fd, int out_fd, int err_fd) {
+  struct child_error e = { 0 };
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  if (setsid() < 0) { e.err = errno; strcpy(e.step, "setsid"); goto fail; }
+  if (o->terminal) {
+    if (ioctl(slave_fd, TIOCSCTTY, 0) < 0) { e.err = errno; strcpy(e.step, "TIOCSCTTY"); goto fail; }
+    in_fd = out_fd = err_fd = slave_fd;
+  }
+  if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) { e.err = errno; strcpy(e.step, "dup2"); goto fail; }
+  if (strcmp(o->root, "/") != 0 && chroot(o->root) < 0) { e.err = errno; strcpy(e.step, "chroot"); goto fail; }
+  if (chdir(o->cwd) < 0) { e.err = errno; snprintf(e.step, sizeof e.step, "chdir %s", o->cwd); goto fail; }
+  for (int i = 0; i < o->nrlimits; i++)
+    if (setrlimit(o->rlimits[i].resource, &o->rlimits[i].limit) < 0) { e.err = errno; strcpy(e.step, "setrlimit"); goto fail; }
+  if (setgroups((size_t)o->ngroups, o->groups) < 0) { e.err = errno; strcpy(e.step, "setgroups"); goto fail; }
+  if (setgid(o->gid) < 0) { e.err = errno; strcpy(e.step, "setgid"); goto fail; }
+  if (setuid(o->uid) < 0) { e.err = errno; strcpy(e.step, "setuid"); goto fail; }
+  if (o->umask_value >= 0) umask((mode_t)o->umask_value);
+  if (o->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) { e.err = errno; strcpy(e.step, "no_new_privs"); goto fail; }
+  exec_program(o);
+  e.err = errno;
+  snprintf(e.step, sizeof e.step, "exec %.50s", o->argv[0]);
+fail:
+  if (write(report_fd, &e, sizeof e) < 0) _exit(125);
+  _exit(e.err == ENOENT ? 127 : 126);
+}
+
+static void set_nonblocking(int fd) {
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* Unmounts everything at or below `dir`, deepest first, so the root disk's writes reach the disk. */
+static void unmount_tree(const char *dir) {
+  char mounts[64][PATH_MAX];
+  int n = 0;
+  size_t dlen = strlen(dir);
+  FILE *f = fopen("/proc/self/mounts", "r");
+  if (!f) return;
+  char line[PATH_MAX * 2];
+  while (n < 64 && fgets(line, sizeof line, f)) {
+    char target[PATH_MAX];
+    if (sscanf(line, "%*s %4095s", target) != 1) continue;
+    if (strncmp(target, dir, dlen) == 0 && (target[dlen] == '\0' || target[dlen] == '/')) strcpy(mounts[n++], target);
+  }
+  fclose(f);
+  for (int i = n - 1; i >= 0; i--) {
+    if (umount2(mounts[i], 0) == 0) continue;
+    /* Still busy (cannot happen once every process is gone, but never leave a dirty root): make it read-only. */
+    if (mount(NULL, mounts[i], NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0 && i == 0)
+      fprintf(stderr, "ts-vmm-agent: cannot unmount %s: %s\n", mounts[i], strerror(errno));
+  }
+  sync();
+}
+
+struct stream { int fd; uint8_t frame; };
+
+static int forward_output(struct stream *s) {
+  static uint8_t buf[MAX_PAYLOAD];
+  ssize_t n = read(s->fd, buf, sizeof buf);
+  if (n > 0) { send_frame(s->frame, buf, (uint32_t)n); return 1; }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 1;
+  close(s->fd); /* EOF, or EIO from a pty master whose slave side is gone */
+  s->fd = -1;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static struct options o;
+  parse_options(&o, argc, argv);
+  o.env[o.nenv] = NULL;
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) die("signalfd");
+
+  sock = connect_host(&o);
+  send_frame(FRAME_READY, NULL, 0);
+
+  static uint8_t in[HEADER + MAX_PAYLOAD + STDIN_BUFFER];
+  size_t in_len = 0;
+  static uint8_t pending[STDIN_BUFFER];
+  size_t pending_len = 0;
+  int started = 0, stdin_eof = 0, host_gone = 0;
+  pid_t child = -1;
+  int status = 0, child_done = 0;
+  struct stream out = { -1, FRAME_STDOUT }, err = { -1, FRAME_STDERR };
+  int stdin_fd = -1, master = -1;
+  struct winsize early_size = { 0 };
+
+  for (;;) {
+    /* Decode complete frames from the host. */
+    size_t off = 0;
+    while (in_len - off >= HEADER) {
+      uint32_t len = in[off] | in[off + 1] << 8 | in[off + 2] << 16 | (uint32_t)in[off + 3] << 24;
+      uint8_t type = in[off + 4];
+      if (len > MAX_PAYLOAD) usage("host sent an oversized frame");
+      if (in_len - off < HEADER + len) break;
+      const uint8_t *p = in + off + HEADER;
+      if (type == FRAME_STDIN && len > sizeof pending - pending_len) break; /* wait for the process to read */
+      off += HEADER + len;
+      if (type == FRAME_START && !started) {
+        started = 1;
+        int report[2], pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 }, slave = -1;
+        if (pipe2(report, O_CLOEXEC) < 0) die("pipe");
+        if (o.terminal) {
+          master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+          if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) die("posix_openpt");
+          slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+          if (slave < 0) die("open pty slave");
+          if (early_size.ws_row) ioctl(master, TIOCSWINSZ, &early_size);
+        } else if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+          die("pipe");
+        }
+        child = fork();
+        if (child < 0) die("fork");
+        if (child == 0) child_main(&o, report[1], slave, pin[0], pout[1], perr[1]);
+        close(report[1]);
+        struct child_error e;
+        if (read(report[0], &e, sizeof e) == (ssize_t)sizeof e) {
+          e.step[sizeof e.step - 1] = '\0';
+          send_error("%s: %s", e.step, e.err);
+        }
+        close(report[0]);
+        if (o.terminal) {
+          close(slave);
+          out.fd = master;
+          stdin_fd = dup(master);
+        } else {
+          close(pin[0]); close(pout[1]); close(perr[1]);
+          stdin_fd = pin[1];
+          out.fd = pout[0];
+          err.fd = perr[0];
+        }
+        set_nonblocking(stdin_fd);
+        set_nonblocking(out.fd);
+        if (err.fd >= 0) set_nonblocking(err.fd);
+      } else if (type == FRAME_STDIN) {
+        if (stdin_fd >= 0) { memcpy(pending + pending_len, p, len); pending_len += len; }
+      } else if (type == FRAME_STDIN_EOF) {
+        stdin_eof = 1;
+      } else if (type == FRAME_SIGNAL && len == 4) {
+        int sig = (int)(p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24);
+        if (child > 0 && !child_done && sig > 0 && sig < 65) kill(child, sig);
+      } else if (type == FRAME_WINSIZE && len == 4) {
+        struct winsize ws = { .ws_row = (unsigned short)(p[0] | p[1] << 8), .ws_col = (unsigned short)(p[2] | p[3] << 8) };
+        if (master >= 0) ioctl(master, TIOCSWINSZ, &ws);
+        else early_size = ws;
+      }
+    }
+    memmove(in, in + off, in_len - off);
+    in_len -= off;
+
+    /* Feed the process's stdin; close it at EOF once everything before EOF is written. */
+    if (stdin_fd >= 0 && pending_len > 0) {
+      ssize_t n = write(stdin_fd, pending, pending_len);
+      if (n > 0) { memmove(pending, pending + n, pending_len - (size_t)n); pending_len -= (size_t)n; }
+      else if (n < 0 && errno != EAGAIN && errno != EINTR) { close(stdin_fd); stdin_fd = -1; pending_len = 0; }
+    }
+    if (stdin_fd >= 0 && stdin_eof && pending_len == 0) {
+      if (o.terminal) {
+        static const char eot = 4; /* a pty has no half-close; ^D at line start is how a terminal says EOF */
+        if (write(master, &eot, 1) < 0) { /* the process already left */ }
+      }
+      close(stdin_fd);
+      stdin_fd = -1;
+    }
+
+    if (child_done && out.fd < 0 && err.fd < 0) break;
+    if (host_gone && !started) break;
+
+    struct pollfd fds[5];
+    int nfds = 0, isock = -1, iout = -1, ierr = -1, iin = -1;
+    int room = sizeof in - in_len >= HEADER + MAX_PAYLOAD;
+    if (!host_gone && room) { isock = nfds; fds[nfds++] = (struct pollfd){ sock, POLLIN, 0 }; }
+    if (out.fd >= 0) { iout = nfds; fds[nfds++] = (struct pollfd){ out.fd, POLLIN, 0 }; }
+    if (err.fd >= 0) { ierr = nfds; fds[nfds++] = (struct pollfd){ err.fd, POLLIN, 0 }; }
+    if (stdin_fd >= 0 && pending_len > 0) { iin = nfds; fds[nfds++] = (struct pollfd){ stdin_fd, POLLOUT, 0 }; }
+    int isig = nfds;
+    fds[nfds++] = (struct pollfd){ sigfd, POLLIN, 0 };
+    if (poll(fds, (nfds_t)nfds, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if (isock >= 0 && fds[isock].revents) {
+      ssize_t n = recv(sock, in + in_len, sizeof in - in_len, MSG_DONTWAIT);
+      if (n > 0) in_len += (size_t)n;
+      else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        host_gone = 1; /* nobody is left to report to: end the process */
+        if (child > 0 && !child_done) kill(child, SIGKILL);
+      }
+    }
+    if (iout >= 0 && fds[iout].revents) forward_output(&out);
+    if (ierr >= 0 && fds[ierr].revents) forward_output(&err);
+    if (iin >= 0 && (fds[iin].revents & (POLLERR | POLLHUP))) { close(stdin_fd); stdin_fd = -1; pending_len = 0; }
+    if (fds[isig].revents) {
+      struct signalfd_siginfo si;
+      while (read(sigfd, &si, sizeof si) > 0) {}
+      int st;
+      pid_t pid;
+      while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (pid != child) continue;
+        child_done = 1;
+        status = st;
+        /* The container ends with its process: stop everything it left behind, so the pipes reach EOF. */
+        kill(-child, SIGKILL);
+        if (getpid() == 1) kill(-1, SIGKILL);
+      }
+    }
+  }
+
+  if (getpid() == 1) while (waitpid(-1, NULL, 0) > 0) {}
+  if (o.unmount) unmount_tree(o.unmount);
+  if (started && !host_gone) {
+    uint8_t exit_payload[5] = { WIFSIGNALED(status) ? 1 : 0 };
+    uint32_t v = WIFSIGNALED(status) ? (uint32_t)WTERMSIG(status) : (uint32_t)WEXITSTATUS(status);
+    exit_payload[1] = v & 0xff; exit_payload[2] = (v >> 8) & 0xff; exit_payload[3] = (v >> 16) & 0xff; exit_payload[4] = v >> 24;
+    send_frame(FRAME_EXIT, exit_payload, sizeof exit_payload);
+    shutdown(sock, SHUT_WR);
+  }
+  if (o.poweroff) {
+    sync();
+    reboot(RB_POWER_OFF);
+  }
+  return 0;
+}

@@ -1,0 +1,47 @@
+// Builds the guest agent (src/guest/agent.c) into a static binary with the host's gcc and glibc (libc6-dev).
+// Static, because the initramfs holds no shared libraries; C, because busybox has no AF_VSOCK and the agent must
+// be PID 1 with nothing else to lean on. The binary is cached by the hash of its source and compiler flags.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+/** The agent's source, found relative to this module both from src/ (ts) and dist/src/ (js). */
+export function agentSourcePath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = join(dir, 'src', 'guest', 'agent.c');
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('src/guest/agent.c not found above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+}
+
+const CFLAGS = ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror', '-D_FORTIFY_SOURCE=2'];
+
+/** Returns the path of the static agent binary under `cacheDir`, compiling it if this source was never built. */
+export async function ensureGuestAgent(cacheDir: string, log: (message: string) => void = () => undefined): Promise<string> {
+  const source = agentSourcePath();
+  const hash = createHash('sha256').update(readFileSync(source)).update(CFLAGS.join(' ')).digest('hex').slice(0, 16);
+  const binary = join(cacheDir, `agent-${hash}`);
+  if (existsSync(binary)) return binary;
+  await mkdir(cacheDir, { recursive: true });
+  log('compiling the guest agent (gcc -static)');
+  const partial = `${binary}.${process.pid}.tmp`;
+  try {
+    await execFileAsync('gcc', [...CFLAGS, '-o', partial, source]);
+  } catch (e) {
+    await rm(partial, { force: true });
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') throw new Error('gcc not found: the guest agent is built with gcc and glibc\'s static libc (Debian: gcc, libc6-dev)');
+    throw new Error(`compiling ${source} failed:\n${(err.stderr ?? err.message).trim()}`);
+  }
+  await rename(partial, binary);
+  return binary;
+}

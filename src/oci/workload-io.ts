@@ -1,0 +1,190 @@
+// Host side of the workload's I/O: accepts the guest agent's one connection on the Unix socket that the vsock
+// device maps its host port to, and turns frames into the workload's stdout/stderr, exit status and error
+// reports, and ts-vmm's stdin, signals and terminal size into frames. Output is written with backpressure: while
+// the host's stdout is full the socket is paused, so a fast guest cannot make ts-vmm buffer without bound.
+import { createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
+import {
+  decodeExit, encodeFrame, encodeSignal, encodeStdin, encodeWindowSize, FrameDecoder, FrameType, ProtocolError,
+  type ExitStatus, type Frame,
+} from './agent-protocol.js';
+
+export interface WorkloadStreams {
+  stdin: Readable | undefined;
+  stdout: Writable;
+  stderr: Writable;
+}
+
+/** What ts-vmm reports about the guest's side: exec failures and the like, one line each. */
+export type AgentErrorHandler = (message: string) => void;
+
+export class WorkloadIo {
+  private socket: Socket | undefined;
+  private readonly decoder = new FrameDecoder();
+  private readonly ready: Promise<void>;
+  private readonly exit: Promise<ExitStatus>;
+  private resolveReady!: () => void;
+  private resolveExit!: (status: ExitStatus) => void;
+  private rejectAll!: (error: Error) => void;
+  private started = false;
+  private exitStatus: ExitStatus | undefined;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly streams: WorkloadStreams,
+    private readonly onAgentError: AgentErrorHandler,
+  ) {
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectAll = reject;
+    });
+    const rejectReady = this.rejectAll;
+    this.exit = new Promise((resolve, reject) => {
+      this.resolveExit = resolve;
+      this.rejectAll = (e) => {
+        rejectReady(e);
+        reject(e);
+      };
+    });
+    // Both promises are awaited by the caller in turn; an early failure must not surface as unhandled.
+    this.ready.catch(() => undefined);
+    this.exit.catch(() => undefined);
+    server.on('connection', (s) => this.accept(s));
+  }
+
+  /** Listens on `socketPath` (the host end of the agent's vsock port) for the agent's connection. */
+  static async listen(socketPath: string, streams: WorkloadStreams, onAgentError: AgentErrorHandler): Promise<WorkloadIo> {
+    const server = createServer({ pauseOnConnect: true });
+    server.listen(socketPath);
+    await once(server, 'listening');
+    return new WorkloadIo(server, streams, onAgentError);
+  }
+
+  /** Resolves when the agent has connected and is waiting for START. */
+  whenReady(): Promise<void> {
+    return this.ready;
+  }
+
+  /** Resolves with the workload's exit status, after all its output has been written. */
+  whenExited(): Promise<ExitStatus> {
+    return this.exit;
+  }
+
+  /** Fails both promises, e.g. because the VM stopped before the agent reported. */
+  abort(reason: Error): void {
+    this.rejectAll(reason);
+    this.close();
+  }
+
+  /** Lets the workload run; from here on stdin is forwarded. */
+  start(windowSize?: { rows: number; columns: number }): void {
+    if (!this.socket) throw new Error('the guest agent is not connected');
+    if (this.started) return;
+    this.started = true;
+    if (windowSize) this.socket.write(encodeWindowSize(windowSize.rows, windowSize.columns));
+    this.socket.write(encodeFrame(FrameType.Start));
+    const stdin = this.streams.stdin;
+    if (!stdin) {
+      this.socket.write(encodeFrame(FrameType.StdinEof));
+      return;
+    }
+    stdin.on('data', (chunk: Buffer) => {
+      const socket = this.socket;
+      if (!socket || socket.destroyed) return;
+      let writable = true;
+      for (const frame of encodeStdin(chunk)) writable = socket.write(frame);
+      if (!writable) {
+        stdin.pause();
+        socket.once('drain', () => stdin.resume());
+      }
+    });
+    stdin.on('end', () => this.socket?.write(encodeFrame(FrameType.StdinEof)));
+  }
+
+  signal(signal: number): void {
+    if (this.socket && !this.socket.destroyed) this.socket.write(encodeSignal(signal));
+  }
+
+  resize(rows: number, columns: number): void {
+    if (this.socket && !this.socket.destroyed) this.socket.write(encodeWindowSize(rows, columns));
+  }
+
+  close(): void {
+    this.streams.stdin?.pause();
+    this.socket?.destroy();
+    this.server.close();
+  }
+
+  private accept(socket: Socket): void {
+    if (this.socket) {
+      socket.destroy(); // one agent, one connection: anything else in the guest is not it
+      return;
+    }
+    this.socket = socket;
+    this.server.close();
+    socket.on('data', (data: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = this.decoder.push(data);
+      } catch (e) {
+        this.abort(e as Error);
+        return;
+      }
+      for (const frame of frames) this.handle(frame);
+    });
+    socket.on('error', () => undefined); // the close handler reports what matters
+    socket.on('close', () => {
+      if (this.exitStatus) this.resolveExit(this.exitStatus);
+      else this.rejectAll(new ProtocolError('the guest agent disconnected without reporting an exit status'));
+    });
+    socket.resume();
+  }
+
+  private handle(frame: Frame): void {
+    switch (frame.type) {
+      case FrameType.Ready:
+        this.resolveReady();
+        break;
+      case FrameType.Stdout:
+        this.output(this.streams.stdout, frame.payload);
+        break;
+      case FrameType.Stderr:
+        this.output(this.streams.stderr, frame.payload);
+        break;
+      case FrameType.Error:
+        this.onAgentError(Buffer.from(frame.payload).toString('utf8').replace(/[^\x20-\x7e]/g, '?'));
+        break;
+      case FrameType.Exit:
+        try {
+          this.exitStatus = decodeExit(frame.payload);
+        } catch (e) {
+          this.abort(e as Error);
+          return;
+        }
+        // The agent sends nothing after EXIT; resolve once every output write has been handed to its stream.
+        this.flushThen(() => this.resolveExit(this.exitStatus!));
+        break;
+      default:
+        this.abort(new ProtocolError(`unexpected frame type ${frame.type}`));
+    }
+  }
+
+  private output(stream: Writable, data: Uint8Array): void {
+    if (!stream.write(data)) {
+      this.socket?.pause();
+      stream.once('drain', () => this.socket?.resume());
+    }
+  }
+
+  private flushThen(done: () => void): void {
+    let waiting = 2;
+    const one = (): void => {
+      if (--waiting === 0) done();
+    };
+    for (const stream of [this.streams.stdout, this.streams.stderr]) {
+      if (stream.writableNeedDrain) stream.once('drain', one);
+      else one();
+    }
+  }
+}

@@ -1,0 +1,90 @@
+// The real guest agent, built from src/guest/agent.c, run on the host over a Unix socket: the same binary and
+// protocol the VM uses, without a VM.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { shellStatus } from '../../src/oci/agent-protocol.js';
+import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
+import { WorkloadIo } from '../../src/oci/workload-io.js';
+
+function collector(): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  return { stream, text: () => Buffer.concat(chunks).toString() };
+}
+
+describe('workload I/O with the guest agent over a Unix socket', function () {
+  this.timeout(60000);
+  let dir: string;
+  let agent: string;
+  const children: ChildProcess[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-agent-'));
+    agent = await ensureGuestAgent(join(dir, 'cache'));
+  });
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function run(agentArgs: string[], options: { stdin?: Readable; signalAfterMs?: number; window?: { rows: number; columns: number } } = {}) {
+    const socket = join(dir, `s${children.length}`);
+    const out = collector();
+    const err = collector();
+    const errors: string[] = [];
+    const io = await WorkloadIo.listen(socket, { stdin: options.stdin, stdout: out.stream, stderr: err.stream }, (m) => errors.push(m));
+    const child = spawn(agent, ['--unix', socket, ...agentArgs], { stdio: ['ignore', 'inherit', 'inherit'] });
+    children.push(child);
+    await io.whenReady();
+    io.start(options.window);
+    if (options.signalAfterMs !== undefined) setTimeout(() => io.signal(15), options.signalAfterMs);
+    const status = await io.whenExited();
+    io.close();
+    return { status: shellStatus(status), stdout: out.text(), stderr: err.text(), errors };
+  }
+
+  it('keeps stdout and stderr apart and propagates exit status 42', async () => {
+    const r = await run(['--', '/bin/sh', '-c', 'echo out; echo err >&2; echo out2; exit 42']);
+    expect(r).to.deep.include({ status: 42, stdout: 'out\nout2\n', stderr: 'err\n' });
+  });
+
+  it('passes args, only the given env, cwd and user', async () => {
+    const r = await run(['--env', 'FOO=bar baz', '--env', 'PATH=/usr/bin:/bin', '--cwd', '/tmp', '--uid', '65534', '--gid', '65534',
+      '--', 'sh', '-c', 'echo "$0|$1|$FOO|$(pwd)|$(id -u):$(id -g)"; env | sort', 'arg zero', 'arg one']);
+    expect(r.status).to.equal(0);
+    const [first, ...env] = r.stdout.trim().split('\n');
+    expect(first).to.equal('arg zero|arg one|bar baz|/tmp|65534:65534');
+    expect(env.filter((e) => !e.startsWith('PWD=') && !e.startsWith('SHLVL=') && !e.startsWith('_='))).to.deep.equal(['FOO=bar baz', 'PATH=/usr/bin:/bin']);
+  });
+
+  it('forwards stdin to the process and closes it at EOF', async () => {
+    const r = await run(['--', '/bin/sh', '-c', 'tr a-z A-Z; echo done'], { stdin: Readable.from([Buffer.from('hello '), Buffer.from('world\n')]) });
+    expect(r).to.deep.include({ status: 0, stdout: 'HELLO WORLD\ndone\n' });
+  });
+
+  it('delivers a signal to the process; death by signal is 128+n', async () => {
+    const r = await run(['--', '/bin/sleep', '30'], { signalAfterMs: 200 });
+    expect(r.status).to.equal(128 + 15);
+  });
+
+  it('reports a missing program as an error line and status 127', async () => {
+    const r = await run(['--env', 'PATH=/nonexistent', '--', 'no-such-program']);
+    expect(r.status).to.equal(127);
+    expect(r.errors).to.deep.equal(['exec no-such-program: No such file or directory']);
+  });
+
+  it('runs the process on a terminal of the requested size', async () => {
+    const r = await run(['--terminal', '--', '/bin/sh', '-c', 'test -t 0 && test -t 1 && stty size'], { window: { rows: 33, columns: 101 } });
+    expect(r).to.deep.include({ status: 0, stdout: '33 101\r\n' });
+  });
+
+  it('applies rlimits and umask', async () => {
+    const r = await run(['--rlimit', 'RLIMIT_NOFILE=77:88', '--umask', '0027', '--', '/bin/sh', '-c', 'ulimit -n; ulimit -Hn; umask']);
+    expect(r).to.deep.include({ status: 0, stdout: '77\n88\n0027\n' });
+  });
+});
