@@ -1,0 +1,130 @@
+import { expect } from 'chai';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BundleError, parseBundleConfig, readBundleConfig, DEFAULT_MEMORY_MIB } from '../../src/oci/bundle-config.js';
+import { checkEntrypoint } from '../../src/oci/entrypoint.js';
+
+const minimal = () => ({
+  ociVersion: '1.0.2',
+  process: { args: ['/bin/hello', 'a b'], cwd: '/', env: ['PATH=/bin', 'X=1'], user: { uid: 0, gid: 0 } },
+  root: { path: 'rootfs' },
+});
+
+const parse = (config: unknown) => parseBundleConfig(JSON.stringify(config), '/b');
+
+describe('bundle config', () => {
+  it('reads a minimal config with defaults', () => {
+    const c = parse(minimal());
+    expect(c.rootfs).to.equal('/b/rootfs');
+    expect(c.readonlyRoot).to.equal(false);
+    expect(c.process).to.deep.include({ args: ['/bin/hello', 'a b'], env: ['PATH=/bin', 'X=1'], cwd: '/', uid: 0, gid: 0, terminal: false });
+    expect(c.vm).to.deep.equal({ cpus: 1, memoryMiB: DEFAULT_MEMORY_MIB });
+    expect(c.warnings).to.deep.equal([]);
+  });
+
+  it('reads what runc spec generates: supported mounts kept, isolation fields warned about', () => {
+    const c = parse({
+      ...minimal(),
+      hostname: 'box',
+      root: { path: '/abs/rootfs', readonly: true },
+      process: { ...minimal().process, terminal: true, noNewPrivileges: true, capabilities: { bounding: ['CAP_KILL'] },
+        rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }], user: { uid: 1000, gid: 100, additionalGids: [5], umask: 18 } },
+      mounts: [
+        { destination: '/proc', type: 'proc', source: 'proc' },
+        { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+        { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+        { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+        { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+        { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro', 'rprivate'] },
+      ],
+      linux: { namespaces: [{ type: 'pid' }], maskedPaths: ['/proc/kcore'] },
+      annotations: { 'ts-vmm.cpus': '2', 'krun.ram_mib': '512' },
+    });
+    expect(c.rootfs).to.equal('/abs/rootfs');
+    expect(c.readonlyRoot).to.equal(true);
+    expect(c.hostname).to.equal('box');
+    expect(c.process).to.deep.include({ uid: 1000, gid: 100, additionalGids: [5], umask: 18, terminal: true, noNewPrivileges: true });
+    expect(c.process.rlimits).to.deep.equal([{ type: 'RLIMIT_NOFILE', soft: 1024, hard: 1024 }]);
+    expect(c.mounts.map((m) => `${m.type}:${m.destination}`)).to.deep.equal(
+      ['proc:/proc', 'tmpfs:/dev', 'devpts:/dev/pts', 'mqueue:/dev/mqueue', 'sysfs:/sys', 'cgroup2:/sys/fs/cgroup']);
+    expect(c.mounts[5]!.options).to.deep.equal(['nosuid', 'noexec', 'nodev', 'relatime', 'ro']);
+    expect(c.vm).to.deep.equal({ cpus: 2, memoryMiB: 512 });
+    expect(c.warnings.map((w) => w.split(':')[0])).to.deep.equal([
+      'linux.namespaces ignored', 'linux.maskedPaths ignored', 'process.capabilities ignored', 'mounts[5] (/sys/fs/cgroup)']);
+  });
+
+  const invalid: [string, unknown, RegExp][] = [
+    ['not JSON', '{', /not valid JSON/],
+    ['no process', { ociVersion: '1.0.0', root: { path: 'r' } }, /process: must be an object/],
+    ['empty args', { ...minimal(), process: { ...minimal().process, args: [] } }, /process\.args: must name the program/],
+    ['relative cwd', { ...minimal(), process: { ...minimal().process, cwd: 'tmp' } }, /process\.cwd: "tmp" must be an absolute path/],
+    ['bad env', { ...minimal(), process: { ...minimal().process, env: ['NOEQUALS'] } }, /process\.env\[0\]: "NOEQUALS" is not NAME=value/],
+    ['negative uid', { ...minimal(), process: { ...minimal().process, user: { uid: -1, gid: 0 } } }, /process\.user\.uid/],
+    ['no root', { ...minimal(), root: undefined }, /root: must be an object/],
+    ['ociVersion 2', { ...minimal(), ociVersion: '2.0.0' }, /ociVersion: "2\.0\.0" is not a runtime-spec 1\.x/],
+    ['bind mount', { ...minimal(), mounts: [{ destination: '/data', source: '/srv', options: ['rbind'] }] }, /mounts\[0\] \(\/data\): bind mounts/],
+    ['nfs mount', { ...minimal(), mounts: [{ destination: '/n', type: 'nfs', source: 'x:/y' }] }, /mount type "nfs" is not supported/],
+    ['hooks', { ...minimal(), hooks: { prestart: [] } }, /hooks: hooks run host programs/],
+    ['username', { ...minimal(), process: { ...minimal().process, user: { uid: 0, gid: 0, username: 'root' } } }, /process\.user\.username/],
+    ['too little memory', { ...minimal(), annotations: { 'ts-vmm.memory-mib': '16' } }, /16 MiB is too little memory/],
+    ['bad cpus', { ...minimal(), annotations: { 'ts-vmm.cpus': 'two' } }, /"two" is not a positive integer/],
+    ['conflicting sizes', { ...minimal(), annotations: { 'ts-vmm.cpus': '2', 'krun.cpus': '4' } }, /ts-vmm\.cpus and krun\.cpus disagree/],
+    ['bad rlimit', { ...minimal(), process: { ...minimal().process, rlimits: [{ type: 'RLIMIT_FOO', soft: 1, hard: 1 }] } }, /unknown limit "RLIMIT_FOO"/],
+    ['bad hostname', { ...minimal(), hostname: 'a b' }, /hostname: "a b" is not a valid host name/],
+  ];
+  for (const [name, config, message] of invalid) {
+    it(`refuses ${name}, naming config.json and the field`, () => {
+      const text = typeof config === 'string' ? config : JSON.stringify(config);
+      expect(() => parseBundleConfig(text, '/b')).to.throw(BundleError, /^\/b\/config\.json: /).and.match(message);
+    });
+  }
+
+  it('warns about fields it does not know instead of dropping them silently', () => {
+    const c = parse({ ...minimal(), process: { ...minimal().process, futureThing: 1 } });
+    expect(c.warnings).to.deep.equal(['process.futureThing ignored: not a runtime-spec field ts-vmm knows']);
+  });
+});
+
+describe('bundle on disk and entrypoint', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-bundle-'));
+    mkdirSync(join(dir, 'rootfs/bin'), { recursive: true });
+    mkdirSync(join(dir, 'rootfs/usr/bin'), { recursive: true });
+    writeFileSync(join(dir, 'rootfs/bin/busybox'), '#!/bin/sh\n', { mode: 0o755 });
+    writeFileSync(join(dir, 'rootfs/bin/data'), 'x', { mode: 0o644 });
+    symlinkSync('busybox', join(dir, 'rootfs/bin/hello'));
+    symlinkSync('/bin/busybox', join(dir, 'rootfs/usr/bin/abs'));
+    symlinkSync('../../../../../etc/passwd', join(dir, 'rootfs/bin/escape'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const write = (process: Record<string, unknown>) => {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...minimal(), process: { ...minimal().process, ...process } }));
+    return readBundleConfig(dir);
+  };
+
+  it('names a missing config.json', () => {
+    expect(() => readBundleConfig(dir)).to.throw(BundleError, `${join(dir, 'config.json')}: no such file`);
+  });
+
+  it('names a missing rootfs', () => {
+    rmSync(join(dir, 'rootfs'), { recursive: true });
+    expect(() => write({})).to.throw(BundleError, /rootfs: root filesystem \(root\.path in .*config\.json\) is not a directory/);
+  });
+
+  it('finds entrypoints through PATH and symlinks resolved inside the rootfs', () => {
+    expect(checkEntrypoint(write({ args: ['hello'], env: ['PATH=/usr/bin:/bin'] }))).to.equal('/bin/hello');
+    expect(checkEntrypoint(write({ args: ['/usr/bin/abs'] }))).to.equal('/usr/bin/abs');
+    expect(checkEntrypoint(write({ args: ['./busybox'], cwd: '/bin' }))).to.equal('/bin/./busybox');
+  });
+
+  it('refuses a missing, escaping or non-executable entrypoint, naming the file', () => {
+    expect(() => checkEntrypoint(write({ args: ['nothere'] }))).to.throw(BundleError, /entrypoint "nothere" not found/);
+    expect(() => checkEntrypoint(write({ args: ['/bin/escape'] }))).to.throw(BundleError, /entrypoint "\/bin\/escape" not found/);
+    expect(() => checkEntrypoint(write({ args: ['/bin/data'] }))).to.throw(BundleError, /rootfs\/bin\/data: entrypoint "\/bin\/data" is not executable by uid 0/);
+    chmodSync(join(dir, 'rootfs/bin/busybox'), 0o744);
+    expect(() => checkEntrypoint(write({ args: ['/bin/hello'], user: { uid: 1000, gid: 1000 } }))).to.throw(BundleError, /not executable by uid 1000/);
+  });
+});
