@@ -1,0 +1,41 @@
+// Decides whether KVM can be used on this host directly or only inside the lab.
+import { _IO, ioctl } from '../kvm/abi.js';
+import { O_RDWR, SysError, close, ioctlValue, open } from '../kvm/sys.js';
+
+const KVMIO = 0xae;
+const KVM_GET_API_VERSION = ioctl('KVM_GET_API_VERSION', 'linux/kvm.h', _IO(KVMIO, 0x00));
+/** The only KVM API version there has ever been (Documentation/virt/kvm/api.rst, 4.1). */
+export const KVM_API_VERSION = 12;
+
+export interface KvmProbe {
+  readonly available: boolean;
+  /** Why not, in words (`open /dev/kvm failed: ENOENT — ...`), when unavailable. */
+  readonly reason?: string;
+  readonly apiVersion?: number;
+}
+
+export function probeKvm(device = '/dev/kvm'): KvmProbe {
+  let fd: number;
+  try {
+    fd = open(device, O_RDWR);
+  } catch (e) {
+    if (e instanceof SysError) return { available: false, reason: e.message };
+    throw e;
+  }
+  try {
+    const apiVersion = ioctlValue(fd, 'KVM_GET_API_VERSION', KVM_GET_API_VERSION);
+    return apiVersion === KVM_API_VERSION
+      ? { available: true, apiVersion }
+      : { available: false, apiVersion, reason: `${device} reports KVM API version ${apiVersion}, expected ${KVM_API_VERSION}` };
+  } catch (e) {
+    if (e instanceof SysError) return { available: false, reason: e.message };
+    throw e;
+  } finally {
+    close(fd);
+  }
+}
+
+/** True when /dev/kvm opens read-write and speaks KVM API version 12. */
+export function kvmAvailable(): boolean {
+  return probeKvm().available;
+}

@@ -1,0 +1,211 @@
+// runInLab: boots the stock Debian kernel under qemu-system-x86_64 with TCG and `-cpu max` (which
+// emulates AMD SVM with nested paging, so the guest has a working /dev/kvm) and runs commands there.
+// The kernel log and init messages go to the first serial port (relayed as `console`); the guest
+// agent's framed records (src/lab/protocol.ts) come back on the second, over a unix socket.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
+import { constants, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AssetOptions, Log } from '../assets/debian.js';
+import { stderrLog } from '../assets/debian.js';
+import { LAB_PATHS, buildLabImage, type LabFile } from './image.js';
+import { RecordParser, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
+
+export const QEMU = 'qemu-system-x86_64';
+
+/** One command: a program with arguments (no shell), or a script for the guest's busybox sh. */
+export type LabCommand = ({ argv: readonly string[] } | { script: string }) & {
+  /** Working directory in the guest; the project copy by default. */
+  readonly cwd?: string;
+  readonly env?: Readonly<Record<string, string>>;
+};
+
+export interface LabOptions extends AssetOptions {
+  readonly commands: readonly LabCommand[];
+  readonly files?: readonly LabFile[];
+  /** Environment for every command, over the lab's defaults (PATH, HOME, TS_VMM_CACHE...). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Whole boot, all commands included; 10 minutes by default. */
+  readonly timeoutMs?: number;
+  readonly memoryMiB?: number;
+  readonly cpus?: number;
+  /** Live output of the commands, as it arrives. */
+  readonly onOutput?: (index: number, stream: 'stdout' | 'stderr', data: Buffer) => void;
+  /** Live serial console of the guest (kernel log, init messages). */
+  readonly onConsole?: (data: Buffer) => void;
+}
+
+export interface LabCommandResult {
+  readonly command: LabCommand;
+  /** Exit status, or null when a signal ended it. */
+  readonly exitStatus: number | null;
+  readonly signal: string | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface LabResult {
+  /** 0 when every command exited 0; otherwise the first failing command's status (128+n for signal n). */
+  readonly exitStatus: number;
+  readonly commands: readonly LabCommandResult[];
+  readonly console: string;
+  readonly timings: {
+    readonly imageMs: number;
+    /** From starting qemu to the first command starting in the guest. */
+    readonly bootMs: number;
+    readonly totalMs: number;
+  };
+}
+
+export class LabError extends Error {
+  constructor(message: string, readonly console = '') {
+    super(message);
+    this.name = 'LabError';
+  }
+}
+
+const { signals } = constants;
+const DEFAULTS = { timeoutMs: 600_000, memoryMiB: 2048, cpus: 2 };
+const CONSOLE_TAIL_LINES = 40;
+
+const consoleTail = (text: string): string => text.split('\n').slice(-CONSOLE_TAIL_LINES).join('\n');
+
+export function guestEnvironment(extra: Readonly<Record<string, string>> = {}): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: '/root',
+    TMPDIR: '/tmp',
+    LANG: 'C.UTF-8',
+    TS_VMM_CACHE: LAB_PATHS.cache,
+    TS_VMM_IN_LAB: '1',
+    ...extra,
+  };
+}
+
+function plan(options: LabOptions): LabPlan {
+  if (options.commands.length === 0) throw new LabError('runInLab needs at least one command');
+  const commands: PlannedCommand[] = options.commands.map((command) => {
+    const argv = 'argv' in command ? command.argv : ['/bin/sh', '-c', command.script];
+    if (argv.length === 0 || argv[0] === '') throw new LabError('a lab command has an empty argv');
+    return { argv, cwd: command.cwd ?? LAB_PATHS.project, env: guestEnvironment({ ...options.env, ...command.env }) };
+  });
+  return { commands };
+}
+
+/** Boots the lab once and runs `commands` in order inside it. */
+export async function runInLab(options: LabOptions): Promise<LabResult> {
+  const started = Date.now();
+  const log: Log = options.log ?? stderrLog;
+  const labPlan = plan(options);
+  const work = await mkdtemp(join(tmpdir(), 'ts-vmm-lab-'));
+  try {
+    const initramfs = join(work, 'initramfs.cpio');
+    const image = await buildLabImage(initramfs, { ...options, log, plan: labPlan });
+    const imageMs = Date.now() - started;
+    log(`lab: booting ${image.kernel.release} under TCG (initramfs ${(image.bytes / 2 ** 20).toFixed(0)} MiB)`);
+
+    const outputs = labPlan.commands.map(() => ({ stdout: [] as Buffer[], stderr: [] as Buffer[], exit: undefined as { status: number | null; signal: string | null } | undefined }));
+    let consoleText = '';
+    let done = false;
+    let agentFailure: string | undefined;
+    let firstCommandAt: number | undefined;
+    const onRecord = (record: LabRecord): void => {
+      switch (record.kind) {
+        case 'start':
+          firstCommandAt ??= Date.now();
+          break;
+        case 'out':
+        case 'err': {
+          const out = outputs[record.index];
+          if (out === undefined) return;
+          (record.kind === 'out' ? out.stdout : out.stderr).push(record.data);
+          options.onOutput?.(record.index, record.kind === 'out' ? 'stdout' : 'stderr', record.data);
+          break;
+        }
+        case 'exit': {
+          const out = outputs[record.index];
+          if (out !== undefined) out.exit = { status: record.status, signal: record.signal };
+          break;
+        }
+        case 'done':
+          done = true;
+          break;
+        case 'fail':
+          agentFailure = record.message;
+          break;
+      }
+    };
+
+    const socketPath = join(work, 'results.sock');
+    const parser = new RecordParser(onRecord);
+    const server = createServer((socket: Socket) => socket.on('data', (chunk) => parser.push(chunk)));
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
+
+    const bootStarted = Date.now();
+    const args = [
+      '-accel', 'tcg', '-cpu', 'max', '-machine', 'q35',
+      '-m', String(options.memoryMiB ?? DEFAULTS.memoryMiB), '-smp', String(options.cpus ?? DEFAULTS.cpus),
+      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+      '-kernel', image.kernel.vmlinuz, '-initrd', initramfs,
+      '-append', 'console=ttyS0 panic=-1 loglevel=4 mitigations=off',
+      '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
+      '-chardev', `socket,id=results,path=${socketPath}`, '-serial', 'chardev:results',
+    ];
+    const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+    const exit = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>((resolve, reject) => {
+      const qemu = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let timedOut = false;
+      const timer = setTimeout(() => { timedOut = true; qemu.kill('SIGKILL'); }, timeoutMs);
+      const onConsoleData = (data: Buffer): void => {
+        consoleText += data.toString('utf8');
+        options.onConsole?.(data);
+      };
+      qemu.stdout.on('data', onConsoleData);
+      qemu.stderr.on('data', onConsoleData);
+      qemu.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(e.code === 'ENOENT'
+          ? new LabError(`${QEMU} not found: the lab needs the Debian package qemu-system-x86`)
+          : new LabError(`cannot start ${QEMU}: ${e.message}`));
+      });
+      qemu.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, timedOut });
+      });
+    });
+    server.close();
+
+    if (exit.timedOut) {
+      throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s; last console lines:\n${consoleTail(consoleText)}`, consoleText);
+    }
+    if (agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${agentFailure}`, consoleText);
+    if (!done) {
+      const how = exit.code !== null ? `exited with status ${exit.code}` : `was killed by ${exit.signal}`;
+      throw new LabError(`lab guest stopped before finishing its commands (${QEMU} ${how}); last console lines:\n${consoleTail(consoleText)}`, consoleText);
+    }
+
+    const commands = options.commands.map((command, i): LabCommandResult => {
+      const out = outputs[i];
+      if (out?.exit === undefined) throw new LabError(`lab guest reported no exit status for command ${i}`, consoleText);
+      return {
+        command,
+        exitStatus: out.exit.status,
+        signal: out.exit.signal,
+        stdout: Buffer.concat(out.stdout).toString('utf8'),
+        stderr: Buffer.concat(out.stderr).toString('utf8'),
+      };
+    });
+    const failed = commands.find((c) => c.exitStatus !== 0);
+    const exitStatus = failed === undefined ? 0 : failed.exitStatus ?? 128 + (signals[failed.signal as NodeJS.Signals] ?? 0);
+    const finished = Date.now();
+    return {
+      exitStatus,
+      commands,
+      console: consoleText,
+      timings: { imageMs, bootMs: (firstCommandAt ?? finished) - bootStarted, totalMs: finished - started },
+    };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
