@@ -1,0 +1,142 @@
+// Turns a bundle's rootfs directory into the ext4 image the guest boots from, with Debian's `mke2fs -d`.
+// mke2fs is the reference ext4 writer: it gets extents, htree directories, xattrs, hard links and special files
+// right, and is as fast as the disk; an ext4 writer in TypeScript would be a second, less tested implementation
+// of the same format for no gain. The trade-off is a host dependency on e2fsprogs.
+//
+// A read-only rootfs is built once per content (see tree-hash.ts) into the cache and shared by every bundle with
+// that content. A read-write rootfs gets a disk of its own in the bundle's state directory, built on its first
+// run and reused afterwards, so what the workload writes is there on the next run (and can be inspected with
+// e.g. `debugfs` or a loop mount).
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { BundleConfig } from './bundle-config.js';
+import { bundleStateDir } from './paths.js';
+import { hashTree, type TreeSummary } from './tree-hash.js';
+
+const execFileAsync = promisify(execFile);
+const MiB = 1024 * 1024;
+const BLOCK = 4096;
+
+export interface RootDisk {
+  /** The image file to attach as the guest's first virtio-blk disk. */
+  path: string;
+  readonly: boolean;
+  /** True when this call had to build the image (a cold start). */
+  built: boolean;
+  /** Set when a read-write disk was made from a rootfs whose content has changed since. */
+  staleWarning?: string;
+}
+
+export interface RootDiskOptions {
+  /** The image cache, for read-only root disks. */
+  cacheDir: string;
+  /** Free space a read-write disk gets beyond its content. */
+  writableFreeMiB?: number;
+  log?: (message: string) => void;
+}
+
+export const DEFAULT_WRITABLE_FREE_MIB = 512;
+
+/** Image size for a tree: content rounded to blocks plus one block per entry, 10% slack, the free space asked for. */
+export function imageSizeBytes(summary: TreeSummary, freeMiB: number): number {
+  const used = summary.bytes + summary.entries * BLOCK;
+  return Math.ceil((used * 1.1 + (freeMiB + 8) * MiB) / MiB) * MiB;
+}
+
+/** Builds `output` as ext4 holding `rootfs`. The file appears only complete (built aside, then renamed). */
+export async function buildExt4Image(rootfs: string, summary: TreeSummary, output: string, writable: boolean, freeMiB: number): Promise<void> {
+  const partial = `${output}.${process.pid}.partial`;
+  const size = imageSizeBytes(summary, freeMiB);
+  const args = [
+    '-q', '-F', '-t', 'ext4', '-b', String(BLOCK), '-d', rootfs, '-L', 'rootfs',
+    '-N', String(summary.entries + (writable ? 65536 : 256)),
+    // A read-only disk is never written, so a journal would only cost space; a writable one needs it to survive a
+    // VM that is torn down mid-write.
+    '-O', writable ? 'has_journal' : '^has_journal',
+    '-E', 'nodiscard,lazy_itable_init=0',
+    '-m', '0',
+    partial, `${size / 1024}k`,
+  ];
+  try {
+    await execFileAsync('mke2fs', args, { env: { ...process.env, MKE2FS_CONFIG: '/dev/null' } });
+  } catch (e) {
+    await rm(partial, { force: true });
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') throw new Error('mke2fs not found: root disks are built with mke2fs -d (Debian package e2fsprogs)');
+    throw new Error(`mke2fs -d ${rootfs} failed: ${(err.stderr ?? err.message).trim()}`);
+  }
+  await rename(partial, output);
+}
+
+/**
+ * A lock file holding the owner's pid, so two runs of one read-write bundle never mount its disk at once.
+ * A lock whose process is gone is taken over.
+ */
+export async function lockFile(path: string): Promise<() => Promise<void>> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, 'wx');
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return () => rm(path, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const owner = Number(readFileSync(path, 'utf8'));
+      if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
+        throw new Error(`${path}: the disk is in use by ts-vmm process ${owner}`);
+      }
+      await rm(path, { force: true });
+    }
+  }
+  throw new Error(`${path}: could not take the lock`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Finds or builds the root disk for a bundle. */
+export async function prepareRootDisk(config: BundleConfig, options: RootDiskOptions): Promise<RootDisk> {
+  const log = options.log ?? (() => undefined);
+  const summary = await hashTree(config.rootfs);
+  if (config.readonlyRoot) {
+    const dir = join(options.cacheDir, 'rootfs');
+    const path = join(dir, `${summary.hash.slice(0, 32)}.ext4`);
+    if (existsSync(path)) return { path, readonly: true, built: false };
+    await mkdir(dir, { recursive: true });
+    log(`building the root disk from ${config.rootfs} (${formatMiB(summary.bytes)}, ${summary.entries} entries)`);
+    await buildExt4Image(config.rootfs, summary, path, false, 0);
+    return { path, readonly: true, built: true };
+  }
+  const dir = bundleStateDir(config.bundle);
+  const path = join(dir, 'rootfs.ext4');
+  const sourceRecord = join(dir, 'rootfs.source');
+  if (existsSync(path)) {
+    const madeFrom = existsSync(sourceRecord) ? (await readFile(sourceRecord, 'utf8')).trim() : '';
+    const disk: RootDisk = { path, readonly: false, built: false };
+    if (madeFrom !== summary.hash) {
+      disk.staleWarning = `${config.rootfs} changed since ${path} was made from it; the disk keeps the workload's ` +
+        'earlier writes and is used as it is (delete it to start again from the rootfs)';
+    }
+    return disk;
+  }
+  await mkdir(dir, { recursive: true });
+  const freeMiB = options.writableFreeMiB ?? DEFAULT_WRITABLE_FREE_MIB;
+  log(`building the writable root disk from ${config.rootfs} (${formatMiB(summary.bytes)}, ${summary.entries} entries)`);
+  await writeFile(join(dir, 'bundle'), `${config.bundle}\n`);
+  await buildExt4Image(config.rootfs, summary, path, true, freeMiB);
+  await writeFile(sourceRecord, `${summary.hash}\n`);
+  return { path, readonly: false, built: true };
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / MiB).toFixed(1)} MiB`;
+}

@@ -1,0 +1,92 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseBundleConfig } from '../../src/oci/bundle-config.js';
+import { lockFile, prepareRootDisk } from '../../src/oci/root-disk.js';
+import { hashTree } from '../../src/oci/tree-hash.js';
+
+const debugfs = (image: string, request: string): string =>
+  execFileSync('debugfs', ['-R', request, image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+
+describe('root disk', function () {
+  this.timeout(30000);
+  let dir: string;
+  let savedState: string | undefined;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-disk-'));
+    mkdirSync(join(dir, 'bundle/rootfs/bin'), { recursive: true });
+    writeFileSync(join(dir, 'bundle/rootfs/bin/hello'), 'hello world\n', { mode: 0o755 });
+    symlinkSync('hello', join(dir, 'bundle/rootfs/bin/hi'));
+    savedState = process.env.TS_VMM_STATE;
+    process.env.TS_VMM_STATE = join(dir, 'state');
+  });
+  afterEach(() => {
+    if (savedState === undefined) delete process.env.TS_VMM_STATE;
+    else process.env.TS_VMM_STATE = savedState;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const config = (readonly: boolean) => parseBundleConfig(JSON.stringify({
+    ociVersion: '1.0.2', root: { path: 'rootfs', readonly }, process: { args: ['/bin/hello'], cwd: '/' },
+  }), join(dir, 'bundle'));
+
+  it('hashes content, modes and links but not timestamps', async () => {
+    const root = join(dir, 'bundle/rootfs');
+    const first = await hashTree(root);
+    expect(first.entries).to.equal(4);
+    expect(first.bytes).to.equal(12);
+    utimesSync(join(root, 'bin/hello'), new Date(0), new Date(0));
+    expect((await hashTree(root)).hash).to.equal(first.hash);
+    chmodSync(join(root, 'bin/hello'), 0o700);
+    const afterChmod = (await hashTree(root)).hash;
+    expect(afterChmod).to.not.equal(first.hash);
+    writeFileSync(join(root, 'bin/hello'), 'hello World\n');
+    expect((await hashTree(root)).hash).to.not.equal(afterChmod);
+  });
+
+  it('builds a read-only ext4 image once per content and reuses it', async () => {
+    const cacheDir = join(dir, 'cache');
+    const first = await prepareRootDisk(config(true), { cacheDir });
+    expect(first).to.deep.include({ readonly: true, built: true });
+    expect(debugfs(first.path, 'cat /bin/hello')).to.equal('hello world\n');
+    expect(debugfs(first.path, 'stat /bin/hi')).to.match(/Fast link dest: "hello"/);
+    expect(debugfs(first.path, 'features')).to.not.match(/has_journal/);
+    const second = await prepareRootDisk(config(true), { cacheDir });
+    expect(second).to.deep.include({ path: first.path, built: false });
+  });
+
+  it('gives a read-write rootfs its own journaled disk in the bundle state dir, kept across runs', async () => {
+    const cacheDir = join(dir, 'cache');
+    const first = await prepareRootDisk(config(false), { cacheDir, writableFreeMiB: 16 });
+    expect(first).to.deep.include({ readonly: false, built: true });
+    expect(first.path.startsWith(join(dir, 'state', 'bundles', 'bundle-'))).to.equal(true);
+    expect(debugfs(first.path, 'features')).to.match(/has_journal/);
+    const mtime = statSync(first.path).mtimeMs;
+    const second = await prepareRootDisk(config(false), { cacheDir });
+    expect(second).to.deep.include({ path: first.path, built: false });
+    expect(second.staleWarning).to.equal(undefined);
+    expect(statSync(first.path).mtimeMs).to.equal(mtime);
+    writeFileSync(join(dir, 'bundle/rootfs/new'), 'x');
+    const third = await prepareRootDisk(config(false), { cacheDir });
+    expect(third.staleWarning).to.match(/rootfs changed since .*rootfs\.ext4 was made from it/);
+  });
+
+  it('never writes into the bundle', async () => {
+    const before = await hashTree(join(dir, 'bundle'));
+    await prepareRootDisk(config(true), { cacheDir: join(dir, 'cache') });
+    await prepareRootDisk(config(false), { cacheDir: join(dir, 'cache'), writableFreeMiB: 16 });
+    expect((await hashTree(join(dir, 'bundle'))).hash).to.equal(before.hash);
+  });
+
+  it('locks a disk against a second user and takes over a dead owner\'s lock', async () => {
+    const lock = join(dir, 'disk.lock');
+    const release = await lockFile(lock);
+    await lockFile(lock).then(() => expect.fail('second lock granted'), (e: Error) => expect(e.message).to.match(/in use by ts-vmm process \d+/));
+    await release();
+    writeFileSync(lock, '999999999');
+    const again = await lockFile(lock);
+    await again();
+  });
+});
