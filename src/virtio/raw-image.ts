@@ -1,0 +1,91 @@
+// A raw disk image file as the block device sees it: scatter/gather reads and writes straight between
+// the file and guest RAM (preadv/pwritev on zero-copy views), fsync, and range deallocation.
+import koffi from 'koffi';
+import fs from 'node:fs';
+import { constants } from 'node:os';
+import { SysError } from '../kvm/sys.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from './abi.js';
+
+export const SECTOR_SIZE = 512;
+
+const fallocate = koffi.load('libc.so.6').func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+
+export class RawImage {
+  readonly size: number;
+  /** Dev/inode of the file: a stable identity for the same image. */
+  readonly identity: string;
+  private readonly fd: number;
+  private zeroes: Uint8Array | undefined;
+
+  /** Opens `path`; refuses a size that is not a whole number of 512-byte sectors rather than rounding it. */
+  constructor(readonly path: string, readonly readOnly: boolean) {
+    this.fd = fs.openSync(path, readOnly ? 'r' : 'r+');
+    try {
+      const st = fs.fstatSync(this.fd);
+      if (!st.isFile() && !st.isBlockDevice()) throw new Error(`disk image ${path} is not a regular file or block device`);
+      if (st.size % SECTOR_SIZE !== 0) {
+        throw new Error(`disk image ${path} is ${st.size} bytes, not a multiple of ${SECTOR_SIZE}; pad it (truncate -s %${SECTOR_SIZE})`);
+      }
+      this.size = st.size;
+      this.identity = `${st.dev.toString(16)}-${st.ino.toString(16)}`;
+    } catch (e) {
+      fs.closeSync(this.fd);
+      throw e;
+    }
+  }
+
+  /** Fills `views` from the file at `position`; a read past the end of the file is an error. */
+  read(views: Uint8Array[], position: number): void {
+    transfer(views, position, (vs, at) => fs.readvSync(this.fd, vs, at), 'read');
+  }
+
+  write(views: Uint8Array[], position: number): void {
+    transfer(views, position, (vs, at) => fs.writevSync(this.fd, vs, at), 'write');
+  }
+
+  flush(): void {
+    fs.fsyncSync(this.fd);
+  }
+
+  /** Deallocates [offset, offset + length); reads of it return zeroes afterwards. */
+  discard(offset: number, length: number): void {
+    this.allocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+  }
+
+  /** Zeroes [offset, offset + length), deallocating it when `unmap` allows. */
+  writeZeroes(offset: number, length: number, unmap: boolean): void {
+    this.allocate(unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+
+  /** fallocate, or writing zeroes where the file system cannot (tmpfs lacks ZERO_RANGE, some lack both). */
+  private allocate(mode: number, offset: number, length: number): void {
+    if (fallocate(this.fd, mode, offset, length) === 0) return;
+    const errno = koffi.errno();
+    if (errno !== constants.errno.EOPNOTSUPP) throw new SysError(`fallocate ${this.path}`, errno);
+    this.zeroes ??= new Uint8Array(1 << 20);
+    for (let done = 0; done < length;) {
+      const n = Math.min(this.zeroes.length, length - done);
+      this.write([this.zeroes.subarray(0, n)], offset + done);
+      done += n;
+    }
+  }
+}
+
+/** Repeats a vectored transfer until every view is done (the kernel may transfer less than asked). */
+function transfer(views: Uint8Array[], position: number, io: (views: Uint8Array[], position: number) => number, what: string): void {
+  let pending = views;
+  let at = position;
+  for (;;) {
+    let n = io(pending, at);
+    if (n === 0 && pending.some((v) => v.length > 0)) throw new Error(`${what} at offset ${at}: end of file`);
+    at += n;
+    let i = 0;
+    while (i < pending.length && n >= pending[i]!.length) n -= pending[i++]!.length;
+    if (i === pending.length) return;
+    pending = [pending[i]!.subarray(n), ...pending.slice(i + 1)];
+  }
+}
