@@ -1,11 +1,8 @@
-// Decides whether KVM can be used on this host directly or only inside the lab.
-import { _IO, ioctl } from '../kvm/abi.js';
+// Decides whether KVM can be used on this host directly or only inside the lab. Unlike Kvm.open it
+// reports why not instead of throwing, and keeps no descriptor open.
+import { KVM_API_VERSION } from '../kvm/constants.js';
+import { KVM_GET_API_VERSION } from '../kvm/ioctls.js';
 import { O_RDWR, SysError, close, ioctlValue, open } from '../kvm/sys.js';
-
-const KVMIO = 0xae;
-const KVM_GET_API_VERSION = ioctl('KVM_GET_API_VERSION', 'linux/kvm.h', _IO(KVMIO, 0x00));
-/** The only KVM API version there has ever been (Documentation/virt/kvm/api.rst, 4.1). */
-export const KVM_API_VERSION = 12;
 
 export interface KvmProbe {
   readonly available: boolean;

@@ -41,8 +41,9 @@ export interface LabCommandResult {
   /** Exit status, or null when a signal ended it. */
   readonly exitStatus: number | null;
   readonly signal: string | null;
-  readonly stdout: string;
-  readonly stderr: string;
+  /** Exactly the bytes the command wrote. */
+  readonly stdout: Buffer;
+  readonly stderr: Buffer;
 }
 
 export interface LabResult {
@@ -192,8 +193,8 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
         command,
         exitStatus: out.exit.status,
         signal: out.exit.signal,
-        stdout: Buffer.concat(out.stdout).toString('utf8'),
-        stderr: Buffer.concat(out.stderr).toString('utf8'),
+        stdout: Buffer.concat(out.stdout),
+        stderr: Buffer.concat(out.stderr),
       };
     });
     const failed = commands.find((c) => c.exitStatus !== 0);

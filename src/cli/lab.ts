@@ -1,0 +1,34 @@
+// `ts-vmm lab -- <ts-vmm arguments>`: runs a ts-vmm command inside the lab (a TCG-emulated machine
+// with nested SVM, hence a working /dev/kvm) and relays its output and exit status.
+import { Command, InvalidArgumentError } from 'commander';
+import { relayInLab } from '../lab/relay.js';
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
+  return n;
+}
+
+export function register(program: Command): void {
+  program
+    .command('lab')
+    .description('run a ts-vmm command inside the lab: qemu (TCG, -cpu max) booting the stock Debian kernel with KVM')
+    .argument('<args...>', 'ts-vmm arguments (or, with --exec, a program and its arguments), after --')
+    .option('--exec', 'run the arguments as a program in the lab instead of as a ts-vmm command')
+    .option('-i, --include <path>', 'host file or directory to carry in at the same path (repeatable)',
+      (path: string, paths: string[]) => [...paths, path], [] as string[])
+    .option('--timeout <seconds>', 'give up after this many seconds', positiveInteger, 600)
+    .option('--memory <MiB>', 'lab guest memory', positiveInteger, 2048)
+    .option('--cpus <n>', 'lab guest vCPUs', positiveInteger, 2)
+    .option('--console', 'also show the lab guest serial console on stderr')
+    .action(async (args: string[], options: { exec?: boolean; include: string[]; timeout: number; memory: number; cpus: number; console?: boolean }) => {
+      process.exitCode = await relayInLab(args, {
+        exec: options.exec ?? false,
+        include: options.include,
+        timeoutMs: options.timeout * 1000,
+        memoryMiB: options.memory,
+        cpus: options.cpus,
+        showConsole: options.console ?? false,
+      });
+    });
+}
