@@ -1,0 +1,130 @@
+// Runs each vCPU in its own worker thread and serves their I/O from the main (device) thread, whose
+// event loop stays free: exits arrive as mailbox requests awaited with Atomics.waitAsync.
+//
+// Stopping is Firecracker's kick: set the stop flag and kvm_run.immediate_exit (so a vCPU about to
+// enter the guest returns at once), then signal the thread with tgkill so one already inside KVM_RUN
+// returns EINTR. SIGUSR2 needs a handler first, or its default action would end the process.
+import { Worker } from 'node:worker_threads';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { busAccess } from './io-dispatch.js';
+import type { LocalRange } from './local-devices.js';
+import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox.js';
+import { tgkill } from './sys.js';
+import type { IoBuses, VcpuStop } from './types.js';
+import type { Vcpu } from './vcpu.js';
+import {
+  CONTROL_WORDS, STOP_REQUESTED, THREAD_ID, VCPU_WORKER_ROLE, type VcpuWorkerData, type VcpuWorkerMessage,
+} from './vcpu-worker.js';
+
+const SIGUSR2 = 12;
+const KICK_SIGNAL = 'SIGUSR2';
+const ignoreKick = (): void => undefined;
+
+/** Installs the no-op SIGUSR2 handler once per process (idempotent). */
+export function installKickHandler(): void {
+  if (!process.listeners(KICK_SIGNAL).includes(ignoreKick)) process.on(KICK_SIGNAL, ignoreKick);
+}
+
+export interface VcpuThreadsOptions {
+  /** Ranges answered inside each vCPU thread instead of on the device thread. */
+  localRanges?: LocalRange[];
+  /** Guest memory, for local devices that need it. */
+  memory?: GuestMemory;
+}
+
+/** One vCPU's thread as the main thread sees it. */
+class VcpuThread {
+  private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+  private readonly mailbox = new Mailbox();
+  private readonly worker: Worker;
+  private exited = false;
+  readonly stopped: Promise<VcpuStop>;
+
+  constructor(readonly vcpu: Vcpu, buses: IoBuses, options: VcpuThreadsOptions, onStop: (stop: VcpuStop) => void) {
+    const data: VcpuWorkerData = {
+      role: VCPU_WORKER_ROLE,
+      vcpu: vcpu.descriptor(),
+      mailbox: this.mailbox.buffer,
+      control: this.control.buffer as SharedArrayBuffer,
+      localRanges: options.localRanges ?? [],
+      memory: options.memory?.descriptor(),
+    };
+    this.worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data });
+    const served = serveMailbox(this.mailbox, (request) => serve(buses, request));
+    this.stopped = new Promise<VcpuStop>((resolve) => {
+      let stop: VcpuStop | undefined;
+      this.worker.on('message', (message: VcpuWorkerMessage) => { stop = message.stop; });
+      this.worker.on('error', (e) => {
+        stop ??= { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: thread failed: ${e.message}` };
+      });
+      this.worker.on('exit', (code) => {
+        stop ??= { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: thread exited with code ${code} before reporting` };
+        this.exited = true;
+        // The worker closes the mailbox on a clean stop; after a crash, close it for it.
+        this.mailbox.close();
+        void served.then(() => {
+          onStop(stop!);
+          resolve(stop!);
+        });
+      });
+    });
+  }
+
+  stop(): void {
+    if (this.exited) return;
+    Atomics.store(this.control, STOP_REQUESTED, 1);
+    this.vcpu.setImmediateExit(true);
+    const tid = Atomics.load(this.control, THREAD_ID);
+    if (tid === 0) return;
+    try {
+      tgkill(process.pid, tid, SIGUSR2);
+    } catch (e) {
+      // ESRCH: the thread ended between reading its tid and the signal; nothing left to kick.
+      if ((e as { code?: string }).code !== 'ESRCH') throw e;
+    }
+  }
+}
+
+function serve(buses: IoBuses, { op, address, size, count, data }: MailboxRequest): void {
+  const isMmio = op === MailboxOp.MmioRead || op === MailboxOp.MmioWrite;
+  const isWrite = op === MailboxOp.PioWrite || op === MailboxOp.MmioWrite;
+  busAccess(isMmio ? buses.mmio : buses.pio, address, isWrite, size, count, data);
+}
+
+export type StopListener = (stop: VcpuStop) => void;
+
+export class VcpuThreads {
+  private readonly threads: VcpuThread[] = [];
+  private readonly listeners: StopListener[] = [];
+  private started = false;
+  /** Every vCPU's stop, once all threads have ended. */
+  readonly stopped: Promise<VcpuStop[]>;
+  private resolveStarted!: () => void;
+
+  constructor(private readonly vcpus: readonly Vcpu[], private readonly buses: IoBuses, private readonly options: VcpuThreadsOptions = {}) {
+    const started = new Promise<void>((resolve) => { this.resolveStarted = resolve; });
+    this.stopped = started.then(() => Promise.all(this.threads.map((t) => t.stopped)));
+  }
+
+  /** Called once per vCPU as it stops (halt, shutdown, error, or stop()). */
+  onStop(listener: StopListener): void {
+    this.listeners.push(listener);
+  }
+
+  start(): void {
+    if (this.started) throw new Error('vCPU threads already started');
+    this.started = true;
+    installKickHandler();
+    for (const vcpu of this.vcpus) {
+      this.threads.push(new VcpuThread(vcpu, this.buses, this.options, (stop) => this.listeners.forEach((l) => l(stop))));
+    }
+    this.resolveStarted();
+  }
+
+  /** Stops every vCPU, whatever it is doing, and resolves when all threads have ended. */
+  async stop(): Promise<VcpuStop[]> {
+    if (!this.started) return [];
+    for (const t of this.threads) t.stop();
+    return this.stopped;
+  }
+}

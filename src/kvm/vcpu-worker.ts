@@ -1,0 +1,79 @@
+// The body of a vCPU thread: KVM_RUN in a loop. Accesses to vCPU-local ranges are answered here;
+// every other I/O or MMIO exit is a synchronous mailbox call to the device thread. The loop ends when
+// the main thread sets the stop flag (and kicks the thread out of KVM_RUN), or on an exit that
+// stops the vCPU; either way the main thread receives one `stopped` message.
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import type { Bus } from '../devices/bus.js';
+import type { GuestMemoryDescriptor } from '../memory/guest-memory.js';
+import { stopForExit } from './exit-policy.js';
+import { busAccess } from './io-dispatch.js';
+import { buildLocalBuses, type LocalRange } from './local-devices.js';
+import { Mailbox, MailboxClient, MailboxOp } from './mailbox.js';
+import { gettid } from './sys.js';
+import type { VcpuStop } from './types.js';
+import { Vcpu, type VcpuDescriptor } from './vcpu.js';
+
+export const VCPU_WORKER_ROLE = 'ts-vmm vCPU';
+
+export interface VcpuWorkerData {
+  role: typeof VCPU_WORKER_ROLE;
+  vcpu: VcpuDescriptor;
+  mailbox: SharedArrayBuffer;
+  /** Int32Array: [STOP_REQUESTED] non-zero asks the loop to stop; [THREAD_ID] is this thread's tid. */
+  control: SharedArrayBuffer;
+  localRanges: LocalRange[];
+  memory?: GuestMemoryDescriptor;
+}
+
+export const STOP_REQUESTED = 0;
+export const THREAD_ID = 1;
+export const CONTROL_WORDS = 2;
+
+export interface VcpuWorkerMessage { type: 'stopped'; stop: VcpuStop }
+
+async function main(data: VcpuWorkerData): Promise<void> {
+  const post = (message: VcpuWorkerMessage) => parentPort!.postMessage(message);
+  const vcpu = Vcpu.fromDescriptor(data.vcpu);
+  const mailbox = new MailboxClient(new Mailbox(data.mailbox));
+  const control = new Int32Array(data.control);
+  let stop: VcpuStop;
+  try {
+    const local = await buildLocalBuses(data.localRanges, vcpu.id, data.memory);
+    // Published before the stop flag is first read: a stop() that misses the tid finds the flag instead.
+    Atomics.store(control, THREAD_ID, gettid());
+    stop = runLoop(vcpu, local.pio, local.mmio, mailbox, control);
+  } catch (e) {
+    stop = { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  // No more kicks: this thread is about to end and its tid may be reused.
+  Atomics.store(control, THREAD_ID, 0);
+  try {
+    stop.regs = vcpu.getRegs();
+  } catch {
+    // The registers are a diagnostic extra; the stop itself is what matters.
+  }
+  mailbox.close();
+  post({ type: 'stopped', stop });
+}
+
+function runLoop(vcpu: Vcpu, localPio: Bus, localMmio: Bus, mailbox: MailboxClient, control: Int32Array): VcpuStop {
+  for (;;) {
+    if (Atomics.load(control, STOP_REQUESTED) !== 0) return { vcpu: vcpu.id, reason: 'stopped', message: `vCPU ${vcpu.id}: stopped by the VMM` };
+    const exit = vcpu.run();
+    if (exit.kind === 'io') {
+      const isWrite = exit.direction === 'out';
+      if (localPio.find(exit.port)) busAccess(localPio, exit.port, isWrite, exit.size, exit.count, exit.data);
+      else mailbox.call(isWrite ? MailboxOp.PioWrite : MailboxOp.PioRead, exit.port, exit.size, exit.count, exit.data);
+    } else if (exit.kind === 'mmio') {
+      if (localMmio.find(exit.address)) busAccess(localMmio, exit.address, exit.isWrite, exit.data.length, 1, exit.data);
+      else mailbox.call(exit.isWrite ? MailboxOp.MmioWrite : MailboxOp.MmioRead, exit.address, exit.data.length, 1, exit.data);
+    } else {
+      const stop = stopForExit(exit, vcpu.id);
+      if (stop) return stop;
+    }
+  }
+}
+
+if (!isMainThread && (workerData as { role?: unknown } | null)?.role === VCPU_WORKER_ROLE) {
+  await main(workerData as VcpuWorkerData);
+}

@@ -1,0 +1,68 @@
+import { expect } from 'chai';
+import { Bus, type BusDevice } from '../../src/devices/bus.js';
+import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
+import type { VcpuStop } from '../../src/kvm/types.js';
+import { realModeVm } from './real-mode-vm.js';
+
+const ENTRY = 0x1000;
+const SPIN = [0xeb, 0xfe]; // jmp $
+
+const buses = () => ({ pio: new Bus('pio'), mmio: new Bus('mmio') });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('vCPU threads @kvm', () => {
+  it('kicks vCPUs spinning in the guest out of KVM_RUN while the event loop stays free', async () => {
+    const guest = realModeVm(SPIN, { entry: ENTRY, vcpus: 2 });
+    const threads = new VcpuThreads(guest.vcpus, buses());
+    const seen: VcpuStop[] = [];
+    threads.onStop((s) => seen.push(s));
+    threads.start();
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    await sleep(200);
+    clearInterval(timer);
+    expect(seen, 'nothing stops a spinning guest by itself').to.deep.equal([]);
+    expect(ticks, 'main-thread timers kept firing').to.be.greaterThan(10);
+
+    const stops = await threads.stop();
+    expect(stops.map((s) => [s.vcpu, s.reason])).to.deep.equal([[0, 'stopped'], [1, 'stopped']]);
+    expect(stops.map((s) => s.regs!.rip)).to.deep.equal([BigInt(ENTRY), BigInt(ENTRY)]);
+    expect(seen.map((s) => s.vcpu).sort()).to.deep.equal([0, 1]);
+    guest.close();
+  });
+
+  it('stops at once when asked before the guest ever ran', async () => {
+    const guest = realModeVm(SPIN, { entry: ENTRY });
+    const threads = new VcpuThreads(guest.vcpus, buses());
+    threads.start();
+    const [stop] = await threads.stop();
+    expect(stop!.reason).to.equal('stopped');
+    guest.close();
+  });
+
+  it('reports a device that throws as an error stop naming the problem', async () => {
+    const guest = realModeVm([0xe6, 0x70, 0xf4], { entry: ENTRY }); // out 0x70, al; hlt
+    const b = buses();
+    const broken: BusDevice = { read: () => undefined, write: () => { throw new Error('RTC index 0x80 out of range'); } };
+    b.pio.insert(broken, 0x70, 2, 'rtc');
+    const threads = new VcpuThreads(guest.vcpus, b);
+    threads.start();
+    const [stop] = await threads.stopped;
+    expect(stop!.reason).to.equal('error');
+    expect(stop!.message).to.equal('vCPU 0: RTC index 0x80 out of range');
+    guest.close();
+  });
+
+  it('answers unclaimed reads with all ones and ignores unclaimed writes', async () => {
+    // in al, 0x60 ; mov [0x8000], al ; mov ax,0x2000 ; mov ds,ax ; mov bx,[0] ; xor ax,ax ; mov ds,ax ; mov [0x8002],bx ; hlt
+    const code = [0xe4, 0x60, 0xa2, 0x00, 0x80, 0xb8, 0x00, 0x20, 0x8e, 0xd8, 0x8b, 0x1e, 0x00, 0x00, 0x31, 0xc0, 0x8e, 0xd8, 0x89, 0x1e, 0x02, 0x80, 0xe6, 0x61, 0xf4];
+    const guest = realModeVm(code, { entry: ENTRY });
+    const threads = new VcpuThreads(guest.vcpus, buses());
+    threads.start();
+    const [stop] = await threads.stopped;
+    expect(stop!.reason, stop!.message).to.equal('hlt');
+    expect(guest.memory.readU8(0x8000)).to.equal(0xff);
+    expect(guest.memory.readU16(0x8002)).to.equal(0xffff);
+    guest.close();
+  });
+});
