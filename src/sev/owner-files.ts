@@ -1,0 +1,66 @@
+// The guest owner's files, in the formats sevctl and QEMU use: `<name>_godh.b64` and `<name>_session.b64`
+// (base64 of the GODH certificate and of the session blob, what QEMU's sev-guest dh-cert-file and
+// session-file take), `<name>_tek.bin` and `<name>_tik.bin` (raw 16-byte keys, kept by the owner), and the
+// secret's header and payload files (raw bytes, as `sevctl secret build` writes them).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { SecretPacket } from './secret.js';
+import type { OwnerSession, TransportKeys } from './session.js';
+
+export interface SessionFiles {
+  godh: string;
+  session: string;
+  tek: string;
+  tik: string;
+}
+
+export function sessionFileNames(dir: string, name = 'vm'): SessionFiles {
+  return {
+    godh: path.join(dir, `${name}_godh.b64`),
+    session: path.join(dir, `${name}_session.b64`),
+    tek: path.join(dir, `${name}_tek.bin`),
+    tik: path.join(dir, `${name}_tik.bin`),
+  };
+}
+
+export function writeSessionFiles(files: SessionFiles, s: OwnerSession): void {
+  writeFileSync(files.godh, Buffer.from(s.godh.bytes).toString('base64'));
+  writeFileSync(files.session, s.session.toString('base64'));
+  writeFileSync(files.tek, s.keys.tek, { mode: 0o600 });
+  writeFileSync(files.tik, s.keys.tik, { mode: 0o600 });
+}
+
+/** Reads a base64 file strictly (whitespace allowed around it): a corrupt file must not decode to garbage. */
+export function readBase64File(file: string, what: string): Buffer {
+  const text = readFileSync(file, 'utf8').trim();
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) throw new Error(`${what} file ${file} is not base64`);
+  return Buffer.from(text, 'base64');
+}
+
+/** The launch inputs QEMU would take: GODH certificate and session blob. */
+export function readLaunchSession(godhFile: string, sessionFile: string): { godh: Buffer; session: Buffer } {
+  return { godh: readBase64File(godhFile, 'GODH'), session: readBase64File(sessionFile, 'session') };
+}
+
+export function readTransportKeys(tekFile: string, tikFile: string): TransportKeys {
+  const tek = readFileSync(tekFile);
+  const tik = readFileSync(tikFile);
+  if (tek.length !== 16 || tik.length !== 16) throw new Error(`TEK (${tekFile}) and TIK (${tikFile}) must be 16 bytes each`);
+  return { tek, tik };
+}
+
+/** sevctl's convention for binary arguments: an existing path is read, anything else is base64. */
+export function pathOrBase64(value: string, what: string): Buffer {
+  if (existsSync(value)) return readFileSync(value);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4 !== 0) throw new Error(`${what}: "${value}" is neither a file nor base64`);
+  return Buffer.from(value, 'base64');
+}
+
+export function readSecretPacket(headerFile: string, payloadFile: string): SecretPacket {
+  return { header: readFileSync(headerFile), payload: readFileSync(payloadFile) };
+}
+
+export function writeSecretPacket(headerFile: string, payloadFile: string, packet: SecretPacket): void {
+  writeFileSync(headerFile, packet.header);
+  writeFileSync(payloadFile, packet.payload);
+}
