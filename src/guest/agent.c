@@ -2,9 +2,9 @@
  * ts-vmm guest agent: runs the container process inside the guest and carries its I/O to the host.
  *
  * The init script execs this as PID 1 after mounting the root disk. It connects to the host over AF_VSOCK
- * (or a Unix socket, which lets the host test the same binary without a VM), announces itself with READY, waits
- * for START, then runs the process chrooted into the root disk with the bundle's cwd, user, groups, umask,
- * rlimits and environment. Stdout and stderr travel as separate frames; stdin, signals and terminal size come
+ * (or a Unix socket, which lets the host test the same binary without a VM), makes the bundle's mounts and host
+ * name, announces itself with READY, waits for START, then runs the process chrooted into the root disk with the
+ * bundle's cwd, user, groups, umask, rlimits and environment. A setup failure is sent as ERROR before giving up. Stdout and stderr travel as separate frames; stdin, signals and terminal size come
  * back the other way. When the process exits every other guest process is killed, the root disk is unmounted
  * so its writes are on the disk, and only then is EXIT sent: the host may stop the VM the moment it reads it.
  *
@@ -31,6 +31,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -40,11 +41,15 @@ enum {
   FRAME_READY = 1, FRAME_STDOUT = 2, FRAME_STDERR = 3, FRAME_EXIT = 4, FRAME_ERROR = 5,
   FRAME_START = 16, FRAME_STDIN = 17, FRAME_STDIN_EOF = 18, FRAME_SIGNAL = 19, FRAME_WINSIZE = 20,
 };
-enum { HEADER = 5, MAX_PAYLOAD = 65536, STDIN_BUFFER = 4 * MAX_PAYLOAD, MAX_ARGS = 4096 };
+enum { HEADER = 5, MAX_PAYLOAD = 65536, STDIN_BUFFER = 4 * MAX_PAYLOAD, MAX_ARGS = 4096, MAX_MOUNTS = 64 };
 static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+struct mount_spec { const char *type, *source, *target, *data; unsigned long flags; };
+
 struct options {
-  const char *vsock, *unix_path, *root, *cwd, *unmount;
+  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir;
+  struct mount_spec mounts[MAX_MOUNTS];
+  int nmounts;
   uid_t uid;
   gid_t gid;
   gid_t groups[NGROUPS_MAX];
@@ -61,6 +66,7 @@ static int sock = -1;
 
 static void die(const char *what) {
   fprintf(stderr, "ts-vmm-agent: %s: %s\n", what, strerror(errno));
+  sync();
   if (getpid() == 1) reboot(RB_POWER_OFF);
   exit(125);
 }
@@ -147,6 +153,18 @@ static void parse_options(struct options *o, int argc, char **argv) {
     else if (strcmp(a, "--root") == 0) o->root = v;
     else if (strcmp(a, "--cwd") == 0) o->cwd = v;
     else if (strcmp(a, "--unmount") == 0) o->unmount = v;
+    else if (strcmp(a, "--hostname") == 0) o->hostname = v;
+    else if (strcmp(a, "--populate-dev") == 0) o->dev_dir = v;
+    else if (strcmp(a, "--mount") == 0) {
+      /* --mount TYPE SOURCE TARGET FLAGS DATA: mount(2)'s own arguments, decoded from runtime-spec on the host */
+      if (i + 4 >= argc || o->nmounts >= MAX_MOUNTS) usage("--mount wants TYPE SOURCE TARGET FLAGS DATA");
+      struct mount_spec *m = &o->mounts[o->nmounts++];
+      m->type = v;
+      m->source = argv[++i];
+      m->target = argv[++i];
+      m->flags = parse_number(argv[++i], ULONG_MAX, "bad --mount flags");
+      m->data = argv[++i];
+    }
     else if (strcmp(a, "--uid") == 0) o->uid = (uid_t)parse_number(v, UINT32_MAX, "bad --uid");
     else if (strcmp(a, "--gid") == 0) o->gid = (gid_t)parse_number(v, UINT32_MAX, "bad --gid");
     else if (strcmp(a, "--umask") == 0) o->umask_value = (long)parse_number(v, 0777, "bad --umask");
@@ -274,6 +292,60 @@ static void unmount_tree(const char *dir) {
   sync();
 }
 
+static int mkdir_p(const char *path) {
+  char buf[PATH_MAX];
+  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) { errno = ENAMETOOLONG; return -1; }
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* The devices runtime-spec says every container gets, for a /dev the bundle mounts as an empty tmpfs. */
+static int populate_dev(const char *dir) {
+  static const struct { const char *name; unsigned major, minor; } nodes[] = {
+    { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 }, { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+  };
+  static const struct { const char *name, *target; } links[] = {
+    { "ptmx", "pts/ptmx" }, { "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" },
+    { "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
+  };
+  char path[PATH_MAX];
+  for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, nodes[i].name);
+    if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0 && errno != EEXIST) return -1;
+    chmod(path, 0666); /* mknod's mode passed through the umask */
+  }
+  for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, links[i].name);
+    if (symlink(links[i].target, path) < 0 && errno != EEXIST) return -1;
+  }
+  return 0;
+}
+
+/* Mounts and host name, before READY, so a `created` container is fully set up. Returns 0 or reports and -1. */
+static int set_up(const struct options *o) {
+  char target[PATH_MAX];
+  for (int i = 0; i < o->nmounts; i++) {
+    const struct mount_spec *m = &o->mounts[i];
+    if (snprintf(target, sizeof target, "%s%s", strcmp(o->root, "/") == 0 ? "" : o->root, m->target) >= (int)sizeof target) {
+      send_error("mount %s: %s", m->target, ENAMETOOLONG);
+      return -1;
+    }
+    if (mkdir_p(target) < 0) { send_error("create mount point %s: %s", m->target, errno); return -1; }
+    if (mount(m->source, target, m->type, m->flags, m->data[0] ? m->data : NULL) < 0) {
+      send_error("mount %s: %s", m->target, errno);
+      return -1;
+    }
+  }
+  if (o->dev_dir && populate_dev(o->dev_dir) < 0) { send_error("populate %s: %s", o->dev_dir, errno); return -1; }
+  if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) < 0) { send_error("sethostname %s: %s", o->hostname, errno); return -1; }
+  return 0;
+}
+
 struct stream { int fd; uint8_t frame; };
 
 static int forward_output(struct stream *s) {
@@ -299,6 +371,11 @@ int main(int argc, char **argv) {
   if (sigfd < 0) die("signalfd");
 
   sock = connect_host(&o);
+  if (set_up(&o) < 0) {
+    sync();
+    if (o.poweroff) reboot(RB_POWER_OFF);
+    return 125;
+  }
   send_frame(FRAME_READY, NULL, 0);
 
   static uint8_t in[HEADER + MAX_PAYLOAD + STDIN_BUFFER];

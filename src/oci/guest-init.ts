@@ -1,0 +1,78 @@
+// What the guest does for one bundle: the /init script (busybox sh) that loads the drivers and mounts the root
+// disk, and the guest agent's command line that carries the rest of config.json (mounts, host name, process).
+import type { BundleConfig, GuestMount } from './bundle-config.js';
+import { mountCall } from './mount-options.js';
+
+export const GUEST = {
+  busybox: '/bin/busybox',
+  agent: '/ts-vmm/agent',
+  modules: '/lib/modules',
+  newRoot: '/newroot',
+  rootDevice: '/dev/vda',
+} as const;
+
+/** The host's vsock CID as seen from any guest, and the port the agent connects to. */
+export const HOST_CID = 2;
+export const AGENT_PORT = 1024;
+
+/**
+ * Drivers a run needs from the stock kernel, loaded in dependency order: virtio over MMIO (ACPI-enumerated),
+ * the block disk, ext4 (with the crc32c it requests by name at mount time, which modules.dep cannot show) and
+ * the vsock transport the agent talks over.
+ */
+export const RUN_MODULES = ['virtio_mmio', 'virtio_blk', 'crc32c_generic', 'ext4', 'vmw_vsock_virtio_transport'] as const;
+
+/** Quotes a string for POSIX sh: single quotes, with embedded ones closed, escaped and reopened. */
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:=,+@%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The bundle's mounts, plus a devtmpfs /dev when the bundle mounts none (runtime-spec's default devices). */
+export function guestMounts(config: BundleConfig): GuestMount[] {
+  if (config.mounts.some((m) => m.destination === '/dev')) return config.mounts;
+  return [{ destination: '/dev', type: 'devtmpfs', source: 'devtmpfs', options: ['nosuid', 'noexec'] }, ...config.mounts];
+}
+
+/** Arguments of the guest agent (after its path) for this bundle. */
+export function agentArguments(config: BundleConfig): string[] {
+  const p = config.process;
+  const args = ['--vsock', `${HOST_CID}:${AGENT_PORT}`, '--root', GUEST.newRoot, '--unmount', GUEST.newRoot, '--poweroff',
+    '--cwd', p.cwd, '--uid', String(p.uid), '--gid', String(p.gid)];
+  for (const g of p.additionalGids) args.push('--group', String(g));
+  if (p.umask !== undefined) args.push('--umask', `0${p.umask.toString(8)}`);
+  if (p.terminal) args.push('--terminal');
+  if (p.noNewPrivileges) args.push('--no-new-privileges');
+  for (const l of p.rlimits) args.push('--rlimit', `${l.type}=${l.soft}:${l.hard}`);
+  if (config.hostname !== undefined) args.push('--hostname', config.hostname);
+  const mounts = guestMounts(config);
+  for (const m of mounts) {
+    const { flags, data } = mountCall(m.options);
+    args.push('--mount', m.type, m.source, m.destination, String(flags), data);
+  }
+  if (mounts.some((m) => m.destination === '/dev' && m.type === 'tmpfs')) args.push('--populate-dev', `${GUEST.newRoot}/dev`);
+  for (const e of p.env) args.push('--env', e);
+  args.push('--', ...p.args);
+  return args;
+}
+
+/** The guest's /init for this bundle; `moduleFiles` are file names under GUEST.modules in load order. */
+export function initScript(config: BundleConfig, moduleFiles: readonly string[]): string {
+  const bb = GUEST.busybox;
+  const rootOptions = config.readonlyRoot ? 'ro,noload' : 'rw';
+  return `#!${bb} sh
+# ts-vmm guest init for ${shellQuote(config.bundle)}: load the drivers, mount the root disk, hand over to the agent.
+fail() { echo "ts-vmm-init: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
+${bb} mount -t proc proc /proc || fail "mount /proc"
+${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+for m in ${moduleFiles.map(shellQuote).join(' ')}; do
+  ${bb} insmod ${GUEST.modules}/"$m" || fail "insmod $m"
+done
+n=0
+while [ ! -b ${GUEST.rootDevice} ]; do
+  n=$((n + 1)); [ $n -le 500 ] || fail "root disk ${GUEST.rootDevice} did not appear"; ${bb} usleep 10000
+done
+${bb} mkdir -p ${GUEST.newRoot}
+${bb} mount -t ext4 -o ${rootOptions} ${GUEST.rootDevice} ${GUEST.newRoot} || fail "mount root disk ${GUEST.rootDevice}"
+exec ${GUEST.agent} ${agentArguments(config).map(shellQuote).join(' ')}
+`;
+}

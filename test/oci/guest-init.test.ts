@@ -1,0 +1,110 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import fc from 'fast-check';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseBundleConfig } from '../../src/oci/bundle-config.js';
+import { agentArguments, initScript, RUN_MODULES, shellQuote } from '../../src/oci/guest-init.js';
+import { ensureBaseInitramfs, writeRunInitrd } from '../../src/oci/guest-initramfs.js';
+import { mountCall, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME } from '../../src/oci/mount-options.js';
+
+const bundle = (extra: Record<string, unknown> = {}) => parseBundleConfig(JSON.stringify({
+  ociVersion: '1.0.2',
+  root: { path: 'rootfs' },
+  process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`'], cwd: '/', env: ['A=1 2'], user: { uid: 1, gid: 2 } },
+  ...extra,
+}), '/bundles/x');
+
+/** Runs `sh -c` and returns the NUL-separated words it prints. */
+const shWords = (script: string): string[] => execFileSync('/bin/sh', ['-c', script]).toString().split('\0').slice(0, -1);
+
+describe('guest init', () => {
+  it('quotes any string so sh reads it back unchanged', () => {
+    fc.assert(fc.property(fc.array(fc.string({ unit: 'grapheme' }).filter((s) => !s.includes('\0')), { minLength: 1, maxLength: 5 }), (words) => {
+      expect(shWords(`printf '%s\\0' ${words.map(shellQuote).join(' ')}`)).to.deep.equal(words);
+    }), { numRuns: 200 });
+  });
+
+  it('splits runtime-spec mount options into mount(2) flags and data', () => {
+    expect(mountCall(['nosuid', 'strictatime', 'mode=755', 'size=65536k'])).to.deep.equal({ flags: MS_NOSUID | MS_STRICTATIME, data: 'mode=755,size=65536k' });
+    expect(mountCall(['nosuid', 'noexec', 'nodev', 'ro'])).to.deep.equal({ flags: MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY, data: '' });
+    expect(mountCall(['ro', 'rw', 'defaults'])).to.deep.equal({ flags: 0, data: '' });
+  });
+
+  it('hands the whole process to the agent on its command line, surviving the shell', () => {
+    const config = bundle({ hostname: 'h1', process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`'], cwd: '/srv', env: ['A=1 2'],
+      user: { uid: 1, gid: 2, additionalGids: [3], umask: 0o22 }, terminal: true, rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10, hard: 20 }] } });
+    const script = initScript(config, ['virtio_mmio.ko']);
+    const execLine = script.trimEnd().split('\n').at(-1)!;
+    expect(execLine.startsWith('exec /ts-vmm/agent ')).to.equal(true);
+    const words = shWords(execLine.replace(/^exec \/ts-vmm\/agent/, "printf '%s\\0'"));
+    expect(words).to.deep.equal(agentArguments(config));
+    expect(words.slice(words.indexOf('--'))).to.deep.equal(['--', '/bin/echo', "it's", 'a "test" $HOME `x`']);
+    const flag = (name: string) => words[words.indexOf(name) + 1];
+    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--hostname'), flag('--rlimit'), flag('--env')])
+      .to.deep.equal(['/srv', '1', '2', '3', '022', 'h1', 'RLIMIT_NOFILE=10:20', 'A=1 2']);
+    expect(words).to.include('--terminal');
+  });
+
+  it('gives the guest a devtmpfs /dev unless the bundle mounts one, and populates a tmpfs /dev', () => {
+    const withoutDev = agentArguments(bundle());
+    expect(withoutDev.slice(withoutDev.indexOf('--mount'), withoutDev.indexOf('--mount') + 6)).to.deep.equal(
+      ['--mount', 'devtmpfs', 'devtmpfs', '/dev', String(MS_NOSUID | MS_NOEXEC), '']);
+    const tmpfsDev = agentArguments(bundle({ mounts: [{ destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['mode=755'] }] }));
+    expect(tmpfsDev.filter((w) => w === '--mount')).to.have.length(1);
+    expect(tmpfsDev).to.include('--populate-dev');
+  });
+
+  it('mounts a read-only root without replaying a journal, a writable one read-write', () => {
+    expect(initScript(bundle({ root: { path: 'r', readonly: true } }), [])).to.match(/mount -t ext4 -o ro,noload \/dev\/vda \/newroot/);
+    expect(initScript(bundle(), [])).to.match(/mount -t ext4 -o rw \/dev\/vda \/newroot/);
+  });
+});
+
+describe('guest initramfs', function () {
+  this.timeout(30000);
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-initramfs-'));
+    const modules = join(dir, 'modules');
+    mkdirSync(join(modules, 'kernel'), { recursive: true });
+    // A module tree shaped like Debian's: ext4 needs jbd2 and mbcache, the rest stand alone.
+    const deps: Record<string, string[]> = { ext4: ['jbd2', 'mbcache'], jbd2: [], mbcache: [] };
+    for (const m of RUN_MODULES) deps[m] ??= [];
+    writeFileSync(join(modules, 'modules.dep'),
+      Object.entries(deps).map(([m, d]) => `kernel/${m}.ko: ${d.map((x) => `kernel/${x}.ko`).join(' ')}\n`).join(''));
+    for (const m of Object.keys(deps)) writeFileSync(join(modules, 'kernel', `${m}.ko`), `module ${m}`);
+    writeFileSync(join(dir, 'busybox'), 'busybox', { mode: 0o755 });
+    writeFileSync(join(dir, 'agent'), 'agent', { mode: 0o755 });
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const software = () => ({ modulesDir: join(dir, 'modules'), busybox: join(dir, 'busybox'), agent: join(dir, 'agent') });
+  const cpioList = (data: Buffer): string[] => execFileSync('cpio', ['-t', '--quiet'], { input: data }).toString().trim().split('\n');
+
+  it('builds the shared base once, with dependencies before the modules needing them', async () => {
+    const base = await ensureBaseInitramfs(software(), join(dir, 'cache'));
+    expect(base.built).to.equal(true);
+    expect(base.moduleFiles.indexOf('jbd2.ko')).to.be.lessThan(base.moduleFiles.indexOf('ext4.ko'));
+    expect(base.moduleFiles.indexOf('mbcache.ko')).to.be.lessThan(base.moduleFiles.indexOf('ext4.ko'));
+    const entries = cpioList(readFileSync(base.path));
+    expect(entries).to.include.members(['bin/busybox', 'ts-vmm/agent', 'dev/console', 'newroot', 'lib/modules/ext4.ko', 'lib/modules/vmw_vsock_virtio_transport.ko']);
+    expect((await ensureBaseInitramfs(software(), join(dir, 'cache'))).built).to.equal(false);
+  });
+
+  it('appends a per-run archive holding /init after the base', async () => {
+    const base = await ensureBaseInitramfs(software(), join(dir, 'cache'));
+    const initrd = readFileSync(await writeRunInitrd(base, bundle(), dir));
+    const baseBytes = readFileSync(base.path);
+    expect(initrd.subarray(0, baseBytes.length).equals(baseBytes)).to.equal(true);
+    expect(cpioList(initrd.subarray(baseBytes.length))).to.deep.equal(['init']);
+  });
+
+  it('names the missing module and the directory when the kernel lacks a driver', async () => {
+    rmSync(join(dir, 'modules/kernel/virtio_blk.ko'));
+    writeFileSync(join(dir, 'modules/modules.dep'), readFileSync(join(dir, 'modules/modules.dep'), 'utf8').replace(/^kernel\/virtio_blk.*\n/m, ''));
+    await ensureBaseInitramfs(software(), join(dir, 'cache')).then(() => expect.fail('built without virtio_blk'),
+      (e: Error) => expect(e.message).to.match(/kernel module virtio_blk not found under .*modules: ts-vmm run needs/));
+  });
+});
