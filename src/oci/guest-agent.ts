@@ -25,8 +25,19 @@ export function agentSourcePath(): string {
 
 const CFLAGS = ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror', '-D_FORTIFY_SOURCE=2'];
 
-/** Returns the path of the static agent binary under `cacheDir`, compiling it if this source was never built. */
+/** Names a prebuilt agent binary, for hosts without gcc (the lab carries the host's build in this way). */
+export const AGENT_ENV = 'TS_VMM_AGENT';
+
+/**
+ * Returns the path of the static agent binary: `$TS_VMM_AGENT` when set, else the one under `cacheDir` built from
+ * this source, compiling it first if needed.
+ */
 export async function ensureGuestAgent(cacheDir: string, log: (message: string) => void = () => undefined): Promise<string> {
+  const prebuilt = process.env[AGENT_ENV];
+  if (prebuilt) {
+    if (!existsSync(prebuilt)) throw new Error(`${prebuilt}: no such file (named by ${AGENT_ENV})`);
+    return prebuilt;
+  }
   const source = agentSourcePath();
   const hash = createHash('sha256').update(readFileSync(source)).update(CFLAGS.join(' ')).digest('hex').slice(0, 16);
   const binary = join(cacheDir, `agent-${hash}`);
