@@ -3,9 +3,8 @@
 import { decodeExact, encodeExact, type StructDecl } from '../kvm/abi.js';
 import type { VirtualMachine } from '../kvm/types.js';
 import type { GuestMemory, MemoryRegion } from '../memory/guest-memory.js';
-import { guestStateName, type GuestStatus, type LaunchStart, type SevLaunchBackend } from './firmware.js';
+import { guestStateName, type GuestStatus, type LaunchStart, type SevLaunchBackend, type SevPlatform } from './firmware.js';
 import { KernelBuffers } from './kernel-buffers.js';
-import type { SevDevice } from './psp.js';
 import type { SecretPacket } from './secret.js';
 import {
   KvmSevCommand, kvmSevCmd, kvmSevGuestStatus, kvmSevLaunchMeasure, kvmSevLaunchSecret, kvmSevLaunchStart, kvmSevLaunchUpdateData,
@@ -20,7 +19,8 @@ export class KernelSevLaunch implements SevLaunchBackend {
   private readonly buffers = new KernelBuffers();
   private readonly pinned = new Set<MemoryRegion>();
 
-  constructor(private readonly vm: EncryptingVm, readonly platform: SevDevice) {}
+  /** `platform` is the open /dev/sev (SevDevice): KVM checks its fd on every command. */
+  constructor(private readonly vm: EncryptingVm, readonly platform: SevPlatform & { readonly fd: number }) {}
 
   /** Issues one KVM SEV command with payload `decl` (filled from `params`); returns the payload as KVM left it. */
   private command<T>(name: string, id: number, payload?: { decl: StructDecl; params: object }, lengthQuery = false): T | undefined {
