@@ -1,0 +1,235 @@
+// `ts-vmm run` from bundle to exit status: read and check the bundle, build (or find) the root disk and the
+// initramfs, boot the VM, wait for the guest agent, run the workload with its I/O and signals, tear down.
+// The two halves (prepare + boot, then run) are separate so `ts-vmm create`/`start` can stop in between.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { ensureBusybox, type Log } from '../assets/debian.js';
+import { readBundleConfig, type BundleConfig } from './bundle-config.js';
+import { checkEntrypoint } from './entrypoint.js';
+import { ensureGuestAgent } from './guest-agent.js';
+import { AGENT_PORT } from './guest-init.js';
+import { ensureBaseInitramfs, writeRunInitrd } from './guest-initramfs.js';
+import { chooseKernel, type GuestKernel } from './kernel-choice.js';
+import { runCacheDir } from './paths.js';
+import { lockFile, prepareRootDisk } from './root-disk.js';
+import { shellStatus } from './agent-protocol.js';
+import { RUN_CMDLINE, type RunningVm, type VmLauncher, type VmRequest } from './vm-request.js';
+import { WorkloadIo } from './workload-io.js';
+
+/** The guest's vsock context id; any value from 3 up works, each VM has its own device. */
+export const GUEST_CID = 3;
+/** How long a workload has to exit after a forwarded SIGINT/SIGTERM before the VM is torn down. */
+export const STOP_GRACE_MS = 10_000;
+/** How long the guest has to power off after reporting the exit status. */
+export const POWEROFF_GRACE_MS = 3_000;
+/** How long the guest has from boot to the agent's READY (the lab's TCG is slow, hence generous). */
+export const READY_TIMEOUT_MS = 120_000;
+const CONSOLE_TAIL_BYTES = 16 * 1024;
+const LATE_EXIT_MS = 1_000;
+
+const delay = (ms: number): Promise<undefined> => new Promise((resolve) => setTimeout(() => resolve(undefined), ms));
+
+/** A failure of ts-vmm or the VM (not of the workload): reported in one line, exit status 125. */
+export class RunError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RunError';
+  }
+}
+
+export interface RunSettings {
+  kernel?: Partial<GuestKernel>;
+  /** Progress of long steps (downloads, disk and initramfs builds). */
+  log: Log;
+  /** Also copy the guest console here (kernel log, init errors). */
+  consoleOutput?: (bytes: Uint8Array) => void;
+}
+
+export interface PreparedRun {
+  config: BundleConfig;
+  request: Omit<VmRequest, 'consoleOutput'>;
+  /** The Unix socket the agent's vsock connection arrives on. */
+  agentSocket: string;
+  /** Removes the run's temporary files and releases the disk lock. */
+  cleanup(): Promise<void>;
+}
+
+/** Reads the bundle and builds what the VM boots from; nothing is written into the bundle. */
+export async function prepareRun(bundleDir: string, settings: RunSettings): Promise<PreparedRun> {
+  const config = readBundleConfig(bundleDir);
+  for (const warning of config.warnings) settings.log(`warning: ${config.configPath}: ${warning}`);
+  checkEntrypoint(config);
+  const cache = runCacheDir();
+  const kernel = await chooseKernel(settings.kernel ?? {}, { log: settings.log });
+  const busybox = await ensureBusybox({ log: settings.log });
+  const agent = await ensureGuestAgent(cache, settings.log);
+  const base = await ensureBaseInitramfs({ modulesDir: kernel.modulesDir, busybox: busybox.path, agent }, cache, settings.log);
+  const disk = await prepareRootDisk(config, { cacheDir: cache, log: settings.log });
+  if (disk.staleWarning) settings.log(`warning: ${disk.staleWarning}`);
+  const releaseDisk = disk.readonly ? async () => undefined : await lockFile(`${disk.path}.lock`);
+  const runDir = await mkdtemp(join(tmpdir(), 'ts-vmm-run-'));
+  const cleanup = async (): Promise<void> => {
+    await rm(runDir, { recursive: true, force: true });
+    await releaseDisk();
+  };
+  try {
+    const initrd = await writeRunInitrd(base, config, runDir);
+    const udsPath = join(runDir, 'vsock');
+    return {
+      config,
+      request: {
+        kernel: kernel.vmlinuz,
+        initrd,
+        cmdline: RUN_CMDLINE,
+        cpus: config.vm.cpus,
+        memoryMiB: config.vm.memoryMiB,
+        disks: [{ path: disk.path, readonly: disk.readonly }],
+        vsock: { cid: GUEST_CID, udsPath },
+      },
+      agentSocket: `${udsPath}_${AGENT_PORT}`,
+      cleanup,
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+export interface Stdio {
+  stdin: Readable | undefined;
+  stdout: Writable;
+  stderr: Writable;
+}
+
+/** A VM whose agent is connected and waiting to start the workload. */
+export interface BootedWorkload {
+  prepared: PreparedRun;
+  io: WorkloadIo;
+  vm: RunningVm;
+  consoleTail(): string;
+}
+
+function consoleKeeper(copy?: (bytes: Uint8Array) => void): { output: (bytes: Uint8Array) => void; tail: () => string } {
+  let kept = Buffer.alloc(0);
+  return {
+    output: (bytes) => {
+      copy?.(bytes);
+      kept = Buffer.concat([kept, bytes]);
+      if (kept.length > CONSOLE_TAIL_BYTES) kept = kept.subarray(kept.length - CONSOLE_TAIL_BYTES);
+    },
+    tail: () => kept.toString('utf8').split('\n').filter((l) => l.trim() !== '').slice(-15).join('\n'),
+  };
+}
+
+/** Describes a VM that ended early, with the console lines that say why. */
+function earlyEnd(what: string, reason: string, tail: string): RunError {
+  return new RunError(`${what}: ${reason}${tail ? `; last console lines:\n${tail}` : ''}`);
+}
+
+/** Boots the VM and waits until its agent has set up the container and is ready to start the process. */
+export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, stdio: Stdio, settings: RunSettings): Promise<BootedWorkload> {
+  const console = consoleKeeper(settings.consoleOutput);
+  const io = await WorkloadIo.listen(prepared.agentSocket, stdio, (message) => stdio.stderr.write(`ts-vmm: guest: ${message}\n`));
+  let vm: RunningVm;
+  try {
+    vm = await launch({ ...prepared.request, consoleOutput: console.output });
+  } catch (e) {
+    io.close();
+    throw e;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      io.whenReady(),
+      vm.exited.then((end) => { throw earlyEnd('the VM stopped before the guest agent started', end.reason, console.tail()); }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(earlyEnd('the guest agent did not start', `no connection within ${READY_TIMEOUT_MS / 1000} s`, console.tail())), READY_TIMEOUT_MS);
+      }),
+    ]);
+  } catch (e) {
+    io.close();
+    vm.stop();
+    await vm.exited;
+    throw e instanceof RunError ? e : earlyEnd('the guest agent failed', (e as Error).message, console.tail());
+  } finally {
+    clearTimeout(timer);
+  }
+  return { prepared, io, vm, consoleTail: console.tail };
+}
+
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/**
+ * Starts the workload and returns its exit status (128+n for a signal). Signals to ts-vmm go to the workload; if
+ * it has not exited STOP_GRACE_MS after the first one, or at a second SIGINT/SIGTERM, the VM is torn down and the
+ * status is 128 + that signal. The VM is always stopped and released before this returns.
+ */
+export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise<number> {
+  const { io, vm, prepared } = booted;
+  const terminal = prepared.config.process.terminal;
+  const stdin = stdio.stdin as (Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => void }) | undefined;
+  const stdout = stdio.stdout as Writable & { isTTY?: boolean; rows?: number; columns?: number };
+  const raw = terminal && stdin?.isTTY === true && typeof stdin.setRawMode === 'function';
+  let forced: number | undefined;
+  let deadline: NodeJS.Timeout | undefined;
+  let tearDown!: (status: number) => void;
+  const tornDown = new Promise<number>((resolve) => { tearDown = resolve; });
+  const onSignal = (name: NodeJS.Signals): void => {
+    const number = osConstants.signals[name];
+    io.signal(number);
+    const finalSignal = deadline !== undefined && (name === 'SIGINT' || name === 'SIGTERM');
+    if (deadline === undefined || finalSignal) {
+      clearTimeout(deadline);
+      deadline = setTimeout(() => {
+        forced = 128 + number;
+        tearDown(forced);
+      }, finalSignal ? 0 : STOP_GRACE_MS);
+    }
+  };
+  const onResize = (): void => io.resize(stdout.rows ?? 24, stdout.columns ?? 80);
+  for (const s of FORWARDED_SIGNALS) process.on(s, onSignal);
+  if (terminal && stdout.isTTY) stdout.on('resize', onResize);
+  if (raw) stdin!.setRawMode!(true);
+  try {
+    io.start(terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
+    const status = await Promise.race([
+      io.whenExited().then(shellStatus),
+      tornDown,
+      vm.exited.then(async (end) => {
+        // The EXIT frame and the power-off travel separate paths; give the frame a moment to arrive.
+        const late = await Promise.race([io.whenExited().then(shellStatus, () => undefined), delay(LATE_EXIT_MS)]);
+        if (late !== undefined) return late;
+        throw earlyEnd('the VM stopped before the workload reported its exit status', end.reason, booted.consoleTail());
+      }),
+    ]);
+    if (forced === undefined) await Promise.race([vm.exited, delay(POWEROFF_GRACE_MS)]);
+    return status;
+  } catch (e) {
+    throw e instanceof RunError ? e : earlyEnd('lost the workload', (e as Error).message, booted.consoleTail());
+  } finally {
+    clearTimeout(deadline);
+    for (const s of FORWARDED_SIGNALS) process.off(s, onSignal);
+    stdout.off('resize', onResize);
+    if (raw) stdin!.setRawMode!(false);
+    io.close();
+    vm.stop();
+    await vm.exited;
+    await prepared.cleanup();
+  }
+}
+
+/** prepareRun + bootWorkload + runWorkload: the whole of `ts-vmm run`. */
+export async function runBundle(bundleDir: string, launch: VmLauncher, stdio: Stdio, settings: RunSettings): Promise<number> {
+  const prepared = await prepareRun(bundleDir, settings);
+  let booted: BootedWorkload;
+  try {
+    booted = await bootWorkload(prepared, launch, stdio, settings);
+  } catch (e) {
+    await prepared.cleanup();
+    throw e;
+  }
+  return runWorkload(booted, stdio);
+}
