@@ -2,7 +2,7 @@
 // list (measuredRanges) over the same bytes, so a launch and its prediction agree by construction.
 //
 // Order of measurement (by kind, then in the order the VMM listed regions of the same kind):
-//   firmware, kernel, initrd, zero-page, cmdline, acpi
+//   firmware, kernel, initrd, zero-page, cmdline, acpi, boot-data (GDT, page tables, firmware hand-off block)
 // Each region is widened to 16-byte boundaries (LAUNCH_UPDATE_DATA works on 16-byte blocks); widened
 // regions must not overlap, since on hardware each LAUNCH_UPDATE_DATA encrypts its bytes in place and a
 // second pass would encrypt them twice. SEV-ES VMSAs (one page per vCPU, boot CPU first) follow the data.
@@ -13,11 +13,14 @@ import type { SevLaunchBackend } from './firmware.js';
 import { PolicyBit } from './policy.js';
 import type { SecretPacket } from './secret.js';
 
-export const MEASUREMENT_ORDER = ['firmware', 'kernel', 'initrd', 'zero-page', 'cmdline', 'acpi'] as const;
+export const MEASUREMENT_ORDER = ['firmware', 'kernel', 'initrd', 'zero-page', 'cmdline', 'acpi', 'boot-data'] as const;
 export type RegionKind = (typeof MEASUREMENT_ORDER)[number];
 
-/** Guest-physical page (4 KiB) that receives the LAUNCH_SECRET payload: below the zero page, e820-reserved. */
-export const SEV_SECRET_PAGE = 0x6000;
+/**
+ * Guest-physical page (4 KiB) that receives the LAUNCH_SECRET payload, in the free low memory below the
+ * firmware hand-off block (0x6000) and the zero page (0x7000). The VMM marks it reserved in the e820 map.
+ */
+export const SEV_SECRET_PAGE = 0x5000;
 export const SEV_SECRET_PAGE_SIZE = 0x1000;
 
 /** Bytes the VMM placed in guest memory before launch. */
