@@ -1,6 +1,8 @@
 // The ts-vmm command line. Each subcommand lives in its own module under src/cli/ and registers itself.
 import { Command, CommanderError } from 'commander';
 import { register as registerLab } from './lab.js';
+import { register as registerRun } from './run.js';
+import { register as registerSetup } from './setup.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('ts-vmm')
@@ -8,6 +10,8 @@ export async function main(argv: string[]): Promise<number> {
     .version('0.1.0')
     .exitOverride();
   registerLab(program);
+  registerRun(program);
+  registerSetup(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -1,0 +1,97 @@
+// `ts-vmm run <bundle>`: an OCI bundle's process in its own micro-VM, with the process's stdout, stderr and exit
+// status as ts-vmm's own. On a host without usable KVM the same command runs inside the lab, said in one line.
+import type { Command } from 'commander';
+import { createWriteStream } from 'node:fs';
+import { resolve } from 'node:path';
+import { stderrLog } from '../assets/debian.js';
+import { probeKvm } from '../lab/kvm-probe.js';
+import { relayInLab } from '../lab/relay.js';
+import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
+import { runCacheDir } from '../oci/paths.js';
+import { runBundle, type RunSettings } from '../oci/runner.js';
+import { launchVm } from '../oci/vm-launch.js';
+
+/** Exit status for a failure of ts-vmm or of the VM rather than of the workload (docker and podman use 125 too). */
+export const RUN_FAILED = 125;
+
+export interface RunCommandOptions {
+  kernel?: string;
+  modules?: string;
+  console?: boolean;
+  consoleLog?: string;
+  verbose?: boolean;
+}
+
+export function runSettings(options: RunCommandOptions): RunSettings {
+  const logFile = options.consoleLog ? createWriteStream(options.consoleLog) : undefined;
+  const copy = options.console || logFile
+    ? (bytes: Uint8Array): void => {
+      if (options.console) process.stderr.write(bytes);
+      logFile?.write(bytes);
+    }
+    : undefined;
+  return {
+    kernel: { vmlinuz: options.kernel, modulesDir: options.modules },
+    log: options.verbose ? stderrLog : quietLog,
+    ...(copy ? { consoleOutput: copy } : {}),
+  };
+}
+
+/** Without --verbose only warnings and the progress of slow steps (builds, downloads) are shown. */
+const quietLog = (message: string): void => {
+  if (/^(warning|downloading|unpacking|building|compiling)/.test(message)) stderrLog(message);
+};
+
+/** Reports an error in one line (VM failures add the last console lines) and returns the exit status. */
+export function reportFailure(e: unknown): number {
+  if (!(e instanceof Error)) throw e;
+  process.stderr.write(`ts-vmm: ${e.message}\n`);
+  return RUN_FAILED;
+}
+
+/** The same run inside the lab, with every host path it names carried in at the same place. */
+async function runInLab(bundle: string, options: RunCommandOptions): Promise<number> {
+  // The lab has no compiler: carry this host's build of the guest agent in with the bundle.
+  const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
+  const include = [resolve(bundle), agent];
+  const argv = ['run'];
+  if (options.kernel && options.modules) {
+    include.push(resolve(options.kernel), resolve(options.modules));
+    argv.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
+  }
+  if (options.console) argv.push('--console');
+  if (options.verbose) argv.push('--verbose');
+  argv.push(resolve(bundle));
+  return relayInLab(argv, { include, env: { [AGENT_ENV]: agent } });
+}
+
+export function register(program: Command): void {
+  program
+    .command('run')
+    .description('run an OCI bundle\'s process in a micro-VM; its output and exit status become ts-vmm\'s')
+    .argument('<bundle>', 'OCI runtime bundle directory (config.json and its root filesystem)')
+    .option('--kernel <vmlinuz>', 'boot this kernel instead of the one from ts-vmm setup (needs --modules)')
+    .option('--modules <dir>', 'the kernel\'s lib/modules/<release> directory')
+    .option('--console', 'copy the guest console (kernel messages) to stderr')
+    .option('--console-log <file>', 'write the guest console to a file')
+    .option('-v, --verbose', 'report each step, including where the root disk is')
+    .action(async (bundle: string, options: RunCommandOptions) => {
+      const kvm = probeKvm();
+      if (!kvm.available && process.env.TS_VMM_IN_LAB === undefined) {
+        process.stderr.write(`ts-vmm: no usable KVM here (${kvm.reason}); running in the lab (QEMU TCG, slower)\n`);
+        try {
+          process.exitCode = await runInLab(bundle, options);
+        } catch (e) {
+          process.exitCode = reportFailure(e);
+        }
+        return;
+      }
+      try {
+        process.exitCode = await runBundle(bundle, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, runSettings(options));
+      } catch (e) {
+        process.exitCode = reportFailure(e);
+      }
+      // stdin was read for the workload; it must not keep ts-vmm alive now that the workload is gone.
+      process.stdin.destroy();
+    });
+}
