@@ -1,0 +1,273 @@
+// `ts-vmm sev ...`: the guest owner's tools (close to sevctl's commands and file formats) and the platform
+// commands, against the SEV hardware (/dev/sev) or the simulated firmware's state directory (--sim-state).
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { caChainLinks, encodeCaChain, encodeSevChain, parseCaChain, parseFullChain, parseSevChain, sevChainLinks, verifyChain, type LinkResult, type SevChain, type CaChain } from '../sev/chain.js';
+import type { SevPlatform } from '../sev/firmware.js';
+import { computeMeasure, encodeMeasurement, parseMeasurement, verifyMeasurement, type FirmwareBuild } from '../sev/measurement.js';
+import { ovmfLaunchDigest, type OvmfLaunch } from '../sev/ovmf-digest.js';
+import { pathOrBase64, sessionFileNames, writeSecretPacket, writeSessionFiles } from '../sev/owner-files.js';
+import { describePolicy, parsePolicy, PolicyBit } from '../sev/policy.js';
+import { SevDevice } from '../sev/psp.js';
+import { buildSecretPacket, buildSecretTable } from '../sev/secret.js';
+import { createSession } from '../sev/session.js';
+import { SEV_CERT_SIZE, SevCertificate } from '../sev/sev-certificate.js';
+import { SimulatedPlatform } from '../sev/sev-sim.js';
+import { SimulatedIdentity } from '../sev/sim-identity.js';
+import { predictTsVmmLaunchDigest } from '../sev/ts-vmm-launch.js';
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+/** sevctl's numbers: decimal or 0x-hex. */
+function hexOrInt(value: string): number {
+  const n = /^0x[0-9a-f]+$/i.test(value) ? Number.parseInt(value.slice(2), 16) : /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`'${value}' is not a decimal or 0x-hex number`);
+  return n;
+}
+
+function byte(value: string): number {
+  const n = hexOrInt(value);
+  if (n > 0xff) throw new InvalidArgumentError(`'${value}' does not fit in a byte`);
+  return n;
+}
+
+function policyArg(value: string): number {
+  try {
+    return parsePolicy(value);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+function exactly(bytes: Buffer, length: number, what: string): Buffer {
+  if (bytes.length !== length) throw new Error(`${what} is ${bytes.length} bytes, expected ${length}`);
+  return bytes;
+}
+
+function platformFrom(simState?: string): { platform: SevPlatform; close(): void; ca?: CaChain } {
+  if (simState) {
+    const identity = SimulatedIdentity.load(simState);
+    return { platform: new SimulatedPlatform(identity), close: () => undefined, ca: identity.chain };
+  }
+  const device = SevDevice.open();
+  return { platform: device, close: () => device.close() };
+}
+
+function printLinks(links: readonly LinkResult[]): boolean {
+  for (const l of links) say(`${l.ok ? 'ok  ' : 'FAIL'} ${l.link}`);
+  return links.every((l) => l.ok);
+}
+
+interface DigestOptions {
+  launchDigest?: string;
+  firmware?: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  numCpus?: number;
+  vmsaCpu0?: string;
+  vmsaCpu1?: string;
+  tsVmm?: boolean;
+  mem: number;
+  virtioDevices: number;
+}
+
+function addDigestOptions(cmd: Command): Command {
+  return cmd
+    .option('--launch-digest <base64>', 'the launch digest, if already known')
+    .option('--firmware <file>', 'OVMF image (QEMU/OVMF launch)')
+    .option('--kernel <file>', 'kernel (QEMU kernel-hashes table, or the ts-vmm kernel with --ts-vmm)')
+    .option('--initrd <file>', 'initrd')
+    .option('--cmdline <string>', 'kernel command line')
+    .option('--num-cpus <n>', 'vCPUs (SEV-ES VMSAs; for --ts-vmm the guest CPU count)', hexOrInt)
+    .option('--vmsa-cpu0 <file>', 'SEV-ES: VMSA of the boot CPU (QEMU/OVMF launch)')
+    .option('--vmsa-cpu1 <file>', 'SEV-ES: VMSA of the other CPUs (QEMU/OVMF launch)')
+    .option('--ts-vmm', 'predict a `ts-vmm boot --tee` launch (firmware entry) instead of QEMU/OVMF')
+    .option('--mem <MiB>', 'ts-vmm guest memory in MiB', hexOrInt, 512)
+    .option('--virtio-devices <n>', 'ts-vmm virtio-mmio devices (one per --disk and --vsock)', hexOrInt, 0);
+}
+
+async function launchDigestOf(o: DigestOptions, policy: number): Promise<Buffer> {
+  if (o.launchDigest) return exactly(Buffer.from(o.launchDigest, 'base64'), 32, '--launch-digest');
+  if (o.tsVmm) {
+    if (!o.kernel) throw new Error('--ts-vmm needs --kernel');
+    if (policy & PolicyBit.ES) throw new Error('ts-vmm launches SEV guests, not SEV-ES: drop policy bit 2');
+    return predictTsVmmLaunchDigest({
+      kernel: readFileSync(o.kernel),
+      initrd: o.initrd ? readFileSync(o.initrd) : undefined,
+      cmdline: o.cmdline ?? '',
+      cpus: o.numCpus ?? 1,
+      memoryMiB: o.mem,
+      virtioDevices: o.virtioDevices,
+      entry: 'firmware',
+    });
+  }
+  if (!o.firmware) throw new Error('one of --launch-digest, --firmware or --ts-vmm is needed');
+  const launch: OvmfLaunch = { firmware: readFileSync(o.firmware) };
+  if (o.kernel || o.initrd || o.cmdline !== undefined) {
+    if (!o.kernel || !o.initrd || o.cmdline === undefined) throw new Error('--kernel, --initrd and --cmdline go together');
+    launch.kernel = { kernel: readFileSync(o.kernel), initrd: readFileSync(o.initrd), cmdline: o.cmdline };
+  }
+  if (policy & PolicyBit.ES) {
+    if (o.numCpus === undefined || !o.vmsaCpu0 || !o.vmsaCpu1) throw new Error('an SEV-ES policy needs --num-cpus, --vmsa-cpu0 and --vmsa-cpu1');
+    launch.es = { vcpus: o.numCpus, bootVmsa: readFileSync(o.vmsaCpu0), apVmsa: readFileSync(o.vmsaCpu1) };
+  }
+  return ovmfLaunchDigest(launch);
+}
+
+interface BuildFields { apiMajor: number; apiMinor: number; buildId: number; policy: number; tik: string }
+
+function firmwareBuild(o: BuildFields): FirmwareBuild {
+  return { apiMajor: o.apiMajor, apiMinor: o.apiMinor, build: o.buildId };
+}
+
+function addBuildOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--api-major <n>', 'firmware API major (PLATFORM_STATUS)', byte)
+    .requiredOption('--api-minor <n>', 'firmware API minor', byte)
+    .requiredOption('--build-id <n>', 'firmware build', byte)
+    .requiredOption('--policy <n>', 'guest policy', policyArg)
+    .requiredOption('--tik <file|base64>', 'the session\'s TIK');
+}
+
+export function register(program: Command): void {
+  const sev = program.command('sev').description('AMD SEV: platform commands and the guest owner\'s tools (sevctl-compatible files)');
+  const simState = new Option('--sim-state <dir>', 'use the simulated firmware (sev-sim) kept in this state directory instead of /dev/sev');
+
+  sev.command('status').description('PLATFORM_STATUS').addOption(simState)
+    .action((o: { simState?: string }) => {
+      const p = platformFrom(o.simState);
+      try {
+        const s = p.platform.platformStatus();
+        say(`API ${s.apiMajor}.${s.apiMinor} build ${s.build}, platform ${s.state}, ${s.guestCount} guest(s), SEV-ES ${s.flags & 0x100 ? 'available' : 'not available'}`);
+      } finally {
+        p.close();
+      }
+    });
+
+  sev.command('export').description('write the platform\'s chain: PDH, PEK, OCA, CEK (then ASK, ARK with --full)')
+    .addOption(simState)
+    .option('--full', 'append the ASK and ARK (from the simulator, or --ca for hardware)')
+    .option('--ca <file>', 'AMD\'s ASK || ARK for this platform generation (hardware --full)')
+    .argument('<file>')
+    .action((file: string, o: { simState?: string; full?: boolean; ca?: string }) => {
+      const p = platformFrom(o.simState);
+      try {
+        const { pdh, chain } = p.platform.pdhCertExport();
+        const sevChain = parseSevChain(Buffer.concat([pdh.bytes, chain]));
+        const parts = [encodeSevChain(sevChain)];
+        if (o.full) {
+          const ca = o.ca ? parseCaChain(readFileSync(o.ca)) : p.ca;
+          if (!ca) throw new Error('--full on hardware needs --ca with AMD\'s ASK and ARK');
+          parts.push(encodeCaChain(ca));
+        }
+        writeFileSync(file, Buffer.concat(parts));
+      } finally {
+        p.close();
+      }
+    });
+
+  sev.command('verify').description('verify a platform\'s certificate chain, link by link')
+    .option('--full <file>', 'full chain: PDH, PEK, OCA, CEK, ASK, ARK')
+    .option('--sev <file>', 'SEV chain: PDH, PEK, OCA, CEK (default: exported from the platform)')
+    .option('--ca <file>', 'CA chain: ASK, ARK')
+    .addOption(simState)
+    .action((o: { full?: string; sev?: string; ca?: string; simState?: string }) => {
+      let chain: SevChain;
+      let ca: CaChain | undefined;
+      if (o.full) {
+        const full = parseFullChain(readFileSync(o.full));
+        chain = full;
+        ca = full;
+      } else if (o.sev) {
+        chain = parseSevChain(readFileSync(o.sev));
+      } else {
+        const p = platformFrom(o.simState);
+        try {
+          const { pdh, chain: rest } = p.platform.pdhCertExport();
+          chain = parseSevChain(Buffer.concat([pdh.bytes, rest]));
+          ca = p.ca;
+        } finally {
+          p.close();
+        }
+      }
+      if (o.ca) ca = parseCaChain(readFileSync(o.ca));
+      let ok = printLinks(ca ? caChainLinks(ca, chain.cek) : []);
+      ok = printLinks(sevChainLinks(chain)) && ok;
+      if (!ca) say('note: ARK -> ASK -> CEK not checked (give --ca or --full): the CEK is not proven to be AMD\'s');
+      process.exitCode = ok ? 0 : 1;
+    });
+
+  sev.command('session').description('create a launch session for a platform\'s PDH (writes NAME_godh.b64, NAME_session.b64, NAME_tek.bin, NAME_tik.bin)')
+    .argument('<pdh>', 'the PDH certificate, or a full chain (verified first)')
+    .argument('<policy>', 'guest policy (decimal or 0x-hex)', policyArg)
+    .option('--name <name>', 'file name prefix', 'vm')
+    .option('--dir <dir>', 'output directory', '.')
+    .action((pdhFile: string, policy: number, o: { name: string; dir: string }) => {
+      const bytes = readFileSync(pdhFile);
+      const pdh = bytes.length === SEV_CERT_SIZE ? SevCertificate.parse(bytes, 'PDH') : verifyChain(parseFullChain(bytes));
+      const files = sessionFileNames(o.dir, o.name);
+      writeSessionFiles(files, createSession(pdh, policy));
+      say(`session for policy 0x${policy.toString(16)} (${describePolicy(policy)}): ${files.godh}, ${files.session}; keep ${files.tek} and ${files.tik} secret`);
+    });
+
+  const measurement = sev.command('measurement').description('launch measurements');
+  addDigestOptions(addBuildOptions(measurement.command('build').description('compute the expected LAUNCH_MEASURE answer (measure || nonce, base64)')))
+    .option('--nonce <file|base64>', 'the mnonce')
+    .option('--launch-measure-blob <file|base64>', 'take the mnonce from a reported measurement')
+    .option('--outfile <file>', 'write the binary measurement here instead of printing base64')
+    .action(async (o: DigestOptions & BuildFields & { nonce?: string; launchMeasureBlob?: string; outfile?: string }) => {
+      const nonce = o.nonce ? exactly(pathOrBase64(o.nonce, '--nonce'), 16, '--nonce')
+        : o.launchMeasureBlob ? parseMeasurement(pathOrBase64(o.launchMeasureBlob, '--launch-measure-blob')).mnonce : undefined;
+      if (!nonce) throw new Error('one of --nonce or --launch-measure-blob is needed');
+      const digest = await launchDigestOf(o, o.policy);
+      const tik = exactly(pathOrBase64(o.tik, '--tik'), 16, '--tik');
+      const out = encodeMeasurement({ measure: computeMeasure(tik, firmwareBuild(o), o.policy, digest, nonce), mnonce: nonce });
+      if (o.outfile) writeFileSync(o.outfile, out);
+      else say(out.toString('base64'));
+    });
+
+  addDigestOptions(addBuildOptions(measurement.command('verify').description('check a reported measurement against the expected launch')))
+    .requiredOption('--measurement <file|base64>', 'what LAUNCH_MEASURE reported (measure || mnonce)')
+    .action(async (o: DigestOptions & BuildFields & { measurement: string }) => {
+      const m = parseMeasurement(pathOrBase64(o.measurement, '--measurement'));
+      const digest = await launchDigestOf(o, o.policy);
+      const tik = exactly(pathOrBase64(o.tik, '--tik'), 16, '--tik');
+      const ok = verifyMeasurement(m, tik, firmwareBuild(o), o.policy, digest);
+      say(ok ? `measurement verified (launch digest ${digest.toString('hex')})` : 'measurement does NOT match the expected launch');
+      process.exitCode = ok ? 0 : 1;
+    });
+
+  sev.command('secret').description('launch secrets').command('build')
+    .description('build a LAUNCH_SECRET packet carrying OVMF\'s secret table (as sevctl secret build)')
+    .requiredOption('--tik <file|base64>', 'the session\'s TIK')
+    .requiredOption('--tek <file|base64>', 'the session\'s TEK')
+    .requiredOption('--launch-measure-blob <file|base64>', 'the verified measurement (measure || mnonce)')
+    .option('--secret <guid:file>', 'a secret entry (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .addOption(new Option('--iv <base64>', 'fixed IV (reproducible tests only)').hideHelp())
+    .argument('<header-file>')
+    .argument('<payload-file>')
+    .action((headerFile: string, payloadFile: string, o: { tik: string; tek: string; launchMeasureBlob: string; secret: string[]; iv?: string }) => {
+      if (o.secret.length === 0) throw new Error('at least one --secret GUID:FILE is needed');
+      const entries = o.secret.map((s) => {
+        const colon = s.indexOf(':');
+        if (colon < 0) throw new Error(`--secret '${s}': expected GUID:FILE`);
+        return { guid: s.slice(0, colon), data: readFileSync(s.slice(colon + 1)) };
+      });
+      const keys = { tik: exactly(pathOrBase64(o.tik, '--tik'), 16, '--tik'), tek: exactly(pathOrBase64(o.tek, '--tek'), 16, '--tek') };
+      const blob = pathOrBase64(o.launchMeasureBlob, '--launch-measure-blob');
+      if (blob.length < 32) throw new Error('--launch-measure-blob is shorter than the 32-byte measure');
+      const iv = o.iv ? exactly(Buffer.from(o.iv, 'base64'), 16, '--iv') : undefined;
+      writeSecretPacket(headerFile, payloadFile, buildSecretPacket(keys, blob.subarray(0, 32), buildSecretTable(entries), iv));
+      say(`wrote ${headerFile} and ${payloadFile}`);
+    });
+
+  sev.command('sim-init').description('create (or show) a simulated platform identity in a state directory')
+    .requiredOption('--sim-state <dir>', 'state directory')
+    .addOption(new Option('--ca-bits <bits>', 'ARK/ASK size').choices(['2048', '4096']).default('4096'))
+    .action((o: { simState: string; caBits: string }) => {
+      const identity = SimulatedIdentity.loadOrCreate(o.simState, { caBits: o.caBits === '2048' ? 2048 : 4096 });
+      verifyChain(identity.chain);
+      say(`sev-sim identity in ${o.simState}: pin ${o.simState}/chain.cert (PDH, PEK, OCA, CEK, ASK, ARK)`);
+    });
+}
