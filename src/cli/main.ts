@@ -1,9 +1,9 @@
 // The ts-vmm command line. Each subcommand lives in its own module under src/cli/ and registers itself.
 import { Command, CommanderError } from 'commander';
 import { register as registerLab } from './lab.js';
+import { register as registerOci } from './oci.js';
 import { register as registerRun } from './run.js';
 import { register as registerSetup } from './setup.js';
-import { register as registerSev } from './sev.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('ts-vmm')
@@ -12,8 +12,8 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride();
   registerLab(program);
   registerRun(program);
+  registerOci(program);
   registerSetup(program);
-  registerSev(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

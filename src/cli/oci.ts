@@ -1,0 +1,175 @@
+// The OCI runtime command line (runc/crun convention, as containerd's shim and CRI-O call it):
+//   ts-vmm create [--bundle DIR] [--pid-file FILE] [--root DIR] <id>
+//   ts-vmm start|state|kill|delete [--root DIR] <id> ...
+// `create` leaves a monitor process (the container's pid) holding a booted VM whose agent has set the container
+// up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { Command, InvalidArgumentError } from 'commander';
+import { projectRoot } from '../lab/image.js';
+import { BundleError, readBundleConfig } from '../oci/bundle-config.js';
+import { checkEntrypoint } from '../oci/entrypoint.js';
+import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
+import {
+  checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
+} from '../oci/runtime-state.js';
+import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
+
+interface RootOption { root?: string }
+
+const storeOf = (options: RootOption): StateStore => new StateStore(resolve(options.root ?? defaultStateRoot()));
+
+const rootOption = (command: Command): Command =>
+  command.option('--root <dir>', 'directory holding container state (default: /run/ts-vmm for root, else $XDG_RUNTIME_DIR/ts-vmm)');
+
+/** SIGTERM, TERM or 15 -> 15. */
+export function parseSignal(text: string): number {
+  if (/^[0-9]+$/.test(text)) {
+    const n = Number(text);
+    if (n >= 1 && n <= 64) return n;
+  } else {
+    const name = (text.toUpperCase().startsWith('SIG') ? text.toUpperCase() : `SIG${text.toUpperCase()}`) as NodeJS.Signals;
+    const n = osConstants.signals[name];
+    if (n !== undefined) return n;
+  }
+  throw new InvalidArgumentError(`"${text}" is not a signal name or number`);
+}
+
+async function readLine(stream: Readable): Promise<string> {
+  let text = '';
+  stream.setEncoding('utf8');
+  for await (const chunk of stream) {
+    text += chunk as string;
+    if (text.includes('\n')) break;
+  }
+  return text.split('\n')[0] ?? '';
+}
+
+interface CreateOptions extends RootOption, RunCommandOptions {
+  bundle: string;
+  pidFile?: string;
+  consoleSocket?: string;
+}
+
+async function create(id: string, options: CreateOptions): Promise<void> {
+  checkContainerId(id);
+  const bundle = resolve(options.bundle);
+  const config = readBundleConfig(bundle);
+  for (const warning of config.warnings) process.stderr.write(`ts-vmm: warning: ${config.configPath}: ${warning}\n`);
+  checkEntrypoint(config);
+  if (config.process.terminal || options.consoleSocket) {
+    throw new BundleError(`${config.configPath}: process.terminal with --console-socket is not supported by ts-vmm create; use ts-vmm run for a terminal`);
+  }
+  const store = storeOf(options);
+  const record: ContainerRecord = {
+    ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle, annotations: config.annotations, created: new Date().toISOString(),
+  };
+  await store.create(record);
+  const args = [join(projectRoot(), 'bin', 'ts-vmm.js'), 'oci-monitor', '--root', store.root, id];
+  if (options.kernel && options.modules) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
+  // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
+  const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
+  const outcome = await readLine(monitor.stdio[3] as Readable);
+  if (outcome !== CREATED_LINE) {
+    await store.remove(id);
+    throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
+  }
+  if (options.pidFile) await writeFile(options.pidFile, String(monitor.pid));
+  monitor.unref();
+  (monitor.stdio[3] as Readable).destroy();
+}
+
+async function start(id: string, options: RootOption): Promise<void> {
+  const store = storeOf(options);
+  const record = await store.live(id);
+  if (record.status !== 'created') throw new StateError(`container "${id}" is ${record.status}, not created`);
+  const socket = connect(store.file(id, CONTROL_SOCKET));
+  await once(socket, 'connect');
+  socket.end(START_REQUEST);
+  const reply = await readLine(socket);
+  if (`${reply}\n` !== START_REPLY) throw new StateError(`container "${id}" did not start`);
+}
+
+async function state(id: string, options: RootOption, out: Writable): Promise<void> {
+  out.write(JSON.stringify(publicState(await storeOf(options).live(id)), null, 2) + '\n');
+}
+
+async function kill(id: string, signal: number, options: RootOption): Promise<void> {
+  const record = await storeOf(options).live(id);
+  if (record.status !== 'created' && record.status !== 'running') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
+  process.kill(record.pid, signal);
+}
+
+async function remove(id: string, options: RootOption & { force?: boolean }): Promise<void> {
+  const store = storeOf(options);
+  let record = await store.live(id);
+  if (record.status !== 'stopped') {
+    if (!options.force) throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
+    process.kill(record.pid, 'SIGKILL');
+    for (let i = 0; i < 100 && record.status !== 'stopped'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      record = await store.live(id);
+    }
+    if (record.status !== 'stopped') throw new StateError(`container "${id}" did not stop after SIGKILL`);
+  }
+  await store.remove(id);
+}
+
+/** Runs an action; errors become one line on stderr and exit status 1 (125 for run-like failures is for run). */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      reportFailure(e);
+      process.exitCode = 1;
+    }
+  };
+}
+
+export function register(program: Command): void {
+  rootOption(program.command('create'))
+    .description('create an OCI container: boot its VM and set it up, without starting the process')
+    .argument('<id>', 'container id')
+    .option('-b, --bundle <dir>', 'OCI bundle directory', '.')
+    .option('--pid-file <file>', 'write the container\'s pid (its monitor process) here')
+    .option('--console-socket <path>', 'not supported (for process.terminal)')
+    .option('--kernel <vmlinuz>', 'boot this kernel (needs --modules)')
+    .option('--modules <dir>', 'the kernel\'s lib/modules/<release> directory')
+    .action(action((id: string, options: CreateOptions) => create(id, options)));
+  rootOption(program.command('start'))
+    .description('start the process of a created container')
+    .argument('<id>', 'container id')
+    .action(action((id: string, options: RootOption) => start(id, options)));
+  rootOption(program.command('state'))
+    .description('print the runtime-spec state of a container as JSON')
+    .argument('<id>', 'container id')
+    .action(action((id: string, options: RootOption) => state(id, options, process.stdout)));
+  rootOption(program.command('kill'))
+    .description('send a signal to a container\'s process (before start: stop the container)')
+    .argument('<id>', 'container id')
+    .argument('[signal]', 'signal name or number', parseSignal, osConstants.signals.SIGTERM)
+    .action(action((id: string, signal: number, options: RootOption) => kill(id, signal, options)));
+  rootOption(program.command('delete'))
+    .description('delete a stopped container\'s state')
+    .argument('<id>', 'container id')
+    .option('-f, --force', 'kill the container first if it is still running')
+    .action(action((id: string, options: RootOption & { force?: boolean }) => remove(id, options)));
+  rootOption(program.command('oci-monitor', { hidden: true }))
+    .argument('<id>')
+    .option('--kernel <vmlinuz>')
+    .option('--modules <dir>')
+    .action(async (id: string, options: RootOption & RunCommandOptions) => {
+      // fd 3 is the pipe to `ts-vmm create`; stdout and stderr belong to the container, so no progress goes there.
+      const report = createWriteStream('', { fd: 3 });
+      process.exitCode = await monitorContainer(storeOf(options), id, report,
+        { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, { ...runSettings(options), log: () => undefined });
+      process.stdin.destroy();
+    });
+}

@@ -1,0 +1,102 @@
+// The process behind an OCI container (`ts-vmm create` starts it detached; its pid is the container's pid).
+// It boots the VM and waits until the guest agent has made the container's mounts and is ready: the container
+// is then `created`. `ts-vmm start` asks it over a Unix socket in the state directory to start the process
+// (`running`); when the workload exits it records `stopped` with the exit status and exits with that status.
+// Signals sent by `ts-vmm kill` arrive here: before start they stop the VM, after start they go to the workload.
+import { createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { launchVm } from './vm-launch.js';
+import { bootWorkload, prepareRun, runWorkload, type BootedWorkload, type RunSettings, type Stdio } from './runner.js';
+import { processStartTime, StateStore, type ContainerRecord } from './runtime-state.js';
+
+export const CONTROL_SOCKET = 'control.sock';
+export const START_REQUEST = 'start\n';
+export const START_REPLY = 'started\n';
+
+/** How the monitor tells `ts-vmm create` the outcome: one line on its fd 3, `created` or `error: ...`. */
+export const CREATED_LINE = 'created';
+
+const STOPPING_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/** Resolves with the connection of the first well-formed start request (answered once the state says running). */
+async function waitForStart(server: Server): Promise<Socket> {
+  return new Promise((resolve) => {
+    server.on('connection', (socket) => {
+      socket.setEncoding('utf8');
+      let text = '';
+      socket.on('data', (chunk: string) => {
+        text += chunk;
+        if (text === START_REQUEST) {
+          resolve(socket);
+        } else if (!START_REQUEST.startsWith(text)) {
+          socket.destroy();
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+  });
+}
+
+/** Runs the container `id`; `report` is the pipe to `ts-vmm create`. Returns the monitor's exit status. */
+export async function monitorContainer(store: StateStore, id: string, report: Writable, stdio: Stdio, settings: RunSettings): Promise<number> {
+  let record: ContainerRecord = await store.read(id);
+  const save = async (changes: Partial<ContainerRecord>): Promise<void> => {
+    record = { ...record, ...changes };
+    await store.write(record);
+  };
+  let booted: BootedWorkload;
+  let control: Server;
+  try {
+    const prepared = await prepareRun(record.bundle, settings);
+    try {
+      booted = await bootWorkload(prepared, launchVm, stdio, settings);
+    } catch (e) {
+      await prepared.cleanup();
+      throw e;
+    }
+    control = createServer();
+    control.listen(store.file(id, CONTROL_SOCKET));
+    await once(control, 'listening');
+  } catch (e) {
+    report.end(`error: ${(e as Error).message.split('\n')[0]}\n`);
+    await save({ status: 'stopped', failure: (e as Error).message });
+    return 1;
+  }
+
+  // Until start, a signal means "do not run": stop the VM and record it.
+  let stopSignal: NodeJS.Signals | undefined;
+  let stopBeforeStart!: () => void;
+  const stopped = new Promise<void>((resolve) => { stopBeforeStart = resolve; });
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stopSignal = signal;
+    stopBeforeStart();
+  };
+  for (const s of STOPPING_SIGNALS) process.on(s, onSignal);
+  await save({ status: 'created', pid: process.pid, pidStartTime: processStartTime(process.pid) });
+  report.end(`${CREATED_LINE}\n`);
+
+  const requester = await Promise.race([waitForStart(control), stopped]);
+  for (const s of STOPPING_SIGNALS) process.off(s, onSignal);
+  if (stopSignal !== undefined) {
+    control.close();
+    booted.io.close();
+    booted.vm.stop();
+    await booted.vm.exited;
+    await booted.prepared.cleanup();
+    await save({ status: 'stopped', failure: `stopped by ${stopSignal} before start` });
+    return 1;
+  }
+  await save({ status: 'running' });
+  requester?.end(START_REPLY);
+  control.close();
+  try {
+    const status = await runWorkload(booted, stdio);
+    await save({ status: 'stopped', exitStatus: status });
+    return status;
+  } catch (e) {
+    await save({ status: 'stopped', failure: (e as Error).message });
+    stdio.stderr.write(`ts-vmm: ${(e as Error).message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,132 @@
+// OCI runtime state (runtime-spec "State"), one directory per container under a state root, as runc keeps them
+// under /run/runc. The stored status is what the monitor last wrote; the live status also checks that the
+// monitor process is still the one that wrote it (pid and start time), so a crashed monitor reads as stopped and
+// a reused pid is never mistaken for the container.
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** The runtime-spec version whose state format and lifecycle this implements. */
+export const RUNTIME_SPEC_VERSION = '1.2.0';
+
+export type ContainerStatus = 'creating' | 'created' | 'running' | 'stopped';
+
+export interface ContainerState {
+  ociVersion: string;
+  id: string;
+  status: ContainerStatus;
+  /** The monitor process (it owns the VM); 0 while creating. */
+  pid: number;
+  bundle: string;
+  annotations: Record<string, string>;
+}
+
+/** What ts-vmm keeps beside the runtime-spec state. */
+export interface ContainerRecord extends ContainerState {
+  created: string;
+  /** Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22). */
+  pidStartTime?: string;
+  /** The workload's exit status once stopped (128+n for a signal). */
+  exitStatus?: number;
+  /** Why the container stopped without an exit status. */
+  failure?: string;
+}
+
+export class StateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StateError';
+  }
+}
+
+/** runc's rule for container ids: they become directory names, so no slashes, dots-only names or empties. */
+export function checkContainerId(id: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$/.test(id)) {
+    throw new StateError(`"${id}" is not a valid container id (letters, digits and _ . + -, starting with a letter or digit)`);
+  }
+  return id;
+}
+
+/** `/run/ts-vmm` for root (like /run/runc), else `$XDG_RUNTIME_DIR/ts-vmm`, else a per-user temporary directory. */
+export function defaultStateRoot(): string {
+  if (process.getuid?.() === 0) return '/run/ts-vmm';
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'ts-vmm');
+  return join(tmpdir(), `ts-vmm-${process.getuid?.() ?? 'user'}`);
+}
+
+/** Start time of a process, or undefined if there is no such process. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may contain spaces and ')'; fields resume after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[19]; // field 22 overall: starttime
+  } catch {
+    return undefined;
+  }
+}
+
+export class StateStore {
+  constructor(readonly root: string) {}
+
+  dir(id: string): string {
+    return join(this.root, checkContainerId(id));
+  }
+
+  /** Path of a file in a container's directory (e.g. its control socket). */
+  file(id: string, name: string): string {
+    return join(this.dir(id), name);
+  }
+
+  /** Creates the container's directory and first record; fails if the id is taken. */
+  async create(record: ContainerRecord): Promise<void> {
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(this.dir(record.id), { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new StateError(`container "${record.id}" already exists (in ${this.root})`);
+      throw e;
+    }
+    await this.write(record);
+  }
+
+  async read(id: string): Promise<ContainerRecord> {
+    const path = join(this.dir(id), 'state.json');
+    if (!existsSync(path)) throw new StateError(`container "${id}" does not exist (in ${this.root})`);
+    try {
+      return JSON.parse(await readFile(path, 'utf8')) as ContainerRecord;
+    } catch (e) {
+      throw new StateError(`${path}: unreadable state (${(e as Error).message})`);
+    }
+  }
+
+  /** Replaces the record atomically, so a reader never sees half a file. */
+  async write(record: ContainerRecord): Promise<void> {
+    const path = join(this.dir(record.id), 'state.json');
+    const partial = `${path}.${process.pid}.tmp`;
+    await writeFile(partial, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+    await rename(partial, path);
+  }
+
+  async remove(id: string): Promise<void> {
+    await rm(this.dir(id), { recursive: true, force: true });
+  }
+
+  /** The record with its status corrected for a monitor that is gone. */
+  async live(id: string): Promise<ContainerRecord> {
+    const record = await this.read(id);
+    if (record.status === 'stopped' || record.pid === 0) return record;
+    if (processStartTime(record.pid) !== record.pidStartTime) {
+      return { ...record, status: 'stopped', failure: record.failure ?? 'the monitor process is gone' };
+    }
+    return record;
+  }
+}
+
+/** The runtime-spec state document for `ts-vmm state`. */
+export function publicState(record: ContainerRecord): ContainerState {
+  const { ociVersion, id, status, pid, bundle, annotations } = record;
+  const alive = status === 'created' || status === 'running';
+  return { ociVersion, id, status, pid: alive ? pid : 0, bundle, annotations };
+}
