@@ -4,6 +4,7 @@ import { register as registerLab } from './lab.js';
 import { register as registerOci } from './oci.js';
 import { register as registerRun } from './run.js';
 import { register as registerSetup } from './setup.js';
+import { register as registerSev } from './sev.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('ts-vmm')
@@ -14,6 +15,7 @@ export async function main(argv: string[]): Promise<number> {
   registerRun(program);
   registerOci(program);
   registerSetup(program);
+  registerSev(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
