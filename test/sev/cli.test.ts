@@ -1,0 +1,118 @@
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { main } from '../../src/cli/main.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { measuredLaunch, SEV_SECRET_PAGE } from '../../src/sev/launch.js';
+import { readLaunchSession } from '../../src/sev/owner-files.js';
+import { parseSecretTable } from '../../src/sev/secret.js';
+import { SevSimulator } from '../../src/sev/sev-sim.js';
+import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
+import { itWithVectors, vectorPath } from './vectors.js';
+
+/** Runs `ts-vmm ...args` in-process; returns the exit status and what it printed. */
+async function run(...args: string[]): Promise<{ status: number; out: string }> {
+  let out = '';
+  const write = process.stdout.write.bind(process.stdout);
+  const writeErr = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stderr.write;
+  const before = process.exitCode;
+  try {
+    process.exitCode = undefined;
+    const status = await main(['node', 'ts-vmm', ...args]);
+    return { status, out };
+  } finally {
+    process.stdout.write = write;
+    process.stderr.write = writeErr;
+    process.exitCode = before;
+  }
+}
+
+describe('sev: ts-vmm sev commands', () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-sev-cli-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('owner workflow against sev-sim: pin, verify, session, launch, measurement verify, secret build', async () => {
+    const state = path.join(dir, 'state');
+    expect((await run('sev', 'sim-init', '--sim-state', state, '--ca-bits', '2048')).status).to.equal(0);
+    const verified = await run('sev', 'verify', '--full', path.join(state, 'chain.cert'));
+    expect(verified.status).to.equal(0);
+    expect(verified.out.split('\n').filter((l) => l.startsWith('ok')).length).to.equal(7);
+    expect((await run('sev', 'session', '--dir', dir, '--name', 'g', path.join(state, 'chain.cert'), '0x3')).status).to.equal(0);
+
+    // The VMM side: launch a small image with the session files, as `ts-vmm boot --tee sev-sim` does.
+    const memory = GuestMemory.shared([{ guestAddress: 0, size: 0x40_0000 }]);
+    const firmware = Buffer.alloc(0x1000, 0x90);
+    memory.write(0x10_0000, firmware);
+    const session = readLaunchSession(path.join(dir, 'g_godh.b64'), path.join(dir, 'g_session.b64'));
+    const sim = new SevSimulator(SimulatedIdentity.load(state), { warn: () => undefined });
+    let injectedFrom = '';
+    const result = await measuredLaunch({
+      backend: sim, policy: 3, session,
+      image: { memory, regions: [{ kind: 'firmware', guestAddress: 0x10_0000, length: firmware.length }] },
+      secret: async (blob) => {
+        const m = path.join(dir, 'measurement.bin');
+        writeFileSync(m, blob);
+        writeFileSync(path.join(dir, 'fw.bin'), firmware);
+        const common = (policy: string) => ['--api-major', '0', '--api-minor', '24', '--build-id', '15', '--policy', policy, '--tik', path.join(dir, 'g_tik.bin')];
+        const digest = createHash('sha256').update(firmware).digest('base64');
+        const ok = await run('sev', 'measurement', 'verify', ...common('3'), '--launch-digest', digest, '--measurement', m);
+        expect(ok.status, ok.out).to.equal(0);
+        const otherPolicy = await run('sev', 'measurement', 'verify', ...common('1'), '--launch-digest', digest, '--measurement', m);
+        expect(otherPolicy.status).to.equal(1);
+        expect(otherPolicy.out).to.contain('does NOT match');
+        const otherDigest = await run('sev', 'measurement', 'verify', ...common('3'), '--launch-digest', Buffer.alloc(32).toString('base64'), '--measurement', m);
+        expect(otherDigest.status).to.equal(1);
+        const built = await run('sev', 'measurement', 'build', ...common('3'), '--launch-digest', digest, '--launch-measure-blob', m);
+        expect(built.out.trim()).to.equal(Buffer.from(blob).toString('base64'));
+        writeFileSync(path.join(dir, 'secret.txt'), 'open sesame');
+        const s = await run('sev', 'secret', 'build', '--tik', path.join(dir, 'g_tik.bin'), '--tek', path.join(dir, 'g_tek.bin'),
+          '--launch-measure-blob', m, '--secret', `736869e5-84f0-4973-92ec-06879ce3da0b:${path.join(dir, 'secret.txt')}`, path.join(dir, 'h.bin'), path.join(dir, 'p.bin'));
+        expect(s.status, s.out).to.equal(0);
+        injectedFrom = 'files';
+        return { header: readFileSync(path.join(dir, 'h.bin')), payload: readFileSync(path.join(dir, 'p.bin')) };
+      },
+    });
+    expect(result.secretInjected && injectedFrom).to.equal('files');
+    expect(Buffer.from(parseSecretTable(memory.read(SEV_SECRET_PAGE, 64))[0]!.data).toString()).to.equal('open sesame');
+  });
+
+  it('reports a broken link with exit status 1', async () => {
+    const state = path.join(dir, 'state');
+    const chain = readFileSync(path.join(state, 'chain.cert'));
+    chain[0x414 + 8 + 3]! ^= 1; // first signature of the PDH
+    writeFileSync(path.join(dir, 'broken.cert'), chain);
+    const r = await run('sev', 'verify', '--full', path.join(dir, 'broken.cert'));
+    expect(r.status).to.equal(1);
+    expect(r.out).to.contain('FAIL PEK -> PDH');
+  });
+
+  it('refuses bad arguments with a message naming them', async () => {
+    expect((await run('sev', 'session', path.join(dir, 'state', 'pdh.cert'), '0x40')).out).to.contain('reserved bits');
+    const r = await run('sev', 'measurement', 'build', '--api-major', '1', '--api-minor', '0', '--build-id', '1', '--policy', '0', '--tik', 'AAAA', '--nonce', 'AAAAAAAAAAAAAAAAAAAAAA==', '--launch-digest', Buffer.alloc(32).toString('base64'));
+    expect(r.status).to.equal(1);
+    expect(r.out).to.contain('--tik is 3 bytes, expected 16');
+  });
+
+  itWithVectors('measurement build and secret build agree with sevctl\'s tests', async () => {
+    const d = (f: string) => vectorPath(`sevctl/tests/data/${f}`);
+    const m = await run('sev', 'measurement', 'build', '--api-major', '0x01', '--api-minor', '40', '--build-id', '40', '--policy', '0x03',
+      '--tik', d('measurement/tik1.bin'), '--nonce', 'wxP6tRHCFrFQWxsuqZA8QA==', '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'));
+    expect(m.out.trim()).to.equal('oMDewIouJSpbpNRHj7Mk3p08H2dPZQdsZMU14qIymBnDE/q1EcIWsVBbGy6pkDxA');
+    const es = await run('sev', 'measurement', 'build', '--api-major', '1', '--api-minor', '49', '--build-id', '6', '--policy', '0x05',
+      '--tik', d('measurement/tik1.bin'), '--launch-measure-blob', '/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny',
+      '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'), '--num-cpus', '4', '--vmsa-cpu0', d('vmsa0.bin'), '--vmsa-cpu1', d('vmsa1.bin'));
+    expect(es.out.trim()).to.equal('/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny');
+    const s = await run('sev', 'secret', 'build', '--tik', d('secret/tik1.bin'), '--tek', d('secret/tek1.bin'),
+      '--launch-measure-blob', 'TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS', '--iv', 'rFR07U3TLH2YnsUj2SVZ7A==',
+      '--secret', `736869e5-84f0-4973-92ec-06879ce3da0b:${d('secret/secret1.txt')}`, '--secret', `736869e5-aaaa-4973-92ec-06879ce3da0b:${d('secret/secret2.txt')}`,
+      path.join(dir, 'vh'), path.join(dir, 'vp'));
+    expect(s.status).to.equal(0);
+    expect(readFileSync(path.join(dir, 'vh')).toString('base64')).to.equal('AAAAAKxUdO1N0yx9mJ7FI9klWeyZ3r0dOEKHUOhIRqzGYYvTJgdMtBPL1nK6GD9aGET7Ng==');
+    expect(readFileSync(path.join(dir, 'vp')).toString('base64')).to.equal('0U3e5PcXv0UW+H4tSBFKObWYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCC+WWs332lpLNUX1ZI3YK7vYgtys4X+uGxEIlkIQ90v8/w8ZFmQMe');
+  });
+});
