@@ -112,6 +112,12 @@ export interface MeasuredLaunchOptions {
   /** The guest owner's GODH certificate and session blob; without them the launch cannot be attested. */
   session?: { godh: Uint8Array; session: Uint8Array };
   secret?: SecretSource;
+  /**
+   * Creates the vCPUs and sets their registers. Called after the data is measured and before
+   * LAUNCH_UPDATE_VMSA: KVM wants SEV initialised before any vCPU exists, and for SEV-ES builds each
+   * VMSA from its vCPU's registers.
+   */
+  createVcpus?: () => Promise<void> | void;
 }
 
 export interface MeasuredLaunchResult {
@@ -121,7 +127,10 @@ export interface MeasuredLaunchResult {
   secretInjected: boolean;
 }
 
-/** INIT -> LAUNCH_START -> LAUNCH_UPDATE_DATA per range -> (LAUNCH_UPDATE_VMSA) -> LAUNCH_MEASURE -> LAUNCH_SECRET -> LAUNCH_FINISH. */
+/**
+ * INIT -> LAUNCH_START -> LAUNCH_UPDATE_DATA per range -> (vCPUs created) -> (LAUNCH_UPDATE_VMSA) -> LAUNCH_MEASURE
+ * -> LAUNCH_SECRET -> LAUNCH_FINISH. Call it once the boot plan is in guest memory and before any vCPU exists.
+ */
 export async function measuredLaunch(options: MeasuredLaunchOptions): Promise<MeasuredLaunchResult> {
   const { backend, image, policy } = options;
   const encryptedState = (policy & PolicyBit.ES) !== 0;
@@ -133,6 +142,7 @@ export async function measuredLaunch(options: MeasuredLaunchOptions): Promise<Me
   backend.init(encryptedState);
   const handle = backend.launchStart({ policy, godh: options.session?.godh, session: options.session?.session });
   for (const r of ranges) backend.launchUpdateData(image.memory, r.guestAddress, r.length);
+  await options.createVcpus?.();
   if (encryptedState) backend.launchUpdateVmsa(vmsas);
   const measurement = backend.launchMeasure();
   const packet = options.secret ? await options.secret(measurement) : undefined;

@@ -2,7 +2,7 @@
 // (base64 of the GODH certificate and of the session blob, what QEMU's sev-guest dh-cert-file and
 // session-file take), `<name>_tek.bin` and `<name>_tik.bin` (raw 16-byte keys, kept by the owner), and the
 // secret's header and payload files (raw bytes, as `sevctl secret build` writes them).
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { SecretPacket } from './secret.js';
 import type { OwnerSession, TransportKeys } from './session.js';
@@ -60,7 +60,10 @@ export function readSecretPacket(headerFile: string, payloadFile: string): Secre
   return { header: readFileSync(headerFile), payload: readFileSync(payloadFile) };
 }
 
+/** Writes each file whole (temporary name, then rename), payload first: a VMM waiting for the header sees a complete packet. */
 export function writeSecretPacket(headerFile: string, payloadFile: string, packet: SecretPacket): void {
-  writeFileSync(headerFile, packet.header);
-  writeFileSync(payloadFile, packet.payload);
+  for (const [file, bytes] of [[payloadFile, packet.payload], [headerFile, packet.header]] as const) {
+    writeFileSync(`${file}.partial`, bytes);
+    renameSync(`${file}.partial`, file);
+  }
 }

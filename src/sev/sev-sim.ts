@@ -14,7 +14,7 @@ import { computeMeasure, encodeMeasurement, type FirmwareBuild } from './measure
 import { POLICY_RESERVED_MASK, PolicyBit, decodePolicy } from './policy.js';
 import { SECRET_HEADER_SIZE, SecretIntegrityError, openSecretPacket, parseSecretHeader, type SecretPacket } from './secret.js';
 import { SESSION_SIZE, SessionIntegrityError, parseSession, sharedSecret, unwrapTransportKeys, type TransportKeys } from './session.js';
-import { SEV_CERT_SIZE, SevCertificate } from './sev-certificate.js';
+import { Curve, SEV_CERT_SIZE, SevCertificate } from './sev-certificate.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from './sev-abi.js';
 import type { SimulatedIdentity } from './sim-identity.js';
 import { SevFirmwareError, SevStatus } from './status.js';
@@ -137,7 +137,7 @@ export class SevSimulator implements SevLaunchBackend {
     } catch (e) {
       this.fail(command, SevStatus.INVALID_CERTIFICATE, (e as Error).message);
     }
-    if (godh.usage !== Usage.PDH || describeAlgorithm(godh.algorithm)?.kind !== 'ecdh' || godh.curve !== 2) {
+    if (godh.usage !== Usage.PDH || describeAlgorithm(godh.algorithm)?.kind !== 'ecdh' || godh.curve !== Curve.P384) {
       this.fail(command, SevStatus.INVALID_CERTIFICATE, 'GODH is not a P-384 Diffie-Hellman certificate');
     }
     if (!start.session || start.session.length !== SESSION_SIZE) this.fail(command, SevStatus.INVALID_LEN, `session is ${start.session?.length ?? 0} bytes, expected ${SESSION_SIZE}`);
