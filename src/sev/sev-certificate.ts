@@ -22,9 +22,10 @@ const SIG_FIELD = 512;
 
 /** EC curve identifiers used in AMD certificates. */
 export const Curve = { P256: 1, P384: 2 } as const;
-const curves: Record<number, { name: string; jwk: string; bytes: number }> = {
-  [Curve.P256]: { name: 'P-256', jwk: 'P-256', bytes: 32 },
-  [Curve.P384]: { name: 'P-384', jwk: 'P-384', bytes: 48 },
+/** Curve names as JWK spells them, and coordinate sizes. */
+const curves: Record<number, { name: string; bytes: number }> = {
+  [Curve.P256]: { name: 'P-256', bytes: 32 },
+  [Curve.P384]: { name: 'P-384', bytes: 48 },
 };
 
 const platformUsages: readonly number[] = [Usage.OCA, Usage.PEK, Usage.PDH, Usage.CEK];
@@ -77,7 +78,7 @@ export class SevCertificate {
     const bytes = new Uint8Array(SEV_CERT_SIZE);
     const cert = new SevCertificate(bytes);
     const jwk = options.publicKey.export({ format: 'jwk' });
-    const curve = Object.entries(curves).find(([, c]) => c.jwk === jwk.crv);
+    const curve = Object.entries(curves).find(([, c]) => c.name === jwk.crv);
     if (jwk.kty !== 'EC' || !curve || !jwk.x || !jwk.y) throw new SevCertificateError('SEV certificates carry P-256 or P-384 EC keys');
     const kind = options.usage === Usage.PDH ? 'ecdh' : 'ecdsa';
     cert.view.setUint32(0x00, 1, true);
@@ -109,7 +110,7 @@ export class SevCertificate {
     if (!curve) throw new SevCertificateError(`unknown EC curve ${this.curve}`);
     const x = fromLittleEndian(this.bytes.subarray(KEY_OFFSET + 4, KEY_OFFSET + 4 + EC_FIELD), curve.bytes, 'qx');
     const y = fromLittleEndian(this.bytes.subarray(KEY_OFFSET + 4 + EC_FIELD, KEY_OFFSET + 4 + 2 * EC_FIELD), curve.bytes, 'qy');
-    return createPublicKey({ key: { kty: 'EC', crv: curve.jwk, x: x.toString('base64url'), y: y.toString('base64url') }, format: 'jwk' });
+    return createPublicKey({ key: { kty: 'EC', crv: curve.name, x: x.toString('base64url'), y: y.toString('base64url') }, format: 'jwk' });
   }
 
   /** This certificate's key as a signer of other certificates. */
