@@ -15,6 +15,7 @@ import { SEV_CERT_SIZE, SevCertificate } from '../sev/sev-certificate.js';
 import { SimulatedPlatform } from '../sev/sev-sim.js';
 import { SimulatedIdentity } from '../sev/sim-identity.js';
 import { predictTsVmmLaunchDigest } from '../sev/ts-vmm-launch.js';
+import { ovmfApResetAddress, resetVmsa } from '../sev/vmsa.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -260,6 +261,21 @@ export function register(program: Command): void {
       const iv = o.iv ? exactly(Buffer.from(o.iv, 'base64'), 16, '--iv') : undefined;
       writeSecretPacket(headerFile, payloadFile, buildSecretPacket(keys, blob.subarray(0, 32), buildSecretTable(entries), iv));
       say(`wrote ${headerFile} and ${payloadFile}`);
+    });
+
+  sev.command('vmsa').description('SEV-ES VMSAs').command('build')
+    .description('write the reset VMSA of one vCPU as KVM and QEMU or libkrun set it up (as sevctl vmsa build)')
+    .argument('<file>')
+    .requiredOption('--cpu <n>', 'vCPU index (0 = boot CPU)', hexOrInt)
+    .addOption(new Option('--userspace <vmm>', 'the VMM whose reset state to use').choices(['qemu', 'krun']).default('qemu'))
+    .option('--family <n>', 'CPUID family', hexOrInt)
+    .option('--model <n>', 'CPUID model', hexOrInt)
+    .option('--stepping <n>', 'CPUID stepping', hexOrInt)
+    .option('--firmware <file>', 'OVMF image (QEMU APs start at its SEV-ES reset block)')
+    .action((file: string, o: { cpu: number; userspace: 'qemu' | 'krun'; family?: number; model?: number; stepping?: number; firmware?: string }) => {
+      const sku = o.family || o.model || o.stepping ? { family: o.family ?? 0, model: o.model ?? 0, stepping: o.stepping ?? 0 } : undefined;
+      const apResetAddress = o.userspace === 'qemu' && o.cpu > 0 && o.firmware ? ovmfApResetAddress(readFileSync(o.firmware)) : undefined;
+      writeFileSync(file, resetVmsa({ vmm: o.userspace, cpu: o.cpu, sku, apResetAddress }));
     });
 
   sev.command('sim-init').description('create (or show) a simulated platform identity in a state directory')

@@ -107,6 +107,12 @@ describe('sev: ts-vmm sev commands', () => {
       '--tik', d('measurement/tik1.bin'), '--launch-measure-blob', '/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny',
       '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'), '--num-cpus', '4', '--vmsa-cpu0', d('vmsa0.bin'), '--vmsa-cpu1', d('vmsa1.bin'));
     expect(es.out.trim()).to.equal('/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny');
+    for (const cpu of ['0', '1']) {
+      const v = await run('sev', 'vmsa', 'build', path.join(dir, `vmsa${cpu}`), '--cpu', cpu, '--family', '25', '--model', '1', '--stepping', '1',
+        '--userspace', 'qemu', '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'));
+      expect(v.status, v.out).to.equal(0);
+      expect(readFileSync(path.join(dir, `vmsa${cpu}`))).to.deep.equal(readFileSync(d(`vmsa${cpu}.bin`)));
+    }
     const s = await run('sev', 'secret', 'build', '--tik', d('secret/tik1.bin'), '--tek', d('secret/tek1.bin'),
       '--launch-measure-blob', 'TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS', '--iv', 'rFR07U3TLH2YnsUj2SVZ7A==',
       '--secret', `736869e5-84f0-4973-92ec-06879ce3da0b:${d('secret/secret1.txt')}`, '--secret', `736869e5-aaaa-4973-92ec-06879ce3da0b:${d('secret/secret2.txt')}`,
