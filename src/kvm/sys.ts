@@ -3,6 +3,7 @@
 import koffi from 'koffi';
 import { constants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
+import { cStruct, constant } from './abi.js';
 
 const libc = koffi.load('libc.so.6');
 
@@ -17,6 +18,9 @@ const c = {
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, const void *buf, size_t count)'),
   gettid: libc.func('int gettid()'),
+  epollCreate1: libc.func('int epoll_create1(int flags)'),
+  epollCtl: libc.func('epoll_ctl', 'int', ['int', 'int', 'int', 'void *']),
+  epollWait: libc.func('epoll_wait', 'int', ['int', 'void *', 'int', 'int']),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
   // memmove(dst, _, 0) returns dst: the portable way to turn an address back into a koffi pointer.
   pointerAt: libc.func('memmove', 'void *', ['uintptr_t', 'uintptr_t', 'size_t']),
@@ -134,4 +138,41 @@ export function gettid(): number {
 
 export function tgkill(pid: number, tid: number, signal: number): void {
   check(c.tgkill(pid, tid, signal), 'tgkill');
+}
+
+/** struct epoll_event: packed on x86-64, so `data` sits at offset 4. */
+export const epollEvent = cStruct('struct epoll_event', 'sys/epoll.h', { events: 'uint32', data: 'uint64' }, { packed: true });
+export const EPOLLIN = constant('EPOLLIN', 'sys/epoll.h', 0x001);
+export const EPOLLET = constant('EPOLLET', 'sys/epoll.h', 0x8000_0000);
+export const EPOLL_CTL_ADD = constant('EPOLL_CTL_ADD', 'sys/epoll.h', 1);
+export const EPOLL_CTL_DEL = constant('EPOLL_CTL_DEL', 'sys/epoll.h', 2);
+export const EPOLL_CLOEXEC = constant('EPOLL_CLOEXEC', 'sys/epoll.h', 0o2000000);
+
+export function epollCreate(): number {
+  return check(c.epollCreate1(EPOLL_CLOEXEC), 'epoll_create1');
+}
+
+/** Adds or removes `fd`; the events epollWait() reports for it carry `fd` as their data. */
+export function epollCtl(epfd: number, op: number, fd: number, events = EPOLLIN): void {
+  const event = new Uint8Array(epollEvent.size);
+  const view = new DataView(event.buffer);
+  view.setUint32(0, events, true);
+  view.setBigUint64(4, BigInt(fd), true);
+  check(c.epollCtl(epfd, op, fd, event), 'epoll_ctl');
+}
+
+/**
+ * Blocks until some fd is ready (or `timeoutMs` passes; -1 waits for ever) and returns the ready fds.
+ * An interrupted wait returns no fds.
+ */
+export function epollWait(epfd: number, events: Uint8Array, timeoutMs = -1): number[] {
+  const max = Math.floor(events.length / epollEvent.size);
+  const n = c.epollWait(epfd, events, max, timeoutMs);
+  if (n < 0) {
+    const errno = koffi.errno();
+    if (errno === constants.errno.EINTR) return [];
+    throw new SysError('epoll_wait', errno);
+  }
+  const view = new DataView(events.buffer, events.byteOffset, events.byteLength);
+  return Array.from({ length: n }, (_, i) => Number(view.getBigUint64(i * epollEvent.size + 4, true)));
 }

@@ -4,12 +4,13 @@
 // Stopping is Firecracker's kick: set the stop flag and kvm_run.immediate_exit (so a vCPU about to
 // enter the guest returns at once), then signal the thread with tgkill so one already inside KVM_RUN
 // returns EINTR. SIGUSR2 needs a handler first, or its default action would end the process.
+import { constants } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { busAccess } from './io-dispatch.js';
 import type { LocalRange } from './local-devices.js';
 import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox.js';
-import { tgkill } from './sys.js';
+import { SysError, tgkill } from './sys.js';
 import type { IoBuses, VcpuStop } from './types.js';
 import type { Vcpu } from './vcpu.js';
 import {
@@ -80,7 +81,7 @@ class VcpuThread {
       tgkill(process.pid, tid, SIGUSR2);
     } catch (e) {
       // ESRCH: the thread ended between reading its tid and the signal; nothing left to kick.
-      if ((e as { code?: string }).code !== 'ESRCH') throw e;
+      if (!(e instanceof SysError && e.errno === constants.errno.ESRCH)) throw e;
     }
   }
 }
@@ -118,13 +119,20 @@ export class VcpuThreads {
     for (const vcpu of this.vcpus) {
       this.threads.push(new VcpuThread(vcpu, this.buses, this.options, (stop) => this.listeners.forEach((l) => l(stop))));
     }
+    // Node joins worker threads at exit; one inside KVM_RUN would never return without a kick.
+    process.once('exit', this.kickAll);
+    void this.stopped.then(() => process.off('exit', this.kickAll));
     this.resolveStarted();
   }
+
+  private readonly kickAll = (): void => {
+    for (const t of this.threads) t.stop();
+  };
 
   /** Stops every vCPU, whatever it is doing, and resolves when all threads have ended. */
   async stop(): Promise<VcpuStop[]> {
     if (!this.started) return [];
-    for (const t of this.threads) t.stop();
+    this.kickAll();
     return this.stopped;
   }
 }

@@ -1,4 +1,5 @@
-// A minimal KVM VM for tests: 64 KiB of RAM at 0, vCPUs in real mode with CS base 0 at `entry`.
+// A minimal KVM VM for tests: 64 KiB of RAM at 0, vCPUs in real mode with CS base 0 at `entry`,
+// optionally the in-kernel irqchip (which must exist before the vCPUs).
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { Kvm } from '../../src/kvm/kvm.js';
 import type { Vcpu } from '../../src/kvm/vcpu.js';
@@ -12,12 +13,13 @@ export interface RealModeVm {
   close(): void;
 }
 
-export function realModeVm(code: readonly number[], { entry = 0x1000, vcpus = 1 } = {}): RealModeVm {
+export function realModeVm(code: readonly number[], { entry = 0x1000, vcpus = 1, irqchip = false } = {}): RealModeVm {
   const kvm = Kvm.open();
   const vm = kvm.createVm();
   const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]);
   vm.registerMemory(memory);
   vm.setTssAddress(0xfffb_d000);
+  if (irqchip) vm.createIrqchip();
   memory.write(entry, new Uint8Array(code));
   const cpus = Array.from({ length: vcpus }, (_, id) => {
     const vcpu = vm.createVcpu(id);

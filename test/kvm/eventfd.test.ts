@@ -1,0 +1,59 @@
+import { expect } from 'chai';
+import { EventFd } from '../../src/kvm/eventfd.js';
+
+const nextSignal = (e: EventFd) => new Promise<bigint>((resolve) => e.listen((count) => { e.unlisten(); resolve(count); }));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('EventFd', () => {
+  it('counts signals and take() clears the counter', () => {
+    const e = new EventFd();
+    expect(e.take()).to.equal(0n);
+    e.signal();
+    e.signal();
+    expect(e.take()).to.equal(2n);
+    expect(e.take()).to.equal(0n);
+    e.close();
+  });
+
+  it('delivers a signal from another thread of control to a main-thread listener', async () => {
+    const e = new EventFd();
+    const got = nextSignal(e);
+    setTimeout(() => e.signal(), 10);
+    expect(await got).to.equal(1n);
+    e.close();
+  });
+
+  it('coalesces signals made before the listener ran, and keeps delivering later ones', async () => {
+    const e = new EventFd();
+    const counts: bigint[] = [];
+    e.listen((n) => counts.push(n));
+    e.signal();
+    e.signal();
+    e.signal();
+    await sleep(50);
+    e.signal();
+    await sleep(50);
+    expect(counts.reduce((a, b) => a + b, 0n)).to.equal(4n);
+    expect(counts.length).to.be.within(2, 4);
+    e.close();
+  });
+
+  it('stops delivering after unlisten, leaving the counter to take()', async () => {
+    const e = new EventFd();
+    let calls = 0;
+    e.listen(() => calls++);
+    e.unlisten();
+    e.signal();
+    await sleep(30);
+    expect(calls).to.equal(0);
+    expect(e.take()).to.equal(1n);
+    e.close();
+  });
+
+  it('refuses a second listener', () => {
+    const e = new EventFd();
+    e.listen(() => undefined);
+    expect(() => e.listen(() => undefined)).to.throw(/already has a listener/);
+    e.close();
+  });
+});
