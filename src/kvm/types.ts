@@ -144,3 +144,14 @@ export interface VcpuStop {
   /** Registers at the time of the stop, when they could be read. */
   regs?: Regs;
 }
+
+/** Runs a VM's vCPUs until they stop: in worker threads (VcpuThreads) or inline on the main thread. */
+export interface VcpuRunner {
+  start(): void;
+  /** Stops every vCPU whatever it is doing; resolves with every vCPU's stop. */
+  stop(): Promise<VcpuStop[]>;
+  /** Resolves once every vCPU has stopped, for whatever reason. */
+  readonly stopped: Promise<VcpuStop[]>;
+  /** Called once per vCPU as it stops. */
+  onStop(listener: (stop: VcpuStop) => void): void;
+}

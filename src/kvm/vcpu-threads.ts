@@ -11,7 +11,7 @@ import { busAccess } from './io-dispatch.js';
 import type { LocalRange } from './local-devices.js';
 import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox.js';
 import { SysError, tgkill } from './sys.js';
-import type { IoBuses, VcpuStop } from './types.js';
+import type { IoBuses, VcpuRunner, VcpuStop } from './types.js';
 import type { Vcpu } from './vcpu.js';
 import {
   CONTROL_WORDS, STOP_REQUESTED, THREAD_ID, VCPU_WORKER_ROLE, type VcpuWorkerData, type VcpuWorkerMessage,
@@ -94,7 +94,7 @@ function serve(buses: IoBuses, { op, address, size, count, data }: MailboxReques
 
 export type StopListener = (stop: VcpuStop) => void;
 
-export class VcpuThreads {
+export class VcpuThreads implements VcpuRunner {
   private readonly threads: VcpuThread[] = [];
   private readonly listeners: StopListener[] = [];
   private started = false;
