@@ -114,7 +114,9 @@ export class ModuleTree {
         const colon = line.indexOf(':');
         if (colon <= 0) throw new ModuleResolutionError(`${depFile}:${lineNo + 1}: expected 'module.ko: deps...'`);
         const module = add(line.slice(0, colon).trim());
-        dependencies.set(module.name, line.slice(colon + 1).trim().split(/\s+/).filter(Boolean).map(canonicalModuleName));
+        // depmod lists the module to load last first; reversed, a depth-first walk loads as modprobe does.
+        const deps = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean).map(canonicalModuleName);
+        dependencies.set(module.name, deps.reverse());
       }
     } else {
       const walk = async (dir: string): Promise<void> => {
