@@ -64,7 +64,7 @@ export function decodeRecord(line: string): LabRecord | undefined {
     case 'exit': {
       const [, status, signal] = rest;
       if (index === undefined || rest.length !== 3 || status === undefined || signal === undefined) return undefined;
-      if (status !== '-' && !/^\d{1,3}$/.test(status)) return undefined;
+      if (status !== '-' && !(/^\d{1,3}$/.test(status) && Number(status) <= 255)) return undefined;
       return { kind, index, status: status === '-' ? null : Number(status), signal: signal === '-' ? null : signal };
     }
     case 'done':
