@@ -1,0 +1,143 @@
+// Cost of one guest exit to the VMM and back: a real-mode guest executes `out 0x80, al` N times.
+// Measured in the same run for the C peer (bench/exit-roundtrip.c, compiled here with gcc -O2) and
+// for ts-vmm's paths: KVM_RUN on the main thread, in a vCPU thread answering a vCPU-local range,
+// and in a vCPU thread handing the access to a device on the main thread (mailbox round trip).
+// Thread timings include starting the worker, so they are taken as the difference between N exits
+// and 1 exit. Also times a bare ioctl (KVM_CHECK_EXTENSION) through koffi against C.
+//   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds]
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Bus, type BusDevice } from '../src/devices/bus.js';
+import { GuestMemory } from '../src/memory/guest-memory.js';
+import { KVM_CAP_USER_MEMORY } from '../src/kvm/constants.js';
+import { busAccess } from '../src/kvm/io-dispatch.js';
+import { Kvm } from '../src/kvm/kvm.js';
+import type { IoBuses } from '../src/kvm/types.js';
+import type { Vcpu } from '../src/kvm/vcpu.js';
+import { VcpuThreads } from '../src/kvm/vcpu-threads.js';
+
+const exits = Number(process.argv[2] ?? 200_000);
+const rounds = Number(process.argv[3] ?? 3);
+const PORT = 0x80;
+const GUEST = [0xe6, PORT, 0x66, 0x49, 0x75, 0xfa, 0xf4]; // l: out 0x80, al; dec ecx; jnz l; hlt
+
+const kvm = Kvm.open();
+
+function guestWith(iterations: number): { vcpu: Vcpu; close(): void } {
+  const vm = kvm.createVm();
+  const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]);
+  vm.registerMemory(memory);
+  vm.setTssAddress(0xfffb_d000);
+  memory.write(0x1000, new Uint8Array(GUEST));
+  const vcpu = vm.createVcpu(0);
+  const sregs = vcpu.getSregs();
+  sregs.cs.base = 0n;
+  sregs.cs.selector = 0;
+  vcpu.setSregs(sregs);
+  vcpu.setRegs({ ...vcpu.getRegs(), rip: 0x1000n, rflags: 0x2n, rcx: BigInt(iterations) });
+  return { vcpu, close: () => { vcpu.close(); vm.close(); } };
+}
+
+class Counter implements BusDevice {
+  count = 0;
+  read(): void { /* the guest only writes */ }
+  write(): void { this.count++; }
+}
+
+function buses(device?: BusDevice): IoBuses {
+  const b = { pio: new Bus('pio'), mmio: new Bus('mmio') };
+  if (device) b.pio.insert(device, PORT, 1, 'post-code');
+  return b;
+}
+
+function compileC(): { binary: string; cleanup(): void } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-exit-bench-'));
+  const source = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'exit-roundtrip.c');
+  const binary = path.join(dir, 'exit-roundtrip');
+  execFileSync('gcc', ['-O2', '-Wall', '-o', binary, source]);
+  return { binary, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function runC(binary: string, args: string[]): number {
+  const [count, ns] = execFileSync(binary, args, { encoding: 'utf8' }).trim().split(' ').map(Number);
+  return ns! / count! / 1000;
+}
+
+/** µs per exit, KVM_RUN on this thread with the same bus lookup the threads do. */
+function tsInline(): number {
+  const { vcpu, close } = guestWith(exits);
+  const device = new Counter();
+  const pio = buses(device).pio;
+  const start = process.hrtime.bigint();
+  for (;;) {
+    const exit = vcpu.run();
+    if (exit.kind === 'io') busAccess(pio, exit.port, exit.direction === 'out', exit.size, exit.count, exit.data);
+    else if (exit.kind === 'hlt') break;
+    else throw new Error(`unexpected exit ${exit.kind}`);
+  }
+  const us = Number(process.hrtime.bigint() - start) / 1000 / exits;
+  close();
+  if (device.count !== exits) throw new Error(`counted ${device.count} exits, expected ${exits}`);
+  return us;
+}
+
+/** Microseconds from start() until the vCPU halted. */
+async function threadsRun(iterations: number, local: boolean): Promise<number> {
+  const { vcpu, close } = guestWith(iterations);
+  const device = new Counter();
+  const threads = new VcpuThreads([vcpu], local ? buses() : buses(device), {
+    localRanges: local ? [{ space: 'pio', base: PORT, size: 1, name: 'post-code', kind: 'absent' }] : [],
+  });
+  const start = process.hrtime.bigint();
+  threads.start();
+  const [stop] = await threads.stopped;
+  const us = Number(process.hrtime.bigint() - start) / 1000;
+  close();
+  if (stop!.reason !== 'hlt') throw new Error(stop!.message);
+  if (!local && device.count !== iterations) throw new Error(`counted ${device.count} exits, expected ${iterations}`);
+  return us;
+}
+
+async function tsThreads(local: boolean): Promise<number> {
+  const fixed = await threadsRun(1, local);
+  return (await threadsRun(exits, local) - fixed) / (exits - 1);
+}
+
+function tsIoctl(): number {
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < exits; i++) kvm.checkExtension(KVM_CAP_USER_MEMORY);
+  return Number(process.hrtime.bigint() - start) / 1000 / exits;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const c = compileC();
+const samples: Record<string, number[]> = { c: [], inline: [], local: [], mailbox: [], cIoctl: [], tsIoctl: [] };
+try {
+  for (let r = 0; r < rounds; r++) {
+    samples.c!.push(runC(c.binary, [String(exits)]));
+    samples.inline!.push(tsInline());
+    samples.local!.push(await tsThreads(true));
+    samples.mailbox!.push(await tsThreads(false));
+    samples.cIoctl!.push(runC(c.binary, ['ioctl', String(exits)]));
+    samples.tsIoctl!.push(tsIoctl());
+  }
+} finally {
+  c.cleanup();
+  kvm.close();
+}
+
+const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)])) as Record<keyof typeof samples, number>;
+const row = (name: string, us: number, peer: number) => `| ${name} | ${us.toFixed(2)} | ${(us / peer).toFixed(2)}x |`;
+console.log(`exit round trip, ${exits} exits per run, median of ${rounds} rounds (µs per exit; ratio against C)\n`);
+console.log('| path | µs/exit | vs C |');
+console.log('| --- | ---: | ---: |');
+console.log(row('C (bench/exit-roundtrip.c, gcc -O2)', m.c, m.c));
+console.log(row('ts-vmm, KVM_RUN on the main thread', m.inline, m.c));
+console.log(row('ts-vmm, vCPU thread, vCPU-local range', m.local, m.c));
+console.log(row('ts-vmm, vCPU thread, device on the main thread (mailbox)', m.mailbox, m.c));
+console.log(row('bare ioctl, C (KVM_CHECK_EXTENSION)', m.cIoctl, m.cIoctl));
+console.log(row('bare ioctl, ts-vmm via koffi', m.tsIoctl, m.cIoctl));
