@@ -1,0 +1,61 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseSignal } from '../../src/cli/oci.js';
+import {
+  checkContainerId, processStartTime, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
+} from '../../src/oci/runtime-state.js';
+
+describe('OCI runtime state', () => {
+  let root: string;
+  beforeEach(() => { root = mkdtempSync(join(tmpdir(), 'ts-vmm-state-')); });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  const record = (id: string, changes: Partial<ContainerRecord> = {}): ContainerRecord => ({
+    ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle: '/b', annotations: { a: 'b' }, created: 'now', ...changes,
+  });
+
+  it('accepts runc-style ids and refuses ones that are not directory names', () => {
+    for (const id of ['abc', 'a.b-c_d+1', '0x']) expect(checkContainerId(id)).to.equal(id);
+    for (const id of ['', '.', '..', 'a/b', '-x', 'a b']) expect(() => checkContainerId(id)).to.throw(StateError, 'not a valid container id');
+  });
+
+  it('creates, refuses a duplicate id, reads back and removes', async () => {
+    const store = new StateStore(root);
+    await store.create(record('c1'));
+    await store.create(record('c1')).then(() => expect.fail('duplicate created'), (e: Error) => expect(e.message).to.match(/"c1" already exists/));
+    expect((await store.read('c1')).status).to.equal('creating');
+    await store.remove('c1');
+    await store.read('c1').then(() => expect.fail('read after remove'), (e: Error) => expect(e.message).to.match(/"c1" does not exist/));
+  });
+
+  it('reports a live monitor as recorded, a dead or replaced one as stopped', async () => {
+    const store = new StateStore(root);
+    const child = spawn('sleep', ['30']);
+    await once(child, 'spawn');
+    await store.create(record('live', { status: 'running', pid: child.pid!, pidStartTime: processStartTime(child.pid!) }));
+    expect((await store.live('live')).status).to.equal('running');
+    await store.write(record('live', { status: 'running', pid: child.pid!, pidStartTime: 'not-its-start-time' }));
+    expect((await store.live('live')).status).to.equal('stopped');
+    await store.write(record('live', { status: 'running', pid: child.pid!, pidStartTime: processStartTime(child.pid!) }));
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    const gone = await store.live('live');
+    expect(gone.status).to.equal('stopped');
+    expect(publicState(gone)).to.deep.equal({ ociVersion: RUNTIME_SPEC_VERSION, id: 'live', status: 'stopped', pid: 0, bundle: '/b', annotations: { a: 'b' } });
+  });
+
+  it('reads a process's start time, and none for a missing process', () => {
+    expect(processStartTime(process.pid)).to.match(/^[0-9]+$/);
+    expect(processStartTime(0x7ffffff0)).to.equal(undefined);
+  });
+
+  it('parses signals by name, short name and number', () => {
+    expect([parseSignal('SIGKILL'), parseSignal('term'), parseSignal('2')]).to.deep.equal([9, 15, 2]);
+    expect(() => parseSignal('SIGNOPE')).to.throw('not a signal');
+    expect(() => parseSignal('0')).to.throw('not a signal');
+  });
+});
