@@ -1,17 +1,14 @@
 // The lab guest's initramfs: the stock Debian kernel's KVM modules, busybox, node with its shared
 // libraries, the tools tests call, this project (built), an offline asset cache for nested guests,
 // the caller's files and the plan, and an /init that loads KVM and hands over to the guest agent.
-import { execFile } from 'node:child_process';
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
-import { delimiter, dirname, join, posix, relative } from 'node:path';
+import { dirname, join, posix, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { COMPLETE_MARKER, ensureBusybox, ensureDebianKernel, unpackedPath, type AssetOptions, type DebianKernel } from '../assets/debian.js';
 import { writeInitramfs, type InitramfsBuilder } from '../initramfs/builder.js';
 import { ModuleTree, formatModulesDep } from '../initramfs/modules.js';
+import { findProgram, sharedLibraries } from './host-programs.js';
 import type { LabPlan } from './protocol.js';
-
-const execFileAsync = promisify(execFile);
 
 /** Where things live inside the lab guest. */
 export const LAB_PATHS = {
@@ -35,6 +32,9 @@ export const NESTED_GUEST_MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'vi
 
 /** Host programs tests run inside the lab, with the Debian package that provides each. */
 export const LAB_TOOLS: readonly { program: string; debianPackage: string; aliases?: readonly string[] }[] = [
+  // busybox-static's sh prefers its own applets to programs on PATH (FEATURE_SH_STANDALONE), so a
+  // script's `mke2fs` would be busybox's; dash as /bin/sh runs what PATH names, as on the host.
+  { program: 'dash', debianPackage: 'dash', aliases: ['sh'] },
   { program: 'mke2fs', debianPackage: 'e2fsprogs', aliases: ['mkfs.ext4', 'mkfs.ext2'] },
   { program: 'e2fsck', debianPackage: 'e2fsprogs', aliases: ['fsck.ext4'] },
   { program: 'debugfs', debianPackage: 'e2fsprogs' },
@@ -61,30 +61,6 @@ export class LabImageError extends Error {
 
 /** The project root: this file is dist/src/lab/image.js. */
 export const projectRoot = (): string => fileURLToPath(new URL('../../../', import.meta.url));
-
-function findProgram(program: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-  return dirs.map((d) => join(d, program)).find((p) => existsSync(p));
-}
-
-/** Shared libraries (including the dynamic loader) a binary needs, from ldd; none for static ones. */
-async function sharedLibraries(binary: string): Promise<string[]> {
-  let out: string;
-  try {
-    out = (await execFileAsync('ldd', [binary])).stdout;
-  } catch (e) {
-    const err = e as { stdout?: string; stderr?: string; code?: string };
-    if (`${err.stdout}${err.stderr}`.includes('not a dynamic executable')) return [];
-    throw new LabImageError(`ldd ${binary} failed: ${err.stderr?.trim() || err.code}`);
-  }
-  const libs: string[] = [];
-  for (const line of out.split('\n')) {
-    if (line.includes('not found')) throw new LabImageError(`${binary} needs a library that is missing: ${line.trim()}`);
-    const path = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line)?.[1];
-    if (path) libs.push(path);
-  }
-  return libs;
-}
 
 /** The guest path for a host file: its real location, so that merged-/usr symlinks resolve alike. */
 const realLocation = (hostPath: string): string => join(realpathSync(dirname(hostPath)), posix.basename(hostPath));

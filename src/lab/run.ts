@@ -3,12 +3,14 @@
 // The kernel log and init messages go to the first serial port (relayed as `console`); the guest
 // agent's framed records (src/lab/protocol.ts) come back on the second, over a unix socket.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AssetOptions, Log } from '../assets/debian.js';
 import { stderrLog } from '../assets/debian.js';
+import { findProgram } from './host-programs.js';
 import { LAB_PATHS, buildLabImage, type LabFile } from './image.js';
 import { RecordParser, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
 
@@ -30,6 +32,8 @@ export interface LabOptions extends AssetOptions {
   readonly timeoutMs?: number;
   readonly memoryMiB?: number;
   readonly cpus?: number;
+  /** The qemu-system-x86_64 binary; found on PATH by default. */
+  readonly qemu?: string;
   /** Live output of the commands, as it arrives. */
   readonly onOutput?: (index: number, stream: 'stdout' | 'stderr', data: Buffer) => void;
   /** Live serial console of the guest (kernel log, init messages). */
@@ -99,6 +103,10 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
   const started = Date.now();
   const log: Log = options.log ?? stderrLog;
   const labPlan = plan(options);
+  const qemu = options.qemu ?? findProgram(QEMU);
+  if (qemu === undefined || !existsSync(qemu)) {
+    throw new LabError(`${options.qemu ?? QEMU} not found: the lab needs qemu-system-x86_64 (Debian package qemu-system-x86)`);
+  }
   const work = await mkdtemp(join(tmpdir(), 'ts-vmm-lab-'));
   try {
     const initramfs = join(work, 'initramfs.cpio');
@@ -155,22 +163,20 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     ];
     const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     const exit = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>((resolve, reject) => {
-      const qemu = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       let timedOut = false;
-      const timer = setTimeout(() => { timedOut = true; qemu.kill('SIGKILL'); }, timeoutMs);
+      const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
       const onConsoleData = (data: Buffer): void => {
         consoleText += data.toString('utf8');
         options.onConsole?.(data);
       };
-      qemu.stdout.on('data', onConsoleData);
-      qemu.stderr.on('data', onConsoleData);
-      qemu.on('error', (e: NodeJS.ErrnoException) => {
+      child.stdout.on('data', onConsoleData);
+      child.stderr.on('data', onConsoleData);
+      child.on('error', (e) => {
         clearTimeout(timer);
-        reject(e.code === 'ENOENT'
-          ? new LabError(`${QEMU} not found: the lab needs the Debian package qemu-system-x86`)
-          : new LabError(`cannot start ${QEMU}: ${e.message}`));
+        reject(new LabError(`cannot start ${qemu}: ${e.message}`));
       });
-      qemu.on('close', (code, signal) => {
+      child.on('close', (code, signal) => {
         clearTimeout(timer);
         resolve({ code, signal, timedOut });
       });

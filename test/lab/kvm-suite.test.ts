@@ -8,6 +8,7 @@ import { LAB_PATHS } from '../../src/lab/image.js';
 import { runInLab, type LabResult } from '../../src/lab/run.js';
 
 const KVM_TAG = '@' + 'kvm'; // spelled apart so that this file's titles never match the inner grep
+const SUITE = 6; // index of the inner mocha run among the lab's commands
 const LAB_TIMEOUT_MS = 60 * 60 * 1000;
 const INNER_TEST_TIMEOUT_MS = 300_000;
 
@@ -19,6 +20,15 @@ const carried = Buffer.from(Array.from({ length: 4099 }, (_, i) => (i * 7919) & 
 
 const probeScript = `import { probeKvm } from '${LAB_PATHS.project}/dist/src/lab/kvm-probe.js';
 process.stdout.write(JSON.stringify(probeKvm()));`;
+/** Nested guests' code finds the stock kernel, its virtio/ext4 modules and busybox offline. */
+const offlineAssetsScript = `import { ensureDebianKernel, ensureBusybox } from '${LAB_PATHS.project}/dist/src/assets/debian.js';
+import { ModuleTree } from '${LAB_PATHS.project}/dist/src/initramfs/modules.js';
+const kernel = await ensureDebianKernel({ log: () => { throw new Error('the lab cache should need no download'); } });
+const order = await (await ModuleTree.open(kernel.modulesDir)).loadOrder(['virtio_blk', 'virtio_mmio', 'vmw_vsock_virtio_transport', 'ext4']);
+const busybox = await ensureBusybox();
+process.stdout.write(JSON.stringify({ release: kernel.release, modules: order.map((m) => m.name).sort(), busybox: busybox.path }));`;
+const toolsScript = 'mke2fs -V && mkfs.ext4 -V && e2fsck -V && debugfs -V && socat -V && cpio --version && xz --version';
+
 const exactScript = `const { createHash } = require('node:crypto');
 process.stdout.write(Buffer.from('${awkwardBytes.toString('base64')}', 'base64'));
 process.stderr.write(${bulkExpression});
@@ -39,10 +49,12 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { argv: ['node', '-e', exactScript] },
         { script: 'stat -c "%a %s" /lab/carried.bin && sha256sum /lab/carried.bin' },
         { script: 'kill -KILL $$' },
+        { argv: ['node', '--input-type=module', '-e', offlineAssetsScript] },
+        { script: toolsScript },
         { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', KVM_TAG, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'] },
       ],
     });
-    const suite = lab.commands[4];
+    const suite = lab.commands[SUITE];
     process.stdout.write(`      --- inner report (tests tagged ${KVM_TAG}, run in the lab) ---\n`);
     process.stdout.write(suite?.stdout.toString() ?? '');
     process.stdout.write(suite?.stderr.toString() ?? '');
@@ -74,8 +86,22 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
     expect(lab.exitStatus).to.equal(42);
   });
 
+  it('carries an offline asset cache: kernel, nested-guest modules (with modules.dep) and busybox', () => {
+    const assets = lab.commands[4];
+    expect(assets?.exitStatus, assets?.stderr.toString()).to.equal(0);
+    const found = JSON.parse(assets?.stdout.toString() ?? '') as { release: string; modules: string[]; busybox: string };
+    expect(found.release).to.match(/-amd64$/);
+    expect(found.modules).to.include.members(['virtio', 'virtio_ring', 'virtio_blk', 'virtio_mmio', 'vsock', 'vmw_vsock_virtio_transport_common', 'vmw_vsock_virtio_transport', 'ext4', 'jbd2']);
+    expect(found.busybox).to.equal(`${LAB_PATHS.cache}/unpacked/busybox-static/bin/busybox`);
+  });
+
+  it('carries the tools tests call, with their shared libraries', () => {
+    const tools = lab.commands[5];
+    expect(tools?.exitStatus, tools?.stderr.toString()).to.equal(0);
+  });
+
   it('passes every KVM-tagged test inside the lab', () => {
-    const suite = lab.commands[4];
+    const suite = lab.commands[SUITE];
     expect(suite?.exitStatus, 'inner mocha failed: see the inner report above').to.equal(0);
     expect(suite?.stdout.toString()).to.match(/\d+ passing/);
   });

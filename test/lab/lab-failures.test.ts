@@ -1,0 +1,38 @@
+import { expect } from 'chai';
+import { LabError, runInLab } from '../../src/lab/run.js';
+
+const quiet = (): void => {};
+
+async function labError(promise: Promise<unknown>): Promise<LabError> {
+  try {
+    await promise;
+  } catch (e) {
+    expect(e).to.be.instanceOf(LabError);
+    return e as LabError;
+  }
+  return expect.fail('expected the lab to fail');
+}
+
+describe('lab: failures are reported with their cause @lab', function () {
+  this.timeout(300_000);
+
+  it('names the missing qemu and its Debian package before building anything', async () => {
+    const error = await labError(runInLab({ commands: [{ script: 'true' }], qemu: '/nonexistent/qemu-system-x86_64', log: quiet }));
+    expect(error.message).to.match(/qemu-system-x86_64 not found: .*Debian package qemu-system-x86/);
+  });
+
+  it('refuses an empty plan', async () => {
+    expect((await labError(runInLab({ commands: [], log: quiet }))).message).to.match(/at least one command/);
+  });
+
+  it('reports a guest that stops before finishing, with the tail of its console', async () => {
+    const error = await labError(runInLab({ commands: [{ script: 'poweroff -f' }, { script: 'echo never' }], log: quiet }));
+    expect(error.message).to.match(/stopped before finishing its commands/);
+    expect(error.message).to.include('lab: starting agent');
+  });
+
+  it('stops a guest that runs past its time limit', async () => {
+    const error = await labError(runInLab({ commands: [{ script: 'sleep 3600' }], timeoutMs: 4000, log: quiet }));
+    expect(error.message).to.match(/^lab guest timed out after 4 s; last console lines:/);
+  });
+});
