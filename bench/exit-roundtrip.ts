@@ -1,7 +1,8 @@
 // Cost of one guest exit to the VMM and back: a real-mode guest executes `out 0x80, al` N times.
 // Measured in the same run for the C peer (bench/exit-roundtrip.c, compiled here with gcc -O2) and
 // for ts-vmm's paths: KVM_RUN on the main thread, in a vCPU thread answering a vCPU-local range,
-// and in a vCPU thread handing the access to a device on the main thread (mailbox round trip).
+// and in a vCPU thread handing the access to a device on the main thread (a posted write; and, with
+// `in al, 0x80` instead, a read that waits for the device thread's answer).
 // Thread timings include starting the worker, so they are taken as the difference between N exits
 // and 1 exit. Also times a bare ioctl (KVM_CHECK_EXTENSION) through koffi against C.
 //   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds]
@@ -22,16 +23,18 @@ import { VcpuThreads } from '../src/kvm/vcpu-threads.js';
 const exits = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 3);
 const PORT = 0x80;
-const GUEST = [0xe6, PORT, 0x66, 0x49, 0x75, 0xfa, 0xf4]; // l: out 0x80, al; dec ecx; jnz l; hlt
+const OUT = 0xe6; // out imm8, al
+const IN = 0xe4; // in al, imm8
+const guestCode = (access: number) => [access, PORT, 0x66, 0x49, 0x75, 0xfa, 0xf4]; // l: out/in 0x80; dec ecx; jnz l; hlt
 
 const kvm = Kvm.open();
 
-function guestWith(iterations: number): { vcpu: Vcpu; close(): void } {
+function guestWith(iterations: number, access = OUT): { vcpu: Vcpu; close(): void } {
   const vm = kvm.createVm();
   const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]);
   vm.registerMemory(memory);
   vm.setTssAddress(0xfffb_d000);
-  memory.write(0x1000, new Uint8Array(GUEST));
+  memory.write(0x1000, new Uint8Array(guestCode(access)));
   const vcpu = vm.createVcpu(0);
   const sregs = vcpu.getSregs();
   sregs.cs.base = 0n;
@@ -43,7 +46,7 @@ function guestWith(iterations: number): { vcpu: Vcpu; close(): void } {
 
 class Counter implements BusDevice {
   count = 0;
-  read(): void { /* the guest only writes */ }
+  read(_offset: number, data: Uint8Array): void { data[0] = 0; this.count++; }
   write(): void { this.count++; }
 }
 
@@ -84,9 +87,12 @@ function tsInline(): number {
   return us;
 }
 
+type ThreadPath = 'local' | 'posted write' | 'read';
+
 /** Microseconds from start() until the vCPU halted. */
-async function threadsRun(iterations: number, local: boolean): Promise<number> {
-  const { vcpu, close } = guestWith(iterations);
+async function threadsRun(iterations: number, path: ThreadPath): Promise<number> {
+  const local = path === 'local';
+  const { vcpu, close } = guestWith(iterations, path === 'read' ? IN : OUT);
   const device = new Counter();
   const threads = new VcpuThreads([vcpu], local ? buses() : buses(device), {
     localRanges: local ? [{ space: 'pio', base: PORT, size: 1, name: 'post-code', kind: 'absent' }] : [],
@@ -101,9 +107,9 @@ async function threadsRun(iterations: number, local: boolean): Promise<number> {
   return us;
 }
 
-async function tsThreads(local: boolean): Promise<number> {
-  const fixed = await threadsRun(1, local);
-  return (await threadsRun(exits, local) - fixed) / (exits - 1);
+async function tsThreads(path: ThreadPath): Promise<number> {
+  const fixed = await threadsRun(1, path);
+  return (await threadsRun(exits, path) - fixed) / (exits - 1);
 }
 
 function tsIoctl(): number {
@@ -115,13 +121,14 @@ function tsIoctl(): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const c = compileC();
-const samples: Record<string, number[]> = { c: [], inline: [], local: [], mailbox: [], cIoctl: [], tsIoctl: [] };
+const samples: Record<string, number[]> = { c: [], inline: [], local: [], posted: [], read: [], cIoctl: [], tsIoctl: [] };
 try {
   for (let r = 0; r < rounds; r++) {
     samples.c!.push(runC(c.binary, [String(exits)]));
     samples.inline!.push(tsInline());
-    samples.local!.push(await tsThreads(true));
-    samples.mailbox!.push(await tsThreads(false));
+    samples.local!.push(await tsThreads('local'));
+    samples.posted!.push(await tsThreads('posted write'));
+    samples.read!.push(await tsThreads('read'));
     samples.cIoctl!.push(runC(c.binary, ['ioctl', String(exits)]));
     samples.tsIoctl!.push(tsIoctl());
   }
@@ -138,6 +145,7 @@ console.log('| --- | ---: | ---: |');
 console.log(row('C (bench/exit-roundtrip.c, gcc -O2)', m.c, m.c));
 console.log(row('ts-vmm, KVM_RUN on the main thread', m.inline, m.c));
 console.log(row('ts-vmm, vCPU thread, vCPU-local range', m.local, m.c));
-console.log(row('ts-vmm, vCPU thread, device on the main thread (mailbox)', m.mailbox, m.c));
+console.log(row('ts-vmm, vCPU thread, device on the main thread: posted write', m.posted, m.c));
+console.log(row('ts-vmm, vCPU thread, device on the main thread: read (round trip)', m.read, m.c));
 console.log(row('bare ioctl, C (KVM_CHECK_EXTENSION)', m.cIoctl, m.cIoctl));
 console.log(row('bare ioctl, ts-vmm via koffi', m.tsIoctl, m.cIoctl));

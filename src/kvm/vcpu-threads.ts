@@ -51,7 +51,7 @@ class VcpuThread {
       memory: options.memory?.descriptor(),
     };
     this.worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data });
-    const served = serveMailbox(this.mailbox, (request) => serve(buses, request));
+    const served = serveMailbox(this.mailbox, (request) => serve(buses, request), () => this.stop());
     this.stopped = new Promise<VcpuStop>((resolve) => {
       let stop: VcpuStop | undefined;
       this.worker.on('message', (message: VcpuWorkerMessage) => { stop = message.stop; });

@@ -1,5 +1,5 @@
 // The body of a vCPU thread: KVM_RUN in a loop. Accesses to vCPU-local ranges are answered here;
-// every other I/O or MMIO exit is a synchronous mailbox call to the device thread. The loop ends when
+// every other I/O or MMIO exit goes to the device thread through the mailbox. The loop ends when
 // the main thread sets the stop flag (and kicks the thread out of KVM_RUN), or on an exit that
 // stops the vCPU; either way the main thread receives one `stopped` message.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -42,6 +42,9 @@ async function main(data: VcpuWorkerData): Promise<void> {
     // Published before the stop flag is first read: a stop() that misses the tid finds the flag instead.
     Atomics.store(control, THREAD_ID, gettid());
     stop = runLoop(vcpu, local.pio, local.mmio, mailbox, control);
+    // The stop is reported after every posted write took effect, and a device error outranks it.
+    mailbox.flush();
+    mailbox.throwIfPostedFailed();
   } catch (e) {
     stop = { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: ${e instanceof Error ? e.message : String(e)}` };
   }
@@ -63,10 +66,10 @@ function runLoop(vcpu: Vcpu, localPio: Bus, localMmio: Bus, mailbox: MailboxClie
     if (exit.kind === 'io') {
       const isWrite = exit.direction === 'out';
       if (localPio.find(exit.port)) busAccess(localPio, exit.port, isWrite, exit.size, exit.count, exit.data);
-      else mailbox.call(isWrite ? MailboxOp.PioWrite : MailboxOp.PioRead, exit.port, exit.size, exit.count, exit.data);
+      else mailbox.access(isWrite ? MailboxOp.PioWrite : MailboxOp.PioRead, exit.port, exit.size, exit.count, exit.data);
     } else if (exit.kind === 'mmio') {
       if (localMmio.find(exit.address)) busAccess(localMmio, exit.address, exit.isWrite, exit.data.length, 1, exit.data);
-      else mailbox.call(exit.isWrite ? MailboxOp.MmioWrite : MailboxOp.MmioRead, exit.address, exit.data.length, 1, exit.data);
+      else mailbox.access(exit.isWrite ? MailboxOp.MmioWrite : MailboxOp.MmioRead, exit.address, exit.data.length, 1, exit.data);
     } else {
       const stop = stopForExit(exit, vcpu.id);
       if (stop) return stop;
