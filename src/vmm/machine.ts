@@ -1,0 +1,200 @@
+// Assembles and runs one VM on KVM: guest RAM (and the firmware ROM), the in-kernel interrupt
+// controllers and PIT, the platform devices, the virtio-mmio devices, one worker thread per vCPU,
+// then waits for the first event that ends the run and turns it into a MachineExit.
+import { S5_SLEEP_TYPE } from '../boot/acpi/tables.js';
+import { placeBootPlan } from '../boot/boot-plan.js';
+import { COM1_IRQ, FIRMWARE_ADDRESS, FIRMWARE_SIZE, Ports, TSS_ADDRESS } from '../boot/layout.js';
+import type { PreparedBoot } from '../boot/prepare.js';
+import { setUpVcpu } from '../boot/vcpu-state.js';
+import { ACPI_SLEEP_PORTS, AcpiSleepRegisters } from '../devices/acpi-sleep.js';
+import { Bus, type BusDevice } from '../devices/bus.js';
+import { I8042, I8042_PORTS } from '../devices/i8042.js';
+import type { Interrupt } from '../devices/interrupt.js';
+import type { StopRequestSink } from '../devices/platform-events.js';
+import { Serial16550, UART_REGISTERS } from '../devices/serial.js';
+import { KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
+import { IrqfdInterrupt } from '../kvm/interrupts.js';
+import { Kvm } from '../kvm/kvm.js';
+import type { LocalRange } from '../kvm/local-devices.js';
+import type { VcpuStop } from '../kvm/types.js';
+import { VcpuThreads } from '../kvm/vcpu-threads.js';
+import type { Vcpu } from '../kvm/vcpu.js';
+import type { Vm } from '../kvm/vm.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { ConsoleWatch } from './console-watch.js';
+import type { MachineExit } from './exit-status.js';
+
+/** What a virtio-mmio device needs from the VM to be built: its window, its interrupt, guest RAM. */
+export interface VirtioMmioContext {
+  vm: Vm;
+  memory: GuestMemory;
+  base: number;
+  interrupt: Interrupt;
+}
+
+/** Builds one virtio-mmio device; `close` (if any) runs when the VM is torn down. */
+export type VirtioMmioFactory = (context: VirtioMmioContext) => { device: BusDevice; name: string; close?: () => void };
+
+export interface MachineOptions {
+  boot: PreparedBoot;
+  /** In device order: the first is vda (for disks), matching `boot.virtio`. */
+  virtio?: readonly VirtioMmioFactory[];
+  /** Receives the guest's serial console output. */
+  consoleOutput: (bytes: Uint8Array) => void;
+  /** Bytes for the guest's serial console input. */
+  consoleInput?: NodeJS.ReadableStream;
+  kvmPath?: string;
+}
+
+/**
+ * Ports the kernel probes and must find empty, answered inside the vCPU threads (all ones) so a probe
+ * costs no trip to the device thread: POST/io-delay, CMOS RTC, COM2-4, PCI configuration mechanism #1.
+ */
+const ABSENT_PORTS: LocalRange[] = [
+  { space: 'pio', base: 0x70, size: 2, name: 'CMOS RTC (absent)', kind: 'absent' },
+  { space: 'pio', base: 0x80, size: 1, name: 'POST port', kind: 'absent' },
+  { space: 'pio', base: 0x2e8, size: 8, name: 'COM4 (absent)', kind: 'absent' },
+  { space: 'pio', base: 0x2f8, size: 8, name: 'COM2 (absent)', kind: 'absent' },
+  { space: 'pio', base: 0x3e8, size: 8, name: 'COM3 (absent)', kind: 'absent' },
+  { space: 'pio', base: 0xcf8, size: 8, name: 'PCI configuration (absent)', kind: 'absent' },
+];
+
+export async function runMachine(options: MachineOptions): Promise<MachineExit> {
+  const { boot } = options;
+  const factories = options.virtio ?? [];
+  if (factories.length !== boot.virtio.length) throw new Error(`boot plan has ${boot.virtio.length} virtio slots for ${factories.length} devices`);
+  const teardown: (() => void)[] = [];
+  const kvm = Kvm.open(options.kvmPath);
+  teardown.push(() => kvm.close());
+  try {
+    const vm = kvm.createVm();
+    teardown.push(() => vm.close());
+    // Firecracker's order: TSS, then the in-kernel IOAPIC/PIC/LAPICs and the PIT, before any vCPU exists.
+    vm.setTssAddress(TSS_ADDRESS);
+    vm.createIrqchip();
+    vm.createPit2();
+
+    const memory = guestMemory(vm, boot);
+    placeBootPlan(memory, boot.plan);
+
+    let finish!: (exit: MachineExit) => void;
+    const finished = new Promise<MachineExit>((resolve) => { finish = resolve; });
+    const watch = new ConsoleWatch();
+    const stopRequest: StopRequestSink = (request, detail) => {
+      const panic = watch.panic;
+      finish(panic !== undefined ? { kind: 'guest-failed', reason: `guest kernel panic: ${panic}` } : { kind: 'guest-stopped', request, detail });
+    };
+
+    const buses = { pio: new Bus('PIO'), mmio: new Bus('MMIO') };
+    const consoleOut = batchedWriter(options.consoleOutput);
+    teardown.push(() => consoleOut.flush());
+    const serialIrq = new IrqfdInterrupt(vm, COM1_IRQ);
+    teardown.push(() => serialIrq.close());
+    const serial = new Serial16550(serialIrq, (bytes) => {
+      watch.feed(bytes);
+      consoleOut.write(bytes);
+    });
+    buses.pio.insert(serial, Ports.com1, UART_REGISTERS, 'COM1 16550A');
+    buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
+    buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
+
+    factories.forEach((factory, i) => {
+      const slot = boot.virtio[i]!;
+      const interrupt = new IrqfdInterrupt(vm, slot.irq);
+      teardown.push(() => interrupt.close());
+      const built = factory({ vm, memory, base: slot.base, interrupt });
+      if (built.close) teardown.push(built.close);
+      buses.mmio.insert(built.device, slot.base, slot.size, built.name);
+    });
+
+    const supportedCpuid = kvm.getSupportedCpuid();
+    const vcpus: Vcpu[] = [];
+    const cpus = boot.cpus;
+    for (let id = 0; id < cpus; id++) {
+      const vcpu = vm.createVcpu(id);
+      vcpus.push(vcpu);
+      teardown.push(() => vcpu.close());
+      setUpVcpu(vcpu, {
+        supportedCpuid,
+        vcpus: cpus,
+        memoryEncryption: false,
+        bsp: boot.entry === 'firmware' ? { kind: 'firmware' } : { kind: 'direct', entry: boot.plan.kernelEntry, zeroPage: boot.plan.zeroPage },
+      });
+    }
+
+    const threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS });
+    threads.onStop((stop) => {
+      if (stop.reason !== 'stopped') finish(exitForStop(stop, watch.panic));
+    });
+    const onInput = (chunk: Buffer | string): void => serial.enqueueInput(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    options.consoleInput?.on('data', onInput);
+    teardown.push(() => {
+      options.consoleInput?.off('data', onInput);
+      options.consoleInput?.pause();
+    });
+
+    threads.start();
+    const exit = await finished;
+    await threads.stop();
+    return exit;
+  } finally {
+    for (const step of teardown.reverse()) step();
+  }
+}
+
+/** RAM slots, then the firmware ROM as a read-only slot (guest writes to it become ignored MMIO exits). */
+function guestMemory(vm: Vm, boot: PreparedBoot): GuestMemory {
+  const rom = boot.entry === 'firmware' ? [{ guestAddress: FIRMWARE_ADDRESS, size: FIRMWARE_SIZE }] : [];
+  const memory = GuestMemory.anonymous([...boot.ram, ...rom]);
+  memory.regions.forEach((region, slot) => {
+    if (region.backing.kind !== 'host') throw new Error('guest memory must be mmap-backed for KVM');
+    vm.setUserMemoryRegion({
+      slot,
+      guestAddress: region.guestAddress,
+      size: region.size,
+      hostAddress: region.backing.hostAddress,
+      flags: region.guestAddress === FIRMWARE_ADDRESS ? KVM_MEM_READONLY : 0,
+    });
+  });
+  return memory;
+}
+
+function exitForStop(stop: VcpuStop, panic: string | undefined): MachineExit {
+  const regs = stop.regs;
+  if (panic !== undefined) return { kind: 'guest-failed', reason: `guest kernel panic: ${panic}`, regs };
+  switch (stop.reason) {
+    case 'system-event':
+      if (stop.systemEvent === KVM_SYSTEM_EVENT_SHUTDOWN) return { kind: 'guest-stopped', request: 'poweroff', detail: stop.message };
+      if (stop.systemEvent === KVM_SYSTEM_EVENT_RESET) return { kind: 'guest-stopped', request: 'reset', detail: stop.message };
+      return { kind: 'guest-failed', reason: stop.message, regs };
+    case 'shutdown':
+      return { kind: 'guest-failed', reason: `vCPU ${stop.vcpu}: triple fault (KVM_EXIT_SHUTDOWN)`, regs };
+    case 'error':
+      return { kind: 'vmm-error', reason: stop.message, regs };
+    default:
+      return { kind: 'guest-failed', reason: stop.message, regs };
+  }
+}
+
+/** Console bytes arrive one per vCPU exit; hand them on in chunks, once per event-loop turn. */
+function batchedWriter(sink: (bytes: Uint8Array) => void): { write(bytes: Uint8Array): void; flush(): void } {
+  let pending: Uint8Array[] = [];
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const chunk = Buffer.concat(pending);
+    pending = [];
+    sink(chunk);
+  };
+  return {
+    write(bytes) {
+      pending.push(bytes);
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
+  };
+}
