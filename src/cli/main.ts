@@ -1,5 +1,6 @@
 // The ts-vmm command line. Each subcommand lives in its own module under src/cli/ and registers itself.
 import { Command, CommanderError } from 'commander';
+import { register as registerBoot } from './boot.js';
 import { register as registerLab } from './lab.js';
 import { register as registerOci } from './oci.js';
 import { register as registerRun } from './run.js';
@@ -11,6 +12,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('A virtual machine monitor in TypeScript: KVM, virtio, Linux boot and AMD SEV confidential workloads')
     .version('0.1.0')
     .exitOverride();
+  registerBoot(program);
   registerLab(program);
   registerRun(program);
   registerOci(program);
