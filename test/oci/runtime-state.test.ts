@@ -48,7 +48,7 @@ describe('OCI runtime state', () => {
     expect(publicState(gone)).to.deep.equal({ ociVersion: RUNTIME_SPEC_VERSION, id: 'live', status: 'stopped', pid: 0, bundle: '/b', annotations: { a: 'b' } });
   });
 
-  it('reads a process's start time, and none for a missing process', () => {
+  it("reads a process's start time, and none for a missing process", () => {
     expect(processStartTime(process.pid)).to.match(/^[0-9]+$/);
     expect(processStartTime(0x7ffffff0)).to.equal(undefined);
   });

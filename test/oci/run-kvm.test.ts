@@ -1,0 +1,165 @@
+// End to end on real KVM: the ts-vmm CLI runs bundles (busybox rootfs built here) in micro-VMs.
+// Runs directly where /dev/kvm works, otherwise inside the lab (`mocha --grep @kvm` there).
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureBusybox } from '../../src/assets/debian.js';
+import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
+import { hashTree } from '../../src/oci/tree-hash.js';
+
+const project = fileURLToPath(new URL('../../../', import.meta.url));
+const cli = join(project, 'bin', 'ts-vmm.js');
+
+interface Result { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+
+function collect(child: ChildProcess): Promise<Result> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (c: Buffer) => { stdout += c.toString(); });
+  child.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
+  return new Promise((resolve) => child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr })));
+}
+
+/** Lines ts-vmm itself printed (progress), which are not the workload's. */
+const workloadStderr = (text: string): string => text.split('\n').filter((l) => !l.startsWith('ts-vmm: ')).join('\n');
+
+describe('ts-vmm run and the OCI commands @kvm', function () {
+  this.timeout(600_000);
+  let dir: string;
+  let busybox: string;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-run-kvm-'));
+    busybox = (await ensureBusybox()).path;
+    // Root disks and per-bundle state go under the test's directory, not the user's.
+    env = { ...process.env, TS_VMM_STATE: join(dir, 'state') };
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  async function bundle(name: string, processSpec: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<string> {
+    const path = join(dir, name);
+    mkdirSync(path, { recursive: true });
+    await writeBusyboxRootfs(busybox, join(path, 'rootfs'), {
+      'usr/bin/hello': { content: readFileSync(join(project, 'examples/hello/hello.sh'), 'utf8'), mode: 0o755 },
+    });
+    writeFileSync(join(path, 'config.json'), JSON.stringify({
+      ociVersion: '1.0.2',
+      process: { cwd: '/', env: ['PATH=/usr/bin:/bin'], user: { uid: 0, gid: 0 }, ...processSpec },
+      root: { path: 'rootfs', readonly: true },
+      mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }],
+      ...extra,
+    }));
+    return path;
+  }
+
+  const run = (...args: string[]): Promise<Result> => collect(spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+
+  it('runs the example bundle: its args and env reach the workload, its output reaches stdout', async () => {
+    const example = JSON.parse(readFileSync(join(project, 'examples/hello/config.json'), 'utf8')) as { process: Record<string, unknown>; hostname: string; mounts: unknown[] };
+    const path = await bundle('hello', example.process, { hostname: example.hostname, mounts: example.mounts });
+    const before = await hashTree(path);
+    const r = await run('run', path);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/^Hello from hello, a ts-vmm micro-VM running Linux /);
+    expect(r.stdout).to.contain('args:\n  first argument\n  second\n');
+    expect(r.stdout).to.contain('  GREETING=hello from config.json\n');
+    expect(r.stdout).to.contain('  PATH=/usr/bin:/bin\n');
+    expect((await hashTree(path)).hash, 'the bundle was modified').to.equal(before.hash);
+  });
+
+  it('propagates exit status 42', async () => {
+    const r = await run('run', await bundle('exit42', { args: ['sh', '-c', 'exit 42'] }));
+    expect(r.status, r.stderr).to.equal(42);
+  });
+
+  it('keeps stdout and stderr apart, free of kernel messages', async () => {
+    const r = await run('run', await bundle('streams', { args: ['sh', '-c', 'echo to-out; echo to-err >&2; echo more-out'] }));
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.equal('to-out\nmore-out\n');
+    expect(workloadStderr(r.stderr)).to.equal('to-err\n');
+  });
+
+  it('keeps a read-write rootfs\'s writes across runs', async () => {
+    const path = await bundle('writable', { args: ['sh', '-c', 'cat /kept.txt 2>/dev/null || echo none; date +%s%N > /kept.txt; cat /kept.txt'] },
+      { root: { path: 'rootfs', readonly: false } });
+    const first = await run('run', path);
+    expect(first.status, first.stderr).to.equal(0);
+    const [before, written] = first.stdout.trim().split('\n');
+    expect(before).to.equal('none');
+    const second = await run('run', path);
+    expect(second.status, second.stderr).to.equal(0);
+    expect(second.stdout.trim().split('\n')[0]).to.equal(written);
+    expect(readFileSync(join(path, 'rootfs/etc/passwd'), 'utf8')).to.contain('root:');
+    expect(() => readFileSync(join(path, 'rootfs/kept.txt'))).to.throw(/ENOENT/);
+  });
+
+  it('delivers SIGTERM to the workload, and tears down a workload that ignores it', async () => {
+    const obeying = spawn(process.execPath, [cli, 'run', await bundle('sleeper', { args: ['sh', '-c', 'echo up; exec sleep 60'] })], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const obeyed = collect(obeying);
+    await waitForOutput(obeying, 'up');
+    obeying.kill('SIGTERM');
+    expect((await obeyed).status).to.equal(128 + 15);
+
+    const ignoring = spawn(process.execPath, [cli, 'run', await bundle('stubborn', { args: ['sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done'] })], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const ignored = collect(ignoring);
+    await waitForOutput(ignoring, 'up');
+    const sent = Date.now();
+    ignoring.kill('SIGTERM');
+    const r = await ignored;
+    expect(r.status).to.equal(128 + 15);
+    expect(Date.now() - sent).to.be.lessThan(30_000);
+  });
+
+  it('walks the OCI lifecycle: create, state, start, kill, delete', async () => {
+    const root = join(dir, 'oci-root');
+    const path = await bundle('lifecycle', { args: ['sh', '-c', 'trap "echo got-term; exit 3" TERM; echo started; while :; do sleep 0.2; done'] });
+    const created = spawn(process.execPath, [cli, 'create', '--root', root, '--bundle', path, '--pid-file', join(dir, 'pid'), 'c1'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const createdOutput = collect(created);
+    const [createStatus] = await once(created, 'exit') as [number];
+    expect(createStatus).to.equal(0);
+    const state = async (): Promise<{ status: string; pid: number; id: string; bundle: string }> => {
+      const r = await run('state', '--root', root, 'c1');
+      expect(r.status, r.stderr).to.equal(0);
+      return JSON.parse(r.stdout) as { status: string; pid: number; id: string; bundle: string };
+    };
+    const s1 = await state();
+    expect(s1).to.deep.include({ id: 'c1', status: 'created', bundle: path });
+    expect(Number(readFileSync(join(dir, 'pid'), 'utf8'))).to.equal(s1.pid);
+    expect((await run('start', '--root', root, 'c1')).status).to.equal(0);
+    expect((await state()).status).to.equal('running');
+    await waitForOutput(created, 'started');
+    expect((await run('delete', '--root', root, 'c1')).stderr).to.match(/is running/);
+    expect((await run('kill', '--root', root, 'c1', 'TERM')).status).to.equal(0);
+    const output = await createdOutput;
+    expect(output.stdout).to.contain('got-term');
+    expect((await state()).status).to.equal('stopped');
+    expect((await run('delete', '--root', root, 'c1')).status).to.equal(0);
+    expect((await run('state', '--root', root, 'c1')).stderr).to.match(/"c1" does not exist/);
+  });
+
+  it('refuses a bundle whose entrypoint is missing, naming the file', async () => {
+    const r = await run('run', await bundle('missing', { args: ['/usr/bin/nothere'] }));
+    expect(r.status).to.equal(125);
+    expect(r.stderr).to.match(/rootfs\/usr\/bin\/nothere: entrypoint "\/usr\/bin\/nothere" not found/);
+  });
+});
+
+function waitForOutput(child: ChildProcess, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (c: Buffer): void => {
+      seen += c.toString();
+      if (seen.includes(text)) {
+        child.stdout?.off('data', onData);
+        resolve();
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.on('exit', () => reject(new Error(`exited before printing "${text}"`)));
+  });
+}
