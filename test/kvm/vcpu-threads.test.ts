@@ -3,6 +3,7 @@ import { Bus, type BusDevice } from '../../src/devices/bus.js';
 import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
 import type { VcpuStop } from '../../src/kvm/types.js';
 import { realModeVm } from './real-mode-vm.js';
+import { RecordingDevice } from './recording-device.js';
 
 const ENTRY = 0x1000;
 const SPIN = [0xeb, 0xfe]; // jmp $
@@ -50,6 +51,41 @@ describe('vCPU threads @kvm', () => {
     const [stop] = await threads.stopped;
     expect(stop!.reason).to.equal('error');
     expect(stop!.message).to.equal('vCPU 0: RTC index 0x80 out of range');
+    guest.close();
+  });
+
+  it('runs vCPU-local devices inside the vCPU thread, with guest memory, and absent ranges', async () => {
+    // out 0x90, al (x3) ; in al, 0x92 ; mov [0x8004], al ; out 0x70, al ; hlt
+    const code = [0xe6, 0x90, 0xe6, 0x90, 0xe6, 0x90, 0xe4, 0x92, 0xa2, 0x04, 0x80, 0xe6, 0x70, 0xf4];
+    const guest = realModeVm(code, { entry: ENTRY });
+    const b = buses();
+    const mainThreadPorts = new RecordingDevice();
+    b.pio.insert(mainThreadPorts, 0x70, 0x30, 'main-thread ports');
+    const threads = new VcpuThreads(guest.vcpus, b, {
+      memory: guest.memory,
+      localRanges: [
+        { space: 'pio', base: 0x90, size: 1, name: 'counter', kind: 'module', module: new URL('./fixtures/guest-counter.js', import.meta.url).href, exportName: 'guestCounter', options: { address: 0x8000 } },
+        { space: 'pio', base: 0x92, size: 1, name: 'nothing', kind: 'absent' },
+      ],
+    });
+    threads.start();
+    const [stop] = await threads.stopped;
+    expect(stop!.reason, stop!.message).to.equal('hlt');
+    expect(guest.memory.readU32(0x8000)).to.equal(3);
+    expect(guest.memory.readU8(0x8004)).to.equal(0xff);
+    expect(mainThreadPorts.accesses, 'local ranges shadow the main-thread bus').to.deep.equal([{ op: 'write', offset: 0, data: [0xff] }]);
+    guest.close();
+  });
+
+  it('stops with an error naming a local device module that cannot be built', async () => {
+    const guest = realModeVm(SPIN, { entry: ENTRY });
+    const threads = new VcpuThreads(guest.vcpus, buses(), {
+      localRanges: [{ space: 'pio', base: 0x90, size: 1, name: 'counter', kind: 'module', module: new URL('./fixtures/guest-counter.js', import.meta.url).href, exportName: 'noSuchFactory' }],
+    });
+    threads.start();
+    const [stop] = await threads.stopped;
+    expect(stop!.reason).to.equal('error');
+    expect(stop!.message).to.match(/^vCPU 0: local device counter: .*guest-counter\.js exports no function noSuchFactory$/);
     guest.close();
   });
 
