@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { EventFd } from '../../src/kvm/eventfd.js';
+import { EventFdPoller } from '../../src/kvm/eventfd-poller.js';
 
 const nextSignal = (e: EventFd) => new Promise<bigint>((resolve) => e.listen((count) => { e.unlisten(); resolve(count); }));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -55,5 +56,26 @@ describe('EventFd', () => {
     e.listen(() => undefined);
     expect(() => e.listen(() => undefined)).to.throw(/already has a listener/);
     e.close();
+  });
+
+  it('runs a poller of its own that reports ready fds and shuts down cleanly', async () => {
+    const poller = new EventFdPoller();
+    const [a, b] = [new EventFd(), new EventFd()];
+    const ready: number[] = [];
+    const both = new Promise<void>((resolve) => {
+      const note = (fd: number) => { ready.push(fd); if (ready.length === 2) resolve(); };
+      poller.watch(a.fd, note);
+      poller.watch(b.fd, note);
+    });
+    expect(() => poller.watch(a.fd, () => undefined)).to.throw(/already watched/);
+    b.signal();
+    a.signal();
+    await both;
+    expect(ready.sort()).to.deep.equal([a.fd, b.fd].sort());
+    poller.unwatch(a.fd);
+    poller.unwatch(b.fd);
+    await poller.close();
+    a.close();
+    b.close();
   });
 });
