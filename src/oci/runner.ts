@@ -68,6 +68,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
   const agent = await ensureGuestAgent(cache, settings.log);
   const base = await ensureBaseInitramfs({ modulesDir: kernel.modulesDir, busybox: busybox.path, agent }, cache, settings.log);
   const disk = await prepareRootDisk(config, { cacheDir: cache, log: settings.log });
+  settings.log(`root disk: ${disk.path}${disk.readonly ? ' (read-only)' : ''}`);
   if (disk.staleWarning) settings.log(`warning: ${disk.staleWarning}`);
   const releaseDisk = disk.readonly ? async () => undefined : await lockFile(`${disk.path}.lock`);
   const runDir = await mkdtemp(join(tmpdir(), 'ts-vmm-run-'));
