@@ -37,14 +37,20 @@ export class KernelSevLaunch implements SevLaunchBackend {
     return payload && data ? decodeExact<T>(payload.decl, data.bytes) : undefined;
   }
 
-  /** Host address of guest memory; pins (KVM_MEMORY_ENCRYPT_REG_REGION) each RAM region once. */
+  /**
+   * Host address of guest memory. The first time a GuestMemory is seen, all its RAM is pinned
+   * (KVM_MEMORY_ENCRYPT_REG_REGION), as QEMU does for every RAM block: pages of an SEV guest must not move.
+   */
   private hostAddress(memory: GuestMemory, guestAddress: number, length: number, what: string): bigint {
     const region = memory.regionFor(guestAddress, length);
     if (!region) throw new RangeError(`${what}: guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} is not inside guest RAM`);
     if (region.backing.kind !== 'host') throw new Error(`${what}: hardware SEV needs mmap-backed guest memory (GuestMemory.anonymous)`);
     if (!this.pinned.has(region)) {
-      this.vm.registerEncryptedRegion(region.backing.hostAddress, region.size);
-      this.pinned.add(region);
+      for (const r of memory.regions) {
+        if (r.backing.kind !== 'host' || this.pinned.has(r)) continue;
+        this.vm.registerEncryptedRegion(r.backing.hostAddress, r.size);
+        this.pinned.add(r);
+      }
     }
     return region.backing.hostAddress + BigInt(guestAddress - region.guestAddress);
   }

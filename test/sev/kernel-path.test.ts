@@ -64,7 +64,7 @@ describe('sev: KVM launch commands (kernel path)', () => {
   it('passes structs and buffers by host address and follows the measure length query', () => {
     const vm = new KvmSevProtocol();
     const launch = new KernelSevLaunch(vm, platform);
-    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]);
+    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }, { guestAddress: 0x10_0000, size: 0x2000 }]);
     memory.write(0x1000, Buffer.from('kernel bytes 16!'));
     launch.init(false);
     expect(launch.launchStart({ policy: 3, godh: new Uint8Array(0x824).fill(9), session: new Uint8Array(128) })).to.equal(7);
@@ -80,7 +80,8 @@ describe('sev: KVM launch commands (kernel path)', () => {
       `${KvmSevCommand.LAUNCH_MEASURE} fd=42`, `${KvmSevCommand.LAUNCH_MEASURE} fd=42`,
       `${KvmSevCommand.LAUNCH_SECRET} fd=42`, 'secret hdr=52 len=16',
     ]);
-    expect(vm.regions).to.deep.equal([[memory.regions[0]!.backing.kind === 'host' ? memory.regions[0]!.backing.hostAddress : 0n, 0x10000]]);
+    const host = memory.regions.map((r) => (r.backing.kind === 'host' ? r.backing.hostAddress : -1n));
+    expect(vm.regions).to.deep.equal([[host[0], 0x10000], [host[1], 0x2000]]);
   });
 
   it('reports the firmware status by name', () => {
