@@ -50,6 +50,8 @@ class VcpuThread {
       localRanges: options.localRanges ?? [],
       memory: options.memory?.descriptor(),
     };
+    // A vCPU stopped by an earlier runner still has immediate_exit set; it may run again (resume).
+    vcpu.setImmediateExit(false);
     this.worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data });
     const served = serveMailbox(this.mailbox, (request) => serve(buses, request), () => this.stop());
     this.stopped = new Promise<VcpuStop>((resolve) => {

@@ -32,6 +32,26 @@ describe('vCPU threads @kvm', () => {
     guest.close();
   });
 
+  it('resumes a stopped vCPU under a new runner where it left off', async () => {
+    // l: inc dword [0x8000] ; jmp l
+    const guest = realModeVm([0x66, 0xff, 0x06, 0x00, 0x80, 0xeb, 0xf9], { entry: ENTRY });
+    const counter = () => guest.memory.readU32(0x8000);
+    const runUntilCounterPasses = async (floor: number) => {
+      const threads = new VcpuThreads(guest.vcpus, buses());
+      threads.start();
+      while (counter() <= floor) await sleep(5);
+      const [stop] = await threads.stop();
+      expect(stop!.reason).to.equal('stopped');
+      return counter();
+    };
+    const first = await runUntilCounterPasses(0);
+    await sleep(20);
+    expect(counter(), 'a stopped guest does not run').to.equal(first);
+    const second = await runUntilCounterPasses(first);
+    expect(second).to.be.greaterThan(first);
+    guest.close();
+  });
+
   it('stops at once when asked before the guest ever ran', async () => {
     const guest = realModeVm(SPIN, { entry: ENTRY });
     const threads = new VcpuThreads(guest.vcpus, buses());
