@@ -3,7 +3,7 @@
 import type { Bus } from '../devices/bus.js';
 
 /** What an unclaimed read returns: all ones, like a PC bus with nothing driving it. */
-const FLOATING_BUS = 0xff;
+export const FLOATING_BUS = 0xff;
 
 /**
  * Performs `count` accesses of `size` bytes at `address` on `bus`, reading into or writing from

@@ -1,5 +1,6 @@
 // /dev/kvm: the system-level handle. Checks the API version once and answers capability, CPUID and
 // MSR questions that do not need a VM.
+import { constants } from 'node:os';
 import { KVM_API_VERSION } from './constants.js';
 import {
   KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_MSR_FEATURE_INDEX_LIST,
@@ -18,7 +19,6 @@ const OPEN_HINTS = {
 };
 
 const MAX_MSR_INDICES = 1024;
-const E2BIG = 7;
 
 export class Kvm {
   private constructor(readonly fd: number, readonly vcpuMmapSize: number) {}
@@ -71,7 +71,7 @@ export class Kvm {
     const view = new DataView(buf.buffer);
     view.setUint32(0, MAX_MSR_INDICES, true);
     const r = ioctlRaw(this.fd, request, buf);
-    if (r < 0) throw new SysError(name, -r, -r === E2BIG ? `more than ${MAX_MSR_INDICES} MSRs` : undefined);
+    if (r < 0) throw new SysError(name, -r, -r === constants.errno.E2BIG ? `more than ${MAX_MSR_INDICES} MSRs` : undefined);
     const n = view.getUint32(0, true);
     return Array.from({ length: n }, (_, i) => view.getUint32(kvmMsrList.size + 4 * i, true));
   }

@@ -2,13 +2,14 @@
 // (the bus floats) and devices built in the worker from a module, for stateless or thread-safe ones.
 import { Bus, type BusDevice } from '../devices/bus.js';
 import { GuestMemory, type GuestMemoryDescriptor } from '../memory/guest-memory.js';
+import { FLOATING_BUS } from './io-dispatch.js';
 
 /** How a vCPU-local range behaves. Specs cross to the worker by structured clone, so they hold no functions. */
 export type LocalRange =
   | { space: 'pio' | 'mmio'; base: number; size: number; name: string; kind: 'absent' }
   | {
     space: 'pio' | 'mmio'; base: number; size: number; name: string; kind: 'module';
-    /** URL of an ES module exporting `exportName(options) => BusDevice`. */
+    /** URL of an ES module exporting a LocalDeviceFactory named `exportName`. */
     module: string;
     exportName: string;
     /** Structured-clone-able options handed to the factory. */
@@ -26,7 +27,7 @@ export type LocalDeviceFactory = (context: LocalDeviceContext) => BusDevice;
 
 /** Reads return all ones, writes vanish: what a PC does for a port nobody decodes. */
 const absent: BusDevice = {
-  read: (_offset, data) => void data.fill(0xff),
+  read: (_offset, data) => void data.fill(FLOATING_BUS),
   write: () => undefined,
 };
 
@@ -38,7 +39,12 @@ export async function buildLocalBuses(ranges: readonly LocalRange[], vcpu: numbe
   for (const range of ranges) {
     let device = absent;
     if (range.kind === 'module') {
-      const factory = (await import(range.module))[range.exportName] as LocalDeviceFactory | undefined;
+      let factory: LocalDeviceFactory | undefined;
+      try {
+        factory = (await import(range.module))[range.exportName];
+      } catch (e) {
+        throw new Error(`local device ${range.name}: cannot load ${range.module}: ${e instanceof Error ? e.message : String(e)}`);
+      }
       if (typeof factory !== 'function') throw new Error(`local device ${range.name}: ${range.module} exports no function ${range.exportName}`);
       device = factory({ options: range.options, memory: guestMemory, vcpu });
     }
