@@ -7,7 +7,7 @@ import type { SevPlatform } from '../sev/firmware.js';
 import { computeMeasure, encodeMeasurement, parseMeasurement, verifyMeasurement, type FirmwareBuild } from '../sev/measurement.js';
 import { ovmfLaunchDigest, type OvmfLaunch } from '../sev/ovmf-digest.js';
 import { pathOrBase64, sessionFileNames, writeSecretPacket, writeSessionFiles } from '../sev/owner-files.js';
-import { describePolicy, parsePolicy, PolicyBit } from '../sev/policy.js';
+import { decodePolicy, describePolicy, PolicyBit } from '../sev/policy.js';
 import { SevDevice } from '../sev/psp.js';
 import { buildSecretPacket, buildSecretTable } from '../sev/secret.js';
 import { createSession } from '../sev/session.js';
@@ -33,11 +33,13 @@ function byte(value: string): number {
 }
 
 function policyArg(value: string): number {
+  const policy = hexOrInt(value);
   try {
-    return parsePolicy(value);
+    decodePolicy(policy);
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }
+  return policy;
 }
 
 function exactly(bytes: Buffer, length: number, what: string): Buffer {

@@ -59,10 +59,3 @@ export function describePolicy(value: number): string {
   return `${flags.length ? flags.join('|') : 'no flags'}, min API ${p.minApiMajor}.${p.minApiMinor}`;
 }
 
-/** Parses a policy as sevctl accepts it: decimal or 0x-prefixed hex. */
-export function parsePolicy(text: string): number {
-  const value = /^0x[0-9a-f]+$/i.test(text) ? Number.parseInt(text.slice(2), 16) : /^\d+$/.test(text) ? Number(text) : Number.NaN;
-  if (Number.isNaN(value)) throw new RangeError(`policy "${text}" is not a decimal or 0x-hex number`);
-  decodePolicy(value);
-  return value;
-}

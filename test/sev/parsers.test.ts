@@ -8,6 +8,7 @@ import { buildGuidTable, parseGuidTable } from '../../src/sev/guid-table.js';
 import { guidBytes, guidText } from '../../src/sev/guid.js';
 import { SEV_CERT_SIZE, SevCertificate, SevCertificateError } from '../../src/sev/sev-certificate.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
+import { POLICY_RESERVED_MASK, decodePolicy, describePolicy, encodePolicy } from '../../src/sev/policy.js';
 
 function refusedWith(fn: () => unknown, ...errors: (new (...a: never[]) => Error)[]): void {
   try {
@@ -22,6 +23,14 @@ describe('sev: parsers under arbitrary input', () => {
     expect(guidBytes('736869e5-84f0-4973-92ec-06879ce3da0b').toString('hex')).to.equal('e5696873f084734992ec06879ce3da0b');
     fc.assert(fc.property(fc.uuid(), (u) => { expect(guidText(guidBytes(u))).to.equal(u.toLowerCase()); }));
     expect(() => guidBytes('not-a-guid')).to.throw('is not a GUID');
+  });
+
+  it('policies decode and encode back; reserved bits are refused', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 0xffff_ffff }), (value) => {
+      if (value & POLICY_RESERVED_MASK) expect(() => decodePolicy(value)).to.throw(RangeError, 'reserved bits');
+      else expect(encodePolicy(decodePolicy(value))).to.equal(value);
+    }));
+    expect(describePolicy(0x0001_0005)).to.equal('NODBG|ES, min API 1.0');
   });
 
   it('GUID tables round-trip and malformed ones are refused with RangeError', () => {
