@@ -1,0 +1,93 @@
+// Boots the unmodified Debian kernel on KVM through `ts-vmm boot`, as a user would. Grouped in one
+// suite so the lab (nested under TCG in CI) pays for its own boot once.
+import { expect } from 'chai';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ExitStatus } from '../../src/vmm/exit-status.js';
+import { elfKernel } from '../boot/elf-fixture.js';
+import { guestAssets, hostKvmEmulatesGuests, tsVmmBoot, type Guest } from './guest-fixtures.js';
+
+const BOOT_TIMEOUT_MS = 240_000;
+const MARKER = 'ts-vmm-init-reached';
+const CMDLINE = 'console=ttyS0 quiet';
+
+describe('Linux boot on KVM @kvm', function () {
+  this.timeout(BOOT_TIMEOUT_MS + 30_000);
+  let guest: Guest;
+  let report: string;
+
+  before(async function () {
+    if (hostKvmEmulatesGuests()) this.skip();
+    guest = await guestAssets();
+    report = await guest.initrd('report', `echo ${MARKER}\necho "nproc=$(nproc)"\npoweroff -f`);
+  });
+
+  it('reaches init through the direct 64-bit entry and exits 0 when the guest powers off', async () => {
+    const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', report, '--cmdline', CMDLINE], BOOT_TIMEOUT_MS);
+    expect(r.stdout).to.contain(MARKER);
+    expect(r.stdout).to.contain('nproc=1');
+    expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+  });
+
+  it('gives the guest as many online CPUs as --cpus', async () => {
+    const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', report, '--cmdline', CMDLINE, '--cpus', '2'], BOOT_TIMEOUT_MS);
+    expect(r.stdout).to.contain('nproc=2');
+    expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+  });
+
+  it('reaches init through the firmware at the reset vector, with the same kernel', async () => {
+    const r = await tsVmmBoot(['--firmware', '--kernel', guest.kernel, '--initrd', report, '--cmdline', CMDLINE, '--cpus', '2'], BOOT_TIMEOUT_MS);
+    expect(r.stdout).to.contain(MARKER);
+    expect(r.stdout).to.contain('nproc=2');
+    expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+  });
+
+  it('exits 0 when the guest reboots', async () => {
+    const rebooting = await guest.initrd('reboot', `echo ${MARKER}\nreboot -f`);
+    const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', rebooting, '--cmdline', CMDLINE], BOOT_TIMEOUT_MS);
+    expect(r.stdout).to.contain(MARKER);
+    expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+  });
+
+  it('fails with the panic message when the kernel panics (panic=-1 reboots at once)', async () => {
+    const dying = await guest.initrd('panic', `echo ${MARKER}\nexit 3`);
+    const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', dying, '--cmdline', `${CMDLINE} panic=-1`], BOOT_TIMEOUT_MS);
+    expect(r.stdout).to.contain(MARKER);
+    expect(r.status).to.equal(ExitStatus.guestFailed);
+    expect(r.stderr).to.match(/guest kernel panic: Attempted to kill init! exitcode=0x00000300/);
+  });
+});
+
+// Tiny stand-in kernels: a few instructions each, so these run even where KVM emulates the guest.
+describe('ts-vmm boot without Linux: entry paths and failure exits @kvm', function () {
+  this.timeout(60_000);
+
+  async function kernelFile(code: number[]): Promise<string> {
+    const path = join(await mkdtemp(join(tmpdir(), 'ts-vmm-entry-')), 'kernel.elf');
+    await writeFile(path, elfKernel({ paddr: 0x100_0000, code: Uint8Array.from(code) }));
+    return path;
+  }
+
+  /** movabs $0x1122334455667788, %rax (decodes so only in 64-bit mode); out 'K' (0x4b, via %al) to COM1; ud2 at 0x1000011. */
+  const probe = [0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x66, 0xba, 0xf8, 0x03, 0xb0, 0x4b, 0xee, 0x0f, 0x0b];
+
+  for (const entry of ['direct', 'firmware'] as const) {
+    it(`${entry} entry: arrives at the kernel entry in 64-bit mode with rsi = zero page`, async () => {
+      const args = ['--kernel', await kernelFile(probe), '--dump-regs', ...(entry === 'firmware' ? ['--firmware'] : [])];
+      const r = await tsVmmBoot(args, 50_000);
+      expect(r.stdout).to.equal('K');
+      expect(r.stderr).to.match(/rax=112233445566774b/);
+      expect(r.stderr).to.match(/rsi=0000000000007000/);
+      expect(r.stderr).to.match(/rip=0000000001000011/);
+    });
+  }
+
+  it('fails with a register dump when the guest triple-faults', async () => {
+    // ud2 at the entry point, with the boot IDT empty: #UD, #DF, then a triple fault.
+    const r = await tsVmmBoot(['--kernel', await kernelFile([0x0f, 0x0b]), '--dump-regs'], 50_000);
+    expect(r.status).to.equal(ExitStatus.guestFailed);
+    expect(r.stderr).to.match(/triple fault/);
+    expect(r.stderr).to.match(/rip=0000000001000000/);
+  });
+});
