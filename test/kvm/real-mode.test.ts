@@ -49,4 +49,33 @@ describe('real-mode guest on KVM @kvm', () => {
     expect(memory.readU8(0x8001)).to.equal(0x77);
     guest.close();
   });
+
+  it('carries string I/O (rep outsb / rep insb) element by element, in order', async () => {
+    const code = [
+      0xbe, 0x00, 0x90, // mov si, 0x9000
+      0xb9, 0x04, 0x00, // mov cx, 4
+      0xba, 0x12, 0x00, // mov dx, 0x12
+      0xf3, 0x6e, //       rep outsb
+      0xbf, 0x00, 0x91, // mov di, 0x9100
+      0xb9, 0x03, 0x00, // mov cx, 3
+      0xf3, 0x6c, //       rep insb
+      0xf4, //             hlt
+    ];
+    const guest = realModeVm(code, { entry: CODE_AT });
+    guest.memory.write(0x9000, new Uint8Array([1, 2, 3, 4]));
+    let next = 0xa0;
+    const port = new RecordingDevice(() => [next++]);
+    const buses = { pio: new Bus('pio'), mmio: new Bus('mmio') };
+    buses.pio.insert(port, 0x10, 4, 'ports');
+    const threads = new VcpuThreads(guest.vcpus, buses);
+    threads.start();
+    const [stop] = await threads.stopped;
+    expect(stop!.reason, stop!.message).to.equal('hlt');
+    expect(port.accesses).to.deep.equal([
+      ...[1, 2, 3, 4].map((b) => ({ op: 'write', offset: 2, data: [b] })),
+      ...[0xa0, 0xa1, 0xa2].map((b) => ({ op: 'read', offset: 2, data: [b] })),
+    ]);
+    expect([...guest.memory.read(0x9100, 3)]).to.deep.equal([0xa0, 0xa1, 0xa2]);
+    guest.close();
+  });
 });
