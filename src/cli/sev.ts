@@ -9,6 +9,7 @@ import { ovmfLaunchDigest, type OvmfLaunch } from '../sev/ovmf-digest.js';
 import { pathOrBase64, sessionFileNames, writeSecretPacket, writeSessionFiles } from '../sev/owner-files.js';
 import { decodePolicy, describePolicy, PolicyBit } from '../sev/policy.js';
 import { SevDevice } from '../sev/psp.js';
+import { SEV_STATUS_FLAGS_CONFIG_ES } from '../sev/sev-abi.js';
 import { buildSecretPacket, buildSecretTable } from '../sev/secret.js';
 import { createSession } from '../sev/session.js';
 import { SEV_CERT_SIZE, SevCertificate } from '../sev/sev-certificate.js';
@@ -142,7 +143,7 @@ export function register(program: Command): void {
       const p = platformFrom(o.simState);
       try {
         const s = p.platform.platformStatus();
-        say(`API ${s.apiMajor}.${s.apiMinor} build ${s.build}, platform ${s.state}, ${s.guestCount} guest(s), SEV-ES ${s.flags & 0x100 ? 'available' : 'not available'}`);
+        say(`API ${s.apiMajor}.${s.apiMinor} build ${s.build}, platform ${s.state}, ${s.guestCount} guest(s), SEV-ES ${s.flags & SEV_STATUS_FLAGS_CONFIG_ES ? 'available' : 'not available'}`);
       } finally {
         p.close();
       }
