@@ -1,0 +1,118 @@
+// Time from process start to the workload's first output for `ts-vmm run examples/hello`, cold (empty run cache:
+// the guest agent, initramfs base and root disk are built) and warm (all cached), next to QEMU microvm booting the
+// same kernel, the same initramfs base and the same root disk, in the same run. QEMU has no vsock on hosts without
+// vhost-vsock, so its guest runs the workload from /init with output on the serial console; the time to the first
+// byte of that output is the peer's number. Medians of N runs.
+//   npx tsc -p . && node dist/bench/run-time.js [runs]
+// Needs /dev/kvm, qemu-system-x86_64, and `ts-vmm setup` done (kernel and busybox cached).
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureBusybox } from '../src/assets/debian.js';
+import { writeInitramfs } from '../src/initramfs/builder.js';
+import { readBundleConfig, type BundleConfig } from '../src/oci/bundle-config.js';
+import { ensureGuestAgent } from '../src/oci/guest-agent.js';
+import { GUEST, initScript, shellQuote } from '../src/oci/guest-init.js';
+import { ensureBaseInitramfs } from '../src/oci/guest-initramfs.js';
+import { chooseKernel } from '../src/oci/kernel-choice.js';
+import { runCacheDir } from '../src/oci/paths.js';
+import { prepareRootDisk } from '../src/oci/root-disk.js';
+import { RUN_CMDLINE } from '../src/oci/vm-request.js';
+
+const runs = Number(process.argv[2] ?? 5);
+const project = fileURLToPath(new URL('../../', import.meta.url));
+const bundle = join(project, 'examples', 'hello');
+const MARKER = 'Hello from';
+
+interface Sample { firstOutputMs: number; totalMs: number }
+
+/** Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout. */
+function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string, timeoutMs = 120_000): Promise<Sample> {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const ms = (): number => Number(process.hrtime.bigint() - started) / 1e6;
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    let first: number | undefined;
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (first !== undefined) return;
+      seen += chunk.toString('latin1');
+      if (seen.includes(marker)) first = ms();
+    });
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (first === undefined) reject(new Error(`${command} exited (${code}) without printing "${marker}":\n${stderr.slice(-2000)}`));
+      else resolve({ firstOutputMs: first, totalMs: ms() });
+    });
+  });
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+function summary(name: string, samples: Sample[]): { name: string; first: number; total: number } {
+  const first = median(samples.map((s) => s.firstOutputMs));
+  const total = median(samples.map((s) => s.totalMs));
+  console.log(`${name.padEnd(34)} first output ${first.toFixed(0).padStart(6)} ms   exit ${total.toFixed(0).padStart(6)} ms   (median of ${samples.length})`);
+  return { name, first, total };
+}
+
+/** The QEMU guest: ts-vmm's initramfs base and read-only root disk, with an /init that runs the workload itself. */
+async function peerGuest(dir: string): Promise<{ config: BundleConfig; kernel: string; initrd: string; disk: string }> {
+  mkdirSync(dir, { recursive: true });
+  const config = readBundleConfig(bundle);
+  const kernel = await chooseKernel({}, {});
+  const agent = await ensureGuestAgent(runCacheDir());
+  const busybox = (await ensureBusybox()).path;
+  const base = await ensureBaseInitramfs({ modulesDir: kernel.modulesDir, busybox, agent }, runCacheDir());
+  const disk = await prepareRootDisk(config, { cacheDir: runCacheDir() });
+  const run = `${GUEST.busybox} chroot ${GUEST.newRoot} /bin/env -i ${[...config.process.env, ...config.process.args].map(shellQuote).join(' ')}\n` +
+    `${GUEST.busybox} poweroff -f`;
+  const init = initScript(config, base.moduleFiles).replace(/^exec .*$/m, () => run);
+  const runPart = join(dir, 'run.cpio');
+  await writeInitramfs(runPart, 'none', (image) => image.file('init', new TextEncoder().encode(init), { mode: 0o755 }));
+  const initrd = join(dir, 'initrd');
+  writeFileSync(initrd, Buffer.concat([readFileSync(base.path), readFileSync(runPart)]));
+  return { config, kernel: kernel.vmlinuz, initrd, disk: disk.path };
+}
+
+const scratch = mkdtempSync(join(tmpdir(), 'ts-vmm-run-bench-'));
+const tsVmm = [join(project, 'bin', 'ts-vmm.js'), 'run', bundle];
+try {
+  const cold: Sample[] = [];
+  for (let i = 0; i < runs; i++) {
+    const env = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, `cold-${i}`), TS_VMM_STATE: join(scratch, `state-cold-${i}`) };
+    cold.push(await timeRun(process.execPath, tsVmm, env, MARKER));
+  }
+  const warmEnv = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, 'warm'), TS_VMM_STATE: join(scratch, 'state-warm') };
+  await timeRun(process.execPath, tsVmm, warmEnv, MARKER);
+  const warm: Sample[] = [];
+  for (let i = 0; i < runs; i++) warm.push(await timeRun(process.execPath, tsVmm, warmEnv, MARKER));
+
+  // The peer: same kernel, initramfs base and disk as the warm ts-vmm runs; its /init runs the workload itself.
+  process.env.TS_VMM_RUN_CACHE = warmEnv.TS_VMM_RUN_CACHE;
+  const peer = await peerGuest(join(scratch, 'peer'));
+  const qemuArgs = [
+    '-M', 'microvm,acpi=on', '-enable-kvm', '-cpu', 'host', '-m', String(peer.config.vm.memoryMiB), '-smp', String(peer.config.vm.cpus),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio',
+    '-kernel', peer.kernel, '-initrd', peer.initrd, '-append', RUN_CMDLINE,
+    '-drive', `id=root,file=${peer.disk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root',
+  ];
+  const qemu: Sample[] = [];
+  for (let i = 0; i < runs; i++) qemu.push(await timeRun('qemu-system-x86_64', qemuArgs, process.env, MARKER));
+
+  console.log(`\nts-vmm run ${bundle} vs QEMU microvm, same kernel, initramfs base and disk; ${runs} runs each`);
+  const c = summary('ts-vmm run, cold (empty run cache)', cold);
+  const w = summary('ts-vmm run, warm', warm);
+  const q = summary('QEMU microvm (KVM), same guest', qemu);
+  console.log(`\nratio to QEMU, first output: cold ${(c.first / q.first).toFixed(2)}x, warm ${(w.first / q.first).toFixed(2)}x`);
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
