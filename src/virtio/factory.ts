@@ -1,0 +1,74 @@
+// One entry point for the VMM: build a virtio device behind a virtio-mmio transport from what the
+// command line says (`--disk FILE[,ro]`, `--vsock CID,UDS_PATH`).
+import type { Interrupt } from '../devices/interrupt.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { VirtioBlk } from './blk.js';
+import type { VirtioDevice } from './device.js';
+import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from './mmio.js';
+import type { NotificationSource } from './notification.js';
+import { VirtioVsock } from './vsock/device.js';
+
+export type VirtioDeviceSpec =
+  | { kind: 'blk'; path: string; readOnly?: boolean; serial?: string }
+  | { kind: 'vsock'; guestCid: number; udsPath: string };
+
+export interface VirtioMmioContext {
+  memory: GuestMemory;
+  /** The device's interrupt line (an irqfd, a KVM_IRQ_LINE pulse, a test counter). */
+  interrupt: Interrupt;
+  /** Guest-physical base of the register window. */
+  baseAddress: number;
+  /** Queue kicks that bypass the MMIO exit (ioeventfd); QueueNotify writes on the bus always work. */
+  notifications?: NotificationSource;
+  onError?: (error: Error) => void;
+}
+
+export interface VirtioMmioDevice {
+  /** Put this on the MMIO bus at `baseAddress`, `size` bytes long. */
+  readonly transport: VirtioMmioTransport;
+  readonly size: number;
+  readonly device: VirtioDevice;
+  /** Stops the device and releases its files and sockets. */
+  close(): Promise<void>;
+}
+
+export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: VirtioMmioContext): Promise<VirtioMmioDevice> {
+  const name = spec.kind === 'blk' ? `virtio-blk(${spec.path})` : `virtio-vsock(cid ${spec.guestCid})`;
+  const options = { ...context, name };
+  if (spec.kind === 'blk') {
+    const device = new VirtioBlk(spec);
+    const transport = new VirtioMmioTransport(device, options);
+    return {
+      transport, device, size: VIRTIO_MMIO_WINDOW,
+      close: async () => {
+        transport.close();
+        device.close();
+      },
+    };
+  }
+  const device = await VirtioVsock.create({ guestCid: spec.guestCid, udsPath: spec.udsPath });
+  const transport = new VirtioMmioTransport(device, options);
+  return {
+    transport, device, size: VIRTIO_MMIO_WINDOW,
+    close: async () => {
+      transport.close();
+      await device.close();
+    },
+  };
+}
+
+/** `FILE[,ro]` as given to --disk. */
+export function parseDiskOption(value: string): VirtioDeviceSpec {
+  const m = /^(.+?)(,ro)?$/.exec(value);
+  if (!m || m[1]!.length === 0) throw new Error(`--disk ${value}: expected FILE or FILE,ro`);
+  return { kind: 'blk', path: m[1]!, readOnly: m[2] !== undefined };
+}
+
+/** `CID,UDS_PATH` as given to --vsock. */
+export function parseVsockOption(value: string): VirtioDeviceSpec {
+  const m = /^([0-9]+),(.+)$/.exec(value);
+  if (!m) throw new Error(`--vsock ${value}: expected CID,UDS_PATH (e.g. 3,/tmp/vm.vsock)`);
+  const guestCid = Number(m[1]);
+  if (guestCid < 3 || guestCid > 0xffff_fffe) throw new Error(`--vsock ${value}: the guest CID must be between 3 and 4294967294`);
+  return { kind: 'vsock', guestCid, udsPath: m[2]! };
+}
