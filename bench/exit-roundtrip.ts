@@ -4,7 +4,9 @@
 // and in a vCPU thread handing the access to a device on the main thread (a posted write; and, with
 // `in al, 0x80` instead, a read that waits for the device thread's answer).
 // Thread timings include starting the worker, so they are taken as the difference between N exits
-// and 1 exit. Also times a bare ioctl (KVM_CHECK_EXTENSION) through koffi against C.
+// and 1 exit. Also times a bare ioctl (KVM_CHECK_EXTENSION) through koffi against C, and a guest
+// notification ping-pong (guest notifies, the device thread answers in guest memory) through an
+// ioeventfd and the eventfd poller against the same through a posted mailbox write.
 //   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,12 +14,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bus, type BusDevice } from '../src/devices/bus.js';
+import { EventFd } from '../src/kvm/eventfd.js';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { KVM_CAP_USER_MEMORY } from '../src/kvm/constants.js';
 import { busAccess } from '../src/kvm/io-dispatch.js';
 import { Kvm } from '../src/kvm/kvm.js';
 import type { IoBuses } from '../src/kvm/types.js';
 import type { Vcpu } from '../src/kvm/vcpu.js';
+import type { Vm } from '../src/kvm/vm.js';
 import { VcpuThreads } from '../src/kvm/vcpu-threads.js';
 
 const exits = Number(process.argv[2] ?? 200_000);
@@ -29,19 +33,26 @@ const guestCode = (access: number) => [access, PORT, 0x66, 0x49, 0x75, 0xfa, 0xf
 
 const kvm = Kvm.open();
 
-function guestWith(iterations: number, access = OUT): { vcpu: Vcpu; close(): void } {
+/**
+ * Ping-pong with the device thread: l: mov byte [0x8000], 0; out 0x80, al; w: cmp byte [0x8000], 0;
+ * je w; dec ecx; jnz l; hlt. The guest waits in guest memory, not in an exit, for each answer.
+ */
+const PING_PONG = [0xc6, 0x06, 0x00, 0x80, 0x00, OUT, PORT, 0x80, 0x3e, 0x00, 0x80, 0x00, 0x74, 0xf9, 0x66, 0x49, 0x75, 0xee, 0xf4];
+const PONG_FLAG = 0x8000;
+
+function guestWith(iterations: number, access = OUT, code = guestCode(access)): { vcpu: Vcpu; memory: GuestMemory; vm: Vm; close(): void } {
   const vm = kvm.createVm();
   const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]);
   vm.registerMemory(memory);
   vm.setTssAddress(0xfffb_d000);
-  memory.write(0x1000, new Uint8Array(guestCode(access)));
+  memory.write(0x1000, new Uint8Array(code));
   const vcpu = vm.createVcpu(0);
   const sregs = vcpu.getSregs();
   sregs.cs.base = 0n;
   sregs.cs.selector = 0;
   vcpu.setSregs(sregs);
   vcpu.setRegs({ ...vcpu.getRegs(), rip: 0x1000n, rflags: 0x2n, rcx: BigInt(iterations) });
-  return { vcpu, close: () => { vcpu.close(); vm.close(); } };
+  return { vcpu, memory, vm, close: () => { vcpu.close(); vm.close(); } };
 }
 
 class Counter implements BusDevice {
@@ -112,6 +123,35 @@ async function tsThreads(path: ThreadPath): Promise<number> {
   return (await threadsRun(exits, path) - fixed) / (exits - 1);
 }
 
+/** Microseconds per guest notification answered by the device thread. */
+async function pingPong(via: 'ioeventfd' | 'mailbox', iterations: number): Promise<number> {
+  const { vcpu, memory, vm, close } = guestWith(iterations, OUT, PING_PONG);
+  const answer = () => memory.writeU8(PONG_FLAG, 1);
+  const b = buses();
+  const notify = new EventFd();
+  if (via === 'ioeventfd') {
+    vm.ioeventfd(notify, { space: 'pio', address: PORT, length: 1 });
+    notify.listen(answer);
+  } else {
+    b.pio.insert({ read: () => undefined, write: answer }, PORT, 1, 'doorbell');
+  }
+  const threads = new VcpuThreads([vcpu], b);
+  const start = process.hrtime.bigint();
+  threads.start();
+  const [stop] = await threads.stopped;
+  const us = Number(process.hrtime.bigint() - start) / 1000;
+  notify.close();
+  close();
+  if (stop!.reason !== 'hlt') throw new Error(stop!.message);
+  return us;
+}
+
+async function tsPingPong(via: 'ioeventfd' | 'mailbox'): Promise<number> {
+  const notifications = Math.max(2, Math.floor(exits / 10));
+  const fixed = await pingPong(via, 1);
+  return (await pingPong(via, notifications) - fixed) / (notifications - 1);
+}
+
 function tsIoctl(): number {
   const start = process.hrtime.bigint();
   for (let i = 0; i < exits; i++) kvm.checkExtension(KVM_CAP_USER_MEMORY);
@@ -121,7 +161,9 @@ function tsIoctl(): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const c = compileC();
-const samples: Record<string, number[]> = { c: [], inline: [], local: [], posted: [], read: [], cIoctl: [], tsIoctl: [] };
+const samples: Record<string, number[]> = {
+  c: [], inline: [], local: [], posted: [], read: [], cIoctl: [], tsIoctl: [], pingIoeventfd: [], pingMailbox: [],
+};
 try {
   for (let r = 0; r < rounds; r++) {
     samples.c!.push(runC(c.binary, [String(exits)]));
@@ -131,6 +173,8 @@ try {
     samples.read!.push(await tsThreads('read'));
     samples.cIoctl!.push(runC(c.binary, ['ioctl', String(exits)]));
     samples.tsIoctl!.push(tsIoctl());
+    samples.pingIoeventfd!.push(await tsPingPong('ioeventfd'));
+    samples.pingMailbox!.push(await tsPingPong('mailbox'));
   }
 } finally {
   c.cleanup();
@@ -149,3 +193,8 @@ console.log(row('ts-vmm, vCPU thread, device on the main thread: posted write', 
 console.log(row('ts-vmm, vCPU thread, device on the main thread: read (round trip)', m.read, m.c));
 console.log(row('bare ioctl, C (KVM_CHECK_EXTENSION)', m.cIoctl, m.cIoctl));
 console.log(row('bare ioctl, ts-vmm via koffi', m.tsIoctl, m.cIoctl));
+console.log(`\nguest notification answered by the device thread, ${Math.max(2, Math.floor(exits / 10))} per run (µs each; ratio against the ioeventfd path)\n`);
+console.log('| path | µs/notification | vs ioeventfd |');
+console.log('| --- | ---: | ---: |');
+console.log(row('ioeventfd (no exit) + eventfd poller thread', m.pingIoeventfd, m.pingIoeventfd));
+console.log(row('port write exit + posted mailbox write', m.pingMailbox, m.pingIoeventfd));
