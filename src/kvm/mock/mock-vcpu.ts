@@ -43,6 +43,14 @@ function resetRegs(): Regs {
   };
 }
 
+/** x87/SSE state after FNINIT and with the MXCSR reset value, as KVM_SET_FPU takes it. */
+function resetFpu(): Fpu {
+  return {
+    fpr: new Uint8Array(128), fcw: 0x37f, fsw: 0, ftwx: 0, pad1: 0, last_opcode: 0,
+    last_ip: 0n, last_dp: 0n, xmm: new Uint8Array(256), mxcsr: 0x1f80, pad2: 0,
+  };
+}
+
 const HLT: VcpuExit = Object.freeze({ kind: 'hlt' });
 const INTR: VcpuExit = Object.freeze({ kind: 'intr' });
 
@@ -62,7 +70,7 @@ function fromLittleEndian(bytes: Uint8Array): bigint {
 export class MockVcpu implements VirtualCpu {
   regs = resetRegs();
   sregs = resetSregs();
-  fpu: Partial<Fpu> = { fcw: 0x37f, mxcsr: 0x1f80 };
+  fpu: Fpu = resetFpu();
   readonly msrs = new Map<number, bigint>();
   cpuid: CpuidEntry[] = [];
   lapic = new Uint8Array(kvmLapicState.size);
@@ -86,8 +94,8 @@ export class MockVcpu implements VirtualCpu {
   setRegs(regs: Regs): void { this.regs = { ...regs }; }
   getSregs(): Sregs { return structuredClone(this.sregs); }
   setSregs(sregs: Sregs): void { this.sregs = structuredClone(sregs); }
-  getFpu(): Fpu { return structuredClone(this.fpu) as Fpu; }
-  setFpu(fpu: Partial<Fpu>): void { this.fpu = structuredClone(fpu); }
+  getFpu(): Fpu { return structuredClone(this.fpu); }
+  setFpu(fpu: Partial<Fpu>): void { this.fpu = { ...resetFpu(), ...structuredClone(fpu) }; }
   getCpuid2(): CpuidEntry[] { return this.cpuid.map((e) => ({ ...e })); }
   setCpuid2(entries: readonly CpuidEntry[]): void { this.cpuid = entries.map((e) => ({ ...e })); }
   getLapic(): Uint8Array { return this.lapic.slice(); }

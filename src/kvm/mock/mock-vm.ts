@@ -3,6 +3,7 @@
 // without /dev/kvm. Guest memory is whatever GuestMemory the VMM registers (GuestMemory.shared works).
 import { constants } from 'node:os';
 import type { GuestMemory } from '../../memory/guest-memory.js';
+import { KVM_PIT_SPEAKER_DUMMY } from '../constants.js';
 import type { EventFd } from '../eventfd.js';
 import { SysError } from '../sys.js';
 import type { ClockData, IoEventSpec, MemorySlot, VirtualMachine } from '../types.js';
@@ -55,7 +56,7 @@ export class MockVm implements VirtualMachine {
 
   setTssAddress(address: number): void { this.tssAddress = address; }
   setIdentityMapAddress(address: number): void { this.identityMapAddress = address; }
-  createPit2(flags = 1): void { this.pitFlags = flags; }
+  createPit2(flags = KVM_PIT_SPEAKER_DUMMY): void { this.pitFlags = flags; }
 
   createIrqchip(): void {
     if (this.vcpus.length > 0) throw new SysError('KVM_CREATE_IRQCHIP', constants.errno.EINVAL, 'the irqchip must be created before any vCPU');
