@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from 'commander';
 import { prepareBoot, type EntryPath } from '../boot/prepare.js';
+import { parseDiskOption, parseVsockOption } from '../virtio/factory.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
 import { runMachine } from '../vmm/machine.js';
 
@@ -27,31 +28,9 @@ function positiveInteger(value: string): number {
   return n;
 }
 
-export interface DiskSpec { path: string; readOnly: boolean }
-export interface VsockSpec { cid: number; udsPath: string }
-
-export function parseDisk(value: string): DiskSpec {
-  const [path, ...flags] = value.split(',');
-  if (!path) throw new InvalidArgumentError(`'${value}': expected FILE[,ro]`);
-  for (const f of flags) if (f !== 'ro') throw new InvalidArgumentError(`'${value}': unknown disk option '${f}' (only 'ro')`);
-  return { path, readOnly: flags.includes('ro') };
-}
-
-export function parseVsock(value: string): VsockSpec {
-  const comma = value.indexOf(',');
-  const cid = Number(value.slice(0, comma));
-  const udsPath = value.slice(comma + 1);
-  // CIDs 0-2 are reserved (hypervisor, local, host); 0xffffffff is VMADDR_CID_ANY.
-  if (comma < 0 || !Number.isInteger(cid) || cid < 3 || cid >= 0xffff_ffff || udsPath.length === 0) {
-    throw new InvalidArgumentError(`'${value}': expected CID,UDS_PATH with CID 3..4294967294`);
-  }
-  return { cid, udsPath };
-}
-
 async function boot(options: BootOptions): Promise<number> {
-  if (options.disk.length > 0 || options.vsock !== undefined) {
-    throw new Error('--disk and --vsock need the virtio device factory, which this build does not have yet');
-  }
+  // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
+  const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
   const entry: EntryPath = options.firmware ? 'firmware' : 'direct';
   const prepared = await prepareBoot({
     kernel: new Uint8Array(await readFile(options.kernel)),
@@ -59,7 +38,7 @@ async function boot(options: BootOptions): Promise<number> {
     cmdline: options.cmdline,
     cpus: options.cpus,
     memoryMiB: options.mem,
-    virtioDevices: 0,
+    virtioDevices: virtio.length,
     entry,
   });
   const stdin = process.stdin;
@@ -69,6 +48,7 @@ async function boot(options: BootOptions): Promise<number> {
   try {
     exit = await runMachine({
       boot: prepared,
+      virtio,
       consoleOutput: (bytes) => process.stdout.write(bytes),
       consoleInput: stdin,
     });
@@ -99,8 +79,6 @@ export function register(program: Command): void {
     .option('--firmware', 'start at the reset vector in the ts-vmm firmware instead of the direct 64-bit entry')
     .option('--dump-regs', 'print the registers of the failing vCPU when the guest fails')
     .action(async (options: BootOptions) => {
-      options.disk.forEach(parseDisk);
-      if (options.vsock !== undefined) parseVsock(options.vsock);
       process.exitCode = await boot(options);
     });
 }

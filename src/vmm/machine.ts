@@ -7,9 +7,8 @@ import { COM1_IRQ, FIRMWARE_ADDRESS, FIRMWARE_SIZE, Ports, TSS_ADDRESS } from '.
 import type { PreparedBoot } from '../boot/prepare.js';
 import { setUpVcpu } from '../boot/vcpu-state.js';
 import { ACPI_SLEEP_PORTS, AcpiSleepRegisters } from '../devices/acpi-sleep.js';
-import { Bus, type BusDevice } from '../devices/bus.js';
+import { Bus } from '../devices/bus.js';
 import { I8042, I8042_PORTS } from '../devices/i8042.js';
-import type { Interrupt } from '../devices/interrupt.js';
 import type { StopRequestSink } from '../devices/platform-events.js';
 import { Serial16550, UART_REGISTERS } from '../devices/serial.js';
 import { KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
@@ -21,24 +20,14 @@ import { VcpuThreads } from '../kvm/vcpu-threads.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { Vm } from '../kvm/vm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
+import { createVirtioMmioDevice, type VirtioDeviceSpec } from '../virtio/factory.js';
 import { ConsoleWatch } from './console-watch.js';
 import type { MachineExit } from './exit-status.js';
 
-/** What a virtio-mmio device needs from the VM to be built: its window, its interrupt, guest RAM. */
-export interface VirtioMmioContext {
-  vm: Vm;
-  memory: GuestMemory;
-  base: number;
-  interrupt: Interrupt;
-}
-
-/** Builds one virtio-mmio device; `close` (if any) runs when the VM is torn down. */
-export type VirtioMmioFactory = (context: VirtioMmioContext) => { device: BusDevice; name: string; close?: () => void };
-
 export interface MachineOptions {
   boot: PreparedBoot;
-  /** In device order: the first is vda (for disks), matching `boot.virtio`. */
-  virtio?: readonly VirtioMmioFactory[];
+  /** In device order (disks first: vda, vdb, ...), one per slot in `boot.virtio`. */
+  virtio?: readonly VirtioDeviceSpec[];
   /** Receives the guest's serial console output. */
   consoleOutput: (bytes: Uint8Array) => void;
   /** Bytes for the guest's serial console input. */
@@ -61,9 +50,9 @@ const ABSENT_PORTS: LocalRange[] = [
 
 export async function runMachine(options: MachineOptions): Promise<MachineExit> {
   const { boot } = options;
-  const factories = options.virtio ?? [];
-  if (factories.length !== boot.virtio.length) throw new Error(`boot plan has ${boot.virtio.length} virtio slots for ${factories.length} devices`);
-  const teardown: (() => void)[] = [];
+  const specs = options.virtio ?? [];
+  if (specs.length !== boot.virtio.length) throw new Error(`boot plan has ${boot.virtio.length} virtio slots for ${specs.length} devices`);
+  const teardown: (() => void | Promise<void>)[] = [];
   const kvm = Kvm.open(options.kvmPath);
   teardown.push(() => kvm.close());
   try {
@@ -98,14 +87,15 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
     buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
 
-    factories.forEach((factory, i) => {
+    for (const [i, spec] of specs.entries()) {
       const slot = boot.virtio[i]!;
       const interrupt = new IrqfdInterrupt(vm, slot.irq);
       teardown.push(() => interrupt.close());
-      const built = factory({ vm, memory, base: slot.base, interrupt });
-      if (built.close) teardown.push(built.close);
-      buses.mmio.insert(built.device, slot.base, slot.size, built.name);
-    });
+      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base });
+      teardown.push(() => built.close());
+      if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
+      buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
+    }
 
     const supportedCpuid = kvm.getSupportedCpuid();
     const vcpus: Vcpu[] = [];
@@ -138,7 +128,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     await threads.stop();
     return exit;
   } finally {
-    for (const step of teardown.reverse()) step();
+    for (const step of teardown.reverse()) await step();
   }
 }
 
