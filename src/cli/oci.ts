@@ -15,6 +15,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { projectRoot } from '../lab/image.js';
 import { BundleError, readBundleConfig } from '../oci/bundle-config.js';
 import { checkEntrypoint } from '../oci/entrypoint.js';
+import { kvmUnsuitableReason } from '../oci/host-kvm.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
   checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
@@ -59,6 +60,8 @@ interface CreateOptions extends RootOption, RunCommandOptions {
 
 async function create(id: string, options: CreateOptions): Promise<void> {
   checkContainerId(id);
+  const unsuitable = kvmUnsuitableReason();
+  if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
   const bundle = resolve(options.bundle);
   const config = readBundleConfig(bundle);
   for (const warning of config.warnings) process.stderr.write(`ts-vmm: warning: ${config.configPath}: ${warning}\n`);

@@ -4,9 +4,9 @@ import type { Command } from 'commander';
 import { createWriteStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { stderrLog } from '../assets/debian.js';
-import { probeKvm } from '../lab/kvm-probe.js';
 import { relayInLab } from '../lab/relay.js';
 import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
+import { kvmUnsuitableReason } from '../oci/host-kvm.js';
 import { runCacheDir } from '../oci/paths.js';
 import { runBundle, type RunSettings } from '../oci/runner.js';
 import { launchVm } from '../oci/vm-launch.js';
@@ -76,9 +76,9 @@ export function register(program: Command): void {
     .option('--console-log <file>', 'write the guest console to a file')
     .option('-v, --verbose', 'report each step, including where the root disk is')
     .action(async (bundle: string, options: RunCommandOptions) => {
-      const kvm = probeKvm();
-      if (!kvm.available && process.env.TS_VMM_IN_LAB === undefined) {
-        process.stderr.write(`ts-vmm: no usable KVM here (${kvm.reason}); running in the lab (QEMU TCG, slower)\n`);
+      const labReason = kvmUnsuitableReason();
+      if (labReason !== undefined) {
+        process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
         try {
           process.exitCode = await runInLab(bundle, options);
         } catch (e) {
