@@ -32,6 +32,23 @@ describe('vCPU threads @kvm', () => {
     guest.close();
   });
 
+  it('serves several vCPUs doing I/O at once, losing and duplicating nothing', async () => {
+    // l: out 0x10, al ; in al, 0x11 ; dec cx ; jnz l ; hlt
+    const guest = realModeVm([0xe6, 0x10, 0xe4, 0x11, 0x49, 0x75, 0xf9, 0xf4], { entry: ENTRY, vcpus: 2 });
+    const ITERATIONS = 2000;
+    for (const vcpu of guest.vcpus) vcpu.setRegs({ ...vcpu.getRegs(), rcx: BigInt(ITERATIONS) });
+    let writes = 0;
+    let reads = 0;
+    const b = buses();
+    b.pio.insert({ read: (_o, data) => { reads++; data[0] = 0; }, write: () => { writes++; } }, 0x10, 2, 'counter');
+    const threads = new VcpuThreads(guest.vcpus, b);
+    threads.start();
+    const stops = await threads.stopped;
+    expect(stops.map((s) => s.reason)).to.deep.equal(['hlt', 'hlt']);
+    expect([writes, reads]).to.deep.equal([2 * ITERATIONS, 2 * ITERATIONS]);
+    guest.close();
+  });
+
   it('resumes a stopped vCPU under a new runner where it left off', async () => {
     // l: inc dword [0x8000] ; jmp l
     const guest = realModeVm([0x66, 0xff, 0x06, 0x00, 0x80, 0xeb, 0xf9], { entry: ENTRY });
