@@ -22,7 +22,7 @@ const KICK_SIGNAL = 'SIGUSR2';
 const ignoreKick = (): void => undefined;
 
 /** Installs the no-op SIGUSR2 handler once per process (idempotent). */
-export function installKickHandler(): void {
+function installKickHandler(): void {
   if (!process.listeners(KICK_SIGNAL).includes(ignoreKick)) process.on(KICK_SIGNAL, ignoreKick);
 }
 
