@@ -36,3 +36,13 @@ export function probeKvm(device = '/dev/kvm'): KvmProbe {
 export function kvmAvailable(): boolean {
   return probeKvm().available;
 }
+
+/**
+ * Whether KVM work must go to the lab: when this host has no usable KVM, or when TS_VMM_LAB=force
+ * asks for the lab path anyway (to exercise what a CI machine without /dev/kvm does). Never inside
+ * the lab itself, which has KVM.
+ */
+export function labNeeded(): boolean {
+  if (process.env.TS_VMM_IN_LAB === '1') return false;
+  return process.env.TS_VMM_LAB === 'force' || !kvmAvailable();
+}

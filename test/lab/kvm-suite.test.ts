@@ -3,7 +3,7 @@
 // inner test fails. Where /dev/kvm works, those tests run directly and this suite is skipped.
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { probeKvm } from '../../src/lab/kvm-probe.js';
+import { labNeeded } from '../../src/lab/kvm-probe.js';
 import { LAB_PATHS } from '../../src/lab/image.js';
 import { runInLab, type LabResult } from '../../src/lab/run.js';
 
@@ -39,9 +39,16 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
   let lab: LabResult;
 
   before(async function () {
-    const host = probeKvm();
-    if (process.env.TS_VMM_LAB !== 'force' && host.available) this.skip();
+    if (!labNeeded()) this.skip();
+    let reportStarted = false;
     lab = await runInLab({
+      // The inner report streams as it comes, so a slow or stuck inner test shows where it is.
+      onOutput: (index, stream, data) => {
+        if (index !== SUITE) return;
+        if (!reportStarted) process.stdout.write(`      --- inner report (tests tagged ${KVM_TAG}, run in the lab) ---\n`);
+        reportStarted = true;
+        (stream === 'stdout' ? process.stdout : process.stderr).write(data);
+      },
       timeoutMs: LAB_TIMEOUT_MS - 60_000,
       files: [{ guestPath: '/lab/carried.bin', content: carried, mode: 0o751 }],
       commands: [
@@ -54,10 +61,6 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', KVM_TAG, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'] },
       ],
     });
-    const suite = lab.commands[SUITE];
-    process.stdout.write(`      --- inner report (tests tagged ${KVM_TAG}, run in the lab) ---\n`);
-    process.stdout.write(suite?.stdout.toString() ?? '');
-    process.stdout.write(suite?.stderr.toString() ?? '');
     process.stdout.write(`      --- boot to first command ${lab.timings.bootMs} ms, lab total ${lab.timings.totalMs} ms ---\n`);
   });
 
