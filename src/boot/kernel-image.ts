@@ -78,8 +78,10 @@ function parseBzImage(file: Uint8Array, view: DataView): BzImageKernel {
   }
   // The header's own length is encoded in the short jump at 0x200: it ends where the jump lands.
   const headerEnd = 0x202 + view.getUint8(0x201);
-  const needed = Math.max(headerEnd, hdrOffset('kernel_info_offset'));
-  if (file.length < needed) throw new KernelImageError(`bzImage truncated inside its setup header (${file.length} bytes)`);
+  if (file.length < headerEnd) throw new KernelImageError(`bzImage truncated inside its setup header (${file.length} bytes)`);
+  // Every field read below exists since protocol 2.10; a header claiming to end before them is corrupt.
+  const lastFieldEnd = hdrOffset('init_size') + 4;
+  if (headerEnd < lastFieldEnd) throw new KernelImageError(`bzImage setup header ends at 0x${headerEnd.toString(16)}, before init_size`);
 
   const setupSects = u8('setup_sects') === 0 ? 4 : u8('setup_sects');
   const setupBytes = (setupSects + 1) * 512;
