@@ -5,6 +5,7 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { EventFd } from '../../src/kvm/eventfd.js';
 import { IrqLineInterrupt, IrqfdInterrupt } from '../../src/kvm/interrupts.js';
 import { MockVm } from '../../src/kvm/mock/mock-vm.js';
+import type { ScriptStep } from '../../src/kvm/mock/mock-vcpu.js';
 import { createVcpuRunner } from '../../src/kvm/runner.js';
 import { KVM_SYSTEM_EVENT_RESET } from '../../src/kvm/constants.js';
 import { RecordingDevice } from './recording-device.js';
@@ -100,6 +101,26 @@ describe('mocked KVM', () => {
     ]);
     expect(stops[0]!.systemEvent).to.equal(KVM_SYSTEM_EVENT_RESET);
     expect(stops[1]!.regs!.rip).to.equal(0xffff_ffff_8100_0000n);
+  });
+
+  it('names failed entries, internal errors and unknown exits in the stop message', async () => {
+    const vm = new MockVm();
+    const steps: ScriptStep[] = [
+      { exit: { kind: 'fail-entry', hardwareReason: 0x8000_0021n, cpu: 3 } },
+      { exit: { kind: 'internal-error', suberror: 1, data: [0x10n, 0xfffn] } },
+      { exit: { kind: 'unknown', reason: 99, hardwareReason: 0x7bn } },
+      { exit: { kind: 'irq-window-open' } },
+    ];
+    const vcpus = steps.map((step, id) => vm.createVcpu(id).push(step));
+    const runner = createVcpuRunner(vcpus, buses());
+    runner.start();
+    const stops = await runner.stopped;
+    expect(stops.map((s) => [s.reason, s.message])).to.deep.equal([
+      ['fail-entry', 'vCPU 0: VM entry failed on host CPU 3, hardware reason 0x80000021 (KVM_EXIT_FAIL_ENTRY)'],
+      ['internal-error', 'vCPU 1: instruction emulation failed (KVM_EXIT_INTERNAL_ERROR, data 0x10 0xfff)'],
+      ['unhandled-exit', 'vCPU 2: unhandled exit reason 99, hardware reason 0x7b'],
+      ['hlt', 'vCPU 3: halted (KVM_EXIT_HLT)'],
+    ]);
   });
 
   it('starts vCPUs in the x86 reset state', () => {
