@@ -39,7 +39,11 @@ describe('Kvm, Vm and Vcpu ioctls @kvm', () => {
   it('round-trips vCPU state through the kernel', () => {
     const vm = kvm.createVm();
     vm.registerMemory(GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]));
+    vm.setIdentityMapAddress(0xfffb_c000);
+    vm.setTssAddress(0xfffb_d000);
     vm.createIrqchip();
+    vm.createPit2();
+    expect(vm.checkExtension(KVM_CAP_IRQFD), 'capabilities asked of the VM').to.be.greaterThan(0);
     expect(vm.getClock().clock).to.be.a('bigint');
     const vcpu = vm.createVcpu(0);
     expect(() => vm.createVcpu(0)).to.throw(/KVM_CREATE_VCPU failed: EEXIST — vCPU 0 already exists/);
