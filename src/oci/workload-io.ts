@@ -19,14 +19,26 @@ export interface WorkloadStreams {
 /** What ts-vmm reports about the guest's side: exec failures and the like, one line each. */
 export type AgentErrorHandler = (message: string) => void;
 
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: Error): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: Error) => void;
+  const promise = new Promise<T>((a, b) => { resolve = a; reject = b; });
+  // Awaited by the caller in turn; an early failure must not surface as an unhandled rejection meanwhile.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
 export class WorkloadIo {
   private socket: Socket | undefined;
   private readonly decoder = new FrameDecoder();
-  private readonly ready: Promise<void>;
-  private readonly exit: Promise<ExitStatus>;
-  private resolveReady!: () => void;
-  private resolveExit!: (status: ExitStatus) => void;
-  private rejectAll!: (error: Error) => void;
+  private readonly ready = deferred<void>();
+  private readonly exit = deferred<ExitStatus>();
   private started = false;
   private exitStatus: ExitStatus | undefined;
 
@@ -35,21 +47,6 @@ export class WorkloadIo {
     private readonly streams: WorkloadStreams,
     private readonly onAgentError: AgentErrorHandler,
   ) {
-    this.ready = new Promise((resolve, reject) => {
-      this.resolveReady = resolve;
-      this.rejectAll = reject;
-    });
-    const rejectReady = this.rejectAll;
-    this.exit = new Promise((resolve, reject) => {
-      this.resolveExit = resolve;
-      this.rejectAll = (e) => {
-        rejectReady(e);
-        reject(e);
-      };
-    });
-    // Both promises are awaited by the caller in turn; an early failure must not surface as unhandled.
-    this.ready.catch(() => undefined);
-    this.exit.catch(() => undefined);
     server.on('connection', (s) => this.accept(s));
   }
 
@@ -63,18 +60,24 @@ export class WorkloadIo {
 
   /** Resolves when the agent has connected and is waiting for START. */
   whenReady(): Promise<void> {
-    return this.ready;
+    return this.ready.promise;
   }
 
   /** Resolves with the workload's exit status, after all its output has been written. */
   whenExited(): Promise<ExitStatus> {
-    return this.exit;
+    return this.exit.promise;
   }
 
   /** Fails both promises, e.g. because the VM stopped before the agent reported. */
   abort(reason: Error): void {
-    this.rejectAll(reason);
+    this.fail(reason);
     this.close();
+  }
+
+  /** Settles whatever is still pending; settled promises stay as they are. */
+  private fail(reason: Error): void {
+    this.ready.reject(reason);
+    this.exit.reject(reason);
   }
 
   /** Lets the workload run; from here on stdin is forwarded. */
@@ -135,8 +138,8 @@ export class WorkloadIo {
     });
     socket.on('error', () => undefined); // the close handler reports what matters
     socket.on('close', () => {
-      if (this.exitStatus) this.resolveExit(this.exitStatus);
-      else this.rejectAll(new ProtocolError('the guest agent disconnected without reporting an exit status'));
+      if (this.exitStatus) this.exit.resolve(this.exitStatus);
+      else this.fail(new ProtocolError('the guest agent disconnected without reporting an exit status'));
     });
     socket.resume();
   }
@@ -144,7 +147,7 @@ export class WorkloadIo {
   private handle(frame: Frame): void {
     switch (frame.type) {
       case FrameType.Ready:
-        this.resolveReady();
+        this.ready.resolve();
         break;
       case FrameType.Stdout:
         this.output(this.streams.stdout, frame.payload);
@@ -163,7 +166,7 @@ export class WorkloadIo {
           return;
         }
         // The agent sends nothing after EXIT; resolve once every output write has been handed to its stream.
-        this.flushThen(() => this.resolveExit(this.exitStatus!));
+        this.flushThen(() => this.exit.resolve(this.exitStatus!));
         break;
       default:
         this.abort(new ProtocolError(`unexpected frame type ${frame.type}`));
