@@ -1,0 +1,115 @@
+// The run logic (boot to READY, exit status, signal forwarding, bounded teardown, early VM death) against a
+// stand-in VM: the real guest agent as a host process talking over the Unix socket the vsock device would use.
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { parseBundleConfig } from '../../src/oci/bundle-config.js';
+import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
+import { bootWorkload, RunError, runWorkload, type PreparedRun } from '../../src/oci/runner.js';
+import type { RunningVm, VmLauncher } from '../../src/oci/vm-request.js';
+import { bootArguments } from '../../src/oci/vm-launch.js';
+
+describe('run logic with a stand-in VM', function () {
+  this.timeout(60000);
+  let dir: string;
+  let agent: string;
+  let stops: number;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-runner-'));
+    agent = await ensureGuestAgent(join(dir, 'cache'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  beforeEach(() => { stops = 0; });
+
+  /** A "VM" that is the agent running `args` on this host; stopping it kills it. */
+  const agentVm = (args: string[]): VmLauncher => async (request) => {
+    const child = spawn(agent, ['--unix', `${request.vsock.udsPath}_1024`, '--', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr.on('data', (d: Buffer) => request.consoleOutput(d));
+    const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => child.on('close', (code, signal) => resolve({ ok: code === 0, reason: `exited ${code ?? signal}` })));
+    const vm: RunningVm = { exited, stop: () => { stops++; child.kill('SIGKILL'); } };
+    return vm;
+  };
+
+  /** A "VM" that prints a console line and dies before any agent connects. */
+  const dyingVm: VmLauncher = async (request) => {
+    const child = spawn('/bin/sh', ['-c', 'echo "Kernel panic - not syncing: VFS: Unable to mount root fs"; exit 2'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    child.stdout.on('data', (d: Buffer) => request.consoleOutput(d));
+    const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => child.on('close', () => resolve({ ok: false, reason: 'the guest failed' })));
+    return { exited, stop: () => { stops++; child.kill('SIGKILL'); } };
+  };
+
+  function prepared(name: string): { run: PreparedRun; cleaned: () => boolean } {
+    const runDir = mkdtempSync(join(dir, `${name}-`));
+    let cleaned = false;
+    const config = parseBundleConfig(JSON.stringify({ ociVersion: '1.0.2', root: { path: 'r' }, process: { args: ['x'], cwd: '/' } }), dir);
+    const run: PreparedRun = {
+      config,
+      request: { kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMiB: 64, disks: [], vsock: { cid: 3, udsPath: join(runDir, 'vsock') } },
+      agentSocket: join(runDir, 'vsock_1024'),
+      cleanup: async () => { cleaned = true; },
+    };
+    return { run, cleaned: () => cleaned };
+  }
+
+  function stdio(): { stdin: undefined; stdout: PassThrough; stderr: PassThrough; text: () => string } {
+    const stdout = new PassThrough();
+    const chunks: Buffer[] = [];
+    stdout.on('data', (c: Buffer) => chunks.push(c));
+    const stderr = new PassThrough();
+    stderr.resume();
+    return { stdin: undefined, stdout, stderr, text: () => Buffer.concat(chunks).toString() };
+  }
+
+  it('runs to the workload\'s exit status, stops the VM and cleans up', async () => {
+    const { run, cleaned } = prepared('exit');
+    const io = stdio();
+    const booted = await bootWorkload(run, agentVm(['/bin/sh', '-c', 'echo hi; exit 7']), io, { log: () => undefined });
+    expect(await runWorkload(booted, io)).to.equal(7);
+    expect(io.text()).to.equal('hi\n');
+    expect(cleaned()).to.equal(true);
+  });
+
+  it('forwards SIGTERM to the workload', async () => {
+    const { run } = prepared('term');
+    const io = stdio();
+    const booted = await bootWorkload(run, agentVm(['/bin/sleep', '30']), io, { log: () => undefined });
+    const status = runWorkload(booted, io);
+    setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 300);
+    expect(await status).to.equal(143);
+  });
+
+  it('tears the VM down at a second SIGTERM when the workload ignores the first', async () => {
+    const { run } = prepared('stubborn');
+    const io = stdio();
+    const booted = await bootWorkload(run, agentVm(['/bin/sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done']), io, { log: () => undefined });
+    const status = runWorkload(booted, io);
+    setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 300);
+    setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 600);
+    const started = Date.now();
+    expect(await status).to.equal(143);
+    expect(Date.now() - started).to.be.lessThan(5000);
+    expect(stops).to.be.greaterThan(0);
+  });
+
+  it('reports a VM that dies before its agent connects, quoting the console', async () => {
+    const { run } = prepared('dying');
+    const io = stdio();
+    await bootWorkload(run, dyingVm, io, { log: () => undefined }).then(() => expect.fail('booted'), (e: Error) => {
+      expect(e).to.be.instanceOf(RunError);
+      expect(e.message).to.match(/^the VM stopped before the guest agent started: the guest failed; last console lines:\nKernel panic/);
+    });
+  });
+
+  it('passes the VM to ts-vmm boot as disks and a vsock device', () => {
+    const args = bootArguments({ kernel: '/k', initrd: '/i', cmdline: 'quiet', cpus: 2, memoryMiB: 128,
+      disks: [{ path: '/d.ext4', readonly: true }], vsock: { cid: 3, udsPath: '/run/v' }, consoleOutput: () => undefined });
+    expect(args).to.deep.equal(['boot', '--kernel', '/k', '--initrd', '/i', '--cmdline', 'quiet', '--cpus', '2', '--mem', '128',
+      '--disk', '/d.ext4,ro', '--vsock', '3,/run/v']);
+    expect(() => bootArguments({ kernel: '/k', initrd: '/i', cmdline: '', cpus: 1, memoryMiB: 64,
+      disks: [{ path: '/a,b', readonly: false }], vsock: { cid: 3, udsPath: '/v' }, consoleOutput: () => undefined })).to.throw(/cannot contain a comma/);
+  });
+});
