@@ -115,7 +115,7 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     log(`lab: booting ${image.kernel.release} under TCG (initramfs ${(image.bytes / 2 ** 20).toFixed(0)} MiB)`);
 
     const outputs = labPlan.commands.map(() => ({ stdout: [] as Buffer[], stderr: [] as Buffer[], exit: undefined as { status: number | null; signal: string | null } | undefined }));
-    let consoleText = '';
+    const consoleChunks: Buffer[] = [];
     let done = false;
     let agentFailure: string | undefined;
     let firstCommandAt: number | undefined;
@@ -164,24 +164,30 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     const exit = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>((resolve, reject) => {
       const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      // qemu would outlive this process (a test runner calling process.exit, say) and spin on.
+      const killQemu = (): void => { child.kill('SIGKILL'); };
+      process.once('exit', killQemu);
       let timedOut = false;
-      const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
+      const timer = setTimeout(() => { timedOut = true; killQemu(); }, timeoutMs);
       const onConsoleData = (data: Buffer): void => {
-        consoleText += data.toString('utf8');
+        consoleChunks.push(data);
         options.onConsole?.(data);
       };
       child.stdout.on('data', onConsoleData);
       child.stderr.on('data', onConsoleData);
       child.on('error', (e) => {
         clearTimeout(timer);
+        process.off('exit', killQemu);
         reject(new LabError(`cannot start ${qemu}: ${e.message}`));
       });
       child.on('close', (code, signal) => {
         clearTimeout(timer);
+        process.off('exit', killQemu);
         resolve({ code, signal, timedOut });
       });
     });
     server.close();
+    const consoleText = Buffer.concat(consoleChunks).toString('utf8');
 
     if (exit.timedOut) {
       throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s; last console lines:\n${consoleTail(consoleText)}`, consoleText);
