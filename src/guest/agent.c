@@ -346,6 +346,21 @@ static int set_up(const struct options *o) {
   return 0;
 }
 
+/*
+ * A write to the socket returns once the data is queued in the guest kernel, not once the host has it; powering
+ * off right after EXIT could lose it. The host closes its side when it has read EXIT: wait for that (discarding
+ * anything it still sent), for at most EXIT_ACK_MS in case the host is gone.
+ */
+enum { EXIT_ACK_MS = 5000 };
+static void await_host_close(void) {
+  static uint8_t discard[4096];
+  struct pollfd p = { sock, POLLIN, 0 };
+  while (poll(&p, 1, EXIT_ACK_MS) > 0) {
+    ssize_t n = recv(sock, discard, sizeof discard, 0);
+    if (n == 0 || (n < 0 && errno != EINTR)) return;
+  }
+}
+
 struct stream { int fd; uint8_t frame; };
 
 static int forward_output(struct stream *s) {
@@ -518,6 +533,7 @@ int main(int argc, char **argv) {
     exit_payload[1] = v & 0xff; exit_payload[2] = (v >> 8) & 0xff; exit_payload[3] = (v >> 16) & 0xff; exit_payload[4] = v >> 24;
     send_frame(FRAME_EXIT, exit_payload, sizeof exit_payload);
     shutdown(sock, SHUT_WR);
+    await_host_close();
   }
   if (o.poweroff) {
     sync();

@@ -40,6 +40,8 @@ export class WorkloadIo {
   private readonly ready = deferred<void>();
   private readonly exit = deferred<ExitStatus>();
   private started = false;
+  /** Set once EXIT has arrived: nothing more is sent to the agent. */
+  private finished = false;
   private exitStatus: ExitStatus | undefined;
 
   private constructor(
@@ -94,7 +96,7 @@ export class WorkloadIo {
     }
     stdin.on('data', (chunk: Buffer) => {
       const socket = this.socket;
-      if (!socket || socket.destroyed) return;
+      if (!socket || socket.destroyed || this.finished) return;
       let writable = true;
       for (const frame of encodeStdin(chunk)) writable = socket.write(frame);
       if (!writable) {
@@ -102,15 +104,17 @@ export class WorkloadIo {
         socket.once('drain', () => stdin.resume());
       }
     });
-    stdin.on('end', () => this.socket?.write(encodeFrame(FrameType.StdinEof)));
+    stdin.on('end', () => {
+      if (!this.finished) this.socket?.write(encodeFrame(FrameType.StdinEof));
+    });
   }
 
   signal(signal: number): void {
-    if (this.socket && !this.socket.destroyed) this.socket.write(encodeSignal(signal));
+    if (this.socket && !this.socket.destroyed && !this.finished) this.socket.write(encodeSignal(signal));
   }
 
   resize(rows: number, columns: number): void {
-    if (this.socket && !this.socket.destroyed) this.socket.write(encodeWindowSize(rows, columns));
+    if (this.socket && !this.socket.destroyed && !this.finished) this.socket.write(encodeWindowSize(rows, columns));
   }
 
   close(): void {
@@ -165,8 +169,14 @@ export class WorkloadIo {
           this.abort(e as Error);
           return;
         }
-        // The agent sends nothing after EXIT; resolve once every output write has been handed to its stream.
-        this.flushThen(() => this.exit.resolve(this.exitStatus!));
+        // The agent sends nothing after EXIT and powers off once this side closes (its acknowledgement), so close
+        // only after every output write has been handed to its stream.
+        this.finished = true;
+        this.streams.stdin?.pause();
+        this.flushThen(() => {
+          this.exit.resolve(this.exitStatus!);
+          this.socket?.end();
+        });
         break;
       default:
         this.abort(new ProtocolError(`unexpected frame type ${frame.type}`));

@@ -124,9 +124,11 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     const root = join(dir, 'oci-root');
     const path = await bundle('lifecycle', { args: ['sh', '-c', 'trap "echo got-term; exit 3" TERM; echo started; while :; do sleep 0.2; done'] });
     const created = spawn(process.execPath, [cli, 'create', '--root', root, '--bundle', path, '--pid-file', join(dir, 'pid'), 'c1'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let createErrors = '';
+    created.stderr.on('data', (c: Buffer) => { createErrors += c.toString(); });
     const createdOutput = collect(created);
     const [createStatus] = await once(created, 'exit') as [number];
-    expect(createStatus).to.equal(0);
+    expect(createStatus, createErrors).to.equal(0);
     const state = async (): Promise<{ status: string; pid: number; id: string; bundle: string }> => {
       const r = await run('state', '--root', root, 'c1');
       expect(r.status, r.stderr).to.equal(0);
