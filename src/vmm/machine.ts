@@ -66,8 +66,19 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     const memory = guestMemory(vm, boot);
     placeBootPlan(memory, boot.plan);
 
-    let finish!: (exit: MachineExit) => void;
-    const finished = new Promise<MachineExit>((resolve) => { finish = resolve; });
+    // The first event that ends the run wins. It stops every vCPU at once, before the device thread
+    // answers the access that carried it, so the guest cannot run on past its own reset request
+    // (Linux falls back to a deliberate triple fault a few microseconds after asking for a reset).
+    let threads: VcpuThreads | undefined;
+    let resolveFinished!: (exit: MachineExit) => void;
+    const finished = new Promise<MachineExit>((resolve) => { resolveFinished = resolve; });
+    let ended = false;
+    const finish = (exit: MachineExit): void => {
+      if (ended) return;
+      ended = true;
+      void threads?.stop();
+      resolveFinished(exit);
+    };
     const watch = new ConsoleWatch();
     const stopRequest: StopRequestSink = (request, detail) => {
       const panic = watch.panic;
@@ -112,7 +123,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       });
     }
 
-    const threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS });
+    threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS });
     threads.onStop((stop) => {
       if (stop.reason !== 'stopped') finish(exitForStop(stop, watch.panic));
     });
