@@ -59,9 +59,10 @@ export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: Vi
 
 /** `FILE[,ro]` as given to --disk. */
 export function parseDiskOption(value: string): VirtioDeviceSpec {
-  const m = /^(.+?)(,ro)?$/.exec(value);
-  if (!m || m[1]!.length === 0) throw new Error(`--disk ${value}: expected FILE or FILE,ro`);
-  return { kind: 'blk', path: m[1]!, readOnly: m[2] !== undefined };
+  const readOnly = value.endsWith(',ro');
+  const file = readOnly ? value.slice(0, -3) : value;
+  if (file.length === 0) throw new Error(`--disk ${value}: expected FILE or FILE,ro`);
+  return { kind: 'blk', path: file, readOnly };
 }
 
 /** `CID,UDS_PATH` as given to --vsock. */
