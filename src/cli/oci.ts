@@ -94,8 +94,10 @@ async function start(id: string, options: RootOption): Promise<void> {
   if (record.status !== 'created') throw new StateError(`container "${id}" is ${record.status}, not created`);
   const socket = connect(store.file(id, CONTROL_SOCKET));
   await once(socket, 'connect');
-  socket.end(START_REQUEST);
+  // Not end(): the monitor's side would then close before it could answer.
+  socket.write(START_REQUEST);
   const reply = await readLine(socket);
+  socket.end();
   if (`${reply}\n` !== START_REPLY) throw new StateError(`container "${id}" did not start`);
 }
 
