@@ -23,7 +23,7 @@ describe('vCPU threads @kvm', () => {
     await sleep(200);
     clearInterval(timer);
     expect(seen, 'nothing stops a spinning guest by itself').to.deep.equal([]);
-    expect(ticks, 'main-thread timers kept firing').to.be.greaterThan(10);
+    expect(ticks, 'main-thread timers kept firing').to.be.greaterThan(3);
 
     const stops = await threads.stop();
     expect(stops.map((s) => [s.vcpu, s.reason])).to.deep.equal([[0, 'stopped'], [1, 'stopped']]);
