@@ -182,6 +182,8 @@ static void parse_options(struct options *o, int argc, char **argv) {
   o->argv = argv + i;
 }
 
+enum { CONNECT_TIMEOUT_S = 30, CONNECT_ATTEMPTS = 40 };
+
 static int connect_host(const struct options *o) {
   int fd;
   if (o->vsock) {
@@ -191,12 +193,20 @@ static int connect_host(const struct options *o) {
     struct sockaddr_vm addr = { .svm_family = AF_VSOCK };
     addr.svm_cid = (unsigned)parse_number(o->vsock, UINT32_MAX, "bad vsock CID");
     addr.svm_port = (unsigned)parse_number(colon + 1, UINT32_MAX, "bad vsock port");
-    fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket(AF_VSOCK)");
-    /* The vsock transport can come up a moment after its module loads; retry for up to two seconds. */
-    for (int attempt = 0; connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0; attempt++) {
-      if (attempt == 200) die("connect to host over vsock");
-      usleep(10000);
+    /*
+     * The kernel gives up on a vsock connect after 2 s by default, which an emulated or loaded host can exceed;
+     * a late answer then finds the guest gone. Allow CONNECT_TIMEOUT_S per attempt, and retry with a fresh socket
+     * (a failed connect leaves the old one unusable) while the transport is still coming up.
+     */
+    struct timeval timeout = { .tv_sec = CONNECT_TIMEOUT_S };
+    for (int attempt = 0;; attempt++) {
+      fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) die("socket(AF_VSOCK)");
+      setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &timeout, sizeof timeout);
+      if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) break;
+      if (attempt == CONNECT_ATTEMPTS) die("connect to host over vsock");
+      close(fd);
+      usleep(50000);
     }
   } else {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -387,6 +397,8 @@ int main(int argc, char **argv) {
 
   sock = connect_host(&o);
   if (set_up(&o) < 0) {
+    shutdown(sock, SHUT_WR);
+    await_host_close(); /* so the ERROR frame is not lost at power-off */
     sync();
     if (o.poweroff) reboot(RB_POWER_OFF);
     return 125;

@@ -36,10 +36,10 @@ function deferred<T>(): Deferred<T> {
 
 export class WorkloadIo {
   private socket: Socket | undefined;
-  private readonly decoder = new FrameDecoder();
   private readonly ready = deferred<void>();
   private readonly exit = deferred<ExitStatus>();
   private started = false;
+  private readySeen = false;
   /** Set once EXIT has arrived: nothing more is sent to the agent. */
   private finished = false;
   private exitStatus: ExitStatus | undefined;
@@ -123,17 +123,21 @@ export class WorkloadIo {
     this.server.close();
   }
 
+  /**
+   * The first connection that says READY is the agent's. Before that, a connection that closes is forgotten and
+   * the next one taken: a guest whose connect(2) timed out retries, and the host may see the abandoned attempt.
+   */
   private accept(socket: Socket): void {
-    if (this.socket) {
+    if (this.socket && !this.socket.destroyed) {
       socket.destroy(); // one agent, one connection: anything else in the guest is not it
       return;
     }
     this.socket = socket;
-    this.server.close();
+    const decoder = new FrameDecoder();
     socket.on('data', (data: Buffer) => {
       let frames: Frame[];
       try {
-        frames = this.decoder.push(data);
+        frames = decoder.push(data);
       } catch (e) {
         this.abort(e as Error);
         return;
@@ -142,6 +146,10 @@ export class WorkloadIo {
     });
     socket.on('error', () => undefined); // the close handler reports what matters
     socket.on('close', () => {
+      if (!this.readySeen) {
+        if (this.socket === socket) this.socket = undefined;
+        return;
+      }
       if (this.exitStatus) this.exit.resolve(this.exitStatus);
       else this.fail(new ProtocolError('the guest agent disconnected without reporting an exit status'));
     });
@@ -151,6 +159,8 @@ export class WorkloadIo {
   private handle(frame: Frame): void {
     switch (frame.type) {
       case FrameType.Ready:
+        this.readySeen = true;
+        this.server.close(); // the agent is connected: nothing else may connect
         this.ready.resolve();
         break;
       case FrameType.Stdout:
@@ -159,9 +169,17 @@ export class WorkloadIo {
       case FrameType.Stderr:
         this.output(this.streams.stderr, frame.payload);
         break;
-      case FrameType.Error:
-        this.onAgentError(Buffer.from(frame.payload).toString('utf8').replace(/[^\x20-\x7e]/g, '?'));
+      case FrameType.Error: {
+        const message = Buffer.from(frame.payload).toString('utf8').replace(/[^\x20-\x7e]/g, '?');
+        if (this.readySeen) {
+          this.onAgentError(message);
+          break;
+        }
+        // Before READY an error means the container could not be set up; the agent waits for this close.
+        this.fail(new Error(`the guest could not set up the container: ${message}`));
+        this.socket?.end();
         break;
+      }
       case FrameType.Exit:
         try {
           this.exitStatus = decodeExit(frame.payload);

@@ -83,6 +83,16 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
     expect(r).to.deep.include({ status: 0, stdout: '33 101\r\n' });
   });
 
+  it('refuses to start when the container cannot be set up, with the agent\'s reason', async () => {
+    const socket = join(dir, 'setup-failure');
+    const io = await WorkloadIo.listen(socket, { stdin: undefined, stdout: new PassThrough(), stderr: new PassThrough() }, () => undefined);
+    const target = join(dir, 'mountpoint');
+    children.push(spawn(agent, ['--unix', socket, '--mount', 'no-such-fs', 'none', target, '0', '', '--', '/bin/true'], { stdio: 'ignore' }));
+    await io.whenReady().then(() => expect.fail('became ready'), (e: Error) =>
+      expect(e.message).to.equal(`the guest could not set up the container: mount ${target}: No such device`));
+    io.close();
+  });
+
   it('applies rlimits and umask', async () => {
     const r = await run(['--rlimit', 'RLIMIT_NOFILE=77:88', '--umask', '0027', '--', '/bin/sh', '-c', 'ulimit -n; ulimit -Hn; umask']);
     expect(r).to.deep.include({ status: 0, stdout: '77\n88\n0027\n' });
