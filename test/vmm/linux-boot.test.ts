@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LowMemory } from '../../src/boot/layout.js';
 import { ExitStatus } from '../../src/vmm/exit-status.js';
 import { elfKernel } from '../boot/elf-fixture.js';
 import { guestAssets, hostKvmEmulatesGuests, tsVmmBoot, type Guest } from './guest-fixtures.js';
@@ -69,17 +70,27 @@ describe('ts-vmm boot without Linux: entry paths and failure exits @kvm', functi
     return path;
   }
 
-  /** movabs $0x1122334455667788, %rax (decodes so only in 64-bit mode); out 'K' (0x4b, via %al) to COM1; ud2 at 0x1000011. */
-  const probe = [0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x66, 0xba, 0xf8, 0x03, 0xb0, 0x4b, 0xee, 0x0f, 0x0b];
+  /**
+   * Writes rsi, then a constant loaded with movabs (which decodes so only in 64-bit mode), to COM1 a
+   * byte at a time, then ud2:
+   *   movabs $0x1122334455667788, %rbx; mov $0x3f8, %dx
+   *   mov %rsi, %rax; mov $8, %ecx; 1: out %al, %dx; shr $8, %rax; dec %ecx; jnz 1b
+   *   mov %rbx, %rax; mov $8, %ecx; 2: out %al, %dx; shr $8, %rax; dec %ecx; jnz 2b
+   *   ud2
+   */
+  const probe = [
+    0x48, 0xbb, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x66, 0xba, 0xf8, 0x03, 0x48, 0x89, 0xf0, 0xb9, 0x08, 0x00,
+    0x00, 0x00, 0xee, 0x48, 0xc1, 0xe8, 0x08, 0xff, 0xc9, 0x75, 0xf7, 0x48, 0x89, 0xd8, 0xb9, 0x08, 0x00, 0x00, 0x00, 0xee,
+    0x48, 0xc1, 0xe8, 0x08, 0xff, 0xc9, 0x75, 0xf7, 0x0f, 0x0b,
+  ];
+  const expected = Buffer.concat([Buffer.from(new BigUint64Array([BigInt(LowMemory.zeroPage)]).buffer), Buffer.from(new BigUint64Array([0x1122334455667788n]).buffer)]);
 
   for (const entry of ['direct', 'firmware'] as const) {
     it(`${entry} entry: arrives at the kernel entry in 64-bit mode with rsi = zero page`, async () => {
-      const args = ['--kernel', await kernelFile(probe), '--dump-regs', ...(entry === 'firmware' ? ['--firmware'] : [])];
+      const args = ['--kernel', await kernelFile(probe), ...(entry === 'firmware' ? ['--firmware'] : [])];
       const r = await tsVmmBoot(args, 50_000);
-      expect(r.stdout).to.equal('K');
-      expect(r.stderr).to.match(/rax=112233445566774b/);
-      expect(r.stderr).to.match(/rsi=0000000000007000/);
-      expect(r.stderr).to.match(/rip=0000000001000011/);
+      expect(Buffer.from(r.stdout, 'latin1').equals(expected), `console bytes ${Buffer.from(r.stdout, 'latin1').toString('hex')}`).to.equal(true);
+      expect(r.status).to.equal(ExitStatus.guestFailed);
     });
   }
 
@@ -88,6 +99,7 @@ describe('ts-vmm boot without Linux: entry paths and failure exits @kvm', functi
     const r = await tsVmmBoot(['--kernel', await kernelFile([0x0f, 0x0b]), '--dump-regs'], 50_000);
     expect(r.status).to.equal(ExitStatus.guestFailed);
     expect(r.stderr).to.match(/triple fault/);
-    expect(r.stderr).to.match(/rip=0000000001000000/);
+    // AMD reinitialises the VMCB after a shutdown intercept, so only Intel keeps the faulting rip.
+    expect(r.stderr).to.match(/rip=[0-9a-f]{16}/);
   });
 });
