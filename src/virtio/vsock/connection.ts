@@ -97,21 +97,23 @@ export class Connection {
       || (this.shutdownToSend !== 0 && this.pendingBytes === 0);
   }
 
-  /** Takes up to `max` bytes of host data the guest has credit for, and counts them as sent. */
-  takeData(max: number): Uint8Array {
-    const n = Math.min(max, this.pendingBytes, this.peerCredit());
-    const out = new Uint8Array(n);
-    let filled = 0;
-    while (filled < n) {
+  /**
+   * Takes up to `max` bytes of host data the guest has credit for, and counts them as sent. Returns
+   * views of the socket's chunks (no copy); they stay valid because chunks are never reused.
+   */
+  takeData(max: number): Uint8Array[] {
+    let n = Math.min(max, this.pendingBytes, this.peerCredit());
+    const out: Uint8Array[] = [];
+    this.pendingBytes -= n;
+    this.txCnt = (this.txCnt + n) >>> 0;
+    while (n > 0) {
       const head = this.pending[0]!;
-      const k = Math.min(head.length, n - filled);
-      out.set(head.subarray(0, k), filled);
-      filled += k;
+      const k = Math.min(head.length, n);
+      out.push(head.subarray(0, k));
+      n -= k;
       if (k === head.length) this.pending.shift();
       else this.pending[0] = head.subarray(k);
     }
-    this.pendingBytes -= n;
-    this.txCnt = (this.txCnt + n) >>> 0;
     this.updateFlow();
     return out;
   }

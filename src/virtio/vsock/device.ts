@@ -135,7 +135,8 @@ export class VirtioVsock implements VirtioDevice {
         }
         const packet = this.backend.next(Math.min(MAX_PAYLOAD, chain.writableLength - HEADER_SIZE))!;
         chain.write(0, encodeHeader(packet.header, this.headerBytes));
-        if (packet.payload) chain.write(HEADER_SIZE, packet.payload);
+        let at = HEADER_SIZE;
+        for (const piece of packet.payload ?? []) at += chain.write(at, piece);
         q.addUsed(chain.head, HEADER_SIZE + packet.header.len);
       }
       // With work left and the ring empty, ask the driver to kick when it adds rx buffers.

@@ -71,8 +71,8 @@ export function encodeHeader(h: VsockHeader, into: Uint8Array = new Uint8Array(H
   return into;
 }
 
-/** A packet for the guest: its header and, for OP_RW, the bytes. */
+/** A packet for the guest: its header and, for OP_RW, the bytes (in pieces, as the host sent them). */
 export interface OutgoingPacket {
   header: VsockHeader;
-  payload?: Uint8Array;
+  payload?: Uint8Array[];
 }

@@ -125,7 +125,8 @@ export class VsockUnixBackend {
       let packet: OutgoingPacket;
       if (c.pendingBytes > 0 && c.peerCredit() > 0) {
         const payload = c.takeData(maxPayload);
-        packet = { header: this.header(c, VIRTIO_VSOCK_OP_RW, 0, payload.length), payload };
+        const length = payload.reduce((n, p) => n + p.length, 0);
+        packet = { header: this.header(c, VIRTIO_VSOCK_OP_RW, 0, length), payload };
       } else if (c.creditUpdateWanted) {
         packet = { header: this.header(c, VIRTIO_VSOCK_OP_CREDIT_UPDATE) };
       } else if (c.creditRequestWanted) {
