@@ -79,7 +79,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       void threads?.stop();
       resolveFinished(exit);
     };
-    const watch = new ConsoleWatch();
+    const watch = new ConsoleWatch((panic) => finish({ kind: 'guest-failed', reason: `guest kernel panic: ${panic}` }));
     const stopRequest: StopRequestSink = (request, detail) => {
       const panic = watch.panic;
       finish(panic !== undefined ? { kind: 'guest-failed', reason: `guest kernel panic: ${panic}` } : { kind: 'guest-stopped', request, detail });

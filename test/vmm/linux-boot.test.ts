@@ -51,6 +51,13 @@ describe('Linux boot on KVM @kvm', function () {
     expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
   });
 
+  it('fails with the panic message when the kernel panics and then spins (panic=0)', async () => {
+    const dying = await guest.initrd('panic-spin', `echo ${MARKER}\nexit 4`);
+    const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', dying, '--cmdline', CMDLINE], BOOT_TIMEOUT_MS);
+    expect(r.status).to.equal(ExitStatus.guestFailed);
+    expect(r.stderr).to.match(/guest kernel panic: Attempted to kill init! exitcode=0x00000400/);
+  });
+
   it('fails with the panic message when the kernel panics (panic=-1 reboots at once)', async () => {
     const dying = await guest.initrd('panic', `echo ${MARKER}\nexit 3`);
     const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', dying, '--cmdline', `${CMDLINE} panic=-1`], BOOT_TIMEOUT_MS);
