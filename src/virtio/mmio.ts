@@ -59,8 +59,7 @@ export class VirtioMmioTransport implements BusDevice {
   private interruptStatus = 0;
   private generation = 0;
   private active = false;
-  /** Why the device last entered DEVICE_NEEDS_RESET. */
-  lastError: Error | undefined;
+  private error: Error | undefined;
 
   constructor(readonly device: VirtioDevice, options: VirtioMmioOptions) {
     this.memory = options.memory;
@@ -93,6 +92,11 @@ export class VirtioMmioTransport implements BusDevice {
 
   get negotiatedFeatures(): bigint {
     return this.driverFeatures;
+  }
+
+  /** Why the device last entered DEVICE_NEEDS_RESET (cleared by a reset). */
+  get lastError(): Error | undefined {
+    return this.error;
   }
 
   read(offset: number, data: Uint8Array): void {
@@ -256,7 +260,7 @@ export class VirtioMmioTransport implements BusDevice {
   }
 
   private needsReset(error: Error): void {
-    this.lastError = error;
+    this.error = error;
     this.stop();
     this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     this.onError(error);
@@ -282,7 +286,7 @@ export class VirtioMmioTransport implements BusDevice {
     this.queueSel = 0;
     this.queues = this.freshQueues();
     this.interruptStatus = 0;
-    this.lastError = undefined;
+    this.error = undefined;
   }
 
   private raise(bit: number): void {

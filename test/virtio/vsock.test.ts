@@ -121,11 +121,13 @@ describe('virtio-vsock', function () {
     await guest.receive((p) => p.header.op === VIRTIO_VSOCK_OP_RST && p.header.dstPort === 7001, 'RST after timeout');
   });
 
-  it('closes a host connection with a malformed CONNECT line', async () => {
-    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
+  it('closes a host connection with a malformed CONNECT line, or none in time', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds, connectTimeoutMs: 50 });
     const socket = net.connect(uds);
     socket.write('CONNECT banana\n');
     await new Promise((r) => socket.once('close', r));
+    const silent = net.connect(uds);
+    await new Promise((r) => silent.once('close', r));
   });
 
   it('shutdown from the guest ends the host socket; the host sees EOF, and the guest gets its RST', async () => {

@@ -20,7 +20,7 @@ export interface VsockUnixBackendOptions {
   /** Host data read ahead per connection before the socket is paused. */
   pendingLimit?: number;
   maxConnections?: number;
-  /** How long a host-initiated connection waits for the guest to answer its REQUEST. */
+  /** How long a host program may take to send its CONNECT line, and the guest to answer the REQUEST. */
   connectTimeoutMs?: number;
   log?: (message: string) => void;
 }
@@ -205,6 +205,8 @@ export class VsockUnixBackend {
       }
       socket.off('data', onData);
       socket.off('error', onError);
+      socket.setTimeout(0);
+      socket.off('timeout', onTimeout);
       const match = /^CONNECT ([0-9]{1,10})$/.exec(line.subarray(0, eol).toString('latin1'));
       const port = match ? Number(match[1]) : -1;
       if (port < 0 || port > 0xffff_ffff || !this.active) {
@@ -214,6 +216,9 @@ export class VsockUnixBackend {
       this.connectToGuest(socket, port, line.subarray(eol + 1));
     };
     const onError = () => socket.destroy();
+    // A client that never sends its CONNECT line must not hold a socket forever.
+    const onTimeout = () => socket.destroy();
+    socket.setTimeout(this.connectTimeoutMs, onTimeout);
     socket.on('data', onData);
     socket.on('error', onError);
   }
