@@ -124,14 +124,12 @@ export class WorkloadIo {
   }
 
   /**
-   * The first connection that says READY is the agent's. Before that, a connection that closes is forgotten and
-   * the next one taken: a guest whose connect(2) timed out retries, and the host may see the abandoned attempt.
+   * The connection that says READY is the agent's; then the listener closes, so nothing else in the guest can
+   * connect. Before that, a newer connection replaces an older one: a guest whose connect(2) failed or timed out
+   * retries, and the host may still hold the abandoned attempt.
    */
   private accept(socket: Socket): void {
-    if (this.socket && !this.socket.destroyed) {
-      socket.destroy(); // one agent, one connection: anything else in the guest is not it
-      return;
-    }
+    this.socket?.destroy();
     this.socket = socket;
     const decoder = new FrameDecoder();
     socket.on('data', (data: Buffer) => {

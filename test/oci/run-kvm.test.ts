@@ -17,12 +17,27 @@ const cli = join(project, 'bin', 'ts-vmm.js');
 
 interface Result { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
-function collect(child: ChildProcess): Promise<Result> {
+interface Collected {
+  done: Promise<Result>;
+  stdout(): string;
+  stderr(): string;
+}
+
+function collect(child: ChildProcess): Collected {
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (c: Buffer) => { stdout += c.toString(); });
   child.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
-  return new Promise((resolve) => child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr })));
+  const done = new Promise<Result>((resolve) => child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr })));
+  return { done, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** Waits until `output()` contains `text` (output already seen counts), failing after `timeoutMs`. */
+async function waitForText(output: () => string, text: string, timeoutMs = 300_000): Promise<void> {
+  for (const start = Date.now(); !output().includes(text);) {
+    if (Date.now() - start > timeoutMs) throw new Error(`no "${text}" within ${timeoutMs} ms; output so far:\n${output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** Lines ts-vmm itself printed (progress), which are not the workload's. */
@@ -62,7 +77,8 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     return path;
   }
 
-  const run = (...args: string[]): Promise<Result> => collect(spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const start = (...args: string[]): ChildProcess => spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = (...args: string[]): Promise<Result> => collect(start(...args)).done;
 
   it('runs the example bundle: its args and env reach the workload, its output reaches stdout', async () => {
     const example = JSON.parse(readFileSync(join(project, 'examples/hello/config.json'), 'utf8')) as { process: Record<string, unknown>; hostname: string; mounts: unknown[] };
@@ -104,31 +120,29 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
   });
 
   it('delivers SIGTERM to the workload, and tears down a workload that ignores it', async () => {
-    const obeying = spawn(process.execPath, [cli, 'run', await bundle('sleeper', { args: ['sh', '-c', 'echo up; exec sleep 60'] })], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const obeying = start('run', await bundle('sleeper', { args: ['sh', '-c', 'echo up; exec sleep 60'] }));
     const obeyed = collect(obeying);
-    await waitForOutput(obeying, 'up');
+    await waitForText(obeyed.stdout, 'up');
     obeying.kill('SIGTERM');
-    expect((await obeyed).status).to.equal(128 + 15);
+    expect((await obeyed.done).status).to.equal(128 + 15);
 
-    const ignoring = spawn(process.execPath, [cli, 'run', await bundle('stubborn', { args: ['sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done'] })], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const ignoring = start('run', await bundle('stubborn', { args: ['sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done'] }));
     const ignored = collect(ignoring);
-    await waitForOutput(ignoring, 'up');
+    await waitForText(ignored.stdout, 'up');
     const sent = Date.now();
     ignoring.kill('SIGTERM');
-    const r = await ignored;
-    expect(r.status).to.equal(128 + 15);
+    expect((await ignored.done).status).to.equal(128 + 15);
     expect(Date.now() - sent).to.be.lessThan(30_000);
   });
 
   it('walks the OCI lifecycle: create, state, start, kill, delete', async () => {
     const root = join(dir, 'oci-root');
     const path = await bundle('lifecycle', { args: ['sh', '-c', 'trap "echo got-term; exit 3" TERM; echo started; while :; do sleep 0.2; done'] });
-    const created = spawn(process.execPath, [cli, 'create', '--root', root, '--bundle', path, '--pid-file', join(dir, 'pid'), 'c1'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let createErrors = '';
-    created.stderr.on('data', (c: Buffer) => { createErrors += c.toString(); });
-    const createdOutput = collect(created);
+    const created = start('create', '--root', root, '--bundle', path, '--pid-file', join(dir, 'pid'), 'c1');
+    // create exits once the container is created; the monitor it leaves keeps the container's stdio (these pipes).
+    const container = collect(created);
     const [createStatus] = await once(created, 'exit') as [number];
-    expect(createStatus, createErrors).to.equal(0);
+    expect(createStatus, container.stderr()).to.equal(0);
     const state = async (): Promise<{ status: string; pid: number; id: string; bundle: string }> => {
       const r = await run('state', '--root', root, 'c1');
       expect(r.status, r.stderr).to.equal(0);
@@ -139,11 +153,10 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(Number(readFileSync(join(dir, 'pid'), 'utf8'))).to.equal(s1.pid);
     expect((await run('start', '--root', root, 'c1')).status).to.equal(0);
     expect((await state()).status).to.equal('running');
-    await waitForOutput(created, 'started');
+    await waitForText(container.stdout, 'started');
     expect((await run('delete', '--root', root, 'c1')).stderr).to.match(/is running/);
     expect((await run('kill', '--root', root, 'c1', 'TERM')).status).to.equal(0);
-    const output = await createdOutput;
-    expect(output.stdout).to.contain('got-term');
+    expect((await container.done).stdout).to.equal('started\ngot-term\n');
     expect((await state()).status).to.equal('stopped');
     expect((await run('delete', '--root', root, 'c1')).status).to.equal(0);
     expect((await run('state', '--root', root, 'c1')).stderr).to.match(/"c1" does not exist/);
@@ -155,18 +168,3 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(r.stderr).to.match(/rootfs\/usr\/bin\/nothere: entrypoint "\/usr\/bin\/nothere" not found/);
   });
 });
-
-function waitForOutput(child: ChildProcess, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    const onData = (c: Buffer): void => {
-      seen += c.toString();
-      if (seen.includes(text)) {
-        child.stdout?.off('data', onData);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.on('exit', () => reject(new Error(`exited before printing "${text}"`)));
-  });
-}
