@@ -24,7 +24,19 @@ import { createVirtioMmioDevice, type VirtioDeviceSpec } from '../virtio/factory
 import { ConsoleWatch } from './console-watch.js';
 import type { MachineExit } from './exit-status.js';
 
+/**
+ * A confidential launch (src/sev) takes over two steps of the plain one: it initialises the VM's
+ * memory encryption before anything else exists, and, once every placement is in guest RAM and every
+ * vCPU is set up, encrypts and measures them in place (LAUNCH_START .. LAUNCH_FINISH) before any runs.
+ */
+export interface ConfidentialLaunch {
+  initVm(vm: Vm): void | Promise<void>;
+  launch(context: { vm: Vm; memory: GuestMemory; boot: PreparedBoot; vcpus: readonly Vcpu[] }): Promise<void>;
+}
+
 export interface MachineOptions {
+  /** Absent for a plain launch. */
+  confidential?: ConfidentialLaunch;
   boot: PreparedBoot;
   /** In device order (disks first: vda, vdb, ...), one per slot in `boot.virtio`. */
   virtio?: readonly VirtioDeviceSpec[];
@@ -58,6 +70,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
   try {
     const vm = kvm.createVm();
     teardown.push(() => vm.close());
+    await options.confidential?.initVm(vm);
     // Firecracker's order: TSS, then the in-kernel IOAPIC/PIC/LAPICs and the PIT, before any vCPU exists.
     vm.setTssAddress(TSS_ADDRESS);
     vm.createIrqchip();
@@ -118,10 +131,12 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       setUpVcpu(vcpu, {
         supportedCpuid,
         vcpus: cpus,
-        memoryEncryption: false,
+        memoryEncryption: options.confidential !== undefined,
         bsp: boot.entry === 'firmware' ? { kind: 'firmware' } : { kind: 'direct', entry: boot.plan.kernelEntry, zeroPage: boot.plan.zeroPage },
       });
     }
+
+    await options.confidential?.launch({ vm, memory, boot, vcpus });
 
     threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS });
     threads.onStop((stop) => {
