@@ -69,7 +69,7 @@ const realLocation = (hostPath: string): string => join(realpathSync(dirname(hos
 function projectFilter(relativePath: string): boolean {
   const parts = relativePath.split('/');
   const [top, second] = parts;
-  if (top === '.git' || top === '.cache' || top === 'src' || relativePath.endsWith('.log')) return false;
+  if (top === '.git' || top === '.cache' || relativePath.endsWith('.log')) return false;
   if (top !== 'node_modules') return true;
   if (second === 'typescript' || second === '@types') return false;
   // koffi ships prebuilt native modules for 18 platforms and its C++ sources; the guest needs one.

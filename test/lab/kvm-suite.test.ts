@@ -4,6 +4,8 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { labNeeded } from '../../src/lab/kvm-probe.js';
+import { AGENT_ENV, ensureGuestAgent } from '../../src/oci/guest-agent.js';
+import { runCacheDir } from '../../src/oci/paths.js';
 import { LAB_PATHS } from '../../src/lab/image.js';
 import { runInLab, type LabResult } from '../../src/lab/run.js';
 
@@ -40,6 +42,8 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
 
   before(async function () {
     if (!labNeeded()) this.skip();
+    // The lab has no compiler: inner tests that run workloads use this host's build of the guest agent.
+    const agent = await ensureGuestAgent(runCacheDir());
     let reportStarted = false;
     lab = await runInLab({
       // The inner report streams as it comes, so a slow or stuck inner test shows where it is.
@@ -50,7 +54,8 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         (stream === 'stdout' ? process.stdout : process.stderr).write(data);
       },
       timeoutMs: LAB_TIMEOUT_MS - 60_000,
-      files: [{ guestPath: '/lab/carried.bin', content: carried, mode: 0o751 }],
+      files: [{ guestPath: '/lab/carried.bin', content: carried, mode: 0o751 }, { guestPath: agent, hostPath: agent }],
+      env: { [AGENT_ENV]: agent },
       commands: [
         { argv: ['node', '--input-type=module', '-e', probeScript] },
         { argv: ['node', '-e', exactScript] },
