@@ -85,6 +85,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${row('ts-vmm boot', results.tsVmm)}\n${row('qemu -M microvm', results.qemu)}\n`);
   const ratio = median(results.tsVmm.map((x) => x.firstLineMs)) / median(results.qemu.map((x) => x.firstLineMs));
   process.stdout.write(`ratio ts-vmm / qemu: ${ratio.toFixed(2)} (target <= 1.00)\n`);
+  await guest.dispose();
 }
 
 await main();

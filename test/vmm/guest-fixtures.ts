@@ -2,7 +2,7 @@
 // initramfs whose /init is a given shell script, and a way to run `ts-vmm boot` as a user would.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,8 @@ export const hostKvmEmulatesGuests = (): boolean => existsSync('/sys/module/kvm_
 export interface Guest {
   kernel: string;
   initrd(name: string, init: string): Promise<string>;
+  /** Removes the initramfs files written so far. */
+  dispose(): Promise<void>;
 }
 
 export async function guestAssets(): Promise<Guest> {
@@ -38,6 +40,7 @@ export async function guestAssets(): Promise<Guest> {
       });
       return path;
     },
+    dispose: () => rm(dir, { recursive: true, force: true }),
   };
 }
 

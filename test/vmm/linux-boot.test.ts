@@ -24,6 +24,10 @@ describe('Linux boot on KVM @kvm', function () {
     report = await guest.initrd('report', `echo ${MARKER}\necho "nproc=$(nproc)"\npoweroff -f`);
   });
 
+  after(async () => {
+    await guest?.dispose();
+  });
+
   it('reaches init through the direct 64-bit entry and exits 0 when the guest powers off', async () => {
     const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', report, '--cmdline', CMDLINE], BOOT_TIMEOUT_MS);
     expect(r.stdout).to.contain(MARKER);
