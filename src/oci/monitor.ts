@@ -7,7 +7,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { launchVm } from './vm-launch.js';
-import { bootWorkload, prepareRun, runWorkload, type BootedWorkload, type RunSettings, type Stdio } from './runner.js';
+import type { VmLauncher } from './vm-request.js';
+import { bootWorkload, prepareRun, runWorkload, type BootedWorkload, type PreparedRun, type RunSettings, type Stdio } from './runner.js';
 import { processStartTime, StateStore, type ContainerRecord } from './runtime-state.js';
 
 export const CONTROL_SOCKET = 'control.sock';
@@ -38,8 +39,18 @@ async function waitForStart(server: Server): Promise<Socket> {
   });
 }
 
+/** How the monitor gets a VM: by default the bundle's disk and initramfs and a `ts-vmm boot` process. */
+export interface VmSource {
+  prepare(bundle: string, settings: RunSettings): Promise<PreparedRun>;
+  launch: VmLauncher;
+}
+
+const realVms: VmSource = { prepare: prepareRun, launch: launchVm };
+
 /** Runs the container `id`; `report` is the pipe to `ts-vmm create`. Returns the monitor's exit status. */
-export async function monitorContainer(store: StateStore, id: string, report: Writable, stdio: Stdio, settings: RunSettings): Promise<number> {
+export async function monitorContainer(
+  store: StateStore, id: string, report: Writable, stdio: Stdio, settings: RunSettings, vms: VmSource = realVms,
+): Promise<number> {
   let record: ContainerRecord = await store.read(id);
   const save = async (changes: Partial<ContainerRecord>): Promise<void> => {
     record = { ...record, ...changes };
@@ -48,9 +59,9 @@ export async function monitorContainer(store: StateStore, id: string, report: Wr
   let booted: BootedWorkload;
   let control: Server;
   try {
-    const prepared = await prepareRun(record.bundle, settings);
+    const prepared = await vms.prepare(record.bundle, settings);
     try {
-      booted = await bootWorkload(prepared, launchVm, stdio, settings);
+      booted = await bootWorkload(prepared, vms.launch, stdio, settings);
     } catch (e) {
       await prepared.cleanup();
       throw e;

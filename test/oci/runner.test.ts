@@ -6,54 +6,39 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { parseBundleConfig } from '../../src/oci/bundle-config.js';
 import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
-import { bootWorkload, RunError, runWorkload, type PreparedRun } from '../../src/oci/runner.js';
-import type { RunningVm, VmLauncher } from '../../src/oci/vm-request.js';
+import { bootWorkload, RunError, runWorkload } from '../../src/oci/runner.js';
+import type { VmLauncher } from '../../src/oci/vm-request.js';
 import { bootArguments } from '../../src/oci/vm-launch.js';
+import { agentVm as standIn, standInRun, type StandIn } from './stand-in-vm.js';
 
 describe('run logic with a stand-in VM', function () {
   this.timeout(60000);
   let dir: string;
   let agent: string;
-  let stops: number;
+  let lastStandIn: StandIn | undefined;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'ts-vmm-runner-'));
     agent = await ensureGuestAgent(join(dir, 'cache'));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
-  beforeEach(() => { stops = 0; });
-
-  /** A "VM" that is the agent running `args` on this host; stopping it kills it. */
-  const agentVm = (args: string[]): VmLauncher => async (request) => {
-    const child = spawn(agent, ['--unix', `${request.vsock.udsPath}_1024`, '--', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderr.on('data', (d: Buffer) => request.consoleOutput(d));
-    const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => child.on('close', (code, signal) => resolve({ ok: code === 0, reason: `exited ${code ?? signal}` })));
-    const vm: RunningVm = { exited, stop: () => { stops++; child.kill('SIGKILL'); } };
-    return vm;
-  };
+  beforeEach(() => { lastStandIn = undefined; });
 
   /** A "VM" that prints a console line and dies before any agent connects. */
   const dyingVm: VmLauncher = async (request) => {
     const child = spawn('/bin/sh', ['-c', 'echo "Kernel panic - not syncing: VFS: Unable to mount root fs"; exit 2'], { stdio: ['ignore', 'pipe', 'ignore'] });
     child.stdout.on('data', (d: Buffer) => request.consoleOutput(d));
     const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => child.on('close', () => resolve({ ok: false, reason: 'the guest failed' })));
-    return { exited, stop: () => { stops++; child.kill('SIGKILL'); } };
+    return { exited, stop: () => { child.kill('SIGKILL'); } };
   };
 
-  function prepared(name: string): { run: PreparedRun; cleaned: () => boolean } {
-    const runDir = mkdtempSync(join(dir, `${name}-`));
-    let cleaned = false;
-    const config = parseBundleConfig(JSON.stringify({ ociVersion: '1.0.2', root: { path: 'r' }, process: { args: ['x'], cwd: '/' } }), dir);
-    const run: PreparedRun = {
-      config,
-      request: { kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMiB: 64, disks: [], vsock: { cid: 3, udsPath: join(runDir, 'vsock') } },
-      agentSocket: join(runDir, 'vsock_1024'),
-      cleanup: async () => { cleaned = true; },
-    };
-    return { run, cleaned: () => cleaned };
-  }
+  const prepared = (name: string) => standInRun(dir, name);
+  const agentVm = (args: string[]) => {
+    const vm = standIn(agent, args);
+    lastStandIn = vm;
+    return vm.launch;
+  };
 
   function stdio(): { stdin: undefined; stdout: PassThrough; stderr: PassThrough; text: () => string } {
     const stdout = new PassThrough();
@@ -92,7 +77,7 @@ describe('run logic with a stand-in VM', function () {
     const started = Date.now();
     expect(await status).to.equal(143);
     expect(Date.now() - started).to.be.lessThan(5000);
-    expect(stops).to.be.greaterThan(0);
+    expect(lastStandIn!.stops()).to.be.greaterThan(0);
   });
 
   it('reports a VM that dies before its agent connects, quoting the console', async () => {
