@@ -12,10 +12,11 @@ import { I8042, I8042_PORTS } from '../devices/i8042.js';
 import type { StopRequestSink } from '../devices/platform-events.js';
 import { Serial16550, UART_REGISTERS } from '../devices/serial.js';
 import { KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
+import { EventFd } from '../kvm/eventfd.js';
 import { IrqfdInterrupt } from '../kvm/interrupts.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { LocalRange } from '../kvm/local-devices.js';
-import type { VcpuStop } from '../kvm/types.js';
+import type { IoEventSpec, VcpuStop } from '../kvm/types.js';
 import { VcpuThreads } from '../kvm/vcpu-threads.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { Vm } from '../kvm/vm.js';
@@ -60,6 +61,17 @@ const ABSENT_PORTS: LocalRange[] = [
   { space: 'pio', base: 0xcf8, size: 8, name: 'PCI configuration (absent)', kind: 'absent' },
 ];
 
+/**
+ * Writes the kernel makes by the thousand to ports nobody decodes: the PCI configuration address
+ * (early quirks and the AGP aperture check scan every bus through 0xcf8/0xcfc) and the io-delay port.
+ * An ioeventfd nobody reads completes them inside KVM, with no exit at all; other sizes still exit
+ * and meet the absent ranges above.
+ */
+const DISCARDED_WRITES: IoEventSpec[] = [
+  { space: 'pio', address: 0xcf8, length: 4 },
+  { space: 'pio', address: 0x80, length: 1 },
+];
+
 export async function runMachine(options: MachineOptions): Promise<MachineExit> {
   const { boot } = options;
   const specs = options.virtio ?? [];
@@ -75,6 +87,10 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     vm.setTssAddress(TSS_ADDRESS);
     vm.createIrqchip();
     vm.createPit2();
+
+    const sink = new EventFd();
+    teardown.push(() => sink.close());
+    for (const spec of DISCARDED_WRITES) vm.ioeventfd(sink, spec);
 
     const memory = guestMemory(vm, boot);
     placeBootPlan(memory, boot.plan);
