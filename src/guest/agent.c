@@ -35,6 +35,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 enum {
@@ -182,7 +183,8 @@ static void parse_options(struct options *o, int argc, char **argv) {
   o->argv = argv + i;
 }
 
-enum { CONNECT_TIMEOUT_S = 30, CONNECT_ATTEMPTS = 40 };
+/* For one connect(2) to be answered, and for all attempts together. */
+enum { CONNECT_TIMEOUT_S = 30 };
 
 static int connect_host(const struct options *o) {
   int fd;
@@ -196,17 +198,21 @@ static int connect_host(const struct options *o) {
     /*
      * The kernel gives up on a vsock connect after 2 s by default, which an emulated or loaded host can exceed;
      * a late answer then finds the guest gone. Allow CONNECT_TIMEOUT_S per attempt, and retry with a fresh socket
-     * (a failed connect leaves the old one unusable) while the transport is still coming up.
+     * (a failed connect leaves the old one unusable) while the transport is still coming up, for as long again.
      */
     struct timeval timeout = { .tv_sec = CONNECT_TIMEOUT_S };
-    for (int attempt = 0;; attempt++) {
+    struct timespec begun, now;
+    clock_gettime(CLOCK_MONOTONIC, &begun);
+    for (;;) {
       fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (fd < 0) die("socket(AF_VSOCK)");
       setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &timeout, sizeof timeout);
       if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) break;
-      if (attempt == CONNECT_ATTEMPTS) die("connect to host over vsock");
+      /* ENODEV until the virtio transport has probed its device, which under emulation can take seconds */
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if (now.tv_sec - begun.tv_sec >= CONNECT_TIMEOUT_S) die("connect to host over vsock");
       close(fd);
-      usleep(50000);
+      usleep(20000);
     }
   } else {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
