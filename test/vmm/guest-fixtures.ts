@@ -1,7 +1,6 @@
 // What the Linux boot tests start: the stock Debian kernel and busybox (from the asset cache), an
 // initramfs whose /init is a given shell script, and a way to run `ts-vmm boot` as a user would.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,12 +9,6 @@ import { ensureBusybox, ensureDebianKernel } from '../../src/assets/debian.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/ts-vmm.js', import.meta.url));
-
-/**
- * The in-tree KVM of some hosts (kvm-pvm in its "native" mode) runs unmodified guests by instruction
- * emulation: correct, but a Linux boot takes hours there. Those hosts boot Linux in the lab instead.
- */
-export const hostKvmEmulatesGuests = (): boolean => existsSync('/sys/module/kvm_pvm');
 
 export interface Guest {
   kernel: string;

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { LowMemory } from '../../src/boot/layout.js';
 import { ExitStatus } from '../../src/vmm/exit-status.js';
 import { elfKernel } from '../boot/elf-fixture.js';
-import { guestAssets, hostKvmEmulatesGuests, tsVmmBoot, type Guest } from './guest-fixtures.js';
+import { hostKvmEmulatesGuests } from '../../src/vmm/host-kvm.js';
+import { guestAssets, tsVmmBoot, type Guest } from './guest-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 240_000;
 const MARKER = 'ts-vmm-init-reached';
