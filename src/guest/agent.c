@@ -184,7 +184,7 @@ static void parse_options(struct options *o, int argc, char **argv) {
 }
 
 /* For one connect(2) to be answered, and for all attempts together. */
-enum { CONNECT_TIMEOUT_S = 30 };
+enum { CONNECT_TIMEOUT_S = 5, CONNECT_BUDGET_S = 60 };
 
 static int connect_host(const struct options *o) {
   int fd;
@@ -198,7 +198,8 @@ static int connect_host(const struct options *o) {
     /*
      * The kernel gives up on a vsock connect after 2 s by default, which an emulated or loaded host can exceed;
      * a late answer then finds the guest gone. Allow CONNECT_TIMEOUT_S per attempt, and retry with a fresh socket
-     * (a failed connect leaves the old one unusable) while the transport is still coming up, for as long again.
+     * (a failed connect leaves the old one unusable) for up to CONNECT_BUDGET_S: while the transport is still
+     * probing (ENODEV), and after an attempt that got no answer.
      */
     struct timeval timeout = { .tv_sec = CONNECT_TIMEOUT_S };
     struct timespec begun, now;
@@ -210,7 +211,7 @@ static int connect_host(const struct options *o) {
       if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) break;
       /* ENODEV until the virtio transport has probed its device, which under emulation can take seconds */
       clock_gettime(CLOCK_MONOTONIC, &now);
-      if (now.tv_sec - begun.tv_sec >= CONNECT_TIMEOUT_S) die("connect to host over vsock");
+      if (now.tv_sec - begun.tv_sec >= CONNECT_BUDGET_S) die("connect to host over vsock");
       close(fd);
       usleep(20000);
     }

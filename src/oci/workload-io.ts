@@ -39,7 +39,8 @@ export class WorkloadIo {
   private readonly ready = deferred<void>();
   private readonly exit = deferred<ExitStatus>();
   private started = false;
-  private readySeen = false;
+  /** Every connection not yet closed; `socket` is the one that said READY. */
+  private readonly connections = new Set<Socket>();
   /** Set once EXIT has arrived: nothing more is sent to the agent. */
   private finished = false;
   private exitStatus: ExitStatus | undefined;
@@ -119,20 +120,21 @@ export class WorkloadIo {
 
   close(): void {
     this.streams.stdin?.pause();
-    this.socket?.destroy();
+    for (const socket of this.connections) socket.destroy();
     this.server.close();
   }
 
   /**
    * The connection that says READY is the agent's; then the listener closes, so nothing else in the guest can
-   * connect. Before that, a newer connection replaces an older one: a guest whose connect(2) failed or timed out
-   * retries, and the host may still hold the abandoned attempt.
+   * connect. Until then every connection is heard: a guest whose connect(2) timed out retries, and the host may
+   * still hold the abandoned attempt. Those are left for the guest to close (closing them from here would make
+   * the vsock device write into a closed socket) and destroyed with the rest at close().
    */
   private accept(socket: Socket): void {
-    this.socket?.destroy();
-    this.socket = socket;
+    this.connections.add(socket);
     const decoder = new FrameDecoder();
     socket.on('data', (data: Buffer) => {
+      if (this.socket !== undefined && this.socket !== socket) return; // an abandoned attempt
       let frames: Frame[];
       try {
         frames = decoder.push(data);
@@ -140,24 +142,30 @@ export class WorkloadIo {
         this.abort(e as Error);
         return;
       }
-      for (const frame of frames) this.handle(frame);
+      for (const frame of frames) this.handle(frame, socket);
     });
     socket.on('error', () => undefined); // the close handler reports what matters
     socket.on('close', () => {
-      if (!this.readySeen) {
-        if (this.socket === socket) this.socket = undefined;
-        return;
-      }
+      this.connections.delete(socket);
+      if (this.socket !== socket) return;
       if (this.exitStatus) this.exit.resolve(this.exitStatus);
       else this.fail(new ProtocolError('the guest agent disconnected without reporting an exit status'));
     });
     socket.resume();
   }
 
-  private handle(frame: Frame): void {
+  private handle(frame: Frame, from: Socket): void {
+    if (this.socket === undefined && frame.type !== FrameType.Ready && frame.type !== FrameType.Error) {
+      this.abort(new ProtocolError(`frame type ${frame.type} before READY`));
+      return;
+    }
     switch (frame.type) {
       case FrameType.Ready:
-        this.readySeen = true;
+        if (this.socket !== undefined) {
+          this.abort(new ProtocolError('a second READY'));
+          return;
+        }
+        this.socket = from;
         this.server.close(); // the agent is connected: nothing else may connect
         this.ready.resolve();
         break;
@@ -169,13 +177,13 @@ export class WorkloadIo {
         break;
       case FrameType.Error: {
         const message = Buffer.from(frame.payload).toString('utf8').replace(/[^\x20-\x7e]/g, '?');
-        if (this.readySeen) {
+        if (this.socket !== undefined) {
           this.onAgentError(message);
           break;
         }
         // Before READY an error means the container could not be set up; the agent waits for this close.
         this.fail(new Error(`the guest could not set up the container: ${message}`));
-        this.socket?.end();
+        from.end();
         break;
       }
       case FrameType.Exit:

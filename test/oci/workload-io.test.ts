@@ -4,6 +4,8 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { shellStatus } from '../../src/oci/agent-protocol.js';
@@ -81,6 +83,22 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
   it('runs the process on a terminal of the requested size', async () => {
     const r = await run(['--terminal', '--', '/bin/sh', '-c', 'test -t 0 && test -t 1 && stty size'], { window: { rows: 33, columns: 101 } });
     expect(r).to.deep.include({ status: 0, stdout: '33 101\r\n' });
+  });
+
+  it('takes the connection that says READY, leaving an abandoned earlier attempt alone', async () => {
+    const socket = join(dir, 'retry');
+    const out = collector();
+    const io = await WorkloadIo.listen(socket, { stdin: undefined, stdout: out.stream, stderr: new PassThrough() }, () => undefined);
+    const abandoned = connect(socket);
+    await once(abandoned, 'connect');
+    children.push(spawn(agent, ['--unix', socket, '--', '/bin/sh', '-c', 'echo second; exit 3'], { stdio: 'ignore' }));
+    await io.whenReady();
+    io.start();
+    expect(shellStatus(await io.whenExited())).to.equal(3);
+    expect(out.text()).to.equal('second\n');
+    expect(abandoned.destroyed).to.equal(false);
+    io.close();
+    await once(abandoned, 'close');
   });
 
   it('refuses to start when the container cannot be set up, with the agent\'s reason', async () => {
