@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { prepareBoot, type EntryPath } from '../boot/prepare.js';
 import { parseDiskOption, parseVsockOption } from '../virtio/factory.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
-import { hostKvmEmulatesGuests } from '../vmm/host-kvm.js';
+import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
 import { runMachine } from '../vmm/machine.js';
 
 export const DEFAULT_MEMORY_MIB = 512;
@@ -42,8 +42,9 @@ async function boot(options: BootOptions): Promise<number> {
     virtioDevices: virtio.length,
     entry,
   });
-  if (hostKvmEmulatesGuests()) {
-    process.stderr.write('ts-vmm: warning: this host\'s KVM is kvm-pvm, which emulates unmodified guests instruction by instruction; a Linux boot will take very long; `ts-vmm lab -- boot ...` runs it in the lab instead\n');
+  const unsuitable = kvmUnsuitableReason();
+  if (unsuitable !== undefined) {
+    process.stderr.write(`ts-vmm: warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead\n`);
   }
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;

@@ -15,7 +15,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { projectRoot } from '../lab/image.js';
 import { BundleError, readBundleConfig } from '../oci/bundle-config.js';
 import { checkEntrypoint } from '../oci/entrypoint.js';
-import { kvmUnsuitableReason } from '../oci/host-kvm.js';
+import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
   checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,

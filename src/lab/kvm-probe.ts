@@ -1,5 +1,6 @@
 // Decides whether KVM can be used on this host directly or only inside the lab. Unlike Kvm.open it
 // reports why not instead of throwing, and keeps no descriptor open.
+import { existsSync } from 'node:fs';
 import { KVM_API_VERSION } from '../kvm/constants.js';
 import { KVM_GET_API_VERSION } from '../kvm/ioctls.js';
 import { O_RDWR, SysError, close, ioctlValue, open } from '../kvm/sys.js';
@@ -38,11 +39,22 @@ export function kvmAvailable(): boolean {
 }
 
 /**
- * Whether KVM work must go to the lab: when this host has no usable KVM, or when TS_VMM_LAB=force
- * asks for the lab path anyway (to exercise what a CI machine without /dev/kvm does). Never inside
- * the lab itself, which has KVM.
+ * Why KVM work (booting the stock kernel, the @kvm tests) cannot run on this host's /dev/kvm, or
+ * undefined when it can. Besides a missing or unusable /dev/kvm: a PVM host (kvm_pvm) runs guests
+ * in ring 3 without hardware virtualization and boots only PVM guest kernels, not the stock one;
+ * and TS_VMM_LAB=force asks for the lab path anyway (what a CI machine without /dev/kvm does).
+ * Never inside the lab itself, which has KVM.
  */
+export function kvmUnsuitableReason(): string | undefined {
+  if (process.env.TS_VMM_IN_LAB === '1') return undefined;
+  if (process.env.TS_VMM_LAB === 'force') return 'TS_VMM_LAB=force';
+  const kvm = probeKvm();
+  if (!kvm.available) return `no usable KVM here (${kvm.reason})`;
+  if (existsSync('/sys/module/kvm_pvm')) return 'this host\'s KVM is PVM (kvm_pvm), which boots only PVM guest kernels, not the stock one';
+  return undefined;
+}
+
+/** Whether KVM work must go to the lab. */
 export function labNeeded(): boolean {
-  if (process.env.TS_VMM_IN_LAB === '1') return false;
-  return process.env.TS_VMM_LAB === 'force' || !kvmAvailable();
+  return kvmUnsuitableReason() !== undefined;
 }

@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureBusybox } from '../../src/assets/debian.js';
 import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
-import { kvmUnsuitableReason } from '../../src/oci/host-kvm.js';
 import { hashTree } from '../../src/oci/tree-hash.js';
 
 const project = fileURLToPath(new URL('../../../', import.meta.url));
@@ -50,8 +49,6 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
   let env: NodeJS.ProcessEnv;
 
   before(async function () {
-    // Where this host's KVM cannot boot the stock kernel, these run in the lab instead (each run here would relay).
-    if (kvmUnsuitableReason() !== undefined) this.skip();
     dir = mkdtempSync(join(tmpdir(), 'ts-vmm-run-kvm-'));
     busybox = (await ensureBusybox()).path;
     // Root disks and per-bundle state go under the test's directory, not the user's.

@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { LowMemory } from '../../src/boot/layout.js';
 import { ExitStatus } from '../../src/vmm/exit-status.js';
 import { elfKernel } from '../boot/elf-fixture.js';
-import { hostKvmEmulatesGuests } from '../../src/vmm/host-kvm.js';
 import { guestAssets, tsVmmBoot, type Guest } from './guest-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 240_000;
@@ -20,7 +19,6 @@ describe('Linux boot on KVM @kvm', function () {
   let report: string;
 
   before(async function () {
-    if (hostKvmEmulatesGuests()) this.skip();
     guest = await guestAssets();
     report = await guest.initrd('report', `echo ${MARKER}\necho "nproc=$(nproc)"\npoweroff -f`);
   });
