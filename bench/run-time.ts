@@ -52,6 +52,21 @@ function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv, marker
   });
 }
 
+let failedRuns = 0;
+
+/** timeRun, retried up to twice: a run that fails is counted and reported, not silently dropped. */
+async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string): Promise<Sample> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await timeRun(command, args, env, marker);
+    } catch (e) {
+      failedRuns++;
+      console.log(`run failed (${attempt}/3): ${(e as Error).message.split('\n').slice(0, 4).join(' | ')}`);
+      if (attempt === 3) throw e;
+    }
+  }
+}
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -89,12 +104,12 @@ try {
   const cold: Sample[] = [];
   for (let i = 0; i < runs; i++) {
     const env = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, `cold-${i}`), TS_VMM_STATE: join(scratch, `state-cold-${i}`) };
-    cold.push(await timeRun(process.execPath, tsVmm, env, MARKER));
+    cold.push(await sample(process.execPath, tsVmm, env, MARKER));
   }
   const warmEnv = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, 'warm'), TS_VMM_STATE: join(scratch, 'state-warm') };
-  await timeRun(process.execPath, tsVmm, warmEnv, MARKER);
+  await sample(process.execPath, tsVmm, warmEnv, MARKER);
   const warm: Sample[] = [];
-  for (let i = 0; i < runs; i++) warm.push(await timeRun(process.execPath, tsVmm, warmEnv, MARKER));
+  for (let i = 0; i < runs; i++) warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER));
 
   // The peer: same kernel, initramfs base and disk as the warm ts-vmm runs; its /init runs the workload itself.
   process.env.TS_VMM_RUN_CACHE = warmEnv.TS_VMM_RUN_CACHE;
@@ -106,13 +121,14 @@ try {
     '-drive', `id=root,file=${peer.disk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root',
   ];
   const qemu: Sample[] = [];
-  for (let i = 0; i < runs; i++) qemu.push(await timeRun('qemu-system-x86_64', qemuArgs, process.env, MARKER));
+  for (let i = 0; i < runs; i++) qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER));
 
   console.log(`\nts-vmm run ${bundle} vs QEMU microvm, same kernel, initramfs base and disk; ${runs} runs each`);
   const c = summary('ts-vmm run, cold (empty run cache)', cold);
   const w = summary('ts-vmm run, warm', warm);
   const q = summary('QEMU microvm (KVM), same guest', qemu);
   console.log(`\nratio to QEMU, first output: cold ${(c.first / q.first).toFixed(2)}x, warm ${(w.first / q.first).toFixed(2)}x`);
+  console.log(`failed runs (retried): ${failedRuns}`);
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }
