@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ensureBusybox, ensureDebianKernel } from '../../src/assets/debian.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
 import { ModuleTree, readModuleImage } from '../../src/initramfs/modules.js';
-import { hostKvmEmulatesGuests, tsVmmBoot } from '../vmm/guest-fixtures.js';
+import { tsVmmBoot } from '../vmm/guest-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 240_000;
 const GUEST_WRITE = 'written by the guest through virtio-blk';
@@ -18,7 +18,6 @@ describe('Linux virtio_blk on ts-vmm disks @kvm', function () {
   this.timeout(BOOT_TIMEOUT_MS + 60_000);
 
   it('reads a disk bit for bit, writes what it synced before power-off, and cannot write a read-only disk', async function () {
-    if (hostKvmEmulatesGuests()) this.skip();
     const [kernel, busybox] = await Promise.all([ensureDebianKernel(), ensureBusybox()]);
     const modules = await (await ModuleTree.open(kernel.modulesDir)).loadOrder(['virtio_mmio', 'virtio_blk']);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-vmm-linux-disk-'));
