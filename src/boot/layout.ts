@@ -26,7 +26,9 @@ export const LowMemory = {
   cmdline: 0x20000,
   /** ACPI tables; the RSDP is first, at a 16-byte boundary the kernel also scans (0xe0000..0xfffff). */
   acpi: 0xe0000,
-  acpiEnd: 0x100000,
+  acpiEnd: 0xf0000,
+  /** f000:fff0, where a real-mode reboot jumps (src/boot/bios-reset.ts). */
+  biosResetVector: 0xffff0,
   highMemory: 0x100000,
 } as const;
 

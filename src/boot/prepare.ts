@@ -3,6 +3,7 @@
 // CPU structures of the chosen entry path. No KVM is involved, so a confidential launch can measure
 // the result before anything runs.
 import { buildAcpiTables, MAX_CPUS, type VirtioMmioSlot } from './acpi/tables.js';
+import { biosResetVector } from './bios-reset.js';
 import { planBoot, type BootPlan } from './boot-plan.js';
 import { directEntryTables } from './boot-tables.js';
 import { handoffBlock, loadFirmware } from './firmware.js';
@@ -57,7 +58,7 @@ export async function prepareBoot(inputs: BootInputs): Promise<PreparedBoot> {
   const virtio = virtioSlots(inputs.virtioDevices);
   const acpi = buildAcpiTables({ cpus: inputs.cpus, virtio });
   const cmdline = deviceCmdline(inputs.cmdline, virtio);
-  const extra = [...acpi.placements];
+  const extra = [...acpi.placements, biosResetVector()];
   if (inputs.entry === 'firmware') {
     extra.push(await loadFirmware());
     extra.push(handoffBlock(kernel.entry, LowMemory.zeroPage));

@@ -95,12 +95,22 @@ describe('prepared boot', () => {
     for (const entry of ['direct', 'firmware'] as const) {
       const prepared = await prepareBoot({ kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }), cmdline: '', cpus: 2, memoryMiB: 128, virtioDevices: 1, entry });
       const names = prepared.plan.placements.map((p) => p.what);
-      expect(names).to.include.members(['kernel', 'command line', 'zero page', 'ACPI RSDP', 'ACPI DSDT', 'ACPI FADT', 'ACPI MADT', 'ACPI XSDT']);
+      expect(names).to.include.members(['kernel', 'command line', 'zero page', 'ACPI RSDP', 'ACPI DSDT', 'ACPI FADT', 'ACPI MADT', 'ACPI XSDT', 'BIOS reset vector']);
       if (entry === 'firmware') expect(names).to.include.members(['firmware', 'firmware hand-off block']);
       else expect(names).to.include.members(['GDT', 'IDT', 'PML4', 'PDPT', 'page directories']);
       const spans = prepared.plan.placements.map((p) => [p.guestAddress, p.guestAddress + p.bytes.length] as const).sort((a, b) => a[0] - b[0]);
       for (let i = 1; i < spans.length; i++) expect(spans[i]![0]).to.be.at.least(spans[i - 1]![1]);
     }
+  });
+
+  it('answers a real-mode reboot at f000:fff0 with a keyboard-controller reset, as a BIOS would', async () => {
+    const prepared = await prepareBoot({ kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }), cmdline: '', cpus: 1, memoryMiB: 64, virtioDevices: 0, entry: 'direct' });
+    const reset = prepared.plan.placements.find((p) => p.what === 'BIOS reset vector')!;
+    expect(reset.guestAddress).to.equal(0xf_0000 + 0xfff0);
+    // mov $0xfe, %al; out %al, $0x64; hlt; jmp back to the out
+    expect([...reset.bytes]).to.deep.equal([0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfb]);
+    const e820 = prepared.plan.e820.find((e) => e.addr <= reset.guestAddress && reset.guestAddress < e.addr + e.size)!;
+    expect(e820.type).to.equal(E820Type.RESERVED);
   });
 
   it('rejects vCPU and memory counts out of range', async () => {

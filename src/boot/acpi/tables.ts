@@ -179,6 +179,6 @@ export function buildAcpiTables(input: AcpiInput): AcpiTables {
   const madtAddress = put('ACPI MADT', madt(input.cpus));
   const xsdtAddress = put('ACPI XSDT', xsdt([fadtAddress, madtAddress]));
   placements.unshift({ what: 'ACPI RSDP', guestAddress: rsdpAddress, bytes: rsdp(xsdtAddress) });
-  if (next > LowMemory.acpiEnd) throw new RangeError(`ACPI tables (${next - base} bytes) overflow the BIOS area`);
+  if (next > LowMemory.acpiEnd) throw new RangeError(`ACPI tables (${next - base} bytes) overflow their 64 KiB at 0x${base.toString(16)}`);
   return { rsdp: rsdpAddress, placements };
 }
