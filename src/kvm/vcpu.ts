@@ -138,7 +138,13 @@ export class Vcpu implements VirtualCpu {
   getCpuid2(): CpuidEntry[] {
     const buf = cpuidBuffer(MAX_CPUID_ENTRIES);
     ioctlBuffer(this.fd, 'KVM_GET_CPUID2', KVM_GET_CPUID2, buf);
-    return readCpuidEntries(buf);
+    const entries = readCpuidEntries(buf);
+    if (entries.length < MAX_CPUID_ENTRIES) return entries;
+    // nent came back unchanged. Older kernels (6.1 among them) write nent back only when failing
+    // with E2BIG, newer ones only on success: ask with no room to learn the count from the former.
+    const probe = cpuidBuffer(0);
+    const count = ioctlRaw(this.fd, KVM_GET_CPUID2, probe) === -constants.errno.E2BIG ? new DataView(probe.buffer).getUint32(0, true) : 0;
+    return count > 0 ? entries.slice(0, count) : entries;
   }
 
   setCpuid2(entries: readonly CpuidEntry[]): void {
