@@ -57,7 +57,9 @@ export class VsockUnixBackend {
     this.bufAlloc = options.bufAlloc ?? 256 * 1024;
     this.pendingLimit = options.pendingLimit ?? 256 * 1024;
     this.maxConnections = options.maxConnections ?? 1024;
-    this.connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+    // Generous: a busy or nested guest can take seconds to answer a REQUEST, and a connection torn
+    // down just as the guest accepts it costs the guest its listener's first connection.
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.log = options.log ?? ((m) => process.stderr.write(`vsock: ${m}\n`));
     this.events = {
       ready: (c) => {
