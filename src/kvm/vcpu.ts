@@ -140,11 +140,16 @@ export class Vcpu implements VirtualCpu {
     ioctlBuffer(this.fd, 'KVM_GET_CPUID2', KVM_GET_CPUID2, buf);
     const entries = readCpuidEntries(buf);
     if (entries.length < MAX_CPUID_ENTRIES) return entries;
-    // nent came back unchanged. Older kernels (6.1 among them) write nent back only when failing
-    // with E2BIG, newer ones only on success: ask with no room to learn the count from the former.
-    const probe = cpuidBuffer(0);
-    const count = ioctlRaw(this.fd, KVM_GET_CPUID2, probe) === -constants.errno.E2BIG ? new DataView(probe.buffer).getUint32(0, true) : 0;
-    return count > 0 ? entries.slice(0, count) : entries;
+    // nent came back unchanged: some kernels (6.1 among them) never copy the updated count out. The count is
+    // the smallest nent that does not fail with E2BIG; find it by bisection.
+    let low = 0;
+    let high = MAX_CPUID_ENTRIES;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (ioctlRaw(this.fd, KVM_GET_CPUID2, cpuidBuffer(mid)) === -constants.errno.E2BIG) low = mid + 1;
+      else high = mid;
+    }
+    return entries.slice(0, low);
   }
 
   setCpuid2(entries: readonly CpuidEntry[]): void {
