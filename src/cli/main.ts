@@ -1,23 +1,35 @@
 // The ts-vmm command line. Each subcommand lives in its own module under src/cli/ and registers itself.
+// Only the module of the subcommand being run is loaded: start-up time is part of every VM's boot time.
 import { Command, CommanderError } from 'commander';
-import { register as registerBoot } from './boot.js';
-import { register as registerLab } from './lab.js';
-import { register as registerOci } from './oci.js';
-import { register as registerRun } from './run.js';
-import { register as registerSetup } from './setup.js';
-import { register as registerSev } from './sev.js';
+
+interface CommandModule {
+  register(program: Command): void;
+}
+
+const commandModules: Record<string, () => Promise<CommandModule>> = {
+  boot: () => import('./boot.js'),
+  lab: () => import('./lab.js'),
+  run: () => import('./run.js'),
+  setup: () => import('./setup.js'),
+  sev: () => import('./sev.js'),
+  oci: () => import('./oci.js'),
+};
+
+/** Subcommands registered by a module of another name. */
+const moduleOf: Record<string, string> = {
+  create: 'oci', start: 'oci', state: 'oci', kill: 'oci', delete: 'oci', 'oci-monitor': 'oci',
+};
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('ts-vmm')
     .description('A virtual machine monitor in TypeScript: KVM, virtio, Linux boot and AMD SEV confidential workloads')
     .version('0.1.0')
     .exitOverride();
-  registerBoot(program);
-  registerLab(program);
-  registerRun(program);
-  registerOci(program);
-  registerSetup(program);
-  registerSev(program);
+  const name = argv.slice(2).find((arg) => !arg.startsWith('-'));
+  const wanted = name === undefined ? undefined : moduleOf[name] ?? (name in commandModules ? name : undefined);
+  // Help, a version query or an unknown word: load every subcommand so commander can list or reject them.
+  const modules = wanted === undefined ? Object.values(commandModules) : [commandModules[wanted]!];
+  for (const load of modules) (await load()).register(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
