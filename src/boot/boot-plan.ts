@@ -34,6 +34,8 @@ export interface BootPlanInput {
   /** Tables already laid out at their guest addresses (ACPI, page tables, GDT, firmware...). */
   extra: readonly Placement[];
   firmware: boolean;
+  /** Reserve the SEV launch secret page in the e820 map (a measured launch). */
+  launchSecret?: boolean;
 }
 
 /** vmlinux has no setup header to say so; this is the kernel's own COMMAND_LINE_SIZE minus the NUL. */
@@ -70,7 +72,7 @@ export function planBoot(input: BootPlanInput): BootPlan {
     placements.push({ what: 'initrd', guestAddress: address, bytes: input.initrd });
   }
 
-  const e820 = e820Map(ram, { firmware: input.firmware });
+  const e820 = e820Map(ram, { firmware: input.firmware, launchSecret: input.launchSecret });
   const zeroPage = buildZeroPage({ kernel, e820, rsdp: input.rsdp, initrd });
   placements.push({ what: 'zero page', guestAddress: LowMemory.zeroPage, bytes: zeroPage });
   placements.push(...input.extra);

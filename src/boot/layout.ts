@@ -12,6 +12,8 @@ export const LowMemory = {
   gdt: 0x500,
   /** An empty IDT: any exception before the kernel installs its own is a triple fault, which is reported. */
   idt: 0x540,
+  /** SEV launch secret page (4 KiB): LAUNCH_SECRET writes here; e820-reserved on a measured launch. */
+  launchSecret: 0x5000,
   /** Firmware hand-off block: where the VMM tells the firmware the kernel entry and the zero page. */
   handoff: 0x6000,
   zeroPage: 0x7000,
@@ -31,6 +33,8 @@ export const LowMemory = {
   biosResetVector: 0xffff0,
   highMemory: 0x100000,
 } as const;
+
+export const LAUNCH_SECRET_SIZE = 0x1000;
 
 /** The 32-bit MMIO hole: device windows live in [mmioHoleStart, 4 GiB), RAM continues at 4 GiB. */
 export const MMIO_HOLE_START = 0xc000_0000;

@@ -22,6 +22,8 @@ export interface BootInputs {
   /** How many virtio-mmio devices the VM has; each gets a window and an interrupt line. */
   virtioDevices: number;
   entry: EntryPath;
+  /** A measured (SEV) launch: the launch secret page is reserved in the e820 map. */
+  launchSecret?: boolean;
 }
 
 export interface PreparedBoot {
@@ -65,6 +67,6 @@ export async function prepareBoot(inputs: BootInputs): Promise<PreparedBoot> {
   } else {
     extra.push(...directEntryTables());
   }
-  const plan = planBoot({ kernel, initrd: inputs.initrd, cmdline, ram, rsdp: acpi.rsdp, extra, firmware: inputs.entry === 'firmware' });
+  const plan = planBoot({ kernel, initrd: inputs.initrd, cmdline, ram, rsdp: acpi.rsdp, extra, firmware: inputs.entry === 'firmware', launchSecret: inputs.launchSecret });
   return { plan, ram, virtio, cmdline, entry: inputs.entry, cpus: inputs.cpus };
 }

@@ -1,13 +1,20 @@
 // `ts-vmm boot`: start a Linux kernel (bzImage or vmlinux) with an optional initrd on KVM, the serial
 // console on stdin/stdout. Exit status: 0 when the guest powers off or reboots, 2 when it fails
 // (triple fault, kernel panic, failed VM entry, KVM internal error), 1 when ts-vmm itself fails.
+import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { Command, InvalidArgumentError } from 'commander';
-import { prepareBoot, type EntryPath } from '../boot/prepare.js';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { prepareBoot, type BootInputs } from '../boot/prepare.js';
+import { readLaunchSession } from '../sev/owner-files.js';
+import { PolicyBit } from '../sev/policy.js';
+import { secretThroughFiles, teeLaunch, type TeeKind } from '../sev/tee.js';
+import { measuredBootInputs } from '../sev/ts-vmm-launch.js';
+import { policyArg } from './sev.js';
 import { parseDiskOption, parseVsockOption } from '../virtio/factory.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
 import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
-import { runMachine } from '../vmm/machine.js';
+import { runMachine, type ConfidentialLaunch } from '../vmm/machine.js';
 
 export const DEFAULT_MEMORY_MIB = 512;
 
@@ -21,6 +28,13 @@ interface BootOptions {
   vsock?: string;
   firmware?: boolean;
   dumpRegs?: boolean;
+  tee?: TeeKind;
+  teePolicy: number;
+  teeGodh?: string;
+  teeSession?: string;
+  teeSecretDir?: string;
+  teeSecretTimeout: number;
+  sevSimState?: string;
 }
 
 function positiveInteger(value: string): number {
@@ -32,16 +46,17 @@ function positiveInteger(value: string): number {
 async function boot(options: BootOptions): Promise<number> {
   // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
-  const entry: EntryPath = options.firmware ? 'firmware' : 'direct';
-  const prepared = await prepareBoot({
+  const inputs = {
     kernel: new Uint8Array(await readFile(options.kernel)),
     initrd: options.initrd ? new Uint8Array(await readFile(options.initrd)) : undefined,
     cmdline: options.cmdline,
     cpus: options.cpus,
     memoryMiB: options.mem,
     virtioDevices: virtio.length,
-    entry,
-  });
+  };
+  const bootInputs: BootInputs = options.tee ? measuredBootInputs(inputs) : { ...inputs, entry: options.firmware ? 'firmware' : 'direct' };
+  const prepared = await prepareBoot(bootInputs);
+  const confidential = options.tee ? confidentialLaunch(options.tee, options) : undefined;
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {
     process.stderr.write(`ts-vmm: warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead\n`);
@@ -52,6 +67,7 @@ async function boot(options: BootOptions): Promise<number> {
   let exit: MachineExit;
   try {
     exit = await runMachine({
+      confidential,
       boot: prepared,
       virtio,
       consoleOutput: (bytes) => process.stdout.write(bytes),
@@ -62,6 +78,36 @@ async function boot(options: BootOptions): Promise<number> {
   }
   report(exit, options.dumpRegs ?? false);
   return exitStatusOf(exit);
+}
+
+/**
+ * `--tee`: the owner's session from sevctl-style files, the measurement printed (stderr; stdout is the guest
+ * console) and, with a secret directory, written there as `measurement.bin` while the VMM waits for the
+ * owner's `secret_header.bin` and `secret_payload.bin`.
+ */
+function confidentialLaunch(kind: TeeKind, options: BootOptions): ConfidentialLaunch {
+  if (options.teePolicy & PolicyBit.ES) throw new Error('--tee-policy: ts-vmm launches SEV guests, not SEV-ES (drop bit 2)');
+  if ((options.teeGodh === undefined) !== (options.teeSession === undefined)) throw new Error('--tee-godh and --tee-session go together');
+  if (kind === 'sev-sim' && !options.sevSimState) throw new Error('--tee sev-sim needs --sev-sim-state DIR (its platform identity)');
+  const session = options.teeGodh && options.teeSession ? readLaunchSession(options.teeGodh, options.teeSession) : undefined;
+  const dir = options.teeSecretDir;
+  if (dir !== undefined) mkdirSync(dir, { recursive: true });
+  return teeLaunch({
+    kind,
+    simState: options.sevSimState,
+    policy: options.teePolicy,
+    session,
+    secret: dir === undefined ? undefined : secretThroughFiles({
+      measurementFile: join(dir, 'measurement.bin'),
+      headerFile: join(dir, 'secret_header.bin'),
+      payloadFile: join(dir, 'secret_payload.bin'),
+      timeoutMs: options.teeSecretTimeout * 1000,
+    }),
+    onMeasured: (result) => {
+      process.stderr.write(`ts-vmm: ${kind} launch measurement ${Buffer.from(result.measurement).toString('base64')}\n`);
+      process.stderr.write(`ts-vmm: ${kind} secret ${result.secretInjected ? 'injected' : 'not injected'}\n`);
+    },
+  });
 }
 
 function report(exit: MachineExit, dumpRegs: boolean): void {
@@ -81,8 +127,15 @@ export function register(program: Command): void {
     .option('--mem <MiB>', 'guest RAM in MiB', positiveInteger, DEFAULT_MEMORY_MIB)
     .option('--disk <file[,ro]>', 'virtio-blk disk (repeatable; vda, vdb, ... in order)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--vsock <cid,uds_path>', 'virtio-vsock device with guest CID, host side on a Unix socket')
-    .option('--firmware', 'start at the reset vector in the ts-vmm firmware instead of the direct 64-bit entry')
+    .option('--firmware', 'start at the reset vector in the ts-vmm firmware instead of the direct 64-bit entry (implied by --tee)')
     .option('--dump-regs', 'print the registers of the failing vCPU when the guest fails')
+    .addOption(new Option('--tee <kind>', 'measured SEV launch through the firmware entry (sev-sim: simulated firmware, memory NOT encrypted)').choices(['sev', 'sev-sim']))
+    .option('--tee-policy <n>', 'SEV guest policy (decimal or 0x-hex)', policyArg, PolicyBit.NODBG)
+    .option('--tee-godh <file>', "the guest owner's GODH certificate (base64, `ts-vmm sev session` / sevctl's *_godh.b64)")
+    .option('--tee-session <file>', "the owner's launch session (base64, *_session.b64)")
+    .option('--tee-secret-dir <dir>', 'write measurement.bin here and inject the secret_header.bin + secret_payload.bin the owner answers with')
+    .option('--tee-secret-timeout <s>', 'seconds to wait for the secret before booting without one', positiveInteger, 60)
+    .option('--sev-sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
       process.exitCode = await boot(options);
     });

@@ -33,7 +33,7 @@ function byte(value: string): number {
   return n;
 }
 
-function policyArg(value: string): number {
+export function policyArg(value: string): number {
   const policy = hexOrInt(value);
   try {
     decodePolicy(policy);
@@ -103,7 +103,6 @@ async function launchDigestOf(o: DigestOptions, policy: number): Promise<Buffer>
       cpus: o.numCpus ?? 1,
       memoryMiB: o.mem,
       virtioDevices: o.virtioDevices,
-      entry: 'firmware',
     });
   }
   if (!o.firmware) throw new Error('one of --launch-digest, --firmware or --ts-vmm is needed');

@@ -8,6 +8,7 @@
 // second pass would encrypt them twice. SEV-ES VMSAs (one page per vCPU, boot CPU first) follow the data.
 // The secret lands in SEV_SECRET_PAGE, which the VMM reserves in the e820 map and does not measure.
 import { createHash } from 'node:crypto';
+import { LAUNCH_SECRET_SIZE, LowMemory } from '../boot/layout.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { SevLaunchBackend } from './firmware.js';
 import { PolicyBit } from './policy.js';
@@ -20,8 +21,8 @@ export type RegionKind = (typeof MEASUREMENT_ORDER)[number];
  * Guest-physical page (4 KiB) that receives the LAUNCH_SECRET payload, in the free low memory below the
  * firmware hand-off block (0x6000) and the zero page (0x7000). The VMM marks it reserved in the e820 map.
  */
-export const SEV_SECRET_PAGE = 0x5000;
-export const SEV_SECRET_PAGE_SIZE = 0x1000;
+export const SEV_SECRET_PAGE = LowMemory.launchSecret;
+export const SEV_SECRET_PAGE_SIZE = LAUNCH_SECRET_SIZE;
 
 /** Bytes the VMM placed in guest memory before launch. */
 export interface PlacedRegion {
@@ -118,6 +119,8 @@ export interface MeasuredLaunchOptions {
    * VMSA from its vCPU's registers.
    */
   createVcpus?: () => Promise<void> | void;
+  /** INIT was already issued when the VM was created (KVM refuses it once vCPUs exist), so skip it here. */
+  initialized?: boolean;
 }
 
 export interface MeasuredLaunchResult {
@@ -139,7 +142,7 @@ export async function measuredLaunch(options: MeasuredLaunchOptions): Promise<Me
   if (!encryptedState && vmsas.length > 0) throw new LaunchLayoutError('VMSAs are measured only for an SEV-ES policy (bit 2)');
   const ranges = measuredRanges(image.regions, image.memory);
 
-  backend.init(encryptedState);
+  if (!options.initialized) backend.init(encryptedState);
   const handle = backend.launchStart({ policy, godh: options.session?.godh, session: options.session?.session });
   for (const r of ranges) backend.launchUpdateData(image.memory, r.guestAddress, r.length);
   await options.createVcpus?.();

@@ -3,12 +3,14 @@
 // owner answers with a secret packet) until an attestation server plugs in its own SecretSource.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConfidentialLaunch } from '../vmm/machine.js';
 import type { SevLaunchBackend } from './firmware.js';
 import { KernelSevLaunch, type EncryptingVm } from './kvm-sev.js';
-import type { SecretSource } from './launch.js';
+import { measuredLaunch, type MeasuredLaunchResult, type SecretSource } from './launch.js';
 import { SevDevice } from './psp.js';
 import { SevSimulator } from './sev-sim.js';
 import { SimulatedIdentity } from './sim-identity.js';
+import { bootPlanRegions } from './ts-vmm-launch.js';
 
 export type TeeKind = 'sev' | 'sev-sim';
 
@@ -58,5 +60,48 @@ export function secretThroughFiles(files: SecretFiles): SecretSource {
       await sleep(files.pollMs ?? 100);
     }
     return { header: readFileSync(files.headerFile), payload: readFileSync(files.payloadFile) };
+  };
+}
+
+export interface TeeLaunchOptions {
+  kind: TeeKind;
+  /** sev-sim's platform identity directory. */
+  simState?: string;
+  policy: number;
+  /** The owner's GODH certificate and session; without them the launch cannot be attested. */
+  session?: { godh: Uint8Array; session: Uint8Array };
+  secret?: SecretSource;
+  /** Told the launch's result (the measurement, whether a secret went in) before any vCPU runs. */
+  onMeasured?: (result: MeasuredLaunchResult) => void;
+}
+
+/**
+ * The SEV launch as the VMM's confidential-launch hook: INIT right after the VM exists (KVM refuses it once
+ * vCPUs do), the measured launch of the boot plan once it is in guest RAM. The backend is closed when the
+ * launch ends; the VM keeps running on the state the firmware set up.
+ */
+export function teeLaunch(options: TeeLaunchOptions): ConfidentialLaunch {
+  let opened: OpenedBackend | undefined;
+  return {
+    initVm(vm) {
+      opened = openLaunchBackend(options.kind, vm, options.simState);
+      opened.backend.init(false);
+    },
+    async launch({ memory, boot }) {
+      if (!opened) throw new Error('the confidential launch was not initialised with its VM');
+      try {
+        const result = await measuredLaunch({
+          backend: opened.backend,
+          image: { memory, regions: bootPlanRegions(boot.plan) },
+          policy: options.policy,
+          session: options.session,
+          secret: options.secret,
+          initialized: true,
+        });
+        options.onMeasured?.(result);
+      } finally {
+        opened.close();
+      }
+    },
   };
 }

@@ -23,15 +23,26 @@ export function bootPlanRegions(plan: BootPlan): PlacedRegion[] {
   return plan.placements.map((p) => ({ kind: placementKind(p), guestAddress: p.guestAddress, length: p.bytes.length }));
 }
 
+export type MeasuredBootInputs = Omit<BootInputs, 'entry' | 'launchSecret'>;
+
+/**
+ * A measured launch always enters through the ts-vmm firmware (its page tables carry the C-bit; the direct
+ * 64-bit entry's tables would not) and reserves the launch secret page: the boot and its prediction both
+ * take their boot inputs from here.
+ */
+export function measuredBootInputs(inputs: MeasuredBootInputs): BootInputs {
+  return { ...inputs, entry: 'firmware', launchSecret: true };
+}
+
 /** The guest owner's view: the launch image of a ts-vmm boot from its inputs, in memory that no VM uses. */
-export async function tsVmmLaunchImage(inputs: BootInputs): Promise<LaunchImage> {
-  const boot = await prepareBoot(inputs);
+export async function tsVmmLaunchImage(inputs: MeasuredBootInputs): Promise<LaunchImage> {
+  const boot = await prepareBoot(measuredBootInputs(inputs));
   const rom = boot.entry === 'firmware' ? [{ guestAddress: FIRMWARE_ADDRESS, size: FIRMWARE_SIZE }] : [];
   const memory = GuestMemory.shared([...boot.ram, ...rom]);
   for (const p of boot.plan.placements) memory.write(p.guestAddress, p.bytes);
   return { memory, regions: bootPlanRegions(boot.plan) };
 }
 
-export async function predictTsVmmLaunchDigest(inputs: BootInputs): Promise<Buffer> {
+export async function predictTsVmmLaunchDigest(inputs: MeasuredBootInputs): Promise<Buffer> {
   return predictLaunchDigest(await tsVmmLaunchImage(inputs));
 }
