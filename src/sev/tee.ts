@@ -83,6 +83,8 @@ export interface TeeLaunchOptions {
 export function teeLaunch(options: TeeLaunchOptions): ConfidentialLaunch {
   let opened: OpenedBackend | undefined;
   return {
+    // sev-sim encrypts nothing: a C-bit in the guest's page tables would be a reserved physical-address bit.
+    encryptsMemory: options.kind === 'sev',
     initVm(vm) {
       opened = openLaunchBackend(options.kind, vm, options.simState);
       opened.backend.init(false);

@@ -31,6 +31,8 @@ import type { MachineExit } from './exit-status.js';
  * vCPU is set up, encrypts and measures them in place (LAUNCH_START .. LAUNCH_FINISH) before any runs.
  */
 export interface ConfidentialLaunch {
+  /** Whether guest memory is really encrypted (the guest then sees CPUID 0x8000001F and sets the C-bit). */
+  encryptsMemory: boolean;
   initVm(vm: Vm): void | Promise<void>;
   launch(context: { vm: Vm; memory: GuestMemory; boot: PreparedBoot; vcpus: readonly Vcpu[] }): Promise<void>;
 }
@@ -147,7 +149,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       setUpVcpu(vcpu, {
         supportedCpuid,
         vcpus: cpus,
-        memoryEncryption: options.confidential !== undefined,
+        memoryEncryption: options.confidential?.encryptsMemory === true,
         bsp: boot.entry === 'firmware' ? { kind: 'firmware' } : { kind: 'direct', entry: boot.plan.kernelEntry, zeroPage: boot.plan.zeroPage },
       });
     }
