@@ -7,7 +7,9 @@ import { createSession } from '../../src/sev/session.js';
 import { SevSimulator, SimulatedPlatform } from '../../src/sev/sev-sim.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
 import { predictTsVmmLaunchDigest, tsVmmLaunchImage } from '../../src/sev/ts-vmm-launch.js';
-import type { BootInputs } from '../../src/boot/prepare.js';
+import { E820Type } from '../../src/boot/boot-params-abi.js';
+import { prepareBoot } from '../../src/boot/prepare.js';
+import { measuredBootInputs, type MeasuredBootInputs } from '../../src/sev/ts-vmm-launch.js';
 
 /** A minimal x86-64 ELF vmlinux: one PT_LOAD segment at 1 MiB whose first byte is the entry point. */
 function tinyVmlinux(body: Uint8Array): Buffer {
@@ -34,15 +36,25 @@ function tinyVmlinux(body: Uint8Array): Buffer {
 }
 
 describe('sev: ts-vmm launch image from the boot plan', () => {
-  const inputs: BootInputs = {
+  const inputs: MeasuredBootInputs = {
     kernel: tinyVmlinux(Buffer.alloc(0x2345, 0xf4)),
     initrd: Buffer.alloc(0x1_0000, 0x42),
     cmdline: 'console=ttyS0 panic=-1',
     cpus: 2,
     memoryMiB: 64,
     virtioDevices: 1,
-    entry: 'firmware',
   };
+
+  it('enters through the firmware and reserves exactly the secret page in the e820 map', async () => {
+    const boot = await prepareBoot(measuredBootInputs(inputs));
+    expect(boot.entry).to.equal('firmware');
+    expect(boot.plan.e820).to.deep.include({ addr: SEV_SECRET_PAGE, size: 0x1000, type: E820Type.RESERVED });
+    const ram = boot.plan.e820.filter((e) => e.type === E820Type.RAM);
+    expect(ram.some((e) => e.addr < SEV_SECRET_PAGE + 0x1000 && SEV_SECRET_PAGE < e.addr + e.size), 'no RAM entry covers the secret page').to.equal(false);
+    expect(ram.some((e) => e.addr === 0 && e.size === SEV_SECRET_PAGE), 'RAM below the secret page stays usable').to.equal(true);
+    const plain = await prepareBoot({ ...inputs, entry: 'firmware' });
+    expect(plain.plan.e820.some((e) => e.addr === SEV_SECRET_PAGE)).to.equal(false);
+  });
 
   it('measures every placement of the boot plan under its kind', async () => {
     const image = await tsVmmLaunchImage(inputs);
