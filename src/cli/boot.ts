@@ -46,6 +46,7 @@ function positiveInteger(value: string): number {
 async function boot(options: BootOptions): Promise<number> {
   // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
+  const confidential = options.tee ? confidentialLaunch(options.tee, options) : undefined;
   const inputs = {
     kernel: new Uint8Array(await readFile(options.kernel)),
     initrd: options.initrd ? new Uint8Array(await readFile(options.initrd)) : undefined,
@@ -56,7 +57,6 @@ async function boot(options: BootOptions): Promise<number> {
   };
   const bootInputs: BootInputs = options.tee ? measuredBootInputs(inputs) : { ...inputs, entry: options.firmware ? 'firmware' : 'direct' };
   const prepared = await prepareBoot(bootInputs);
-  const confidential = options.tee ? confidentialLaunch(options.tee, options) : undefined;
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {
     process.stderr.write(`ts-vmm: warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead\n`);
