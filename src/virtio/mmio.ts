@@ -57,6 +57,8 @@ export class VirtioMmioTransport implements BusDevice {
   private queueSel = 0;
   private queues: QueueRegisters[];
   private interruptStatus = 0;
+  /** Interrupt causes raised since the driver last read InterruptStatus: it cannot have acknowledged them yet. */
+  private unreadInterrupts = 0;
   private generation = 0;
   private active = false;
   private error: Error | undefined;
@@ -138,7 +140,9 @@ export class VirtioMmioTransport implements BusDevice {
         return this.deviceFeaturesSel > 1 ? 0 : Number((this.offeredFeatures() >> BigInt(32 * this.deviceFeaturesSel)) & 0xffff_ffffn);
       case VIRTIO_MMIO_QUEUE_NUM_MAX: return q ? this.device.queueMaxSizes[this.queueSel]! : 0;
       case VIRTIO_MMIO_QUEUE_READY: return q?.ready ? 1 : 0;
-      case VIRTIO_MMIO_INTERRUPT_STATUS: return this.interruptStatus;
+      case VIRTIO_MMIO_INTERRUPT_STATUS:
+        this.unreadInterrupts = 0;
+        return this.interruptStatus;
       case VIRTIO_MMIO_STATUS: return this.status;
       // No shared memory regions: a length of all ones says "this region does not exist" (§4.2.2).
       case VIRTIO_MMIO_SHM_LEN_LOW:
@@ -166,10 +170,21 @@ export class VirtioMmioTransport implements BusDevice {
       case VIRTIO_MMIO_QUEUE_USED_LOW: this.setQueue((q) => { q.usedRing = low(q.usedRing, value); }); return;
       case VIRTIO_MMIO_QUEUE_USED_HIGH: this.setQueue((q) => { q.usedRing = high(q.usedRing, value); }); return;
       case VIRTIO_MMIO_QUEUE_NOTIFY: this.kick(value); return;
-      case VIRTIO_MMIO_INTERRUPT_ACK: this.interruptStatus &= ~value; return;
+      case VIRTIO_MMIO_INTERRUPT_ACK: this.acknowledge(value); return;
       case VIRTIO_MMIO_STATUS: this.setStatus(value); return;
       default: return; // read-only or unknown registers ignore writes
     }
+  }
+
+  /**
+   * Clears acknowledged causes, except those raised since the driver's last InterruptStatus read. The
+   * driver acknowledges what it read (Linux's vm_interrupt writes back exactly that); a cause raised
+   * later is news to it. Register writes reach the device after the vCPU has moved on (posted), so
+   * device work can run between the driver's ACK and its arrival: clearing such a cause would leave
+   * the edge it raised finding a zero status, and that used buffer unseen until some later interrupt.
+   */
+  private acknowledge(value: number): void {
+    this.interruptStatus &= ~(value & ~this.unreadInterrupts);
   }
 
   private offeredFeatures(): bigint {
@@ -286,11 +301,13 @@ export class VirtioMmioTransport implements BusDevice {
     this.queueSel = 0;
     this.queues = this.freshQueues();
     this.interruptStatus = 0;
+    this.unreadInterrupts = 0;
     this.error = undefined;
   }
 
   private raise(bit: number): void {
     this.interruptStatus |= bit;
+    this.unreadInterrupts |= bit;
     this.interrupt.trigger();
   }
 

@@ -163,6 +163,20 @@ describe('virtio-mmio transport', () => {
     expect(driver.interruptStatus()).to.equal(VIRTIO_MMIO_INT_CONFIG);
   });
 
+  it('keeps a cause raised after the driver read InterruptStatus when its ACK arrives later (posted write)', () => {
+    const { driver, device, interrupt } = setup();
+    device.signals.usedBuffers();
+    const seen = driver.interruptStatus();
+    expect(seen).to.equal(VIRTIO_MMIO_INT_VRING);
+    // Device work runs before the driver's ACK of what it saw reaches the transport.
+    device.signals.usedBuffers();
+    driver.ack(seen);
+    expect(interrupt.count).to.equal(2);
+    expect(driver.interruptStatus(), 'the second interrupt must find its cause').to.equal(VIRTIO_MMIO_INT_VRING);
+    driver.ack(VIRTIO_MMIO_INT_VRING);
+    expect(driver.interruptStatus()).to.equal(0);
+  });
+
   it('puts the device in DEVICE_NEEDS_RESET with a configuration interrupt when it fails, until the driver resets', () => {
     const { driver, device, interrupt, errors } = setup();
     driver.negotiate(feature(VIRTIO_F_VERSION_1));
