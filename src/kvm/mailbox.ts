@@ -177,8 +177,10 @@ export async function serveMailbox(mailbox: Mailbox, handle: (request: MailboxRe
   let answered = Atomics.load(control, ANSWER);
   for (;;) {
     const bell = Atomics.load(control, DOORBELL);
-    drainPosted();
+    // REQUEST before the ring's tail: a vCPU posts its writes before it stores a call's REQUEST, so
+    // the tail read after REQUEST covers every write that must take effect before the call is answered.
     const request = Atomics.load(control, REQUEST);
+    drainPosted();
     if (request === CLOSED) return;
     if (request !== answered) {
       answerCall();
