@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { expectReject } from '../expect-reject.js';
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, mkdirSync, symlinkSync, chmodSync } from 'node:fs';
@@ -143,13 +144,3 @@ describe('initramfs: cpio newc writer', () => {
     }), /lib is a symlink in this archive/);
   });
 });
-
-async function expectReject(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (e) {
-    expect((e as Error).message).to.match(pattern);
-    return;
-  }
-  expect.fail(`expected a rejection matching ${pattern}`);
-}

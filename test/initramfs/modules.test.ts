@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { expectReject } from '../expect-reject.js';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -142,13 +143,3 @@ describe('initramfs: kernel module dependency resolution', () => {
     }
   });
 });
-
-async function expectReject(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (e) {
-    expect((e as Error).message).to.match(pattern);
-    return;
-  }
-  expect.fail(`expected a rejection matching ${pattern}`);
-}
