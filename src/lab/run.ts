@@ -74,7 +74,7 @@ const { signals } = constants;
 const DEFAULTS = { timeoutMs: 600_000, memoryMiB: 2048, cpus: 2 };
 const CONSOLE_TAIL_LINES = 40;
 
-const consoleTail = (text: string): string => text.split('\n').slice(-CONSOLE_TAIL_LINES).join('\n');
+const tail = (text: string): string => text.split('\n').slice(-CONSOLE_TAIL_LINES).join('\n');
 
 export function guestEnvironment(extra: Readonly<Record<string, string>> = {}): Record<string, string> {
   return {
@@ -114,7 +114,8 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     const imageMs = Date.now() - started;
     log(`lab: booting ${image.kernel.release} under TCG (initramfs ${(image.bytes / 2 ** 20).toFixed(0)} MiB)`);
 
-    const outputs = labPlan.commands.map(() => ({ stdout: [] as Buffer[], stderr: [] as Buffer[], exit: undefined as { status: number | null; signal: string | null } | undefined }));
+    const outputs = labPlan.commands.map(() => ({ stdout: [] as Buffer[], stderr: [] as Buffer[], both: [] as Buffer[], exit: undefined as { status: number | null; signal: string | null } | undefined }));
+    let running: number | undefined;
     const consoleChunks: Buffer[] = [];
     let done = false;
     let agentFailure: string | undefined;
@@ -123,12 +124,14 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
       switch (record.kind) {
         case 'start':
           firstCommandAt ??= Date.now();
+          running = record.index;
           break;
         case 'out':
         case 'err': {
           const out = outputs[record.index];
           if (out === undefined) return;
           (record.kind === 'out' ? out.stdout : out.stderr).push(record.data);
+          out.both.push(record.data);
           options.onOutput?.(record.index, record.kind === 'out' ? 'stdout' : 'stderr', record.data);
           break;
         }
@@ -190,12 +193,14 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     const consoleText = Buffer.concat(consoleChunks).toString('utf8');
 
     if (exit.timedOut) {
-      throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s; last console lines:\n${consoleTail(consoleText)}`, consoleText);
+      // A stuck command is the usual cause: name it and show where its own output stopped.
+      const stuck = running === undefined ? '' : ` while running command ${running} (${labPlan.commands[running]?.argv.join(' ')}); its last output lines:\n${tail(Buffer.concat(outputs[running]?.both ?? []).toString('utf8'))}\n---`;
+      throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s${stuck}; last console lines:\n${tail(consoleText)}`, consoleText);
     }
     if (agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${agentFailure}`, consoleText);
     if (!done) {
       const how = exit.code !== null ? `exited with status ${exit.code}` : `was killed by ${exit.signal}`;
-      throw new LabError(`lab guest stopped before finishing its commands (${QEMU} ${how}); last console lines:\n${consoleTail(consoleText)}`, consoleText);
+      throw new LabError(`lab guest stopped before finishing its commands (${QEMU} ${how}); last console lines:\n${tail(consoleText)}`, consoleText);
     }
 
     const commands = options.commands.map((command, i): LabCommandResult => {

@@ -31,10 +31,14 @@ function collect(child: ChildProcess): Collected {
   return { done, stdout: () => stdout, stderr: () => stderr };
 }
 
-/** Waits until `output()` contains `text` (output already seen counts), failing after `timeoutMs`. */
-async function waitForText(output: () => string, text: string, timeoutMs = 300_000): Promise<void> {
-  for (const start = Date.now(); !output().includes(text);) {
-    if (Date.now() - start > timeoutMs) throw new Error(`no "${text}" within ${timeoutMs} ms; output so far:\n${output()}`);
+/** Waits until the child's stdout contains `text` (output already seen counts), failing at once if
+ * the child ends first and after `timeoutMs` otherwise. */
+async function waitForText(child: Collected, text: string, timeoutMs = 240_000): Promise<void> {
+  let ended: Result | undefined;
+  void child.done.then((r) => { ended = r; });
+  for (const start = Date.now(); !child.stdout().includes(text);) {
+    if (ended !== undefined) throw new Error(`the command ended (status ${ended.status}, signal ${ended.signal}) before printing "${text}"; stderr:\n${ended.stderr}`);
+    if (Date.now() - start > timeoutMs) throw new Error(`no "${text}" within ${timeoutMs} ms; output so far:\n${child.stdout()}\n${child.stderr()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -43,7 +47,7 @@ async function waitForText(output: () => string, text: string, timeoutMs = 300_0
 const workloadStderr = (text: string): string => text.split('\n').filter((l) => !l.startsWith('ts-vmm: ')).join('\n');
 
 describe('ts-vmm run and the OCI commands @kvm', function () {
-  this.timeout(600_000);
+  this.timeout(300_000);
   // A known fault (docs/RUN.md, Known problems): in nested guests the vsock device is now and then not
   // up before the agent gives up. Retried so that one occurrence does not hide what the rest checks; a
   // test that fails three times in a row is a real failure.
@@ -78,7 +82,17 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     return path;
   }
 
-  const start = (...args: string[]): ChildProcess => spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A failed test must not leave a VM running: it would slow every test after it (the lab has 2 CPUs).
+  const children = new Set<ChildProcess>();
+  const start = (...args: string[]): ChildProcess => {
+    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    child.on('exit', () => children.delete(child));
+    return child;
+  };
+  afterEach(() => {
+    for (const child of children) child.kill('SIGKILL');
+  });
   const run = (...args: string[]): Promise<Result> => collect(start(...args)).done;
 
   it('runs the example bundle: its args and env reach the workload, its output reaches stdout', async () => {
@@ -123,13 +137,13 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
   it('delivers SIGTERM to the workload, and tears down a workload that ignores it', async () => {
     const obeying = start('run', await bundle('sleeper', { args: ['sh', '-c', 'echo up; exec sleep 60'] }));
     const obeyed = collect(obeying);
-    await waitForText(obeyed.stdout, 'up');
+    await waitForText(obeyed, 'up');
     obeying.kill('SIGTERM');
     expect((await obeyed.done).status).to.equal(128 + 15);
 
     const ignoring = start('run', await bundle('stubborn', { args: ['sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done'] }));
     const ignored = collect(ignoring);
-    await waitForText(ignored.stdout, 'up');
+    await waitForText(ignored, 'up');
     const sent = Date.now();
     ignoring.kill('SIGTERM');
     expect((await ignored.done).status).to.equal(128 + 15);
@@ -138,6 +152,15 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
 
   it('walks the OCI lifecycle: create, state, start, kill, delete', async () => {
     const root = join(dir, 'oci-root');
+    // The container's monitor is detached from this process: a failure part-way must still stop it.
+    try {
+      await lifecycle(root);
+    } finally {
+      await run('delete', '--force', '--root', root, 'c1');
+    }
+  });
+
+  async function lifecycle(root: string): Promise<void> {
     const path = await bundle('lifecycle', { args: ['sh', '-c', 'trap "echo got-term; exit 3" TERM; echo started; while :; do sleep 0.2; done'] });
     const created = start('create', '--root', root, '--bundle', path, '--pid-file', join(dir, 'pid'), 'c1');
     // create exits once the container is created; the monitor it leaves keeps the container's stdio (these pipes).
@@ -154,14 +177,14 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(Number(readFileSync(join(dir, 'pid'), 'utf8'))).to.equal(s1.pid);
     expect((await run('start', '--root', root, 'c1')).status).to.equal(0);
     expect((await state()).status).to.equal('running');
-    await waitForText(container.stdout, 'started');
+    await waitForText(container, 'started');
     expect((await run('delete', '--root', root, 'c1')).stderr).to.match(/is running/);
     expect((await run('kill', '--root', root, 'c1', 'TERM')).status).to.equal(0);
     expect((await container.done).stdout).to.equal('started\ngot-term\n');
     expect((await state()).status).to.equal('stopped');
     expect((await run('delete', '--root', root, 'c1')).status).to.equal(0);
     expect((await run('state', '--root', root, 'c1')).stderr).to.match(/"c1" does not exist/);
-  });
+  }
 
   it('refuses a bundle whose entrypoint is missing, naming the file', async () => {
     const r = await run('run', await bundle('missing', { args: ['/usr/bin/nothere'] }));
