@@ -9,8 +9,15 @@ export interface CpuTopology {
   vcpus: number;
   /** Keep the SEV leaf (0x8000001f) as KVM offers it; otherwise hide memory encryption from the guest. */
   memoryEncryption: boolean;
+  /**
+   * The in-kernel LAPIC emulates the TSC-deadline timer (KVM_CAP_TSC_DEADLINE_TIMER). KVM leaves the
+   * CPUID bit to userspace; with it the guest skips its LAPIC timer calibration and arms timers with
+   * one MSR write.
+   */
+  tscDeadlineTimer: boolean;
 }
 
+const LEAF1_ECX_TSC_DEADLINE = 1 << 24;
 const LEAF1_ECX_HYPERVISOR = 1 << 31;
 const LEAF1_EDX_HTT = 1 << 28;
 const EXT1_ECX_CMP_LEGACY = 1 << 1;
@@ -38,6 +45,7 @@ export function normaliseCpuid(supported: readonly CpuidEntry[], topology: CpuTo
       case 0x1:
         e.ebx = ((vcpu << 24) | (vcpus << 16) | (CLFLUSH_LINE << 8) | (e.ebx & 0xff)) >>> 0;
         e.ecx = (e.ecx | LEAF1_ECX_HYPERVISOR) >>> 0;
+        if (topology.tscDeadlineTimer) e.ecx = (e.ecx | LEAF1_ECX_TSC_DEADLINE) >>> 0;
         e.edx = vcpus > 1 ? (e.edx | LEAF1_EDX_HTT) >>> 0 : (e.edx & ~LEAF1_EDX_HTT) >>> 0;
         break;
       case 0x4: {

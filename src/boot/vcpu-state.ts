@@ -127,12 +127,13 @@ export interface VcpuSetup {
   supportedCpuid: readonly CpuidEntry[];
   vcpus: number;
   memoryEncryption: boolean;
+  tscDeadlineTimer: boolean;
   bsp: BspEntry;
 }
 
 /** Programs one vCPU before it first runs. vCPU 0 is the bootstrap processor. */
 export function setUpVcpu(cpu: VirtualCpu, setup: VcpuSetup): void {
-  cpu.setCpuid2(normaliseCpuid(setup.supportedCpuid, { vcpu: cpu.id, vcpus: setup.vcpus, memoryEncryption: setup.memoryEncryption }));
+  cpu.setCpuid2(normaliseCpuid(setup.supportedCpuid, { vcpu: cpu.id, vcpus: setup.vcpus, memoryEncryption: setup.memoryEncryption, tscDeadlineTimer: setup.tscDeadlineTimer }));
   cpu.setMsrs(bootMsrs());
   cpu.setLapic(configureLapicPins(cpu.getLapic()));
   if (cpu.id !== 0) {

@@ -43,6 +43,7 @@ export const KVM_CAP_IOEVENTFD = constant('KVM_CAP_IOEVENTFD', KVM, 36);
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = constant('KVM_CAP_SET_IDENTITY_MAP_ADDR', KVM, 37);
 export const KVM_CAP_ADJUST_CLOCK = constant('KVM_CAP_ADJUST_CLOCK', KVM, 39);
 export const KVM_CAP_MAX_VCPUS = constant('KVM_CAP_MAX_VCPUS', KVM, 66);
+export const KVM_CAP_TSC_DEADLINE_TIMER = constant('KVM_CAP_TSC_DEADLINE_TIMER', KVM, 72);
 export const KVM_CAP_IMMEDIATE_EXIT = constant('KVM_CAP_IMMEDIATE_EXIT', KVM, 136);
 
 // Flags.

@@ -11,7 +11,7 @@ import { Bus } from '../devices/bus.js';
 import { I8042, I8042_PORTS } from '../devices/i8042.js';
 import type { StopRequestSink } from '../devices/platform-events.js';
 import { Serial16550, UART_REGISTERS } from '../devices/serial.js';
-import { KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
+import { KVM_CAP_TSC_DEADLINE_TIMER, KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
 import { EventFd } from '../kvm/eventfd.js';
 import { IrqfdInterrupt } from '../kvm/interrupts.js';
 import { Kvm } from '../kvm/kvm.js';
@@ -140,6 +140,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     }
 
     const supportedCpuid = kvm.getSupportedCpuid();
+    const tscDeadlineTimer = kvm.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     const vcpus: Vcpu[] = [];
     const cpus = boot.cpus;
     for (let id = 0; id < cpus; id++) {
@@ -150,6 +151,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
         supportedCpuid,
         vcpus: cpus,
         memoryEncryption: options.confidential?.encryptsMemory === true,
+        tscDeadlineTimer,
         bsp: boot.entry === 'firmware' ? { kind: 'firmware' } : { kind: 'direct', entry: boot.plan.kernelEntry, zeroPage: boot.plan.zeroPage },
       });
     }

@@ -7,7 +7,7 @@ import { MockVm } from '../../src/kvm/mock/mock-vm.js';
 import type { CpuidEntry } from '../../src/kvm/types.js';
 
 const supportedCpuid: CpuidEntry[] = [{ function: 1, index: 0, flags: 0, eax: 0x00a00f11, ebx: 0, ecx: 0, edx: 0 }];
-const direct = (vcpus: number): VcpuSetup => ({ supportedCpuid, vcpus, memoryEncryption: false, bsp: { kind: 'direct', entry: 0x100_0200, zeroPage: LowMemory.zeroPage } });
+const direct = (vcpus: number): VcpuSetup => ({ supportedCpuid, vcpus, memoryEncryption: false, tscDeadlineTimer: true, bsp: { kind: 'direct', entry: 0x100_0200, zeroPage: LowMemory.zeroPage } });
 const lvt = (lapic: Uint8Array, reg: number): number => new DataView(lapic.buffer).getUint32(reg, true);
 
 describe('vCPU start state (mocked KVM)', () => {
