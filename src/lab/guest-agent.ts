@@ -2,7 +2,7 @@
 // and streams their output and exit status to the host over the result serial port.
 //   node guest-agent.js <plan.json> <result-device>
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { constants, openSync, readFileSync, writeSync } from 'node:fs';
+import { constants, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { encodeRecord, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
 
@@ -16,6 +16,50 @@ function openChannel(device: string): (record: LabRecord) => void {
     // A serial port accepts what fits in its buffer; writeSync returns short counts, never drops.
     for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done);
   };
+}
+
+const readOr = (path: string, fallback: string): string => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+};
+
+/** Every process with its state, what it waits in (wchan) and each thread's kernel stack. */
+function processReport(): string {
+  const lines = [`lab: load ${readOr('/proc/loadavg', '?').trim()}; ${readOr('/proc/meminfo', '').split('\n').slice(0, 3).join('; ')}`];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    const status = readOr(`/proc/${pid}/status`, '');
+    const state = /^State:\s+(.*)$/m.exec(status)?.[1] ?? '?';
+    const cmdline = readOr(`/proc/${pid}/cmdline`, '').split('\0').join(' ').trim();
+    if (cmdline === '') continue; // kernel threads
+    lines.push(`lab: pid ${pid} ${state} wchan=${readOr(`/proc/${pid}/wchan`, '?')} ${cmdline.slice(0, 200)}`);
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch { /* it ended meanwhile */ }
+    for (const tid of tasks) {
+      const stack = readOr(`/proc/${pid}/task/${tid}/stack`, '').trim();
+      const taskState = /^State:\s+(.*)$/m.exec(readOr(`/proc/${pid}/task/${tid}/status`, ''))?.[1] ?? '?';
+      lines.push(`lab:   tid ${tid} ${readOr(`/proc/${pid}/task/${tid}/comm`, '?').trim()} ${taskState}${stack ? '\n' + stack.replace(/^/gm, 'lab:     ') : ''}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** `root` and every process below it, whatever process group or session they moved to. */
+function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    // The parent is the 2nd field after the parenthesised command name, which may itself hold spaces.
+    const stat = readOr(`/proc/${pid}/stat`, '');
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(parent, [...(children.get(parent) ?? []), Number(pid)]);
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []));
+  return tree;
 }
 
 function runCommand(index: number, command: PlannedCommand, send: (record: LabRecord) => void): Promise<void> {
@@ -42,14 +86,36 @@ function runCommand(index: number, command: PlannedCommand, send: (record: LabRe
       cannotRun(e as Error);
       return;
     }
-    const forward = (kind: 'out' | 'err') => (data: Buffer): void => {
+    const forwardBytes = (kind: 'out' | 'err', data: Buffer): void => {
       for (let at = 0; at < data.length; at += CHUNK) send({ kind, index, data: data.subarray(at, at + CHUNK) });
     };
+    let idle: NodeJS.Timeout | undefined;
+    const watch = (): void => {
+      if (command.idleTimeoutMs === undefined) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        forwardBytes('err', Buffer.from(`lab: no output for ${command.idleTimeoutMs} ms; killing the command. What every process waits on:\n${processReport()}`));
+        if (child.pid === undefined) return;
+        for (const pid of processTree(child.pid)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch { /* already gone */ }
+        }
+      }, command.idleTimeoutMs);
+    };
+    const forward = (kind: 'out' | 'err') => (data: Buffer): void => {
+      watch();
+      forwardBytes(kind, data);
+    };
+    watch();
     child.stdout.on('data', forward('out'));
     child.stderr.on('data', forward('err'));
     child.on('error', cannotRun);
     // 'close' (not 'exit') waits for both pipes to drain, so no output follows the exit record.
-    child.on('close', end);
+    child.on('close', (status, signal) => {
+      clearTimeout(idle);
+      end(status, signal);
+    });
   });
 }
 

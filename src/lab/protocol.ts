@@ -22,6 +22,11 @@ export interface PlannedCommand {
   readonly argv: readonly string[];
   readonly cwd: string;
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * Silence (no output) after which the agent reports what every process in the lab is waiting on and
+   * kills the command, so a stuck command ends with a diagnosis instead of the whole lab's timeout.
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 export type LabRecord =

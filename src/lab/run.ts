@@ -21,6 +21,8 @@ export type LabCommand = ({ argv: readonly string[] } | { script: string }) & {
   /** Working directory in the guest; the project copy by default. */
   readonly cwd?: string;
   readonly env?: Readonly<Record<string, string>>;
+  /** Silence after which the command is diagnosed (process states and kernel stacks) and killed. */
+  readonly idleTimeoutMs?: number;
 };
 
 export interface LabOptions extends AssetOptions {
@@ -93,7 +95,8 @@ function plan(options: LabOptions): LabPlan {
   const commands: PlannedCommand[] = options.commands.map((command) => {
     const argv = 'argv' in command ? command.argv : ['/bin/sh', '-c', command.script];
     if (argv.length === 0 || argv[0] === '') throw new LabError('a lab command has an empty argv');
-    return { argv, cwd: command.cwd ?? LAB_PATHS.project, env: guestEnvironment({ ...options.env, ...command.env }) };
+    const planned = { argv, cwd: command.cwd ?? LAB_PATHS.project, env: guestEnvironment({ ...options.env, ...command.env }) };
+    return command.idleTimeoutMs === undefined ? planned : { ...planned, idleTimeoutMs: command.idleTimeoutMs };
   });
   return { commands };
 }

@@ -10,9 +10,12 @@ import { LAB_PATHS } from '../../src/lab/image.js';
 import { runInLab, type LabResult } from '../../src/lab/run.js';
 
 const KVM_TAG = '@' + 'kvm'; // spelled apart so that this file's titles never match the inner grep
-const SUITE = 6; // index of the inner mocha run among the lab's commands
+const SUITE = 7; // index of the inner mocha run among the lab's commands
 const LAB_TIMEOUT_MS = 45 * 60 * 1000; // a healthy run takes 15 minutes; CI allows 90 for everything
 const INNER_TEST_TIMEOUT_MS = 300_000;
+// The inner report prints a line per test; a test retried twice can stay silent for three of its timeouts.
+const INNER_SILENCE_MS = 3 * INNER_TEST_TIMEOUT_MS + 60_000;
+const STUCK_SILENCE_MS = 3000;
 
 /** Bytes that a tty or a text channel would mangle: NUL, CR, LF, CRLF, high bytes, invalid UTF-8. */
 const awkwardBytes = Buffer.from([0, 1, 13, 10, 13, 13, 10, 0xff, 0xfe, 0xc3, 0x28, 0x40, 0x40, 0x6c, 0x61, 0x62, 0x20, 10]);
@@ -63,7 +66,8 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { script: 'kill -KILL $$' },
         { argv: ['node', '--input-type=module', '-e', offlineAssetsScript] },
         { script: toolsScript },
-        { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', KVM_TAG, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'] },
+        { script: 'echo waiting; sleep 600 & wait', idleTimeoutMs: STUCK_SILENCE_MS },
+        { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', KVM_TAG, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'], idleTimeoutMs: INNER_SILENCE_MS },
       ],
     });
     process.stdout.write(`      --- boot to first command ${lab.timings.bootMs} ms, lab total ${lab.timings.totalMs} ms ---\n`);
@@ -106,6 +110,16 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
   it('carries the tools tests call, with their shared libraries', () => {
     const tools = lab.commands[5];
     expect(tools?.exitStatus, tools?.stderr.toString()).to.equal(0);
+  });
+
+  it('diagnoses a command that falls silent (every process, its state and kernel stacks) and kills it with its children', () => {
+    const stuck = lab.commands[6];
+    expect(stuck).to.include({ exitStatus: null, signal: 'SIGKILL' });
+    expect(stuck?.stdout.toString()).to.equal('waiting\n');
+    const report = stuck?.stderr.toString() ?? '';
+    expect(report).to.contain(`lab: no output for ${STUCK_SILENCE_MS} ms; killing the command`);
+    expect(report).to.match(/^lab: pid \d+ S \(sleeping\) wchan=\S+ sleep 600$/m);
+    expect(report).to.match(/^lab: {5}\[<0>\] .+$/m, 'kernel stacks');
   });
 
   it('passes every KVM-tagged test inside the lab', () => {
