@@ -1,24 +1,20 @@
 // `ts-vmm boot`: start a Linux kernel (bzImage or vmlinux) with an optional initrd on KVM, the serial
 // console on stdin/stdout. Exit status: 0 when the guest powers off or reboots, 2 when it fails
 // (triple fault, kernel panic, failed VM entry, KVM internal error), 1 when ts-vmm itself fails.
-import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { prepareBoot, type BootInputs } from '../boot/prepare.js';
-import { readLaunchSession } from '../sev/owner-files.js';
 import { PolicyBit } from '../sev/policy.js';
-import { secretThroughFiles, teeLaunch, type TeeKind } from '../sev/tee.js';
-import { measuredBootInputs } from '../sev/ts-vmm-launch.js';
-import { policyArg } from './sev.js';
+import type { TeeKind } from '../sev/tee.js';
+import { positiveInteger, policyArg } from './arguments.js';
 import { parseDiskOption, parseVsockOption } from '../virtio/factory.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
 import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
-import { runMachine, type ConfidentialLaunch } from '../vmm/machine.js';
+import { runMachine } from '../vmm/machine.js';
 
 export const DEFAULT_MEMORY_MIB = 512;
 
-interface BootOptions {
+export interface BootOptions {
   kernel: string;
   initrd?: string;
   cmdline: string;
@@ -37,16 +33,12 @@ interface BootOptions {
   sevSimState?: string;
 }
 
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
-  return n;
-}
-
 async function boot(options: BootOptions): Promise<number> {
   // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
-  const confidential = options.tee ? confidentialLaunch(options.tee, options) : undefined;
+  // The SEV stack is loaded only for a confidential launch: start-up time is part of every boot.
+  const tee = options.tee ? await import('./boot-tee.js') : undefined;
+  const confidential = tee && options.tee ? tee.confidentialLaunch(options.tee, options) : undefined;
   const inputs = {
     kernel: new Uint8Array(await readFile(options.kernel)),
     initrd: options.initrd ? new Uint8Array(await readFile(options.initrd)) : undefined,
@@ -55,7 +47,7 @@ async function boot(options: BootOptions): Promise<number> {
     memoryMiB: options.mem,
     virtioDevices: virtio.length,
   };
-  const bootInputs: BootInputs = options.tee ? measuredBootInputs(inputs) : { ...inputs, entry: options.firmware ? 'firmware' : 'direct' };
+  const bootInputs: BootInputs = tee ? tee.measuredBootInputs(inputs) : { ...inputs, entry: options.firmware ? 'firmware' : 'direct' };
   const prepared = await prepareBoot(bootInputs);
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {
@@ -78,36 +70,6 @@ async function boot(options: BootOptions): Promise<number> {
   }
   report(exit, options.dumpRegs ?? false);
   return exitStatusOf(exit);
-}
-
-/**
- * `--tee`: the owner's session from sevctl-style files, the measurement printed (stderr; stdout is the guest
- * console) and, with a secret directory, written there as `measurement.bin` while the VMM waits for the
- * owner's `secret_header.bin` and `secret_payload.bin`.
- */
-function confidentialLaunch(kind: TeeKind, options: BootOptions): ConfidentialLaunch {
-  if (options.teePolicy & PolicyBit.ES) throw new Error('--tee-policy: ts-vmm launches SEV guests, not SEV-ES (drop bit 2)');
-  if ((options.teeGodh === undefined) !== (options.teeSession === undefined)) throw new Error('--tee-godh and --tee-session go together');
-  if (kind === 'sev-sim' && !options.sevSimState) throw new Error('--tee sev-sim needs --sev-sim-state DIR (its platform identity)');
-  const session = options.teeGodh && options.teeSession ? readLaunchSession(options.teeGodh, options.teeSession) : undefined;
-  const dir = options.teeSecretDir;
-  if (dir !== undefined) mkdirSync(dir, { recursive: true });
-  return teeLaunch({
-    kind,
-    simState: options.sevSimState,
-    policy: options.teePolicy,
-    session,
-    secret: dir === undefined ? undefined : secretThroughFiles({
-      measurementFile: join(dir, 'measurement.bin'),
-      headerFile: join(dir, 'secret_header.bin'),
-      payloadFile: join(dir, 'secret_payload.bin'),
-      timeoutMs: options.teeSecretTimeout * 1000,
-    }),
-    onMeasured: (result) => {
-      process.stderr.write(`ts-vmm: ${kind} launch measurement ${Buffer.from(result.measurement).toString('base64')}\n`);
-      process.stderr.write(`ts-vmm: ${kind} secret ${result.secretInjected ? 'injected' : 'not injected'}\n`);
-    },
-  });
 }
 
 function report(exit: MachineExit, dumpRegs: boolean): void {

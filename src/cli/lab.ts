@@ -1,13 +1,8 @@
 // `ts-vmm lab -- <ts-vmm arguments>`: runs a ts-vmm command inside the lab (a TCG-emulated machine
 // with nested SVM, hence a working /dev/kvm) and relays its output and exit status.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { positiveInteger } from './arguments.js';
 import { relayInLab } from '../lab/relay.js';
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
-  return n;
-}
 
 export function register(program: Command): void {
   program

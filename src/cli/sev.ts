@@ -2,12 +2,13 @@
 // commands, against the SEV hardware (/dev/sev) or the simulated firmware's state directory (--sim-state).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { hexOrInt, policyArg } from './arguments.js';
 import { caChainLinks, encodeCaChain, encodeSevChain, parseCaChain, parseFullChain, parseSevChain, sevChainLinks, verifyChain, type LinkResult, type SevChain, type CaChain } from '../sev/chain.js';
 import type { SevPlatform } from '../sev/firmware.js';
 import { computeMeasure, encodeMeasurement, parseMeasurement, verifyMeasurement, type FirmwareBuild } from '../sev/measurement.js';
 import { ovmfLaunchDigest, type OvmfLaunch } from '../sev/ovmf-digest.js';
 import { pathOrBase64, sessionFileNames, writeSecretPacket, writeSessionFiles } from '../sev/owner-files.js';
-import { decodePolicy, describePolicy, PolicyBit } from '../sev/policy.js';
+import { describePolicy, PolicyBit } from '../sev/policy.js';
 import { SevDevice } from '../sev/psp.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from '../sev/sev-abi.js';
 import { buildSecretPacket, buildSecretTable } from '../sev/secret.js';
@@ -20,27 +21,10 @@ import { ovmfApResetAddress, resetVmsa } from '../sev/vmsa.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
-/** sevctl's numbers: decimal or 0x-hex. */
-function hexOrInt(value: string): number {
-  const n = /^0x[0-9a-f]+$/i.test(value) ? Number.parseInt(value.slice(2), 16) : /^\d+$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`'${value}' is not a decimal or 0x-hex number`);
-  return n;
-}
-
 function byte(value: string): number {
   const n = hexOrInt(value);
   if (n > 0xff) throw new InvalidArgumentError(`'${value}' does not fit in a byte`);
   return n;
-}
-
-export function policyArg(value: string): number {
-  const policy = hexOrInt(value);
-  try {
-    decodePolicy(policy);
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-  return policy;
 }
 
 function exactly(bytes: Buffer, length: number, what: string): Buffer {
