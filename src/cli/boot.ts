@@ -1,16 +1,11 @@
 // `ts-vmm boot`: start a Linux kernel (bzImage or vmlinux) with an optional initrd on KVM, the serial
 // console on stdin/stdout. Exit status: 0 when the guest powers off or reboots, 2 when it fails
 // (triple fault, kernel panic, failed VM entry, KVM internal error), 1 when ts-vmm itself fails.
-import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { prepareBoot, type BootInputs } from '../boot/prepare.js';
+import { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { PolicyBit } from '../sev/policy.js';
 import type { TeeKind } from '../sev/tee.js';
 import { positiveInteger, policyArg } from './arguments.js';
-import { parseDiskOption, parseVsockOption } from '../virtio/factory.js';
-import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
-import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
-import { runMachine } from '../vmm/machine.js';
 
 export const DEFAULT_MEMORY_MIB = 512;
 
@@ -31,51 +26,6 @@ export interface BootOptions {
   teeSecretDir?: string;
   teeSecretTimeout: number;
   sevSimState?: string;
-}
-
-async function boot(options: BootOptions): Promise<number> {
-  // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
-  const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
-  // The SEV stack is loaded only for a confidential launch: start-up time is part of every boot.
-  const tee = options.tee ? await import('./boot-tee.js') : undefined;
-  const confidential = tee && options.tee ? tee.confidentialLaunch(options.tee, options) : undefined;
-  const inputs = {
-    kernel: new Uint8Array(await readFile(options.kernel)),
-    initrd: options.initrd ? new Uint8Array(await readFile(options.initrd)) : undefined,
-    cmdline: options.cmdline,
-    cpus: options.cpus,
-    memoryMiB: options.mem,
-    virtioDevices: virtio.length,
-  };
-  const bootInputs: BootInputs = tee ? tee.measuredBootInputs(inputs) : { ...inputs, entry: options.firmware ? 'firmware' : 'direct' };
-  const prepared = await prepareBoot(bootInputs);
-  const unsuitable = kvmUnsuitableReason();
-  if (unsuitable !== undefined) {
-    process.stderr.write(`ts-vmm: warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead\n`);
-  }
-  const stdin = process.stdin;
-  const raw = stdin.isTTY === true;
-  if (raw) stdin.setRawMode(true);
-  let exit: MachineExit;
-  try {
-    exit = await runMachine({
-      confidential,
-      boot: prepared,
-      virtio,
-      consoleOutput: (bytes) => process.stdout.write(bytes),
-      consoleInput: stdin,
-    });
-  } finally {
-    if (raw) stdin.setRawMode(false);
-  }
-  report(exit, options.dumpRegs ?? false);
-  return exitStatusOf(exit);
-}
-
-function report(exit: MachineExit, dumpRegs: boolean): void {
-  if (exit.kind === 'guest-stopped') return;
-  process.stderr.write(`ts-vmm: ${exit.reason}\n`);
-  if (dumpRegs && exit.regs) process.stderr.write(`${formatRegisters(exit.regs)}\n`);
 }
 
 export function register(program: Command): void {
@@ -99,6 +49,13 @@ export function register(program: Command): void {
     .option('--tee-secret-timeout <s>', 'seconds to wait for the secret before booting without one', positiveInteger, 60)
     .option('--sev-sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
-      process.exitCode = await boot(options);
+      // The vCPU threads start their JavaScript contexts while this thread loads the VMM and builds the VM.
+      const workers = VcpuWorkerPool.prestart(options.cpus);
+      try {
+        const { boot } = await import('./boot-machine.js');
+        process.exitCode = await boot(options, workers);
+      } finally {
+        await workers.close();
+      }
     });
 }

@@ -5,7 +5,7 @@
 // enter the guest returns at once), then signal the thread with tgkill so one already inside KVM_RUN
 // returns EINTR. SIGUSR2 needs a handler first, or its default action would end the process.
 import { constants } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { busAccess } from './io-dispatch.js';
 import type { LocalRange } from './local-devices.js';
@@ -13,9 +13,8 @@ import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox
 import { SysError, tgkill } from './sys.js';
 import type { IoBuses, VcpuRunner, VcpuStop } from './types.js';
 import type { Vcpu } from './vcpu.js';
-import {
-  CONTROL_WORDS, STOP_REQUESTED, THREAD_ID, VCPU_WORKER_ROLE, type VcpuWorkerData, type VcpuWorkerMessage,
-} from './vcpu-worker.js';
+import { spawnVcpuWorker, type VcpuWorkerPool } from './vcpu-worker-pool.js';
+import { CONTROL_WORDS, STOP_REQUESTED, THREAD_ID, type VcpuWorkerData, type VcpuWorkerMessage } from './vcpu-worker.js';
 
 const SIGUSR2 = 12;
 const KICK_SIGNAL = 'SIGUSR2';
@@ -31,6 +30,8 @@ export interface VcpuThreadsOptions {
   localRanges?: LocalRange[];
   /** Guest memory, for local devices that need it. */
   memory?: GuestMemory;
+  /** Workers started earlier (they then start faster); new ones are started otherwise. */
+  workers?: VcpuWorkerPool;
 }
 
 /** One vCPU's thread as the main thread sees it. */
@@ -43,7 +44,6 @@ class VcpuThread {
 
   constructor(readonly vcpu: Vcpu, buses: IoBuses, options: VcpuThreadsOptions, onStop: (stop: VcpuStop) => void) {
     const data: VcpuWorkerData = {
-      role: VCPU_WORKER_ROLE,
       vcpu: vcpu.descriptor(),
       mailbox: this.mailbox.buffer,
       control: this.control.buffer as SharedArrayBuffer,
@@ -52,7 +52,8 @@ class VcpuThread {
     };
     // A vCPU stopped by an earlier runner still has immediate_exit set; it may run again (resume).
     vcpu.setImmediateExit(false);
-    this.worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data });
+    this.worker = options.workers?.take() ?? spawnVcpuWorker();
+    this.worker.postMessage(data);
     const served = serveMailbox(this.mailbox, (request) => serve(buses, request), () => this.stop());
     this.stopped = new Promise<VcpuStop>((resolve) => {
       let stop: VcpuStop | undefined;

@@ -12,11 +12,10 @@ import { Mailbox, MailboxClient, MailboxOp } from './mailbox.js';
 import { gettid } from './sys.js';
 import type { VcpuStop } from './types.js';
 import { Vcpu, type VcpuDescriptor } from './vcpu.js';
+import { VCPU_WORKER_ROLE } from './vcpu-worker-pool.js';
 
-export const VCPU_WORKER_ROLE = 'ts-vmm vCPU';
-
+/** The vCPU a started worker is to run, sent once it is needed. */
 export interface VcpuWorkerData {
-  role: typeof VCPU_WORKER_ROLE;
   vcpu: VcpuDescriptor;
   mailbox: SharedArrayBuffer;
   /** Int32Array: [STOP_REQUESTED] non-zero asks the loop to stop; [THREAD_ID] is this thread's tid. */
@@ -78,5 +77,5 @@ function runLoop(vcpu: Vcpu, localPio: Bus, localMmio: Bus, mailbox: MailboxClie
 }
 
 if (!isMainThread && (workerData as { role?: unknown } | null)?.role === VCPU_WORKER_ROLE) {
-  await main(workerData as VcpuWorkerData);
+  parentPort!.once('message', (data: VcpuWorkerData) => void main(data));
 }

@@ -17,6 +17,7 @@ import { IrqfdInterrupt } from '../kvm/interrupts.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { LocalRange } from '../kvm/local-devices.js';
 import type { IoEventSpec, VcpuStop } from '../kvm/types.js';
+import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { VcpuThreads } from '../kvm/vcpu-threads.js';
 import type { Vcpu } from '../kvm/vcpu.js';
 import type { Vm } from '../kvm/vm.js';
@@ -48,6 +49,8 @@ export interface MachineOptions {
   /** Bytes for the guest's serial console input. */
   consoleInput?: NodeJS.ReadableStream;
   kvmPath?: string;
+  /** vCPU worker threads started ahead of the VM. */
+  vcpuWorkers?: VcpuWorkerPool;
 }
 
 /**
@@ -158,7 +161,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
     await options.confidential?.launch({ vm, memory, boot, vcpus });
 
-    threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS });
+    threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS, workers: options.vcpuWorkers });
     threads.onStop((stop) => {
       if (stop.reason !== 'stopped') finish(exitForStop(stop, watch.panic));
     });
