@@ -43,6 +43,7 @@ describe('virtio-vsock', function () {
   let uds: string;
   let guest: VsockGuest;
   const servers: net.Server[] = [];
+  const accepted: net.Socket[] = [];
 
   beforeEach(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-vmm-vsock-'));
@@ -52,12 +53,16 @@ describe('virtio-vsock', function () {
   afterEach(async () => {
     await guest?.stop();
     for (const s of servers.splice(0)) s.close();
+    for (const s of accepted.splice(0)) s.destroy();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
   /** A host listener for guest-initiated connections to `port`. */
   async function hostListen(port: number, onConnection: (s: net.Socket) => void): Promise<void> {
-    const server = net.createServer({ allowHalfOpen: true }, onConnection);
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      accepted.push(socket);
+      onConnection(socket);
+    });
     servers.push(server);
     await new Promise<void>((resolve) => server.listen(`${uds}_${port}`, resolve));
   }
@@ -133,8 +138,10 @@ describe('virtio-vsock', function () {
   it('shutdown from the guest ends the host socket; the host sees EOF, and the guest gets its RST', async () => {
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
     let ended = false;
+    let hostSide: net.Socket | undefined;
     const got: Buffer[] = [];
     await hostListen(6002, (sock) => {
+      hostSide = sock;
       sock.on('data', (d: Buffer) => got.push(d));
       sock.on('end', () => { ended = true; });
     });
@@ -146,6 +153,11 @@ describe('virtio-vsock', function () {
     expect(Buffer.concat(got).toString()).to.equal('last words');
     await until(() => { s.pump(); return s.reset; }, 'RST to the guest');
     expect(guest.device.backend.connectionCount).to.equal(0);
+    // The host program keeps its end open (half-open socket): the device still lets go of its own.
+    const closed = new Promise<void>((resolve) => hostSide!.once('close', () => resolve()));
+    hostSide!.on('error', () => undefined);
+    hostSide!.write('too late');
+    await closed;
   });
 
   it('EOF from the host reaches the guest as SHUTDOWN(SEND) after the data; the guest can still send', async () => {

@@ -172,12 +172,16 @@ export class Connection {
     this.socket.destroy();
   }
 
-  /** Closes after the bytes already written reach the socket (a graceful end both ways). */
+  /**
+   * Closes after the bytes already written reach the socket (a graceful end both ways). The socket is
+   * then released whatever the host program does: the guest reads no more, so nothing it could still
+   * send has anywhere to go, and a host program that never closes its end must not hold our descriptor.
+   */
   finish(): void {
     this.state = 'closed';
     this.pending = [];
     this.pendingBytes = 0;
-    this.socket.end();
+    this.socket.end(() => this.socket.destroy());
   }
 
   private fromHost(chunk: Uint8Array): void {
