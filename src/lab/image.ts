@@ -153,9 +153,15 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
     if (existsSync('/etc/mke2fs.conf')) await image.hostFile('/etc/mke2fs.conf', 'etc/mke2fs.conf');
 
     await image.hostFile(busybox.path, 'usr/bin/busybox');
-    for (const lib of libraries) await image.hostFile(lib, realLocation(lib));
+    // Host files the lab carries at their own path: a caller may name them again (a program's libraries).
+    const carriedAtHostPath = new Set<string>();
+    for (const lib of libraries) {
+      carriedAtHostPath.add(realLocation(lib));
+      await image.hostFile(lib, realLocation(lib));
+    }
     for (const program of programs) {
       const guest = realLocation(program.host);
+      carriedAtHostPath.add(guest);
       await image.hostFile(program.host, guest);
       for (const alias of program.aliases) await image.symlink(posix.join(posix.dirname(guest), alias), posix.basename(guest));
     }
@@ -181,6 +187,7 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
         await image.file(file.guestPath, file.content, { mode: file.mode ?? 0o644 });
       } else if (file.hostPath !== undefined) {
         if (!existsSync(file.hostPath)) throw new LabImageError(`lab file ${file.hostPath} does not exist`);
+        if (file.guestPath === realLocation(file.hostPath) && carriedAtHostPath.has(file.guestPath)) continue;
         if (lstatSync(file.hostPath).isDirectory()) await image.hostTree(file.hostPath, file.guestPath);
         else await image.hostFile(file.hostPath, file.guestPath);
       } else {

@@ -3,6 +3,8 @@
 // inner test fails. Where /dev/kvm works, those tests run directly and this suite is skipped.
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { labNeeded } from '../../src/lab/kvm-probe.js';
 import { AGENT_ENV, ensureGuestAgent } from '../../src/oci/guest-agent.js';
 import { runCacheDir } from '../../src/oci/paths.js';
@@ -57,7 +59,12 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         (stream === 'stdout' ? process.stdout : process.stderr).write(data);
       },
       timeoutMs: LAB_TIMEOUT_MS - 60_000,
-      files: [{ guestPath: '/lab/carried.bin', content: carried, mode: 0o751 }, { guestPath: agent, hostPath: agent }],
+      files: [
+        { guestPath: '/lab/carried.bin', content: carried, mode: 0o751 },
+        { guestPath: agent, hostPath: agent },
+        // Named again at its own path, as callers carrying a program with its libraries do: carried once.
+        { guestPath: join(realpathSync(dirname(process.execPath)), basename(process.execPath)), hostPath: process.execPath },
+      ],
       env: { [AGENT_ENV]: agent },
       commands: [
         { argv: ['node', '--input-type=module', '-e', probeScript] },
@@ -87,7 +94,7 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
     expect(exact?.stderr.toString()).to.equal(bulk);
   });
 
-  it('carries files in with their content and mode (the kernel unpacked our cpio)', () => {
+  it('carries files in with their content and mode (the kernel unpacked our cpio), and a file it carries anyway once', () => {
     const stat = lab.commands[2];
     const sha = createHash('sha256').update(carried).digest('hex');
     expect(stat?.stdout.toString()).to.equal(`751 ${carried.length}\n${sha}  /lab/carried.bin\n`);
