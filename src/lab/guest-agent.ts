@@ -2,20 +2,55 @@
 // and streams their output and exit status to the host over the result serial port.
 //   node guest-agent.js <plan.json> <result-device>
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { constants, openSync, readFileSync, readdirSync, writeSync } from 'node:fs';
+import { constants, readFileSync, readdirSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { encodeRecord, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
 
 /** Base64 grows data by 4/3; 3 KiB chunks keep each record line around 4 KiB. */
 const CHUNK = 3072;
+/** Output queued for the serial port beyond which the command's pipes are paused. */
+const QUEUE_LIMIT = 1 << 20;
 
-function openChannel(device: string): (record: LabRecord) => void {
-  const fd = openSync(device, constants.O_WRONLY | constants.O_NOCTTY);
-  return (record) => {
+/**
+ * The result port, written in order off the event loop: a serial port that stops draining must not
+ * stop this process, whose timers (the idle watchdog) have to keep running.
+ */
+class Channel {
+  private tail: Promise<void> = Promise.resolve();
+  private queued = 0;
+  private waiters: (() => void)[] = [];
+
+  private constructor(private readonly port: FileHandle) {}
+
+  static async open(device: string): Promise<Channel> {
+    return new Channel(await open(device, constants.O_WRONLY | constants.O_NOCTTY));
+  }
+
+  send(record: LabRecord): void {
     const bytes = Buffer.from(encodeRecord(record));
-    // A serial port accepts what fits in its buffer; writeSync returns short counts, never drops.
-    for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done);
-  };
+    this.queued += bytes.length;
+    this.tail = this.tail.then(async () => {
+      // A serial port accepts what fits in its buffer: short writes, never drops.
+      for (let done = 0; done < bytes.length;) done += (await this.port.write(bytes, done)).bytesWritten;
+      this.queued -= bytes.length;
+      if (this.queued <= QUEUE_LIMIT / 2) for (const wake of this.waiters.splice(0)) wake();
+    });
+  }
+
+  get congested(): boolean {
+    return this.queued > QUEUE_LIMIT;
+  }
+
+  /** Resolves once the queue is back under half its limit. */
+  relieved(): Promise<void> {
+    return new Promise((resolve) => (this.queued <= QUEUE_LIMIT / 2 ? resolve() : this.waiters.push(resolve)));
+  }
+
+  /** Resolves once everything sent is written. */
+  drained(): Promise<void> {
+    return this.tail;
+  }
 }
 
 const readOr = (path: string, fallback: string): string => {
@@ -62,7 +97,8 @@ function processTree(root: number): number[] {
   return tree;
 }
 
-function runCommand(index: number, command: PlannedCommand, send: (record: LabRecord) => void): Promise<void> {
+function runCommand(index: number, command: PlannedCommand, channel: Channel): Promise<void> {
+  const send = (record: LabRecord): void => channel.send(record);
   return new Promise((resolve) => {
     send({ kind: 'start', index });
     const [program, ...args] = command.argv;
@@ -94,7 +130,10 @@ function runCommand(index: number, command: PlannedCommand, send: (record: LabRe
       if (command.idleTimeoutMs === undefined) return;
       clearTimeout(idle);
       idle = setTimeout(() => {
-        forwardBytes('err', Buffer.from(`lab: no output for ${command.idleTimeoutMs} ms; killing the command. What every process waits on:\n${processReport()}`));
+        const report = processReport();
+        forwardBytes('err', Buffer.from(`lab: no output for ${command.idleTimeoutMs} ms; killing the command. What every process waits on:\n${report}`));
+        // Also on the console (one line per process), which reaches the host even if the result port is stuck.
+        process.stderr.write(`lab: command ${index} silent for ${command.idleTimeoutMs} ms; processes:\n${report.split('\n').filter((l) => l.startsWith('lab: pid') || l.startsWith('lab: load')).join('\n')}\n`);
         if (child.pid === undefined) return;
         for (const pid of processTree(child.pid)) {
           try {
@@ -106,6 +145,13 @@ function runCommand(index: number, command: PlannedCommand, send: (record: LabRe
     const forward = (kind: 'out' | 'err') => (data: Buffer): void => {
       watch();
       forwardBytes(kind, data);
+      if (!channel.congested) return;
+      child.stdout.pause();
+      child.stderr.pause();
+      void channel.relieved().then(() => {
+        child.stdout.resume();
+        child.stderr.resume();
+      });
     };
     watch();
     child.stdout.on('data', forward('out'));
@@ -122,14 +168,16 @@ function runCommand(index: number, command: PlannedCommand, send: (record: LabRe
 async function main(): Promise<void> {
   const [planPath, device] = process.argv.slice(2);
   if (planPath === undefined || device === undefined) throw new Error('usage: guest-agent <plan.json> <result-device>');
-  const send = openChannel(device);
+  const channel = await Channel.open(device);
   try {
     const plan = JSON.parse(readFileSync(planPath, 'utf8')) as LabPlan;
-    for (const [index, command] of plan.commands.entries()) await runCommand(index, command, send);
-    send({ kind: 'done' });
+    for (const [index, command] of plan.commands.entries()) await runCommand(index, command, channel);
+    channel.send({ kind: 'done' });
   } catch (e) {
-    send({ kind: 'fail', message: e instanceof Error ? e.stack ?? e.message : String(e) });
+    channel.send({ kind: 'fail', message: e instanceof Error ? e.stack ?? e.message : String(e) });
   }
+  // init powers the lab off when this process ends: everything must be on the wire first.
+  await channel.drained();
 }
 
 await main();
