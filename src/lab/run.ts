@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Socket } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AssetOptions, Log } from '../assets/debian.js';
@@ -76,7 +76,29 @@ const { signals } = constants;
 const DEFAULTS = { timeoutMs: 600_000, memoryMiB: 2048, cpus: 2 };
 const CONSOLE_TAIL_LINES = 40;
 
-const tail = (text: string): string => text.split('\n').slice(-CONSOLE_TAIL_LINES).join('\n');
+const tail = (text: string, lines = CONSOLE_TAIL_LINES): string => text.split('\n').slice(-lines).join('\n');
+/** Time the lab kernel gets to print its NMI panic before QEMU is killed. */
+const BACKTRACE_GRACE_MS = 10_000;
+const BACKTRACE_TAIL_LINES = 200;
+
+/**
+ * Injects an NMI into every lab CPU through QEMU's monitor; the lab kernel panics on it and prints each
+ * CPU's backtrace on the console (then QEMU exits, -no-reboot). Resolves when QEMU is gone or after a
+ * grace period, whatever happens, so the caller can kill QEMU next.
+ */
+function askForBacktraces(monitorPath: string): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(grace);
+      monitor.destroy();
+      resolve();
+    };
+    const grace = setTimeout(done, BACKTRACE_GRACE_MS);
+    const monitor = createConnection(monitorPath, () => monitor.write('nmi\n'));
+    monitor.on('error', done);
+    monitor.on('close', done);
+  });
+}
 
 export function guestEnvironment(extra: Readonly<Record<string, string>> = {}): Record<string, string> {
   return {
@@ -153,6 +175,7 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     };
 
     const socketPath = join(work, 'results.sock');
+    const monitorPath = join(work, 'monitor.sock');
     const parser = new RecordParser(onRecord);
     const server = createServer((socket: Socket) => socket.on('data', (chunk) => parser.push(chunk)));
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
@@ -163,7 +186,10 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
       '-m', String(options.memoryMiB ?? DEFAULTS.memoryMiB), '-smp', String(options.cpus ?? DEFAULTS.cpus),
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-kernel', image.kernel.vmlinuz, '-initrd', initramfs,
-      '-append', 'console=ttyS0 panic=-1 loglevel=4 mitigations=off',
+      // An NMI panics (QEMU's `nmi` at a timeout) and the panic prints every CPU's backtrace (panic_print
+      // 0x40), so a lab that stopped responding says where each of its CPUs was.
+      '-append', 'console=ttyS0 panic=-1 loglevel=4 mitigations=off unknown_nmi_panic=1 panic_print=0x40',
+      '-monitor', `unix:${monitorPath},server=on,wait=off`,
       '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
       '-chardev', `socket,id=results,path=${socketPath}`, '-serial', 'chardev:results',
     ];
@@ -174,7 +200,10 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
       const killQemu = (): void => { child.kill('SIGKILL'); };
       process.once('exit', killQemu);
       let timedOut = false;
-      const timer = setTimeout(() => { timedOut = true; killQemu(); }, timeoutMs);
+      const timer = setTimeout(() => {
+        timedOut = true;
+        void askForBacktraces(monitorPath).finally(killQemu);
+      }, timeoutMs);
       const onConsoleData = (data: Buffer): void => {
         consoleChunks.push(data);
         options.onConsole?.(data);
@@ -198,7 +227,7 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     if (exit.timedOut) {
       // A stuck command is the usual cause: name it and show where its own output stopped.
       const stuck = running === undefined ? '' : ` while running command ${running} (${labPlan.commands[running]?.argv.join(' ')}); its last output lines:\n${tail(Buffer.concat(outputs[running]?.both ?? []).toString('utf8'))}\n---`;
-      throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s${stuck}; last console lines:\n${tail(consoleText)}`, consoleText);
+      throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s${stuck}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`, consoleText);
     }
     if (agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${agentFailure}`, consoleText);
     if (!done) {

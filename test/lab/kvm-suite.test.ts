@@ -13,7 +13,7 @@ import { runInLab, type LabResult } from '../../src/lab/run.js';
 
 const KVM_TAG = '@' + 'kvm'; // spelled apart so that this file's titles never match the inner grep
 const SUITE = 7; // index of the inner mocha run among the lab's commands
-const LAB_TIMEOUT_MS = 45 * 60 * 1000; // a healthy run takes 15 minutes; CI allows 90 for everything
+const LAB_TIMEOUT_MS = 30 * 60 * 1000; // a healthy run takes 10 minutes; CI allows 90 for everything
 const INNER_TEST_TIMEOUT_MS = 300_000;
 // The inner report prints a line per test; a test retried twice can stay silent for three of its timeouts.
 const INNER_SILENCE_MS = 3 * INNER_TEST_TIMEOUT_MS + 60_000;
