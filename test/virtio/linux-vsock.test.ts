@@ -18,7 +18,8 @@ import { ModuleTree, readModuleImage } from '../../src/initramfs/modules.js';
 import { findProgram, sharedLibraries } from '../../src/lab/host-programs.js';
 import { tsVmmBoot } from '../vmm/guest-fixtures.js';
 
-const BOOT_TIMEOUT_MS = 240_000;
+// 64 MiB each way under nested TCG: about 90 s on an idle 2-core host, several times that when it is busy.
+const BOOT_TIMEOUT_MS = 480_000;
 const GUEST_CID = 3;
 const BULK_BYTES = 64 << 20;
 const CONNECTIONS = 16;
