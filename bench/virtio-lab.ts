@@ -4,9 +4,10 @@
 // clock: sequential direct-I/O write and read of the disk (dd bs=1M, O_DIRECT: the device, not the
 // page cache), and vsock host->guest and guest->host. The host ends of vsock are this process over
 // ts-vmm's Unix-socket protocol, and socat on AF_VSOCK for QEMU's vhost (Node has no AF_VSOCK).
-// Alongside, the host kernel's KVM counters (debugfs) give exits, MMIO exits to user space and
-// injected interrupts per MiB moved. Needs a host whose KVM runs guests natively: run it in the lab
-// (docs/VIRTIO.md gives the command).
+// Alongside, per MiB moved: the host kernel's KVM counters (debugfs: exits, MMIO exits to user space,
+// injected interrupts) and the VMM's CPU time (/proc: its main thread; all its threads outside guest
+// mode, with QEMU's vhost worker; guest mode). Needs a host whose KVM runs guests natively: run it in
+// the lab (docs/VIRTIO.md gives the command).
 //
 //   node dist/bench/virtio-lab.js [runs] [disk MiB] [vsock MiB]
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -29,16 +30,57 @@ const PORT = { toGuest: 5002, fromGuest: 5001 } as const;
 const TIMEOUT_MS = 900_000;
 const KVM_STATS = '/sys/kernel/debug/kvm';
 /** KVM's debugfs counters (summed over all VMs) read around each measurement. */
-const COUNTERS = ['exits', 'mmio_exits', 'io_exits', 'irq_injections', 'halt_exits'] as const;
+const COUNTERS = ['exits', 'mmio_exits', 'irq_injections'] as const;
 type Counters = Record<(typeof COUNTERS)[number], number>;
 
 const MEASUREMENTS = ['disk-write', 'disk-read', 'vsock-to-guest', 'vsock-from-guest'] as const;
 type Measurement = (typeof MEASUREMENTS)[number];
 
+/** CPU time of one VMM, in ms. */
+interface Cpu {
+  /** The VMM's main thread (ts-vmm: device models and the event loop; QEMU: its main loop), user and system. */
+  mainUser: number;
+  mainSystem: number;
+  /** Every thread of the VMM outside guest mode, and QEMU's vhost worker (in-kernel device work). */
+  host: number;
+  /** Time the vCPUs ran the guest. */
+  guest: number;
+}
+
 interface Sample {
   mbPerSecond: number;
   /** Counter deltas per MiB moved. */
-  perMiB: Counters;
+  perMiB: Counters & Cpu;
+}
+
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+/** utime, stime and guest_time (part of utime) of a /proc stat line, in ms. */
+function statTimes(statPath: string): { user: number; system: number; total: number; guest: number } {
+  const stat = fs.readFileSync(statPath, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // After "pid (comm) ": state is field 3, utime 14, stime 15, guest_time 43.
+  const [user, system, guest] = [fields[11], fields[12], fields[40]].map((f) => Number(f) * TICK_MS) as [number, number, number];
+  return { user, system, total: user + system, guest };
+}
+
+/** In-kernel vhost workers are kernel threads named vhost-<owner pid>. */
+function vhostWorkers(pid: number): string[] {
+  return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((e) => {
+    try {
+      return fs.readFileSync(`/proc/${e}/comm`, 'utf8').trim() === `vhost-${pid}`;
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+}
+
+function readCpu(pid: number): Cpu {
+  // The process's own stat includes threads that already exited (QEMU's I/O workers come and go).
+  const all = statTimes(`/proc/${pid}/stat`);
+  const main = statTimes(`/proc/${pid}/task/${pid}/stat`);
+  const vhost = vhostWorkers(pid).reduce((n, w) => n + statTimes(`/proc/${w}/stat`).total, 0);
+  return { mainUser: main.user - main.guest, mainSystem: main.system, host: all.total - all.guest + vhost, guest: all.guest };
 }
 
 /**
@@ -73,23 +115,26 @@ function runGuest(command: string, args: readonly string[]): Promise<Map<Measure
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const samples = new Map<Measurement, Sample>();
-    let output = '';
+    let output = ''; // both streams, for the error message
+    let stdout = '';
     let scanned = 0;
-    let before: Counters | undefined;
+    let before: (Counters & Cpu) | undefined;
+    const snapshot = (): Counters & Cpu => ({ ...readCounters(), ...readCpu(child.pid!) });
     const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
     child.stdout.on('data', (d: Buffer) => {
       output += d.toString('latin1');
-      for (let eol = output.indexOf('\n', scanned); eol >= 0; eol = output.indexOf('\n', scanned)) {
-        const line = output.slice(scanned, eol).trim();
+      stdout += d.toString('latin1');
+      for (let eol = stdout.indexOf('\n', scanned); eol >= 0; eol = stdout.indexOf('\n', scanned)) {
+        const line = stdout.slice(scanned, eol).trim();
         scanned = eol + 1;
-        if (line.startsWith('bench-start ')) before = readCounters();
+        if (line.startsWith('bench-start ')) before = snapshot();
         const m = /^bench (\S+) (\d+) (\d+) (\d+)/.exec(line);
         if (!m || !before) continue;
-        const after = readCounters();
+        const after = snapshot();
         const bytes = Number(m[4]);
         const seconds = (Number(m[3]) - Number(m[2])) / 1e9;
-        const perMiB = {} as Counters;
-        for (const name of COUNTERS) perMiB[name] = (after[name] - before[name]) / (bytes / 1048576);
+        const perMiB = {} as Counters & Cpu;
+        for (const name of Object.keys(after) as (keyof typeof after)[]) perMiB[name] = (after[name] - before[name]) / (bytes / 1048576);
         samples.set(m[1] as Measurement, { mbPerSecond: bytes / 1e6 / seconds, perMiB });
       }
     });
@@ -191,13 +236,20 @@ async function main(): Promise<void> {
 
     const med = (vmm: Map<Measurement, Sample>[], m: Measurement, f: (s: Sample) => number): number => median(vmm.map((r) => f(r.get(m)!)));
     const out: string[] = [`virtio throughput in the guest, median of ${runs} (disk ${diskMiB} MiB, vsock ${vsockMiB} MiB)`,
-      `${'measurement'.padEnd(18)} ${'ts-vmm MB/s'.padStart(12)} ${'QEMU MB/s'.padStart(12)} ${'ratio'.padStart(7)}   per MiB: exits / MMIO exits / interrupts injected, ts-vmm | QEMU`];
+      `${'measurement'.padEnd(18)} ${'ts-vmm MB/s'.padStart(12)} ${'QEMU MB/s'.padStart(12)} ${'ratio'.padStart(7)}`];
     for (const m of MEASUREMENTS) {
       const a = med(results.tsVmm, m, (s) => s.mbPerSecond);
       const b = med(results.qemu, m, (s) => s.mbPerSecond);
-      const counts = (vmm: Map<Measurement, Sample>[]) => [med(vmm, m, (s) => s.perMiB.exits), med(vmm, m, (s) => s.perMiB.mmio_exits), med(vmm, m, (s) => s.perMiB.irq_injections)]
-        .map((x) => x.toFixed(0)).join(' / ');
-      out.push(`${m.padEnd(18)} ${a.toFixed(2).padStart(12)} ${b.toFixed(2).padStart(12)} ${(a / b).toFixed(3).padStart(7)}   ${counts(results.tsVmm)} | ${counts(results.qemu)}`);
+      out.push(`${m.padEnd(18)} ${a.toFixed(2).padStart(12)} ${b.toFixed(2).padStart(12)} ${(a / b).toFixed(3).padStart(7)}`);
+    }
+    out.push('', 'per MiB moved (medians): KVM exits, MMIO exits to user space, interrupts injected; VMM CPU ms: main thread user and system, outside guest mode (all threads + vhost), guest mode');
+    const columns: [string, keyof (Counters & Cpu)][] = [['exits', 'exits'], ['mmio', 'mmio_exits'], ['irqs', 'irq_injections'],
+      ['main usr', 'mainUser'], ['main sys', 'mainSystem'], ['host ms', 'host'], ['guest ms', 'guest']];
+    out.push(`${'measurement'.padEnd(18)} ${'VMM'.padEnd(7)} ${columns.map(([h]) => h.padStart(9)).join(' ')}`);
+    for (const m of MEASUREMENTS) {
+      for (const [name, vmm] of [['ts-vmm', results.tsVmm], ['QEMU', results.qemu]] as const) {
+        out.push(`${m.padEnd(18)} ${name.padEnd(7)} ${columns.map(([, k]) => med(vmm, m, (s) => s.perMiB[k]).toFixed(1).padStart(9)).join(' ')}`);
+      }
     }
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
