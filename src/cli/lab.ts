@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { positiveInteger } from './arguments.js';
 import { relayInLab } from '../lab/relay.js';
+import { LAB_DEFAULT_CPUS } from '../lab/run.js';
 
 export function register(program: Command): void {
   program
@@ -14,7 +15,7 @@ export function register(program: Command): void {
       (path: string, paths: string[]) => [...paths, path], [] as string[])
     .option('--timeout <seconds>', 'give up after this many seconds', positiveInteger, 600)
     .option('--memory <MiB>', 'lab guest memory', positiveInteger, 2048)
-    .option('--cpus <n>', 'lab guest vCPUs', positiveInteger, 2)
+    .option('--cpus <n>', 'lab guest vCPUs (more than one has been seen to hang the lab kernel)', positiveInteger, LAB_DEFAULT_CPUS)
     .option('--console', 'also show the lab guest serial console on stderr')
     .action(async (args: string[], options: { exec?: boolean; include: string[]; timeout: number; memory: number; cpus: number; console?: boolean }) => {
       process.exitCode = await relayInLab(args, {
