@@ -257,6 +257,12 @@ export class VirtioMmioTransport implements BusDevice {
         : null));
       this.active = true;
       this.device.activate({ memory: this.memory, queues, features: this.driverFeatures });
+      // One look at every ready queue: a kick through the notification source (an ioeventfd) does not
+      // wait for the vCPU's posted register writes, so it can arrive before the DRIVER_OK it follows,
+      // and was dropped. A look at a ring with nothing new in it does nothing.
+      queues.forEach((queue, i) => {
+        if (queue !== null) this.device.queueNotify(i);
+      });
     });
   }
 

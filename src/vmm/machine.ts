@@ -23,6 +23,7 @@ import type { Vcpu } from '../kvm/vcpu.js';
 import type { Vm } from '../kvm/vm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { createVirtioMmioDevice, type VirtioDeviceSpec } from '../virtio/factory.js';
+import { IoeventfdNotifications } from '../virtio/ioeventfd.js';
 import { ConsoleWatch } from './console-watch.js';
 import type { MachineExit } from './exit-status.js';
 
@@ -132,11 +133,13 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
     buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
 
+    // Queue kicks complete inside KVM (ioeventfd) and reach the device without a vCPU exit.
+    const notifications = new IoeventfdNotifications(vm);
     for (const [i, spec] of specs.entries()) {
       const slot = boot.virtio[i]!;
       const interrupt = new IrqfdInterrupt(vm, slot.irq);
       teardown.push(() => interrupt.close());
-      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base });
+      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications });
       teardown.push(() => built.close());
       if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
       buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
