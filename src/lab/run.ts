@@ -32,6 +32,11 @@ export interface LabOptions extends AssetOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Whole boot, all commands included; 10 minutes by default. */
   readonly timeoutMs?: number;
+  /**
+   * Give up when the lab prints nothing (console or results) for this long: a lab kernel that stopped
+   * (see docs/LAB.md) is then reported as `stalled` without waiting for `timeoutMs`.
+   */
+  readonly silenceTimeoutMs?: number;
   readonly memoryMiB?: number;
   readonly cpus?: number;
   /** The qemu-system-x86_64 binary; found on PATH by default. */
@@ -66,7 +71,8 @@ export interface LabResult {
 }
 
 export class LabError extends Error {
-  constructor(message: string, readonly console = '') {
+  /** `stalled`: nothing came out of the lab for `silenceTimeoutMs`; the lab, not a command, stopped. */
+  constructor(message: string, readonly console = '', readonly stalled = false) {
     super(message);
     this.name = 'LabError';
   }
@@ -184,7 +190,11 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     const socketPath = join(work, 'results.sock');
     const monitorPath = join(work, 'monitor.sock');
     const parser = new RecordParser(onRecord);
-    const server = createServer((socket: Socket) => socket.on('data', (chunk) => parser.push(chunk)));
+    let lastOutputAt = Date.now();
+    const server = createServer((socket: Socket) => socket.on('data', (chunk) => {
+      lastOutputAt = Date.now();
+      parser.push(chunk);
+    }));
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
 
     const bootStarted = Date.now();
@@ -201,17 +211,30 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
       '-chardev', `socket,id=results,path=${socketPath}`, '-serial', 'chardev:results',
     ];
     const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
-    const exit = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean }>((resolve, reject) => {
+    const silenceTimeoutMs = options.silenceTimeoutMs;
+    const exit = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean; stalled: boolean }>((resolve, reject) => {
       const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       // qemu would outlive this process (a test runner calling process.exit, say) and spin on.
       const killQemu = (): void => { child.kill('SIGKILL'); };
       process.once('exit', killQemu);
       let timedOut = false;
+      let stalled = false;
+      const giveUp = (): void => {
+        clearTimeout(timer);
+        clearInterval(silence);
+        void askForBacktraces(monitorPath).finally(killQemu);
+      };
       const timer = setTimeout(() => {
         timedOut = true;
-        void askForBacktraces(monitorPath).finally(killQemu);
+        giveUp();
       }, timeoutMs);
+      const silence = setInterval(() => {
+        if (silenceTimeoutMs === undefined || Date.now() - lastOutputAt < silenceTimeoutMs) return;
+        stalled = true;
+        giveUp();
+      }, Math.min(silenceTimeoutMs ?? 60_000, 60_000));
       const onConsoleData = (data: Buffer): void => {
+        lastOutputAt = Date.now();
         consoleChunks.push(data);
         options.onConsole?.(data);
       };
@@ -219,22 +242,27 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
       child.stderr.on('data', onConsoleData);
       child.on('error', (e) => {
         clearTimeout(timer);
+        clearInterval(silence);
         process.off('exit', killQemu);
         reject(new LabError(`cannot start ${qemu}: ${e.message}`));
       });
       child.on('close', (code, signal) => {
         clearTimeout(timer);
+        clearInterval(silence);
         process.off('exit', killQemu);
-        resolve({ code, signal, timedOut });
+        resolve({ code, signal, timedOut, stalled });
       });
     });
     server.close();
     const consoleText = Buffer.concat(consoleChunks).toString('utf8');
 
-    if (exit.timedOut) {
+    if (exit.timedOut || exit.stalled) {
       // A stuck command is the usual cause: name it and show where its own output stopped.
       const stuck = running === undefined ? '' : ` while running command ${running} (${labPlan.commands[running]?.argv.join(' ')}); its last output lines:\n${tail(Buffer.concat(outputs[running]?.both ?? []).toString('utf8'))}\n---`;
-      throw new LabError(`lab guest timed out after ${Math.round(timeoutMs / 1000)} s${stuck}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`, consoleText);
+      const what = exit.stalled
+        ? `lab guest stalled: no output for ${Math.round((silenceTimeoutMs ?? 0) / 1000)} s`
+        : `lab guest timed out after ${Math.round(timeoutMs / 1000)} s`;
+      throw new LabError(`${what}${stuck}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`, consoleText, exit.stalled);
     }
     if (agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${agentFailure}`, consoleText);
     if (!done) {
