@@ -61,12 +61,18 @@ const readOr = (path: string, fallback: string): string => {
   }
 };
 
+/** The numbered entries of /proc: every process. */
+const processIds = (): string[] => readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+
+/** The State line of a /proc status file ("S (sleeping)"). */
+const stateOf = (status: string): string => /^State:\s+(.*)$/m.exec(status)?.[1] ?? '?';
+
 /** Every process with its state, what it waits in (wchan) and each thread's kernel stack. */
 function processReport(): string {
   const lines = [`lab: load ${readOr('/proc/loadavg', '?').trim()}; ${readOr('/proc/meminfo', '').split('\n').slice(0, 3).join('; ')}`];
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+  for (const pid of processIds()) {
     const status = readOr(`/proc/${pid}/status`, '');
-    const state = /^State:\s+(.*)$/m.exec(status)?.[1] ?? '?';
+    const state = stateOf(status);
     const cmdline = readOr(`/proc/${pid}/cmdline`, '').split('\0').join(' ').trim();
     if (cmdline === '') continue; // kernel threads
     lines.push(`lab: pid ${pid} ${state} wchan=${readOr(`/proc/${pid}/wchan`, '?')} ${cmdline.slice(0, 200)}`);
@@ -76,7 +82,7 @@ function processReport(): string {
     } catch { /* it ended meanwhile */ }
     for (const tid of tasks) {
       const stack = readOr(`/proc/${pid}/task/${tid}/stack`, '').trim();
-      const taskState = /^State:\s+(.*)$/m.exec(readOr(`/proc/${pid}/task/${tid}/status`, ''))?.[1] ?? '?';
+      const taskState = stateOf(readOr(`/proc/${pid}/task/${tid}/status`, ''));
       lines.push(`lab:   tid ${tid} ${readOr(`/proc/${pid}/task/${tid}/comm`, '?').trim()} ${taskState}${stack ? '\n' + stack.replace(/^/gm, 'lab:     ') : ''}`);
     }
   }
@@ -86,7 +92,7 @@ function processReport(): string {
 /** `root` and every process below it, whatever process group or session they moved to. */
 function processTree(root: number): number[] {
   const children = new Map<number, number[]>();
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+  for (const pid of processIds()) {
     // The parent is the 2nd field after the parenthesised command name, which may itself hold spaces.
     const stat = readOr(`/proc/${pid}/stat`, '');
     const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
