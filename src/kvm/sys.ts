@@ -14,6 +14,7 @@ const c = {
   ioctlPtr: libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
   mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
   munmap: libc.func('int munmap(void *addr, size_t len)'),
+  madvise: libc.func('int madvise(void *addr, size_t len, int advice)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, const void *buf, size_t count)'),
@@ -29,12 +30,14 @@ const c = {
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
-export const PROT_READ = 1;
-export const PROT_WRITE = 2;
-export const MAP_SHARED = 1;
-export const MAP_PRIVATE = 2;
-export const MAP_ANONYMOUS = 0x20;
-export const MAP_NORESERVE = 0x4000;
+export const PROT_READ = constant('PROT_READ', 'sys/mman.h', 1);
+export const PROT_WRITE = constant('PROT_WRITE', 'sys/mman.h', 2);
+export const MAP_SHARED = constant('MAP_SHARED', 'sys/mman.h', 1);
+export const MAP_PRIVATE = constant('MAP_PRIVATE', 'sys/mman.h', 2);
+export const MAP_ANONYMOUS = constant('MAP_ANONYMOUS', 'sys/mman.h', 0x20);
+export const MAP_NORESERVE = constant('MAP_NORESERVE', 'sys/mman.h', 0x4000);
+export const MADV_DONTFORK = constant('MADV_DONTFORK', 'sys/mman.h', 10);
+export const MADV_HUGEPAGE = constant('MADV_HUGEPAGE', 'sys/mman.h', 14);
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 
@@ -116,8 +119,16 @@ export function viewAt(address: bigint, length: number): Uint8Array {
   return new Uint8Array(koffi.view(c.pointerAt(address, 0, 0), length));
 }
 
-export function munmap(mapping: Mapping): void {
+export function munmap(mapping: Pick<Mapping, 'address' | 'length'>): void {
   check(c.munmap(c.pointerAt(mapping.address, 0, 0), mapping.length), 'munmap');
+}
+
+/** madvise(2); returns false for EINVAL (advice this kernel does not support, e.g. no THP). */
+export function madvise(address: bigint, length: number, advice: number, call: string): boolean {
+  if (c.madvise(c.pointerAt(address, 0, 0), length, advice) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === constants.errno.EINVAL) return false;
+  throw new SysError(call, errno);
 }
 
 export function eventfd(initval = 0, flags = EFD_CLOEXEC): number {

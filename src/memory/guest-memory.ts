@@ -1,6 +1,8 @@
 // Guest physical memory as seen from the VMM. Every access names a guest-physical range and is checked
 // to lie wholly inside one RAM region: a guest-supplied address can never reach host memory around it.
-import { MAP_ANONYMOUS, MAP_NORESERVE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, viewAt } from '../kvm/sys.js';
+import {
+  MADV_DONTFORK, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap, munmap, viewAt,
+} from '../kvm/sys.js';
 
 export class GuestMemoryError extends Error {
   constructor(readonly guestAddress: number, readonly length: number, why = 'is not inside guest RAM') {
@@ -43,11 +45,11 @@ export class GuestMemory {
     }
   }
 
-  /** RAM backed by anonymous shared mmaps, one per range, as KVM needs it (KVM_SET_USER_MEMORY_REGION). */
+  /** RAM backed by anonymous mmaps, one per range, as KVM needs it (KVM_SET_USER_MEMORY_REGION). */
   static anonymous(ranges: readonly { guestAddress: number; size: number }[]): GuestMemory {
     return new GuestMemory(ranges.map(({ guestAddress, size }) => {
-      const m = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'mmap guest RAM');
-      return new MemoryRegion(guestAddress, m.bytes, { kind: 'host', hostAddress: m.address });
+      const hostAddress = mapGuestRam(guestAddress, size);
+      return new MemoryRegion(guestAddress, viewAt(hostAddress, size), { kind: 'host', hostAddress });
     }));
   }
 
@@ -154,4 +156,28 @@ export class GuestMemory {
     const r = this.region(address, 8);
     r.view.setBigUint64(address - r.guestAddress, value, true);
   }
+}
+
+/** Page and transparent huge page sizes on x86-64. */
+const PAGE_SIZE = 4096;
+const HUGE_PAGE = 2 << 20;
+
+/**
+ * Maps private anonymous RAM for guest range [guestAddress, +size) at a host address congruent to it
+ * modulo 2 MiB: only then can KVM back the guest with 2 MiB pages in its nested page tables, and the
+ * host kernel give the range transparent huge pages (shared anonymous memory is shmem, which gets none
+ * by default). Not inherited across fork: a child process must not make guest RAM copy-on-write.
+ */
+function mapGuestRam(guestAddress: number, size: number): bigint {
+  const padded = mmap(size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'mmap guest RAM');
+  const huge = BigInt(HUGE_PAGE);
+  const start = padded.address + (((BigInt(guestAddress) - padded.address) % huge) + huge) % huge;
+  const head = Number(start - padded.address);
+  const mapped = Math.ceil(size / PAGE_SIZE) * PAGE_SIZE;
+  if (head > 0) munmap({ address: padded.address, length: head });
+  if (HUGE_PAGE - head > 0) munmap({ address: start + BigInt(mapped), length: HUGE_PAGE - head });
+  madvise(start, size, MADV_DONTFORK, 'madvise guest RAM MADV_DONTFORK');
+  // EINVAL: a kernel without THP; the RAM works the same in 4 KiB pages.
+  madvise(start, size, MADV_HUGEPAGE, 'madvise guest RAM MADV_HUGEPAGE');
+  return start;
 }

@@ -16,6 +16,7 @@ import {
   VIRTIO_MMIO_VENDOR_ID, VIRTIO_MMIO_VERSION, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, feature,
 } from './abi.js';
 import type { DeviceSignals, VirtioDevice } from './device.js';
+import { InterruptStatus } from './interrupt-status.js';
 import type { NotificationHandle, NotificationSource } from './notification.js';
 import { Virtqueue } from './virtqueue.js';
 
@@ -56,9 +57,8 @@ export class VirtioMmioTransport implements BusDevice {
   private driverFeatures = 0n;
   private queueSel = 0;
   private queues: QueueRegisters[];
-  private interruptStatus = 0;
-  /** Interrupt causes raised since the driver last read InterruptStatus: it cannot have acknowledged them yet. */
-  private unreadInterrupts = 0;
+  /** Shared with the vCPU threads, which may answer InterruptStatus and InterruptACK themselves. */
+  readonly interruptStatus = new InterruptStatus();
   private generation = 0;
   private active = false;
   private error: Error | undefined;
@@ -140,9 +140,7 @@ export class VirtioMmioTransport implements BusDevice {
         return this.deviceFeaturesSel > 1 ? 0 : Number((this.offeredFeatures() >> BigInt(32 * this.deviceFeaturesSel)) & 0xffff_ffffn);
       case VIRTIO_MMIO_QUEUE_NUM_MAX: return q ? this.device.queueMaxSizes[this.queueSel]! : 0;
       case VIRTIO_MMIO_QUEUE_READY: return q?.ready ? 1 : 0;
-      case VIRTIO_MMIO_INTERRUPT_STATUS:
-        this.unreadInterrupts = 0;
-        return this.interruptStatus;
+      case VIRTIO_MMIO_INTERRUPT_STATUS: return this.interruptStatus.read();
       case VIRTIO_MMIO_STATUS: return this.status;
       // No shared memory regions: a length of all ones says "this region does not exist" (§4.2.2).
       case VIRTIO_MMIO_SHM_LEN_LOW:
@@ -170,21 +168,10 @@ export class VirtioMmioTransport implements BusDevice {
       case VIRTIO_MMIO_QUEUE_USED_LOW: this.setQueue((q) => { q.usedRing = low(q.usedRing, value); }); return;
       case VIRTIO_MMIO_QUEUE_USED_HIGH: this.setQueue((q) => { q.usedRing = high(q.usedRing, value); }); return;
       case VIRTIO_MMIO_QUEUE_NOTIFY: this.kick(value); return;
-      case VIRTIO_MMIO_INTERRUPT_ACK: this.acknowledge(value); return;
+      case VIRTIO_MMIO_INTERRUPT_ACK: this.interruptStatus.acknowledge(value); return;
       case VIRTIO_MMIO_STATUS: this.setStatus(value); return;
       default: return; // read-only or unknown registers ignore writes
     }
-  }
-
-  /**
-   * Clears acknowledged causes, except those raised since the driver's last InterruptStatus read. The
-   * driver acknowledges what it read (Linux's vm_interrupt writes back exactly that); a cause raised
-   * later is news to it. Register writes reach the device after the vCPU has moved on (posted), so
-   * device work can run between the driver's ACK and its arrival: clearing such a cause would leave
-   * the edge it raised finding a zero status, and that used buffer unseen until some later interrupt.
-   */
-  private acknowledge(value: number): void {
-    this.interruptStatus &= ~(value & ~this.unreadInterrupts);
   }
 
   private offeredFeatures(): bigint {
@@ -306,14 +293,12 @@ export class VirtioMmioTransport implements BusDevice {
     this.driverFeatures = 0n;
     this.queueSel = 0;
     this.queues = this.freshQueues();
-    this.interruptStatus = 0;
-    this.unreadInterrupts = 0;
+    this.interruptStatus.clear();
     this.error = undefined;
   }
 
   private raise(bit: number): void {
-    this.interruptStatus |= bit;
-    this.unreadInterrupts |= bit;
+    this.interruptStatus.raise(bit);
     this.interrupt.trigger();
   }
 

@@ -23,6 +23,7 @@ import type { Vcpu } from '../kvm/vcpu.js';
 import type { Vm } from '../kvm/vm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { createVirtioMmioDevice, type VirtioDeviceSpec } from '../virtio/factory.js';
+import { interruptRegistersRange } from '../virtio/interrupt-status.js';
 import { IoeventfdNotifications } from '../virtio/ioeventfd.js';
 import { ConsoleWatch } from './console-watch.js';
 import type { MachineExit } from './exit-status.js';
@@ -135,6 +136,8 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
     // Queue kicks complete inside KVM (ioeventfd) and reach the device without a vCPU exit.
     const notifications = new IoeventfdNotifications(vm);
+    // The driver's InterruptStatus read and ACK after every interrupt are answered in the vCPU thread.
+    const localRanges = [...ABSENT_PORTS];
     for (const [i, spec] of specs.entries()) {
       const slot = boot.virtio[i]!;
       const interrupt = new IrqfdInterrupt(vm, slot.irq);
@@ -143,6 +146,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       teardown.push(() => built.close());
       if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
       buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
+      localRanges.push(interruptRegistersRange(slot.base, built.transport.interruptStatus, built.transport.name));
     }
 
     const supportedCpuid = kvm.getSupportedCpuid();
@@ -164,7 +168,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
     await options.confidential?.launch({ vm, memory, boot, vcpus });
 
-    threads = new VcpuThreads(vcpus, buses, { localRanges: ABSENT_PORTS, workers: options.vcpuWorkers });
+    threads = new VcpuThreads(vcpus, buses, { localRanges, workers: options.vcpuWorkers });
     threads.onStop((stop) => {
       if (stop.reason !== 'stopped') finish(exitForStop(stop, watch.panic));
     });
