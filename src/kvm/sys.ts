@@ -18,6 +18,8 @@ const c = {
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, const void *buf, size_t count)'),
+  preadv: libc.func('long preadv(int fd, const void *iov, int iovcnt, int64_t offset)'),
+  pwritev: libc.func('long pwritev(int fd, const void *iov, int iovcnt, int64_t offset)'),
   gettid: libc.func('int gettid()'),
   epollCreate1: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('epoll_ctl', 'int', ['int', 'int', 'int', 'void *']),
@@ -129,6 +131,16 @@ export function madvise(address: bigint, length: number, advice: number, call: s
   const errno = koffi.errno();
   if (errno === constants.errno.EINVAL) return false;
   throw new SysError(call, errno);
+}
+
+/** preadv(2) into the `count` struct iovecs at the start of `iov`; returns the bytes read. */
+export function preadv(fd: number, iov: Uint8Array, count: number, position: number, call: string): number {
+  return check(c.preadv(fd, iov, count, position), call);
+}
+
+/** pwritev(2) from the `count` struct iovecs at the start of `iov`; returns the bytes written. */
+export function pwritev(fd: number, iov: Uint8Array, count: number, position: number, call: string): number {
+  return check(c.pwritev(fd, iov, count, position), call);
 }
 
 export function eventfd(initval = 0, flags = EFD_CLOEXEC): number {

@@ -3,6 +3,7 @@
 import {
   MADV_DONTFORK, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap, munmap, viewAt,
 } from '../kvm/sys.js';
+import type { IoVectors } from './io-vectors.js';
 
 export class GuestMemoryError extends Error {
   constructor(readonly guestAddress: number, readonly length: number, why = 'is not inside guest RAM') {
@@ -22,10 +23,14 @@ export interface GuestMemoryDescriptor {
 export class MemoryRegion {
   readonly end: number;
   readonly view: DataView;
+  /** Host virtual address of the region's first byte, for system calls that take guest RAM directly. */
+  readonly hostBase: number | undefined;
 
   constructor(readonly guestAddress: number, readonly bytes: Uint8Array, readonly backing: RegionBacking) {
     this.end = guestAddress + bytes.length;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // User-space addresses on x86-64 are below 2^47: exact as numbers.
+    this.hostBase = backing.kind === 'host' ? Number(backing.hostAddress) : undefined;
   }
 
   get size(): number {
@@ -90,6 +95,18 @@ export class GuestMemory {
 
   contains(address: number, length: number): boolean {
     return this.regionFor(address, length) !== undefined;
+  }
+
+  /** Whether every region is an mmap of this process, so that system calls can reach guest RAM by address. */
+  get hostMapped(): boolean {
+    return this.regions.every((r) => r.hostBase !== undefined);
+  }
+
+  /** Appends guest range [address, +length) to `into` by host address; false if it does not fit there. */
+  pushIoVector(address: number, length: number, into: IoVectors): boolean {
+    const r = this.region(address, length);
+    if (r.hostBase === undefined) throw new Error('guest RAM in SharedArrayBuffers has no host address');
+    return into.push(r.hostBase + (address - r.guestAddress), length);
   }
 
   private region(address: number, length: number): MemoryRegion {

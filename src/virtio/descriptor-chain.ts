@@ -3,6 +3,7 @@
 // ones). Devices read and write through these helpers so no request ever assumes a particular framing
 // of its descriptors (virtio 1.2 §2.6.4).
 import type { GuestMemory } from '../memory/guest-memory.js';
+import type { IoVectors } from '../memory/io-vectors.js';
 
 export interface Segment {
   readonly address: number;
@@ -24,12 +25,12 @@ export class DescriptorChain {
 
   /** Copies readable bytes [offset, offset + into.length) into `into`; returns how many there were. */
   read(offset: number, into: Uint8Array): number {
-    return copySegments(this.memory, this.readable, offset, into.length, (view, at) => into.set(view, at));
+    return walkSegments(this.readable, offset, into.length, (address, n, at) => into.set(this.memory.slice(address, n), at));
   }
 
   /** Copies `data` into the writable bytes from `offset`; returns how many fitted. */
   write(offset: number, data: Uint8Array): number {
-    return copySegments(this.memory, this.writable, offset, data.length, (view, at) => view.set(data.subarray(at, at + view.length)));
+    return walkSegments(this.writable, offset, data.length, (address, n, at) => this.memory.write(address, data.subarray(at, at + n)));
   }
 
   /** Zero-copy views of readable bytes [offset, offset + length) (clipped to what exists). */
@@ -41,21 +42,33 @@ export class DescriptorChain {
   writableViews(offset: number, length: number): Uint8Array[] {
     return views(this.memory, this.writable, offset, length);
   }
+
+  /**
+   * Fills `into` with host vectors for readable (or writable) bytes [offset, offset + length), clipped
+   * to what exists, on host-mapped guest RAM; false when they need more vectors than it holds.
+   */
+  ioVectors(writable: boolean, offset: number, length: number, into: IoVectors): boolean {
+    into.clear();
+    let fits = true;
+    walkSegments(writable ? this.writable : this.readable, offset, length, (address, n) => {
+      fits &&= this.memory.pushIoVector(address, n, into);
+    });
+    return fits;
+  }
 }
 
 function views(memory: GuestMemory, segments: readonly Segment[], offset: number, length: number): Uint8Array[] {
   const out: Uint8Array[] = [];
-  copySegments(memory, segments, offset, length, (view) => { out.push(view); });
+  walkSegments(segments, offset, length, (address, n) => { out.push(memory.slice(address, n)); });
   return out;
 }
 
 /** Walks `segments` from byte `offset` for up to `length` bytes, handing each piece and its position. */
-function copySegments(
-  memory: GuestMemory,
+function walkSegments(
   segments: readonly Segment[],
   offset: number,
   length: number,
-  each: (view: Uint8Array, position: number) => void,
+  each: (address: number, length: number, position: number) => void,
 ): number {
   let skip = offset;
   let done = 0;
@@ -66,7 +79,7 @@ function copySegments(
       continue;
     }
     const n = Math.min(s.length - skip, length - done);
-    each(memory.slice(s.address + skip, n), done);
+    each(s.address + skip, n, done);
     done += n;
     skip = 0;
   }

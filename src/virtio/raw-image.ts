@@ -3,7 +3,8 @@
 import koffi from 'koffi';
 import fs from 'node:fs';
 import { constants } from 'node:os';
-import { SysError } from '../kvm/sys.js';
+import { SysError, preadv, pwritev } from '../kvm/sys.js';
+import type { IoVectors } from '../memory/io-vectors.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from './abi.js';
 
 export const SECTOR_SIZE = 512;
@@ -41,6 +42,16 @@ export class RawImage {
 
   write(views: Uint8Array[], position: number): void {
     transfer(views, position, (vs, at) => (vs.length === 1 ? fs.writeSync(this.fd, vs[0]!, 0, vs[0]!.length, at) : fs.writevSync(this.fd, vs, at)), 'write');
+  }
+
+  /** Fills the guest RAM `vectors` point at from the file at `position`; consumes the vectors. */
+  readVectors(vectors: IoVectors, position: number): void {
+    transferVectors(vectors, position, (iov, count, at) => preadv(this.fd, iov, count, at, `read ${this.path}`), 'read');
+  }
+
+  /** Writes the guest RAM `vectors` point at to the file at `position`; consumes the vectors. */
+  writeVectors(vectors: IoVectors, position: number): void {
+    transferVectors(vectors, position, (iov, count, at) => pwritev(this.fd, iov, count, at, `write ${this.path}`), 'write');
   }
 
   flush(): void {
@@ -90,5 +101,15 @@ function transfer(views: Uint8Array[], position: number, io: (views: Uint8Array[
     while (i < pending.length && n >= pending[i]!.length) n -= pending[i++]!.length;
     if (i === pending.length) return;
     pending = [pending[i]!.subarray(n), ...pending.slice(i + 1)];
+  }
+}
+
+function transferVectors(vectors: IoVectors, position: number, io: (iov: Uint8Array, count: number, position: number) => number, what: string): void {
+  let at = position;
+  while (vectors.length > 0) {
+    const n = io(vectors.bytes.subarray(vectors.byteOffset), vectors.count, at);
+    if (n === 0) throw new Error(`${what} at offset ${at}: end of file`);
+    vectors.advance(n);
+    at += n;
   }
 }

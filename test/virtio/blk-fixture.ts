@@ -32,10 +32,22 @@ export function tempImage(bytes: number | Uint8Array): string {
   return file;
 }
 
-export function blkFixture(options: { image?: number | Uint8Array; readOnly?: boolean; features?: (offered: bigint) => bigint; queueSize?: number } = {}): BlkFixture {
+export interface BlkFixtureOptions {
+  image?: number | Uint8Array;
+  readOnly?: boolean;
+  features?: (offered: bigint) => bigint;
+  queueSize?: number;
+  /** The device's largest queue size (QueueNumMax). */
+  maxQueueSize?: number;
+  /** Guest RAM as the VMM maps it (the default), or in SharedArrayBuffers as the mocked KVM has it. */
+  memory?: 'mmap' | 'shared';
+}
+
+export function blkFixture(options: BlkFixtureOptions = {}): BlkFixture {
   const file = tempImage(options.image ?? 1 << 20);
-  const memory = GuestMemory.shared([{ guestAddress: 0, size: 4 << 20 }]);
-  const device = new VirtioBlk({ path: file, readOnly: options.readOnly ?? false, serial: 'ts-vmm-test-disk' });
+  const ram = [{ guestAddress: 0, size: 4 << 20 }];
+  const memory = options.memory === 'shared' ? GuestMemory.shared(ram) : GuestMemory.anonymous(ram);
+  const device = new VirtioBlk({ path: file, readOnly: options.readOnly ?? false, serial: 'ts-vmm-test-disk', queueSize: options.maxQueueSize });
   const interrupt = new InterruptCounter();
   const errors: Error[] = [];
   const transport = new VirtioMmioTransport(device, { memory, interrupt, onError: (e) => errors.push(e) });

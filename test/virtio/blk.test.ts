@@ -92,6 +92,39 @@ describe('virtio-blk', () => {
     expect(f.memory.readU8(c + 512)).to.equal(VIRTIO_BLK_S_OK);
   });
 
+  for (const [memory, segments] of [['mmap', 3], ['mmap', 1100], ['shared', 3], ['shared', 1100]] as const) {
+    // Past IOV_MAX (1024) segments a transfer cannot be one preadv/pwritev by host vectors.
+    it(`moves data both ways through ${segments} scattered segments on ${memory === 'mmap' ? 'mmap\'ed guest RAM' : 'guest RAM in SharedArrayBuffers'}`, () => {
+      const image = randomBytes(1 << 20);
+      f = blkFixture({ image, memory, queueSize: 2048, maxQueueSize: 2048 });
+      const heap = f.driver.heap;
+      // Segments of 512 bytes with a gap after each, so no two are adjacent in guest RAM.
+      const pieces = Array.from({ length: segments }, () => heap.alloc(1024, 512));
+      const transfer = (type: number, writable: boolean): number => {
+        const hdr = heap.alloc(16);
+        f.memory.writeU32(hdr, type);
+        f.memory.writeU64(hdr + 8, 16n);
+        const status = heap.alloc(1, 1);
+        const head = f.queue.chain([
+          { address: hdr, length: 16 },
+          ...pieces.map((address) => ({ address, length: 512, writable })),
+          { address: status, length: 1, writable: true },
+        ]);
+        f.queue.submit(head);
+        expect(f.queue.takeUsed()).to.deep.equal([{ id: head, len: (writable ? 512 * segments : 0) + 1 }]);
+        return f.memory.readU8(status);
+      };
+      const data = randomBytes(512 * segments);
+      pieces.forEach((address, i) => f.memory.write(address, data.subarray(512 * i, 512 * (i + 1))));
+      expect(transfer(VIRTIO_BLK_T_OUT, false)).to.equal(VIRTIO_BLK_S_OK);
+      expect(fs.readFileSync(f.file).subarray(8192, 8192 + data.length).equals(data)).to.equal(true);
+      pieces.forEach((address) => f.memory.fill(address, 512, 0));
+      expect(transfer(VIRTIO_BLK_T_IN, true)).to.equal(VIRTIO_BLK_S_OK);
+      expect(Buffer.concat(pieces.map((address) => f.memory.read(address, 512))).equals(data)).to.equal(true);
+      expect(image.subarray(0, 8192).equals(fs.readFileSync(f.file).subarray(0, 8192)), 'bytes before the transfer untouched').to.equal(true);
+    });
+  }
+
   it('serves requests laid out in indirect tables', () => {
     const image = randomBytes(1 << 20);
     f = blkFixture({ image });
