@@ -2,8 +2,12 @@
 // command line says (`--disk FILE[,ro]`, `--vsock CID,UDS_PATH`).
 import type { Interrupt } from '../devices/interrupt.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { VirtioBlk } from './blk.js';
+import type { EventFd } from '../kvm/eventfd.js';
+import type { VirtualMachine } from '../kvm/types.js';
+import { VirtioBlk, type VirtioBlkOptions } from './blk.js';
 import type { VirtioDevice } from './device.js';
+import { InterruptStatus } from './interrupt-status.js';
+import { IoThreadDevice } from './io-thread.js';
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from './mmio.js';
 import type { NotificationSource } from './notification.js';
 import { VirtioVsock } from './vsock/device.js';
@@ -20,6 +24,11 @@ export interface VirtioMmioContext {
   baseAddress: number;
   /** Queue kicks that bypass the MMIO exit (ioeventfd); QueueNotify writes on the bus always work. */
   notifications?: NotificationSource;
+  /**
+   * Serve disks on an I/O thread each: kicks through ioeventfds of `vm` (when given) straight to the
+   * thread, and interrupts through `interrupt`, the eventfd behind the device's interrupt (its irqfd).
+   */
+  ioThread?: { interrupt: EventFd; vm?: VirtualMachine };
   onError?: (error: Error) => void;
 }
 
@@ -35,6 +44,23 @@ export interface VirtioMmioDevice {
 export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: VirtioMmioContext): Promise<VirtioMmioDevice> {
   const name = spec.kind === 'blk' ? `virtio-blk(${spec.path})` : `virtio-vsock(cid ${spec.guestCid})`;
   const options = { ...context, name };
+  if (spec.kind === 'blk' && context.ioThread) {
+    const interruptStatus = new InterruptStatus();
+    const blk: VirtioBlkOptions = { path: spec.path, readOnly: spec.readOnly, serial: spec.serial };
+    const device = await IoThreadDevice.start(
+      { module: new URL('./blk.js', import.meta.url).href, exportName: VirtioBlk.name, options: blk },
+      { memory: context.memory, interruptStatus, interrupt: context.ioThread.interrupt, vm: context.ioThread.vm, baseAddress: context.baseAddress, name },
+    );
+    // The thread takes its own kicks: no notification source on the transport.
+    const transport = new VirtioMmioTransport(device, { ...options, notifications: undefined, interruptStatus });
+    return {
+      transport, device, size: VIRTIO_MMIO_WINDOW,
+      close: async () => {
+        transport.close();
+        await device.close();
+      },
+    };
+  }
   if (spec.kind === 'blk') {
     const device = new VirtioBlk(spec);
     const transport = new VirtioMmioTransport(device, options);

@@ -40,6 +40,8 @@ export interface VirtioMmioOptions {
   baseAddress?: number;
   /** An extra path for queue kicks (ioeventfd); MMIO QueueNotify writes are always handled. */
   notifications?: NotificationSource;
+  /** The InterruptStatus word, when a device on another thread raises causes in it too. */
+  interruptStatus?: InterruptStatus;
   /** Told why the device went to DEVICE_NEEDS_RESET. Defaults to a line on stderr. */
   onError?: (error: Error) => void;
   name?: string;
@@ -58,7 +60,7 @@ export class VirtioMmioTransport implements BusDevice {
   private queueSel = 0;
   private queues: QueueRegisters[];
   /** Shared with the vCPU threads, which may answer InterruptStatus and InterruptACK themselves. */
-  readonly interruptStatus = new InterruptStatus();
+  readonly interruptStatus: InterruptStatus;
   private generation = 0;
   private active = false;
   private error: Error | undefined;
@@ -66,6 +68,7 @@ export class VirtioMmioTransport implements BusDevice {
   constructor(readonly device: VirtioDevice, options: VirtioMmioOptions) {
     this.memory = options.memory;
     this.interrupt = options.interrupt;
+    this.interruptStatus = options.interruptStatus ?? new InterruptStatus();
     this.name = options.name ?? `virtio-mmio(${device.deviceType})`;
     this.onError = options.onError ?? ((e) => process.stderr.write(`${this.name}: device needs reset: ${e.message}\n`));
     this.queues = this.freshQueues();
@@ -240,7 +243,7 @@ export class VirtioMmioTransport implements BusDevice {
         indirect: (this.driverFeatures & feature(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
       };
       const queues = this.queues.map((q, i) => (q.ready
-        ? new Virtqueue(this.memory, q, features, this.device.queueMaxSizes[i]!)
+        ? new Virtqueue(this.memory, { size: q.size, descTable: q.descTable, availRing: q.availRing, usedRing: q.usedRing }, features, this.device.queueMaxSizes[i]!)
         : null));
       this.active = true;
       this.device.activate({ memory: this.memory, queues, features: this.driverFeatures });

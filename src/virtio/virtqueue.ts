@@ -59,7 +59,7 @@ export class Virtqueue {
   private signalledUsed = 0;
 
   /** Validates the layout the driver programmed; throws VirtqueueError naming the problem. */
-  constructor(readonly memory: GuestMemory, layout: VirtqueueLayout, readonly features: VirtqueueFeatures, maxSize: number) {
+  constructor(readonly memory: GuestMemory, readonly layout: VirtqueueLayout, readonly features: VirtqueueFeatures, readonly maxSize: number) {
     const { size, descTable, availRing, usedRing } = layout;
     if (!Number.isInteger(size) || size < 1 || size > maxSize || (size & (size - 1)) !== 0) {
       throw new VirtqueueError(`queue size ${size} is not a power of 2 between 1 and ${maxSize}`);

@@ -134,7 +134,8 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
     buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
 
-    // Queue kicks complete inside KVM (ioeventfd) and reach the device without a vCPU exit.
+    // Queue kicks complete inside KVM (ioeventfd) and reach the device without a vCPU exit; disks are
+    // served on an I/O thread each, which takes its kicks and raises its interrupts itself.
     const notifications = new IoeventfdNotifications(vm);
     // The driver's InterruptStatus read and ACK after every interrupt are answered in the vCPU thread.
     const localRanges = [...ABSENT_PORTS];
@@ -142,7 +143,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       const slot = boot.virtio[i]!;
       const interrupt = new IrqfdInterrupt(vm, slot.irq);
       teardown.push(() => interrupt.close());
-      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications });
+      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd, vm } });
       teardown.push(() => built.close());
       if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
       buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
