@@ -40,9 +40,12 @@ export class MemoryRegion {
 
 export class GuestMemory {
   readonly regions: readonly MemoryRegion[];
+  private lastRegion: MemoryRegion;
 
   constructor(regions: MemoryRegion[]) {
     this.regions = [...regions].sort((a, b) => a.guestAddress - b.guestAddress);
+    if (this.regions.length === 0) throw new Error('guest memory needs at least one region');
+    this.lastRegion = this.regions[0]!;
     for (let i = 1; i < this.regions.length; i++) {
       if (this.regions[i]!.guestAddress < this.regions[i - 1]!.end) {
         throw new Error(`guest memory regions overlap at 0x${this.regions[i]!.guestAddress.toString(16)}`);
@@ -86,8 +89,15 @@ export class GuestMemory {
   /** The region holding [address, address+length), or undefined. Lengths and addresses may be hostile. */
   regionFor(address: number, length: number): MemoryRegion | undefined {
     if (!Number.isSafeInteger(address) || !Number.isSafeInteger(length) || address < 0 || length < 0) return undefined;
+    // Consecutive accesses (the segments of one request) nearly always fall in the same region.
+    const last = this.lastRegion;
+    if (address >= last.guestAddress && address + length <= last.end && address < last.end) return last;
     for (const r of this.regions) {
-      if (address >= r.guestAddress && address < r.end) return address + length <= r.end ? r : undefined;
+      if (address >= r.guestAddress && address < r.end) {
+        if (address + length > r.end) return undefined;
+        this.lastRegion = r;
+        return r;
+      }
     }
     // A zero-length range at a region's end is still "inside".
     return length === 0 ? this.regions.find((r) => r.end === address) : undefined;

@@ -48,12 +48,22 @@ export class DescriptorChain {
    * to what exists, on host-mapped guest RAM; false when they need more vectors than it holds.
    */
   ioVectors(writable: boolean, offset: number, length: number, into: IoVectors): boolean {
+    // The walk of walkSegments without its callback: this runs for every segment of every transfer.
     into.clear();
-    let fits = true;
-    walkSegments(writable ? this.writable : this.readable, offset, length, (address, n) => {
-      fits &&= this.memory.pushIoVector(address, n, into);
-    });
-    return fits;
+    let skip = offset;
+    let left = length;
+    for (const s of writable ? this.writable : this.readable) {
+      if (left === 0) break;
+      if (skip >= s.length) {
+        skip -= s.length;
+        continue;
+      }
+      const n = Math.min(s.length - skip, left);
+      if (!this.memory.pushIoVector(s.address + skip, n, into)) return false;
+      left -= n;
+      skip = 0;
+    }
+    return true;
   }
 }
 
