@@ -33,6 +33,19 @@ export class DescriptorChain {
     return walkSegments(this.writable, offset, data.length, (address, n, at) => this.memory.write(address, data.subarray(at, at + n)));
   }
 
+  /**
+   * Guest address of readable (or writable) bytes [offset, offset + length) when one buffer holds them
+   * all; undefined when they span buffers or lie beyond the chain.
+   */
+  addressOf(writable: boolean, offset: number, length: number): number | undefined {
+    let skip = offset;
+    for (const s of writable ? this.writable : this.readable) {
+      if (skip < s.length) return skip + length <= s.length ? s.address + skip : undefined;
+      skip -= s.length;
+    }
+    return undefined;
+  }
+
   /** Zero-copy views of readable bytes [offset, offset + length) (clipped to what exists). */
   readableViews(offset: number, length: number): Uint8Array[] {
     return views(this.memory, this.readable, offset, length);
