@@ -127,7 +127,11 @@ function runGuest(command: string, args: readonly string[]): Promise<Map<Measure
       for (let eol = stdout.indexOf('\n', scanned); eol >= 0; eol = stdout.indexOf('\n', scanned)) {
         const line = stdout.slice(scanned, eol).trim();
         scanned = eol + 1;
-        if (line.startsWith('bench-start ')) before = snapshot();
+        if (line.startsWith('bench-start ')) {
+          before = snapshot();
+          // Progress on stderr: a run that stalls shows which VMM and measurement it stalled in.
+          process.stderr.write(`virtio-lab: ${path.basename(command)}: ${line.slice('bench-start '.length)}\n`);
+        }
         const m = /^bench (\S+) (\d+) (\d+) (\d+)/.exec(line);
         if (!m || !before) continue;
         const after = snapshot();
