@@ -15,8 +15,6 @@ import {
   IO_THREAD_ROLE, type IoThreadCommand, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
 } from './io-thread-protocol.js';
 
-export type { ThreadedDeviceModule } from './io-thread-protocol.js';
-
 export interface IoThreadContext {
   memory: GuestMemory;
   /** The transport's InterruptStatus, which the worker raises causes in. */
