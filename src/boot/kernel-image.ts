@@ -3,6 +3,7 @@
 // guest memory here, so the same description can be measured for a confidential launch.
 import { BootFlags, SETUP_HEADER_OFFSET, setupHeader } from './boot-params-abi.js';
 import { offsetOf } from '../kvm/abi.js';
+import { EM_X86_64, type Elf64Headers, ElfError, PT_LOAD, isElf, readElf64Headers } from './elf64.js';
 
 export class KernelImageError extends Error {
   constructor(message: string) {
@@ -54,11 +55,9 @@ const LEGACY_CMDLINE_MAX = 255;
 
 const hdrOffset = (field: string): number => SETUP_HEADER_OFFSET + offsetOf(setupHeader, field);
 
-const ELF_MAGIC = 0x464c_457f;
-
 export function parseKernelImage(file: Uint8Array): KernelImage {
   const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
-  if (file.length >= 4 && view.getUint32(0, true) === ELF_MAGIC) return parseElf(file, view);
+  if (isElf(file)) return parseElf(file);
   if (file.length >= hdrOffset('header') + 4 && view.getUint16(hdrOffset('boot_flag'), true) === BootFlags.bootFlagMagic
     && view.getUint32(hdrOffset('header'), true) === BootFlags.headerMagic) {
     return parseBzImage(file, view);
@@ -117,41 +116,23 @@ function parseBzImage(file: Uint8Array, view: DataView): BzImageKernel {
   };
 }
 
-const ELFCLASS64 = 2;
-const ELFDATA2LSB = 1;
-const EM_X86_64 = 62;
-const PT_LOAD = 1;
-const ELF64_EHDR_SIZE = 64;
-const ELF64_PHDR_SIZE = 56;
-
-function parseElf(file: Uint8Array, view: DataView): ElfKernel {
-  if (file.length < ELF64_EHDR_SIZE) throw new KernelImageError(`ELF kernel truncated inside its header (${file.length} bytes)`);
-  if (file[4] !== ELFCLASS64 || file[5] !== ELFDATA2LSB) throw new KernelImageError('ELF kernel is not 64-bit little-endian');
-  if (view.getUint16(18, true) !== EM_X86_64) throw new KernelImageError(`ELF kernel is for machine ${view.getUint16(18, true)}, not x86-64`);
-  const toNumber = (v: bigint, what: string): number => {
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new KernelImageError(`ELF kernel ${what} 0x${v.toString(16)} is out of range`);
-    return Number(v);
-  };
-  // vmlinux's entry is phys_startup_64: a physical address, as the 64-bit boot protocol needs.
-  const entry = toNumber(view.getBigUint64(24, true), 'entry point');
-  const phoff = toNumber(view.getBigUint64(32, true), 'program header offset');
-  const phentsize = view.getUint16(54, true);
-  const phnum = view.getUint16(56, true);
-  if (phentsize < ELF64_PHDR_SIZE) throw new KernelImageError(`ELF kernel program header size ${phentsize} is too small`);
-  if (phoff + phnum * phentsize > file.length) throw new KernelImageError('ELF kernel truncated inside its program headers');
-
-  const segments: KernelSegment[] = [];
-  for (let i = 0; i < phnum; i++) {
-    const ph = phoff + i * phentsize;
-    if (view.getUint32(ph, true) !== PT_LOAD) continue;
-    const offset = toNumber(view.getBigUint64(ph + 8, true), 'segment offset');
-    const paddr = toNumber(view.getBigUint64(ph + 24, true), 'segment physical address');
-    const filesz = toNumber(view.getBigUint64(ph + 32, true), 'segment file size');
-    const memsz = toNumber(view.getBigUint64(ph + 40, true), 'segment memory size');
-    if (offset + filesz > file.length) throw new KernelImageError(`ELF kernel truncated: segment ${i} needs bytes up to ${offset + filesz}, the file has ${file.length}`);
-    if (memsz < filesz) throw new KernelImageError(`ELF kernel segment ${i} is larger in the file than in memory`);
-    segments.push({ guestAddress: paddr, bytes: file.subarray(offset, offset + filesz), zeroFill: memsz - filesz });
+function parseElf(file: Uint8Array): ElfKernel {
+  let elf: Elf64Headers;
+  try {
+    elf = readElf64Headers(file, 'ELF kernel');
+  } catch (e) {
+    throw e instanceof ElfError ? new KernelImageError(e.message) : e;
   }
+  if (elf.machine !== EM_X86_64) throw new KernelImageError(`ELF kernel is for machine ${elf.machine}, not x86-64`);
+  // vmlinux's entry is phys_startup_64: a physical address, as the 64-bit boot protocol needs.
+  const { entry } = elf;
+  const segments: KernelSegment[] = [];
+  elf.programHeaders.forEach((ph, i) => {
+    if (ph.type !== PT_LOAD) return;
+    if (ph.offset + ph.filesz > file.length) throw new KernelImageError(`ELF kernel truncated: segment ${i} needs bytes up to ${ph.offset + ph.filesz}, the file has ${file.length}`);
+    if (ph.memsz < ph.filesz) throw new KernelImageError(`ELF kernel segment ${i} is larger in the file than in memory`);
+    segments.push({ guestAddress: ph.paddr, bytes: file.subarray(ph.offset, ph.offset + ph.filesz), zeroFill: ph.memsz - ph.filesz });
+  });
   if (segments.length === 0) throw new KernelImageError('ELF kernel has no loadable (PT_LOAD) segment');
   const inside = segments.some((s) => entry >= s.guestAddress && entry < s.guestAddress + s.bytes.length);
   if (!inside) throw new KernelImageError(`ELF kernel entry 0x${entry.toString(16)} is not inside a loaded segment`);

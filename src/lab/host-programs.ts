@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
+import { PT_INTERP, readElf64Headers } from '../boot/elf64.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -13,30 +14,20 @@ export function findProgram(program: string): string | undefined {
   return dirs.map((d) => join(d, program)).find((p) => existsSync(p));
 }
 
-const PT_INTERP = 3;
+/** Enough of a binary's start for its file and program headers. */
+const HEADERS_BYTES = 64 * 1024;
 
 /** The dynamic loader an ELF64 little-endian binary names (PT_INTERP), or undefined for a static one. */
 async function programInterpreter(binary: string): Promise<string | undefined> {
   const file = await open(binary, 'r');
   try {
-    const header = Buffer.alloc(64);
-    await file.read(header, 0, 64, 0);
-    if (header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2 || header[5] !== 1) {
-      throw new Error(`${binary} is not a little-endian ELF64 binary`);
-    }
-    const phoff = Number(header.readBigUInt64LE(0x20));
-    const phentsize = header.readUInt16LE(0x36);
-    const phnum = header.readUInt16LE(0x38);
-    const table = Buffer.alloc(phentsize * phnum);
-    await file.read(table, 0, table.length, phoff);
-    for (let i = 0; i < phnum; i++) {
-      const entry = table.subarray(i * phentsize);
-      if (entry.readUInt32LE(0) !== PT_INTERP) continue;
-      const name = Buffer.alloc(Number(entry.readBigUInt64LE(32)));
-      await file.read(name, 0, name.length, Number(entry.readBigUInt64LE(8)));
-      return name.toString('latin1').replace(/\0.*$/s, '');
-    }
-    return undefined;
+    const start = Buffer.alloc(HEADERS_BYTES);
+    const { bytesRead } = await file.read(start, 0, start.length, 0);
+    const interp = readElf64Headers(start.subarray(0, bytesRead), binary).programHeaders.find((ph) => ph.type === PT_INTERP);
+    if (interp === undefined) return undefined;
+    const name = Buffer.alloc(interp.filesz);
+    await file.read(name, 0, name.length, interp.offset);
+    return name.toString('latin1').replace(/\0.*$/s, '');
   } finally {
     await file.close();
   }
