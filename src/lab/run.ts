@@ -228,11 +228,12 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
         timedOut = true;
         giveUp();
       }, timeoutMs);
-      const silence = setInterval(() => {
-        if (silenceTimeoutMs === undefined || Date.now() - lastOutputAt < silenceTimeoutMs) return;
+      // Only a caller that asked for it has the lab watched for silence.
+      const silence = silenceTimeoutMs === undefined ? undefined : setInterval(() => {
+        if (Date.now() - lastOutputAt < silenceTimeoutMs) return;
         stalled = true;
         giveUp();
-      }, Math.min(silenceTimeoutMs ?? 60_000, 60_000));
+      }, Math.min(silenceTimeoutMs, 60_000));
       const onConsoleData = (data: Buffer): void => {
         lastOutputAt = Date.now();
         consoleChunks.push(data);
