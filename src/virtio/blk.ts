@@ -46,6 +46,7 @@ export class VirtioBlk implements VirtioDevice {
   private readonly serial: Uint8Array;
   private readonly header = new Uint8Array(OUTHDR_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
+  private readonly status = new Uint8Array(1);
   private signals: DeviceSignals | undefined;
   private queue: Virtqueue | null = null;
   private negotiated = 0n;
@@ -130,13 +131,7 @@ export class VirtioBlk implements VirtioDevice {
     let written = 0;
     let status: number;
     try {
-      // The header is nearly always one buffer of its own: read it in place, copying nothing.
-      const header = chain.addressOf(false, 0, OUTHDR_SIZE);
-      if (header !== undefined) {
-        const m = chain.memory;
-        const sector = m.readU32(header + OUTHDR_SECTOR) + m.readU32(header + OUTHDR_SECTOR + 4) * U32;
-        [status, written] = this.request(chain, m.readU32(header + OUTHDR_TYPE), sector, statusAt);
-      } else if (chain.read(0, this.header) < OUTHDR_SIZE) {
+      if (chain.read(0, this.header) < OUTHDR_SIZE) {
         status = VIRTIO_BLK_S_IOERR;
       } else {
         const type = this.headerView.getUint32(OUTHDR_TYPE, true);
@@ -148,8 +143,8 @@ export class VirtioBlk implements VirtioDevice {
       status = VIRTIO_BLK_S_IOERR;
       written = 0;
     }
-    // One byte always lies in one buffer.
-    chain.memory.writeU8(chain.addressOf(true, statusAt, 1)!, status);
+    this.status[0] = status;
+    chain.write(statusAt, this.status);
     return written + 1;
   }
 
@@ -184,14 +179,9 @@ export class VirtioBlk implements VirtioDevice {
   /** Moves `length` bytes from `offset` in the chain's writable (IN) or readable (OUT) buffers. */
   private transfer(chain: DescriptorChain, toGuest: boolean, offset: number, length: number, position: number): void {
     const vectors = this.vectors;
-    // Data in one buffer: one pread/pwrite on a view (Node's binding costs less than a foreign call).
-    // In several: one preadv/pwritev by host address, or views where RAM has no host address.
-    const address = chain.addressOf(toGuest, offset, length);
-    if (address !== undefined) {
-      const view = [chain.memory.slice(address, length)];
-      if (toGuest) this.image.read(view, position);
-      else this.image.write(view, position);
-    } else if (vectors && chain.ioVectors(toGuest, offset, length, vectors)) {
+    // Data in several buffers: one preadv/pwritev by host address. In one (or where RAM has no host
+    // address): pread/pwrite on views, Node's binding costing less than a foreign call.
+    if (vectors && chain.addressOf(toGuest, offset, length) === undefined && chain.ioVectors(toGuest, offset, length, vectors)) {
       if (toGuest) this.image.readVectors(vectors, position);
       else this.image.writeVectors(vectors, position);
     } else if (toGuest) {

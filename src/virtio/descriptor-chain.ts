@@ -25,12 +25,23 @@ export class DescriptorChain {
 
   /** Copies readable bytes [offset, offset + into.length) into `into`; returns how many there were. */
   read(offset: number, into: Uint8Array): number {
-    return walkSegments(this.readable, offset, into.length, (address, n, at) => into.set(this.memory.slice(address, n), at));
+    // Nearly always the bytes lie in one buffer (a request header, a status byte): no walk then.
+    const address = this.addressOf(false, offset, into.length);
+    if (address !== undefined) {
+      into.set(this.memory.slice(address, into.length));
+      return into.length;
+    }
+    return walkSegments(this.readable, offset, into.length, (at, n, position) => into.set(this.memory.slice(at, n), position));
   }
 
   /** Copies `data` into the writable bytes from `offset`; returns how many fitted. */
   write(offset: number, data: Uint8Array): number {
-    return walkSegments(this.writable, offset, data.length, (address, n, at) => this.memory.write(address, data.subarray(at, at + n)));
+    const address = this.addressOf(true, offset, data.length);
+    if (address !== undefined) {
+      this.memory.write(address, data);
+      return data.length;
+    }
+    return walkSegments(this.writable, offset, data.length, (at, n, position) => this.memory.write(at, data.subarray(position, position + n)));
   }
 
   /**
@@ -38,12 +49,7 @@ export class DescriptorChain {
    * all; undefined when they span buffers or lie beyond the chain.
    */
   addressOf(writable: boolean, offset: number, length: number): number | undefined {
-    let skip = offset;
-    for (const s of writable ? this.writable : this.readable) {
-      if (skip < s.length) return skip + length <= s.length ? s.address + skip : undefined;
-      skip -= s.length;
-    }
-    return undefined;
+    return addressIn(writable ? this.writable : this.readable, offset, length);
   }
 
   /** Zero-copy views of readable bytes [offset, offset + length) (clipped to what exists). */
@@ -81,9 +87,20 @@ export class DescriptorChain {
 }
 
 function views(memory: GuestMemory, segments: readonly Segment[], offset: number, length: number): Uint8Array[] {
+  const address = addressIn(segments, offset, length);
+  if (address !== undefined) return [memory.slice(address, length)];
   const out: Uint8Array[] = [];
   walkSegments(segments, offset, length, (address, n) => { out.push(memory.slice(address, n)); });
   return out;
+}
+
+function addressIn(segments: readonly Segment[], offset: number, length: number): number | undefined {
+  let skip = offset;
+  for (const s of segments) {
+    if (skip < s.length) return skip + length <= s.length ? s.address + skip : undefined;
+    skip -= s.length;
+  }
+  return undefined;
 }
 
 /** Walks `segments` from byte `offset` for up to `length` bytes, handing each piece and its position. */

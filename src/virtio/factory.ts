@@ -8,7 +8,7 @@ import { VirtioBlk, type VirtioBlkOptions } from './blk.js';
 import type { VirtioDevice } from './device.js';
 import { InterruptStatus } from './interrupt-status.js';
 import { IoThreadDevice } from './io-thread.js';
-import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from './mmio.js';
+import { VIRTIO_MMIO_WINDOW, type VirtioMmioOptions, VirtioMmioTransport } from './mmio.js';
 import type { NotificationSource } from './notification.js';
 import { VirtioVsock } from './vsock/device.js';
 
@@ -52,27 +52,14 @@ export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: Vi
       { memory: context.memory, interruptStatus, interrupt: context.ioThread.interrupt, vm: context.ioThread.vm, baseAddress: context.baseAddress, name },
     );
     // The thread takes its own kicks: no notification source on the transport.
-    const transport = new VirtioMmioTransport(device, { ...options, notifications: undefined, interruptStatus });
-    return {
-      transport, device, size: VIRTIO_MMIO_WINDOW,
-      close: async () => {
-        transport.close();
-        await device.close();
-      },
-    };
+    return behindTransport(device, { ...options, notifications: undefined, interruptStatus });
   }
-  if (spec.kind === 'blk') {
-    const device = new VirtioBlk(spec);
-    const transport = new VirtioMmioTransport(device, options);
-    return {
-      transport, device, size: VIRTIO_MMIO_WINDOW,
-      close: async () => {
-        transport.close();
-        device.close();
-      },
-    };
-  }
-  const device = await VirtioVsock.create({ guestCid: spec.guestCid, udsPath: spec.udsPath });
+  const device = spec.kind === 'blk' ? new VirtioBlk(spec) : await VirtioVsock.create({ guestCid: spec.guestCid, udsPath: spec.udsPath });
+  return behindTransport(device, options);
+}
+
+/** The device behind a new transport; closing stops the transport, then releases the device. */
+function behindTransport(device: VirtioDevice & { close(): void | Promise<void> }, options: VirtioMmioOptions): VirtioMmioDevice {
   const transport = new VirtioMmioTransport(device, options);
   return {
     transport, device, size: VIRTIO_MMIO_WINDOW,

@@ -46,6 +46,8 @@ export class InterruptStatus {
   }
 }
 
+const ACK_OFFSET = VIRTIO_MMIO_INTERRUPT_ACK - VIRTIO_MMIO_INTERRUPT_STATUS;
+
 /** InterruptStatus and InterruptACK as a bus device whose offset 0 is VIRTIO_MMIO_INTERRUPT_STATUS. */
 export function interruptRegisters(status: InterruptStatus): BusDevice {
   return {
@@ -60,8 +62,6 @@ export function interruptRegisters(status: InterruptStatus): BusDevice {
     },
   };
 }
-
-const ACK_OFFSET = VIRTIO_MMIO_INTERRUPT_ACK - VIRTIO_MMIO_INTERRUPT_STATUS;
 
 /** The two registers answered in every vCPU thread, for the transport whose window starts at `base`. */
 export function interruptRegistersRange(base: number, status: InterruptStatus, name: string): LocalRange {

@@ -37,13 +37,10 @@ export class RawImage {
 
   /** Fills `views` from the file at `position`; a read past the end of the file is an error. */
   read(views: Uint8Array[], position: number): void {
-    // One whole view in one call is the common case: no closure, no bookkeeping.
-    if (views.length === 1 && fs.readSync(this.fd, views[0]!, 0, views[0]!.length, position) === views[0]!.length) return;
     transfer(views, position, (vs, at) => (vs.length === 1 ? fs.readSync(this.fd, vs[0]!, 0, vs[0]!.length, at) : fs.readvSync(this.fd, vs, at)), 'read');
   }
 
   write(views: Uint8Array[], position: number): void {
-    if (views.length === 1 && fs.writeSync(this.fd, views[0]!, 0, views[0]!.length, position) === views[0]!.length) return;
     transfer(views, position, (vs, at) => (vs.length === 1 ? fs.writeSync(this.fd, vs[0]!, 0, vs[0]!.length, at) : fs.writevSync(this.fd, vs, at)), 'write');
   }
 
