@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bus, type BusDevice } from '../src/devices/bus.js';
-import { EventFd } from '../src/kvm/eventfd.js';
+import { EventFd } from '../src/sys/eventfd.js';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { KVM_CAP_USER_MEMORY } from '../src/kvm/constants.js';
 import { busAccess } from '../src/kvm/io-dispatch.js';
@@ -161,27 +161,28 @@ function tsIoctl(): number {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const c = compileC();
-const samples: Record<string, number[]> = {
-  c: [], inline: [], local: [], posted: [], read: [], cIoctl: [], tsIoctl: [], pingIoeventfd: [], pingMailbox: [],
+const samples = {
+  c: [] as number[], inline: [] as number[], local: [] as number[], posted: [] as number[], read: [] as number[],
+  cIoctl: [] as number[], tsIoctl: [] as number[], pingIoeventfd: [] as number[], pingMailbox: [] as number[],
 };
 try {
   for (let r = 0; r < rounds; r++) {
-    samples.c!.push(runC(c.binary, [String(exits)]));
-    samples.inline!.push(tsInline());
-    samples.local!.push(await tsThreads('local'));
-    samples.posted!.push(await tsThreads('posted write'));
-    samples.read!.push(await tsThreads('read'));
-    samples.cIoctl!.push(runC(c.binary, ['ioctl', String(exits)]));
-    samples.tsIoctl!.push(tsIoctl());
-    samples.pingIoeventfd!.push(await tsPingPong('ioeventfd'));
-    samples.pingMailbox!.push(await tsPingPong('mailbox'));
+    samples.c.push(runC(c.binary, [String(exits)]));
+    samples.inline.push(tsInline());
+    samples.local.push(await tsThreads('local'));
+    samples.posted.push(await tsThreads('posted write'));
+    samples.read.push(await tsThreads('read'));
+    samples.cIoctl.push(runC(c.binary, ['ioctl', String(exits)]));
+    samples.tsIoctl.push(tsIoctl());
+    samples.pingIoeventfd.push(await tsPingPong('ioeventfd'));
+    samples.pingMailbox.push(await tsPingPong('mailbox'));
   }
 } finally {
   c.cleanup();
   kvm.close();
 }
 
-const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)])) as Record<keyof typeof samples, number>;
+const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)])) as { [K in keyof typeof samples]: number };
 const row = (name: string, us: number, peer: number) => `| ${name} | ${us.toFixed(2)} | ${(us / peer).toFixed(2)}x |`;
 console.log(`exit round trip, ${exits} exits per run, median of ${rounds} rounds (µs per exit; ratio against C)\n`);
 console.log('| path | µs/exit | vs C |');

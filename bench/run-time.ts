@@ -20,6 +20,7 @@ import { chooseKernel } from '../src/oci/kernel-choice.js';
 import { runCacheDir } from '../src/oci/paths.js';
 import { prepareRootDisk } from '../src/oci/root-disk.js';
 import { RUN_CMDLINE } from '../src/oci/vm-request.js';
+import { errorMessage } from '../src/sys/error-message.js';
 
 const runs = Number(process.argv[2] ?? 5);
 const project = fileURLToPath(new URL('../../', import.meta.url));
@@ -61,7 +62,7 @@ async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, m
       return await timeRun(command, args, env, marker);
     } catch (e) {
       failedRuns++;
-      console.log(`run failed (${attempt}/3): ${(e as Error).message.split('\n').slice(0, 4).join(' | ')}`);
+      console.log(`run failed (${attempt}/3): ${errorMessage(e).split('\n').slice(0, 4).join(' | ')}`);
       if (attempt === 3) throw e;
     }
   }

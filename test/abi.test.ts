@@ -10,7 +10,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   registeredConstants, registeredIoctls, registeredStructs, type ConstantDecl, type IoctlDecl, type StructDecl,
-} from '../src/kvm/abi.js';
+} from '../src/sys/abi.js';
+import { errorMessage } from '../src/sys/error-message.js';
 
 const distSrc = join(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
@@ -30,7 +31,7 @@ for (const module of declaringModules) {
   try {
     await import(pathToFileURL(module).href);
   } catch (e) {
-    importFailures.push(`${module}: ${e instanceof Error ? e.message : String(e)}`);
+    importFailures.push(`${module}: ${errorMessage(e)}`);
   }
 }
 

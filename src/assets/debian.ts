@@ -30,10 +30,7 @@ export interface AssetOptions {
 }
 
 export class AssetError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'AssetError';
-  }
+  override readonly name = 'AssetError';
 }
 
 export function defaultCacheDir(): string {

@@ -1,7 +1,7 @@
 // The x86 boot protocol structures (asm/bootparam.h), declared through the ABI registry so the
 // conformance test compiles the real header and checks every size and offset used here.
 import koffi from 'koffi';
-import { cStruct, constant, offsetOf } from '../kvm/abi.js';
+import { cStruct, constant, offsetOf } from '../sys/abi.js';
 
 const HEADER = 'asm/bootparam.h';
 

@@ -2,7 +2,7 @@
 // both structs), read with every offset and size checked against the bytes at hand. The kernel loader
 // takes the PT_LOAD segments of a vmlinux; the lab finds a host program's dynamic loader (PT_INTERP).
 import koffi from 'koffi';
-import { cStruct, constant, offsetOf } from '../kvm/abi.js';
+import { cStruct, constant, offsetOf } from '../sys/abi.js';
 
 const ELF = 'elf.h';
 export const elf64Ehdr = cStruct('Elf64_Ehdr', ELF, {
@@ -25,10 +25,7 @@ export const PT_INTERP = constant('PT_INTERP', ELF, 3);
 const ELF_MAGIC = [0x7f, 0x45, 0x4c, 0x46];
 
 export class ElfError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ElfError';
-  }
+  override readonly name = 'ElfError';
 }
 
 export interface ProgramHeader {

@@ -2,10 +2,11 @@
 // top of 4 GiB, and the hand-off block that tells it where the kernel's 64-bit entry and the zero
 // page are. Both are placements, so a measured launch covers them like the kernel itself.
 import { readFile } from 'node:fs/promises';
+import { projectFile } from '../sys/project-paths.js';
 import type { Placement } from './boot-plan.js';
 import { FIRMWARE_ADDRESS, FIRMWARE_SIZE, LowMemory } from './layout.js';
 
-export const FIRMWARE_IMAGE = new URL('../../../firmware/ts-vmm-firmware.bin', import.meta.url);
+export const FIRMWARE_IMAGE = projectFile('firmware', 'ts-vmm-firmware.bin');
 
 /** "TSFW", the first word of the hand-off block; the firmware refuses to jump without it. */
 export const HANDOFF_MAGIC = 0x5746_5354;

@@ -2,14 +2,11 @@
 // ELF vmlinux. The result says which bytes go where and where the BSP enters; nothing is written to
 // guest memory here, so the same description can be measured for a confidential launch.
 import { BootFlags, SETUP_HEADER_OFFSET, setupHeader } from './boot-params-abi.js';
-import { offsetOf } from '../kvm/abi.js';
+import { offsetOf } from '../sys/abi.js';
 import { EM_X86_64, type Elf64Headers, ElfError, PT_LOAD, isElf, readElf64Headers } from './elf64.js';
 
 export class KernelImageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'KernelImageError';
-  }
+  override readonly name = 'KernelImageError';
 }
 
 /** A contiguous piece of the image to copy to `guestAddress`, followed by `zeroFill` zero bytes. */

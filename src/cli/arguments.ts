@@ -2,6 +2,7 @@
 // InvalidArgumentError, which names the option and the value.
 import { InvalidArgumentError } from 'commander';
 import { decodePolicy } from '../sev/policy.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export function positiveInteger(value: string): number {
   const n = Number(value);
@@ -22,7 +23,7 @@ export function policyArg(value: string): number {
   try {
     decodePolicy(policy);
   } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
+    throw new InvalidArgumentError(errorMessage(e));
   }
   return policy;
 }

@@ -3,10 +3,10 @@
 import { readFile } from 'node:fs/promises';
 import { prepareBoot, type BootInputs } from '../boot/prepare.js';
 import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
-import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
-import { parseDiskOption, parseVsockOption } from '../virtio/factory.js';
+import { kvmUnsuitableReason } from '../kvm/probe.js';
+import { parseDiskOption, parseVsockOption } from './device-options.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
-import { runMachine } from '../vmm/machine.js';
+import { runMachine, type ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
 
 export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): Promise<number> {
@@ -14,7 +14,6 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
   // The SEV stack is loaded only for a confidential launch: start-up time is part of every boot.
   const tee = options.tee ? await import('./boot-tee.js') : undefined;
-  const confidential = tee && options.tee ? tee.confidentialLaunch(options.tee, options) : undefined;
   const inputs = {
     kernel: new Uint8Array(await readFile(options.kernel)),
     initrd: options.initrd ? new Uint8Array(await readFile(options.initrd)) : undefined,
@@ -23,7 +22,9 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
     memoryMiB: options.mem,
     virtioDevices: virtio.length,
   };
-  const bootInputs: BootInputs = tee ? tee.measuredBootInputs(inputs) : { ...inputs, entry: options.firmware ? 'firmware' : 'direct' };
+  const { bootInputs, confidential }: { bootInputs: BootInputs; confidential?: ConfidentialLaunch } = tee && options.tee
+    ? tee.confidentialBoot(options.tee, options, inputs)
+    : { bootInputs: { ...inputs, entry: options.firmware ? 'firmware' : 'direct' } };
   const prepared = await prepareBoot(bootInputs);
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {

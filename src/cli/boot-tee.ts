@@ -7,24 +7,29 @@ import { PolicyBit } from '../sev/policy.js';
 import { secretThroughFiles, teeLaunch, type TeeKind } from '../sev/tee.js';
 import type { ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
+import { measuredBootInputs, type MeasuredBootInputs } from '../sev/ts-vmm-launch.js';
+import type { BootInputs } from '../boot/prepare.js';
 
-export { measuredBootInputs } from '../sev/ts-vmm-launch.js';
+/** A measured boot's inputs (firmware entry) and its confidential launch, for `ts-vmm boot --tee`. */
+export function confidentialBoot(kind: TeeKind, options: BootOptions, inputs: MeasuredBootInputs): { bootInputs: BootInputs; confidential: ConfidentialLaunch } {
+  return { confidential: confidentialLaunch(kind, options), bootInputs: measuredBootInputs(inputs) };
+}
 
 /**
  * `--tee`: the owner's session from sevctl-style files, the measurement printed (stderr; stdout is the guest
  * console) and, with a secret directory, written there as `measurement.bin` while the VMM waits for the
  * owner's `secret_header.bin` and `secret_payload.bin`.
  */
-export function confidentialLaunch(kind: TeeKind, options: BootOptions): ConfidentialLaunch {
+function confidentialLaunch(kind: TeeKind, options: BootOptions): ConfidentialLaunch {
   if (options.teePolicy & PolicyBit.ES) throw new Error('--tee-policy: ts-vmm launches SEV guests, not SEV-ES (drop bit 2)');
   if ((options.teeGodh === undefined) !== (options.teeSession === undefined)) throw new Error('--tee-godh and --tee-session go together');
-  if (kind === 'sev-sim' && !options.sevSimState) throw new Error('--tee sev-sim needs --sev-sim-state DIR (its platform identity)');
+  if (kind === 'sev-sim' && !options.simState) throw new Error('--tee sev-sim needs --sim-state DIR (its platform identity)');
   const session = options.teeGodh && options.teeSession ? readLaunchSession(options.teeGodh, options.teeSession) : undefined;
   const dir = options.teeSecretDir;
   if (dir !== undefined) mkdirSync(dir, { recursive: true });
   return teeLaunch({
     kind,
-    simState: options.sevSimState,
+    simState: options.simState,
     policy: options.teePolicy,
     session,
     secret: dir === undefined ? undefined : secretThroughFiles({

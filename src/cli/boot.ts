@@ -25,7 +25,7 @@ export interface BootOptions {
   teeSession?: string;
   teeSecretDir?: string;
   teeSecretTimeout: number;
-  sevSimState?: string;
+  simState?: string;
 }
 
 export function register(program: Command): void {
@@ -47,7 +47,7 @@ export function register(program: Command): void {
     .option('--tee-session <file>', "the owner's launch session (base64, *_session.b64)")
     .option('--tee-secret-dir <dir>', 'write measurement.bin here and inject the secret_header.bin + secret_payload.bin the owner answers with')
     .option('--tee-secret-timeout <s>', 'seconds to wait for the secret before booting without one', positiveInteger, 60)
-    .option('--sev-sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
+    .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
       // The vCPU threads start their JavaScript contexts while this thread loads the VMM and builds the VM.
       const workers = VcpuWorkerPool.prestart(options.cpus);

@@ -1,6 +1,7 @@
 // The ts-vmm command line. Each subcommand lives in its own module under src/cli/ and registers itself.
 // Only the module of the subcommand being run is loaded: start-up time is part of every VM's boot time.
 import { Command, CommanderError } from 'commander';
+import { errorMessage } from '../sys/error-message.js';
 
 interface CommandModule {
   register(program: Command): void;
@@ -35,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
-    process.stderr.write(`ts-vmm: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.stderr.write(`ts-vmm: ${errorMessage(e)}\n`);
     return 1;
   }
 }

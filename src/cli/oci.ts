@@ -9,13 +9,13 @@ import { createWriteStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
-import { projectRoot } from '../lab/image.js';
+import { cliEntry } from '../sys/project-paths.js';
 import { BundleError, readBundleConfig } from '../oci/bundle-config.js';
 import { checkEntrypoint } from '../oci/entrypoint.js';
-import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
+import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
   checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
@@ -74,7 +74,7 @@ async function create(id: string, options: CreateOptions): Promise<void> {
     ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle, annotations: config.annotations, created: new Date().toISOString(),
   };
   await store.create(record);
-  const args = [join(projectRoot(), 'bin', 'ts-vmm.js'), 'oci-monitor', '--root', store.root, id];
+  const args = [cliEntry(), 'oci-monitor', '--root', store.root, id];
   if (options.kernel && options.modules) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
   // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
   const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { stderrLog } from '../assets/debian.js';
 import { relayInLab } from '../lab/relay.js';
 import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
-import { kvmUnsuitableReason } from '../lab/kvm-probe.js';
+import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { runCacheDir } from '../oci/paths.js';
 import { runBundle, type RunSettings } from '../oci/runner.js';
 import { launchVm } from '../oci/vm-launch.js';

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureBusybox, stderrLog } from '../assets/debian.js';
-import { projectRoot } from '../lab/image.js';
+import { projectFile } from '../sys/project-paths.js';
 import { writeBusyboxRootfs } from '../oci/example-rootfs.js';
 import { ensureGuestAgent } from '../oci/guest-agent.js';
 import { ensureBaseInitramfs } from '../oci/guest-initramfs.js';
@@ -17,7 +17,7 @@ import { reportFailure } from './run.js';
 export const EXAMPLE_BUNDLE = 'examples/hello';
 
 export async function writeExampleRootfs(busybox: string): Promise<string> {
-  const bundle = join(projectRoot(), EXAMPLE_BUNDLE);
+  const bundle = projectFile(EXAMPLE_BUNDLE);
   const hello = readFileSync(join(bundle, 'hello.sh'), 'utf8');
   await writeBusyboxRootfs(busybox, join(bundle, 'rootfs'), { 'usr/bin/hello': { content: hello, mode: 0o755 } });
   return bundle;

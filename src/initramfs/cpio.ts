@@ -28,10 +28,7 @@ export interface EntryOptions {
 
 /** Thrown for an entry the newc format cannot hold or that would unpack somewhere unexpected. */
 export class CpioError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CpioError';
-  }
+  override readonly name = 'CpioError';
 }
 
 function hex8(value: number, field: string): string {

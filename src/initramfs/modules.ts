@@ -22,10 +22,7 @@ export interface KernelModule {
 }
 
 export class ModuleResolutionError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ModuleResolutionError';
-  }
+  override readonly name = 'ModuleResolutionError';
 }
 
 const MODULE_SUFFIX = /\.ko(\.xz|\.zst|\.gz)?$/;

@@ -1,5 +1,5 @@
 // KVM constants (exit reasons, capabilities, flags), registered so the ABI test checks each value.
-import { constant } from './abi.js';
+import { constant } from '../sys/abi.js';
 
 const KVM = 'linux/kvm.h';
 

@@ -1,5 +1,5 @@
 // struct kvm_cpuid2 buffers: a header and `nent` entries, read and written without koffi's decoder.
-import { decodeExact, encodeExact } from './abi.js';
+import { decodeExact, encodeExact } from '../sys/abi.js';
 import { kvmCpuid2, kvmCpuidEntry2 } from './structs.js';
 import type { CpuidEntry } from './types.js';
 

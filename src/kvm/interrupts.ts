@@ -1,7 +1,7 @@
 // The two ways a device raises an interrupt on a real VM: through an irqfd, which KVM injects with no
 // ioctl on the path, or by pulsing a line on the in-kernel irqchip with KVM_IRQ_LINE.
 import type { Interrupt } from '../devices/interrupt.js';
-import { EventFd } from './eventfd.js';
+import { EventFd } from '../sys/eventfd.js';
 import type { VirtualMachine } from './types.js';
 
 /** Edge-triggered interrupt `gsi` through an irqfd bound to the VM. */

@@ -1,5 +1,5 @@
 // KVM ioctl request numbers, computed from their C definitions and registered for the ABI test.
-import { _IO, _IOR, _IOW, _IOWR, ioctl } from './abi.js';
+import { _IO, _IOR, _IOW, _IOWR, ioctl } from '../sys/abi.js';
 import {
   kvmClockData, kvmCpuid2, kvmEncRegion, kvmFpu, kvmIoeventfd, kvmIrqLevel, kvmIrqfd, kvmLapicState,
   kvmMpState, kvmMsrList, kvmMsrs, kvmPitConfig, kvmRegs, kvmSregs, kvmUserspaceMemoryRegion,

@@ -9,7 +9,7 @@ import {
 import { MAX_CPUID_ENTRIES, cpuidBuffer, readCpuidEntries } from './cpuid.js';
 import { kvmMsrList } from './structs.js';
 import type { CpuidEntry } from './types.js';
-import { O_RDWR, SysError, close, ioctlBuffer, ioctlRaw, ioctlValue, open } from './sys.js';
+import { O_RDWR, SysError, close, ioctlBuffer, ioctlRaw, ioctlValue, open } from '../sys/sys.js';
 import { Vm } from './vm.js';
 
 const OPEN_HINTS = {

@@ -3,6 +3,7 @@
 import { Bus, type BusDevice } from '../devices/bus.js';
 import { GuestMemory, type GuestMemoryDescriptor } from '../memory/guest-memory.js';
 import { FLOATING_BUS } from './io-dispatch.js';
+import { errorMessage } from '../sys/error-message.js';
 
 /** How a vCPU-local range behaves. Specs cross to the worker by structured clone, so they hold no functions. */
 export type LocalRange =
@@ -43,7 +44,7 @@ export async function buildLocalBuses(ranges: readonly LocalRange[], vcpu: numbe
       try {
         factory = (await import(range.module))[range.exportName];
       } catch (e) {
-        throw new Error(`local device ${range.name}: cannot load ${range.module}: ${e instanceof Error ? e.message : String(e)}`);
+        throw new Error(`local device ${range.name}: cannot load ${range.module}: ${errorMessage(e)}`);
       }
       if (typeof factory !== 'function') throw new Error(`local device ${range.name}: ${range.module} exports no function ${range.exportName}`);
       device = factory({ options: range.options, memory: guestMemory, vcpu });

@@ -6,6 +6,7 @@
 // into a ring and the vCPU re-enters the guest at once, which saves the answer's cross-thread wake-up.
 // The device thread drains the ring before it serves a call, so a read always sees the effect of
 // every earlier write. A device error on a posted write is reported at the vCPU's next access or stop.
+import { errorMessage } from '../sys/error-message.js';
 
 /** Largest synchronous payload: one page of string I/O, as kvm_run carries it. */
 export const MAILBOX_DATA_BYTES = 4096;
@@ -162,7 +163,7 @@ export class MailboxClient {
 }
 
 function errorInto(e: unknown, area: Uint8Array): number {
-  const message = textEncoder.encode(e instanceof Error ? e.message : String(e)).subarray(0, area.length);
+  const message = textEncoder.encode(errorMessage(e)).subarray(0, area.length);
   area.set(message);
   return message.length;
 }

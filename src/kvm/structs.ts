@@ -1,7 +1,7 @@
 // The KVM structs ts-vmm exchanges with the kernel, declared once with their C names so the ABI test
 // checks each size and member offset against linux/kvm.h and asm/kvm.h.
 import koffi from 'koffi';
-import { cStruct } from './abi.js';
+import { cStruct } from '../sys/abi.js';
 
 const KVM = 'linux/kvm.h';
 const u8 = 'uint8';

@@ -2,7 +2,7 @@
 // the real one over /dev/kvm (vm.ts, vcpu.ts) and an in-memory one for tests (mock/).
 import type { Bus } from '../devices/bus.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import type { EventFd } from './eventfd.js';
+import type { EventFd } from '../sys/eventfd.js';
 
 /** struct kvm_regs. 64-bit registers are always bigint. */
 export interface Regs {

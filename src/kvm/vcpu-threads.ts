@@ -10,7 +10,7 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import { busAccess } from './io-dispatch.js';
 import type { LocalRange } from './local-devices.js';
 import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox.js';
-import { SysError, tgkill } from './sys.js';
+import { SysError, tgkill } from '../sys/sys.js';
 import type { IoBuses, VcpuRunner, VcpuStop } from './types.js';
 import type { Vcpu } from './vcpu.js';
 import { spawnVcpuWorker, type VcpuWorkerPool } from './vcpu-worker-pool.js';

@@ -9,10 +9,11 @@ import { stopForExit } from './exit-policy.js';
 import { busAccess } from './io-dispatch.js';
 import { buildLocalBuses, type LocalRange } from './local-devices.js';
 import { Mailbox, MailboxClient, MailboxOp } from './mailbox.js';
-import { gettid } from './sys.js';
+import { gettid } from '../sys/sys.js';
 import type { VcpuStop } from './types.js';
 import { Vcpu, type VcpuDescriptor } from './vcpu.js';
 import { VCPU_WORKER_ROLE } from './vcpu-worker-pool.js';
+import { errorMessage } from '../sys/error-message.js';
 
 /** The vCPU a started worker is to run, sent once it is needed. */
 export interface VcpuWorkerData {
@@ -45,7 +46,7 @@ async function main(data: VcpuWorkerData): Promise<void> {
     mailbox.flush();
     mailbox.throwIfPostedFailed();
   } catch (e) {
-    stop = { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: ${e instanceof Error ? e.message : String(e)}` };
+    stop = { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: ${errorMessage(e)}` };
   }
   // No more kicks: this thread is about to end and its tid may be reused.
   Atomics.store(control, THREAD_ID, 0);

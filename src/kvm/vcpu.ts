@@ -2,7 +2,7 @@
 // DataView at offsets resolved once from the declared layout, so the hot path calls koffi only for the
 // ioctl itself.
 import { constants } from 'node:os';
-import { decodeExact, encodeExact, offsetOf } from './abi.js';
+import { decodeExact, encodeExact, offsetOf } from '../sys/abi.js';
 import {
   KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
   KVM_EXIT_IO_OUT, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
@@ -18,7 +18,7 @@ import {
 import {
   MAP_SHARED, PROT_READ, PROT_WRITE, SysError, close, ioctlBuffer, ioctlRaw, mmap, munmap, viewAt,
   type Mapping,
-} from './sys.js';
+} from '../sys/sys.js';
 import type { CpuidEntry, Fpu, MsrEntry, Regs, Sregs, VcpuExit, VirtualCpu } from './types.js';
 
 const { EINTR, EAGAIN } = constants.errno;

@@ -1,12 +1,12 @@
 // A KVM virtual machine (the fd KVM_CREATE_VM returned): memory slots, the in-kernel interrupt
 // controllers and timer, interrupt and notification plumbing, and vCPU creation.
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { decodeExact, encodeExact } from './abi.js';
+import { decodeExact, encodeExact } from '../sys/abi.js';
 import {
   KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IRQFD_FLAG_DEASSIGN,
   KVM_PIT_SPEAKER_DUMMY,
 } from './constants.js';
-import type { EventFd } from './eventfd.js';
+import type { EventFd } from '../sys/eventfd.js';
 import {
   KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_GET_CLOCK, KVM_IOEVENTFD,
   KVM_IRQFD, KVM_IRQ_LINE, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION, KVM_MEMORY_ENCRYPT_UNREG_REGION,
@@ -15,7 +15,7 @@ import {
 import {
   kvmClockData, kvmEncRegion, kvmIoeventfd, kvmIrqLevel, kvmIrqfd, kvmPitConfig, kvmUserspaceMemoryRegion,
 } from './structs.js';
-import { close, ioctlBuffer, ioctlValue } from './sys.js';
+import { close, ioctlBuffer, ioctlValue } from '../sys/sys.js';
 import type { ClockData, IoEventSpec, MemorySlot, VirtualMachine } from './types.js';
 import { Vcpu } from './vcpu.js';
 

@@ -3,7 +3,7 @@
 // the caller's files and the plan, and an /init that loads KVM and hands over to the guest agent.
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import { dirname, join, posix, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../sys/project-paths.js';
 import { COMPLETE_MARKER, ensureBusybox, ensureDebianKernel, unpackedPath, type AssetOptions, type DebianKernel } from '../assets/debian.js';
 import { writeInitramfs, type InitramfsBuilder } from '../initramfs/builder.js';
 import { ModuleTree, formatModulesDep } from '../initramfs/modules.js';
@@ -53,14 +53,9 @@ export interface LabFile {
 }
 
 export class LabImageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LabImageError';
-  }
+  override readonly name = 'LabImageError';
 }
 
-/** The project root: this file is dist/src/lab/image.js. */
-export const projectRoot = (): string => fileURLToPath(new URL('../../../', import.meta.url));
 
 /** The guest path for a host file: its real location, so that merged-/usr symlinks resolve alike. */
 const realLocation = (hostPath: string): string => join(realpathSync(dirname(hostPath)), posix.basename(hostPath));

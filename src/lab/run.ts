@@ -71,10 +71,10 @@ export interface LabResult {
 }
 
 export class LabError extends Error {
+  override readonly name = 'LabError';
   /** `stalled`: nothing came out of the lab for `silenceTimeoutMs`; the lab, not a command, stopped. */
   constructor(message: string, readonly console = '', readonly stalled = false) {
     super(message);
-    this.name = 'LabError';
   }
 }
 

@@ -2,13 +2,13 @@
 // to lie wholly inside one RAM region: a guest-supplied address can never reach host memory around it.
 import {
   MADV_DONTFORK, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap, munmap, viewAt,
-} from '../kvm/sys.js';
+} from '../sys/sys.js';
 import type { IoVectors } from './io-vectors.js';
 
 export class GuestMemoryError extends Error {
+  override readonly name = 'GuestMemoryError';
   constructor(readonly guestAddress: number, readonly length: number, why = 'is not inside guest RAM') {
     super(`guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} ${why}`);
-    this.name = 'GuestMemoryError';
   }
 }
 

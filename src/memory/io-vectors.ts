@@ -1,6 +1,6 @@
 // A reusable `struct iovec` array pointing straight into guest RAM: a scatter/gather transfer of a
 // request with hundreds of segments becomes one preadv/pwritev, with no typed-array view per segment.
-import { cStruct, offsetOf } from '../kvm/abi.js';
+import { cStruct, offsetOf } from '../sys/abi.js';
 
 export const iovec = cStruct('struct iovec', 'sys/uio.h', { iov_base: 'uint64', iov_len: 'uint64' });
 const BASE = offsetOf(iovec, 'iov_base') / 4;

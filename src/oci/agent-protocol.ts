@@ -27,9 +27,9 @@ export interface Frame {
 export type ExitStatus = { kind: 'exited'; code: number } | { kind: 'signaled'; signal: number };
 
 export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
   constructor(message: string) {
     super(`guest agent protocol: ${message}`);
-    this.name = 'ProtocolError';
   }
 }
 

@@ -3,13 +3,11 @@
 // boundary itself), or is refused with an error naming it: nothing is dropped silently.
 import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { errorMessage } from '../sys/error-message.js';
 
 /** A bundle that cannot be run as given; the message names the file and the problem. */
 export class BundleError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'BundleError';
-  }
+  override readonly name = 'BundleError';
 }
 
 export interface GuestMount {
@@ -307,7 +305,7 @@ export function parseBundleConfig(text: string, bundle: string, configPath = joi
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new BundleError(`${configPath}: not valid JSON: ${(e as Error).message}`);
+    throw new BundleError(`${configPath}: not valid JSON: ${errorMessage(e)}`);
   }
   const r = new Reader(configPath);
   const top = r.object(json, '(top level)');
@@ -357,7 +355,7 @@ export function readBundleConfig(bundleDir: string): BundleConfig {
     text = readFileSync(configPath, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file (is this an OCI bundle directory?)' : (e as Error).message;
+    const why = code === 'ENOENT' ? 'no such file (is this an OCI bundle directory?)' : errorMessage(e);
     throw new BundleError(`${configPath}: ${why}`);
   }
   const config = parseBundleConfig(text, bundle, configPath);

@@ -5,23 +5,13 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { projectFile } from '../sys/project-paths.js';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
 
-/** The agent's source, found relative to this module both from src/ (ts) and dist/src/ (js). */
-export function agentSourcePath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, 'src', 'guest', 'agent.c');
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('src/guest/agent.c not found above ' + fileURLToPath(import.meta.url));
-    dir = parent;
-  }
-}
+export const agentSourcePath = (): string => projectFile('src', 'guest', 'agent.c');
 
 const CFLAGS = ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror', '-D_FORTIFY_SOURCE=2'];
 

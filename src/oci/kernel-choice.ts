@@ -5,6 +5,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ensureDebianKernel, type AssetOptions } from '../assets/debian.js';
 import { runCacheDir } from './paths.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export interface GuestKernel {
   vmlinuz: string;
@@ -37,7 +38,7 @@ export async function chooseKernel(given: Partial<GuestKernel>, assets: AssetOpt
     try {
       recorded = JSON.parse(readFileSync(choiceFile(), 'utf8')) as GuestKernel;
     } catch (e) {
-      throw new Error(`${choiceFile()}: not valid JSON (${(e as Error).message}); run ts-vmm setup again`);
+      throw new Error(`${choiceFile()}: not valid JSON (${errorMessage(e)}); run ts-vmm setup again`);
     }
     return checked(recorded, `recorded in ${choiceFile()} by ts-vmm setup`);
   }

@@ -10,6 +10,7 @@ import { launchVm } from './vm-launch.js';
 import type { VmLauncher } from './vm-request.js';
 import { bootWorkload, prepareRun, runWorkload, type BootedWorkload, type PreparedRun, type RunSettings, type Stdio } from './runner.js';
 import { processStartTime, StateStore, type ContainerRecord } from './runtime-state.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export const CONTROL_SOCKET = 'control.sock';
 export const START_REQUEST = 'start\n';
@@ -70,8 +71,8 @@ export async function monitorContainer(
     control.listen(store.file(id, CONTROL_SOCKET));
     await once(control, 'listening');
   } catch (e) {
-    report.end(`error: ${(e as Error).message.split('\n')[0]}\n`);
-    await save({ status: 'stopped', failure: (e as Error).message });
+    report.end(`error: ${errorMessage(e).split('\n')[0]}\n`);
+    await save({ status: 'stopped', failure: errorMessage(e) });
     return 1;
   }
 
@@ -106,8 +107,8 @@ export async function monitorContainer(
     await save({ status: 'stopped', exitStatus: status });
     return status;
   } catch (e) {
-    await save({ status: 'stopped', failure: (e as Error).message });
-    stdio.stderr.write(`ts-vmm: ${(e as Error).message}\n`);
+    await save({ status: 'stopped', failure: errorMessage(e) });
+    stdio.stderr.write(`ts-vmm: ${errorMessage(e)}\n`);
     return 1;
   }
 }

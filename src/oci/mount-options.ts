@@ -1,6 +1,6 @@
 // runtime-spec mount options are mount(8) words; the guest agent calls mount(2), which takes flag bits plus a
 // filesystem-specific data string. This splits one into the other, as runc and crun do.
-import { constant } from '../kvm/abi.js';
+import { constant } from '../sys/abi.js';
 
 const H = 'linux/mount.h';
 export const MS_RDONLY = constant('MS_RDONLY', H, 1);

@@ -18,6 +18,7 @@ import { lockFile, prepareRootDisk } from './root-disk.js';
 import { shellStatus } from './agent-protocol.js';
 import { RUN_CMDLINE, type RunningVm, type VmLauncher, type VmRequest } from './vm-request.js';
 import { WorkloadIo } from './workload-io.js';
+import { errorMessage } from '../sys/error-message.js';
 
 /** The guest's vsock context id; any value from 3 up works, each VM has its own device. */
 export const GUEST_CID = 3;
@@ -34,10 +35,7 @@ const delay = (ms: number): Promise<undefined> => new Promise((resolve) => setTi
 
 /** A failure of ts-vmm or the VM (not of the workload): reported in one line, exit status 125. */
 export class RunError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RunError';
-  }
+  override readonly name = 'RunError';
 }
 
 export interface RunSettings {
@@ -154,7 +152,7 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
     io.close();
     vm.stop();
     await vm.exited;
-    throw e instanceof RunError ? e : earlyEnd('the guest agent failed', (e as Error).message, console.tail());
+    throw e instanceof RunError ? e : earlyEnd('the guest agent failed', errorMessage(e), console.tail());
   } finally {
     clearTimeout(timer);
   }
@@ -209,7 +207,7 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
     if (forced === undefined) await Promise.race([vm.exited, delay(POWEROFF_GRACE_MS)]);
     return status;
   } catch (e) {
-    throw e instanceof RunError ? e : earlyEnd('lost the workload', (e as Error).message, booted.consoleTail());
+    throw e instanceof RunError ? e : earlyEnd('lost the workload', errorMessage(e), booted.consoleTail());
   } finally {
     clearTimeout(deadline);
     for (const s of FORWARDED_SIGNALS) process.off(s, onSignal);

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { errorMessage } from '../sys/error-message.js';
 
 /** The runtime-spec version whose state format and lifecycle this implements. */
 export const RUNTIME_SPEC_VERSION = '1.2.0';
@@ -34,10 +35,7 @@ export interface ContainerRecord extends ContainerState {
 }
 
 export class StateError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'StateError';
-  }
+  override readonly name = 'StateError';
 }
 
 /** runc's rule for container ids: they become directory names, so no slashes, dots-only names or empties. */
@@ -97,7 +95,7 @@ export class StateStore {
     try {
       return JSON.parse(await readFile(path, 'utf8')) as ContainerRecord;
     } catch (e) {
-      throw new StateError(`${path}: unreadable state (${(e as Error).message})`);
+      throw new StateError(`${path}: unreadable state (${errorMessage(e)})`);
     }
   }
 

@@ -4,8 +4,7 @@
 // its own process group, so a Ctrl-C at the terminal reaches ts-vmm (which forwards it to the workload) and not
 // the VMM. If ts-vmm itself is killed, the guest agent loses its host connection and powers the VM off.
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { projectRoot } from '../lab/image.js';
+import { cliEntry } from '../sys/project-paths.js';
 import type { RunningVm, VmLauncher, VmRequest } from './vm-request.js';
 
 /** Exit statuses of `ts-vmm boot` (src/cli/boot.ts). */
@@ -23,7 +22,7 @@ export function bootArguments(request: VmRequest): string[] {
 }
 
 export const launchVm: VmLauncher = async (request) => {
-  const child = spawn(process.execPath, [join(projectRoot(), 'bin', 'ts-vmm.js'), ...bootArguments(request)], {
+  const child = spawn(process.execPath, [cliEntry(), ...bootArguments(request)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -9,14 +9,12 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { Usage, usageName, signBody, type CertificateKey, type FoundSignature, type Hash } from './certificate-key.js';
 import { fromLittleEndian, intoLittleEndian } from './little-endian.js';
+import { errorMessage } from '../sys/error-message.js';
 
 const PREAMBLE = 0x40;
 
 export class CaCertificateError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CaCertificateError';
-  }
+  override readonly name = 'CaCertificateError';
 }
 
 export class CaCertificate {
@@ -47,7 +45,7 @@ export class CaCertificate {
     try {
       cert.publicKey();
     } catch (e) {
-      throw new CaCertificateError(`${what}: invalid RSA public key (${(e as Error).message})`);
+      throw new CaCertificateError(`${what}: invalid RSA public key (${errorMessage(e)})`);
     }
     return cert;
   }

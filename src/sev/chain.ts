@@ -23,9 +23,9 @@ export interface CaChain {
 export type FullChain = SevChain & CaChain;
 
 export class ChainError extends Error {
+  override readonly name = 'ChainError';
   constructor(readonly link: string, message: string) {
     super(`${link}: ${message}`);
-    this.name = 'ChainError';
   }
 }
 

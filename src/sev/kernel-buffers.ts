@@ -1,7 +1,7 @@
 // SEV commands hand the kernel structs that point at more buffers (certificates, session, measurement,
 // secret). Those must sit at stable host addresses for the duration of the ioctl, which JS heap buffers do
 // not promise; an anonymous mapping does. One mapping per device, carved anew for each command.
-import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap, type Mapping } from '../kvm/sys.js';
+import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap, type Mapping } from '../sys/sys.js';
 
 export class KernelBuffers {
   private readonly mapping: Mapping;

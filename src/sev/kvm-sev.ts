@@ -1,6 +1,6 @@
 // The hardware launch backend: KVM's SEV commands (KVM_MEMORY_ENCRYPT_OP on the VM fd, each naming the
 // /dev/sev fd as proof of access), which KVM forwards to the AMD Secure Processor.
-import { decodeExact, encodeExact, type StructDecl } from '../kvm/abi.js';
+import { decodeExact, encodeExact, type StructDecl } from '../sys/abi.js';
 import type { VirtualMachine } from '../kvm/types.js';
 import type { GuestMemory, MemoryRegion } from '../memory/guest-memory.js';
 import { guestStateName, type GuestStatus, type LaunchStart, type SevLaunchBackend, type SevPlatform } from './firmware.js';

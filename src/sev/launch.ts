@@ -39,10 +39,7 @@ export interface MeasuredRange {
 }
 
 export class LaunchLayoutError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LaunchLayoutError';
-  }
+  override readonly name = 'LaunchLayoutError';
 }
 
 const hex = (n: number) => `0x${n.toString(16)}`;

@@ -1,8 +1,8 @@
 // The AMD Secure Processor's platform commands through /dev/sev (SEV_ISSUE_CMD). Length queries follow the
 // kernel's protocol: issue the command with no buffer, read the length back (the firmware answers
 // INVALID_LEN), then issue it again with a buffer of that size.
-import { decodeExact, encodeExact, type StructDecl } from '../kvm/abi.js';
-import { O_RDWR, SysError, close, ioctlRaw, open } from '../kvm/sys.js';
+import { decodeExact, encodeExact, type StructDecl } from '../sys/abi.js';
+import { O_RDWR, SysError, close, ioctlRaw, open } from '../sys/sys.js';
 import type { PlatformStatus, SevPlatform } from './firmware.js';
 import { platformStateName } from './firmware.js';
 import { KernelBuffers } from './kernel-buffers.js';

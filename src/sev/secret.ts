@@ -58,9 +58,9 @@ export function buildSecretPacket(keys: TransportKeys, measure: Uint8Array, plai
 }
 
 export class SecretIntegrityError extends Error {
+  override readonly name = 'SecretIntegrityError';
   constructor() {
     super('secret MAC does not verify: wrong TIK, wrong measurement, or altered packet');
-    this.name = 'SecretIntegrityError';
   }
 }
 

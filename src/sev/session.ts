@@ -73,11 +73,11 @@ export function wrapTransportKeys(z: Uint8Array, keys: TransportKeys, policy: nu
 
 /** Which integrity check of a session failed. */
 export class SessionIntegrityError extends Error {
+  override readonly name = 'SessionIntegrityError';
   constructor(readonly check: 'wrap_mac' | 'policy_mac') {
     super(check === 'wrap_mac'
       ? 'wrap_mac does not verify: the session was made for another PDH or was altered'
       : 'policy_mac does not verify: the policy differs from the one the session was made for');
-    this.name = 'SessionIntegrityError';
   }
 }
 

@@ -1,7 +1,7 @@
 // Kernel ABI of the SEV paths: the /dev/sev platform commands (linux/psp-sev.h) and the KVM SEV launch
 // commands carried by KVM_MEMORY_ENCRYPT_OP (struct kvm_sev_cmd and its payloads, linux/kvm.h). Declared
 // through src/kvm/abi.ts so the ABI conformance test checks every size, offset and value against the headers.
-import { _IOWR, constant, cStruct, ioctl } from '../kvm/abi.js';
+import { _IOWR, constant, cStruct, ioctl } from '../sys/abi.js';
 
 const PSP = 'linux/psp-sev.h';
 const KVM = 'linux/kvm.h';

@@ -11,6 +11,7 @@ import {
   type CertificateKey, type FoundSignature, type Hash,
 } from './certificate-key.js';
 import { fromLittleEndian, intoLittleEndian } from './little-endian.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export const SEV_CERT_SIZE = 0x824;
 export const SEV_CERT_BODY_SIZE = 0x414;
@@ -40,10 +41,7 @@ export interface CertificateSigner {
 }
 
 export class SevCertificateError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SevCertificateError';
-  }
+  override readonly name = 'SevCertificateError';
 }
 
 export class SevCertificate {
@@ -68,7 +66,7 @@ export class SevCertificate {
     try {
       cert.publicKey();
     } catch (e) {
-      throw new SevCertificateError(`${what}: public key is not a valid ${curves[cert.curve]!.name} point (${(e as Error).message})`);
+      throw new SevCertificateError(`${what}: public key is not a valid ${curves[cert.curve]!.name} point (${errorMessage(e)})`);
     }
     return cert;
   }

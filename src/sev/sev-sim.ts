@@ -18,6 +18,7 @@ import { Curve, SEV_CERT_SIZE, SevCertificate } from './sev-certificate.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from './sev-abi.js';
 import type { SimulatedIdentity } from './sim-identity.js';
 import { SevFirmwareError, SevStatus } from './status.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export const SEV_SIM_WARNING = 'sev-sim: simulated SEV firmware: guest memory is NOT encrypted; the launch protocol and measurement are real, the confidentiality is not';
 
@@ -135,7 +136,7 @@ export class SevSimulator implements SevLaunchBackend {
     try {
       godh = SevCertificate.parse(start.godh!, 'GODH');
     } catch (e) {
-      this.fail(command, SevStatus.INVALID_CERTIFICATE, (e as Error).message);
+      this.fail(command, SevStatus.INVALID_CERTIFICATE, errorMessage(e));
     }
     if (godh.usage !== Usage.PDH || describeAlgorithm(godh.algorithm)?.kind !== 'ecdh' || godh.curve !== Curve.P384) {
       this.fail(command, SevStatus.INVALID_CERTIFICATE, 'GODH is not a P-384 Diffie-Hellman certificate');

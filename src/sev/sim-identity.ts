@@ -8,6 +8,7 @@ import { CaCertificate } from './ca-certificate.js';
 import { Usage } from './certificate-key.js';
 import { encodeCaChain, encodeSevChain, type FullChain } from './chain.js';
 import { SevCertificate } from './sev-certificate.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export interface IdentityOptions {
   /** ARK/ASK key size: 4096 (Rome and later, SHA-384) or 2048 (Naples, SHA-256). */
@@ -70,7 +71,7 @@ export class SimulatedIdentity {
       try {
         return readFileSync(path.join(dir, file));
       } catch (e) {
-        throw new Error(`sev-sim state ${dir}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+        throw new Error(`sev-sim state ${dir}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? errorMessage(e)})`);
       }
     };
     const keys = Object.fromEntries(names.map((n) => [n, createPrivateKey(read(`${n}.key`))])) as Record<Name, KeyObject>;

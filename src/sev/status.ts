@@ -1,7 +1,7 @@
 // SEV firmware status codes (AMD SEV API, "Status Codes"), as the kernel exposes them in linux/psp-sev.h.
 // Both launch backends report failures through SevFirmwareError so callers see the same names whether the
 // real AMD Secure Processor or the simulator refused a command.
-import { constant } from '../kvm/abi.js';
+import { constant } from '../sys/abi.js';
 
 const HEADER = 'linux/psp-sev.h';
 
@@ -48,12 +48,12 @@ export function describeStatus(code: number): string {
 
 /** A command the SEV firmware (real or simulated) refused: `LAUNCH_SECRET failed: BAD_MEASUREMENT (0x0b)`. */
 export class SevFirmwareError extends Error {
+  override readonly name = 'SevFirmwareError';
   readonly status: number;
   readonly statusName: string;
 
   constructor(readonly command: string, status: number, detail?: string) {
     super(`${command} failed: ${describeStatus(status)}${detail ? ` — ${detail}` : ''}`);
-    this.name = 'SevFirmwareError';
     this.status = status;
     this.statusName = namesByCode.get(status) ?? 'UNKNOWN_STATUS';
   }

@@ -1,6 +1,6 @@
 // The virtio ABI as the Linux UAPI headers spell it. Declared through src/kvm/abi.ts so the ABI
 // conformance test compiles the real headers and checks every value, struct size and field offset.
-import { constant, cStruct, offsetOf } from '../kvm/abi.js';
+import { constant, cStruct, offsetOf } from '../sys/abi.js';
 
 const MMIO = 'linux/virtio_mmio.h';
 const CONFIG = 'linux/virtio_config.h';
@@ -163,11 +163,6 @@ export const virtioVsockHdr = cStruct('struct virtio_vsock_hdr', VSOCK, {
   buf_alloc: 'uint32_t',
   fwd_cnt: 'uint32_t',
 }, { packed: true });
-
-// Hole punching and zeroing for DISCARD / WRITE_ZEROES.
-export const FALLOC_FL_KEEP_SIZE = constant('FALLOC_FL_KEEP_SIZE', 'linux/falloc.h', 0x01);
-export const FALLOC_FL_PUNCH_HOLE = constant('FALLOC_FL_PUNCH_HOLE', 'linux/falloc.h', 0x02);
-export const FALLOC_FL_ZERO_RANGE = constant('FALLOC_FL_ZERO_RANGE', 'linux/falloc.h', 0x10);
 
 /** A 64-bit feature set as a bigint bit mask. */
 export const feature = (bit: number): bigint => 1n << BigInt(bit);

@@ -1,6 +1,6 @@
 // virtio-blk (virtio 1.2 §5.2) over a raw image file. Requests are served synchronously from the
 // queue notification, a whole available ring per pass, with one interrupt decision per pass.
-import { offsetOf } from '../kvm/abi.js';
+import { offsetOf } from '../sys/abi.js';
 import {
   VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
   VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,

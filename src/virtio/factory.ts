@@ -1,8 +1,7 @@
-// One entry point for the VMM: build a virtio device behind a virtio-mmio transport from what the
-// command line says (`--disk FILE[,ro]`, `--vsock CID,UDS_PATH`).
+// One entry point for the VMM: build a virtio device behind a virtio-mmio transport from its spec.
 import type { Interrupt } from '../devices/interrupt.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import type { EventFd } from '../kvm/eventfd.js';
+import type { EventFd } from '../sys/eventfd.js';
 import type { VirtualMachine } from '../kvm/types.js';
 import { VirtioBlk, type VirtioBlkOptions } from './blk.js';
 import type { VirtioDevice } from './device.js';
@@ -68,21 +67,4 @@ function behindTransport(device: VirtioDevice & { close(): void | Promise<void> 
       await device.close();
     },
   };
-}
-
-/** `FILE[,ro]` as given to --disk. */
-export function parseDiskOption(value: string): VirtioDeviceSpec {
-  const readOnly = value.endsWith(',ro');
-  const file = readOnly ? value.slice(0, -3) : value;
-  if (file.length === 0) throw new Error(`--disk ${value}: expected FILE or FILE,ro`);
-  return { kind: 'blk', path: file, readOnly };
-}
-
-/** `CID,UDS_PATH` as given to --vsock. */
-export function parseVsockOption(value: string): VirtioDeviceSpec {
-  const m = /^([0-9]+),(.+)$/.exec(value);
-  if (!m) throw new Error(`--vsock ${value}: expected CID,UDS_PATH (e.g. 3,/tmp/vm.vsock)`);
-  const guestCid = Number(m[1]);
-  if (guestCid < 3 || guestCid > 0xffff_fffe) throw new Error(`--vsock ${value}: the guest CID must be between 3 and 4294967294`);
-  return { kind: 'vsock', guestCid, udsPath: m[2]! };
 }

@@ -1,14 +1,15 @@
 // The body of a device's I/O thread: build the device, then sleep in epoll_wait on the control eventfd
 // and the queues' kick eventfds, carrying out the main thread's commands before serving kicks.
 import { type MessagePort, isMainThread, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { EventFd } from '../kvm/eventfd.js';
-import { EPOLL_CTL_ADD, close, epollCreate, epollCtl, epollEvent, epollWait } from '../kvm/sys.js';
+import { EventFd } from '../sys/eventfd.js';
+import { EPOLL_CTL_ADD, close, epollCreate, epollCtl, epollEvent, epollWait } from '../sys/sys.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { DeviceSignals, VirtioDevice } from './device.js';
 import { InterruptStatus } from './interrupt-status.js';
 import { IO_THREAD_ROLE, type IoThreadCommand, type IoThreadEvent, type IoThreadWorkerData } from './io-thread-protocol.js';
 import { VIRTIO_MMIO_INT_VRING } from './abi.js';
 import { Virtqueue } from './virtqueue.js';
+import { errorMessage } from '../sys/error-message.js';
 
 type ClosableDevice = VirtioDevice & { close(): void | Promise<void> };
 
@@ -29,7 +30,7 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
   try {
     device = await build(data);
   } catch (e) {
-    post({ type: 'error', message: e instanceof Error ? e.message : String(e) });
+    post({ type: 'error', message: errorMessage(e) });
     return;
   }
   const memory = GuestMemory.fromDescriptor(data.memory);
@@ -47,7 +48,7 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
     } catch {
       // Already failing: the first error is the one to report.
     }
-    post({ type: 'error', message: e instanceof Error ? e.message : String(e) });
+    post({ type: 'error', message: errorMessage(e) });
   };
   const guard = (work: () => void): void => {
     try {

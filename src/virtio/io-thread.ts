@@ -5,7 +5,7 @@
 // thread and sees this class as its device; activation, reset and close reach the worker as messages
 // it picks up when its control eventfd wakes it.
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
-import { EventFd } from '../kvm/eventfd.js';
+import { EventFd } from '../sys/eventfd.js';
 import type { IoEventSpec, VirtualMachine } from '../kvm/types.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { VIRTIO_MMIO_QUEUE_NOTIFY } from './abi.js';
@@ -14,6 +14,7 @@ import type { InterruptStatus } from './interrupt-status.js';
 import {
   IO_THREAD_ROLE, type IoThreadCommand, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
 } from './io-thread-protocol.js';
+import { errorMessage } from '../sys/error-message.js';
 
 export interface IoThreadContext {
   memory: GuestMemory;
@@ -85,7 +86,7 @@ export class IoThreadDevice implements VirtioDevice {
       await worker.terminate();
       control.close();
       port1.close();
-      throw new Error(`${context.name}: ${e instanceof Error ? e.message : String(e)}`);
+      throw new Error(`${context.name}: ${errorMessage(e)}`);
     }
     // Only these: removing every 'message' listener would stop the worker's port.
     worker.off('error', listeners.error!).off('exit', listeners.exit!);

@@ -1,8 +1,8 @@
 // Queue kicks through KVM ioeventfds: the kernel completes the guest's 4-byte QueueNotify write of the
 // queue index (datamatch) without an exit, signals an eventfd, and the eventfd poller hands the signal
 // to the device thread, so the vCPU never waits for the device.
-import { EventFd } from '../kvm/eventfd.js';
-import { type EventFdPoller, eventFdPoller } from '../kvm/eventfd-poller.js';
+import { EventFd } from '../sys/eventfd.js';
+import { type EventFdPoller, eventFdPoller } from '../sys/eventfd-poller.js';
 import type { IoEventSpec, VirtualMachine } from '../kvm/types.js';
 import type { NotificationHandle, NotificationSource } from './notification.js';
 

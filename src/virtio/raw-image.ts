@@ -1,15 +1,10 @@
 // A raw disk image file as the block device sees it: scatter/gather reads and writes straight between
 // the file and guest RAM (preadv/pwritev on zero-copy views), fsync, and range deallocation.
-import koffi from 'koffi';
 import fs from 'node:fs';
-import { constants } from 'node:os';
-import { SysError, preadv, pwritev } from '../kvm/sys.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate, preadv, pwritev } from '../sys/sys.js';
 import type { IoVectors } from '../memory/io-vectors.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from './abi.js';
 
 export const SECTOR_SIZE = 512;
-
-const fallocate = koffi.load('libc.so.6').func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
 
 export class RawImage {
   readonly size: number;
@@ -74,9 +69,7 @@ export class RawImage {
 
   /** fallocate, or writing zeroes where the file system cannot (tmpfs lacks ZERO_RANGE, some lack both). */
   private allocate(mode: number, offset: number, length: number): void {
-    if (fallocate(this.fd, mode, offset, length) === 0) return;
-    const errno = koffi.errno();
-    if (errno !== constants.errno.EOPNOTSUPP) throw new SysError(`fallocate ${this.path}`, errno);
+    if (fallocate(this.fd, mode, offset, length, `fallocate ${this.path}`)) return;
     this.zeroes ??= new Uint8Array(1 << 20);
     for (let done = 0; done < length;) {
       const n = Math.min(this.zeroes.length, length - done);

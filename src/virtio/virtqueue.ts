@@ -15,10 +15,7 @@ import {
 import { DescriptorChain, type Segment } from './descriptor-chain.js';
 
 export class VirtqueueError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'VirtqueueError';
-  }
+  override readonly name = 'VirtqueueError';
 }
 
 /** The largest queue size the split ring format allows (§2.7: at most 32768). */

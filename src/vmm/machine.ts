@@ -12,7 +12,7 @@ import { I8042, I8042_PORTS } from '../devices/i8042.js';
 import type { StopRequestSink } from '../devices/platform-events.js';
 import { Serial16550, UART_REGISTERS } from '../devices/serial.js';
 import { KVM_CAP_TSC_DEADLINE_TIMER, KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
-import { EventFd } from '../kvm/eventfd.js';
+import { EventFd } from '../sys/eventfd.js';
 import { IrqfdInterrupt } from '../kvm/interrupts.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { LocalRange } from '../kvm/local-devices.js';

@@ -3,7 +3,7 @@ import { BootSegments } from '../../src/boot/boot-tables.js';
 import { LowMemory } from '../../src/boot/layout.js';
 import { Msr, setUpVcpu, type VcpuSetup } from '../../src/boot/vcpu-state.js';
 import { KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED } from '../../src/kvm/constants.js';
-import { MockVm } from '../../src/kvm/mock/mock-vm.js';
+import { MockVm } from '../kvm/mock/mock-vm.js';
 import type { CpuidEntry } from '../../src/kvm/types.js';
 
 const supportedCpuid: CpuidEntry[] = [{ function: 1, index: 0, flags: 0, eax: 0x00a00f11, ebx: 0, ecx: 0, edx: 0 }];

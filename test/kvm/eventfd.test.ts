@@ -1,6 +1,6 @@
 import { expect } from 'chai';
-import { EventFd } from '../../src/kvm/eventfd.js';
-import { EventFdPoller } from '../../src/kvm/eventfd-poller.js';
+import { EventFd } from '../../src/sys/eventfd.js';
+import { EventFdPoller } from '../../src/sys/eventfd-poller.js';
 
 const nextSignal = (e: EventFd) => new Promise<bigint>((resolve) => e.listen((count) => { e.unlisten(); resolve(count); }));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { Bus } from '../../src/devices/bus.js';
-import { EventFd } from '../../src/kvm/eventfd.js';
+import { EventFd } from '../../src/sys/eventfd.js';
 import { IrqLineInterrupt, IrqfdInterrupt } from '../../src/kvm/interrupts.js';
 import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
 import { realModeVm } from './real-mode-vm.js';

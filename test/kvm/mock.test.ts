@@ -2,11 +2,11 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { Bus, type BusDevice } from '../../src/devices/bus.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
-import { EventFd } from '../../src/kvm/eventfd.js';
+import { EventFd } from '../../src/sys/eventfd.js';
 import { IrqLineInterrupt, IrqfdInterrupt } from '../../src/kvm/interrupts.js';
-import { MockVm } from '../../src/kvm/mock/mock-vm.js';
-import type { ScriptStep } from '../../src/kvm/mock/mock-vcpu.js';
-import { createVcpuRunner } from '../../src/kvm/runner.js';
+import { MockVm } from './mock/mock-vm.js';
+import type { ScriptStep } from './mock/mock-vcpu.js';
+import { createVcpuRunner } from './inline/runner.js';
 import { KVM_SYSTEM_EVENT_RESET } from '../../src/kvm/constants.js';
 import { RecordingDevice } from './recording-device.js';
 

@@ -4,7 +4,8 @@ import { mkdirSync, mkdtempSync, openSync, readSync, closeSync, rmSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AssetError, COMPLETE_MARKER, ensureBusybox, ensureDebianKernel, ensurePackage } from '../../src/assets/debian.js';
-import { probeKvm } from '../../src/lab/kvm-probe.js';
+import { probeKvm } from '../../src/kvm/probe.js';
+import { errorMessage } from '../../src/sys/error-message.js';
 
 const quiet = (): void => {};
 
@@ -32,7 +33,7 @@ async function expectReject(promise: Promise<unknown>, pattern: RegExp): Promise
     await promise;
   } catch (e) {
     expect(e).to.be.instanceOf(AssetError);
-    expect((e as Error).message).to.match(pattern);
+    expect(errorMessage(e)).to.match(pattern);
     return;
   }
   expect.fail(`expected a rejection matching ${pattern}`);

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { labNeeded } from '../../src/lab/kvm-probe.js';
+import { labNeeded } from '../../src/kvm/probe.js';
 import { AGENT_ENV, ensureGuestAgent } from '../../src/oci/guest-agent.js';
 import { runCacheDir } from '../../src/oci/paths.js';
 import { LAB_PATHS } from '../../src/lab/image.js';
@@ -25,7 +25,7 @@ const bulkExpression = "createHash('sha512').update('lab').digest('hex').repeat(
 const bulk = createHash('sha512').update('lab').digest('hex').repeat(2000);
 const carried = Buffer.from(Array.from({ length: 4099 }, (_, i) => (i * 7919) & 0xff));
 
-const probeScript = `import { probeKvm } from '${LAB_PATHS.project}/dist/src/lab/kvm-probe.js';
+const probeScript = `import { probeKvm } from '${LAB_PATHS.project}/dist/src/kvm/probe.js';
 process.stdout.write(JSON.stringify(probeKvm()));`;
 /** Nested guests' code finds the stock kernel, its virtio/ext4 modules and busybox offline. */
 const offlineAssetsScript = `import { ensureDebianKernel, ensureBusybox } from '${LAB_PATHS.project}/dist/src/assets/debian.js';

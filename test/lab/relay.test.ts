@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/lab/image.js';
+import { cliEntry } from '../../src/sys/project-paths.js';
 
 describe('lab: ts-vmm lab relays a command run in the lab @lab', function () {
   this.timeout(300_000);
@@ -13,7 +13,7 @@ describe('lab: ts-vmm lab relays a command run in the lab @lab', function () {
 
   it('carries -i paths in at the same place, starts in the same directory, relays stdout, stderr and the exit status', () => {
     writeFileSync(join(dir, 'input.txt'), 'carried\n');
-    const cli = join(projectRoot(), 'bin', 'ts-vmm.js');
+    const cli = cliEntry();
     const run = spawnSync(process.execPath, [cli, 'lab', '--exec', '-i', dir, '--', 'sh', '-c', 'pwd; cat input.txt; echo to-stderr >&2; exit 7'], { cwd: dir });
     expect(run.stdout.toString()).to.equal(`${dir}\ncarried\n`);
     expect(run.stderr.toString()).to.include('to-stderr\n');

@@ -3,8 +3,8 @@
 // here plays KVM's part of the protocol; the hardware itself is only exercised on a SEV host.
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
-import { decodeExact, encodeExact } from '../../src/kvm/abi.js';
-import { SysError, viewAt } from '../../src/kvm/sys.js';
+import { decodeExact, encodeExact } from '../../src/sys/abi.js';
+import { SysError, viewAt } from '../../src/sys/sys.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { KernelSevLaunch, type EncryptingVm } from '../../src/sev/kvm-sev.js';
 import { SevDevice } from '../../src/sev/psp.js';

@@ -65,7 +65,7 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
 
     const booted = tsVmmBoot([
       '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB),
-      '--tee', 'sev-sim', '--sev-sim-state', stateDir, '--tee-policy', `0x${policy.toString(16)}`,
+      '--tee', 'sev-sim', '--sim-state', stateDir, '--tee-policy', `0x${policy.toString(16)}`,
       '--tee-godh', files.godh, '--tee-session', files.session, '--tee-secret-dir', exchange, '--tee-secret-timeout', '120',
     ], BOOT_TIMEOUT_MS);
 

@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { VIRTIO_ID_BLOCK, VIRTIO_ID_VSOCK, VIRTIO_MMIO_DEVICE_ID, VIRTIO_MMIO_MAGIC_VALUE } from '../../src/virtio/abi.js';
-import { createVirtioMmioDevice, parseDiskOption, parseVsockOption } from '../../src/virtio/factory.js';
+import { parseDiskOption, parseVsockOption } from '../../src/cli/device-options.js';
+import { createVirtioMmioDevice } from '../../src/virtio/factory.js';
 import { tempImage } from './blk-fixture.js';
 import { InterruptCounter, TestDriver } from './driver.js';
 

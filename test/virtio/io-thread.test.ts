@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { EventFd } from '../../src/kvm/eventfd.js';
-import { MockVm } from '../../src/kvm/mock/mock-vm.js';
+import { EventFd } from '../../src/sys/eventfd.js';
+import { MockVm } from '../kvm/mock/mock-vm.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
   VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, VIRTIO_MMIO_DEVICE_ID,

@@ -1,7 +1,7 @@
 // virtio-vsock (virtio 1.2 §5.10), stream sockets, over the Unix-socket backend. Queues: 0 rx (device
 // to guest), 1 tx (guest to device), 2 event. Host events (socket data, connects) arrive on the event
 // loop and are turned into rx packets on the next turn, batched, under the transport's guard.
-import { offsetOf } from '../../kvm/abi.js';
+import { offsetOf } from '../../sys/abi.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, feature, virtioVsockConfig, virtioVsockEvent,
 } from '../abi.js';

@@ -1,5 +1,5 @@
 // virtio-vsock packets (virtio 1.2 §5.10.6): a little-endian struct virtio_vsock_hdr, then `len` bytes.
-import { offsetOf } from '../../kvm/abi.js';
+import { offsetOf } from '../../sys/abi.js';
 import { virtioVsockHdr } from '../abi.js';
 
 export const HEADER_SIZE = virtioVsockHdr.size;

@@ -1,9 +1,9 @@
 // Picks how to run a VM's vCPUs: real KVM vCPUs get a thread each; any other VirtualCpu (the mock)
 // runs inline on the main thread.
 import { InlineVcpuRunner } from './inline-runner.js';
-import type { IoBuses, VcpuRunner, VirtualCpu } from './types.js';
-import { Vcpu } from './vcpu.js';
-import { VcpuThreads, type VcpuThreadsOptions } from './vcpu-threads.js';
+import type { IoBuses, VcpuRunner, VirtualCpu } from '../../../src/kvm/types.js';
+import { Vcpu } from '../../../src/kvm/vcpu.js';
+import { VcpuThreads, type VcpuThreadsOptions } from '../../../src/kvm/vcpu-threads.js';
 
 export function createVcpuRunner(vcpus: readonly VirtualCpu[], buses: IoBuses, options: VcpuThreadsOptions = {}): VcpuRunner {
   const real = vcpus.filter((v): v is Vcpu => v instanceof Vcpu);

@@ -1,9 +1,9 @@
 // Decides whether KVM can be used on this host directly or only inside the lab. Unlike Kvm.open it
 // reports why not instead of throwing, and keeps no descriptor open.
 import { existsSync } from 'node:fs';
-import { KVM_API_VERSION } from '../kvm/constants.js';
-import { KVM_GET_API_VERSION } from '../kvm/ioctls.js';
-import { O_RDWR, SysError, close, ioctlValue, open } from '../kvm/sys.js';
+import { KVM_API_VERSION } from './constants.js';
+import { KVM_GET_API_VERSION } from './ioctls.js';
+import { O_RDWR, SysError, close, ioctlValue, open } from '../sys/sys.js';
 
 export interface KvmProbe {
   readonly available: boolean;

@@ -2,11 +2,11 @@
 // irqchip, interrupts, ioeventfds, encryption commands) so device, boot and SEV code can be tested
 // without /dev/kvm. Guest memory is whatever GuestMemory the VMM registers (GuestMemory.shared works).
 import { constants } from 'node:os';
-import type { GuestMemory } from '../../memory/guest-memory.js';
-import { KVM_PIT_SPEAKER_DUMMY } from '../constants.js';
-import type { EventFd } from '../eventfd.js';
-import { SysError } from '../sys.js';
-import type { ClockData, IoEventSpec, MemorySlot, VirtualMachine } from '../types.js';
+import type { GuestMemory } from '../../../src/memory/guest-memory.js';
+import { KVM_PIT_SPEAKER_DUMMY } from '../../../src/kvm/constants.js';
+import type { EventFd } from '../../../src/sys/eventfd.js';
+import { SysError } from '../../../src/sys/sys.js';
+import type { ClockData, IoEventSpec, MemorySlot, VirtualMachine } from '../../../src/kvm/types.js';
 import { MockVcpu } from './mock-vcpu.js';
 
 export interface IrqLineCall { irq: number; level: boolean }

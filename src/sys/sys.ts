@@ -20,6 +20,7 @@ const c = {
   write: libc.func('long write(int fd, const void *buf, size_t count)'),
   preadv: libc.func('long preadv(int fd, const void *iov, int iovcnt, int64_t offset)'),
   pwritev: libc.func('long pwritev(int fd, const void *iov, int iovcnt, int64_t offset)'),
+  fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
   gettid: libc.func('int gettid()'),
   epollCreate1: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('epoll_ctl', 'int', ['int', 'int', 'int', 'void *']),
@@ -54,6 +55,7 @@ export function errnoName(errno: number): string {
 
 /** A failed system call: `KVM_CREATE_VM failed: EACCES — permission denied`. */
 export class SysError extends Error {
+  override readonly name = 'SysError';
   readonly call: string;
   readonly errno: number;
   readonly code: string;
@@ -62,7 +64,6 @@ export class SysError extends Error {
     const code = errnoName(errno);
     const words = hint ?? errnoMessages.get(-errno)?.[1] ?? 'unknown error';
     super(`${call} failed: ${code} — ${words}`);
-    this.name = 'SysError';
     this.call = call;
     this.errno = errno;
     this.code = code;
@@ -141,6 +142,19 @@ export function preadv(fd: number, iov: Uint8Array, count: number, position: num
 /** pwritev(2) from the `count` struct iovecs at the start of `iov`; returns the bytes written. */
 export function pwritev(fd: number, iov: Uint8Array, count: number, position: number, call: string): number {
   return check(c.pwritev(fd, iov, count, position), call);
+}
+
+// Hole punching and zeroing (virtio-blk DISCARD / WRITE_ZEROES).
+export const FALLOC_FL_KEEP_SIZE = constant('FALLOC_FL_KEEP_SIZE', 'linux/falloc.h', 0x01);
+export const FALLOC_FL_PUNCH_HOLE = constant('FALLOC_FL_PUNCH_HOLE', 'linux/falloc.h', 0x02);
+export const FALLOC_FL_ZERO_RANGE = constant('FALLOC_FL_ZERO_RANGE', 'linux/falloc.h', 0x10);
+
+/** fallocate(2); false when the file system does not support `mode` (EOPNOTSUPP). */
+export function fallocate(fd: number, mode: number, offset: number, length: number, call: string): boolean {
+  if (c.fallocate(fd, mode, offset, length) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === constants.errno.EOPNOTSUPP) return false;
+  throw new SysError(call, errno);
 }
 
 export function eventfd(initval = 0, flags = EFD_CLOEXEC): number {

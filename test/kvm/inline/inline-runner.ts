@@ -1,8 +1,9 @@
 // Runs vCPUs on the calling (main) thread, yielding to the event loop after every exit. KVM_RUN
 // blocks, so this suits the mocked KVM and tests rather than real guests, which use VcpuThreads.
-import { stopForExit } from './exit-policy.js';
-import { busAccess } from './io-dispatch.js';
-import type { IoBuses, VcpuRunner, VcpuStop, VirtualCpu } from './types.js';
+import { stopForExit } from '../../../src/kvm/exit-policy.js';
+import { busAccess } from '../../../src/kvm/io-dispatch.js';
+import type { IoBuses, VcpuRunner, VcpuStop, VirtualCpu } from '../../../src/kvm/types.js';
+import { errorMessage } from '../../../src/sys/error-message.js';
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -46,7 +47,7 @@ export class InlineVcpuRunner implements VcpuRunner {
         else stop = stopForExit(exit, vcpu.id);
       }
     } catch (e) {
-      stop = { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: ${e instanceof Error ? e.message : String(e)}` };
+      stop = { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: ${errorMessage(e)}` };
     }
     try {
       stop.regs = vcpu.getRegs();

@@ -2,8 +2,8 @@
 // VMM fills (reads) or finds (writes), exactly as kvm_run would carry it. Register state is plain
 // memory, starting from the x86 reset state. Writes that match a registered ioeventfd signal it and
 // cause no exit, as in KVM.
-import { kvmLapicState } from '../structs.js';
-import type { CpuidEntry, Fpu, MsrEntry, Regs, Segment, Sregs, VcpuExit, VirtualCpu } from '../types.js';
+import { kvmLapicState } from '../../../src/kvm/structs.js';
+import type { CpuidEntry, Fpu, MsrEntry, Regs, Segment, Sregs, VcpuExit, VirtualCpu } from '../../../src/kvm/types.js';
 import type { MockVm } from './mock-vm.js';
 
 /** One guest action. Values are little-endian numbers of `size` bytes. */
