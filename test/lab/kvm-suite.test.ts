@@ -18,6 +18,8 @@ const INNER_TEST_TIMEOUT_MS = 300_000;
 // The inner report prints a line per test; a test retried twice can stay silent for three of its timeouts.
 const INNER_SILENCE_MS = 3 * INNER_TEST_TIMEOUT_MS + 60_000;
 const STUCK_SILENCE_MS = 3000;
+// TS_VMM_LAB_GREP narrows the inner run to the KVM-tagged tests whose titles also match it (a regular expression).
+const INNER_GREP = process.env.TS_VMM_LAB_GREP ? `^(?=.*${KVM_TAG})(?=.*(?:${process.env.TS_VMM_LAB_GREP}))` : KVM_TAG;
 
 /** Bytes that a tty or a text channel would mangle: NUL, CR, LF, CRLF, high bytes, invalid UTF-8. */
 const awkwardBytes = Buffer.from([0, 1, 13, 10, 13, 13, 10, 0xff, 0xfe, 0xc3, 0x28, 0x40, 0x40, 0x6c, 0x61, 0x62, 0x20, 10]);
@@ -89,7 +91,7 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { argv: ['node', '--input-type=module', '-e', offlineAssetsScript] },
         { script: toolsScript },
         { script: 'echo waiting; sleep 600 & wait', idleTimeoutMs: STUCK_SILENCE_MS },
-        { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', KVM_TAG, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'], idleTimeoutMs: INNER_SILENCE_MS },
+        { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', INNER_GREP, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'], idleTimeoutMs: INNER_SILENCE_MS },
       ],
     });
   }
