@@ -136,6 +136,152 @@ function plan(options: LabOptions): LabPlan {
   return { commands };
 }
 
+/** What the lab's agent reported, command by command, gathered from its records as they arrive. */
+class LabRecords {
+  readonly outputs: { stdout: Buffer[]; stderr: Buffer[]; both: Buffer[]; exit?: { status: number | null; signal: string | null } }[];
+  /** The command running now (the last one started). */
+  running: number | undefined;
+  firstCommandAt: number | undefined;
+  done = false;
+  agentFailure: string | undefined;
+
+  constructor(commands: number, private readonly onOutput: LabOptions['onOutput']) {
+    this.outputs = Array.from({ length: commands }, () => ({ stdout: [], stderr: [], both: [] }));
+  }
+
+  readonly take = (record: LabRecord): void => {
+    switch (record.kind) {
+      case 'start':
+        this.firstCommandAt ??= Date.now();
+        this.running = record.index;
+        break;
+      case 'out':
+      case 'err': {
+        const out = this.outputs[record.index];
+        if (out === undefined) return;
+        (record.kind === 'out' ? out.stdout : out.stderr).push(record.data);
+        out.both.push(record.data);
+        this.onOutput?.(record.index, record.kind === 'out' ? 'stdout' : 'stderr', record.data);
+        break;
+      }
+      case 'exit': {
+        const out = this.outputs[record.index];
+        if (out !== undefined) out.exit = { status: record.status, signal: record.signal };
+        break;
+      }
+      case 'done':
+        this.done = true;
+        break;
+      case 'fail':
+        this.agentFailure = record.message;
+        break;
+    }
+  };
+
+  /** The last lines the running command printed, for a report of a lab that stopped responding. */
+  runningTail(commands: readonly PlannedCommand[]): string {
+    if (this.running === undefined) return '';
+    const output = Buffer.concat(this.outputs[this.running]?.both ?? []).toString('utf8');
+    return ` while running command ${this.running} (${commands[this.running]?.argv.join(' ')}); its last output lines:\n${tail(output)}\n---`;
+  }
+}
+
+function qemuArguments(options: LabOptions, kernel: string, initramfs: string, monitorPath: string, resultsPath: string): string[] {
+  return [
+    '-accel', 'tcg', '-cpu', 'max', '-machine', 'q35',
+    '-m', String(options.memoryMiB ?? DEFAULTS.memoryMiB), '-smp', String(options.cpus ?? DEFAULTS.cpus),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', kernel, '-initrd', initramfs,
+    // An NMI panics (QEMU's `nmi` at a timeout) and the panic prints every CPU's backtrace (panic_print
+    // 0x40), so a lab that stopped responding says where each of its CPUs was.
+    '-append', 'console=ttyS0 panic=-1 loglevel=4 mitigations=off unknown_nmi_panic=1 panic_print=0x40',
+    '-monitor', `unix:${monitorPath},server=on,wait=off`,
+    '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
+    '-chardev', `socket,id=results,path=${resultsPath}`, '-serial', 'chardev:results',
+  ];
+}
+
+interface QemuExit { code: number | null; signal: string | null; timedOut: boolean; stalled: boolean }
+
+/**
+ * Runs QEMU to its end, relaying the console. At `timeoutMs`, or after `silenceTimeoutMs` without output
+ * (`lastOutputAt` is also moved by the results channel), it asks the lab for backtraces and kills QEMU.
+ */
+function watchQemu(
+  qemu: string, args: string[], monitorPath: string, options: LabOptions,
+  output: { lastOutputAt: number; consoleChunks: Buffer[] },
+): Promise<QemuExit> {
+  const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+  const silenceTimeoutMs = options.silenceTimeoutMs;
+  return new Promise((resolve, reject) => {
+    const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // qemu would outlive this process (a test runner calling process.exit, say) and spin on.
+    const killQemu = (): void => { child.kill('SIGKILL'); };
+    process.once('exit', killQemu);
+    let timedOut = false;
+    let stalled = false;
+    const stopWatching = (): void => {
+      clearTimeout(timer);
+      clearInterval(silence);
+    };
+    const giveUp = (): void => {
+      stopWatching();
+      void askForBacktraces(monitorPath).finally(killQemu);
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      giveUp();
+    }, timeoutMs);
+    // Only a caller that asked for it has the lab watched for silence.
+    const silence = silenceTimeoutMs === undefined ? undefined : setInterval(() => {
+      if (Date.now() - output.lastOutputAt < silenceTimeoutMs) return;
+      stalled = true;
+      giveUp();
+    }, Math.min(silenceTimeoutMs, 60_000));
+    const onConsoleData = (data: Buffer): void => {
+      output.lastOutputAt = Date.now();
+      output.consoleChunks.push(data);
+      options.onConsole?.(data);
+    };
+    child.stdout.on('data', onConsoleData);
+    child.stderr.on('data', onConsoleData);
+    child.on('error', (e) => {
+      stopWatching();
+      process.off('exit', killQemu);
+      reject(new LabError(`cannot start ${qemu}: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      stopWatching();
+      process.off('exit', killQemu);
+      resolve({ code, signal, timedOut, stalled });
+    });
+  });
+}
+
+/** The commands' results once QEMU has ended, or the reason the lab did not finish them. */
+function labOutcome(options: LabOptions, labPlan: LabPlan, records: LabRecords, exit: QemuExit, consoleText: string): Omit<LabResult, 'timings'> {
+  if (exit.timedOut || exit.stalled) {
+    // A stuck command is the usual cause: name it and show where its own output stopped.
+    const what = exit.stalled
+      ? `lab guest stalled: no output for ${Math.round((options.silenceTimeoutMs ?? 0) / 1000)} s`
+      : `lab guest timed out after ${Math.round((options.timeoutMs ?? DEFAULTS.timeoutMs) / 1000)} s`;
+    throw new LabError(`${what}${records.runningTail(labPlan.commands)}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`, consoleText, exit.stalled);
+  }
+  if (records.agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${records.agentFailure}`, consoleText);
+  if (!records.done) {
+    const how = exit.code !== null ? `exited with status ${exit.code}` : `was killed by ${exit.signal}`;
+    throw new LabError(`lab guest stopped before finishing its commands (${QEMU} ${how}); last console lines:\n${tail(consoleText)}`, consoleText);
+  }
+  const commands = options.commands.map((command, i): LabCommandResult => {
+    const out = records.outputs[i];
+    if (out?.exit === undefined) throw new LabError(`lab guest reported no exit status for command ${i}`, consoleText);
+    return { command, exitStatus: out.exit.status, signal: out.exit.signal, stdout: Buffer.concat(out.stdout), stderr: Buffer.concat(out.stderr) };
+  });
+  const failed = commands.find((c) => c.exitStatus !== 0);
+  const exitStatus = failed === undefined ? 0 : failed.exitStatus ?? 128 + (signals[failed.signal as NodeJS.Signals] ?? 0);
+  return { exitStatus, commands, console: consoleText };
+}
+
 /** Boots the lab once and runs `commands` in order inside it. */
 export async function runInLab(options: LabOptions): Promise<LabResult> {
   const started = Date.now();
@@ -152,145 +298,27 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     const imageMs = Date.now() - started;
     log(`lab: booting ${image.kernel.release} under TCG (initramfs ${(image.bytes / 2 ** 20).toFixed(0)} MiB)`);
 
-    const outputs = labPlan.commands.map(() => ({ stdout: [] as Buffer[], stderr: [] as Buffer[], both: [] as Buffer[], exit: undefined as { status: number | null; signal: string | null } | undefined }));
-    let running: number | undefined;
-    const consoleChunks: Buffer[] = [];
-    let done = false;
-    let agentFailure: string | undefined;
-    let firstCommandAt: number | undefined;
-    const onRecord = (record: LabRecord): void => {
-      switch (record.kind) {
-        case 'start':
-          firstCommandAt ??= Date.now();
-          running = record.index;
-          break;
-        case 'out':
-        case 'err': {
-          const out = outputs[record.index];
-          if (out === undefined) return;
-          (record.kind === 'out' ? out.stdout : out.stderr).push(record.data);
-          out.both.push(record.data);
-          options.onOutput?.(record.index, record.kind === 'out' ? 'stdout' : 'stderr', record.data);
-          break;
-        }
-        case 'exit': {
-          const out = outputs[record.index];
-          if (out !== undefined) out.exit = { status: record.status, signal: record.signal };
-          break;
-        }
-        case 'done':
-          done = true;
-          break;
-        case 'fail':
-          agentFailure = record.message;
-          break;
-      }
-    };
-
-    const socketPath = join(work, 'results.sock');
+    const records = new LabRecords(labPlan.commands.length, options.onOutput);
+    const output = { lastOutputAt: Date.now(), consoleChunks: [] as Buffer[] };
+    const resultsPath = join(work, 'results.sock');
     const monitorPath = join(work, 'monitor.sock');
-    const parser = new RecordParser(onRecord);
-    let lastOutputAt = Date.now();
+    const parser = new RecordParser(records.take);
     const server = createServer((socket: Socket) => socket.on('data', (chunk) => {
-      lastOutputAt = Date.now();
+      output.lastOutputAt = Date.now();
       parser.push(chunk);
     }));
-    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(resultsPath, resolve));
 
     const bootStarted = Date.now();
-    const args = [
-      '-accel', 'tcg', '-cpu', 'max', '-machine', 'q35',
-      '-m', String(options.memoryMiB ?? DEFAULTS.memoryMiB), '-smp', String(options.cpus ?? DEFAULTS.cpus),
-      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-      '-kernel', image.kernel.vmlinuz, '-initrd', initramfs,
-      // An NMI panics (QEMU's `nmi` at a timeout) and the panic prints every CPU's backtrace (panic_print
-      // 0x40), so a lab that stopped responding says where each of its CPUs was.
-      '-append', 'console=ttyS0 panic=-1 loglevel=4 mitigations=off unknown_nmi_panic=1 panic_print=0x40',
-      '-monitor', `unix:${monitorPath},server=on,wait=off`,
-      '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-      '-chardev', `socket,id=results,path=${socketPath}`, '-serial', 'chardev:results',
-    ];
-    const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
-    const silenceTimeoutMs = options.silenceTimeoutMs;
-    const exit = await new Promise<{ code: number | null; signal: string | null; timedOut: boolean; stalled: boolean }>((resolve, reject) => {
-      const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      // qemu would outlive this process (a test runner calling process.exit, say) and spin on.
-      const killQemu = (): void => { child.kill('SIGKILL'); };
-      process.once('exit', killQemu);
-      let timedOut = false;
-      let stalled = false;
-      const giveUp = (): void => {
-        clearTimeout(timer);
-        clearInterval(silence);
-        void askForBacktraces(monitorPath).finally(killQemu);
-      };
-      const timer = setTimeout(() => {
-        timedOut = true;
-        giveUp();
-      }, timeoutMs);
-      // Only a caller that asked for it has the lab watched for silence.
-      const silence = silenceTimeoutMs === undefined ? undefined : setInterval(() => {
-        if (Date.now() - lastOutputAt < silenceTimeoutMs) return;
-        stalled = true;
-        giveUp();
-      }, Math.min(silenceTimeoutMs, 60_000));
-      const onConsoleData = (data: Buffer): void => {
-        lastOutputAt = Date.now();
-        consoleChunks.push(data);
-        options.onConsole?.(data);
-      };
-      child.stdout.on('data', onConsoleData);
-      child.stderr.on('data', onConsoleData);
-      child.on('error', (e) => {
-        clearTimeout(timer);
-        clearInterval(silence);
-        process.off('exit', killQemu);
-        reject(new LabError(`cannot start ${qemu}: ${e.message}`));
-      });
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        clearInterval(silence);
-        process.off('exit', killQemu);
-        resolve({ code, signal, timedOut, stalled });
-      });
-    });
-    server.close();
-    const consoleText = Buffer.concat(consoleChunks).toString('utf8');
-
-    if (exit.timedOut || exit.stalled) {
-      // A stuck command is the usual cause: name it and show where its own output stopped.
-      const stuck = running === undefined ? '' : ` while running command ${running} (${labPlan.commands[running]?.argv.join(' ')}); its last output lines:\n${tail(Buffer.concat(outputs[running]?.both ?? []).toString('utf8'))}\n---`;
-      const what = exit.stalled
-        ? `lab guest stalled: no output for ${Math.round((silenceTimeoutMs ?? 0) / 1000)} s`
-        : `lab guest timed out after ${Math.round(timeoutMs / 1000)} s`;
-      throw new LabError(`${what}${stuck}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`, consoleText, exit.stalled);
+    let exit: QemuExit;
+    try {
+      exit = await watchQemu(qemu, qemuArguments(options, image.kernel.vmlinuz, initramfs, monitorPath, resultsPath), monitorPath, options, output);
+    } finally {
+      server.close();
     }
-    if (agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${agentFailure}`, consoleText);
-    if (!done) {
-      const how = exit.code !== null ? `exited with status ${exit.code}` : `was killed by ${exit.signal}`;
-      throw new LabError(`lab guest stopped before finishing its commands (${QEMU} ${how}); last console lines:\n${tail(consoleText)}`, consoleText);
-    }
-
-    const commands = options.commands.map((command, i): LabCommandResult => {
-      const out = outputs[i];
-      if (out?.exit === undefined) throw new LabError(`lab guest reported no exit status for command ${i}`, consoleText);
-      return {
-        command,
-        exitStatus: out.exit.status,
-        signal: out.exit.signal,
-        stdout: Buffer.concat(out.stdout),
-        stderr: Buffer.concat(out.stderr),
-      };
-    });
-    const failed = commands.find((c) => c.exitStatus !== 0);
-    const exitStatus = failed === undefined ? 0 : failed.exitStatus ?? 128 + (signals[failed.signal as NodeJS.Signals] ?? 0);
+    const outcome = labOutcome(options, labPlan, records, exit, Buffer.concat(output.consoleChunks).toString('utf8'));
     const finished = Date.now();
-    return {
-      exitStatus,
-      commands,
-      console: consoleText,
-      timings: { imageMs, bootMs: (firstCommandAt ?? finished) - bootStarted, totalMs: finished - started },
-    };
+    return { ...outcome, timings: { imageMs, bootMs: (records.firstCommandAt ?? finished) - bootStarted, totalMs: finished - started } };
   } finally {
     await rm(work, { recursive: true, force: true });
   }
