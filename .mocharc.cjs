@@ -7,8 +7,11 @@ const probe = spawnSync(process.execPath, ['--input-type=module', '-e',
   "import { labNeeded } from './dist/src/kvm/probe.js'; process.stdout.write(String(labNeeded()));"], { cwd: __dirname, encoding: 'utf8' });
 if (probe.status !== 0) throw new Error(`cannot tell whether KVM works here (build first: npm run build): ${probe.stderr.trim()}`);
 
+// Test files named on the command line are the whole run; otherwise every test is.
+const named = process.argv.slice(2).some((arg) => arg.endsWith('.js'));
+
 module.exports = {
-  spec: ['dist/test/**/*.test.js'],
+  ...(named ? {} : { spec: ['dist/test/**/*.test.js'] }),
   timeout: 20000,
   recursive: true,
   exit: true,

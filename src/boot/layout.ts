@@ -1,6 +1,7 @@
 // Where everything lives in guest-physical memory. One table so the loader, the e820 map, the ACPI
 // tables, the page tables and the firmware all agree (the firmware's copy of these numbers is checked
 // against this file by test/boot/firmware.test.ts).
+import { MAX_REGION_SIZE } from '../memory/limits.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -75,15 +76,22 @@ export interface RamRange {
   size: number;
 }
 
+export const MIN_GUEST_MEMORY_MIB = 64;
+
 /** Guest RAM of `bytes`, split around the MMIO hole: [0, hole) then [4 GiB, ...). */
 export function ramRanges(bytes: number): RamRange[] {
-  if (!Number.isSafeInteger(bytes) || bytes < 64 * MiB || bytes % (4 * KiB) !== 0) {
-    throw new RangeError(`guest memory must be a whole number of pages, at least 64 MiB (got ${bytes} bytes)`);
+  if (!Number.isSafeInteger(bytes) || bytes < MIN_GUEST_MEMORY_MIB * MiB || bytes % (4 * KiB) !== 0) {
+    throw new RangeError(`guest memory must be a whole number of pages, at least ${MIN_GUEST_MEMORY_MIB} MiB (got ${bytes} bytes)`);
   }
   const low = Math.min(bytes, MMIO_HOLE_START);
   const ranges = [{ guestAddress: 0, size: low }];
   if (bytes > low) ranges.push({ guestAddress: FOUR_GIB, size: bytes - low });
   return ranges;
+}
+
+/** The most guest RAM, in MiB, that can be mapped: the part above 4 GiB is one region, one view. */
+export function maxGuestMemoryMiB(): number {
+  return Math.floor((MMIO_HOLE_START + MAX_REGION_SIZE) / MiB);
 }
 
 /** The end of RAM below the MMIO hole. */

@@ -1,12 +1,29 @@
 // Parsers for command-line values, shared by the subcommands; each rejects with commander's
 // InvalidArgumentError, which names the option and the value.
 import { InvalidArgumentError } from 'commander';
+import { MAX_CPUS } from '../boot/acpi/tables.js';
+import { maxGuestMemoryMiB, MIN_GUEST_MEMORY_MIB } from '../boot/layout.js';
 import { decodePolicy } from '../sev/policy.js';
 import { errorMessage } from '../sys/error-message.js';
 
 export function positiveInteger(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
+  return n;
+}
+
+/** A vCPU count the machine can describe to the guest, checked before anything starts per vCPU. */
+export function vcpuCount(value: string): number {
+  const n = positiveInteger(value);
+  if (n > MAX_CPUS) throw new InvalidArgumentError(`${n} vCPUs is more than the ${MAX_CPUS} supported`);
+  return n;
+}
+
+/** Guest RAM in MiB that the memory layout can hold. */
+export function memoryMiB(value: string): number {
+  const n = positiveInteger(value);
+  const max = maxGuestMemoryMiB();
+  if (n < MIN_GUEST_MEMORY_MIB || n > max) throw new InvalidArgumentError(`${n} MiB is outside ${MIN_GUEST_MEMORY_MIB}..${max} MiB`);
   return n;
 }
 

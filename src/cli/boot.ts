@@ -5,7 +5,9 @@ import { Command, Option } from 'commander';
 import { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { PolicyBit } from '../sev/policy.js';
 import type { TeeKind } from '../sev/tee.js';
-import { positiveInteger, policyArg } from './arguments.js';
+import { errorMessage } from '../sys/error-message.js';
+import { access, constants as fsConstants } from 'node:fs/promises';
+import { memoryMiB, positiveInteger, policyArg, vcpuCount } from './arguments.js';
 
 export const DEFAULT_MEMORY_MIB = 512;
 
@@ -35,8 +37,8 @@ export function register(program: Command): void {
     .requiredOption('--kernel <file>', 'bzImage or ELF vmlinux')
     .option('--initrd <file>', 'initial ramdisk (cpio archive, optionally compressed)')
     .option('--cmdline <string>', 'kernel command line, kept as given (device parameters are appended)', '')
-    .option('--cpus <n>', 'vCPUs', positiveInteger, 1)
-    .option('--mem <MiB>', 'guest RAM in MiB', positiveInteger, DEFAULT_MEMORY_MIB)
+    .option('--cpus <n>', 'vCPUs', vcpuCount, 1)
+    .option('--mem <MiB>', 'guest RAM in MiB', memoryMiB, DEFAULT_MEMORY_MIB)
     .option('--disk <file[,ro]>', 'virtio-blk disk (repeatable; vda, vdb, ... in order)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--vsock <cid,uds_path>', 'virtio-vsock device with guest CID, host side on a Unix socket')
     .option('--firmware', 'start at the reset vector in the ts-vmm firmware instead of the direct 64-bit entry (implied by --tee)')
@@ -49,6 +51,7 @@ export function register(program: Command): void {
     .option('--tee-secret-timeout <s>', 'seconds to wait for the secret before booting without one', positiveInteger, 60)
     .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
+      await checkReadable(options);
       // The vCPU threads start their JavaScript contexts while this thread loads the VMM and builds the VM.
       const workers = VcpuWorkerPool.prestart(options.cpus);
       try {
@@ -58,4 +61,17 @@ export function register(program: Command): void {
         await workers.close();
       }
     });
+}
+
+/** Input files are checked before any vCPU worker starts, so a mistyped path costs nothing to report. */
+async function checkReadable(options: BootOptions): Promise<void> {
+  const files: [string, string | undefined][] = [['--kernel', options.kernel], ['--initrd', options.initrd]];
+  for (const [option, file] of files) {
+    if (file === undefined) continue;
+    try {
+      await access(file, fsConstants.R_OK);
+    } catch (e) {
+      throw new Error(`${option} ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorMessage(e)}`);
+    }
+  }
 }

@@ -13,7 +13,7 @@ import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox
 import { SysError, tgkill } from '../sys/sys.js';
 import type { IoBuses, VcpuRunner, VcpuStop } from './types.js';
 import type { Vcpu } from './vcpu.js';
-import { spawnVcpuWorker, type VcpuWorkerPool } from './vcpu-worker-pool.js';
+import { spawnVcpuWorker, type VcpuWorkerCommand, type VcpuWorkerPool } from './vcpu-worker-pool.js';
 import { CONTROL_WORDS, STOP_REQUESTED, THREAD_ID, type VcpuWorkerData, type VcpuWorkerMessage } from './vcpu-worker.js';
 
 const SIGUSR2 = 12;
@@ -53,7 +53,7 @@ class VcpuThread {
     // A vCPU stopped by an earlier runner still has immediate_exit set; it may run again (resume).
     vcpu.setImmediateExit(false);
     this.worker = options.workers?.take() ?? spawnVcpuWorker();
-    this.worker.postMessage(data);
+    this.worker.postMessage({ type: 'run', data } satisfies VcpuWorkerCommand<VcpuWorkerData>);
     const served = serveMailbox(this.mailbox, (request) => serve(buses, request), () => this.stop());
     this.stopped = new Promise<VcpuStop>((resolve) => {
       let stop: VcpuStop | undefined;

@@ -4,8 +4,11 @@
 // This module imports nothing of the VMM, so a command can start workers before loading the rest.
 import { Worker } from 'node:worker_threads';
 
-/** What a vCPU worker is started with; its vCPU comes later in a `VcpuWorkerStart` message. */
+/** What a vCPU worker is started with; its vCPU comes later in a `run` command. */
 export const VCPU_WORKER_ROLE = 'ts-vmm vCPU';
+
+/** The one message a started worker receives: the vCPU to run, or leave unused. */
+export type VcpuWorkerCommand<Run = unknown> = { type: 'run'; data: Run } | { type: 'close' };
 
 export function spawnVcpuWorker(): Worker {
   return new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: { role: VCPU_WORKER_ROLE } });
@@ -40,9 +43,19 @@ export class VcpuWorkerPool {
     return spawnVcpuWorker();
   }
 
-  /** Ends the workers nobody took. */
+  /**
+   * Ends the workers nobody took. Each is asked to leave once it has loaded rather than terminated:
+   * a worker stopped while koffi is still loading aborts the whole process (napi_throw on a dying
+   * context), so teardown waits for the end of the start-up, however early it comes.
+   */
   async close(): Promise<void> {
-    const unused = this.idle.splice(0);
-    await Promise.all(unused.map((worker) => worker.terminate()));
+    const unused = this.idle.splice(0).filter((worker) => !this.ended.has(worker));
+    await Promise.all(unused.map(async (worker) => {
+      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      // Referenced until it exits: an idle worker must not be cut off by the process ending first.
+      worker.ref();
+      worker.postMessage({ type: 'close' } satisfies VcpuWorkerCommand);
+      await exited;
+    }));
   }
 }

@@ -12,7 +12,7 @@ import { Mailbox, MailboxClient, MailboxOp } from './mailbox.js';
 import { gettid } from '../sys/sys.js';
 import type { VcpuStop } from './types.js';
 import { Vcpu, type VcpuDescriptor } from './vcpu.js';
-import { VCPU_WORKER_ROLE } from './vcpu-worker-pool.js';
+import { VCPU_WORKER_ROLE, type VcpuWorkerCommand } from './vcpu-worker-pool.js';
 import { errorMessage } from '../sys/error-message.js';
 
 /** The vCPU a started worker is to run, sent once it is needed. */
@@ -78,5 +78,9 @@ function runLoop(vcpu: Vcpu, localPio: Bus, localMmio: Bus, mailbox: MailboxClie
 }
 
 if (!isMainThread && (workerData as { role?: unknown } | null)?.role === VCPU_WORKER_ROLE) {
-  parentPort!.once('message', (data: VcpuWorkerData) => void main(data));
+  // Listening only now, after every import above has loaded: a `close` can never cut a load short.
+  parentPort!.once('message', (command: VcpuWorkerCommand<VcpuWorkerData>) => {
+    if (command.type === 'run') void main(command.data);
+    else parentPort!.close();
+  });
 }

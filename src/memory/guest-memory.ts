@@ -1,9 +1,10 @@
 // Guest physical memory as seen from the VMM. Every access names a guest-physical range and is checked
 // to lie wholly inside one RAM region: a guest-supplied address can never reach host memory around it.
 import {
-  MADV_DONTFORK, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmap, munmap, viewAt,
+  MADV_DONTFORK, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmapAddress, munmap, viewAt,
 } from '../sys/sys.js';
 import type { IoVectors } from './io-vectors.js';
+import { MAX_REGION_SIZE } from './limits.js';
 
 export class GuestMemoryError extends Error {
   override readonly name = 'GuestMemoryError';
@@ -196,12 +197,13 @@ const HUGE_PAGE = 2 << 20;
  * by default). Not inherited across fork: a child process must not make guest RAM copy-on-write.
  */
 function mapGuestRam(guestAddress: number, size: number): bigint {
-  const padded = mmap(size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'mmap guest RAM');
+  if (size > MAX_REGION_SIZE) throw new RangeError(`a guest RAM region of ${size} bytes is larger than the ${MAX_REGION_SIZE} one view can hold`);
+  const padded = mmapAddress(size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'mmap guest RAM');
   const huge = BigInt(HUGE_PAGE);
-  const start = padded.address + (((BigInt(guestAddress) - padded.address) % huge) + huge) % huge;
-  const head = Number(start - padded.address);
+  const start = padded + (((BigInt(guestAddress) - padded) % huge) + huge) % huge;
+  const head = Number(start - padded);
   const mapped = Math.ceil(size / PAGE_SIZE) * PAGE_SIZE;
-  if (head > 0) munmap({ address: padded.address, length: head });
+  if (head > 0) munmap({ address: padded, length: head });
   if (HUGE_PAGE - head > 0) munmap({ address: start + BigInt(mapped), length: HUGE_PAGE - head });
   madvise(start, size, MADV_DONTFORK, 'madvise guest RAM MADV_DONTFORK');
   // EINVAL: a kernel without THP; the RAM works the same in 4 KiB pages.

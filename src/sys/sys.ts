@@ -111,10 +111,15 @@ export interface Mapping {
 }
 
 export function mmap(length: number, prot: number, flags: number, fd = -1, offset = 0, call = 'mmap'): Mapping {
-  const ptr = c.mmap(null, length, prot, flags, fd, offset);
-  const address = koffi.address(ptr) as bigint;
+  const address = mmapAddress(length, prot, flags, fd, offset, call);
+  return { address, length, bytes: viewAt(address, length) };
+}
+
+/** mmap(2) without a view of the mapping: for mappings larger than one typed array may be (guest RAM). */
+export function mmapAddress(length: number, prot: number, flags: number, fd = -1, offset = 0, call = 'mmap'): bigint {
+  const address = koffi.address(c.mmap(null, length, prot, flags, fd, offset)) as bigint;
   if (address === 0xffff_ffff_ffff_ffffn) check(-1, call);
-  return { address, length, bytes: new Uint8Array(koffi.view(ptr, length)) };
+  return address;
 }
 
 /** A view of memory this process already mapped, e.g. guest RAM re-opened in a worker thread. */

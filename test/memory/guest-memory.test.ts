@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import fs from 'node:fs';
+import { maxGuestMemoryMiB, MiB, ramRanges } from '../../src/boot/layout.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { MAX_REGION_SIZE } from '../../src/memory/limits.js';
 
 const HUGE_PAGE = 2 << 20;
 
@@ -34,5 +36,15 @@ describe('guest memory', () => {
     const memory = GuestMemory.anonymous([{ guestAddress: 0x20_0000, size: 0x2000 }]);
     expect(() => memory.read(0x20_0000 + 0x1fff, 2)).to.throw(/not inside guest RAM/);
     expect(() => memory.write(0x1f_ffff, new Uint8Array(1))).to.throw(/not inside guest RAM/);
+  });
+
+  it('maps the largest guest the layout allows, up to the last byte, and refuses a larger region with a RangeError', () => {
+    // MAP_NORESERVE: only the pages touched here are ever allocated.
+    const ranges = ramRanges(maxGuestMemoryMiB() * MiB);
+    const memory = GuestMemory.anonymous(ranges);
+    const last = ranges.at(-1)!;
+    memory.writeU8(last.guestAddress + last.size - 1, 0xa5);
+    expect(memory.readU8(last.guestAddress + last.size - 1)).to.equal(0xa5);
+    expect(() => GuestMemory.anonymous([{ guestAddress: 0x1_0000_0000, size: MAX_REGION_SIZE + 0x1000 }])).to.throw(RangeError, /larger than the \d+ one view can hold/);
   });
 });
