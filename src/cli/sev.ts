@@ -7,7 +7,8 @@ import { caChainLinks, encodeCaChain, encodeSevChain, parseCaChain, parseFullCha
 import type { SevPlatform } from '../sev/firmware.js';
 import { computeMeasure, encodeMeasurement, parseMeasurement, verifyMeasurement, type FirmwareBuild } from '../sev/measurement.js';
 import { ovmfLaunchDigest, type OvmfLaunch } from '../sev/ovmf-digest.js';
-import { pathOrBase64, sessionFileNames, writeSecretPacket, writeSessionFiles } from '../sev/owner-files.js';
+import { decodeBase64, pathOrBase64, sessionFileNames, writeSecretPacket, writeSessionFiles } from '../sev/owner-files.js';
+import { Usage } from '../sev/certificate-key.js';
 import { describePolicy, PolicyBit } from '../sev/policy.js';
 import { SevDevice } from '../sev/psp.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from '../sev/sev-abi.js';
@@ -17,7 +18,7 @@ import { SEV_CERT_SIZE, SevCertificate } from '../sev/sev-certificate.js';
 import { SimulatedPlatform } from '../sev/sev-sim.js';
 import { SimulatedIdentity } from '../sev/sim-identity.js';
 import { predictTsVmmLaunchDigest } from '../sev/ts-vmm-launch.js';
-import { ovmfApResetAddress, resetVmsa } from '../sev/vmsa.js';
+import { decodeVmsa, ovmfApResetAddress, resetVmsa, updateVmsa } from '../sev/vmsa.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -39,6 +40,24 @@ function platformFrom(simState?: string): { platform: SevPlatform; close(): void
   }
   const device = SevDevice.open();
   return { platform: device, close: () => device.close() };
+}
+
+/** The PDH a session is made for: a lone certificate, or the first of a chain whose links hold. */
+function pdhOf(bytes: Buffer): SevCertificate {
+  if (bytes.length === SEV_CERT_SIZE) return SevCertificate.parse(bytes, 'PDH');
+  if (bytes.length === 4 * SEV_CERT_SIZE) {
+    const chain = parseSevChain(bytes);
+    const broken = sevChainLinks(chain).find((l) => !l.ok);
+    if (broken) throw new Error(`the SEV chain's ${broken.link} signature does not verify`);
+    return chain.pdh;
+  }
+  return verifyChain(parseFullChain(bytes));
+}
+
+function parseOca(bytes: Buffer): SevCertificate {
+  const oca = SevCertificate.parse(bytes, 'OCA');
+  if (oca.usage !== Usage.OCA) throw new Error('--oca is not an OCA certificate');
+  return oca;
 }
 
 function printLinks(links: readonly LinkResult[]): boolean {
@@ -76,7 +95,7 @@ function addDigestOptions(cmd: Command): Command {
 }
 
 async function launchDigestOf(o: DigestOptions, policy: number): Promise<Buffer> {
-  if (o.launchDigest) return exactly(Buffer.from(o.launchDigest, 'base64'), 32, '--launch-digest');
+  if (o.launchDigest) return exactly(decodeBase64(o.launchDigest, '--launch-digest'), 32, '--launch-digest');
   if (o.tsVmm) {
     if (!o.kernel) throw new Error('--ts-vmm needs --kernel');
     if (policy & PolicyBit.ES) throw new Error('ts-vmm launches SEV guests, not SEV-ES: drop policy bit 2');
@@ -117,6 +136,27 @@ function addBuildOptions(cmd: Command): Command {
     .requiredOption('--tik <file|base64>', 'the session\'s TIK');
 }
 
+interface VmsaOptions { cpu: number; userspace: 'qemu' | 'krun'; family?: number; model?: number; stepping?: number; firmware?: string }
+
+function addVmsaOptions(cmd: Command): Command {
+  return cmd
+    .argument('<file>')
+    .requiredOption('--cpu <n>', 'vCPU index (0 = boot CPU)', hexOrInt)
+    .addOption(new Option('--userspace <vmm>', 'the VMM whose reset state to use').choices(['qemu', 'krun']).default('qemu'))
+    .option('--family <n>', 'CPUID family', hexOrInt)
+    .option('--model <n>', 'CPUID model', hexOrInt)
+    .option('--stepping <n>', 'CPUID stepping', hexOrInt)
+    .option('--firmware <file>', 'OVMF image (QEMU APs start at its SEV-ES reset block)');
+}
+
+function skuOf(o: VmsaOptions): { family: number; model: number; stepping: number } | undefined {
+  return o.family || o.model || o.stepping ? { family: o.family ?? 0, model: o.model ?? 0, stepping: o.stepping ?? 0 } : undefined;
+}
+
+function apResetAddressOf(o: VmsaOptions): number | undefined {
+  return o.userspace === 'qemu' && o.cpu > 0 && o.firmware ? ovmfApResetAddress(readFileSync(o.firmware)) : undefined;
+}
+
 export function register(program: Command): void {
   const sev = program.command('sev').description('AMD SEV: platform commands and the guest owner\'s tools (sevctl-compatible files)');
   const simState = new Option('--sim-state <dir>', 'use the simulated firmware (sev-sim) kept in this state directory instead of /dev/sev');
@@ -134,7 +174,7 @@ export function register(program: Command): void {
 
   sev.command('export').description('write the platform\'s chain: PDH, PEK, OCA, CEK (then ASK, ARK with --full)')
     .addOption(simState)
-    .option('--full', 'append the ASK and ARK (from the simulator, or --ca for hardware)')
+    .option('-f, --full', 'append the ASK and ARK (from the simulator, or --ca for hardware)')
     .option('--ca <file>', 'AMD\'s ASK || ARK for this platform generation (hardware --full)')
     .argument('<file>')
     .action((file: string, o: { simState?: string; full?: boolean; ca?: string }) => {
@@ -154,12 +194,13 @@ export function register(program: Command): void {
       }
     });
 
-  sev.command('verify').description('verify a platform\'s certificate chain, link by link')
+  sev.command('verify').description('verify a platform\'s certificate chain, link by link, up to AMD\'s ARK; exit status 0 only when every link holds')
     .option('--full <file>', 'full chain: PDH, PEK, OCA, CEK, ASK, ARK')
     .option('--sev <file>', 'SEV chain: PDH, PEK, OCA, CEK (default: exported from the platform)')
+    .option('--oca <file>', 'the OCA certificate, in place of the chain\'s (a platform the owner took over)')
     .option('--ca <file>', 'CA chain: ASK, ARK')
     .addOption(simState)
-    .action((o: { full?: string; sev?: string; ca?: string; simState?: string }) => {
+    .action((o: { full?: string; sev?: string; oca?: string; ca?: string; simState?: string }) => {
       let chain: SevChain;
       let ca: CaChain | undefined;
       if (o.full) {
@@ -178,21 +219,22 @@ export function register(program: Command): void {
           p.close();
         }
       }
+      if (o.oca) chain = { ...chain, oca: parseOca(readFileSync(o.oca)) };
       if (o.ca) ca = parseCaChain(readFileSync(o.ca));
-      let ok = printLinks(ca ? caChainLinks(ca, chain.cek) : []);
-      ok = printLinks(sevChainLinks(chain)) && ok;
-      if (!ca) say('note: ARK -> ASK -> CEK not checked (give --ca or --full): the CEK is not proven to be AMD\'s');
+      // Without a CA chain the CEK is not proven to be AMD's: that is a failed verification, not a note.
+      const caLinks = ca ? caChainLinks(ca, chain.cek) : [{ link: 'ASK -> CEK (no ASK and ARK: give --ca or --full)', ok: false }];
+      const ok = [printLinks(caLinks), printLinks(sevChainLinks(chain))].every(Boolean);
+      if (ca) say(`ARK key id ${Buffer.from(ca.ark.keyId).toString('hex')}`);
       process.exitCode = ok ? 0 : 1;
     });
 
   sev.command('session').description('create a launch session for a platform\'s PDH (writes NAME_godh.b64, NAME_session.b64, NAME_tek.bin, NAME_tik.bin)')
-    .argument('<pdh>', 'the PDH certificate, or a full chain (verified first)')
+    .argument('<pdh>', 'the PDH certificate, the SEV chain `sev export` writes (its links checked), or a full chain (verified up to its ARK)')
     .argument('<policy>', 'guest policy (decimal or 0x-hex)', policyArg)
-    .option('--name <name>', 'file name prefix', 'vm')
+    .option('-n, --name <name>', 'file name prefix', 'vm')
     .option('--dir <dir>', 'output directory', '.')
     .action((pdhFile: string, policy: number, o: { name: string; dir: string }) => {
-      const bytes = readFileSync(pdhFile);
-      const pdh = bytes.length === SEV_CERT_SIZE ? SevCertificate.parse(bytes, 'PDH') : verifyChain(parseFullChain(bytes));
+      const pdh = pdhOf(readFileSync(pdhFile));
       const files = sessionFileNames(o.dir, o.name);
       writeSessionFiles(files, createSession(pdh, policy));
       say(`session for policy 0x${policy.toString(16)} (${describePolicy(policy)}): ${files.godh}, ${files.session}; keep ${files.tek} and ${files.tik} secret`);
@@ -244,24 +286,25 @@ export function register(program: Command): void {
       const keys = { tik: exactly(pathOrBase64(o.tik, '--tik'), 16, '--tik'), tek: exactly(pathOrBase64(o.tek, '--tek'), 16, '--tek') };
       const blob = pathOrBase64(o.launchMeasureBlob, '--launch-measure-blob');
       if (blob.length < 32) throw new Error('--launch-measure-blob is shorter than the 32-byte measure');
-      const iv = o.iv ? exactly(Buffer.from(o.iv, 'base64'), 16, '--iv') : undefined;
+      const iv = o.iv ? exactly(decodeBase64(o.iv, '--iv'), 16, '--iv') : undefined;
       writeSecretPacket(headerFile, payloadFile, buildSecretPacket(keys, blob.subarray(0, 32), buildSecretTable(entries), iv));
       say(`wrote ${headerFile} and ${payloadFile}`);
     });
 
-  sev.command('vmsa').description('SEV-ES VMSAs').command('build')
-    .description('write the reset VMSA of one vCPU as KVM and QEMU or libkrun set it up (as sevctl vmsa build)')
+  const vmsa = sev.command('vmsa').description('SEV-ES VMSAs');
+  addVmsaOptions(vmsa.command('build').description('write the reset VMSA of one vCPU as KVM and QEMU or libkrun set it up (as sevctl vmsa build)'))
+    .action((file: string, o: VmsaOptions) => {
+      writeFileSync(file, resetVmsa({ vmm: o.userspace, cpu: o.cpu, sku: skuOf(o), apResetAddress: apResetAddressOf(o) }));
+    });
+  addVmsaOptions(vmsa.command('update').description('set the CPU signature and a QEMU AP\'s reset address in an existing VMSA file (as sevctl vmsa update)'))
+    .action((file: string, o: VmsaOptions) => {
+      writeFileSync(file, updateVmsa(readFileSync(file), { sku: skuOf(o), apResetAddress: apResetAddressOf(o) }));
+    });
+  vmsa.command('show').description('print a VMSA file\'s registers and segments as JSON (as sevctl vmsa show)')
     .argument('<file>')
-    .requiredOption('--cpu <n>', 'vCPU index (0 = boot CPU)', hexOrInt)
-    .addOption(new Option('--userspace <vmm>', 'the VMM whose reset state to use').choices(['qemu', 'krun']).default('qemu'))
-    .option('--family <n>', 'CPUID family', hexOrInt)
-    .option('--model <n>', 'CPUID model', hexOrInt)
-    .option('--stepping <n>', 'CPUID stepping', hexOrInt)
-    .option('--firmware <file>', 'OVMF image (QEMU APs start at its SEV-ES reset block)')
-    .action((file: string, o: { cpu: number; userspace: 'qemu' | 'krun'; family?: number; model?: number; stepping?: number; firmware?: string }) => {
-      const sku = o.family || o.model || o.stepping ? { family: o.family ?? 0, model: o.model ?? 0, stepping: o.stepping ?? 0 } : undefined;
-      const apResetAddress = o.userspace === 'qemu' && o.cpu > 0 && o.firmware ? ovmfApResetAddress(readFileSync(o.firmware)) : undefined;
-      writeFileSync(file, resetVmsa({ vmm: o.userspace, cpu: o.cpu, sku, apResetAddress }));
+    .action((file: string) => {
+      const state = decodeVmsa(readFileSync(file));
+      say(JSON.stringify(state, (_key, value: unknown) => (typeof value === 'bigint' ? `0x${value.toString(16)}` : value), 2));
     });
 
   sev.command('sim-init').description('create (or show) a simulated platform identity in a state directory')

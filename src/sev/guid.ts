@@ -1,9 +1,12 @@
 // GUIDs as EFI stores them: the first three groups little-endian, the last eight bytes as written.
-const pattern = /^([0-9a-f]{8})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})$/i;
+// The spellings sevctl's UUID parser takes: hyphenated, 32 hex digits, braced, or as a urn:uuid: URN.
+const hyphenated = /^([0-9a-f]{8})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{12})$/i;
+const simple = /^([0-9a-f]{8})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{12})$/i;
 
 export function guidBytes(text: string): Buffer {
-  const m = pattern.exec(text);
-  if (!m) throw new RangeError(`"${text}" is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)`);
+  const bare = /^\{.*\}$/s.test(text) ? text.slice(1, -1) : text.toLowerCase().startsWith('urn:uuid:') ? text.slice(9) : text;
+  const m = hyphenated.exec(bare) ?? simple.exec(bare);
+  if (!m) throw new RangeError(`"${text}" is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, 32 hex digits, or braced)`);
   const out = Buffer.alloc(16);
   out.writeUInt32LE(Number.parseInt(m[1]!, 16), 0);
   out.writeUInt16LE(Number.parseInt(m[2]!, 16), 4);

@@ -2,7 +2,7 @@
 // (base64 of the GODH certificate and of the session blob, what QEMU's sev-guest dh-cert-file and
 // session-file take), `<name>_tek.bin` and `<name>_tik.bin` (raw 16-byte keys, kept by the owner), and the
 // secret's header and payload files (raw bytes, as `sevctl secret build` writes them).
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { SecretPacket } from './secret.js';
 import type { OwnerSession, TransportKeys } from './session.js';
@@ -26,15 +26,39 @@ export function sessionFileNames(dir: string, name = 'vm'): SessionFiles {
 export function writeSessionFiles(files: SessionFiles, s: OwnerSession): void {
   writeFileSync(files.godh, Buffer.from(s.godh.bytes).toString('base64'));
   writeFileSync(files.session, s.session.toString('base64'));
-  writeFileSync(files.tek, s.keys.tek, { mode: 0o600 });
-  writeFileSync(files.tik, s.keys.tik, { mode: 0o600 });
+  writeKeyFile(files.tek, s.keys.tek);
+  writeKeyFile(files.tik, s.keys.tik);
+}
+
+/** Writes a key readable by its owner only, also when the file already existed with a wider mode. */
+export function writeKeyFile(file: string, key: Uint8Array | string): void {
+  const fd = openSync(file, 'w', 0o600);
+  try {
+    // open's mode applies only to a file it creates.
+    fchmodSync(fd, 0o600);
+    writeSync(fd, typeof key === 'string' ? Buffer.from(key) : key);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Strict base64 (whitespace allowed around it): a typo must not decode to other bytes, as Node's
+ * lenient decoder would by dropping what it does not know. The value itself is never echoed: it may be a key.
+ */
+export function decodeBase64(text: string, what: string): Buffer {
+  const trimmed = text.trim();
+  if (!isBase64(trimmed)) throw new Error(`${what} is not base64`);
+  return Buffer.from(trimmed, 'base64');
+}
+
+function isBase64(text: string): boolean {
+  return /^[A-Za-z0-9+/]*={0,2}$/.test(text) && text.length % 4 === 0;
 }
 
 /** Reads a base64 file strictly (whitespace allowed around it): a corrupt file must not decode to garbage. */
 export function readBase64File(file: string, what: string): Buffer {
-  const text = readFileSync(file, 'utf8').trim();
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) throw new Error(`${what} file ${file} is not base64`);
-  return Buffer.from(text, 'base64');
+  return decodeBase64(readFileSync(file, 'utf8'), `${what} file ${file}`);
 }
 
 /** The launch inputs QEMU would take: GODH certificate and session blob. */
@@ -52,7 +76,7 @@ export function readTransportKeys(tekFile: string, tikFile: string): TransportKe
 /** sevctl's convention for binary arguments: an existing path is read, anything else is base64. */
 export function pathOrBase64(value: string, what: string): Buffer {
   if (existsSync(value)) return readFileSync(value);
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(value) || value.length % 4 !== 0) throw new Error(`${what}: "${value}" is neither a file nor base64`);
+  if (!isBase64(value)) throw new Error(`${what} is neither an existing file nor base64`);
   return Buffer.from(value, 'base64');
 }
 

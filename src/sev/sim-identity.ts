@@ -8,6 +8,7 @@ import { CaCertificate } from './ca-certificate.js';
 import { Usage } from './certificate-key.js';
 import { encodeCaChain, encodeSevChain, type FullChain } from './chain.js';
 import { SevCertificate } from './sev-certificate.js';
+import { writeKeyFile } from './owner-files.js';
 import { errorMessage } from '../sys/error-message.js';
 
 export interface IdentityOptions {
@@ -74,14 +75,23 @@ export class SimulatedIdentity {
         throw new Error(`sev-sim state ${dir}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? errorMessage(e)})`);
       }
     };
-    const keys = Object.fromEntries(names.map((n) => [n, createPrivateKey(read(`${n}.key`))])) as Record<Name, KeyObject>;
+    // A corrupt file is named: OpenSSL's own message says what failed, never in which file.
+    const parse = <T>(file: string, decode: (bytes: Buffer) => T): T => {
+      const bytes = read(file);
+      try {
+        return decode(bytes);
+      } catch (e) {
+        throw new Error(`sev-sim state ${dir}: ${file} is corrupt (${errorMessage(e)})`);
+      }
+    };
+    const keys = Object.fromEntries(names.map((n) => [n, parse(`${n}.key`, (pem) => createPrivateKey(pem))])) as Record<Name, KeyObject>;
     const chain: FullChain = {
-      ark: CaCertificate.parse(read('ark.cert'), 'ARK'),
-      ask: CaCertificate.parse(read('ask.cert'), 'ASK'),
-      cek: SevCertificate.parse(read('cek.cert'), 'CEK'),
-      oca: SevCertificate.parse(read('oca.cert'), 'OCA'),
-      pek: SevCertificate.parse(read('pek.cert'), 'PEK'),
-      pdh: SevCertificate.parse(read('pdh.cert'), 'PDH'),
+      ark: parse('ark.cert', (b) => CaCertificate.parse(b, 'ARK')),
+      ask: parse('ask.cert', (b) => CaCertificate.parse(b, 'ASK')),
+      cek: parse('cek.cert', (b) => SevCertificate.parse(b, 'CEK')),
+      oca: parse('oca.cert', (b) => SevCertificate.parse(b, 'OCA')),
+      pek: parse('pek.cert', (b) => SevCertificate.parse(b, 'PEK')),
+      pdh: parse('pdh.cert', (b) => SevCertificate.parse(b, 'PDH')),
     };
     return new SimulatedIdentity(chain, keys, read('id.bin'));
   }
@@ -90,7 +100,7 @@ export class SimulatedIdentity {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     for (const n of names) {
       writeFileSync(path.join(dir, `${n}.cert`), this.chain[n].bytes);
-      writeFileSync(path.join(dir, `${n}.key`), this.keys[n].export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+      writeKeyFile(path.join(dir, `${n}.key`), this.keys[n].export({ type: 'pkcs8', format: 'pem' }));
     }
     writeFileSync(path.join(dir, 'id.bin'), this.chipId);
     writeFileSync(path.join(dir, 'chain.cert'), Buffer.concat([encodeSevChain(this.chain), encodeCaChain(this.chain)]));

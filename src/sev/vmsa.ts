@@ -50,6 +50,35 @@ export function encodeVmsa(state: VmsaState): Uint8Array {
   return page;
 }
 
+/** The fields encodeVmsa writes, read back from a page (the rest of the save area is not interpreted). */
+export function decodeVmsa(page: Uint8Array): VmsaState {
+  if (page.length !== VMSA_SIZE) throw new RangeError(`a VMSA is ${VMSA_SIZE} bytes, not ${page.length}`);
+  const v = new DataView(page.buffer, page.byteOffset, page.byteLength);
+  const s = emptyVmsaState();
+  SEGMENTS.forEach((name, i) => {
+    s[name] = { selector: v.getUint16(i * 16, true), attrib: v.getUint16(i * 16 + 2, true), limit: v.getUint32(i * 16 + 4, true), base: v.getBigUint64(i * 16 + 8, true) };
+  });
+  s.cpl = v.getUint8(CPL);
+  for (const [name, offset] of Object.entries(U64_FIELDS) as [RegisterName, number][]) s[name] = v.getBigUint64(offset, true);
+  return s;
+}
+
+/**
+ * `sevctl vmsa update`: a VMSA page with a CPU signature in rdx and, for a QEMU AP, OVMF's reset
+ * address in rip and the CS base; every other byte kept as it was.
+ */
+export function updateVmsa(page: Uint8Array, o: Pick<ResetOptions, 'sku' | 'apResetAddress'>): Uint8Array {
+  const out = Uint8Array.from(page);
+  decodeVmsa(out);
+  const v = new DataView(out.buffer);
+  if (o.sku) v.setBigUint64(U64_FIELDS.rdx, cpuSignature(o.sku), true);
+  if (o.apResetAddress !== undefined) {
+    v.setBigUint64(U64_FIELDS.rip, BigInt(o.apResetAddress & 0xffff), true);
+    v.setBigUint64(SEGMENTS.indexOf('cs') * 16 + 8, BigInt(o.apResetAddress & 0xffff0000), true);
+  }
+  return out;
+}
+
 // Segment attributes in the VMCB's packed 12-bit form (descriptor bits 8-15 and 20-23).
 const P = 1 << 7;
 const S = 1 << 4;

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { main } from '../../src/cli/main.js';
@@ -96,6 +96,84 @@ describe('sev: ts-vmm sev commands', () => {
     const r = await run('sev', 'measurement', 'build', '--api-major', '1', '--api-minor', '0', '--build-id', '1', '--policy', '0', '--tik', 'AAAA', '--nonce', 'AAAAAAAAAAAAAAAAAAAAAA==', '--launch-digest', Buffer.alloc(32).toString('base64'));
     expect(r.status).to.equal(1);
     expect(r.out).to.contain('--tik is 3 bytes, expected 16');
+  });
+
+  it('exits non-zero when the chain was not verified up to an ARK: a SEV chain alone proves nothing about the CEK', async () => {
+    const state = path.join(dir, 'state');
+    const sevChain = path.join(dir, 'sev-only.cert');
+    expect((await run('sev', 'export', '--sim-state', state, sevChain)).status).to.equal(0);
+    const alone = await run('sev', 'verify', '--sev', sevChain);
+    expect(alone.status).to.equal(1);
+    expect(alone.out).to.contain('FAIL ASK -> CEK (no ASK and ARK: give --ca or --full)');
+    const full = path.join(dir, 'full.cert');
+    expect((await run('sev', 'export', '-f', '--sim-state', state, full)).status).to.equal(0);
+    const ca = path.join(dir, 'ca.cert');
+    writeFileSync(ca, readFileSync(full).subarray(readFileSync(sevChain).length));
+    const anchored = await run('sev', 'verify', '--sev', sevChain, '--ca', ca);
+    expect(anchored.status, anchored.out).to.equal(0);
+    expect(anchored.out).to.match(/ARK key id [0-9a-f]{32}/);
+    // --oca replaces the chain's OCA, as sevctl's does: the PDH's own OCA verifies, another does not.
+    const oca = path.join(dir, 'oca.cert');
+    writeFileSync(oca, readFileSync(path.join(state, 'oca.cert')));
+    expect((await run('sev', 'verify', '--sev', sevChain, '--ca', ca, '--oca', oca)).status).to.equal(0);
+    expect((await run('sev', 'verify', '--sev', sevChain, '--ca', ca, '--oca', path.join(state, 'pek.cert'))).out).to.contain('--oca is not an OCA certificate');
+  });
+
+  it('makes a session from the SEV chain its own export writes, with sevctl\'s -n, and keeps TEK and TIK at mode 0600', async () => {
+    const state = path.join(dir, 'state');
+    const sevChain = path.join(dir, 'sev-only.cert');
+    expect((await run('sev', 'export', '--sim-state', state, sevChain)).status).to.equal(0);
+    writeFileSync(path.join(dir, 's_tek.bin'), 'old');
+    chmodSync(path.join(dir, 's_tek.bin'), 0o644);
+    const r = await run('sev', 'session', '--dir', dir, '-n', 's', sevChain, '1');
+    expect(r.status, r.out).to.equal(0);
+    for (const key of ['s_tek.bin', 's_tik.bin']) {
+      expect(statSync(path.join(dir, key)).mode & 0o777, key).to.equal(0o600);
+      expect(readFileSync(path.join(dir, key))).to.have.length(16);
+    }
+    const broken = readFileSync(sevChain);
+    broken[0x414 + 8 + 3]! ^= 1;
+    writeFileSync(path.join(dir, 'broken-sev.cert'), broken);
+    expect((await run('sev', 'session', '--dir', dir, '-n', 'b', path.join(dir, 'broken-sev.cert'), '1')).out).to.contain("the SEV chain's PEK -> PDH signature does not verify");
+  });
+
+  it('decodes base64 strictly everywhere and never echoes a key it could not read', async () => {
+    const common = ['--api-major', '1', '--api-minor', '0', '--build-id', '1', '--policy', '0', '--nonce', 'AAAAAAAAAAAAAAAAAAAAAA=='];
+    const tik = Buffer.alloc(16, 7).toString('base64');
+    const digest = Buffer.alloc(32).toString('base64');
+    // Node's own decoder would drop the '!' and read 32 bytes.
+    const lenient = await run('sev', 'measurement', 'build', ...common, '--tik', tik, '--launch-digest', `${digest.slice(0, 8)}!${digest.slice(8)}`);
+    expect(lenient.status).to.equal(1);
+    expect(lenient.out).to.contain('--launch-digest is not base64');
+    const badTik = `${tik.slice(0, 5)}*${tik.slice(5)}`;
+    const r = await run('sev', 'measurement', 'build', ...common, '--tik', badTik, '--launch-digest', digest);
+    expect(r.out).to.contain('--tik is neither an existing file nor base64');
+    expect(r.out).not.to.contain(badTik);
+  });
+
+  it('names the corrupt file of a sim state directory', async () => {
+    const state = path.join(dir, 'corrupt-state');
+    expect((await run('sev', 'sim-init', '--sim-state', state, '--ca-bits', '2048')).status).to.equal(0);
+    writeFileSync(path.join(state, 'pek.key'), '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n');
+    const r = await run('sev', 'status', '--sim-state', state);
+    expect(r.status).to.equal(1);
+    expect(r.out).to.match(/^ts-vmm: sev-sim state .*corrupt-state: pek\.key is corrupt \(.+\)\n$/);
+  });
+
+  it('shows and updates VMSA files as sevctl does, keeping every other byte', async () => {
+    const file = path.join(dir, 'vmsa-ap');
+    expect((await run('sev', 'vmsa', 'build', file, '--cpu', '1', '--userspace', 'krun')).status).to.equal(0);
+    const before = readFileSync(file);
+    expect((await run('sev', 'vmsa', 'update', file, '--cpu', '1', '--userspace', 'krun', '--family', '25', '--model', '1', '--stepping', '1')).status).to.equal(0);
+    const after = readFileSync(file);
+    const changed = [...after.keys()].filter((i) => after[i] !== before[i]);
+    expect(changed.every((i) => i >= 0x310 && i < 0x318), 'only rdx changes').to.equal(true);
+    const shown = await run('sev', 'vmsa', 'show', file);
+    const state = JSON.parse(shown.out) as { rdx: string; cs: { selector: number; base: string } };
+    expect(state.rdx).to.equal('0xa00f11');
+    expect(state.cs).to.include({ selector: 0x9100, base: '0x91000' });
+    writeFileSync(path.join(dir, 'short-vmsa'), Buffer.alloc(100));
+    expect((await run('sev', 'vmsa', 'show', path.join(dir, 'short-vmsa'))).out).to.contain('a VMSA is 4096 bytes, not 100');
   });
 
   itWithVectors('measurement build and secret build agree with sevctl\'s tests', async () => {

@@ -23,6 +23,13 @@ describe('sev: parsers under arbitrary input', () => {
     expect(guidBytes('736869e5-84f0-4973-92ec-06879ce3da0b').toString('hex')).to.equal('e5696873f084734992ec06879ce3da0b');
     fc.assert(fc.property(fc.uuid(), (u) => { expect(guidText(guidBytes(u))).to.equal(u.toLowerCase()); }));
     expect(() => guidBytes('not-a-guid')).to.throw('is not a GUID');
+    // sevctl's UUID parser also takes 32 hex digits, braces and the URN form.
+    for (const spelling of ['736869e584f0497392ec06879ce3da0b', '{736869e5-84f0-4973-92ec-06879ce3da0b}', 'urn:uuid:736869E5-84F0-4973-92EC-06879CE3DA0B']) {
+      expect(guidBytes(spelling).toString('hex'), spelling).to.equal('e5696873f084734992ec06879ce3da0b');
+    }
+    for (const wrong of ['{736869e5-84f0-4973-92ec-06879ce3da0b', '736869e584f0497392ec06879ce3da0', '736869e5-84f0-4973-92ec06879ce3da0b']) {
+      expect(() => guidBytes(wrong), wrong).to.throw('is not a GUID');
+    }
   });
 
   it('policies decode and encode back; reserved bits are refused', () => {
