@@ -4,8 +4,13 @@
 // Reads (and string I/O) are synchronous calls: the vCPU thread needs the answer before the guest can
 // go on, so it blocks in Atomics.wait. Single writes are posted, as PCI posts memory writes: they go
 // into a ring and the vCPU re-enters the guest at once, which saves the answer's cross-thread wake-up.
-// The device thread drains the ring before it serves a call, so a read always sees the effect of
-// every earlier write. A device error on a posted write is reported at the vCPU's next access or stop.
+//
+// Every access, posted or called, takes a number from one counter shared by all vCPUs of a machine
+// before it is published, and the device thread applies them in that order. Per vCPU that keeps a read
+// behind every earlier write; across vCPUs it keeps the guest's own order: when one vCPU releases a
+// lock after its writes and another takes it and writes, the second vCPU's numbers are later, so a
+// device (the UART's transmit register, written by whichever vCPU holds the port lock) sees the writes
+// as the guest made them. A device error on a posted write is reported at the vCPU's next access or stop.
 import { errorMessage } from '../sys/error-message.js';
 
 /** Largest synchronous payload: one page of string I/O, as kvm_run carries it. */
@@ -28,11 +33,14 @@ const RING_HEAD = 10; // next posted write the device side will take
 const RING_TAIL = 11; // next free ring slot
 const POSTED_FAILED = 12;
 const POSTED_ERROR_LENGTH = 13;
+const PUBLISHING = 14; // non-zero while the vCPU side holds an order number it has not yet published
+const CALL_ORDER = 15; // the pending call's order number
 const CONTROL_WORDS = 16;
 
-// Ring of posted writes: [op, address low, address high, size] + 8 data bytes per slot.
+// Ring of posted writes: [op, address low, address high, size, order] + 8 data bytes per slot.
 const RING_SLOTS = 256;
-const SLOT_WORDS = 6;
+const SLOT_WORDS = 7;
+const SLOT_DATA = 5;
 const POSTED_MAX_BYTES = 8;
 const ERROR_BYTES = 1024;
 
@@ -53,14 +61,24 @@ export interface MailboxRequest {
   data: Uint8Array;
 }
 
+/** The order counter a machine's mailboxes share: the next number an access takes. */
+export function createAccessOrder(): SharedArrayBuffer {
+  return new SharedArrayBuffer(4);
+}
+
 export class Mailbox {
+  readonly order: Int32Array;
   readonly control: Int32Array;
   readonly ring: Int32Array;
   readonly ringBytes: Uint8Array;
   readonly data: Uint8Array;
   readonly postedError: Uint8Array;
 
-  constructor(readonly buffer = new SharedArrayBuffer(BYTES.control + BYTES.ring + MAILBOX_DATA_BYTES + ERROR_BYTES)) {
+  constructor(
+    readonly buffer = new SharedArrayBuffer(BYTES.control + BYTES.ring + MAILBOX_DATA_BYTES + ERROR_BYTES),
+    readonly orderBuffer = createAccessOrder(),
+  ) {
+    this.order = new Int32Array(orderBuffer);
     this.control = new Int32Array(buffer, 0, CONTROL_WORDS);
     this.ring = new Int32Array(buffer, BYTES.control, RING_SLOTS * SLOT_WORDS);
     this.ringBytes = new Uint8Array(buffer, BYTES.control, BYTES.ring);
@@ -132,8 +150,11 @@ export class MailboxClient {
     slots[slot + 1] = address % 0x1_0000_0000;
     slots[slot + 2] = Math.floor(address / 0x1_0000_0000);
     slots[slot + 3] = size;
-    ringBytes.set(data.subarray(0, size), (slot + 4) * 4);
+    ringBytes.set(data.subarray(0, size), (slot + SLOT_DATA) * 4);
+    Atomics.store(control, PUBLISHING, 1);
+    slots[slot + 4] = Atomics.add(this.mailbox.order, 0, 1);
     Atomics.store(control, RING_TAIL, next(tail));
+    Atomics.store(control, PUBLISHING, 0);
     ring(control);
   }
 
@@ -148,7 +169,10 @@ export class MailboxClient {
     control[COUNT] = count;
     const sequence = this.sequence = next(this.sequence);
     const previous = Atomics.load(control, ANSWER);
+    Atomics.store(control, PUBLISHING, 1);
+    control[CALL_ORDER] = Atomics.add(this.mailbox.order, 0, 1);
     Atomics.store(control, REQUEST, sequence);
+    Atomics.store(control, PUBLISHING, 0);
     ring(control);
     for (let answer = previous; answer !== sequence; answer = Atomics.load(control, ANSWER)) {
       Atomics.wait(control, ANSWER, answer);
@@ -168,60 +192,74 @@ function errorInto(e: unknown, area: Uint8Array): number {
   return message.length;
 }
 
-/**
- * The device side: drains posted writes and answers calls until the client closes. `handle` may
- * throw: for a call the message goes back as a MailboxError; for a posted write it is kept for the
- * vCPU's next access, and `onPostedFailure` runs (to stop the vCPU).
- */
-export async function serveMailbox(mailbox: Mailbox, handle: (request: MailboxRequest) => void, onPostedFailure: () => void): Promise<void> {
-  const { control, ring: slots, ringBytes, data } = mailbox;
-  let answered = Atomics.load(control, ANSWER);
-  for (;;) {
-    const bell = Atomics.load(control, DOORBELL);
-    // REQUEST before the ring's tail: a vCPU posts its writes before it stores a call's REQUEST, so
-    // the tail read after REQUEST covers every write that must take effect before the call is answered.
+type Handler = (request: MailboxRequest) => void;
+
+/** One vCPU's mailbox as the device side serves it. */
+class Served {
+  private answered: number;
+
+  constructor(readonly mailbox: Mailbox, private readonly handle: Handler, private readonly onPostedFailure: () => void) {
+    this.answered = Atomics.load(mailbox.control, ANSWER);
+  }
+
+  /** The order number of the earliest published access not yet served, if any. */
+  nextOrder(): number | undefined {
+    const { control, ring: slots } = this.mailbox;
+    const head = control[RING_HEAD]!;
+    // A vCPU's posted writes are numbered before its next call, so the ring holds its earliest access.
+    if (head !== Atomics.load(control, RING_TAIL)) return slots[(head % RING_SLOTS) * SLOT_WORDS + 4];
     const request = Atomics.load(control, REQUEST);
-    drainPosted();
-    if (request === CLOSED) return;
-    if (request !== answered) {
-      answerCall();
-      answered = request;
-      Atomics.store(control, ANSWER, request);
-      Atomics.notify(control, ANSWER);
-      continue;
-    }
-    const wait = waitAsync(control, DOORBELL, bell);
-    if (wait.async) await wait.value;
+    return request !== CLOSED && request !== this.answered ? control[CALL_ORDER] : undefined;
   }
 
-  function drainPosted(): void {
-    let head = control[RING_HEAD]!;
-    const tail = Atomics.load(control, RING_TAIL);
-    if (head === tail) return;
-    for (; head !== tail; head = next(head)) {
-      if (control[POSTED_FAILED]) continue; // a failed device sees no further writes from this vCPU
-      const slot = (head % RING_SLOTS) * SLOT_WORDS;
-      const size = slots[slot + 3]!;
-      try {
-        if (size <= 0 || size > POSTED_MAX_BYTES) throw new MailboxError(`posted write of ${size} bytes`);
-        handle({
-          op: slots[slot] as MailboxOp,
-          address: (slots[slot + 1]! >>> 0) + (slots[slot + 2]! >>> 0) * 0x1_0000_0000,
-          size,
-          count: 1,
-          data: ringBytes.subarray((slot + 4) * 4, (slot + 4) * 4 + size),
-        });
-      } catch (e) {
-        control[POSTED_ERROR_LENGTH] = errorInto(e, mailbox.postedError);
-        Atomics.store(control, POSTED_FAILED, 1);
-        onPostedFailure();
-      }
-    }
-    Atomics.store(control, RING_HEAD, head);
-    Atomics.notify(control, RING_HEAD);
+  get closed(): boolean {
+    return Atomics.load(this.mailbox.control, REQUEST) === CLOSED && this.nextOrder() === undefined;
   }
 
-  function answerCall(): void {
+  get publishing(): boolean {
+    return Atomics.load(this.mailbox.control, PUBLISHING) !== 0;
+  }
+
+  /** Serves the access nextOrder() named. */
+  serveNext(): void {
+    const { control } = this.mailbox;
+    const head = control[RING_HEAD]!;
+    if (head !== Atomics.load(control, RING_TAIL)) {
+      this.applyPosted(head);
+      Atomics.store(control, RING_HEAD, next(head));
+      Atomics.notify(control, RING_HEAD);
+      return;
+    }
+    const request = Atomics.load(control, REQUEST);
+    this.answerCall();
+    this.answered = request;
+    Atomics.store(control, ANSWER, request);
+    Atomics.notify(control, ANSWER);
+  }
+
+  private applyPosted(head: number): void {
+    const { control, ring: slots, ringBytes } = this.mailbox;
+    if (control[POSTED_FAILED]) return; // a failed device sees no further writes from this vCPU
+    const slot = (head % RING_SLOTS) * SLOT_WORDS;
+    const size = slots[slot + 3]!;
+    try {
+      if (size <= 0 || size > POSTED_MAX_BYTES) throw new MailboxError(`posted write of ${size} bytes`);
+      this.handle({
+        op: slots[slot] as MailboxOp,
+        address: (slots[slot + 1]! >>> 0) + (slots[slot + 2]! >>> 0) * 0x1_0000_0000,
+        size,
+        count: 1,
+        data: ringBytes.subarray((slot + SLOT_DATA) * 4, (slot + SLOT_DATA) * 4 + size),
+      });
+    } catch (e) {
+      control[POSTED_ERROR_LENGTH] = errorInto(e, this.mailbox.postedError);
+      Atomics.store(control, POSTED_FAILED, 1);
+      this.onPostedFailure();
+    }
+  }
+
+  private answerCall(): void {
+    const { control, data } = this.mailbox;
     const size = control[SIZE]!;
     const count = control[COUNT]!;
     control[FAILED] = 0;
@@ -230,7 +268,7 @@ export async function serveMailbox(mailbox: Mailbox, handle: (request: MailboxRe
       const op = control[OP] as MailboxOp;
       // A device that answers fewer bytes than asked must not hand the guest an earlier call's data.
       if (!isWriteOp(op)) data.fill(0, 0, size * count);
-      handle({
+      this.handle({
         op,
         address: (control[ADDRESS_LOW]! >>> 0) + (control[ADDRESS_HIGH]! >>> 0) * 0x1_0000_0000,
         size,
@@ -242,4 +280,71 @@ export async function serveMailbox(mailbox: Mailbox, handle: (request: MailboxRe
       control[FAILED] = 1;
     }
   }
+}
+
+/**
+ * The device side of the mailboxes that share one order counter (a machine's vCPUs): serves every
+ * published access in order number, whichever mailbox holds it.
+ */
+export class MailboxServer {
+  private readonly served = new Set<Served>();
+  private nextOrder: number;
+
+  constructor(private readonly order: Int32Array) {
+    this.nextOrder = Atomics.load(order, 0);
+  }
+
+  /**
+   * Serves one vCPU's mailbox until its client closes. `handle` may throw: for a call the message goes
+   * back as a MailboxError; for a posted write it is kept for the vCPU's next access, and
+   * `onPostedFailure` runs (to stop the vCPU).
+   */
+  async serve(mailbox: Mailbox, handle: Handler, onPostedFailure: () => void): Promise<void> {
+    if (mailbox.order.buffer !== this.order.buffer) throw new Error('a mailbox joins the server of its own order counter');
+    const served = new Served(mailbox, handle, onPostedFailure);
+    this.served.add(served);
+    const { control } = mailbox;
+    try {
+      for (;;) {
+        const bell = Atomics.load(control, DOORBELL);
+        const waiting = this.serveInOrder();
+        if (served.closed) return;
+        if (waiting) {
+          // Another vCPU holds the next number and is about to publish it: look again shortly.
+          await new Promise((resolve) => setImmediate(resolve));
+          continue;
+        }
+        const wait = waitAsync(control, DOORBELL, bell);
+        if (wait.async) await wait.value;
+      }
+    } finally {
+      this.served.delete(served);
+    }
+  }
+
+  /** Serves what is published in order; true when an access numbered next is still being published. */
+  private serveInOrder(): boolean {
+    for (;;) {
+      let progressed = false;
+      for (const s of this.served) {
+        while (s.nextOrder() === this.nextOrder) {
+          s.serveNext();
+          this.nextOrder = (this.nextOrder + 1) | 0;
+          progressed = true;
+        }
+      }
+      if (progressed) continue;
+      if (Atomics.load(this.order, 0) === this.nextOrder) return false;
+      if ([...this.served].some((s) => s.publishing)) return true;
+      // Nobody is publishing, and a look after that finds nothing numbered next: its vCPU thread ended
+      // between taking the number and publishing it, and nothing will ever carry that number.
+      if ([...this.served].some((s) => s.nextOrder() === this.nextOrder)) continue;
+      this.nextOrder = (this.nextOrder + 1) | 0;
+    }
+  }
+}
+
+/** Serves a mailbox that shares its order counter with no other. */
+export function serveMailbox(mailbox: Mailbox, handle: Handler, onPostedFailure: () => void): Promise<void> {
+  return new MailboxServer(mailbox.order).serve(mailbox, handle, onPostedFailure);
 }

@@ -9,7 +9,7 @@ import type { Worker } from 'node:worker_threads';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { busAccess } from './io-dispatch.js';
 import type { LocalRange } from './local-devices.js';
-import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from './mailbox.js';
+import { createAccessOrder, Mailbox, MailboxOp, MailboxServer, type MailboxRequest } from './mailbox.js';
 import { SysError, tgkill } from '../sys/sys.js';
 import type { IoBuses, VcpuRunner, VcpuStop } from './types.js';
 import type { Vcpu } from './vcpu.js';
@@ -37,15 +37,17 @@ export interface VcpuThreadsOptions {
 /** One vCPU's thread as the main thread sees it. */
 class VcpuThread {
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
-  private readonly mailbox = new Mailbox();
+  private readonly mailbox: Mailbox;
   private readonly worker: Worker;
   private exited = false;
   readonly stopped: Promise<VcpuStop>;
 
-  constructor(readonly vcpu: Vcpu, buses: IoBuses, options: VcpuThreadsOptions, onStop: (stop: VcpuStop) => void) {
+  constructor(readonly vcpu: Vcpu, buses: IoBuses, options: VcpuThreadsOptions, server: MailboxServer, order: SharedArrayBuffer, onStop: (stop: VcpuStop) => void) {
+    this.mailbox = new Mailbox(undefined, order);
     const data: VcpuWorkerData = {
       vcpu: vcpu.descriptor(),
       mailbox: this.mailbox.buffer,
+      accessOrder: order,
       control: this.control.buffer as SharedArrayBuffer,
       localRanges: options.localRanges ?? [],
       memory: options.memory?.descriptor(),
@@ -54,7 +56,7 @@ class VcpuThread {
     vcpu.setImmediateExit(false);
     this.worker = options.workers?.take() ?? spawnVcpuWorker();
     this.worker.postMessage({ type: 'run', data } satisfies VcpuWorkerCommand<VcpuWorkerData>);
-    const served = serveMailbox(this.mailbox, (request) => serve(buses, request), () => this.stop());
+    const served = server.serve(this.mailbox, (request) => serve(buses, request), () => this.stop());
     this.stopped = new Promise<VcpuStop>((resolve) => {
       let stop: VcpuStop | undefined;
       this.worker.on('message', (message: VcpuWorkerMessage) => { stop = message.stop; });
@@ -119,8 +121,11 @@ export class VcpuThreads implements VcpuRunner {
     if (this.started) throw new Error('vCPU threads already started');
     this.started = true;
     installKickHandler();
+    // One order for every vCPU's accesses: devices see them as the guest made them (see mailbox.ts).
+    const order = createAccessOrder();
+    const server = new MailboxServer(new Int32Array(order));
     for (const vcpu of this.vcpus) {
-      this.threads.push(new VcpuThread(vcpu, this.buses, this.options, (stop) => this.listeners.forEach((l) => l(stop))));
+      this.threads.push(new VcpuThread(vcpu, this.buses, this.options, server, order, (stop) => this.listeners.forEach((l) => l(stop))));
     }
     // Node joins worker threads at exit; one inside KVM_RUN would never return without a kick.
     process.once('exit', this.kickAll);

@@ -19,6 +19,8 @@ import { errorMessage } from '../sys/error-message.js';
 export interface VcpuWorkerData {
   vcpu: VcpuDescriptor;
   mailbox: SharedArrayBuffer;
+  /** The order counter every vCPU of the machine shares (createAccessOrder). */
+  accessOrder: SharedArrayBuffer;
   /** Int32Array: [STOP_REQUESTED] non-zero asks the loop to stop; [THREAD_ID] is this thread's tid. */
   control: SharedArrayBuffer;
   localRanges: LocalRange[];
@@ -34,7 +36,7 @@ export interface VcpuWorkerMessage { type: 'stopped'; stop: VcpuStop }
 async function main(data: VcpuWorkerData): Promise<void> {
   const post = (message: VcpuWorkerMessage) => parentPort!.postMessage(message);
   const vcpu = Vcpu.fromDescriptor(data.vcpu);
-  const mailbox = new MailboxClient(new Mailbox(data.mailbox));
+  const mailbox = new MailboxClient(new Mailbox(data.mailbox, data.accessOrder));
   const control = new Int32Array(data.control);
   let stop: VcpuStop;
   try {

@@ -1,22 +1,22 @@
 import { expect } from 'chai';
 import { Worker } from 'node:worker_threads';
-import { Mailbox, MailboxOp, serveMailbox, type MailboxRequest } from '../../src/kvm/mailbox.js';
+import { createAccessOrder, Mailbox, MailboxOp, MailboxServer, serveMailbox, type MailboxRequest } from '../../src/kvm/mailbox.js';
 
 const mailboxModule = new URL('../../src/kvm/mailbox.js', import.meta.url).href;
 
-/** Runs `body` (an async function of (client, ops)) in a worker thread as the vCPU side; resolves with what it returns. */
-function vcpuSide(mailbox: Mailbox, body: string): Promise<unknown> {
+/** Runs `body` (an async function of (client, ops, shared)) in a worker thread as the vCPU side; resolves with what it returns. */
+function vcpuSide(mailbox: Mailbox, body: string, shared?: SharedArrayBuffer): Promise<unknown> {
   const worker = new Worker(`
     const { workerData, parentPort } = require('node:worker_threads');
     import(workerData.module).then(async ({ Mailbox, MailboxClient }) => {
-      const client = new MailboxClient(new Mailbox(workerData.buffer));
+      const client = new MailboxClient(new Mailbox(workerData.buffer, workerData.order));
       const ops = { PioRead: 0, PioWrite: 1, MmioRead: 2, MmioWrite: 3 };
       let result;
-      try { result = await (${body})(client, ops); } catch (e) { result = { error: e.message, name: e.constructor.name }; }
+      try { result = await (${body})(client, ops, workerData.shared); } catch (e) { result = { error: e.message, name: e.constructor.name }; }
       client.close();
       parentPort.postMessage(result);
     });
-  `, { eval: true, workerData: { module: mailboxModule, buffer: mailbox.buffer } });
+  `, { eval: true, workerData: { module: mailboxModule, buffer: mailbox.buffer, order: mailbox.orderBuffer, shared } });
   return new Promise((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
@@ -24,6 +24,40 @@ function vcpuSide(mailbox: Mailbox, body: string): Promise<unknown> {
 }
 
 describe('vCPU-to-device mailbox', () => {
+  it('applies the writes of two vCPUs taking turns under a guest lock in the order the guest made them', async () => {
+    // As the 8250 driver does: whichever vCPU holds the port lock writes the transmit register. The
+    // lock lives in guest memory, where the VMM cannot see it; only the shared order can keep the turns.
+    const order = createAccessOrder();
+    const server = new MailboxServer(new Int32Array(order));
+    const guest = new SharedArrayBuffer(8); // [lock, next value]
+    const written: number[] = [];
+    const device = (r: MailboxRequest) => {
+      // Now and then the device thread is busy (as with a disk completion) while both vCPUs go on.
+      if (written.length % 10 === 0) for (const start = Date.now(); Date.now() - start < 1;);
+      written.push(new DataView(r.data.buffer, r.data.byteOffset).getUint32(0, true));
+    };
+    const vcpus = [new Mailbox(undefined, order), new Mailbox(undefined, order)];
+    const served = vcpus.map((m) => server.serve(m, device, () => { throw new Error('no posted write fails here'); }));
+    const turns = 4_000;
+    // Strict turns: vCPU i writes the values v with v % 2 === i.
+    await Promise.all(vcpus.map((m, i) => vcpuSide(m, `(client, ops, guest) => {
+      const words = new Int32Array(guest);
+      for (;;) {
+        while (Atomics.compareExchange(words, 0, 0, 1) !== 0);
+        const value = words[1];
+        if (value === ${turns}) { Atomics.store(words, 0, 0); return; }
+        if (value % 2 !== ${i}) { Atomics.store(words, 0, 0); continue; }
+        client.access(ops.PioWrite, 0x3f8, 4, 1, new Uint8Array(new Uint32Array([value]).buffer));
+        words[1] = value + 1;
+        Atomics.store(words, 0, 0);
+      }
+    }`, guest)));
+    await Promise.all(served);
+    const outOfOrder = written.findIndex((v, i) => v !== i);
+    expect(outOfOrder, `first write out of order at ${outOfOrder}`).to.equal(-1);
+    expect(written).to.have.length(turns);
+  });
+
   it('posts writes in order and answers a later read after all of them', async () => {
     const mailbox = new Mailbox();
     const written: number[] = [];

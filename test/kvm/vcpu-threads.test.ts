@@ -59,6 +59,39 @@ describe('vCPU threads @kvm', () => {
     guest.close();
   });
 
+  it('applies port writes of two vCPUs taking turns under a guest lock in the guest\'s order', async () => {
+    // bx = vCPU id; lock word at 0x8000, turn counter at 0x8004. Each vCPU takes the lock (xchg), and on
+    // its turn writes the counter to port 0x10 (posted), counts on and releases the lock:
+    // top: mov ax,1; xchg ax,[0x8000]; test ax,ax; jnz top; mov eax,[0x8004]; cmp eax,4000; jae finish
+    //      mov edx,eax; and dx,1; cmp dx,bx; jne release; out 0x10,eax; inc eax; mov [0x8004],eax
+    // release: mov word [0x8000],0; jmp top     finish: mov word [0x8000],0; hlt
+    const TURNS = 4000;
+    const guest = realModeVm([
+      0xb8, 0x01, 0x00, 0x87, 0x06, 0x00, 0x80, 0x85, 0xc0, 0x75, 0xf5, 0x66, 0xa1, 0x04, 0x80, 0x66, 0x3d, 0xa0, 0x0f, 0x00, 0x00,
+      0x73, 0x1b, 0x66, 0x89, 0xc2, 0x83, 0xe2, 0x01, 0x39, 0xda, 0x75, 0x09, 0x66, 0xe7, 0x10, 0x66, 0x40, 0x66, 0xa3, 0x04, 0x80,
+      0xc7, 0x06, 0x00, 0x80, 0x00, 0x00, 0xeb, 0xce, 0xc7, 0x06, 0x00, 0x80, 0x00, 0x00, 0xf4,
+    ], { entry: ENTRY, vcpus: 2 });
+    guest.vcpus.forEach((vcpu, id) => vcpu.setRegs({ ...vcpu.getRegs(), rbx: BigInt(id) }));
+    const written: number[] = [];
+    const b = buses();
+    b.pio.insert({
+      read: (_o, data) => void data.fill(0),
+      write: (_o, data) => {
+        // The device thread is busy now and then (a disk completion, a socket) while both vCPUs go on.
+        if (written.length % 10 === 0) for (const start = Date.now(); Date.now() - start < 1;);
+        written.push(new DataView(data.buffer, data.byteOffset).getUint32(0, true));
+      },
+    }, 0x10, 4, 'turns');
+    const threads = new VcpuThreads(guest.vcpus, b);
+    threads.start();
+    const stops = await threads.stopped;
+    expect(stops.map((s) => s.reason)).to.deep.equal(['hlt', 'hlt']);
+    const outOfOrder = written.findIndex((v, i) => v !== i);
+    expect(outOfOrder, `first write out of the guest's order at ${outOfOrder}: ${written.slice(outOfOrder, outOfOrder + 4).join(' ')}`).to.equal(-1);
+    expect(written).to.have.length(TURNS);
+    guest.close();
+  });
+
   it('resumes a stopped vCPU under a new runner where it left off', async () => {
     const guest = realModeVm(COUNT, { entry: ENTRY });
     const counter = () => guest.memory.readU32(0x8000);

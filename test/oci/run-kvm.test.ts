@@ -48,10 +48,6 @@ const workloadStderr = (text: string): string => text.split('\n').filter((l) => 
 
 describe('ts-vmm run and the OCI commands @kvm', function () {
   this.timeout(300_000);
-  // A known fault (docs/RUN.md, Known problems): in nested guests the vsock device is now and then not
-  // up before the agent gives up. Retried so that one occurrence does not hide what the rest checks; a
-  // test that fails three times in a row is a real failure.
-  this.retries(2);
   let dir: string;
   let busybox: string;
   let env: NodeJS.ProcessEnv;
