@@ -4,6 +4,13 @@
 # when the guest runs encrypted), then a jump to the kernel with rsi = the zero page. What to jump
 # to is read from the hand-off block the VMM places at HANDOFF; the firmware trusts nothing else.
 #
+# The launch secret: on a measured launch the SEV firmware writes the owner's secret page at
+# LAUNCH_SECRET with the guest's key, which only this guest can read (through the C-bit), while the
+# host sees ciphertext there. A stock kernel has no way to find it without EFI, so when the hand-off
+# block names a slot (a zero-filled file in the measured initrd) the firmware copies the page there
+# through its encrypted mapping, then clears the page, before the kernel runs. The kernel unpacks the
+# initrd into its own (private) memory, where the guest's init reads the secret as a file.
+#
 # Built by firmware/build.sh (GNU as + ld + objcopy); test/boot/firmware.test.ts rebuilds it and
 # compares the bytes with the committed firmware/ts-vmm-firmware.bin, and checks the constants
 # below against src/boot/layout.ts.
@@ -11,6 +18,8 @@
         .set ROM_BASE,          0xfffff000
         .set HANDOFF,           0x6000
         .set HANDOFF_MAGIC,     0x57465354      # "TSFW"
+        .set LAUNCH_SECRET,     0x5000
+        .set LAUNCH_SECRET_SIZE, 0x1000
         .set STACK_TOP,         0x8ff0
         .set PML4,              0x9000
         .set PDPT,              0xa000
@@ -122,7 +131,22 @@ start64:
         lidt    idt_descriptor(%rip)
         cmpl    $HANDOFF_MAGIC, HANDOFF
         jne     no_handoff
-        movq    HANDOFF + 8, %rax               # kernel 64-bit entry
+        cmpl    $2, HANDOFF + 4                 # version 2 carries the secret slot
+        jb      6f
+        movq    HANDOFF + 24, %rdi              # slot: guest address of the initrd's secret file
+        testq   %rdi, %rdi
+        jz      6f
+        movl    HANDOFF + 32, %ecx              # slot length, at most one page
+        cmpl    $LAUNCH_SECRET_SIZE, %ecx
+        jbe     7f
+        movl    $LAUNCH_SECRET_SIZE, %ecx
+7:      movl    $LAUNCH_SECRET, %esi
+        rep movsb
+        movl    $LAUNCH_SECRET, %edi
+        movl    $LAUNCH_SECRET_SIZE, %ecx
+        xorl    %eax, %eax
+        rep stosb
+6:      movq    HANDOFF + 8, %rax               # kernel 64-bit entry
         movq    HANDOFF + 16, %rsi              # zero page (struct boot_params)
         movq    $STACK_TOP, %rsp
         xorl    %ebx, %ebx

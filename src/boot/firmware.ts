@@ -10,16 +10,28 @@ export const FIRMWARE_IMAGE = projectFile('firmware', 'ts-vmm-firmware.bin');
 
 /** "TSFW", the first word of the hand-off block; the firmware refuses to jump without it. */
 export const HANDOFF_MAGIC = 0x5746_5354;
-const HANDOFF_VERSION = 1;
-const HANDOFF_SIZE = 24;
+const HANDOFF_VERSION = 2;
+const HANDOFF_SIZE = 40;
 
-export function handoffBlock(kernelEntry: number, zeroPage: number): Placement {
+/** Where the firmware copies the launch secret page before it clears it (firmware/reset.s). */
+export interface SecretSlot {
+  guestAddress: number;
+  length: number;
+}
+
+/**
+ * The block the firmware reads at LowMemory.handoff: magic, version, the kernel's 64-bit entry, the
+ * zero page, and (version 2) the secret slot, zero when there is none. It is measured with the rest.
+ */
+export function handoffBlock(kernelEntry: number, zeroPage: number, secretSlot?: SecretSlot): Placement {
   const bytes = new Uint8Array(HANDOFF_SIZE);
   const v = new DataView(bytes.buffer);
   v.setUint32(0, HANDOFF_MAGIC, true);
   v.setUint32(4, HANDOFF_VERSION, true);
   v.setBigUint64(8, BigInt(kernelEntry), true);
   v.setBigUint64(16, BigInt(zeroPage), true);
+  v.setBigUint64(24, BigInt(secretSlot?.guestAddress ?? 0), true);
+  v.setUint32(32, secretSlot?.length ?? 0, true);
   return { what: 'firmware hand-off block', guestAddress: LowMemory.handoff, bytes };
 }
 

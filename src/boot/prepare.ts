@@ -8,7 +8,8 @@ import { planBoot, type BootPlan } from './boot-plan.js';
 import { directEntryTables } from './boot-tables.js';
 import { handoffBlock, loadFirmware } from './firmware.js';
 import { parseKernelImage } from './kernel-image.js';
-import { FIRST_VIRTIO_IRQ, IOAPIC_PINS, LowMemory, MiB, ramRanges, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE, type RamRange } from './layout.js';
+import { withSecretSlot } from '../initramfs/secret-slot.js';
+import { FIRST_VIRTIO_IRQ, IOAPIC_PINS, LAUNCH_SECRET_SIZE, LowMemory, MiB, ramRanges, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE, type RamRange } from './layout.js';
 
 export type EntryPath = 'direct' | 'firmware';
 
@@ -22,7 +23,10 @@ export interface BootInputs {
   /** How many virtio-mmio devices the VM has; each gets a window and an interrupt line. */
   virtioDevices: number;
   entry: EntryPath;
-  /** A measured (SEV) launch: the launch secret page is reserved in the e820 map. */
+  /**
+   * A measured (SEV) launch: the launch secret page is reserved in the e820 map and, with an initrd on
+   * the firmware entry, the initrd gets a secret slot the firmware fills (initramfs/secret-slot.ts).
+   */
   launchSecret?: boolean;
 }
 
@@ -61,12 +65,15 @@ export async function prepareBoot(inputs: BootInputs): Promise<PreparedBoot> {
   const acpi = buildAcpiTables({ cpus: inputs.cpus, virtio });
   const cmdline = deviceCmdline(inputs.cmdline, virtio);
   const extra = [...acpi.placements, biosResetVector()];
-  if (inputs.entry === 'firmware') {
-    extra.push(await loadFirmware());
-    extra.push(handoffBlock(kernel.entry, LowMemory.zeroPage));
-  } else {
-    extra.push(...directEntryTables());
+  const firmware = inputs.entry === 'firmware';
+  if (firmware) extra.push(await loadFirmware());
+  else extra.push(...directEntryTables());
+  const slotted = firmware && inputs.launchSecret && inputs.initrd ? await withSecretSlot(inputs.initrd, LAUNCH_SECRET_SIZE) : undefined;
+  const plan = planBoot({ kernel, initrd: slotted?.initrd ?? inputs.initrd, cmdline, ram, rsdp: acpi.rsdp, extra, firmware, launchSecret: inputs.launchSecret });
+  if (firmware) {
+    // The hand-off block names the slot by guest address, known once the initrd is placed.
+    const slot = slotted && plan.initrd ? { guestAddress: plan.initrd.guestAddress + slotted.slotOffset, length: LAUNCH_SECRET_SIZE } : undefined;
+    plan.placements.push(handoffBlock(kernel.entry, LowMemory.zeroPage, slot));
   }
-  const plan = planBoot({ kernel, initrd: inputs.initrd, cmdline, ram, rsdp: acpi.rsdp, extra, firmware: inputs.entry === 'firmware', launchSecret: inputs.launchSecret });
   return { plan, ram, virtio, cmdline, entry: inputs.entry, cpus: inputs.cpus };
 }

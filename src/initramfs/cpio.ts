@@ -51,6 +51,12 @@ export function normalizeArchivePath(path: string): string {
   return parts.join('/');
 }
 
+/** Bytes from an entry's header to its data: the header, the NUL-terminated name, padding to 4. */
+export function headerLength(name: string): number {
+  const unpadded = HEADER_SIZE + Buffer.byteLength(name, 'utf8') + 1;
+  return unpadded + padTo4(unpadded);
+}
+
 export class CpioWriter {
   private nextInode = 1;
   private finished = false;
@@ -124,7 +130,7 @@ export class CpioWriter {
       hex8(nameBytes.length, 'namesize'),
       hex8(0, 'check'),
     ].join('');
-    const header = Buffer.alloc(HEADER_SIZE + nameBytes.length + padTo4(HEADER_SIZE + nameBytes.length));
+    const header = Buffer.alloc(headerLength(name));
     header.write(fields, 0, 'latin1');
     nameBytes.copy(header, HEADER_SIZE);
     await this.push(header);

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { FIRMWARE_IMAGE, HANDOFF_MAGIC, handoffBlock, loadFirmware } from '../../src/boot/firmware.js';
-import { FIRMWARE_ADDRESS, FIRMWARE_SIZE, LowMemory, MMIO_HOLE_START, Ports } from '../../src/boot/layout.js';
+import { FIRMWARE_ADDRESS, FIRMWARE_SIZE, LAUNCH_SECRET_SIZE, LowMemory, MMIO_HOLE_START, Ports } from '../../src/boot/layout.js';
+import { prepareBoot } from '../../src/boot/prepare.js';
+import { elfKernel } from './elf-fixture.js';
 import { BootSegments } from '../../src/boot/boot-tables.js';
 
 const exec = promisify(execFile);
@@ -53,13 +55,36 @@ describe('firmware', () => {
     expect(0xffff_0000 + target).to.be.within(FIRMWARE_ADDRESS, FIRMWARE_ADDRESS + FIRMWARE_SIZE - 1);
   });
 
-  it('hand-off block: magic, version, kernel entry and zero page', () => {
-    const block = handoffBlock(0x100_0200, LowMemory.zeroPage);
+  it('hand-off block: magic, version 2, kernel entry, zero page and the secret slot (zero when none)', () => {
+    const block = handoffBlock(0x100_0200, LowMemory.zeroPage, { guestAddress: 0x7ff_0074, length: LAUNCH_SECRET_SIZE });
     const v = new DataView(block.bytes.buffer);
     expect(block.guestAddress).to.equal(LowMemory.handoff);
     expect(v.getUint32(0, true)).to.equal(HANDOFF_MAGIC);
+    expect(v.getUint32(4, true)).to.equal(2);
     expect(v.getBigUint64(8, true)).to.equal(0x100_0200n);
     expect(v.getBigUint64(16, true)).to.equal(BigInt(LowMemory.zeroPage));
+    expect(v.getBigUint64(24, true)).to.equal(0x7ff_0074n);
+    expect(v.getUint32(32, true)).to.equal(LAUNCH_SECRET_SIZE);
+    const none = new DataView(handoffBlock(0x100_0200, LowMemory.zeroPage).bytes.buffer);
+    expect([none.getBigUint64(24, true), none.getUint32(32, true)]).to.deep.equal([0n, 0]);
+  });
+
+  it('a measured launch with an initrd names a zero-filled slot inside the placed initrd; other boots name none', async () => {
+    const kernel = elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) });
+    const initrd = new Uint8Array(1001).fill(0x5a);
+    const inputs = { kernel, initrd, cmdline: '', cpus: 1, memoryMiB: 128, virtioDevices: 0 };
+    const measured = await prepareBoot({ ...inputs, entry: 'firmware', launchSecret: true });
+    const handoff = new DataView(measured.plan.placements.find((p) => p.what === 'firmware hand-off block')!.bytes.buffer);
+    const placed = measured.plan.placements.find((p) => p.what === 'initrd')!;
+    const slot = Number(handoff.getBigUint64(24, true));
+    expect(handoff.getUint32(32, true)).to.equal(LAUNCH_SECRET_SIZE);
+    expect(slot - placed.guestAddress).to.be.within(initrd.length, placed.bytes.length - LAUNCH_SECRET_SIZE);
+    expect(placed.bytes.subarray(0, initrd.length)).to.deep.equal(initrd);
+    expect(placed.bytes.subarray(slot - placed.guestAddress, slot - placed.guestAddress + LAUNCH_SECRET_SIZE).every((b) => b === 0)).to.equal(true);
+    for (const other of [{ entry: 'firmware' as const }, { entry: 'direct' as const, launchSecret: true }]) {
+      const boot = await prepareBoot({ ...inputs, ...other });
+      expect(boot.plan.placements.find((p) => p.what === 'initrd')!.bytes).to.deep.equal(initrd);
+    }
   });
 
   it('refuses a ROM image that is not exactly one page', async () => {

@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { CpioError, CpioWriter, normalizeArchivePath } from '../../src/initramfs/cpio.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
+import { SECRET_SLOT_FILE, withSecretSlot } from '../../src/initramfs/secret-slot.js';
 
 /** Collects what a CpioWriter writes, in memory. */
 class Collector extends Writable {
@@ -142,5 +143,28 @@ describe('initramfs: cpio newc writer', () => {
       await image.symlink('lib', 'usr/lib');
       await image.file('lib/x.so', 'elf');
     }), /lib is a symlink in this archive/);
+  });
+});
+
+describe('initramfs: the launch secret slot', () => {
+  it('appends an archive cpio(1) reads, whose one file is the slot at the offset it reports', async () => {
+    for (const length of [0, 1, 7, 4096]) {
+      const initrd = new Uint8Array(length).fill(0x11);
+      const { initrd: slotted, slotOffset } = await withSecretSlot(initrd, 4096);
+      expect(slotted.subarray(0, length)).to.deep.equal(initrd);
+      const archiveStart = Math.ceil(length / 4) * 4;
+      expect(slotted.subarray(length, archiveStart).every((b) => b === 0), 'zero padding to 4 bytes').to.equal(true);
+      // What the firmware does: the secret goes into the slot, in place.
+      slotted.fill(0xa5, slotOffset, slotOffset + 4096);
+      const dir = mkdtempSync(join(tmpdir(), 'ts-vmm-slot-'));
+      try {
+        execFileSync('cpio', ['-i', '--quiet', '--no-absolute-filenames'], { cwd: dir, input: slotted.subarray(archiveStart) });
+        const file = join(dir, SECRET_SLOT_FILE);
+        expect(readFileSync(file).equals(Buffer.alloc(4096, 0xa5)), `initrd of ${length} bytes`).to.equal(true);
+        expect(statSync(file).mode & 0o777).to.equal(0o400);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
   });
 });

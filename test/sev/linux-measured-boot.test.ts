@@ -1,13 +1,16 @@
 // `ts-vmm boot --tee sev-sim` with the stock Debian kernel, as a guest owner and a host would run it: the
 // owner pins the platform's PDH, makes a session, predicts the launch from the boot inputs, checks the
-// measurement the VMM publishes and answers with a secret, which the guest's init reads from the
-// e820-reserved secret page through /dev/mem. One Linux boot; the lab pays ~20-30 s for it.
+// measurement the VMM publishes and answers with a secret, which the measured firmware copies into the
+// initrd's secret slot and clears from the secret page: the guest's init reads it as a file, as it must on
+// hardware, where the page reads as ciphertext outside the guest's own encrypted mapping. One Linux
+// boot; the lab pays ~20-30 s for it.
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SECRET_SLOT_FILE } from '../../src/initramfs/secret-slot.js';
 import { SEV_SECRET_PAGE, SEV_SECRET_PAGE_SIZE } from '../../src/sev/launch.js';
 import { parseMeasurement, verifyMeasurement } from '../../src/sev/measurement.js';
 import { sessionFileNames, writeSecretPacket, writeSessionFiles } from '../../src/sev/owner-files.js';
@@ -25,10 +28,12 @@ const CMDLINE = 'console=ttyS0 quiet';
 const MEMORY_MIB = 256;
 const SECRET_GUID = '736869e5-84f0-4973-92ec-06879ce3da0b';
 
-// The guest prints the secret page as hex between two markers, then powers off.
-const READ_SECRET_PAGE = [
+// The guest prints the slot file and the secret page as hex between markers, then powers off.
+const hexOf = (source: string) => `$(${source} 2>/dev/null | od -A n -v -t x1 | tr -d ' \\n')`;
+const READ_SECRET = [
   'mount -t devtmpfs dev /dev',
-  `echo "SECRET-PAGE-BEGIN $(dd if=/dev/mem bs=${SEV_SECRET_PAGE_SIZE} skip=${SEV_SECRET_PAGE / SEV_SECRET_PAGE_SIZE} count=1 2>/dev/null | od -A n -v -t x1 | tr -d ' \\n') SECRET-PAGE-END"`,
+  `echo "SECRET-FILE-BEGIN ${hexOf(`cat /${SECRET_SLOT_FILE}`)} SECRET-FILE-END"`,
+  `echo "SECRET-PAGE-BEGIN ${hexOf(`dd if=/dev/mem bs=${SEV_SECRET_PAGE_SIZE} skip=${SEV_SECRET_PAGE / SEV_SECRET_PAGE_SIZE} count=1`)} SECRET-PAGE-END"`,
   'poweroff -f',
 ].join('\n');
 
@@ -47,8 +52,8 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('boots through the measured path; the prediction matches; the guest reads the secret the owner sent', async () => {
-    const initrd = await guest.initrd('secret-reader', READ_SECRET_PAGE);
+  it('boots through the measured path; the prediction matches; the guest reads the owner\'s secret from its initrd slot, and the page is cleared', async () => {
+    const initrd = await guest.initrd('secret-reader', READ_SECRET);
     const stateDir = join(work, 'sev-sim');
     const exchange = join(work, 'exchange');
     // The platform's identity exists before the launch, so the owner can pin its PDH (2048-bit CAs keep
@@ -82,15 +87,17 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
     expect(r.stderr).to.contain(`sev-sim launch measurement ${published.toString('base64')}`);
     expect(r.stderr).to.contain('sev-sim secret injected');
+    const file = /SECRET-FILE-BEGIN ([0-9a-f]*) SECRET-FILE-END/.exec(r.stdout);
     const page = /SECRET-PAGE-BEGIN ([0-9a-f]*) SECRET-PAGE-END/.exec(r.stdout);
-    expect(page, r.stdout).to.not.equal(null);
+    expect(file && page, r.stdout).to.not.equal(null);
     const expected = Buffer.alloc(SEV_SECRET_PAGE_SIZE);
     secretTable.copy(expected);
-    expect(page![1]).to.equal(expected.toString('hex'));
+    expect(file![1], 'the slot holds the secret page').to.equal(expected.toString('hex'));
+    expect(page![1], 'the firmware cleared the page').to.equal(Buffer.alloc(SEV_SECRET_PAGE_SIZE).toString('hex'));
   });
 
   it('one byte changed in the initrd or the command line changes the prediction', async () => {
-    const initrd = await readFile(await guest.initrd('secret-reader', READ_SECRET_PAGE));
+    const initrd = await readFile(await guest.initrd('secret-reader', READ_SECRET));
     const inputs = { kernel: await readFile(guest.kernel), initrd, cmdline: CMDLINE, cpus: 1, memoryMiB: MEMORY_MIB, virtioDevices: 0 };
     const predicted = await predictTsVmmLaunchDigest(inputs);
     const flipped = Buffer.from(initrd);
