@@ -157,6 +157,9 @@ export class IoThreadDevice implements VirtioDevice {
     for (const { eventfd, spec } of this.ioeventfds.splice(0)) this.vm?.ioeventfdDeassign(eventfd, spec);
     if (!this.gone) {
       const exited = new Promise((resolve) => this.worker.once('exit', resolve));
+      // The worker is unref'd: without this, a process with nothing else to do would let its event loop
+      // drain while this promise is pending (exit status 13, unsettled top-level await).
+      this.worker.ref();
       this.command({ type: 'close' });
       await exited;
     }

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { EventFd } from '../../src/sys/eventfd.js';
@@ -151,6 +152,16 @@ describe('virtio-blk on an I/O thread', () => {
       expect(String(error)).to.match(/virtio-blk\(.*disk\.img\): disk image .*disk\.img is 1000 bytes, not a multiple of 512/);
     } finally {
       interrupt.close();
+      fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+
+  it('lets a process that only started and closed a disk exit with status 0 (no shutdown promise left pending)', () => {
+    const file = tempImage(1 << 20);
+    try {
+      const child = spawnSync(process.execPath, [new URL('./io-thread-exit.js', import.meta.url).pathname, file], { encoding: 'utf8', timeout: 15000 });
+      expect({ status: child.status, stderr: child.stderr }).to.deep.equal({ status: 0, stderr: '' });
+    } finally {
       fs.rmSync(path.dirname(file), { recursive: true, force: true });
     }
   });
