@@ -122,6 +122,38 @@ describe('virtio-vsock', function () {
     expect(await host.reply).to.equal('closed');
   });
 
+  it('never gives a host CONNECT the host port of a guest-initiated connection to the same guest port', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
+    const firstHostPort = 2 ** 30; // where host-initiated connections start
+    let hostSide: net.Socket | undefined;
+    await hostListen(firstHostPort, (sock) => { hostSide = sock; });
+    const guestInitiated = new GuestStream(guest, 5000, firstHostPort);
+    expect(await guestInitiated.connect()).to.equal(true);
+    await until(() => hostSide, 'the guest-initiated connection at its listener');
+    const host = await hostConnect(uds, 5000);
+    const req = await guest.receive((p) => p.header.op === VIRTIO_VSOCK_OP_REQUEST && p.header.dstPort === 5000, 'REQUEST to 5000');
+    expect(req.header.srcPort).to.not.equal(firstHostPort);
+    expect(guest.device.backend.connectionCount).to.equal(2);
+    // The first connection is still the device's: a reset closes its host socket.
+    guest.device.reset();
+    await until(() => hostSide!.destroyed || hostSide!.readableEnded, 'the guest-initiated socket closed by the reset');
+    host.socket.destroy();
+  });
+
+  it('counts host programs that have not sent CONNECT yet against the connection limit', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds, maxConnections: 4 });
+    const sockets = await Promise.all(Array.from({ length: 10 }, () => new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect(uds);
+      s.on('error', () => undefined);
+      s.once('connect', () => resolve(s)).once('error', reject);
+    })));
+    for (const s of sockets) s.write('CONNECT 9000\n');
+    await until(() => sockets.filter((s) => s.destroyed || s.readableEnded).length >= 6, 'the refused programs closed');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(guest.device.backend.connectionCount).to.be.at.most(4);
+    for (const s of sockets) s.destroy();
+  });
+
   it('closes a host connection the guest never answers (timeout), and tells the guest with RST', async () => {
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds, connectTimeoutMs: 50 });
     const host = await hostConnect(uds, 7001);
