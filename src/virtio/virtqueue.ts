@@ -67,7 +67,7 @@ export class Virtqueue {
     this.desc = new DataView(desc.buffer, desc.byteOffset, bytes.desc);
     const avail = ringView(memory, 'available ring', availRing, bytes.avail, VRING_AVAIL_ALIGN_SIZE);
     this.avail = new Uint16Array(avail.buffer, avail.byteOffset, bytes.avail / 2);
-    const used = ringView(memory, 'used ring', usedRing, bytes.used, VRING_USED_ALIGN_SIZE);
+    const used = ringView(memory, 'used ring', usedRing, bytes.used, VRING_USED_ALIGN_SIZE, true);
     this.used = new Uint16Array(used.buffer, used.byteOffset, bytes.used / 2);
     this.usedElems = new Uint32Array(used.buffer, used.byteOffset + 4, 2 * size);
   }
@@ -166,6 +166,9 @@ export class Virtqueue {
         throw new VirtqueueError(`buffer 0x${address.toString(16)}+0x${length.toString(16)} of descriptor ${index} is not inside guest RAM`);
       }
       if (flags & VRING_DESC_F_WRITE) {
+        if (!this.memory.containsWritable(address, length)) {
+          throw new VirtqueueError(`device-writable buffer 0x${address.toString(16)}+0x${length.toString(16)} of descriptor ${index} is in read-only guest memory`);
+        }
         writableLength += length;
         if (length > 0) writable.push({ address, length });
       } else {
@@ -182,12 +185,15 @@ export class Virtqueue {
   }
 }
 
-function ringView(memory: GuestMemory, what: string, address: number, length: number, align: number): Uint8Array {
+function ringView(memory: GuestMemory, what: string, address: number, length: number, align: number, deviceWrites = false): Uint8Array {
   if (!Number.isSafeInteger(address) || address % align !== 0) {
     throw new VirtqueueError(`${what} at 0x${address.toString(16)} is not ${align}-byte aligned`);
   }
   if (!memory.contains(address, length)) {
     throw new VirtqueueError(`${what} 0x${address.toString(16)}+0x${length.toString(16)} is not inside one guest RAM region`);
+  }
+  if (deviceWrites && !memory.containsWritable(address, length)) {
+    throw new VirtqueueError(`${what} 0x${address.toString(16)}+0x${length.toString(16)} is in read-only guest memory`);
   }
   const view = memory.slice(address, length);
   // Typed-array views need host alignment too; guest RAM regions are page aligned so this holds.

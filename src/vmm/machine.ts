@@ -191,7 +191,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
 /** RAM slots, then the firmware ROM as a read-only slot (guest writes to it become ignored MMIO exits). */
 function guestMemory(vm: Vm, boot: PreparedBoot): GuestMemory {
-  const rom = boot.entry === 'firmware' ? [{ guestAddress: FIRMWARE_ADDRESS, size: FIRMWARE_SIZE }] : [];
+  const rom = boot.entry === 'firmware' ? [{ guestAddress: FIRMWARE_ADDRESS, size: FIRMWARE_SIZE, readOnly: true }] : [];
   const memory = GuestMemory.anonymous([...boot.ram, ...rom]);
   memory.regions.forEach((region, slot) => {
     if (region.backing.kind !== 'host') throw new Error('guest memory must be mmap-backed for KVM');
@@ -200,7 +200,7 @@ function guestMemory(vm: Vm, boot: PreparedBoot): GuestMemory {
       guestAddress: region.guestAddress,
       size: region.size,
       hostAddress: region.backing.hostAddress,
-      flags: region.guestAddress === FIRMWARE_ADDRESS ? KVM_MEM_READONLY : 0,
+      flags: region.readOnly ? KVM_MEM_READONLY : 0,
     });
   });
   return memory;

@@ -35,4 +35,14 @@ describe('guest memory', () => {
     expect(() => memory.read(0x20_0000 + 0x1fff, 2)).to.throw(/not inside guest RAM/);
     expect(() => memory.write(0x1f_ffff, new Uint8Array(1))).to.throw(/not inside guest RAM/);
   });
+
+  it('knows its read-only ranges, in this thread and in a copy rebuilt from its descriptor', () => {
+    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }, { guestAddress: 0xffff_0000, size: 0x10000, readOnly: true }]);
+    for (const m of [memory, GuestMemory.fromDescriptor(memory.descriptor())]) {
+      expect(m.containsWritable(0x1000, 0x1000)).to.equal(true);
+      expect(m.contains(0xffff_0000, 0x10)).to.equal(true);
+      expect(m.containsWritable(0xffff_0000, 0x10), 'read-only').to.equal(false);
+      expect(m.containsWritable(0x20000, 1), 'outside RAM').to.equal(false);
+    }
+  });
 });
