@@ -9,6 +9,7 @@ import {
   virtioBlkConfig, virtioBlkDiscardWriteZeroes, virtioBlkOuthdr,
 } from './abi.js';
 import { IoVectors } from '../memory/io-vectors.js';
+import { readU64 } from '../memory/u64.js';
 import type { DescriptorChain } from './descriptor-chain.js';
 import type { ActivatedQueues, DeviceSignals, VirtioDevice } from './device.js';
 import { RawImage, SECTOR_SIZE } from './raw-image.js';
@@ -34,7 +35,6 @@ const MAX_RANGES = 16;
 const MAX_RANGE_SECTORS = 1 << 22;
 /** Hole punching works in file-system blocks; tell the guest to discard in 4 KiB units. */
 const DISCARD_ALIGNMENT_SECTORS = 4096 / SECTOR_SIZE;
-const U32 = 0x1_0000_0000;
 
 export class VirtioBlk implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_BLOCK;
@@ -135,7 +135,8 @@ export class VirtioBlk implements VirtioDevice {
         status = VIRTIO_BLK_S_IOERR;
       } else {
         const type = this.headerView.getUint32(OUTHDR_TYPE, true);
-        const sector = this.headerView.getUint32(OUTHDR_SECTOR, true) + this.headerView.getUint32(OUTHDR_SECTOR + 4, true) * U32;
+        // A sector from 2^53 on is beyond any disk: -1 fails the bounds check of every transfer.
+        const sector = readU64(this.headerView, OUTHDR_SECTOR) ?? -1;
         [status, written] = this.request(chain, type, sector, statusAt);
       }
     } catch {
@@ -202,7 +203,7 @@ export class VirtioBlk implements VirtioDevice {
     const view = new DataView(bytes.buffer);
     const ranges: { sector: number; count: number; unmap: boolean }[] = [];
     for (let at = 0; at < length; at += RANGE_SIZE) {
-      const sector = view.getUint32(at + RANGE_SECTOR, true) + view.getUint32(at + RANGE_SECTOR + 4, true) * U32;
+      const sector = readU64(view, at + RANGE_SECTOR) ?? -1;
       const count = view.getUint32(at + RANGE_SECTORS, true);
       const flags = view.getUint32(at + RANGE_FLAGS, true);
       // §5.2.6.2: UNMAP is meaningless for DISCARD, and no other flag exists.
@@ -219,6 +220,6 @@ export class VirtioBlk implements VirtioDevice {
 
   /** A transfer of `length` bytes at `sector` is whole sectors and lies inside the disk. */
   private inBounds(sector: number, length: number): boolean {
-    return length % SECTOR_SIZE === 0 && sector <= this.sectors && length / SECTOR_SIZE <= this.sectors - sector;
+    return length % SECTOR_SIZE === 0 && sector >= 0 && sector <= this.sectors && length / SECTOR_SIZE <= this.sectors - sector;
   }
 }

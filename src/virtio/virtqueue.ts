@@ -7,6 +7,7 @@
 // the index that publishes them, used entries are written before the index that publishes them, and
 // the used-index store is ordered before the used_event load that decides whether to interrupt.
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { readU64 } from '../memory/u64.js';
 import {
   DESC_ADDR, DESC_FLAGS, DESC_LEN, DESC_NEXT, DESC_SIZE, USED_ELEM_SIZE,
   VRING_AVAIL_ALIGN_SIZE, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_ALIGN_SIZE, VRING_DESC_F_INDIRECT,
@@ -144,7 +145,8 @@ export class Virtqueue {
     for (;;) {
       if (ttl-- === 0) throw new VirtqueueError(`descriptor chain from head ${head} is longer than ${indirect ? 'its indirect table' : 'the queue'} (a loop?)`);
       const at = index * DESC_SIZE;
-      const address = table.getUint32(at + DESC_ADDR, true) + table.getUint32(at + DESC_ADDR + 4, true) * U32;
+      const address = readU64(table, at + DESC_ADDR);
+      if (address === undefined) throw new VirtqueueError(`address of descriptor ${index} is 2^53 or more: not inside guest RAM`);
       const length = table.getUint32(at + DESC_LEN, true);
       const flags = table.getUint16(at + DESC_FLAGS, true);
       const next = table.getUint16(at + DESC_NEXT, true);
