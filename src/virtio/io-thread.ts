@@ -12,7 +12,7 @@ import { VIRTIO_MMIO_QUEUE_NOTIFY } from './abi.js';
 import type { ActivatedQueues, DeviceSignals, VirtioDevice } from './device.js';
 import type { InterruptStatus } from './interrupt-status.js';
 import {
-  IO_THREAD_ROLE, type IoThreadCommand, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
+  ACK_WORD, IO_THREAD_ROLE, type IoThreadCommand, STOP_WORD, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
 } from './io-thread-protocol.js';
 import { errorMessage } from '../sys/error-message.js';
 
@@ -67,7 +67,7 @@ export class IoThreadDevice implements VirtioDevice {
   static async start(module: ThreadedDeviceModule, context: IoThreadContext): Promise<IoThreadDevice> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
-    const ack = new SharedArrayBuffer(4);
+    const ack = new SharedArrayBuffer(8);
     const data: IoThreadWorkerData = {
       role: IO_THREAD_ROLE, module, memory: context.memory.descriptor(), interruptStatus: context.interruptStatus.buffer,
       interruptFd: context.interrupt.fd, controlFd: control.fd, ack, port: port2,
@@ -135,9 +135,10 @@ export class IoThreadDevice implements VirtioDevice {
   /** Returns once the worker has stopped serving the queues and forgotten them. */
   reset(): void {
     if (this.gone) return;
+    Atomics.store(this.acknowledged, STOP_WORD, 1);
     const sequence = this.command({ type: 'reset' });
     const deadline = Date.now() + RESET_TIMEOUT_MS;
-    for (let seen = Atomics.load(this.acknowledged, 0); seen < sequence; seen = Atomics.load(this.acknowledged, 0)) {
+    for (let seen = Atomics.load(this.acknowledged, ACK_WORD); seen < sequence; seen = Atomics.load(this.acknowledged, ACK_WORD)) {
       const left = deadline - Date.now();
       if (left <= 0) {
         // Still in a pass over a ring the guest keeps filling: end the thread; the device stays broken.
@@ -146,7 +147,7 @@ export class IoThreadDevice implements VirtioDevice {
         void this.worker.terminate();
         throw error;
       }
-      Atomics.wait(this.acknowledged, 0, seen, left);
+      Atomics.wait(this.acknowledged, ACK_WORD, seen, left);
     }
   }
 
@@ -160,6 +161,7 @@ export class IoThreadDevice implements VirtioDevice {
       // The worker is unref'd: without this, a process with nothing else to do would let its event loop
       // drain while this promise is pending (exit status 13, unsettled top-level await).
       this.worker.ref();
+      Atomics.store(this.acknowledged, STOP_WORD, 1);
       this.command({ type: 'close' });
       await exited;
     }
@@ -186,7 +188,9 @@ export class IoThreadDevice implements VirtioDevice {
   }
 
   private readonly stopAtExit = (): void => {
-    if (!this.gone) this.command({ type: 'close' });
+    if (this.gone) return;
+    Atomics.store(this.acknowledged, STOP_WORD, 1);
+    this.command({ type: 'close' });
   };
 
   private onEvent(event: IoThreadEvent): void {

@@ -9,6 +9,7 @@ import {
   VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RST,
   VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN, VIRTIO_VSOCK_SHUTDOWN_RCV, VIRTIO_VSOCK_SHUTDOWN_SEND,
 } from '../../src/virtio/abi.js';
+import { PACKETS_PER_PASS } from '../../src/virtio/vsock/device.js';
 import { GuestStream, VsockGuest, until } from './vsock-guest.js';
 
 const CID = 42;
@@ -384,6 +385,29 @@ describe('virtio-vsock', function () {
     expect(await s.connect()).to.equal(true);
     await s.write(Buffer.from('still alive'));
     expect(Buffer.from(await s.readExactly(11)).toString()).to.equal('still alive');
+  });
+
+  it('takes a tx ring the guest keeps refilling in passes of bounded work: timers run between them, no packet is lost', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
+    const REFILLS = 10_000;
+    const backend = guest.device.backend;
+    const fromGuest = backend.fromGuest.bind(backend);
+    let received = 0;
+    let left = REFILLS;
+    const head = 0; // a fresh guest's first packet goes out in descriptor 0
+    // The guest's second vCPU: every packet the device takes is published again, the same RST each time.
+    backend.fromGuest = (h, payload) => {
+      fromGuest(h, payload);
+      received++;
+      if (left-- > 0) guest.tx.offer(head);
+    };
+    let receivedWhenTimerRan = -1;
+    setTimeout(() => { receivedWhenTimerRan = received; }, 0);
+    guest.send({ op: VIRTIO_VSOCK_OP_RST, srcPort: 40100, dstPort: 9100 });
+    expect(received, 'packets taken within the kick').to.equal(PACKETS_PER_PASS);
+    await until(() => received === REFILLS + 1, 'every packet', 10_000);
+    expect(receivedWhenTimerRan, 'the timer ran before the guest stopped refilling').to.be.within(1, REFILLS);
+    expect(guest.errors).to.deep.equal([]);
   });
 
   it('an rx buffer too small for a header is a broken queue: DEVICE_NEEDS_RESET', async () => {
