@@ -143,7 +143,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       const slot = boot.virtio[i]!;
       const interrupt = new IrqfdInterrupt(vm, slot.irq);
       teardown.push(() => interrupt.close());
-      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd, vm } });
+      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd } });
       teardown.push(() => built.close());
       if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
       buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);

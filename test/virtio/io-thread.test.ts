@@ -13,6 +13,7 @@ import {
 import { createVirtioMmioDevice, type VirtioMmioDevice } from '../../src/virtio/factory.js';
 import { InterruptStatus } from '../../src/virtio/interrupt-status.js';
 import { IoThreadDevice } from '../../src/virtio/io-thread.js';
+import { IoeventfdNotifications } from '../../src/virtio/ioeventfd.js';
 import { VirtioMmioTransport } from '../../src/virtio/mmio.js';
 import { type BlkFixture, type BlkRequest, prepare, tempImage } from './blk-fixture.js';
 import { InterruptCounter, TestDriver } from './driver.js';
@@ -37,7 +38,8 @@ async function threadedBlk(image: Uint8Array | number = 1 << 20): Promise<Thread
   const vm = new MockVm();
   const errors: Error[] = [];
   const built = await createVirtioMmioDevice({ kind: 'blk', path: file }, {
-    memory, interrupt: { trigger: () => interrupt.signal() }, baseAddress: BASE, ioThread: { interrupt, vm }, onError: (e) => errors.push(e),
+    memory, interrupt: { trigger: () => interrupt.signal() }, baseAddress: BASE, notifications: new IoeventfdNotifications(vm), ioThread: { interrupt },
+    onError: (e) => errors.push(e),
   });
   const driver = new TestDriver(built.transport, memory);
   if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
