@@ -182,14 +182,11 @@ export class VirtioBlk implements VirtioDevice {
       case 'get-id':
         return chain.write(0, this.serial.subarray(0, request.length));
       case 'discard':
-      case 'write-zeroes': {
-        if (request.type === 'discard') {
-          for (const r of request.ranges) if (!this.image.discard(r.position, r.length, this.keepGoing)) return undefined;
-        } else {
-          for (const r of request.ranges) if (!this.image.writeZeroes(r.position, r.length, r.unmap, this.keepGoing)) return undefined;
-        }
+        for (const r of request.ranges) if (!this.image.discard(r.position, r.length, this.keepGoing)) return undefined;
         return 0;
-      }
+      case 'write-zeroes':
+        for (const r of request.ranges) if (!this.image.writeZeroes(r.position, r.length, r.unmap, this.keepGoing)) return undefined;
+        return 0;
     }
   }
 
