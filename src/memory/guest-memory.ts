@@ -18,7 +18,17 @@ export type RegionBacking = { kind: 'host'; hostAddress: bigint } | { kind: 'sha
 
 /** Structured-clone-able description of guest memory, to rebuild the same views in a worker thread. */
 export interface GuestMemoryDescriptor {
-  regions: { guestAddress: number; size: number; backing: RegionBacking }[];
+  regions: { guestAddress: number; size: number; backing: RegionBacking; readOnly: boolean }[];
+}
+
+/**
+ * A range of guest RAM to map. `readOnly` is memory the guest cannot write (the firmware ROM, a
+ * KVM_MEM_READONLY slot): the VMM places its contents, but no device may write it on the guest's behalf.
+ */
+export interface GuestRamRange {
+  guestAddress: number;
+  size: number;
+  readOnly?: boolean;
 }
 
 export class MemoryRegion {
@@ -27,7 +37,7 @@ export class MemoryRegion {
   /** Host virtual address of the region's first byte, for system calls that take guest RAM directly. */
   readonly hostBase: number | undefined;
 
-  constructor(readonly guestAddress: number, readonly bytes: Uint8Array, readonly backing: RegionBacking) {
+  constructor(readonly guestAddress: number, readonly bytes: Uint8Array, readonly backing: RegionBacking, readonly readOnly = false) {
     this.end = guestAddress + bytes.length;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     // User-space addresses on x86-64 are below 2^47: exact as numbers.
@@ -55,31 +65,32 @@ export class GuestMemory {
   }
 
   /** RAM backed by anonymous mmaps, one per range, as KVM needs it (KVM_SET_USER_MEMORY_REGION). */
-  static anonymous(ranges: readonly { guestAddress: number; size: number }[]): GuestMemory {
-    return new GuestMemory(ranges.map(({ guestAddress, size }) => {
+  static anonymous(ranges: readonly GuestRamRange[]): GuestMemory {
+    return new GuestMemory(ranges.map(({ guestAddress, size, readOnly }) => {
       const hostAddress = mapGuestRam(guestAddress, size);
-      return new MemoryRegion(guestAddress, viewAt(hostAddress, size), { kind: 'host', hostAddress });
+      return new MemoryRegion(guestAddress, viewAt(hostAddress, size), { kind: 'host', hostAddress }, readOnly);
     }));
   }
 
   /** RAM in SharedArrayBuffers: no mmap needed, for the mocked KVM and unit tests. */
-  static shared(ranges: readonly { guestAddress: number; size: number }[]): GuestMemory {
-    return new GuestMemory(ranges.map(({ guestAddress, size }) => {
+  static shared(ranges: readonly GuestRamRange[]): GuestMemory {
+    return new GuestMemory(ranges.map(({ guestAddress, size, readOnly }) => {
       const buffer = new SharedArrayBuffer(size);
-      return new MemoryRegion(guestAddress, new Uint8Array(buffer), { kind: 'shared', buffer });
+      return new MemoryRegion(guestAddress, new Uint8Array(buffer), { kind: 'shared', buffer }, readOnly);
     }));
   }
 
   static fromDescriptor(d: GuestMemoryDescriptor): GuestMemory {
-    return new GuestMemory(d.regions.map(({ guestAddress, size, backing }) => new MemoryRegion(
+    return new GuestMemory(d.regions.map(({ guestAddress, size, backing, readOnly }) => new MemoryRegion(
       guestAddress,
       backing.kind === 'host' ? viewAt(backing.hostAddress, size) : new Uint8Array(backing.buffer),
       backing,
+      readOnly,
     )));
   }
 
   descriptor(): GuestMemoryDescriptor {
-    return { regions: this.regions.map((r) => ({ guestAddress: r.guestAddress, size: r.size, backing: r.backing })) };
+    return { regions: this.regions.map((r) => ({ guestAddress: r.guestAddress, size: r.size, backing: r.backing, readOnly: r.readOnly })) };
   }
 
   /** Total RAM in bytes. */
@@ -106,6 +117,12 @@ export class GuestMemory {
 
   contains(address: number, length: number): boolean {
     return this.regionFor(address, length) !== undefined;
+  }
+
+  /** Whether [address, address+length) lies inside one region the guest may write: where a device may put data. */
+  containsWritable(address: number, length: number): boolean {
+    const r = this.regionFor(address, length);
+    return r !== undefined && !r.readOnly;
   }
 
   /** Whether every region is an mmap of this process, so that system calls can reach guest RAM by address. */

@@ -1,11 +1,11 @@
 // A reusable `struct iovec` array pointing straight into guest RAM: a scatter/gather transfer of a
 // request with hundreds of segments becomes one preadv/pwritev, with no typed-array view per segment.
 import { cStruct, offsetOf } from '../sys/abi.js';
+import { readU64 } from './u64.js';
 
 export const iovec = cStruct('struct iovec', 'sys/uio.h', { iov_base: 'uint64', iov_len: 'uint64' });
-const BASE = offsetOf(iovec, 'iov_base') / 4;
-const LENGTH = offsetOf(iovec, 'iov_len') / 4;
-const WORDS = iovec.size / 4;
+const BASE = offsetOf(iovec, 'iov_base');
+const LENGTH = offsetOf(iovec, 'iov_len');
 const U32 = 0x1_0000_0000;
 
 /** The kernel's limit on vectors per call (UIO_MAXIOV). */
@@ -14,15 +14,15 @@ export const IOV_MAX = 1024;
 export class IoVectors {
   /** The array as the kernel reads it. */
   readonly bytes: Uint8Array;
-  private readonly words: Uint32Array;
+  private readonly view: DataView;
   /** Vectors in use, from `first`. */
   private first = 0;
   private end = 0;
   private total = 0;
 
   constructor(readonly capacity = IOV_MAX) {
-    this.words = new Uint32Array(capacity * WORDS);
-    this.bytes = new Uint8Array(this.words.buffer);
+    this.bytes = new Uint8Array(capacity * iovec.size);
+    this.view = new DataView(this.bytes.buffer);
   }
 
   /** Bytes still to transfer. */
@@ -55,10 +55,11 @@ export class IoVectors {
   advance(n: number): void {
     let left = n;
     while (left > 0 && this.first < this.end) {
-      const at = this.first * WORDS;
-      const length = this.words[at + LENGTH]! + this.words[at + LENGTH + 1]! * U32;
+      // Host addresses and lengths this array was given: all below 2^53.
+      const at = this.first * iovec.size;
+      const length = readU64(this.view, at + LENGTH)!;
       if (left < length) {
-        this.set(this.first, this.words[at + BASE]! + this.words[at + BASE + 1]! * U32 + left, length - left);
+        this.set(this.first, readU64(this.view, at + BASE)! + left, length - left);
         break;
       }
       left -= length;
@@ -68,10 +69,10 @@ export class IoVectors {
   }
 
   private set(index: number, base: number, length: number): void {
-    const at = index * WORDS;
-    this.words[at + BASE] = base % U32;
-    this.words[at + BASE + 1] = Math.floor(base / U32);
-    this.words[at + LENGTH] = length % U32;
-    this.words[at + LENGTH + 1] = Math.floor(length / U32);
+    const at = index * iovec.size;
+    this.view.setUint32(at + BASE, base % U32, true);
+    this.view.setUint32(at + BASE + 4, Math.floor(base / U32), true);
+    this.view.setUint32(at + LENGTH, length % U32, true);
+    this.view.setUint32(at + LENGTH + 4, Math.floor(length / U32), true);
   }
 }

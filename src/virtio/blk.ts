@@ -1,17 +1,17 @@
 // virtio-blk (virtio 1.2 §5.2) over a raw image file. Requests are served synchronously from the
-// queue notification, a whole available ring per pass, with one interrupt decision per pass.
+// queue notification, up to a budget per pass, with one interrupt decision per pass. Each request is
+// parsed whole (blk-request.ts) before any of it is carried out.
 import { offsetOf } from '../sys/abi.js';
 import {
   VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
-  VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
-  VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
-  VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK, feature,
-  virtioBlkConfig, virtioBlkDiscardWriteZeroes, virtioBlkOuthdr,
+  VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK, feature,
+  virtioBlkConfig,
 } from './abi.js';
 import { IoVectors } from '../memory/io-vectors.js';
+import { type BlkDisk, type BlkRequest, MAX_RANGES, MAX_RANGE_SECTORS, OUTHDR_SIZE, parseBlkRequest } from './blk-request.js';
 import type { DescriptorChain } from './descriptor-chain.js';
 import type { ActivatedQueues, DeviceSignals, VirtioDevice } from './device.js';
-import { RawImage, SECTOR_SIZE } from './raw-image.js';
+import { RawImage, SECTOR_SIZE, isImageIoError } from './raw-image.js';
 import type { Virtqueue } from './virtqueue.js';
 
 export interface VirtioBlkOptions {
@@ -22,19 +22,15 @@ export interface VirtioBlkOptions {
   queueSize?: number;
 }
 
-const OUTHDR_SIZE = virtioBlkOuthdr.size;
-const OUTHDR_TYPE = offsetOf(virtioBlkOuthdr, 'type');
-const OUTHDR_SECTOR = offsetOf(virtioBlkOuthdr, 'sector');
-const RANGE_SIZE = virtioBlkDiscardWriteZeroes.size;
-const RANGE_SECTOR = offsetOf(virtioBlkDiscardWriteZeroes, 'sector');
-const RANGE_SECTORS = offsetOf(virtioBlkDiscardWriteZeroes, 'num_sectors');
-const RANGE_FLAGS = offsetOf(virtioBlkDiscardWriteZeroes, 'flags');
-/** Ranges per DISCARD / WRITE_ZEROES request, and sectors per range (2 GiB). */
-const MAX_RANGES = 16;
-const MAX_RANGE_SECTORS = 1 << 22;
+/**
+ * Work per pass over the ring (vhost-blk's weight idea): after this many requests or bytes the device
+ * yields and serves the rest on a later pass, so a guest that keeps refilling its ring cannot hold
+ * the thread (and its control channel) for ever. A full default ring, and 64 MiB.
+ */
+export const REQUESTS_PER_PASS = 256;
+export const BYTES_PER_PASS = 64 << 20;
 /** Hole punching works in file-system blocks; tell the guest to discard in 4 KiB units. */
 const DISCARD_ALIGNMENT_SECTORS = 4096 / SECTOR_SIZE;
-const U32 = 0x1_0000_0000;
 
 export class VirtioBlk implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_BLOCK;
@@ -49,8 +45,10 @@ export class VirtioBlk implements VirtioDevice {
   private readonly status = new Uint8Array(1);
   private signals: DeviceSignals | undefined;
   private queue: Virtqueue | null = null;
-  private negotiated = 0n;
+  private disk: BlkDisk;
   private vectors: IoVectors | undefined;
+  /** Long work (zeroing by writing) goes on while no reset waits for this device's thread. */
+  private readonly keepGoing = (): boolean => !this.signals?.stopRequested();
 
   constructor(options: VirtioBlkOptions) {
     const queueSize = options.queueSize ?? 256;
@@ -75,6 +73,7 @@ export class VirtioBlk implements VirtioDevice {
     c.setUint32(at('max_write_zeroes_sectors'), MAX_RANGE_SECTORS, true);
     c.setUint32(at('max_write_zeroes_seg'), MAX_RANGES, true);
     c.setUint8(at('write_zeroes_may_unmap'), 1);
+    this.disk = { sectors: this.sectors, readOnly: ro, discard: false, writeZeroes: false };
   }
 
   /** Capacity in 512-byte sectors. */
@@ -96,7 +95,10 @@ export class VirtioBlk implements VirtioDevice {
 
   activate({ memory, queues, features }: ActivatedQueues): void {
     this.queue = queues[0] ?? null;
-    this.negotiated = features;
+    this.disk = {
+      sectors: this.sectors, readOnly: this.image.readOnly,
+      discard: (features & feature(VIRTIO_BLK_F_DISCARD)) !== 0n, writeZeroes: (features & feature(VIRTIO_BLK_F_WRITE_ZEROES)) !== 0n,
+    };
     // Data moves between the file and guest RAM in one preadv/pwritev by host address where RAM is an
     // mmap (a chain with more segments than IOV_MAX, or RAM in SharedArrayBuffers, goes through views).
     this.vectors = memory.hostMapped ? new IoVectors() : undefined;
@@ -115,64 +117,76 @@ export class VirtioBlk implements VirtioDevice {
   queueNotify(): void {
     const q = this.queue;
     if (!q) return;
-    for (;;) {
+    let requests = 0;
+    let bytes = 0;
+    pass: for (;;) {
       q.disableNotification();
-      for (let chain = q.pop(); chain; chain = q.pop()) q.addUsed(chain.head, this.serve(chain));
+      for (let chain = q.pop(); chain; chain = q.pop()) {
+        const written = this.serve(chain);
+        // A reset is waiting and cut the request short: the queue is about to go away.
+        if (written === undefined) return;
+        q.addUsed(chain.head, written);
+        bytes += chain.readableLength + chain.writableLength;
+        // A guest that keeps refilling the ring must not hold the thread: the rest waits for a later pass.
+        if (++requests === REQUESTS_PER_PASS || bytes >= BYTES_PER_PASS) {
+          this.signals?.defer(0);
+          break pass;
+        }
+      }
       if (!q.enableNotification()) break;
     }
     if (q.needsInterrupt()) this.signals?.usedBuffers();
   }
 
-  /** Serves one request; returns the number of bytes written to the driver's buffers. */
-  private serve(chain: DescriptorChain): number {
-    // Without a writable byte there is nowhere to put a status: return the chain untouched.
-    if (chain.writableLength === 0) return 0;
-    const statusAt = chain.writableLength - 1;
+  /**
+   * Serves one request; returns the number of bytes written to the driver's buffers, or undefined when
+   * a waiting reset stopped it before it completed.
+   */
+  private serve(chain: DescriptorChain): number | undefined {
+    chain.read(0, this.header);
+    const parsed = parseBlkRequest(this.headerView, chain, this.disk);
+    if (parsed.type === 'no-status') return 0;
+    let status: number = VIRTIO_BLK_S_OK;
     let written = 0;
-    let status: number;
-    try {
-      if (chain.read(0, this.header) < OUTHDR_SIZE) {
+    if (parsed.type === 'refused') {
+      status = parsed.status;
+    } else {
+      try {
+        const done = this.execute(chain, parsed);
+        if (done === undefined) return undefined;
+        written = done;
+      } catch (e) {
+        // The image's own failure (EIO, ENOSPC, a file cut short) is the guest's I/O error; anything
+        // else is a fault of the VMM, which the transport turns into DEVICE_NEEDS_RESET.
+        if (!isImageIoError(e)) throw e;
         status = VIRTIO_BLK_S_IOERR;
-      } else {
-        const type = this.headerView.getUint32(OUTHDR_TYPE, true);
-        const sector = this.headerView.getUint32(OUTHDR_SECTOR, true) + this.headerView.getUint32(OUTHDR_SECTOR + 4, true) * U32;
-        [status, written] = this.request(chain, type, sector, statusAt);
       }
-    } catch {
-      // A host I/O failure (EIO, ENOSPC, ...) is the guest's I/O error, not the VMM's.
-      status = VIRTIO_BLK_S_IOERR;
-      written = 0;
     }
     this.status[0] = status;
-    chain.write(statusAt, this.status);
+    chain.write(chain.writableLength - 1, this.status);
     return written + 1;
   }
 
-  /** Returns [status, bytes of data written to the driver]. */
-  private request(chain: DescriptorChain, type: number, sector: number, dataLength: number): [number, number] {
-    switch (type) {
-      case VIRTIO_BLK_T_IN: {
-        if (!this.inBounds(sector, dataLength)) return [VIRTIO_BLK_S_IOERR, 0];
-        this.transfer(chain, true, 0, dataLength, sector * SECTOR_SIZE);
-        return [VIRTIO_BLK_S_OK, dataLength];
-      }
-      case VIRTIO_BLK_T_OUT: {
-        const length = chain.readableLength - OUTHDR_SIZE;
-        if (this.image.readOnly || !this.inBounds(sector, length)) return [VIRTIO_BLK_S_IOERR, 0];
-        this.transfer(chain, false, OUTHDR_SIZE, length, sector * SECTOR_SIZE);
-        return [VIRTIO_BLK_S_OK, 0];
-      }
-      case VIRTIO_BLK_T_FLUSH:
+  /** Carries out a valid request; returns the bytes of data written to the driver, or undefined if stopped. */
+  private execute(chain: DescriptorChain, request: BlkRequest): number | undefined {
+    switch (request.type) {
+      case 'in':
+        this.transfer(chain, true, 0, request.length, request.position);
+        return request.length;
+      case 'out':
+        this.transfer(chain, false, OUTHDR_SIZE, request.length, request.position);
+        return 0;
+      case 'flush':
         this.image.flush();
-        return [VIRTIO_BLK_S_OK, 0];
-      case VIRTIO_BLK_T_GET_ID: {
-        return [VIRTIO_BLK_S_OK, chain.write(0, this.serial.subarray(0, Math.min(dataLength, VIRTIO_BLK_ID_BYTES)))];
-      }
-      case VIRTIO_BLK_T_DISCARD:
-      case VIRTIO_BLK_T_WRITE_ZEROES:
-        return [this.ranges(chain, type), 0];
-      default:
-        return [VIRTIO_BLK_S_UNSUPP, 0];
+        return 0;
+      case 'get-id':
+        return chain.write(0, this.serial.subarray(0, request.length));
+      case 'discard':
+        for (const r of request.ranges) if (!this.image.discard(r.position, r.length, this.keepGoing)) return undefined;
+        return 0;
+      case 'write-zeroes':
+        for (const r of request.ranges) if (!this.image.writeZeroes(r.position, r.length, r.unmap, this.keepGoing)) return undefined;
+        return 0;
     }
   }
 
@@ -190,35 +204,5 @@ export class VirtioBlk implements VirtioDevice {
       this.image.write(chain.readableViews(offset, length), position);
     }
   }
-
-  private ranges(chain: DescriptorChain, type: number): number {
-    const discard = type === VIRTIO_BLK_T_DISCARD;
-    if (!(this.negotiated & feature(discard ? VIRTIO_BLK_F_DISCARD : VIRTIO_BLK_F_WRITE_ZEROES))) return VIRTIO_BLK_S_UNSUPP;
-    if (this.image.readOnly) return VIRTIO_BLK_S_IOERR;
-    const length = chain.readableLength - OUTHDR_SIZE;
-    if (length === 0 || length % RANGE_SIZE !== 0 || length / RANGE_SIZE > MAX_RANGES) return VIRTIO_BLK_S_IOERR;
-    const bytes = new Uint8Array(length);
-    chain.read(OUTHDR_SIZE, bytes);
-    const view = new DataView(bytes.buffer);
-    const ranges: { sector: number; count: number; unmap: boolean }[] = [];
-    for (let at = 0; at < length; at += RANGE_SIZE) {
-      const sector = view.getUint32(at + RANGE_SECTOR, true) + view.getUint32(at + RANGE_SECTOR + 4, true) * U32;
-      const count = view.getUint32(at + RANGE_SECTORS, true);
-      const flags = view.getUint32(at + RANGE_FLAGS, true);
-      // §5.2.6.2: UNMAP is meaningless for DISCARD, and no other flag exists.
-      if (discard ? flags !== 0 : (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0) return VIRTIO_BLK_S_UNSUPP;
-      if (count > MAX_RANGE_SECTORS || !this.inBounds(sector, count * SECTOR_SIZE)) return VIRTIO_BLK_S_IOERR;
-      ranges.push({ sector, count, unmap: (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0 });
-    }
-    for (const r of ranges) {
-      if (discard) this.image.discard(r.sector * SECTOR_SIZE, r.count * SECTOR_SIZE);
-      else this.image.writeZeroes(r.sector * SECTOR_SIZE, r.count * SECTOR_SIZE, r.unmap);
-    }
-    return VIRTIO_BLK_S_OK;
-  }
-
-  /** A transfer of `length` bytes at `sector` is whole sectors and lies inside the disk. */
-  private inBounds(sector: number, length: number): boolean {
-    return length % SECTOR_SIZE === 0 && sector <= this.sectors && length / SECTOR_SIZE <= this.sectors - sector;
-  }
 }
+

@@ -22,6 +22,17 @@ export interface DeviceSignals {
    * with the same protection: a failure puts the device in DEVICE_NEEDS_RESET instead of throwing.
    */
   guard(work: () => void): void;
+  /**
+   * The device ended a pass over queue `index` with work left, its budget per pass spent (vhost's
+   * weight): queueNotify(index) is called again once other work (other devices, timers, the control
+   * channel) has had its turn. The device leaves the rest in the ring; no notification is needed.
+   */
+  defer(index: number): void;
+  /**
+   * Whether a reset or close is waiting for the device's thread: work that can take long (zeroing a
+   * range by writing) stops early, and the pass ends without completing the request.
+   */
+  stopRequested(): boolean;
 }
 
 export interface VirtioDevice {

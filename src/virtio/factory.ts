@@ -2,7 +2,6 @@
 import type { Interrupt } from '../devices/interrupt.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { EventFd } from '../sys/eventfd.js';
-import type { VirtualMachine } from '../kvm/types.js';
 import { VirtioBlk, type VirtioBlkOptions } from './blk.js';
 import type { VirtioDevice } from './device.js';
 import { InterruptStatus } from './interrupt-status.js';
@@ -24,10 +23,11 @@ export interface VirtioMmioContext {
   /** Queue kicks that bypass the MMIO exit (ioeventfd); QueueNotify writes on the bus always work. */
   notifications?: NotificationSource;
   /**
-   * Serve disks on an I/O thread each: kicks through ioeventfds of `vm` (when given) straight to the
-   * thread, and interrupts through `interrupt`, the eventfd behind the device's interrupt (its irqfd).
+   * Serve disks on an I/O thread each: kicks from `notifications` (when given) go straight to the
+   * thread as eventfds, and interrupts through `interrupt`, the eventfd behind the device's interrupt
+   * (its irqfd).
    */
-  ioThread?: { interrupt: EventFd; vm?: VirtualMachine };
+  ioThread?: { interrupt: EventFd };
   onError?: (error: Error) => void;
 }
 
@@ -48,9 +48,12 @@ export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: Vi
     const blk: VirtioBlkOptions = { path: spec.path, readOnly: spec.readOnly, serial: spec.serial };
     const device = await IoThreadDevice.start(
       { module: new URL('./blk.js', import.meta.url).href, exportName: VirtioBlk.name, options: blk },
-      { memory: context.memory, interruptStatus, interrupt: context.ioThread.interrupt, vm: context.ioThread.vm, baseAddress: context.baseAddress, name },
+      {
+        memory: context.memory, interruptStatus, interrupt: context.ioThread.interrupt, notifications: context.notifications,
+        baseAddress: context.baseAddress, name,
+      },
     );
-    // The thread takes its own kicks: no notification source on the transport.
+    // The thread waits on its kicks itself: none for the transport to watch.
     return behindTransport(device, { ...options, notifications: undefined, interruptStatus });
   }
   const device = spec.kind === 'blk' ? new VirtioBlk(spec) : await VirtioVsock.create({ guestCid: spec.guestCid, udsPath: spec.udsPath });

@@ -4,6 +4,8 @@ import type { GuestMemoryDescriptor } from '../memory/guest-memory.js';
 import type { VirtqueueFeatures, VirtqueueLayout } from './virtqueue.js';
 
 export const IO_THREAD_ROLE = 'ts-vmm virtio I/O thread';
+export const ACK_WORD = 0;
+export const STOP_WORD = 1;
 
 /** A class the worker constructs with `options`: a VirtioDevice that can also be closed. */
 export interface ThreadedDeviceModule {
@@ -22,7 +24,8 @@ export interface IoThreadWorkerData {
   interruptFd: number;
   /** Signalled after each command posted on `port`. */
   controlFd: number;
-  /** The sequence number of the last command done, for the main thread to wait on. */
+  /** Two words: the sequence number of the last command done (ACK_WORD), for the main thread to wait on, and
+   * STOP_WORD, set by the main thread before a reset or close so that long device work ends early. */
   ack: SharedArrayBuffer;
   port: MessagePort;
 }

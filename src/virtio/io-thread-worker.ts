@@ -6,7 +6,7 @@ import { EPOLL_CTL_ADD, close, epollCreate, epollCtl, epollEvent, epollWait } fr
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { DeviceSignals, VirtioDevice } from './device.js';
 import { InterruptStatus } from './interrupt-status.js';
-import { IO_THREAD_ROLE, type IoThreadCommand, type IoThreadEvent, type IoThreadWorkerData } from './io-thread-protocol.js';
+import { ACK_WORD, IO_THREAD_ROLE, type IoThreadCommand, STOP_WORD, type IoThreadEvent, type IoThreadWorkerData } from './io-thread-protocol.js';
 import { VIRTIO_MMIO_INT_VRING } from './abi.js';
 import { Virtqueue } from './virtqueue.js';
 import { errorMessage } from '../sys/error-message.js';
@@ -40,6 +40,8 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
   const acknowledged = new Int32Array(data.ack);
   const port: MessagePort = data.port;
   let active = false;
+  /** Queues whose device asked to be served again after a look at the control eventfd. */
+  const deferred = new Set<number>();
 
   const fail = (e: unknown): void => {
     active = false;
@@ -64,6 +66,8 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
     },
     configChanged: () => post({ type: 'config-changed' }),
     guard,
+    defer: (queue) => { deferred.add(queue); },
+    stopRequested: () => Atomics.load(acknowledged, STOP_WORD) !== 0,
   };
   device.attach(signals);
   const config = new Uint8Array(device.configSize);
@@ -95,29 +99,36 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
         break;
       case 'reset':
         active = false;
+        deferred.clear();
         guard(() => device.reset());
+        // The pass the stop request cut short is over; the next activation starts afresh.
+        Atomics.store(acknowledged, STOP_WORD, 0);
         break;
       case 'close':
         return false;
     }
-    Atomics.store(acknowledged, 0, command.sequence);
-    Atomics.notify(acknowledged, 0);
+    Atomics.store(acknowledged, ACK_WORD, command.sequence);
+    Atomics.notify(acknowledged, ACK_WORD);
     return true;
   };
 
   let open = true;
   while (open) {
-    const ready = epollWait(epfd, events);
+    // With deferred work, only look at what is ready (commands first), then go on with it.
+    const ready = epollWait(epfd, events, deferred.size > 0 ? 0 : -1);
     if (ready.includes(control.fd)) {
       control.take();
       for (let m = receiveMessageOnPort(port); m && open; m = receiveMessageOnPort(port)) open = obey(m.message as IoThreadCommand);
     }
+    const due = new Set(deferred);
+    deferred.clear();
     for (const fd of ready) {
       const kick = kicks.get(fd);
       // Reading the counter clears it: several guest writes since the last read are one kick.
-      if (!kick || kick.eventfd.take() === 0n || !active || !open) continue;
-      guard(() => device.queueNotify(kick.queue));
+      if (kick && kick.eventfd.take() > 0n) due.add(kick.queue);
     }
+    if (!active || !open) continue;
+    for (const queue of due) guard(() => device.queueNotify(queue));
   }
   close(epfd);
   port.close();

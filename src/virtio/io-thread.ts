@@ -6,13 +6,13 @@
 // it picks up when its control eventfd wakes it.
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import { EventFd } from '../sys/eventfd.js';
-import type { IoEventSpec, VirtualMachine } from '../kvm/types.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { VIRTIO_MMIO_QUEUE_NOTIFY } from './abi.js';
 import type { ActivatedQueues, DeviceSignals, VirtioDevice } from './device.js';
 import type { InterruptStatus } from './interrupt-status.js';
+import type { NotificationSource, QueueEventFd } from './notification.js';
 import {
-  IO_THREAD_ROLE, type IoThreadCommand, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
+  ACK_WORD, IO_THREAD_ROLE, type IoThreadCommand, STOP_WORD, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
 } from './io-thread-protocol.js';
 import { errorMessage } from '../sys/error-message.js';
 
@@ -22,8 +22,11 @@ export interface IoThreadContext {
   interruptStatus: InterruptStatus;
   /** The eventfd of the device's interrupt (an irqfd on a real VM), signalled from the worker. */
   interrupt: EventFd;
-  /** With a VM, kicks come as ioeventfds on QueueNotify (window at `baseAddress`); without, only as queueNotify() calls. */
-  vm?: VirtualMachine;
+  /**
+   * Where the guest's kicks come from besides queueNotify() calls (ioeventfds on QueueNotify, window at
+   * `baseAddress`): the worker waits on their eventfds itself.
+   */
+  notifications?: NotificationSource;
   baseAddress?: number;
   name: string;
 }
@@ -38,14 +41,12 @@ export class IoThreadDevice implements VirtioDevice {
   /** Why the worker can no longer serve the device (it failed, ended, or was ended). */
   private gone: Error | undefined;
   private closing = false;
-  private vm: VirtualMachine | undefined;
-  private readonly ioeventfds: { eventfd: EventFd; spec: IoEventSpec }[] = [];
 
   private constructor(
     private readonly worker: Worker,
     private readonly port: MessagePort,
     private readonly control: EventFd,
-    private readonly kicks: EventFd[],
+    private readonly kicks: QueueEventFd[],
     ack: SharedArrayBuffer,
     readonly deviceType: number,
     readonly features: bigint,
@@ -67,7 +68,7 @@ export class IoThreadDevice implements VirtioDevice {
   static async start(module: ThreadedDeviceModule, context: IoThreadContext): Promise<IoThreadDevice> {
     const control = new EventFd();
     const { port1, port2 } = new MessageChannel();
-    const ack = new SharedArrayBuffer(4);
+    const ack = new SharedArrayBuffer(8);
     const data: IoThreadWorkerData = {
       role: IO_THREAD_ROLE, module, memory: context.memory.descriptor(), interruptStatus: context.interruptStatus.buffer,
       interruptFd: context.interrupt.fd, controlFd: control.fd, ack, port: port2,
@@ -90,12 +91,13 @@ export class IoThreadDevice implements VirtioDevice {
     }
     // Only these: removing every 'message' listener would stop the worker's port.
     worker.off('error', listeners.error!).off('exit', listeners.exit!);
-    const kicks = ready.queueMaxSizes.map(() => new EventFd());
+    const kicks: QueueEventFd[] = [];
     const device = new IoThreadDevice(worker, port1, control, kicks, ack, ready.deviceType, BigInt(ready.features), ready.queueMaxSizes,
       ready.config, context.name);
     try {
-      if (context.vm) device.registerKicks(context.vm, (context.baseAddress ?? 0) + VIRTIO_MMIO_QUEUE_NOTIFY);
-      device.command({ type: 'kicks', fds: kicks.map((k) => k.fd) });
+      const notifyAddress = (context.baseAddress ?? 0) + VIRTIO_MMIO_QUEUE_NOTIFY;
+      for (let i = 0; i < ready.queueMaxSizes.length; i++) kicks.push(context.notifications?.eventfd(notifyAddress, i) ?? plainEventFd());
+      device.command({ type: 'kicks', fds: kicks.map((k) => k.eventfd.fd) });
     } catch (e) {
       await device.close();
       throw e;
@@ -129,15 +131,16 @@ export class IoThreadDevice implements VirtioDevice {
   }
 
   queueNotify(index: number): void {
-    this.kicks[index]?.signal();
+    this.kicks[index]?.eventfd.signal();
   }
 
   /** Returns once the worker has stopped serving the queues and forgotten them. */
   reset(): void {
     if (this.gone) return;
+    Atomics.store(this.acknowledged, STOP_WORD, 1);
     const sequence = this.command({ type: 'reset' });
     const deadline = Date.now() + RESET_TIMEOUT_MS;
-    for (let seen = Atomics.load(this.acknowledged, 0); seen < sequence; seen = Atomics.load(this.acknowledged, 0)) {
+    for (let seen = Atomics.load(this.acknowledged, ACK_WORD); seen < sequence; seen = Atomics.load(this.acknowledged, ACK_WORD)) {
       const left = deadline - Date.now();
       if (left <= 0) {
         // Still in a pass over a ring the guest keeps filling: end the thread; the device stays broken.
@@ -146,7 +149,7 @@ export class IoThreadDevice implements VirtioDevice {
         void this.worker.terminate();
         throw error;
       }
-      Atomics.wait(this.acknowledged, 0, seen, left);
+      Atomics.wait(this.acknowledged, ACK_WORD, seen, left);
     }
   }
 
@@ -154,24 +157,18 @@ export class IoThreadDevice implements VirtioDevice {
   async close(): Promise<void> {
     this.closing = true;
     process.off('exit', this.stopAtExit);
-    for (const { eventfd, spec } of this.ioeventfds.splice(0)) this.vm?.ioeventfdDeassign(eventfd, spec);
     if (!this.gone) {
       const exited = new Promise((resolve) => this.worker.once('exit', resolve));
+      // The worker is unref'd: without this, a process with nothing else to do would let its event loop
+      // drain while this promise is pending (exit status 13, unsettled top-level await).
+      this.worker.ref();
+      Atomics.store(this.acknowledged, STOP_WORD, 1);
       this.command({ type: 'close' });
       await exited;
     }
     this.port.close();
     this.control.close();
-    for (const k of this.kicks) k.close();
-  }
-
-  private registerKicks(vm: VirtualMachine, notifyAddress: number): void {
-    this.vm = vm;
-    this.kicks.forEach((eventfd, i) => {
-      const spec: IoEventSpec = { space: 'mmio', address: notifyAddress, length: 4, datamatch: BigInt(i) };
-      vm.ioeventfd(eventfd, spec);
-      this.ioeventfds.push({ eventfd, spec });
-    });
+    for (const k of this.kicks.splice(0)) k.detach();
   }
 
   private command(command: IoThreadRequest): number {
@@ -183,7 +180,9 @@ export class IoThreadDevice implements VirtioDevice {
   }
 
   private readonly stopAtExit = (): void => {
-    if (!this.gone) this.command({ type: 'close' });
+    if (this.gone) return;
+    Atomics.store(this.acknowledged, STOP_WORD, 1);
+    this.command({ type: 'close' });
   };
 
   private onEvent(event: IoThreadEvent): void {
@@ -196,4 +195,10 @@ export class IoThreadDevice implements VirtioDevice {
     this.gone = error;
     this.signals?.guard(() => { throw error; });
   }
+}
+
+/** A kick eventfd only queueNotify() signals: for a device with no notification source (no VM). */
+function plainEventFd(): QueueEventFd {
+  const eventfd = new EventFd();
+  return { eventfd, detach: () => eventfd.close() };
 }

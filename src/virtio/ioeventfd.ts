@@ -1,15 +1,17 @@
 // Queue kicks through KVM ioeventfds: the kernel completes the guest's 4-byte QueueNotify write of the
-// queue index (datamatch) without an exit, signals an eventfd, and the eventfd poller hands the signal
-// to the device thread, so the vCPU never waits for the device.
+// queue index (datamatch) without an exit and signals an eventfd, which the eventfd poller hands to
+// the device thread, or which a device's I/O thread waits on itself; either way the vCPU never waits
+// for the device.
 import { EventFd } from '../sys/eventfd.js';
 import { type EventFdPoller, eventFdPoller } from '../sys/eventfd-poller.js';
 import type { IoEventSpec, VirtualMachine } from '../kvm/types.js';
-import type { NotificationHandle, NotificationSource } from './notification.js';
+import type { NotificationHandle, NotificationSource, QueueEventFd } from './notification.js';
 
 export class IoeventfdNotifications implements NotificationSource {
-  constructor(private readonly vm: VirtualMachine, private readonly poller: EventFdPoller = eventFdPoller()) {}
+  /** @param poller watches the eventfds of devices on this thread (the shared poller, started on first use) */
+  constructor(private readonly vm: VirtualMachine, private poller?: EventFdPoller) {}
 
-  attach(notifyAddress: number, queueIndex: number, kick: () => void): NotificationHandle {
+  eventfd(notifyAddress: number, queueIndex: number): QueueEventFd {
     const eventfd = new EventFd();
     const spec: IoEventSpec = { space: 'mmio', address: notifyAddress, length: 4, datamatch: BigInt(queueIndex) };
     try {
@@ -18,15 +20,26 @@ export class IoeventfdNotifications implements NotificationSource {
       eventfd.close();
       throw e;
     }
+    return {
+      eventfd,
+      detach: () => {
+        this.vm.ioeventfdDeassign(eventfd, spec);
+        eventfd.close();
+      },
+    };
+  }
+
+  attach(notifyAddress: number, queueIndex: number, kick: () => void): NotificationHandle {
+    const queue = this.eventfd(notifyAddress, queueIndex);
+    const poller = (this.poller ??= eventFdPoller());
     // Reading the counter clears it; several guest writes since the last read are one kick.
-    this.poller.watch(eventfd.fd, () => {
-      if (eventfd.take() > 0n) kick();
+    poller.watch(queue.eventfd.fd, () => {
+      if (queue.eventfd.take() > 0n) kick();
     });
     return {
       detach: () => {
-        this.poller.unwatch(eventfd.fd);
-        this.vm.ioeventfdDeassign(eventfd, spec);
-        eventfd.close();
+        poller.unwatch(queue.eventfd.fd);
+        queue.detach();
       },
     };
   }

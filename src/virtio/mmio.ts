@@ -64,6 +64,8 @@ export class VirtioMmioTransport implements BusDevice {
   private generation = 0;
   private active = false;
   private error: Error | undefined;
+  /** Queues whose device asked to be called again (see DeviceSignals.defer). */
+  private readonly deferred = new Set<number>();
 
   constructor(readonly device: VirtioDevice, options: VirtioMmioOptions) {
     this.memory = options.memory;
@@ -79,6 +81,9 @@ export class VirtioMmioTransport implements BusDevice {
         this.raise(VIRTIO_MMIO_INT_CONFIG);
       },
       guard: (work) => this.guard(work),
+      defer: (index) => this.defer(index),
+      // Device work runs on this thread: a reset cannot be waiting while it does.
+      stopRequested: () => false,
     };
     device.attach(signals);
     const notifications = options.notifications;
@@ -129,6 +134,7 @@ export class VirtioMmioTransport implements BusDevice {
   /** Releases the notification sources. */
   close(): void {
     for (const h of this.handles.splice(0)) h.detach();
+    this.active = false;
     this.device.reset();
   }
 
@@ -253,6 +259,16 @@ export class VirtioMmioTransport implements BusDevice {
       queues.forEach((queue, i) => {
         if (queue !== null) this.device.queueNotify(i);
       });
+    });
+  }
+
+  /** Serves queue `index` again on a later turn of the event loop, once however often it is asked. */
+  private defer(index: number): void {
+    if (this.deferred.has(index)) return;
+    this.deferred.add(index);
+    setImmediate(() => {
+      this.deferred.delete(index);
+      this.kick(index);
     });
   }
 

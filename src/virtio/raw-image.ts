@@ -6,6 +6,19 @@ import type { IoVectors } from '../memory/io-vectors.js';
 
 export const SECTOR_SIZE = 512;
 
+/** The image file ended before a transfer did (it was cut short under the VMM). */
+export class ImageEndError extends Error {
+  override readonly name = 'ImageEndError';
+}
+
+/**
+ * Whether `e` is a failure of the image itself: an errno from a system call on it (Node's fs errors and
+ * SysError both carry one) or a file that ended early. The device answers those with an I/O error.
+ */
+export function isImageIoError(e: unknown): boolean {
+  return e instanceof ImageEndError || (e instanceof Error && typeof (e as { errno?: unknown }).errno === 'number');
+}
+
 export class RawImage {
   readonly size: number;
   /** Dev/inode of the file: a stable identity for the same image. */
@@ -53,29 +66,37 @@ export class RawImage {
     fs.fsyncSync(this.fd);
   }
 
-  /** Deallocates [offset, offset + length); reads of it return zeroes afterwards. */
-  discard(offset: number, length: number): void {
-    this.allocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+  /**
+   * Deallocates [offset, offset + length); reads of it return zeroes afterwards. Returns false when
+   * `keepGoing` said stop before the range was done (only where zeroes are written instead).
+   */
+  discard(offset: number, length: number, keepGoing: () => boolean = () => true): boolean {
+    return this.allocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, keepGoing);
   }
 
-  /** Zeroes [offset, offset + length), deallocating it when `unmap` allows. */
-  writeZeroes(offset: number, length: number, unmap: boolean): void {
-    this.allocate(unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+  /** Zeroes [offset, offset + length), deallocating it when `unmap` allows; false as for discard. */
+  writeZeroes(offset: number, length: number, unmap: boolean, keepGoing: () => boolean = () => true): boolean {
+    return this.allocate(unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length, keepGoing);
   }
 
   close(): void {
     fs.closeSync(this.fd);
   }
 
-  /** fallocate, or writing zeroes where the file system cannot (tmpfs lacks ZERO_RANGE, some lack both). */
-  private allocate(mode: number, offset: number, length: number): void {
-    if (fallocate(this.fd, mode, offset, length, `fallocate ${this.path}`)) return;
+  /**
+   * fallocate, or writing zeroes where the file system cannot (tmpfs lacks ZERO_RANGE, some lack both):
+   * up to 2 GiB a range, so `keepGoing` is asked between megabytes.
+   */
+  private allocate(mode: number, offset: number, length: number, keepGoing: () => boolean): boolean {
+    if (fallocate(this.fd, mode, offset, length, `fallocate ${this.path}`)) return true;
     this.zeroes ??= new Uint8Array(1 << 20);
     for (let done = 0; done < length;) {
+      if (!keepGoing()) return false;
       const n = Math.min(this.zeroes.length, length - done);
       this.write([this.zeroes.subarray(0, n)], offset + done);
       done += n;
     }
+    return true;
   }
 }
 
@@ -88,7 +109,7 @@ function transfer(views: Uint8Array[], position: number, io: (views: Uint8Array[
   let at = position;
   for (;;) {
     let n = io(pending, at);
-    if (n === 0 && pending.some((v) => v.length > 0)) throw new Error(`${what} at offset ${at}: end of file`);
+    if (n === 0 && pending.some((v) => v.length > 0)) throw new ImageEndError(`${what} at offset ${at}: end of file`);
     at += n;
     let i = 0;
     while (i < pending.length && n >= pending[i]!.length) n -= pending[i++]!.length;
@@ -101,7 +122,7 @@ function transferVectors(vectors: IoVectors, position: number, io: (iov: Uint8Ar
   let at = position;
   while (vectors.length > 0) {
     const n = io(vectors.bytes.subarray(vectors.byteOffset), vectors.count, at);
-    if (n === 0) throw new Error(`${what} at offset ${at}: end of file`);
+    if (n === 0) throw new ImageEndError(`${what} at offset ${at}: end of file`);
     vectors.advance(n);
     at += n;
   }

@@ -7,6 +7,7 @@
 // the index that publishes them, used entries are written before the index that publishes them, and
 // the used-index store is ordered before the used_event load that decides whether to interrupt.
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { readU64 } from '../memory/u64.js';
 import {
   DESC_ADDR, DESC_FLAGS, DESC_LEN, DESC_NEXT, DESC_SIZE, USED_ELEM_SIZE,
   VRING_AVAIL_ALIGN_SIZE, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_ALIGN_SIZE, VRING_DESC_F_INDIRECT,
@@ -67,7 +68,7 @@ export class Virtqueue {
     this.desc = new DataView(desc.buffer, desc.byteOffset, bytes.desc);
     const avail = ringView(memory, 'available ring', availRing, bytes.avail, VRING_AVAIL_ALIGN_SIZE);
     this.avail = new Uint16Array(avail.buffer, avail.byteOffset, bytes.avail / 2);
-    const used = ringView(memory, 'used ring', usedRing, bytes.used, VRING_USED_ALIGN_SIZE);
+    const used = ringView(memory, 'used ring', usedRing, bytes.used, VRING_USED_ALIGN_SIZE, true);
     this.used = new Uint16Array(used.buffer, used.byteOffset, bytes.used / 2);
     this.usedElems = new Uint32Array(used.buffer, used.byteOffset + 4, 2 * size);
   }
@@ -144,7 +145,8 @@ export class Virtqueue {
     for (;;) {
       if (ttl-- === 0) throw new VirtqueueError(`descriptor chain from head ${head} is longer than ${indirect ? 'its indirect table' : 'the queue'} (a loop?)`);
       const at = index * DESC_SIZE;
-      const address = table.getUint32(at + DESC_ADDR, true) + table.getUint32(at + DESC_ADDR + 4, true) * U32;
+      const address = readU64(table, at + DESC_ADDR);
+      if (address === undefined) throw new VirtqueueError(`address of descriptor ${index} is 2^53 or more: not inside guest RAM`);
       const length = table.getUint32(at + DESC_LEN, true);
       const flags = table.getUint16(at + DESC_FLAGS, true);
       const next = table.getUint16(at + DESC_NEXT, true);
@@ -166,6 +168,9 @@ export class Virtqueue {
         throw new VirtqueueError(`buffer 0x${address.toString(16)}+0x${length.toString(16)} of descriptor ${index} is not inside guest RAM`);
       }
       if (flags & VRING_DESC_F_WRITE) {
+        if (!this.memory.containsWritable(address, length)) {
+          throw new VirtqueueError(`device-writable buffer 0x${address.toString(16)}+0x${length.toString(16)} of descriptor ${index} is in read-only guest memory`);
+        }
         writableLength += length;
         if (length > 0) writable.push({ address, length });
       } else {
@@ -182,12 +187,15 @@ export class Virtqueue {
   }
 }
 
-function ringView(memory: GuestMemory, what: string, address: number, length: number, align: number): Uint8Array {
+function ringView(memory: GuestMemory, what: string, address: number, length: number, align: number, deviceWrites = false): Uint8Array {
   if (!Number.isSafeInteger(address) || address % align !== 0) {
     throw new VirtqueueError(`${what} at 0x${address.toString(16)} is not ${align}-byte aligned`);
   }
   if (!memory.contains(address, length)) {
     throw new VirtqueueError(`${what} 0x${address.toString(16)}+0x${length.toString(16)} is not inside one guest RAM region`);
+  }
+  if (deviceWrites && !memory.containsWritable(address, length)) {
+    throw new VirtqueueError(`${what} 0x${address.toString(16)}+0x${length.toString(16)} is in read-only guest memory`);
   }
   const view = memory.slice(address, length);
   // Typed-array views need host alignment too; guest RAM regions are page aligned so this holds.

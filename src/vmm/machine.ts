@@ -143,7 +143,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       const slot = boot.virtio[i]!;
       const interrupt = new IrqfdInterrupt(vm, slot.irq);
       teardown.push(() => interrupt.close());
-      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd, vm } });
+      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd } });
       teardown.push(() => built.close());
       if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
       buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
@@ -191,7 +191,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
 /** RAM slots, then the firmware ROM as a read-only slot (guest writes to it become ignored MMIO exits). */
 function guestMemory(vm: Vm, boot: PreparedBoot): GuestMemory {
-  const rom = boot.entry === 'firmware' ? [{ guestAddress: FIRMWARE_ADDRESS, size: FIRMWARE_SIZE }] : [];
+  const rom = boot.entry === 'firmware' ? [{ guestAddress: FIRMWARE_ADDRESS, size: FIRMWARE_SIZE, readOnly: true }] : [];
   const memory = GuestMemory.anonymous([...boot.ram, ...rom]);
   memory.regions.forEach((region, slot) => {
     if (region.backing.kind !== 'host') throw new Error('guest memory must be mmap-backed for KVM');
@@ -200,7 +200,7 @@ function guestMemory(vm: Vm, boot: PreparedBoot): GuestMemory {
       guestAddress: region.guestAddress,
       size: region.size,
       hostAddress: region.backing.hostAddress,
-      flags: region.guestAddress === FIRMWARE_ADDRESS ? KVM_MEM_READONLY : 0,
+      flags: region.readOnly ? KVM_MEM_READONLY : 0,
     });
   });
   return memory;

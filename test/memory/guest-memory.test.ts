@@ -47,4 +47,14 @@ describe('guest memory', () => {
     expect(memory.readU8(last.guestAddress + last.size - 1)).to.equal(0xa5);
     expect(() => GuestMemory.anonymous([{ guestAddress: 0x1_0000_0000, size: MAX_REGION_SIZE + 0x1000 }])).to.throw(RangeError, /larger than the \d+ one view can hold/);
   });
+
+  it('knows its read-only ranges, in this thread and in a copy rebuilt from its descriptor', () => {
+    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }, { guestAddress: 0xffff_0000, size: 0x10000, readOnly: true }]);
+    for (const m of [memory, GuestMemory.fromDescriptor(memory.descriptor())]) {
+      expect(m.containsWritable(0x1000, 0x1000)).to.equal(true);
+      expect(m.contains(0xffff_0000, 0x10)).to.equal(true);
+      expect(m.containsWritable(0xffff_0000, 0x10), 'read-only').to.equal(false);
+      expect(m.containsWritable(0x20000, 1), 'outside RAM').to.equal(false);
+    }
+  });
 });

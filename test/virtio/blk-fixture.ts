@@ -41,11 +41,16 @@ export interface BlkFixtureOptions {
   maxQueueSize?: number;
   /** Guest RAM as the VMM maps it (the default), or in SharedArrayBuffers as the mocked KVM has it. */
   memory?: 'mmap' | 'shared';
+  /** Adds FIXTURE_ROM, read-only guest memory as the firmware slot is. */
+  rom?: boolean;
 }
+
+/** Where the fixture's read-only memory is, when asked for: above its 4 MiB of RAM. */
+export const FIXTURE_ROM = { guestAddress: 0x100_0000, size: 0x1_0000 };
 
 export function blkFixture(options: BlkFixtureOptions = {}): BlkFixture {
   const file = tempImage(options.image ?? 1 << 20);
-  const ram = [{ guestAddress: 0, size: 4 << 20 }];
+  const ram = [{ guestAddress: 0, size: 4 << 20 }, ...(options.rom ? [{ ...FIXTURE_ROM, readOnly: true }] : [])];
   const memory = options.memory === 'shared' ? GuestMemory.shared(ram) : GuestMemory.anonymous(ram);
   const device = new VirtioBlk({ path: file, readOnly: options.readOnly ?? false, serial: 'ts-vmm-test-disk', queueSize: options.maxQueueSize });
   const interrupt = new InterruptCounter();

@@ -1,14 +1,20 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import {
   VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_ID_BLOCK, VIRTIO_MMIO_DEVICE_ID, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, feature,
 } from '../../src/virtio/abi.js';
-import { VirtioBlk } from '../../src/virtio/blk.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { SysError } from '../../src/sys/sys.js';
+import { REQUESTS_PER_PASS, VirtioBlk } from '../../src/virtio/blk.js';
+import { VirtioMmioTransport } from '../../src/virtio/mmio.js';
 import { type BlkFixture, blkFixture, prepare, submit, tempImage } from './blk-fixture.js';
+import { InterruptCounter, TestDriver } from './driver.js';
+import { RefillingBlk } from './refilling-blk.js';
 
 function ranges(...rs: { sector: number; count: number; flags?: number }[]): Uint8Array {
   const b = new Uint8Array(16 * rs.length);
@@ -221,5 +227,63 @@ describe('virtio-blk', () => {
     expect(f.interrupt.count - before).to.equal(1);
     expect(f.queue.takeUsed().map((u) => u.id)).to.deep.equal(reqs.map((r) => r.head));
     reqs.forEach((r, i) => expect(Buffer.from(f.memory.read(r.data, 4096)).equals(image.subarray(i * 4096, (i + 1) * 4096))).to.equal(true));
+  });
+
+  it('carries out a DISCARD or WRITE_ZEROES whole or not at all: a zero-count range refuses the request before any range is applied', () => {
+    const image = randomBytes(1 << 20);
+    f = blkFixture({ image });
+    for (const type of [VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_T_DISCARD]) {
+      expect(submit(f, { type, out: ranges({ sector: 8, count: 8 }, { sector: 64, count: 0 }) }).status).to.equal(VIRTIO_BLK_S_IOERR);
+      expect(fs.readFileSync(f.file).equals(image), 'the image untouched').to.equal(true);
+    }
+  });
+
+  it('answers an error of the image (an errno) with IOERR, and puts the device in DEVICE_NEEDS_RESET for any other fault', () => {
+    f = blkFixture();
+    const read = f.device.image.read.bind(f.device.image);
+    f.device.image.read = () => { throw new SysError('pread', 5); };
+    expect(submit(f, { type: VIRTIO_BLK_T_IN, sector: 0, inLength: 512 }).status).to.equal(VIRTIO_BLK_S_IOERR);
+    expect(f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.equal(0);
+    f.device.image.read = () => { throw new TypeError('a bug in the device'); };
+    const p = prepare(f, { type: VIRTIO_BLK_T_IN, sector: 0, inLength: 512 });
+    f.queue.submit(p.head);
+    expect(f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.not.equal(0);
+    expect(f.errors.map((e) => e.message)).to.deep.equal(['a bug in the device']);
+    expect(f.memory.readU8(p.status), 'no status made up for it').to.equal(0xff);
+    f.device.image.read = read;
+  });
+
+  it('serves a ring the guest keeps refilling in passes of bounded work; a timer runs between them and no request is lost', async () => {
+    const REFILLS = 10_000;
+    const image = randomBytes(1 << 20);
+    const file = tempImage(image);
+    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 4 << 20 }]);
+    const device = new RefillingBlk({ path: file, refills: REFILLS });
+    const errors: Error[] = [];
+    const transport = new VirtioMmioTransport(device, { memory, interrupt: new InterruptCounter(), onError: (e) => errors.push(e) });
+    const driver = new TestDriver(transport, memory);
+    try {
+      if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
+      const queue = driver.queue(0, 16);
+      driver.driverOk();
+      const g = { file, memory, device, transport, driver, queue } as unknown as BlkFixture;
+      const p = prepare(g, { type: VIRTIO_BLK_T_IN, sector: 8, inLength: 4096 });
+      let readsWhenTimerRan = -1;
+      setTimeout(() => { readsWhenTimerRan = device.reads; }, 0);
+      queue.submit(p.head);
+      expect(device.reads, 'requests served within the kick').to.equal(REQUESTS_PER_PASS);
+      const used: number[] = [];
+      for (const end = Date.now() + 10_000; used.length < REFILLS + 1 && Date.now() < end;) {
+        await new Promise((r) => setImmediate(r));
+        used.push(...queue.takeUsed().map((u) => u.id));
+      }
+      expect(readsWhenTimerRan, 'the timer ran before the guest stopped refilling').to.be.within(1, REFILLS);
+      expect(used, 'every request, in order, each once').to.deep.equal(Array(REFILLS + 1).fill(p.head));
+      expect(Buffer.from(memory.read(p.data, 4096)).equals(image.subarray(4096, 8192))).to.equal(true);
+      expect(errors).to.deep.equal([]);
+    } finally {
+      device.close();
+      fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    }
   });
 });

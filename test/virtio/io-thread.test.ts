@@ -1,15 +1,20 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { EventFd } from '../../src/sys/eventfd.js';
 import { MockVm } from '../kvm/mock/mock-vm.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, VIRTIO_MMIO_DEVICE_ID,
   VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING, VIRTIO_MMIO_QUEUE_NOTIFY,
 } from '../../src/virtio/abi.js';
 import { createVirtioMmioDevice, type VirtioMmioDevice } from '../../src/virtio/factory.js';
+import { InterruptStatus } from '../../src/virtio/interrupt-status.js';
+import { IoThreadDevice } from '../../src/virtio/io-thread.js';
+import { IoeventfdNotifications } from '../../src/virtio/ioeventfd.js';
+import { VirtioMmioTransport } from '../../src/virtio/mmio.js';
 import { type BlkFixture, type BlkRequest, prepare, tempImage } from './blk-fixture.js';
 import { InterruptCounter, TestDriver } from './driver.js';
 
@@ -33,7 +38,8 @@ async function threadedBlk(image: Uint8Array | number = 1 << 20): Promise<Thread
   const vm = new MockVm();
   const errors: Error[] = [];
   const built = await createVirtioMmioDevice({ kind: 'blk', path: file }, {
-    memory, interrupt: { trigger: () => interrupt.signal() }, baseAddress: BASE, ioThread: { interrupt, vm }, onError: (e) => errors.push(e),
+    memory, interrupt: { trigger: () => interrupt.signal() }, baseAddress: BASE, notifications: new IoeventfdNotifications(vm), ioThread: { interrupt },
+    onError: (e) => errors.push(e),
   });
   const driver = new TestDriver(built.transport, memory);
   if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
@@ -151,6 +157,85 @@ describe('virtio-blk on an I/O thread', () => {
       expect(String(error)).to.match(/virtio-blk\(.*disk\.img\): disk image .*disk\.img is 1000 bytes, not a multiple of 512/);
     } finally {
       interrupt.close();
+      fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+
+  it('keeps obeying its control channel while the guest refills the ring without end: a reset returns at once', async function () {
+    this.timeout(30000);
+    const file = tempImage(randomBytes(1 << 20));
+    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 4 << 20 }]);
+    const interrupt = new EventFd();
+    const interruptStatus = new InterruptStatus();
+    const device = await IoThreadDevice.start(
+      { module: new URL('./refilling-blk.js', import.meta.url).href, exportName: 'RefillingBlk', options: { path: file, refills: Infinity } },
+      { memory, interruptStatus, interrupt, name: 'refilled disk' },
+    );
+    const errors: Error[] = [];
+    const transport = new VirtioMmioTransport(device, { memory, interrupt: { trigger: () => undefined }, interruptStatus, onError: (e) => errors.push(e) });
+    try {
+      const driver = new TestDriver(transport, memory);
+      if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
+      const queue = driver.queue(0, 16);
+      driver.driverOk();
+      const p = prepare({ driver, memory, queue } as unknown as BlkFixture, { type: VIRTIO_BLK_T_IN, sector: 0, inLength: 4096 });
+      queue.submit(p.head);
+      // The thread is in the guest's endless stream of requests.
+      await until(() => queue.usedIdx() > 1000);
+      driver.setStatus(0);
+      expect(errors.map((e) => e.message), 'the reset was acknowledged, not timed out').to.deep.equal([]);
+      const after = queue.usedIdx();
+      await sleep(50);
+      expect(queue.usedIdx(), 'nothing served after the reset returned').to.equal(after);
+    } finally {
+      transport.close();
+      await device.close();
+      interrupt.close();
+      fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+
+  it('cuts short a long WRITE_ZEROES (zeroes written where the file system cannot zero a range) when a reset comes', async function () {
+    // tmpfs has no FALLOC_FL_ZERO_RANGE: the device writes the zeroes itself, a megabyte at a time.
+    if (!fs.existsSync('/dev/shm')) this.skip();
+    const dir = fs.mkdtempSync('/dev/shm/ts-vmm-blk-');
+    const file = path.join(dir, 'disk.img');
+    const GiB = 1 << 30;
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, GiB);
+    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 4 << 20 }]);
+    const interrupt = new EventFd();
+    const errors: Error[] = [];
+    const built = await createVirtioMmioDevice({ kind: 'blk', path: file }, {
+      memory, interrupt: { trigger: () => undefined }, baseAddress: BASE, ioThread: { interrupt }, onError: (e) => errors.push(e),
+    });
+    try {
+      const driver = new TestDriver(built.transport, memory);
+      if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
+      const queue = driver.queue(0, 16);
+      driver.driverOk();
+      const range = new Uint8Array(16);
+      new DataView(range.buffer).setUint32(8, GiB / 512, true);
+      const p = prepare({ driver, memory, queue } as unknown as BlkFixture, { type: VIRTIO_BLK_T_WRITE_ZEROES, out: range });
+      queue.submit(p.head);
+      await until(() => fs.statSync(file).blocks > 0);
+      driver.setStatus(0);
+      expect(errors.map((e) => e.message)).to.deep.equal([]);
+      expect(memory.readU8(p.status), 'the request was dropped with its queue, not completed').to.equal(0xff);
+      expect(fs.statSync(file).blocks * 512, 'bytes zeroed before the reset was honoured').to.be.below(GiB / 4);
+    } finally {
+      await built.close();
+      interrupt.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('lets a process that only started and closed a disk exit with status 0 (no shutdown promise left pending)', () => {
+    const file = tempImage(1 << 20);
+    try {
+      const child = spawnSync(process.execPath, [new URL('./io-thread-exit.js', import.meta.url).pathname, file], { encoding: 'utf8', timeout: 15000 });
+      expect({ status: child.status, stderr: child.stderr }).to.deep.equal({ status: 0, stderr: '' });
+    } finally {
       fs.rmSync(path.dirname(file), { recursive: true, force: true });
     }
   });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { ensureBusybox, ensureDebianKernel } from '../../src/assets/debian.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
 import { ModuleTree, readModuleImage } from '../../src/initramfs/modules.js';
+import { ExitStatus } from '../../src/vmm/exit-status.js';
 import { tsVmmBoot } from '../vmm/guest-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 240_000;
@@ -47,6 +48,8 @@ describe('Linux virtio_blk on ts-vmm disks @kvm', function () {
       });
       const r = await tsVmmBoot(['--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet',
         '--disk', rw, '--disk', `${ro},ro`], BOOT_TIMEOUT_MS);
+      // stdin is /dev/null; the disks' I/O threads must not keep the run from ending cleanly.
+      expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
       expect(r.stdout, r.stderr).to.contain(`vda-sha256=${createHash('sha256').update(content).digest('hex')}`);
       expect(r.stdout).to.contain('vdb-ro=1');
       expect(r.stdout).to.match(/vdb-write-status=[1-9]/);

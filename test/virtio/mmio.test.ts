@@ -230,6 +230,7 @@ describe('virtio-mmio transport', () => {
         kicks.set(queue, kick);
         return { detach: () => { detached++; } };
       },
+      eventfd: () => expect.fail('a device on the transport\'s thread is given kicks, not eventfds'),
     };
     const transport = new VirtioMmioTransport(device, { memory, interrupt: new InterruptCounter(), notifications, baseAddress: 0xd000_0000 });
     expect(attached).to.deep.equal([0xd000_0050, 0xd000_0050]);

@@ -2,12 +2,12 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_MMIO_INT_CONFIG, VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_MMIO_INT_CONFIG, VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, feature,
 } from '../../src/virtio/abi.js';
 import { Virtqueue, VirtqueueError, ringBytes } from '../../src/virtio/virtqueue.js';
-import { type BlkFixture, blkFixture, prepare, submit } from './blk-fixture.js';
+import { type BlkFixture, FIXTURE_ROM, blkFixture, prepare, submit } from './blk-fixture.js';
 import { GuestHeap } from './driver.js';
 
 const NEXT = VRING_DESC_F_NEXT;
@@ -157,6 +157,47 @@ describe('split virtqueue', () => {
       desc(2, 2 ** 32, 1, 0, 0);
       memory.writeU16(rings.avail + 2, 1);
       expect(() => q.pop()).to.throw(VirtqueueError, /4 GiB or longer/);
+    });
+  });
+
+  describe('read-only guest memory (the firmware slot)', () => {
+    const ROM = FIXTURE_ROM.guestAddress;
+    const romIntact = () => f.memory.read(ROM, FIXTURE_ROM.size).every((b) => b === 0xaa);
+
+    it('a device-writable buffer there breaks the queue, and the device writes nothing into it', () => {
+      f = blkFixture({ rom: true });
+      f.memory.fill(ROM, FIXTURE_ROM.size, 0xaa);
+      const header = f.driver.heap.alloc(16);
+      f.memory.writeU32(header, VIRTIO_BLK_T_IN);
+      const status = f.driver.heap.alloc(1, 1);
+      const head = f.queue.chain([{ address: header, length: 16 }, { address: ROM + 0x1000, length: 512, writable: true }, { address: status, length: 1, writable: true }]);
+      expectBroken(head, /device-writable buffer 0x1001000\+0x200 of descriptor 1 is in read-only guest memory/);
+      expect(romIntact()).to.equal(true);
+    });
+
+    it('a used ring there refuses activation', () => {
+      f = blkFixture({ rom: true });
+      f.memory.fill(ROM, FIXTURE_ROM.size, 0xaa);
+      f.driver.setStatus(0);
+      if (!f.driver.negotiate(f.driver.deviceFeatures())) throw new Error('features refused');
+      const rings = ringBytes(16);
+      f.queue = f.driver.queue(0, 16, { desc: f.driver.heap.alloc(rings.desc, 16), avail: f.driver.heap.alloc(rings.avail, 2), used: ROM });
+      f.driver.driverOk();
+      expect(f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.not.equal(0);
+      expect(f.errors.map((e) => e.message)).to.deep.equal(['used ring 0x1000000+0x86 is in read-only guest memory']);
+      expect(romIntact()).to.equal(true);
+    });
+
+    it('a device-readable buffer there is read as any other', () => {
+      f = blkFixture({ rom: true });
+      f.memory.fill(ROM, FIXTURE_ROM.size, 0xaa);
+      const header = f.driver.heap.alloc(16);
+      f.memory.writeU32(header, VIRTIO_BLK_T_OUT);
+      const status = f.driver.heap.alloc(1, 1);
+      f.queue.submit(f.queue.chain([{ address: header, length: 16 }, { address: ROM, length: 512 }, { address: status, length: 1, writable: true }]));
+      expect(f.queue.takeUsed()).to.have.length(1);
+      expect(f.memory.readU8(status)).to.equal(VIRTIO_BLK_S_OK);
+      expect(f.errors).to.deep.equal([]);
     });
   });
 

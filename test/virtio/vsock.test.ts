@@ -9,6 +9,7 @@ import {
   VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RST,
   VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN, VIRTIO_VSOCK_SHUTDOWN_RCV, VIRTIO_VSOCK_SHUTDOWN_SEND,
 } from '../../src/virtio/abi.js';
+import { PACKETS_PER_PASS } from '../../src/virtio/vsock/device.js';
 import { GuestStream, VsockGuest, until } from './vsock-guest.js';
 
 const CID = 42;
@@ -120,6 +121,38 @@ describe('virtio-vsock', function () {
     const req = await guest.receive((p) => p.header.op === VIRTIO_VSOCK_OP_REQUEST);
     guest.send({ op: VIRTIO_VSOCK_OP_RST, srcPort: 7000, dstPort: req.header.srcPort });
     expect(await host.reply).to.equal('closed');
+  });
+
+  it('never gives a host CONNECT the host port of a guest-initiated connection to the same guest port', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
+    const firstHostPort = 2 ** 30; // where host-initiated connections start
+    let hostSide: net.Socket | undefined;
+    await hostListen(firstHostPort, (sock) => { hostSide = sock; });
+    const guestInitiated = new GuestStream(guest, 5000, firstHostPort);
+    expect(await guestInitiated.connect()).to.equal(true);
+    await until(() => hostSide, 'the guest-initiated connection at its listener');
+    const host = await hostConnect(uds, 5000);
+    const req = await guest.receive((p) => p.header.op === VIRTIO_VSOCK_OP_REQUEST && p.header.dstPort === 5000, 'REQUEST to 5000');
+    expect(req.header.srcPort).to.not.equal(firstHostPort);
+    expect(guest.device.backend.connectionCount).to.equal(2);
+    // The first connection is still the device's: a reset closes its host socket.
+    guest.device.reset();
+    await until(() => hostSide!.destroyed || hostSide!.readableEnded, 'the guest-initiated socket closed by the reset');
+    host.socket.destroy();
+  });
+
+  it('counts host programs that have not sent CONNECT yet against the connection limit', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds, maxConnections: 4 });
+    const sockets = await Promise.all(Array.from({ length: 10 }, () => new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect(uds);
+      s.on('error', () => undefined);
+      s.once('connect', () => resolve(s)).once('error', reject);
+    })));
+    for (const s of sockets) s.write('CONNECT 9000\n');
+    await until(() => sockets.filter((s) => s.destroyed || s.readableEnded).length >= 6, 'the refused programs closed');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(guest.device.backend.connectionCount).to.be.at.most(4);
+    for (const s of sockets) s.destroy();
   });
 
   it('closes a host connection the guest never answers (timeout), and tells the guest with RST', async () => {
@@ -352,6 +385,29 @@ describe('virtio-vsock', function () {
     expect(await s.connect()).to.equal(true);
     await s.write(Buffer.from('still alive'));
     expect(Buffer.from(await s.readExactly(11)).toString()).to.equal('still alive');
+  });
+
+  it('takes a tx ring the guest keeps refilling in passes of bounded work: timers run between them, no packet is lost', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
+    const REFILLS = 10_000;
+    const backend = guest.device.backend;
+    const fromGuest = backend.fromGuest.bind(backend);
+    let received = 0;
+    let left = REFILLS;
+    const head = 0; // a fresh guest's first packet goes out in descriptor 0
+    // The guest's second vCPU: every packet the device takes is published again, the same RST each time.
+    backend.fromGuest = (h, payload) => {
+      fromGuest(h, payload);
+      received++;
+      if (left-- > 0) guest.tx.offer(head);
+    };
+    let receivedWhenTimerRan = -1;
+    setTimeout(() => { receivedWhenTimerRan = received; }, 0);
+    guest.send({ op: VIRTIO_VSOCK_OP_RST, srcPort: 40100, dstPort: 9100 });
+    expect(received, 'packets taken within the kick').to.equal(PACKETS_PER_PASS);
+    await until(() => received === REFILLS + 1, 'every packet', 10_000);
+    expect(receivedWhenTimerRan, 'the timer ran before the guest stopped refilling').to.be.within(1, REFILLS);
+    expect(guest.errors).to.deep.equal([]);
   });
 
   it('an rx buffer too small for a header is a broken queue: DEVICE_NEEDS_RESET', async () => {

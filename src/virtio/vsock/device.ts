@@ -1,6 +1,7 @@
 // virtio-vsock (virtio 1.2 §5.10), stream sockets, over the Unix-socket backend. Queues: 0 rx (device
 // to guest), 1 tx (guest to device), 2 event. Host events (socket data, connects) arrive on the event
-// loop and are turned into rx packets on the next turn, batched, under the transport's guard.
+// loop and are turned into rx packets on the next turn, batched, under the transport's guard. A kick
+// on either data queue runs one pass that alternates between them, up to a budget of packets.
 import { offsetOf } from '../../sys/abi.js';
 import {
   VIRTIO_F_VERSION_1, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, feature, virtioVsockConfig, virtioVsockEvent,
@@ -14,6 +15,12 @@ import { VsockUnixBackend, type VsockUnixBackendOptions } from './unix-backend.j
 const RX = 0;
 const TX = 1;
 const EVENT = 2;
+/**
+ * Packets moved per pass, both directions together (vhost-vsock's weight idea): the device runs on the
+ * main thread, and a guest that keeps refilling its tx ring must not hold the event loop. The rest of
+ * the work waits for a later pass (DeviceSignals.defer).
+ */
+export const PACKETS_PER_PASS = 256;
 /** The smallest CID a guest may have (0-2 are reserved: hypervisor, local, host). */
 export const MIN_GUEST_CID = 3;
 
@@ -29,11 +36,10 @@ export class VirtioVsock implements VirtioDevice {
   private tx: Virtqueue | null = null;
   private event: Virtqueue | null = null;
   private pendingEvents = 0;
-  private scheduled = false;
 
   private constructor(readonly backend: VsockUnixBackend) {
     new DataView(this.config.buffer).setBigUint64(offsetOf(virtioVsockConfig, 'guest_cid'), BigInt(backend.guestCid), true);
-    backend.onPending = () => this.schedule();
+    backend.onPending = () => this.signals?.defer(RX);
   }
 
   /** Creates the device and starts listening on `udsPath` for host-initiated connections. */
@@ -86,28 +92,47 @@ export class VirtioVsock implements VirtioDevice {
   }
 
   queueNotify(index: number): void {
-    if (index === TX) this.processTx();
-    else if (index === RX) this.fillRx();
+    if (index === TX || index === RX) this.pass();
     else if (index === EVENT) this.deliverEvents();
   }
 
-  /** Takes packets from the guest until the ring is empty or the rx side is congested. */
-  private processTx(): void {
+  /**
+   * Moves packets both ways until neither side can move, or the budget is spent: rx first (what the
+   * host has for the guest, which also relieves congestion), then tx (whose packets may queue more for
+   * rx), and again while tx made progress.
+   */
+  private pass(): void {
+    let budget = PACKETS_PER_PASS;
+    for (;;) {
+      budget -= this.fillRx(budget);
+      if (budget === 0) break;
+      const taken = this.processTx(budget);
+      budget -= taken;
+      if (taken === 0 || budget === 0) break;
+    }
+    if (budget === 0) this.signals?.defer(TX);
+  }
+
+  /** Takes up to `max` packets from the guest, stopping when the ring is empty or the rx side congested. */
+  private processTx(max: number): number {
     const q = this.tx;
-    if (!q) return;
+    if (!q) return 0;
+    let taken = 0;
     for (;;) {
       q.disableNotification();
-      while (!this.backend.congested()) {
+      while (taken < max && !this.backend.congested()) {
         const chain = q.pop();
         if (!chain) break;
         this.receive(chain);
         q.addUsed(chain.head, 0);
+        taken++;
       }
-      // Congested: leave the rest in the ring; fillRx resumes once the guest takes rx packets.
-      if (this.backend.congested() || !q.enableNotification()) break;
+      // Budget spent: the pass is deferred and comes back. Congested: the rest waits in the ring until
+      // the guest takes rx packets (its rx kick starts a pass).
+      if (taken === max || this.backend.congested() || !q.enableNotification()) break;
     }
     if (q.needsInterrupt()) this.signals?.usedBuffers();
-    this.fillRx();
+    return taken;
   }
 
   private receive(chain: DescriptorChain): void {
@@ -121,13 +146,14 @@ export class VirtioVsock implements VirtioDevice {
     this.backend.fromGuest(header, payload);
   }
 
-  /** Moves packets from the backend into rx buffers while both exist. */
-  private fillRx(): void {
+  /** Moves up to `max` packets from the backend into rx buffers while both exist; returns how many. */
+  private fillRx(max: number): number {
     const q = this.rx;
-    if (!q) return;
+    if (!q) return 0;
+    let moved = 0;
     for (;;) {
       q.disableNotification();
-      while (this.backend.hasPending()) {
+      while (moved < max && this.backend.hasPending()) {
         const chain = q.pop();
         if (!chain) break;
         if (chain.writableLength < HEADER_SIZE) {
@@ -138,13 +164,13 @@ export class VirtioVsock implements VirtioDevice {
         let at = HEADER_SIZE;
         for (const piece of packet.payload ?? []) at += chain.write(at, piece);
         q.addUsed(chain.head, HEADER_SIZE + packet.header.len);
+        moved++;
       }
       // With work left and the ring empty, ask the driver to kick when it adds rx buffers.
-      if (!this.backend.hasPending() || !q.enableNotification()) break;
+      if (moved === max || !this.backend.hasPending() || !q.enableNotification()) break;
     }
     if (q.needsInterrupt()) this.signals?.usedBuffers();
-    // The rx side drained: tx packets left in the ring while congested can go on.
-    if (!this.backend.congested() && this.tx?.pending()) this.processTx();
+    return moved;
   }
 
   private deliverEvents(): void {
@@ -163,15 +189,5 @@ export class VirtioVsock implements VirtioDevice {
       if (this.pendingEvents === 0 || !q.enableNotification()) break;
     }
     if (q.needsInterrupt()) this.signals?.usedBuffers();
-  }
-
-  /** Host events are batched into one rx pass per event-loop turn. */
-  private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.signals?.guard(() => this.fillRx());
-    });
   }
 }

@@ -1,5 +1,6 @@
 // virtio-vsock packets (virtio 1.2 §5.10.6): a little-endian struct virtio_vsock_hdr, then `len` bytes.
 import { offsetOf } from '../../sys/abi.js';
+import { readU64 } from '../../memory/u64.js';
 import { virtioVsockHdr } from '../abi.js';
 
 export const HEADER_SIZE = virtioVsockHdr.size;
@@ -19,7 +20,6 @@ const OP = at('op');
 const FLAGS = at('flags');
 const BUF_ALLOC = at('buf_alloc');
 const FWD_CNT = at('fwd_cnt');
-const U32 = 0x1_0000_0000;
 
 export interface VsockHeader {
   srcCid: number;
@@ -34,10 +34,9 @@ export interface VsockHeader {
   fwdCnt: number;
 }
 
-/** CIDs are 64-bit on the wire; anything beyond 2^53 cannot be a real CID and reads as -1. */
+/** CIDs are 64-bit on the wire; anything from 2^53 on cannot be a real CID and reads as -1. */
 function readCid(v: DataView, offset: number): number {
-  const high = v.getUint32(offset + 4, true);
-  return high >= 0x20_0000 ? -1 : v.getUint32(offset, true) + high * U32;
+  return readU64(v, offset) ?? -1;
 }
 
 export function decodeHeader(bytes: Uint8Array): VsockHeader {

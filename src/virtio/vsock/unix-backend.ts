@@ -42,6 +42,8 @@ export class VsockUnixBackend {
   private readonly server: net.Server;
   private readonly connections = new Map<string, Connection>();
   private readonly hostPorts = new Set<number>();
+  /** Host programs accepted that have not sent their CONNECT line yet: they count against the limit. */
+  private handshakes = 0;
   private readonly ready = new Set<Connection>();
   private control: OutgoingPacket[] = [];
   private nextHostPort = FIRST_HOST_PORT;
@@ -193,10 +195,17 @@ export class VsockUnixBackend {
   }
 
   private hostConnected(socket: net.Socket): void {
-    if (!this.active || this.connections.size >= this.maxConnections) {
+    if (!this.active || this.connections.size + this.handshakes >= this.maxConnections) {
       socket.destroy();
       return;
     }
+    this.handshakes++;
+    let handshaking = true;
+    const handshakeOver = () => {
+      if (handshaking) this.handshakes--;
+      handshaking = false;
+    };
+    socket.once('close', handshakeOver);
     let line = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       line = Buffer.concat([line, chunk]);
@@ -207,8 +216,10 @@ export class VsockUnixBackend {
       }
       socket.off('data', onData);
       socket.off('error', onError);
+      socket.off('close', handshakeOver);
       socket.setTimeout(0);
       socket.off('timeout', onTimeout);
+      handshakeOver();
       const match = /^CONNECT ([0-9]{1,10})$/.exec(line.subarray(0, eol).toString('latin1'));
       const port = match ? Number(match[1]) : -1;
       if (port < 0 || port > 0xffff_ffff || !this.active) {
@@ -227,7 +238,12 @@ export class VsockUnixBackend {
 
   /** A host program asked for guest port `guestPort`: send the guest a REQUEST. */
   private connectToGuest(socket: net.Socket, guestPort: number, early: Uint8Array): void {
-    const hostPort = this.allocateHostPort();
+    // Guest-initiated connections may have taken the room since this program was accepted.
+    if (this.connections.size >= this.maxConnections) {
+      socket.destroy();
+      return;
+    }
+    const hostPort = this.allocateHostPort(guestPort);
     const c = new Connection(socket, hostPort, guestPort, true, this.bufAlloc, this.pendingLimit, this.events, early);
     this.connections.set(c.key, c);
     this.hostPorts.add(hostPort);
@@ -290,8 +306,15 @@ export class VsockUnixBackend {
     };
   }
 
-  private allocateHostPort(): number {
-    while (this.hostPorts.has(this.nextHostPort)) this.nextHostPort = this.nextPort(this.nextHostPort);
+  /**
+   * A host port for a new connection to `guestPort`: one no host-initiated connection holds, and not
+   * the pair of a guest-initiated connection (the guest chooses its destination ports freely). At most
+   * maxConnections ports are taken, so the search ends.
+   */
+  private allocateHostPort(guestPort: number): number {
+    while (this.hostPorts.has(this.nextHostPort) || this.connections.has(connectionKey(this.nextHostPort, guestPort))) {
+      this.nextHostPort = this.nextPort(this.nextHostPort);
+    }
     const port = this.nextHostPort;
     this.nextHostPort = this.nextPort(port);
     return port;
