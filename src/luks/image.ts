@@ -19,6 +19,9 @@ export interface OpenOptions {
 /** The most plaintext one readSectors call returns. */
 export const MAX_READ = 64 * 1024 * 1024;
 
+/** The data area: its offset in the data file, its plaintext size in bytes, and its sector size. */
+export interface DataLayout { offset: number; size: number; sectorSize: number }
+
 /** A candidate keyslot, in the form both versions share. */
 interface Slot { name: string; kdf: Kdf; keySize: number; kdfKeySize: number; stripes: number; afHash: string; areaOffset: number; priority: number }
 
@@ -58,11 +61,10 @@ export class LuksImage {
     await this.dataFile.close();
   }
 
-  /** Where the data lies in the data file, its sector size and the IV of its first sector. */
-  dataLayout(detached = this.headerFile !== this.dataFile): { offset: number; size: number; sectorSize: number; firstIv: bigint } {
+  /** Where the data lies in the data file, and its sector size. */
+  dataLayout(detached = this.headerFile !== this.dataFile): DataLayout {
     let offset: number;
     let sectorSize: number;
-    let firstIv = 0n;
     let declared: number | 'dynamic' = 'dynamic';
     if (this.header.version === 1) {
       offset = this.header.luks1.payloadOffset * 512;
@@ -72,14 +74,13 @@ export class LuksImage {
       if (segments.length !== 1) throw new LuksUnsupportedError(`${segments.length} segments (only one; is a reencryption in progress?)`);
       const segment = segments[0]!;
       ({ offset, sectorSize } = segment);
-      firstIv = segment.ivTweak;
       declared = segment.size;
     }
     if (offset === 0 && !detached) throw new LuksFormatError('data at offset 0: this header is meant to be detached (give the data file and --header)');
     const available = Math.max(0, this.dataFileSize - offset);
     const size = declared === 'dynamic' ? available - (available % sectorSize) : declared;
     if (size > available) throw new LuksFormatError(`data segment of ${size} bytes runs past the end of the image`);
-    return { offset, size, sectorSize, firstIv };
+    return { offset, size, sectorSize };
   }
 
   private slots(): { slots: Slot[]; digest: (key: Buffer) => Promise<boolean> } {
@@ -120,7 +121,10 @@ export class LuksImage {
       const material = await readExactly(this.headerFile, slot.areaOffset, afMaterialSize(slot.keySize, slot.stripes));
       new XtsSectorCipher(kdfKey, 512).run(true, material, material, 0n);
       const key = afMerge(material, slot.keySize, slot.stripes, slot.afHash);
-      if (await digest(key)) return new LuksVolume(this.dataFile, new XtsSectorCipher(key, this.dataLayout().sectorSize), this.dataLayout());
+      if (await digest(key)) {
+        const layout = this.dataLayout();
+        return new LuksVolume(this.dataFile, new XtsSectorCipher(key, layout.sectorSize), layout);
+      }
     }
     throw new LuksPassphraseError(slots.length === 0 ? 'no usable keyslot' : 'no keyslot opens with this passphrase');
   }
@@ -131,7 +135,7 @@ export class LuksVolume {
   constructor(
     private readonly file: FileHandle,
     private readonly cipher: XtsSectorCipher,
-    private readonly layout: { offset: number; size: number; sectorSize: number; firstIv: bigint },
+    private readonly layout: DataLayout,
   ) {}
 
   get sectorSize(): number { return this.layout.sectorSize; }
@@ -140,14 +144,14 @@ export class LuksVolume {
 
   /** Decrypts `count` sectors from sector `first` (in sectorSize units). */
   async readSectors(first: number, count: number): Promise<Buffer> {
-    const { offset, size, sectorSize, firstIv } = this.layout;
+    const { offset, size, sectorSize } = this.layout;
     const total = size / sectorSize;
     if (!Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0 || first + count > total) {
       throw new RangeError(`sectors ${first}+${count} outside the volume's ${total}`);
     }
     if (count * sectorSize > MAX_READ) throw new RangeError(`read of ${count} sectors is above ${MAX_READ} bytes`);
     const data = await readExactly(this.file, offset + first * sectorSize, count * sectorSize);
-    this.cipher.run(true, data, data, firstIv + BigInt(first) * BigInt(sectorSize / 512));
+    this.cipher.run(true, data, data, BigInt(first) * BigInt(sectorSize / 512));
     return data;
   }
 }

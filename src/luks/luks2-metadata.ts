@@ -169,6 +169,8 @@ function parseSegment(id: string, raw: Json): Luks2Segment {
   const segment: Luks2Segment = {
     id, offset: u64(raw.offset, `${where}.offset`), size, ivTweak: BigInt(u64(raw.iv_tweak, `${where}.iv_tweak`)), encryption, sectorSize,
   };
+  // Only reencryption writes a non-zero tweak, and cryptsetup's single-segment activation does not apply it.
+  if (segment.ivTweak !== 0n) throw new LuksUnsupportedError(`${where}: iv_tweak ${segment.ivTweak} (only 0)`);
   if (segment.offset % 512 !== 0) fail(`${where}.offset is not a multiple of 512`);
   if (size !== 'dynamic' && size % sectorSize !== 0) fail(`${where}.size is not a multiple of its sector size`);
   return segment;
