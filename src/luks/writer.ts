@@ -144,6 +144,7 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
   if (![512, 1024, 2048, 4096].includes(sectorSize)) throw new LuksFormatError(`sector size ${sectorSize} is not 512, 1024, 2048 or 4096`);
   const volumeKey = options.volumeKey ?? randomBytes(VOLUME_KEY_SIZE);
   if (volumeKey.length !== VOLUME_KEY_SIZE) throw new LuksFormatError(`volume key must be ${VOLUME_KEY_SIZE} bytes`);
+  const payloadCipher = new XtsSectorCipher(volumeKey, sectorSize);
   const detached = options.header !== undefined;
   const dataOffset = detached ? 0 : options.dataOffset ?? DEFAULT_DATA_OFFSET;
   if (!detached && (dataOffset % 4096 !== 0 || dataOffset < KEYSLOTS_START + KEYSLOT_AREA_SIZE)) {
@@ -169,7 +170,7 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
       await writeAll(data, header, 0);
       await data.truncate(dataOffset);
     }
-    const payloadBytes = await encryptPayload(source, data, dataOffset, new XtsSectorCipher(volumeKey, sectorSize));
+    const payloadBytes = await encryptPayload(source, data, dataOffset, payloadCipher);
     return { uuid, dataOffset, payloadBytes };
   } finally {
     await data.close();

@@ -16,6 +16,9 @@ export class XtsSectorCipher {
     if (key.length === 64) this.algorithm = 'aes-256-xts';
     else if (key.length === 32) this.algorithm = 'aes-128-xts';
     else throw new LuksUnsupportedError(`aes-xts-plain64 with a ${key.length * 8}-bit key (supported: 256, 512)`);
+    // OpenSSL (as the kernel in FIPS mode) refuses an XTS key whose two halves are equal.
+    const half = key.length / 2;
+    if (key.subarray(0, half).equals(key.subarray(half))) throw new LuksUnsupportedError('aes-xts-plain64 key whose two halves are equal');
     this.key = createSecretKey(key);
   }
 
