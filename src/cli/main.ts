@@ -10,6 +10,7 @@ interface CommandModule {
 const commandModules: Record<string, () => Promise<CommandModule>> = {
   boot: () => import('./boot.js'),
   lab: () => import('./lab.js'),
+  luks: () => import('./luks.js'),
   run: () => import('./run.js'),
   setup: () => import('./setup.js'),
   sev: () => import('./sev.js'),
