@@ -13,8 +13,8 @@ import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
-import { BundleError, readBundleConfig } from '../oci/bundle-config.js';
-import { checkEntrypoint } from '../oci/entrypoint.js';
+import { BundleError } from '../oci/bundle-config.js';
+import { checkBundle } from '../oci/runner.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
@@ -60,15 +60,13 @@ interface CreateOptions extends RootOption, RunCommandOptions {
 
 async function create(id: string, options: CreateOptions): Promise<void> {
   checkContainerId(id);
-  const unsuitable = kvmUnsuitableReason();
-  if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
   const bundle = resolve(options.bundle);
-  const config = readBundleConfig(bundle);
-  for (const warning of config.warnings) process.stderr.write(`ts-vmm: warning: ${config.configPath}: ${warning}\n`);
-  checkEntrypoint(config);
+  const config = checkBundle(bundle, (message) => process.stderr.write(`ts-vmm: ${message}\n`));
   if (config.process.terminal || options.consoleSocket) {
     throw new BundleError(`${config.configPath}: process.terminal with --console-socket is not supported by ts-vmm create; use ts-vmm run for a terminal`);
   }
+  const unsuitable = kvmUnsuitableReason();
+  if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
   const store = storeOf(options);
   const record: ContainerRecord = {
     ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle, annotations: config.annotations, created: new Date().toISOString(),

@@ -8,7 +8,7 @@ import { relayInLab } from '../lab/relay.js';
 import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { runCacheDir } from '../oci/paths.js';
-import { runBundle, type RunSettings } from '../oci/runner.js';
+import { checkBundle, runBundle, type RunSettings } from '../oci/runner.js';
 import { launchVm } from '../oci/vm-launch.js';
 
 /** Exit status for a failure of ts-vmm or of the VM rather than of the workload (docker and podman use 125 too). */
@@ -78,8 +78,10 @@ export function register(program: Command): void {
     .action(async (bundle: string, options: RunCommandOptions) => {
       const labReason = kvmUnsuitableReason();
       if (labReason !== undefined) {
-        process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
         try {
+          // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
+          checkBundle(bundle, () => undefined);
+          process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
           process.exitCode = await runInLab(bundle, options);
         } catch (e) {
           process.exitCode = reportFailure(e);

@@ -55,11 +55,20 @@ export interface PreparedRun {
   cleanup(): Promise<void>;
 }
 
+/**
+ * Reads and checks the bundle (config.json, its rootfs, the entrypoint). Every command that runs a bundle calls
+ * this first, so a bad bundle is reported before anything is compiled, fetched, built or booted.
+ */
+export function checkBundle(bundleDir: string, log: Log): BundleConfig {
+  const config = readBundleConfig(bundleDir);
+  for (const warning of config.warnings) log(`warning: ${config.configPath}: ${warning}`);
+  checkEntrypoint(config);
+  return config;
+}
+
 /** Reads the bundle and builds what the VM boots from; nothing is written into the bundle. */
 export async function prepareRun(bundleDir: string, settings: RunSettings): Promise<PreparedRun> {
-  const config = readBundleConfig(bundleDir);
-  for (const warning of config.warnings) settings.log(`warning: ${config.configPath}: ${warning}`);
-  checkEntrypoint(config);
+  const config = checkBundle(bundleDir, settings.log);
   const cache = runCacheDir();
   const kernel = await chooseKernel(settings.kernel ?? {}, { log: settings.log });
   const busybox = await ensureBusybox({ log: settings.log });
