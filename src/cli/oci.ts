@@ -15,6 +15,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
 import { BundleError } from '../oci/bundle-config.js';
 import { checkBundle } from '../oci/runner.js';
+import { checkKernelPair } from '../oci/kernel-choice.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
@@ -60,6 +61,7 @@ interface CreateOptions extends RootOption, RunCommandOptions {
 
 async function create(id: string, options: CreateOptions): Promise<void> {
   checkContainerId(id);
+  checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
   const bundle = resolve(options.bundle);
   const config = checkBundle(bundle, (message) => process.stderr.write(`ts-vmm: ${message}\n`));
   if (config.process.terminal || options.consoleSocket) {
@@ -73,7 +75,7 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   };
   await store.create(record);
   const args = [cliEntry(), 'oci-monitor', '--root', store.root, id];
-  if (options.kernel && options.modules) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
+  if (options.kernel !== undefined && options.modules !== undefined) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
   // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
   const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
   const outcome = await readLine(monitor.stdio[3] as Readable);

@@ -24,3 +24,17 @@ describe('ts-vmm create/state/kill/delete without a VM', () => {
     expect(entries(join(s.dir, 'tmp'))).to.deep.equal([]);
   });
 });
+
+describe('ts-vmm create options', () => {
+  let s: Scratch;
+  beforeEach(() => { s = scratch('ts-vmm-cli-oci-'); });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('refuses --kernel without --modules rather than dropping it', async () => {
+    const root = join(s.dir, 'root');
+    const r = await runCli(['create', '--root', root, '--kernel', '/boot/vmlinuz', 'c1'], { ...s.env, TS_VMM_LAB: 'force' });
+    expect(r.stderr).to.equal('ts-vmm: --kernel and --modules go together: a kernel needs its own modules\n');
+    expect(r.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+  });
+});
