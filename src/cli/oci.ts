@@ -19,7 +19,8 @@ import { checkKernelPair } from '../oci/kernel-choice.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
-  checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
+  checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, UnreadableStateError,
+  type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 
@@ -113,7 +114,15 @@ async function kill(id: string, signal: number, options: RootOption): Promise<vo
 
 async function remove(id: string, options: RootOption & { force?: boolean }): Promise<void> {
   const store = storeOf(options);
-  let record = await store.live(id);
+  let record: ContainerRecord;
+  try {
+    record = await store.live(id);
+  } catch (e) {
+    // A directory without readable state (a create that never finished, a damaged file) goes with --force.
+    if (!(options.force && e instanceof UnreadableStateError)) throw e;
+    await store.remove(id);
+    return;
+  }
   if (record.status !== 'stopped') {
     if (!options.force) throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
     process.kill(record.pid, 'SIGKILL');

@@ -35,7 +35,7 @@ export interface ContainerRecord extends ContainerState {
 }
 
 export class StateError extends Error {
-  override readonly name = 'StateError';
+  override readonly name: string = 'StateError';
 }
 
 /** runc's rule for container ids: they become directory names, so no slashes, dots-only names or empties. */
@@ -65,6 +65,26 @@ export function processStartTime(pid: number): string | undefined {
   }
 }
 
+const STATUSES: readonly ContainerStatus[] = ['creating', 'created', 'running', 'stopped'];
+
+/** Checks what a state file holds before anything (a pid to signal, above all) is taken from it. */
+function checkRecord(value: unknown, id: string): ContainerRecord {
+  const r = value as Partial<ContainerRecord> | null;
+  const pidOk = (p: unknown): boolean => Number.isSafeInteger(p) && (p as number) >= 0;
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new Error('not a JSON object');
+  if (r.id !== id) throw new Error(`it names container "${String(r.id)}"`);
+  if (!STATUSES.includes(r.status as ContainerStatus)) throw new Error(`status "${String(r.status)}"`);
+  if (!pidOk(r.pid)) throw new Error(`pid ${String(r.pid)}`);
+  if (r.pidStartTime !== undefined && typeof r.pidStartTime !== 'string') throw new Error('pidStartTime is not a string');
+  if (typeof r.bundle !== 'string') throw new Error('no bundle');
+  return r as ContainerRecord;
+}
+
+/** A container directory whose state file is missing or unreadable; `delete --force` removes it. */
+export class UnreadableStateError extends StateError {
+  override readonly name = 'UnreadableStateError';
+}
+
 export class StateStore {
   constructor(readonly root: string) {}
 
@@ -83,19 +103,22 @@ export class StateStore {
     try {
       await mkdir(this.dir(record.id), { mode: 0o700 });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new StateError(`container "${record.id}" already exists (in ${this.root})`);
-      throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      await this.read(record.id); // a directory without readable state is reported as such
+      throw new StateError(`container "${record.id}" already exists (in ${this.root})`);
     }
     await this.write(record);
   }
 
   async read(id: string): Promise<ContainerRecord> {
     const path = join(this.dir(id), 'state.json');
-    if (!existsSync(path)) throw new StateError(`container "${id}" does not exist (in ${this.root})`);
+    const remedy = `ts-vmm delete --force ${id} removes it`;
+    if (!existsSync(this.dir(id))) throw new StateError(`container "${id}" does not exist (in ${this.root})`);
+    if (!existsSync(path)) throw new UnreadableStateError(`container "${id}" has no state: ${path} is missing; ${remedy}`);
     try {
-      return JSON.parse(await readFile(path, 'utf8')) as ContainerRecord;
+      return checkRecord(JSON.parse(await readFile(path, 'utf8')), id);
     } catch (e) {
-      throw new StateError(`${path}: unreadable state (${errorMessage(e)})`);
+      throw new UnreadableStateError(`container "${id}" has unreadable state: ${path}: ${errorMessage(e)}; ${remedy}`);
     }
   }
 

@@ -1,7 +1,7 @@
 // The OCI runtime verbs as containerd's shim calls them, on the paths that need no VM: validation order,
 // state handling, signalling only a verified monitor, and cleanup. Exit status 1 and one line for every error.
 import { expect } from 'chai';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { entries, runCli, scratch, type Scratch } from './cli-process.js';
 
@@ -35,6 +35,38 @@ describe('ts-vmm create options', () => {
     const r = await runCli(['create', '--root', root, '--kernel', '/boot/vmlinuz', 'c1'], { ...s.env, TS_VMM_LAB: 'force' });
     expect(r.stderr).to.equal('ts-vmm: --kernel and --modules go together: a kernel needs its own modules\n');
     expect(r.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm state/kill/delete of recorded containers', () => {
+  let s: Scratch;
+  let root: string;
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+    root = join(s.dir, 'root');
+  });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('state and delete name a directory without state.json; delete --force removes it', async () => {
+    mkdirSync(join(root, 'bare'), { recursive: true });
+    for (const args of [['state'], ['delete']]) {
+      const r = await runCli([...args, '--root', root, 'bare'], s.env);
+      expect(r.stderr).to.match(/^ts-vmm: container "bare" has no state: [^\n]*state.json is missing; ts-vmm delete --force bare removes it\n$/);
+      expect(r.status).to.equal(1);
+    }
+    const r = await runCli(['delete', '--force', '--root', root, 'bare'], s.env);
+    expect([r.status, r.stderr]).to.deep.equal([0, '']);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('state names corrupt state in one line; delete --force removes it', async () => {
+    mkdirSync(join(root, 'bad'), { recursive: true });
+    writeFileSync(join(root, 'bad', 'state.json'), '{"ociVersion": "1.2.0", "id": "b');
+    const r = await runCli(['state', '--root', root, 'bad'], s.env);
+    expect(r.stderr).to.match(/^ts-vmm: container "bad" has unreadable state: [^\n]*; ts-vmm delete --force bad removes it\n$/);
+    expect(r.status).to.equal(1);
+    expect((await runCli(['delete', '--force', '--root', root, 'bad'], s.env)).status).to.equal(0);
     expect(entries(root)).to.deep.equal([]);
   });
 });
