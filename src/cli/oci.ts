@@ -19,8 +19,8 @@ import { checkKernelPair } from '../oci/kernel-choice.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
-  checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, UnreadableStateError,
-  type ContainerRecord,
+  checkContainerId, defaultStateRoot, killVerified, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore,
+  UnreadableStateError, type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 
@@ -109,7 +109,7 @@ async function state(id: string, options: RootOption, out: Writable): Promise<vo
 async function kill(id: string, signal: number, options: RootOption): Promise<void> {
   const record = await storeOf(options).live(id);
   if (record.status !== 'created' && record.status !== 'running') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
-  process.kill(record.pid, signal);
+  if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
 }
 
 async function remove(id: string, options: RootOption & { force?: boolean }): Promise<void> {
@@ -125,12 +125,8 @@ async function remove(id: string, options: RootOption & { force?: boolean }): Pr
   }
   if (record.status !== 'stopped') {
     if (!options.force) throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
-    process.kill(record.pid, 'SIGKILL');
-    for (let i = 0; i < 100 && record.status !== 'stopped'; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      record = await store.live(id);
-    }
-    if (record.status !== 'stopped') throw new StateError(`container "${id}" did not stop after SIGKILL`);
+    // Only the monitor recorded with its start time, never pid 0 (a container still creating has none yet).
+    await killVerified(record.pid, record.pidStartTime);
   }
   await store.remove(id);
 }

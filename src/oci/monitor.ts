@@ -57,6 +57,8 @@ export async function monitorContainer(
     record = { ...record, ...changes };
     await store.write(record);
   };
+  // First of all, so that from here on `delete --force` can end this process (and only this one).
+  await save({ pid: process.pid, pidStartTime: processStartTime(process.pid) });
   let booted: BootedWorkload;
   let control: Server;
   try {
@@ -85,7 +87,7 @@ export async function monitorContainer(
     stopBeforeStart();
   };
   for (const s of STOPPING_SIGNALS) process.on(s, onSignal);
-  await save({ status: 'created', pid: process.pid, pidStartTime: processStartTime(process.pid) });
+  await save({ status: 'created' });
   report.end(`${CREATED_LINE}\n`);
 
   const requester = await Promise.race([waitForStart(control), stopped]);

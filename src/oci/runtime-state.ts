@@ -53,15 +53,43 @@ export function defaultStateRoot(): string {
   return join(tmpdir(), `ts-vmm-${process.getuid?.() ?? 'user'}`);
 }
 
-/** Start time of a process, or undefined if there is no such process. */
+/** Start time of a process, or undefined if there is no such process (or only its zombie). */
 export function processStartTime(pid: number): string | undefined {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) is in parentheses and may contain spaces and ')'; fields resume after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined; // field 3: state; a zombie has finished
     return fields[19]; // field 22 overall: starttime
   } catch {
     return undefined;
+  }
+}
+
+/** Whether `pid` is still the process that had `startTime`. Never true for pid 0 or negative pids. */
+export function isSameProcess(pid: number, startTime: string | undefined): boolean {
+  return startTime !== undefined && processStartTime(pid) === startTime;
+}
+
+/** Signals `pid` only if it is still the process with `startTime`; returns whether it was signalled. */
+export function signalVerified(pid: number, startTime: string | undefined, signal: NodeJS.Signals | number): boolean {
+  if (!isSameProcess(pid, startTime)) return false;
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw e;
+  }
+}
+
+/** Ends a verified process with SIGKILL and waits (up to `timeoutMs`) until it is gone. */
+export async function killVerified(pid: number, startTime: string | undefined, timeoutMs = 5000): Promise<void> {
+  if (!signalVerified(pid, startTime, 'SIGKILL')) return;
+  for (const begun = Date.now(); isSameProcess(pid, startTime);) {
+    if (Date.now() - begun > timeoutMs) throw new StateError(`process ${pid} did not end after SIGKILL`);
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -138,7 +166,7 @@ export class StateStore {
   async live(id: string): Promise<ContainerRecord> {
     const record = await this.read(id);
     if (record.status === 'stopped' || record.pid === 0) return record;
-    if (processStartTime(record.pid) !== record.pidStartTime) {
+    if (!isSameProcess(record.pid, record.pidStartTime)) {
       return { ...record, status: 'stopped', failure: record.failure ?? 'the monitor process is gone' };
     }
     return record;

@@ -1,8 +1,12 @@
 // The OCI runtime verbs as containerd's shim calls them, on the paths that need no VM: validation order,
 // state handling, signalling only a verified monitor, and cleanup. Exit status 1 and one line for every error.
 import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { processStartTime, RUNTIME_SPEC_VERSION, type ContainerRecord } from '../../src/oci/runtime-state.js';
+import { cliEntry } from '../../src/sys/project-paths.js';
 import { entries, runCli, scratch, type Scratch } from './cli-process.js';
 
 describe('ts-vmm create/state/kill/delete without a VM', () => {
@@ -42,11 +46,31 @@ describe('ts-vmm create options', () => {
 describe('ts-vmm state/kill/delete of recorded containers', () => {
   let s: Scratch;
   let root: string;
+  const sleepers = new Set<ChildProcess>();
   beforeEach(() => {
     s = scratch('ts-vmm-cli-oci-');
     root = join(s.dir, 'root');
   });
-  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+  afterEach(() => {
+    for (const p of sleepers) p.kill('SIGKILL');
+    rmSync(s.dir, { recursive: true, force: true });
+  });
+
+  /** A process standing in for a container's monitor or VMM: its pid and start time. */
+  async function sleeper(): Promise<{ child: ChildProcess; pid: number; startTime: string }> {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    sleepers.add(child);
+    await once(child, 'spawn');
+    return { child, pid: child.pid!, startTime: processStartTime(child.pid!)! };
+  }
+
+  function record(id: string, changes: Partial<ContainerRecord>): string {
+    mkdirSync(join(root, id), { recursive: true });
+    writeFileSync(join(root, id, 'state.json'), JSON.stringify({
+      ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle: '/b', annotations: {}, created: 'now', ...changes,
+    }));
+    return join(root, id);
+  }
 
   it('state and delete name a directory without state.json; delete --force removes it', async () => {
     mkdirSync(join(root, 'bare'), { recursive: true });
@@ -67,6 +91,29 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     expect(r.stderr).to.match(/^ts-vmm: container "bad" has unreadable state: [^\n]*; ts-vmm delete --force bad removes it\n$/);
     expect(r.status).to.equal(1);
     expect((await runCli(['delete', '--force', '--root', root, 'bad'], s.env)).status).to.equal(0);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('delete --force of a container still creating (pid 0) signals nobody and removes it', async () => {
+    record('c0', { status: 'creating', pid: 0 });
+    // In a process group of its own with a bystander: kill(0, ...) would end both.
+    const bystander = spawn('/bin/sh', ['-c', `exec "$0" "$1" delete --force --root "$2" c0 & wait $!; echo "cli $?"; sleep 0.2; echo alive`,
+      process.execPath, cliEntry(), root], { env: s.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    bystander.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    const [code, signal] = await once(bystander, 'close') as [number | null, NodeJS.Signals | null];
+    expect([code, signal, out]).to.deep.equal([0, null, 'cli 0\nalive\n']);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('never signals a recorded pid whose start time is not the recorded one', async () => {
+    const other = await sleeper();
+    record('reused', { status: 'running', pid: other.pid, pidStartTime: `${other.startTime}1` });
+    expect((await runCli(['kill', '--root', root, 'reused', 'KILL'], s.env)).status).to.equal(1);
+    expect((await runCli(['delete', '--force', '--root', root, 'reused'], s.env)).status).to.equal(0);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(other.child.exitCode, 'an unrelated process was killed').to.equal(null);
+    expect(other.child.signalCode).to.equal(null);
     expect(entries(root)).to.deep.equal([]);
   });
 });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSignal } from '../../src/cli/oci.js';
 import {
-  checkContainerId, processStartTime, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, UnreadableStateError,
+  checkContainerId, processStartTime, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore, UnreadableStateError,
   type ContainerRecord,
 } from '../../src/oci/runtime-state.js';
 
@@ -64,6 +64,19 @@ describe('OCI runtime state', () => {
       writeFileSync(join(root, 'bad', 'state.json'), content!);
       await refused(store.live('bad'), new RegExp(`^container "bad" has unreadable state: .*state.json: .*${problem}.*; ts-vmm delete --force bad removes it$`));
     }
+  });
+
+  it('signals only a process whose pid and start time both match, never pid 0 or a negative pid', async () => {
+    const child = spawn('sleep', ['30']);
+    await once(child, 'spawn');
+    const startTime = processStartTime(child.pid!)!;
+    expect(signalVerified(0, startTime, 0)).to.equal(false);
+    expect(signalVerified(-1, startTime, 0)).to.equal(false);
+    expect(signalVerified(child.pid!, undefined, 'SIGKILL')).to.equal(false);
+    expect(signalVerified(child.pid!, `${startTime}0`, 'SIGKILL')).to.equal(false);
+    expect(child.exitCode).to.equal(null);
+    expect(signalVerified(child.pid!, startTime, 'SIGKILL')).to.equal(true);
+    await once(child, 'exit');
   });
 
   it("reads a process's start time, and none for a missing process", () => {
