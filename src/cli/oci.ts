@@ -5,8 +5,8 @@
 // up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { resolve } from 'node:path';
@@ -112,23 +112,41 @@ async function kill(id: string, signal: number, options: RootOption): Promise<vo
   if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
 }
 
+/**
+ * Ends everything a container has and removes its directory: the monitor and the VMM, each only while it is still
+ * the process recorded (pid and start time), the disk lock the monitor held, and the run's files (kept in the
+ * container's directory). Nothing of the container outlives this.
+ */
+async function destroy(store: StateStore, id: string, record: ContainerRecord | undefined): Promise<void> {
+  if (record !== undefined) {
+    await killVerified(record.pid, record.pidStartTime);
+    if (record.vmm) await killVerified(record.vmm.pid, record.vmm.startTime);
+    if (record.diskLock !== undefined && lockHolder(record.diskLock) === String(record.pid)) await rm(record.diskLock, { force: true });
+  }
+  await store.remove(id);
+}
+
+function lockHolder(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 async function remove(id: string, options: RootOption & { force?: boolean }): Promise<void> {
   const store = storeOf(options);
-  let record: ContainerRecord;
+  let record: ContainerRecord | undefined;
   try {
     record = await store.live(id);
   } catch (e) {
     // A directory without readable state (a create that never finished, a damaged file) goes with --force.
     if (!(options.force && e instanceof UnreadableStateError)) throw e;
-    await store.remove(id);
-    return;
   }
-  if (record.status !== 'stopped') {
-    if (!options.force) throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
-    // Only the monitor recorded with its start time, never pid 0 (a container still creating has none yet).
-    await killVerified(record.pid, record.pidStartTime);
+  if (record !== undefined && record.status !== 'stopped' && !options.force) {
+    throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
   }
-  await store.remove(id);
+  await destroy(store, id, record);
 }
 
 /** Runs an action; errors become one line on stderr and exit status 1 (125 for run-like failures is for run). */

@@ -44,6 +44,8 @@ export interface RunSettings {
   log: Log;
   /** Also copy the guest console here (kernel log, init errors). */
   consoleOutput?: (bytes: Uint8Array) => void;
+  /** Where the run's directory (initrd, vsock sockets) is made; the system's temporary directory by default. */
+  scratchDir?: string;
 }
 
 export interface PreparedRun {
@@ -51,6 +53,8 @@ export interface PreparedRun {
   request: Omit<VmRequest, 'consoleOutput'>;
   /** The Unix socket the agent's vsock connection arrives on. */
   agentSocket: string;
+  /** The read-write root disk's lock file, held by this process until cleanup. */
+  diskLock?: string;
   /** Removes the run's temporary files and releases the disk lock. */
   cleanup(): Promise<void>;
 }
@@ -78,7 +82,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
   settings.log(`root disk: ${disk.path}${disk.readonly ? ' (read-only)' : ''}`);
   if (disk.staleWarning) settings.log(`warning: ${disk.staleWarning}`);
   const releaseDisk = disk.readonly ? async () => undefined : await lockFile(`${disk.path}.lock`);
-  const runDir = await mkdtemp(join(tmpdir(), 'ts-vmm-run-'));
+  const runDir = await mkdtemp(join(settings.scratchDir ?? tmpdir(), 'ts-vmm-run-'));
   const cleanup = async (): Promise<void> => {
     await rm(runDir, { recursive: true, force: true });
     await releaseDisk();
@@ -98,6 +102,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
         vsock: { cid: GUEST_CID, udsPath },
       },
       agentSocket: `${udsPath}_${AGENT_PORT}`,
+      ...(disk.readonly ? {} : { diskLock: `${disk.path}.lock` }),
       cleanup,
     };
   } catch (e) {

@@ -23,11 +23,22 @@ export interface ContainerState {
   annotations: Record<string, string>;
 }
 
+/** A process the container owns, named by pid and start time so that a reused pid is never taken for it. */
+export interface OwnedProcess {
+  pid: number;
+  /** Start time in clock ticks since boot (/proc/<pid>/stat field 22). */
+  startTime: string;
+}
+
 /** What ts-vmm keeps beside the runtime-spec state. */
 export interface ContainerRecord extends ContainerState {
   created: string;
   /** Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22). */
   pidStartTime?: string;
+  /** The VMM process (`ts-vmm boot`) the monitor started, which `delete` ends if the monitor could not. */
+  vmm?: OwnedProcess;
+  /** The read-write root disk's lock file, held by the monitor's pid. */
+  diskLock?: string;
   /** The workload's exit status once stopped (128+n for a signal). */
   exitStatus?: number;
   /** Why the container stopped without an exit status. */
@@ -104,6 +115,8 @@ function checkRecord(value: unknown, id: string): ContainerRecord {
   if (!STATUSES.includes(r.status as ContainerStatus)) throw new Error(`status "${String(r.status)}"`);
   if (!pidOk(r.pid)) throw new Error(`pid ${String(r.pid)}`);
   if (r.pidStartTime !== undefined && typeof r.pidStartTime !== 'string') throw new Error('pidStartTime is not a string');
+  if (r.vmm !== undefined && !(pidOk(r.vmm.pid) && r.vmm.pid > 0 && typeof r.vmm.startTime === 'string')) throw new Error('vmm is not a pid and start time');
+  if (r.diskLock !== undefined && typeof r.diskLock !== 'string') throw new Error('diskLock is not a path');
   if (typeof r.bundle !== 'string') throw new Error('no bundle');
   return r as ContainerRecord;
 }

@@ -108,12 +108,40 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
 
   it('never signals a recorded pid whose start time is not the recorded one', async () => {
     const other = await sleeper();
-    record('reused', { status: 'running', pid: other.pid, pidStartTime: `${other.startTime}1` });
+    record('reused', { status: 'running', pid: other.pid, pidStartTime: `${other.startTime}1`, vmm: { pid: other.pid, startTime: `${other.startTime}2` } });
     expect((await runCli(['kill', '--root', root, 'reused', 'KILL'], s.env)).status).to.equal(1);
     expect((await runCli(['delete', '--force', '--root', root, 'reused'], s.env)).status).to.equal(0);
     await new Promise((r) => setTimeout(r, 100));
     expect(other.child.exitCode, 'an unrelated process was killed').to.equal(null);
     expect(other.child.signalCode).to.equal(null);
     expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('delete --force ends the monitor and the VMM and removes the run files; delete ends a VMM left by a killed monitor', async () => {
+    const monitor = await sleeper();
+    const vmm = await sleeper();
+    const dir = record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
+    mkdirSync(join(dir, 'ts-vmm-run-x'));
+    writeFileSync(join(dir, 'ts-vmm-run-x', 'initrd'), 'initrd');
+    const r = await runCli(['delete', '--force', '--root', root, 'c1'], s.env);
+    expect([r.status, r.stderr]).to.deep.equal([0, '']);
+    expect(monitor.child.signalCode ?? (await once(monitor.child, 'exit'))[1]).to.equal('SIGKILL');
+    expect(vmm.child.signalCode ?? (await once(vmm.child, 'exit'))[1]).to.equal('SIGKILL');
+    expect(entries(root)).to.deep.equal([]);
+
+    // `kill c2 KILL` ended the monitor only; the VMM it started is still there when the container is deleted.
+    const orphan = await sleeper();
+    record('c2', { status: 'running', pid: 0x7ffffff0, pidStartTime: '1', vmm: { pid: orphan.pid, startTime: orphan.startTime } });
+    expect((await runCli(['delete', '--root', root, 'c2'], s.env)).status).to.equal(0);
+    expect(orphan.child.signalCode ?? (await once(orphan.child, 'exit'))[1]).to.equal('SIGKILL');
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('delete removes the disk lock a killed monitor held', async () => {
+    const lock = join(s.dir, 'rootfs.ext4.lock');
+    writeFileSync(lock, '2147483632');
+    record('c3', { status: 'stopped', pid: 0x7ffffff0, pidStartTime: '1', diskLock: lock });
+    expect((await runCli(['delete', '--root', root, 'c3'], s.env)).status).to.equal(0);
+    expect(entries(s.dir, 'rootfs')).to.deep.equal([]);
   });
 });

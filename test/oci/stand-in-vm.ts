@@ -21,7 +21,7 @@ export function agentVm(agent: string, args: string[]): StandIn {
     child.stderr.on('data', (d: Buffer) => request.consoleOutput(d));
     const exited = new Promise<{ ok: boolean; reason: string }>((resolve) =>
       child.on('close', (code, signal) => resolve({ ok: code === 0, reason: `exited ${code ?? signal}` })));
-    const vm: RunningVm = { exited, stop: () => { stops++; child.kill('SIGKILL'); } };
+    const vm: RunningVm = { pid: child.pid!, exited, stop: () => { stops++; child.kill('SIGKILL'); } };
     return vm;
   };
   return { launch, stops: () => stops };
