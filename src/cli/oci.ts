@@ -5,11 +5,11 @@
 // up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, statSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
@@ -22,6 +22,7 @@ import {
   checkContainerId, defaultStateRoot, killVerified, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore,
   UnreadableStateError, type ContainerRecord,
 } from '../oci/runtime-state.js';
+import { errorMessage } from '../sys/error-message.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 
 interface RootOption { root?: string }
@@ -68,6 +69,8 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   if (config.process.terminal || options.consoleSocket) {
     throw new BundleError(`${config.configPath}: process.terminal with --console-socket is not supported by ts-vmm create; use ts-vmm run for a terminal`);
   }
+  const pidFile = options.pidFile === undefined ? undefined : resolve(options.pidFile);
+  if (pidFile !== undefined) checkPidFileDirectory(pidFile);
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
   const store = storeOf(options);
@@ -79,14 +82,37 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   if (options.kernel !== undefined && options.modules !== undefined) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
   // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
   const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
-  const outcome = await readLine(monitor.stdio[3] as Readable);
-  if (outcome !== CREATED_LINE) {
-    await store.remove(id);
-    throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
+  const report = monitor.stdio[3] as Readable;
+  try {
+    const outcome = await readLine(report);
+    if (outcome !== CREATED_LINE) {
+      throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
+    }
+    if (pidFile !== undefined) {
+      await writeFile(pidFile, String(monitor.pid)).catch((e: unknown) => { throw new StateError(`--pid-file ${pidFile}: ${errorMessage(e)}`); });
+    }
+  } catch (e) {
+    // A create that fails leaves nothing: no monitor, no VM, no state.
+    const recorded = await store.read(id).catch(() => undefined);
+    if (recorded === undefined) monitor.kill('SIGKILL'); // still this process's child: its pid is certainly the monitor's
+    await destroy(store, id, recorded);
+    throw e;
+  } finally {
+    monitor.unref();
+    report.destroy();
   }
-  if (options.pidFile) await writeFile(options.pidFile, String(monitor.pid));
-  monitor.unref();
-  (monitor.stdio[3] as Readable).destroy();
+}
+
+/** The pid file's directory must exist before a VM is booted for the container. */
+function checkPidFileDirectory(pidFile: string): void {
+  const dir = dirname(pidFile);
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(dir).isDirectory();
+  } catch {
+    isDirectory = false;
+  }
+  if (!isDirectory) throw new StateError(`--pid-file ${pidFile}: ${dir} is not a directory`);
 }
 
 async function start(id: string, options: RootOption): Promise<void> {

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { processStartTime, RUNTIME_SPEC_VERSION, type ContainerRecord } from '../../src/oci/runtime-state.js';
 import { cliEntry } from '../../src/sys/project-paths.js';
 import { entries, runCli, scratch, type Scratch } from './cli-process.js';
@@ -143,5 +143,25 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     record('c3', { status: 'stopped', pid: 0x7ffffff0, pidStartTime: '1', diskLock: lock });
     expect((await runCli(['delete', '--root', root, 'c3'], s.env)).status).to.equal(0);
     expect(entries(s.dir, 'rootfs')).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm create --pid-file', () => {
+  let s: Scratch;
+  beforeEach(() => { s = scratch('ts-vmm-cli-oci-'); });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('refuses a pid file in a directory that does not exist, before booting anything', async () => {
+    const bundle = join(s.dir, 'b');
+    mkdirSync(join(bundle, 'rootfs'), { recursive: true });
+    writeFileSync(join(bundle, 'rootfs', 'app'), '', { mode: 0o755 });
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['/app'], cwd: '/' } }));
+    const root = join(s.dir, 'root');
+    const pidFile = join(s.dir, 'nonexistent', 'dir', 'p');
+    const r = await runCli(['create', '--root', root, '--bundle', bundle, '--pid-file', pidFile, 'c1'], { ...s.env, TS_VMM_LAB: 'force' });
+    expect(r.stderr).to.equal(`ts-vmm: --pid-file ${pidFile}: ${dirname(pidFile)} is not a directory\n`);
+    expect(r.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+    expect(entries(join(s.dir, 'tmp'))).to.deep.equal([]);
   });
 });
