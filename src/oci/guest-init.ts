@@ -55,24 +55,33 @@ export function agentArguments(config: BundleConfig): string[] {
   return args;
 }
 
-/** The guest's /init for this bundle; `moduleFiles` are file names under GUEST.modules in load order. */
-export function initScript(config: BundleConfig, moduleFiles: readonly string[]): string {
-  const bb = GUEST.busybox;
+/** Where the guest's /init finds and puts things: GUEST in a real guest. */
+export type GuestLayout = { readonly [K in keyof typeof GUEST]: string };
+
+/**
+ * The guest's /init for this bundle; `moduleFiles` are file names under `layout.modules` in load order. Every string
+ * from outside this function (the bundle's values, file names, the layout) reaches the script only through
+ * shellQuote, so the shell takes each for one word of data, whatever it holds.
+ */
+export function initScript(config: BundleConfig, moduleFiles: readonly string[], layout: GuestLayout = GUEST): string {
+  const q = shellQuote;
+  const bb = q(layout.busybox);
+  const device = q(layout.rootDevice);
   const rootOptions = config.readonlyRoot ? 'ro,noload' : 'rw';
-  return `#!${bb} sh
-# ts-vmm guest init for ${shellQuote(config.bundle)}: load the drivers, mount the root disk, hand over to the agent.
+  return `#!${GUEST.busybox} sh
+# ts-vmm guest init: load the drivers, mount the root disk, hand over to the agent.
 fail() { echo "ts-vmm-init: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
 ${bb} mount -t proc proc /proc || fail "mount /proc"
 ${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
-for m in ${moduleFiles.map(shellQuote).join(' ')}; do
-  ${bb} insmod ${GUEST.modules}/"$m" || fail "insmod $m"
+for m in ${moduleFiles.map(q).join(' ')}; do
+  ${bb} insmod ${q(layout.modules)}/"$m" || fail "insmod $m"
 done
 n=0
-while [ ! -b ${GUEST.rootDevice} ]; do
-  n=$((n + 1)); [ $n -le 500 ] || fail "root disk ${GUEST.rootDevice} did not appear"; ${bb} usleep 10000
+until ${bb} test -b ${device}; do
+  n=$((n + 1)); [ $n -le 500 ] || fail "root disk did not appear"; ${bb} usleep 10000
 done
-${bb} mkdir -p ${GUEST.newRoot}
-${bb} mount -t ext4 -o ${rootOptions} ${GUEST.rootDevice} ${GUEST.newRoot} || fail "mount root disk ${GUEST.rootDevice}"
-exec ${GUEST.agent} ${agentArguments(config).map(shellQuote).join(' ')}
+${bb} mkdir -p ${q(layout.newRoot)}
+${bb} mount -t ext4 -o ${rootOptions} ${device} ${q(layout.newRoot)} || fail "mount root disk"
+exec ${q(layout.agent)} ${agentArguments(config).map(q).join(' ')}
 `;
 }
