@@ -10,7 +10,7 @@ import { ensureBusybox, type Log } from '../assets/debian.js';
 import { readBundleConfig, type BundleConfig } from './bundle-config.js';
 import { checkEntrypoint } from './entrypoint.js';
 import { ensureGuestAgent } from './guest-agent.js';
-import { AGENT_PORT } from './guest-init.js';
+import { AGENT_PORT, processWords } from './guest-init.js';
 import { ensureBaseInitramfs, writeRunInitrd } from './guest-initramfs.js';
 import { chooseKernel, type GuestKernel } from './kernel-choice.js';
 import { runCacheDir } from './paths.js';
@@ -207,7 +207,7 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   if (terminal && stdout.isTTY) stdout.on('resize', onResize);
   if (raw) stdin!.setRawMode!(true);
   try {
-    io.start(terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
+    io.start(processWords(prepared.config.process), terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
     const status = await Promise.race([
       io.whenExited().then(shellStatus),
       tornDown,

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
-import { agentArguments, GUEST, initScript, RUN_MODULES, shellQuote, type GuestLayout } from '../../src/oci/guest-init.js';
+import { agentArguments, GUEST, initScript, processWords, RUN_MODULES, shellQuote, type GuestLayout } from '../../src/oci/guest-init.js';
 import { ensureBaseInitramfs, writeRunInitrd } from '../../src/oci/guest-initramfs.js';
 import { mountCall, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME } from '../../src/oci/mount-options.js';
 
@@ -32,19 +32,21 @@ describe('guest init', () => {
     expect(mountCall(['ro', 'rw', 'defaults'])).to.deep.equal({ flags: 0, data: '' });
   });
 
-  it('hands the whole process to the agent on its command line, surviving the shell', () => {
-    const config = bundle({ hostname: 'h1', process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`'], cwd: '/srv', env: ['A=1 2'],
+  it('gives the agent the setup on its command line and the process in its description, never on a command line', () => {
+    const config = bundle({ hostname: 'h1', process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg'], cwd: '/srv', env: ['A=1 2', 'TOKEN=secret-env'],
       user: { uid: 1, gid: 2, additionalGids: [3], umask: 0o22 }, terminal: true, rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10, hard: 20 }] } });
     const script = initScript(config, ['virtio_mmio.ko']);
     const execLine = script.trimEnd().split('\n').at(-1)!;
     expect(execLine.startsWith('exec /ts-vmm/agent ')).to.equal(true);
-    const words = shWords(execLine.replace(/^exec \/ts-vmm\/agent/, "printf '%s\\0'"));
-    expect(words).to.deep.equal(agentArguments(config));
-    expect(words.slice(words.indexOf('--'))).to.deep.equal(['--', '/bin/echo', "it's", 'a "test" $HOME `x`']);
+    expect(shWords(execLine.replace(/^exec \/ts-vmm\/agent/, "printf '%s\\0'"))).to.deep.equal(agentArguments(config));
+    expect(script).not.to.contain('secret');
+    const words = processWords(config.process);
+    expect(words.slice(words.indexOf('--'))).to.deep.equal(['--', '/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg']);
     const flag = (name: string) => words[words.indexOf(name) + 1];
-    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--hostname'), flag('--rlimit'), flag('--env')])
-      .to.deep.equal(['/srv', '1', '2', '3', '022', 'h1', 'RLIMIT_NOFILE=10:20', 'A=1 2']);
+    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--rlimit'), flag('--env')])
+      .to.deep.equal(['/srv', '1', '2', '3', '022', 'RLIMIT_NOFILE=10:20', 'A=1 2']);
     expect(words).to.include('--terminal');
+    expect(agentArguments(config)).to.include.members(['--hostname', 'h1']);
   });
 
   it('gives the guest a devtmpfs /dev unless the bundle mounts one, and populates a tmpfs /dev', () => {

@@ -33,10 +33,10 @@ describe('OCI container monitor with a stand-in VM', function () {
     stdout.on('data', (c: Buffer) => { output += c.toString(); });
     const stderr = new PassThrough();
     stderr.resume();
-    const { run } = standInRun(dir, id);
+    const { run } = standInRun(dir, id, args);
     let scratchDir: string | undefined;
     const exit = monitorContainer(store, id, report, { stdin: undefined, stdout, stderr }, { log: () => undefined },
-      { prepare: async (_bundle, settings) => { scratchDir = settings.scratchDir; return { ...run, diskLock: '/b/rootfs.ext4.lock' }; }, launch: agentVm(agent, args).launch });
+      { prepare: async (_bundle, settings) => { scratchDir = settings.scratchDir; return { ...run, diskLock: '/b/rootfs.ext4.lock' }; }, launch: agentVm(agent).launch });
     let line = '';
     for await (const chunk of report) line += (chunk as Buffer).toString();
     return { exit, line: line.trim(), output: () => output, scratchDir: () => scratchDir };
