@@ -200,10 +200,19 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     const tmp = join(dir, 'tmp-2');
     mkdirSync(tmp, { recursive: true });
     const path = await bundle('leftovers', { args: ['sh', '-c', 'echo started; while :; do sleep 0.2; done'] });
-    const withTmp = (...args: string[]): Promise<Result> => collect(spawn(process.execPath, [cli, ...args], { env: { ...env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] })).done;
+    const spawnWithTmp = (...args: string[]): ChildProcess => {
+      const child = spawn(process.execPath, [cli, ...args], { env: { ...env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.add(child);
+      child.on('exit', () => children.delete(child));
+      return child;
+    };
+    const withTmp = (...args: string[]): Promise<Result> => collect(spawnWithTmp(...args)).done;
     try {
-      const created = await withTmp('create', '--root', root, '--bundle', path, 'c2');
-      expect(created.status, created.stderr).to.equal(0);
+      // The monitor keeps create's stdio, so create's end is its exit, not the close of its pipes.
+      const creating = spawnWithTmp('create', '--root', root, '--bundle', path, 'c2');
+      const created = collect(creating);
+      const [createStatus] = await once(creating, 'exit') as [number];
+      expect(createStatus, created.stderr()).to.equal(0);
       const record = JSON.parse(readFileSync(join(root, 'c2', 'state.json'), 'utf8')) as { pid: number; vmm: { pid: number } };
       expect((await withTmp('start', '--root', root, 'c2')).status).to.equal(0);
       expect((await withTmp('kill', '--root', root, 'c2', 'KILL')).status).to.equal(0);
