@@ -5,21 +5,24 @@
 // up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { createWriteStream, readFileSync, statSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Command, InvalidArgumentError } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
-import { BundleError, readBundleConfig } from '../oci/bundle-config.js';
-import { checkEntrypoint } from '../oci/entrypoint.js';
+import { BundleError } from '../oci/bundle-config.js';
+import { checkBundle } from '../oci/runner.js';
+import { checkKernelPair } from '../oci/kernel-choice.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
-  checkContainerId, defaultStateRoot, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
+  checkContainerId, defaultStateRoot, killVerified, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore,
+  UnreadableStateError, type ContainerRecord,
 } from '../oci/runtime-state.js';
+import { errorMessage } from '../sys/error-message.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 
 interface RootOption { root?: string }
@@ -60,32 +63,56 @@ interface CreateOptions extends RootOption, RunCommandOptions {
 
 async function create(id: string, options: CreateOptions): Promise<void> {
   checkContainerId(id);
-  const unsuitable = kvmUnsuitableReason();
-  if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
+  checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
   const bundle = resolve(options.bundle);
-  const config = readBundleConfig(bundle);
-  for (const warning of config.warnings) process.stderr.write(`ts-vmm: warning: ${config.configPath}: ${warning}\n`);
-  checkEntrypoint(config);
+  const config = checkBundle(bundle, (message) => process.stderr.write(`ts-vmm: ${message}\n`));
   if (config.process.terminal || options.consoleSocket) {
     throw new BundleError(`${config.configPath}: process.terminal with --console-socket is not supported by ts-vmm create; use ts-vmm run for a terminal`);
   }
+  const pidFile = options.pidFile === undefined ? undefined : resolve(options.pidFile);
+  if (pidFile !== undefined) checkPidFileDirectory(pidFile);
+  const unsuitable = kvmUnsuitableReason();
+  if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
   const store = storeOf(options);
   const record: ContainerRecord = {
     ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle, annotations: config.annotations, created: new Date().toISOString(),
   };
   await store.create(record);
   const args = [cliEntry(), 'oci-monitor', '--root', store.root, id];
-  if (options.kernel && options.modules) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
+  if (options.kernel !== undefined && options.modules !== undefined) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
   // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
   const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
-  const outcome = await readLine(monitor.stdio[3] as Readable);
-  if (outcome !== CREATED_LINE) {
-    await store.remove(id);
-    throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
+  const report = monitor.stdio[3] as Readable;
+  try {
+    const outcome = await readLine(report);
+    if (outcome !== CREATED_LINE) {
+      throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
+    }
+    if (pidFile !== undefined) {
+      await writeFile(pidFile, String(monitor.pid)).catch((e: unknown) => { throw new StateError(`--pid-file ${pidFile}: ${errorMessage(e)}`); });
+    }
+  } catch (e) {
+    // A create that fails leaves nothing: no monitor, no VM, no state.
+    const recorded = await store.read(id).catch(() => undefined);
+    if (recorded === undefined) monitor.kill('SIGKILL'); // still this process's child: its pid is certainly the monitor's
+    await destroy(store, id, recorded);
+    throw e;
+  } finally {
+    monitor.unref();
+    report.destroy();
   }
-  if (options.pidFile) await writeFile(options.pidFile, String(monitor.pid));
-  monitor.unref();
-  (monitor.stdio[3] as Readable).destroy();
+}
+
+/** The pid file's directory must exist before a VM is booted for the container. */
+function checkPidFileDirectory(pidFile: string): void {
+  const dir = dirname(pidFile);
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(dir).isDirectory();
+  } catch {
+    isDirectory = false;
+  }
+  if (!isDirectory) throw new StateError(`--pid-file ${pidFile}: ${dir} is not a directory`);
 }
 
 async function start(id: string, options: RootOption): Promise<void> {
@@ -108,22 +135,44 @@ async function state(id: string, options: RootOption, out: Writable): Promise<vo
 async function kill(id: string, signal: number, options: RootOption): Promise<void> {
   const record = await storeOf(options).live(id);
   if (record.status !== 'created' && record.status !== 'running') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
-  process.kill(record.pid, signal);
+  if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
+}
+
+/**
+ * Ends everything a container has and removes its directory: the monitor and the VMM, each only while it is still
+ * the process recorded (pid and start time), the disk lock the monitor held, and the run's files (kept in the
+ * container's directory). Nothing of the container outlives this.
+ */
+async function destroy(store: StateStore, id: string, record: ContainerRecord | undefined): Promise<void> {
+  if (record !== undefined) {
+    await killVerified(record.pid, record.pidStartTime);
+    if (record.vmm) await killVerified(record.vmm.pid, record.vmm.startTime);
+    if (record.diskLock !== undefined && lockHolder(record.diskLock) === String(record.pid)) await rm(record.diskLock, { force: true });
+  }
+  await store.remove(id);
+}
+
+function lockHolder(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 async function remove(id: string, options: RootOption & { force?: boolean }): Promise<void> {
   const store = storeOf(options);
-  let record = await store.live(id);
-  if (record.status !== 'stopped') {
-    if (!options.force) throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
-    process.kill(record.pid, 'SIGKILL');
-    for (let i = 0; i < 100 && record.status !== 'stopped'; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      record = await store.live(id);
-    }
-    if (record.status !== 'stopped') throw new StateError(`container "${id}" did not stop after SIGKILL`);
+  let record: ContainerRecord | undefined;
+  try {
+    record = await store.live(id);
+  } catch (e) {
+    // A directory without readable state (a create that never finished, a damaged file) goes with --force.
+    if (!(options.force && e instanceof UnreadableStateError)) throw e;
   }
-  await store.remove(id);
+  if (record !== undefined && record.status !== 'stopped' && !options.force) {
+    throw new StateError(`container "${id}" is ${record.status}; stop it first (ts-vmm kill) or use --force`);
+  }
+  await destroy(store, id, record);
 }
 
 /** Runs an action; errors become one line on stderr and exit status 1 (125 for run-like failures is for run). */

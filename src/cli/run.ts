@@ -1,15 +1,18 @@
 // `ts-vmm run <bundle>`: an OCI bundle's process in its own micro-VM, with the process's stdout, stderr and exit
 // status as ts-vmm's own. On a host without usable KVM the same command runs inside the lab, said in one line.
 import type { Command } from 'commander';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, openSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { Writable } from 'node:stream';
 import { stderrLog } from '../assets/debian.js';
 import { relayInLab } from '../lab/relay.js';
 import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
+import { checkKernelPair } from '../oci/kernel-choice.js';
 import { runCacheDir } from '../oci/paths.js';
-import { runBundle, type RunSettings } from '../oci/runner.js';
+import { checkBundle, runBundle, type RunSettings } from '../oci/runner.js';
 import { launchVm } from '../oci/vm-launch.js';
+import { errorMessage } from '../sys/error-message.js';
 
 /** Exit status for a failure of ts-vmm or of the VM rather than of the workload (docker and podman use 125 too). */
 export const RUN_FAILED = 125;
@@ -22,12 +25,11 @@ export interface RunCommandOptions {
   verbose?: boolean;
 }
 
-export function runSettings(options: RunCommandOptions): RunSettings {
-  const logFile = options.consoleLog ? createWriteStream(options.consoleLog) : undefined;
-  const copy = options.console || logFile
+export function runSettings(options: RunCommandOptions, consoleLog?: Writable): RunSettings {
+  const copy = options.console || consoleLog
     ? (bytes: Uint8Array): void => {
       if (options.console) process.stderr.write(bytes);
-      logFile?.write(bytes);
+      consoleLog?.write(bytes);
     }
     : undefined;
   return {
@@ -35,6 +37,22 @@ export function runSettings(options: RunCommandOptions): RunSettings {
     log: options.verbose ? stderrLog : quietLog,
     ...(copy ? { consoleOutput: copy } : {}),
   };
+}
+
+/** Opens --console-log now, so a path that cannot be written is an error before the run, not a crash during it. */
+function openConsoleLog(path: string): Writable {
+  let fd: number;
+  try {
+    fd = openSync(path, 'w', 0o600);
+  } catch (e) {
+    throw new Error(`--console-log ${path}: ${errorMessage(e)}`);
+  }
+  const log = createWriteStream('', { fd });
+  log.once('error', (e) => {
+    process.stderr.write(`ts-vmm: warning: --console-log ${path}: ${errorMessage(e)}; the console is no longer logged\n`);
+    log.destroy();
+  });
+  return log;
 }
 
 /** Without --verbose only warnings and the progress of slow steps (builds, downloads) are shown. */
@@ -49,20 +67,26 @@ export function reportFailure(e: unknown): number {
   return RUN_FAILED;
 }
 
+/** Where the run inside the lab writes the console; copied out to --console-log when the lab is done. */
+const LAB_CONSOLE_LOG = '/tmp/ts-vmm-console.log';
+
 /** The same run inside the lab, with every host path it names carried in at the same place. */
-async function runInLab(bundle: string, options: RunCommandOptions): Promise<number> {
+async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: Writable | undefined): Promise<number> {
   // The lab has no compiler: carry this host's build of the guest agent in with the bundle.
   const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
   const include = [resolve(bundle), agent];
   const argv = ['run'];
-  if (options.kernel && options.modules) {
+  if (options.kernel !== undefined && options.modules !== undefined) {
     include.push(resolve(options.kernel), resolve(options.modules));
     argv.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
   }
   if (options.console) argv.push('--console');
+  if (consoleLog) argv.push('--console-log', LAB_CONSOLE_LOG);
   if (options.verbose) argv.push('--verbose');
   argv.push(resolve(bundle));
-  return relayInLab(argv, { include, env: { [AGENT_ENV]: agent } });
+  return relayInLab(argv, {
+    include, env: { [AGENT_ENV]: agent }, ...(consoleLog ? { copyOut: { guestPath: LAB_CONSOLE_LOG, to: consoleLog } } : {}),
+  });
 }
 
 export function register(program: Command): void {
@@ -76,21 +100,23 @@ export function register(program: Command): void {
     .option('--console-log <file>', 'write the guest console to a file')
     .option('-v, --verbose', 'report each step, including where the root disk is')
     .action(async (bundle: string, options: RunCommandOptions) => {
-      const labReason = kvmUnsuitableReason();
-      if (labReason !== undefined) {
-        process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
-        try {
-          process.exitCode = await runInLab(bundle, options);
-        } catch (e) {
-          process.exitCode = reportFailure(e);
-        }
-        return;
-      }
+      let consoleLog: Writable | undefined;
       try {
-        process.exitCode = await runBundle(bundle, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, runSettings(options));
+        checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
+        if (options.consoleLog !== undefined) consoleLog = openConsoleLog(options.consoleLog);
+        const labReason = kvmUnsuitableReason();
+        if (labReason !== undefined) {
+          // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
+          checkBundle(bundle, () => undefined);
+          process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
+          process.exitCode = await runInLab(bundle, options, consoleLog);
+        } else {
+          process.exitCode = await runBundle(bundle, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, runSettings(options, consoleLog));
+        }
       } catch (e) {
         process.exitCode = reportFailure(e);
       }
+      consoleLog?.end();
       // stdin was read for the workload; it must not keep ts-vmm alive now that the workload is gone.
       process.stdin.destroy();
     });

@@ -3,8 +3,10 @@
  *
  * The init script execs this as PID 1 after mounting the root disk. It connects to the host over AF_VSOCK
  * (or a Unix socket, which lets the host test the same binary without a VM), makes the bundle's mounts and host
- * name, announces itself with READY, waits for START, then runs the process chrooted into the root disk with the
- * bundle's cwd, user, groups, umask, rlimits and environment. A setup failure is sent as ERROR before giving up. Stdout and stderr travel as separate frames; stdin, signals and terminal size come
+ * name (from its command line), announces itself with READY, receives the process description in PROCESS frames
+ * and waits for START, then runs the process chrooted into the root disk with the bundle's cwd, user, groups,
+ * umask, rlimits and environment. The process travels over the connection, not the command line: arguments and
+ * environment may hold secrets, and their size is bounded only by what execve(2) takes. A setup failure is sent as ERROR before giving up. Stdout and stderr travel as separate frames; stdin, signals and terminal size come
  * back the other way. When the process exits every other guest process is killed, the root disk is unmounted
  * so its writes are on the disk, and only then is EXIT sent: the host may stop the VM the moment it reads it.
  *
@@ -40,9 +42,10 @@
 
 enum {
   FRAME_READY = 1, FRAME_STDOUT = 2, FRAME_STDERR = 3, FRAME_EXIT = 4, FRAME_ERROR = 5,
-  FRAME_START = 16, FRAME_STDIN = 17, FRAME_STDIN_EOF = 18, FRAME_SIGNAL = 19, FRAME_WINSIZE = 20,
+  FRAME_START = 16, FRAME_STDIN = 17, FRAME_STDIN_EOF = 18, FRAME_SIGNAL = 19, FRAME_WINSIZE = 20, FRAME_PROCESS = 21,
 };
-enum { HEADER = 5, MAX_PAYLOAD = 65536, STDIN_BUFFER = 4 * MAX_PAYLOAD, MAX_ARGS = 4096, MAX_MOUNTS = 64 };
+/* MAX_PROCESS bounds the process description (NUL-terminated words); MAX_MOUNTS is checked on the host too. */
+enum { HEADER = 5, MAX_PAYLOAD = 65536, STDIN_BUFFER = 4 * MAX_PAYLOAD, MAX_MOUNTS = 64, MAX_PROCESS = 8 << 20 };
 static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 struct mount_spec { const char *type, *source, *target, *data; unsigned long flags; };
@@ -58,7 +61,7 @@ struct options {
   long umask_value;
   struct { int resource; struct rlimit limit; } rlimits[RLIM_NLIMITS];
   int nrlimits;
-  char *env[MAX_ARGS + 1];
+  char **env; /* NULL-terminated, allocated for the description's words */
   int nenv;
   char **argv;
 };
@@ -72,8 +75,17 @@ static void die(const char *what) {
   exit(125);
 }
 
+static void send_frame(uint8_t type, const void *payload, uint32_t len);
+static void await_host_close(void);
+
 static void usage(const char *problem) {
   fprintf(stderr, "ts-vmm-agent: %s\n", problem);
+  if (sock >= 0) {
+    send_frame(FRAME_ERROR, problem, (uint32_t)strlen(problem));
+    shutdown(sock, SHUT_WR);
+    await_host_close(); /* so the ERROR frame is not lost at power-off */
+  }
+  sync();
   if (getpid() == 1) reboot(RB_POWER_OFF);
   exit(125);
 }
@@ -118,41 +130,39 @@ static const struct { const char *name; int resource; } RLIMITS[] = {
   { "RLIMIT_SIGPENDING", RLIMIT_SIGPENDING }, { "RLIMIT_STACK", RLIMIT_STACK },
 };
 
-/* --rlimit NAME=SOFT:HARD */
+/* --rlimit NAME=SOFT:HARD; a second one for the same resource replaces the first. */
 static void parse_rlimit(struct options *o, char *spec) {
   char *eq = strchr(spec, '='), *colon = eq ? strchr(eq, ':') : NULL;
-  if (!colon || o->nrlimits >= RLIM_NLIMITS) usage("bad --rlimit");
+  if (!colon) usage("bad --rlimit");
   *eq = *colon = '\0';
   for (size_t i = 0; i < sizeof RLIMITS / sizeof RLIMITS[0]; i++) {
     if (strcmp(RLIMITS[i].name, spec) != 0) continue;
-    o->rlimits[o->nrlimits].resource = RLIMITS[i].resource;
-    o->rlimits[o->nrlimits].limit.rlim_cur = parse_number(eq + 1, ULONG_MAX, "bad --rlimit soft value");
-    o->rlimits[o->nrlimits].limit.rlim_max = parse_number(colon + 1, ULONG_MAX, "bad --rlimit hard value");
-    o->nrlimits++;
+    int n = 0;
+    while (n < o->nrlimits && o->rlimits[n].resource != RLIMITS[i].resource) n++;
+    if (n == o->nrlimits) o->nrlimits++; /* at most one entry per resource: never beyond RLIM_NLIMITS */
+    o->rlimits[n].resource = RLIMITS[i].resource;
+    o->rlimits[n].limit.rlim_cur = parse_number(eq + 1, ULONG_MAX, "bad --rlimit soft value");
+    o->rlimits[n].limit.rlim_max = parse_number(colon + 1, ULONG_MAX, "bad --rlimit hard value");
     return;
   }
   usage("unknown --rlimit name");
 }
 
-static void parse_options(struct options *o, int argc, char **argv) {
+/* The command line: how to reach the host and how to set the container up (mounts, host name). */
+static void parse_setup(struct options *o, int argc, char **argv) {
   memset(o, 0, sizeof *o);
   o->root = "/";
   o->cwd = "/";
   o->umask_value = -1;
-  int i = 1;
-  for (; i < argc; i++) {
+  for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--") == 0) { i++; break; }
-    if (strcmp(a, "--terminal") == 0) { o->terminal = 1; continue; }
-    if (strcmp(a, "--no-new-privileges") == 0) { o->no_new_privs = 1; continue; }
     if (strcmp(a, "--poweroff") == 0) { o->poweroff = 1; continue; }
     if (!v) usage("option without value");
     i++;
     if (strcmp(a, "--vsock") == 0) o->vsock = v;
     else if (strcmp(a, "--unix") == 0) o->unix_path = v;
     else if (strcmp(a, "--root") == 0) o->root = v;
-    else if (strcmp(a, "--cwd") == 0) o->cwd = v;
     else if (strcmp(a, "--unmount") == 0) o->unmount = v;
     else if (strcmp(a, "--hostname") == 0) o->hostname = v;
     else if (strcmp(a, "--populate-dev") == 0) o->dev_dir = v;
@@ -165,22 +175,45 @@ static void parse_options(struct options *o, int argc, char **argv) {
       m->target = argv[++i];
       m->flags = parse_number(argv[++i], ULONG_MAX, "bad --mount flags");
       m->data = argv[++i];
-    }
+    } else usage("unknown option");
+  }
+  if (!o->vsock == !o->unix_path) usage("exactly one of --vsock CID:PORT or --unix PATH is required");
+}
+
+/*
+ * The process description from the PROCESS frames: `len` bytes of NUL-terminated words, options then `--` and the
+ * arguments. The words stay in `text`, which the options point into.
+ */
+static void parse_process(struct options *o, char *text, size_t len) {
+  if (len == 0 || text[len - 1] != '\0') usage("process description is not NUL-terminated words");
+  size_t nwords = 0;
+  for (size_t i = 0; i < len; i++) nwords += text[i] == '\0';
+  char **words = calloc(nwords + 1, sizeof *words);
+  o->env = calloc(nwords + 1, sizeof *o->env);
+  if (!words || !o->env) usage("no memory for the process description");
+  for (size_t i = 0, w = 0; i < len; i += strlen(text + i) + 1) words[w++] = text + i;
+  size_t i = 0;
+  for (; i < nwords; i++) {
+    const char *a = words[i];
+    const char *v = i + 1 < nwords ? words[i + 1] : NULL;
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (strcmp(a, "--terminal") == 0) { o->terminal = 1; continue; }
+    if (strcmp(a, "--no-new-privileges") == 0) { o->no_new_privs = 1; continue; }
+    if (!v) usage("process option without value");
+    i++;
+    if (strcmp(a, "--cwd") == 0) o->cwd = v;
     else if (strcmp(a, "--uid") == 0) o->uid = (uid_t)parse_number(v, UINT32_MAX, "bad --uid");
     else if (strcmp(a, "--gid") == 0) o->gid = (gid_t)parse_number(v, UINT32_MAX, "bad --gid");
     else if (strcmp(a, "--umask") == 0) o->umask_value = (long)parse_number(v, 0777, "bad --umask");
     else if (strcmp(a, "--group") == 0) {
-      if (o->ngroups >= NGROUPS_MAX) usage("too many --group");
+      if (o->ngroups >= NGROUPS_MAX) usage("more additional groups than NGROUPS_MAX");
       o->groups[o->ngroups++] = (gid_t)parse_number(v, UINT32_MAX, "bad --group");
-    } else if (strcmp(a, "--rlimit") == 0) parse_rlimit(o, argv[i]);
-    else if (strcmp(a, "--env") == 0) {
-      if (o->nenv >= MAX_ARGS) usage("too many --env");
-      o->env[o->nenv++] = argv[i];
-    } else usage("unknown option");
+    } else if (strcmp(a, "--rlimit") == 0) parse_rlimit(o, words[i]);
+    else if (strcmp(a, "--env") == 0) o->env[o->nenv++] = words[i];
+    else usage("unknown process option");
   }
-  if (i >= argc) usage("no program given after --");
-  if (!o->vsock == !o->unix_path) usage("exactly one of --vsock CID:PORT or --unix PATH is required");
-  o->argv = argv + i;
+  if (i >= nwords) usage("no program given after --");
+  o->argv = words + i;
 }
 
 /* For one connect(2) to be answered, and for all attempts together. */
@@ -392,8 +425,7 @@ static int forward_output(struct stream *s) {
 
 int main(int argc, char **argv) {
   static struct options o;
-  parse_options(&o, argc, argv);
-  o.env[o.nenv] = NULL;
+  parse_setup(&o, argc, argv);
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
   sigemptyset(&chld);
@@ -422,6 +454,8 @@ int main(int argc, char **argv) {
   struct stream out = { -1, FRAME_STDOUT }, err = { -1, FRAME_STDERR };
   int stdin_fd = -1, master = -1;
   struct winsize early_size = { 0 };
+  char *description = NULL; /* the PROCESS frames' bytes, up to MAX_PROCESS */
+  size_t description_len = 0;
 
   for (;;) {
     /* Decode complete frames from the host. */
@@ -434,8 +468,16 @@ int main(int argc, char **argv) {
       const uint8_t *p = in + off + HEADER;
       if (type == FRAME_STDIN && len > sizeof pending - pending_len) break; /* wait for the process to read */
       off += HEADER + len;
-      if (type == FRAME_START && !started) {
+      if (type == FRAME_PROCESS && !started) {
+        if (len > MAX_PROCESS - description_len) usage("process description larger than MAX_PROCESS");
+        char *grown = realloc(description, description_len + len);
+        if (!grown) usage("no memory for the process description");
+        description = grown;
+        memcpy(description + description_len, p, len);
+        description_len += len;
+      } else if (type == FRAME_START && !started) {
         started = 1;
+        parse_process(&o, description, description_len);
         int report[2], pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 }, slave = -1;
         if (pipe2(report, O_CLOEXEC) < 0) die("pipe");
         if (o.terminal) {

@@ -12,11 +12,14 @@ export const FrameType = {
   StdinEof: 18,
   Signal: 19,
   WindowSize: 20,
+  Process: 21,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 export const HEADER_BYTES = 5;
 export const MAX_PAYLOAD = 65536;
+/** The agent's bound on a process description (MAX_PROCESS in agent.c). */
+export const MAX_PROCESS_BYTES = 8 * 1024 * 1024;
 
 export interface Frame {
   type: number;
@@ -48,6 +51,19 @@ export function encodeStdin(data: Uint8Array): Buffer[] {
   for (let off = 0; off < data.length; off += MAX_PAYLOAD) {
     frames.push(encodeFrame(FrameType.Stdin, data.subarray(off, off + MAX_PAYLOAD)));
   }
+  return frames;
+}
+
+/**
+ * The process description (the agent's process options, `--`, the arguments) as Process frames: the words
+ * NUL-terminated, cut into payloads of at most MAX_PAYLOAD. Sent after READY, before START.
+ */
+export function encodeProcess(words: readonly string[]): Buffer[] {
+  if (words.some((w) => w.includes('\0'))) throw new ProtocolError('a process word contains a NUL byte');
+  const text = Buffer.from(words.map((w) => `${w}\0`).join(''), 'utf8');
+  if (text.length > MAX_PROCESS_BYTES) throw new ProtocolError(`process description of ${text.length} bytes exceeds ${MAX_PROCESS_BYTES}`);
+  const frames: Buffer[] = [];
+  for (let off = 0; off < text.length; off += MAX_PAYLOAD) frames.push(encodeFrame(FrameType.Process, text.subarray(off, off + MAX_PAYLOAD)));
   return frames;
 }
 

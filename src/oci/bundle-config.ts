@@ -4,6 +4,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { errorMessage } from '../sys/error-message.js';
+import { mountCall } from './mount-options.js';
 
 /** A bundle that cannot be run as given; the message names the file and the problem. */
 export class BundleError extends Error {
@@ -67,6 +68,33 @@ export const MAX_CPUS = 254;
 /** Annotation names for VM sizing; libkrun's krun names are accepted so bundles written for krun run unchanged. */
 export const CPUS_ANNOTATIONS = ['ts-vmm.cpus', 'krun.cpus'] as const;
 export const MEMORY_ANNOTATIONS = ['ts-vmm.memory-mib', 'krun.ram_mib'] as const;
+
+/**
+ * What the guest's kernel and agent take, checked here so that a bundle beyond them is refused on the host with
+ * the limit named, rather than failing in the guest. execve(2) (fs/exec.c): one argument or environment string of
+ * at most MAX_ARG_STRLEN bytes with its NUL, and all of them with their pointers within a quarter of the soft
+ * RLIMIT_STACK, capped at 3/4 of _STK_LIM (8 MiB) and never below ARG_MAX (128 KiB).
+ */
+export const GUEST_LIMITS = {
+  argStrlen: 32 * 4096,
+  stackDefault: 8 * 1024 * 1024,
+  argMaxFloor: 128 * 1024,
+  argMaxCeiling: 6 * 1024 * 1024,
+  pointerBytes: 8,
+  /** setgroups(2): NGROUPS_MAX supplementary groups. */
+  groups: 65536,
+  /** The mounts the agent makes (MAX_MOUNTS in agent.c). */
+  mounts: 64,
+  /** PATH_MAX, with the NUL. */
+  path: 4096,
+  /** mount(2) copies at most one page of data. */
+  mountData: 4096,
+} as const;
+
+/** The most execve(2) takes of arguments and environment (strings, NULs and pointers) under this RLIMIT_STACK. */
+export function execveLimit(stackSoft: number = GUEST_LIMITS.stackDefault): number {
+  return Math.max(Math.min(Math.floor(stackSoft / 4), GUEST_LIMITS.argMaxCeiling), GUEST_LIMITS.argMaxFloor);
+}
 
 const SUPPORTED_MOUNT_TYPES = new Set(['proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup2', 'devtmpfs']);
 
@@ -208,8 +236,13 @@ function readProcess(r: Reader, raw: unknown): ProcessSpec {
   })();
   const umask = user.umask === undefined ? undefined : r.uint32(user.umask, 'process.user.umask');
   if (umask !== undefined && umask > 0o777) r.fail('process.user.umask', 'must be at most 0777');
+  if (additionalGids.length > GUEST_LIMITS.groups) {
+    r.fail('process.user.additionalGids', `${additionalGids.length} groups are more than setgroups(2) takes (NGROUPS_MAX, ${GUEST_LIMITS.groups})`);
+  }
   const terminal = r.boolean(p.terminal, 'process.terminal', false);
   const noNewPrivileges = r.boolean(p.noNewPrivileges, 'process.noNewPrivileges', false);
+  const rlimits = readRlimits(r, p.rlimits);
+  checkExecveLimits(r, args, env, rlimits);
   return {
     args,
     env,
@@ -220,8 +253,27 @@ function readProcess(r: Reader, raw: unknown): ProcessSpec {
     umask,
     terminal,
     noNewPrivileges,
-    rlimits: readRlimits(r, p.rlimits),
+    rlimits,
   };
+}
+
+function checkExecveLimits(r: Reader, args: string[], env: string[], rlimits: ResourceLimit[]): void {
+  let total = 0;
+  for (const [field, strings] of [['process.args', args], ['process.env', env]] as const) {
+    strings.forEach((s, i) => {
+      const bytes = Buffer.byteLength(s, 'utf8') + 1;
+      if (bytes > GUEST_LIMITS.argStrlen) {
+        r.fail(`${field}[${i}]`, `${bytes} bytes (with its NUL) is more than execve(2) takes in one string (MAX_ARG_STRLEN, ${GUEST_LIMITS.argStrlen} bytes)`);
+      }
+      total += bytes + GUEST_LIMITS.pointerBytes;
+    });
+  }
+  const stack = rlimits.findLast((l) => l.type === 'RLIMIT_STACK')?.soft;
+  const limit = execveLimit(stack);
+  if (total > limit) {
+    r.fail('process.args and process.env', `${total} bytes (strings, NULs and pointers) are more than the ${limit} bytes execve(2) takes ` +
+      `with RLIMIT_STACK ${stack ?? GUEST_LIMITS.stackDefault} (a quarter of it, at most ${GUEST_LIMITS.argMaxCeiling})`);
+  }
 }
 
 function readRlimits(r: Reader, raw: unknown): ResourceLimit[] {
@@ -270,6 +322,16 @@ function readMounts(r: Reader, raw: unknown): GuestMount[] {
     }
     options.forEach((o) => noNul(r, o, `${field}.options`));
     mounts.push({ destination, type: type as GuestMount['type'], source, options: mountFlags(options) });
+  });
+  if (mounts.length > GUEST_LIMITS.mounts) r.fail('mounts', `${mounts.length} mounts are more than the guest agent makes (${GUEST_LIMITS.mounts})`);
+  mounts.forEach((m, i) => {
+    for (const [name, value] of [['destination', m.destination], ['source', m.source]] as const) {
+      noNul(r, value, `mounts[${i}].${name}`);
+      const bytes = Buffer.byteLength(value, 'utf8') + 1;
+      if (bytes > GUEST_LIMITS.path) r.fail(`mounts[${i}].${name}`, `${bytes} bytes (with its NUL) is more than PATH_MAX (${GUEST_LIMITS.path})`);
+    }
+    const data = Buffer.byteLength(mountCall(m.options).data, 'utf8') + 1;
+    if (data > GUEST_LIMITS.mountData) r.fail(`mounts[${i}].options`, `${data} bytes of mount data are more than mount(2) takes (one page, ${GUEST_LIMITS.mountData} bytes)`);
   });
   return mounts;
 }

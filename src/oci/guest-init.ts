@@ -1,6 +1,8 @@
 // What the guest does for one bundle: the /init script (busybox sh) that loads the drivers and mounts the root
-// disk, and the guest agent's command line that carries the rest of config.json (mounts, host name, process).
-import type { BundleConfig, GuestMount } from './bundle-config.js';
+// disk, the guest agent's command line that sets the container up (mounts, host name), and the process
+// description the agent receives over its connection (arguments and environment may hold secrets, and have no
+// room on a command line).
+import type { BundleConfig, GuestMount, ProcessSpec } from './bundle-config.js';
 import { mountCall } from './mount-options.js';
 
 export const GUEST = {
@@ -33,16 +35,9 @@ export function guestMounts(config: BundleConfig): GuestMount[] {
   return [{ destination: '/dev', type: 'devtmpfs', source: 'devtmpfs', options: ['nosuid', 'noexec'] }, ...config.mounts];
 }
 
-/** Arguments of the guest agent (after its path) for this bundle. */
+/** Arguments of the guest agent (after its path) for this bundle: the host connection and the container's setup. */
 export function agentArguments(config: BundleConfig): string[] {
-  const p = config.process;
-  const args = ['--vsock', `${HOST_CID}:${AGENT_PORT}`, '--root', GUEST.newRoot, '--unmount', GUEST.newRoot, '--poweroff',
-    '--cwd', p.cwd, '--uid', String(p.uid), '--gid', String(p.gid)];
-  for (const g of p.additionalGids) args.push('--group', String(g));
-  if (p.umask !== undefined) args.push('--umask', `0${p.umask.toString(8)}`);
-  if (p.terminal) args.push('--terminal');
-  if (p.noNewPrivileges) args.push('--no-new-privileges');
-  for (const l of p.rlimits) args.push('--rlimit', `${l.type}=${l.soft}:${l.hard}`);
+  const args = ['--vsock', `${HOST_CID}:${AGENT_PORT}`, '--root', GUEST.newRoot, '--unmount', GUEST.newRoot, '--poweroff'];
   if (config.hostname !== undefined) args.push('--hostname', config.hostname);
   const mounts = guestMounts(config);
   for (const m of mounts) {
@@ -50,29 +45,49 @@ export function agentArguments(config: BundleConfig): string[] {
     args.push('--mount', m.type, m.source, m.destination, String(flags), data);
   }
   if (mounts.some((m) => m.destination === '/dev' && m.type === 'tmpfs')) args.push('--populate-dev', `${GUEST.newRoot}/dev`);
-  for (const e of p.env) args.push('--env', e);
-  args.push('--', ...p.args);
   return args;
 }
 
-/** The guest's /init for this bundle; `moduleFiles` are file names under GUEST.modules in load order. */
-export function initScript(config: BundleConfig, moduleFiles: readonly string[]): string {
-  const bb = GUEST.busybox;
+/** The process description the agent receives in Process frames: its process options, `--`, the arguments. */
+export function processWords(p: ProcessSpec): string[] {
+  const words = ['--cwd', p.cwd, '--uid', String(p.uid), '--gid', String(p.gid)];
+  for (const g of p.additionalGids) words.push('--group', String(g));
+  if (p.umask !== undefined) words.push('--umask', `0${p.umask.toString(8)}`);
+  if (p.terminal) words.push('--terminal');
+  if (p.noNewPrivileges) words.push('--no-new-privileges');
+  for (const l of p.rlimits) words.push('--rlimit', `${l.type}=${l.soft}:${l.hard}`);
+  for (const e of p.env) words.push('--env', e);
+  words.push('--', ...p.args);
+  return words;
+}
+
+/** Where the guest's /init finds and puts things: GUEST in a real guest. */
+export type GuestLayout = { readonly [K in keyof typeof GUEST]: string };
+
+/**
+ * The guest's /init for this bundle; `moduleFiles` are file names under `layout.modules` in load order. Every string
+ * from outside this function (the bundle's values, file names, the layout) reaches the script only through
+ * shellQuote, so the shell takes each for one word of data, whatever it holds.
+ */
+export function initScript(config: BundleConfig, moduleFiles: readonly string[], layout: GuestLayout = GUEST): string {
+  const q = shellQuote;
+  const bb = q(layout.busybox);
+  const device = q(layout.rootDevice);
   const rootOptions = config.readonlyRoot ? 'ro,noload' : 'rw';
-  return `#!${bb} sh
-# ts-vmm guest init for ${shellQuote(config.bundle)}: load the drivers, mount the root disk, hand over to the agent.
+  return `#!${GUEST.busybox} sh
+# ts-vmm guest init: load the drivers, mount the root disk, hand over to the agent.
 fail() { echo "ts-vmm-init: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
 ${bb} mount -t proc proc /proc || fail "mount /proc"
 ${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
-for m in ${moduleFiles.map(shellQuote).join(' ')}; do
-  ${bb} insmod ${GUEST.modules}/"$m" || fail "insmod $m"
+for m in ${moduleFiles.map(q).join(' ')}; do
+  ${bb} insmod ${q(layout.modules)}/"$m" || fail "insmod $m"
 done
 n=0
-while [ ! -b ${GUEST.rootDevice} ]; do
-  n=$((n + 1)); [ $n -le 500 ] || fail "root disk ${GUEST.rootDevice} did not appear"; ${bb} usleep 10000
+until ${bb} test -b ${device}; do
+  n=$((n + 1)); [ $n -le 500 ] || fail "root disk did not appear"; ${bb} usleep 10000
 done
-${bb} mkdir -p ${GUEST.newRoot}
-${bb} mount -t ext4 -o ${rootOptions} ${GUEST.rootDevice} ${GUEST.newRoot} || fail "mount root disk ${GUEST.rootDevice}"
-exec ${GUEST.agent} ${agentArguments(config).map(shellQuote).join(' ')}
+${bb} mkdir -p ${q(layout.newRoot)}
+${bb} mount -t ext4 -o ${rootOptions} ${device} ${q(layout.newRoot)} || fail "mount root disk"
+exec ${q(layout.agent)} ${agentArguments(config).map(q).join(' ')}
 `;
 }

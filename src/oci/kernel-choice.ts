@@ -28,9 +28,14 @@ export async function rememberKernel(kernel: GuestKernel): Promise<void> {
   await writeFile(choiceFile(), JSON.stringify(chosen, null, 2) + '\n');
 }
 
+/** --kernel and --modules: both or neither, checked before anything else is done. */
+export function checkKernelPair(given: Partial<GuestKernel>): void {
+  if ((given.vmlinuz === undefined) !== (given.modulesDir === undefined)) throw new Error('--kernel and --modules go together: a kernel needs its own modules');
+}
+
 export async function chooseKernel(given: Partial<GuestKernel>, assets: AssetOptions): Promise<GuestKernel> {
-  if (given.vmlinuz !== undefined || given.modulesDir !== undefined) {
-    if (given.vmlinuz === undefined || given.modulesDir === undefined) throw new Error('--kernel and --modules go together: a kernel needs its own modules');
+  checkKernelPair(given);
+  if (given.vmlinuz !== undefined && given.modulesDir !== undefined) {
     return checked({ vmlinuz: resolve(given.vmlinuz), modulesDir: resolve(given.modulesDir) }, '--kernel/--modules');
   }
   if (existsSync(choiceFile())) {

@@ -57,12 +57,23 @@ export async function monitorContainer(
     record = { ...record, ...changes };
     await store.write(record);
   };
+  // First of all, so that from here on `delete --force` can end this process (and only this one).
+  await save({ pid: process.pid, pidStartTime: processStartTime(process.pid) });
   let booted: BootedWorkload;
   let control: Server;
   try {
-    const prepared = await vms.prepare(record.bundle, settings);
+    // The run's files live in the container's directory, so that `delete` removes them whatever ended this process.
+    const prepared = await vms.prepare(record.bundle, { ...settings, scratchDir: store.dir(id) });
     try {
-      booted = await bootWorkload(prepared, vms.launch, stdio, settings);
+      if (prepared.diskLock !== undefined) await save({ diskLock: prepared.diskLock });
+      // The VMM is recorded as soon as it exists, so that `delete` can end it even while it boots.
+      const launchRecorded: VmLauncher = async (request) => {
+        const vm = await vms.launch(request);
+        const startTime = vm.pid === undefined ? undefined : processStartTime(vm.pid);
+        if (startTime !== undefined) await save({ vmm: { pid: vm.pid!, startTime } });
+        return vm;
+      };
+      booted = await bootWorkload(prepared, launchRecorded, stdio, settings);
     } catch (e) {
       await prepared.cleanup();
       throw e;
@@ -85,7 +96,7 @@ export async function monitorContainer(
     stopBeforeStart();
   };
   for (const s of STOPPING_SIGNALS) process.on(s, onSignal);
-  await save({ status: 'created', pid: process.pid, pidStartTime: processStartTime(process.pid) });
+  await save({ status: 'created' });
   report.end(`${CREATED_LINE}\n`);
 
   const requester = await Promise.race([waitForStart(control), stopped]);

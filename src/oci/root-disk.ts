@@ -61,6 +61,8 @@ export async function buildExt4Image(rootfs: string, summary: TreeSummary, outpu
     partial, `${size / 1024}k`,
   ];
   try {
+    // The image holds the workload's files (and later what it writes): readable by its owner only, from the start.
+    await writeFile(partial, '', { mode: 0o600 });
     await execFileAsync('mke2fs', args, { env: { ...process.env, MKE2FS_CONFIG: '/dev/null' } });
   } catch (e) {
     await rm(partial, { force: true });
@@ -111,7 +113,7 @@ export async function prepareRootDisk(config: BundleConfig, options: RootDiskOpt
     const dir = join(options.cacheDir, 'rootfs');
     const path = join(dir, `${summary.hash.slice(0, 32)}.ext4`);
     if (existsSync(path)) return { path, readonly: true, built: false };
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     log(`building the root disk from ${config.rootfs} (${formatMiB(summary.bytes)}, ${summary.entries} entries)`);
     await buildExt4Image(config.rootfs, summary, path, false, 0);
     return { path, readonly: true, built: true };
@@ -128,7 +130,7 @@ export async function prepareRootDisk(config: BundleConfig, options: RootDiskOpt
     }
     return disk;
   }
-  await mkdir(dir, { recursive: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   const freeMiB = options.writableFreeMiB ?? DEFAULT_WRITABLE_FREE_MIB;
   log(`building the writable root disk from ${config.rootfs} (${formatMiB(summary.bytes)}, ${summary.entries} entries)`);
   await writeFile(join(dir, 'bundle'), `${config.bundle}\n`);

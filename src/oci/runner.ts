@@ -10,7 +10,7 @@ import { ensureBusybox, type Log } from '../assets/debian.js';
 import { readBundleConfig, type BundleConfig } from './bundle-config.js';
 import { checkEntrypoint } from './entrypoint.js';
 import { ensureGuestAgent } from './guest-agent.js';
-import { AGENT_PORT } from './guest-init.js';
+import { AGENT_PORT, processWords } from './guest-init.js';
 import { ensureBaseInitramfs, writeRunInitrd } from './guest-initramfs.js';
 import { chooseKernel, type GuestKernel } from './kernel-choice.js';
 import { runCacheDir } from './paths.js';
@@ -44,6 +44,8 @@ export interface RunSettings {
   log: Log;
   /** Also copy the guest console here (kernel log, init errors). */
   consoleOutput?: (bytes: Uint8Array) => void;
+  /** Where the run's directory (initrd, vsock sockets) is made; the system's temporary directory by default. */
+  scratchDir?: string;
 }
 
 export interface PreparedRun {
@@ -51,15 +53,26 @@ export interface PreparedRun {
   request: Omit<VmRequest, 'consoleOutput'>;
   /** The Unix socket the agent's vsock connection arrives on. */
   agentSocket: string;
+  /** The read-write root disk's lock file, held by this process until cleanup. */
+  diskLock?: string;
   /** Removes the run's temporary files and releases the disk lock. */
   cleanup(): Promise<void>;
 }
 
+/**
+ * Reads and checks the bundle (config.json, its rootfs, the entrypoint). Every command that runs a bundle calls
+ * this first, so a bad bundle is reported before anything is compiled, fetched, built or booted.
+ */
+export function checkBundle(bundleDir: string, log: Log): BundleConfig {
+  const config = readBundleConfig(bundleDir);
+  for (const warning of config.warnings) log(`warning: ${config.configPath}: ${warning}`);
+  checkEntrypoint(config);
+  return config;
+}
+
 /** Reads the bundle and builds what the VM boots from; nothing is written into the bundle. */
 export async function prepareRun(bundleDir: string, settings: RunSettings): Promise<PreparedRun> {
-  const config = readBundleConfig(bundleDir);
-  for (const warning of config.warnings) settings.log(`warning: ${config.configPath}: ${warning}`);
-  checkEntrypoint(config);
+  const config = checkBundle(bundleDir, settings.log);
   const cache = runCacheDir();
   const kernel = await chooseKernel(settings.kernel ?? {}, { log: settings.log });
   const busybox = await ensureBusybox({ log: settings.log });
@@ -69,7 +82,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
   settings.log(`root disk: ${disk.path}${disk.readonly ? ' (read-only)' : ''}`);
   if (disk.staleWarning) settings.log(`warning: ${disk.staleWarning}`);
   const releaseDisk = disk.readonly ? async () => undefined : await lockFile(`${disk.path}.lock`);
-  const runDir = await mkdtemp(join(tmpdir(), 'ts-vmm-run-'));
+  const runDir = await mkdtemp(join(settings.scratchDir ?? tmpdir(), 'ts-vmm-run-'));
   const cleanup = async (): Promise<void> => {
     await rm(runDir, { recursive: true, force: true });
     await releaseDisk();
@@ -89,6 +102,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
         vsock: { cid: GUEST_CID, udsPath },
       },
       agentSocket: `${udsPath}_${AGENT_PORT}`,
+      ...(disk.readonly ? {} : { diskLock: `${disk.path}.lock` }),
       cleanup,
     };
   } catch (e) {
@@ -193,7 +207,7 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   if (terminal && stdout.isTTY) stdout.on('resize', onResize);
   if (raw) stdin!.setRawMode!(true);
   try {
-    io.start(terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
+    io.start(processWords(prepared.config.process), terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
     const status = await Promise.race([
       io.whenExited().then(shellStatus),
       tornDown,

@@ -23,11 +23,22 @@ export interface ContainerState {
   annotations: Record<string, string>;
 }
 
+/** A process the container owns, named by pid and start time so that a reused pid is never taken for it. */
+export interface OwnedProcess {
+  pid: number;
+  /** Start time in clock ticks since boot (/proc/<pid>/stat field 22). */
+  startTime: string;
+}
+
 /** What ts-vmm keeps beside the runtime-spec state. */
 export interface ContainerRecord extends ContainerState {
   created: string;
   /** Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22). */
   pidStartTime?: string;
+  /** The VMM process (`ts-vmm boot`) the monitor started, which `delete` ends if the monitor could not. */
+  vmm?: OwnedProcess;
+  /** The read-write root disk's lock file, held by the monitor's pid. */
+  diskLock?: string;
   /** The workload's exit status once stopped (128+n for a signal). */
   exitStatus?: number;
   /** Why the container stopped without an exit status. */
@@ -35,7 +46,7 @@ export interface ContainerRecord extends ContainerState {
 }
 
 export class StateError extends Error {
-  override readonly name = 'StateError';
+  override readonly name: string = 'StateError';
 }
 
 /** runc's rule for container ids: they become directory names, so no slashes, dots-only names or empties. */
@@ -53,16 +64,66 @@ export function defaultStateRoot(): string {
   return join(tmpdir(), `ts-vmm-${process.getuid?.() ?? 'user'}`);
 }
 
-/** Start time of a process, or undefined if there is no such process. */
+/** Start time of a process, or undefined if there is no such process (or only its zombie). */
 export function processStartTime(pid: number): string | undefined {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) is in parentheses and may contain spaces and ')'; fields resume after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined; // field 3: state; a zombie has finished
     return fields[19]; // field 22 overall: starttime
   } catch {
     return undefined;
   }
+}
+
+/** Whether `pid` is still the process that had `startTime`. Never true for pid 0 or negative pids. */
+export function isSameProcess(pid: number, startTime: string | undefined): boolean {
+  return startTime !== undefined && processStartTime(pid) === startTime;
+}
+
+/** Signals `pid` only if it is still the process with `startTime`; returns whether it was signalled. */
+export function signalVerified(pid: number, startTime: string | undefined, signal: NodeJS.Signals | number): boolean {
+  if (!isSameProcess(pid, startTime)) return false;
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw e;
+  }
+}
+
+/** Ends a verified process with SIGKILL and waits (up to `timeoutMs`) until it is gone. */
+export async function killVerified(pid: number, startTime: string | undefined, timeoutMs = 5000): Promise<void> {
+  if (!signalVerified(pid, startTime, 'SIGKILL')) return;
+  for (const begun = Date.now(); isSameProcess(pid, startTime);) {
+    if (Date.now() - begun > timeoutMs) throw new StateError(`process ${pid} did not end after SIGKILL`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const STATUSES: readonly ContainerStatus[] = ['creating', 'created', 'running', 'stopped'];
+
+/** Checks what a state file holds before anything (a pid to signal, above all) is taken from it. */
+function checkRecord(value: unknown, id: string): ContainerRecord {
+  const r = value as Partial<ContainerRecord> | null;
+  const pidOk = (p: unknown): boolean => Number.isSafeInteger(p) && (p as number) >= 0;
+  if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new Error('not a JSON object');
+  if (r.id !== id) throw new Error(`it names container "${String(r.id)}"`);
+  if (!STATUSES.includes(r.status as ContainerStatus)) throw new Error(`status "${String(r.status)}"`);
+  if (!pidOk(r.pid)) throw new Error(`pid ${String(r.pid)}`);
+  if (r.pidStartTime !== undefined && typeof r.pidStartTime !== 'string') throw new Error('pidStartTime is not a string');
+  if (r.vmm !== undefined && !(pidOk(r.vmm.pid) && r.vmm.pid > 0 && typeof r.vmm.startTime === 'string')) throw new Error('vmm is not a pid and start time');
+  if (r.diskLock !== undefined && typeof r.diskLock !== 'string') throw new Error('diskLock is not a path');
+  if (typeof r.bundle !== 'string') throw new Error('no bundle');
+  return r as ContainerRecord;
+}
+
+/** A container directory whose state file is missing or unreadable; `delete --force` removes it. */
+export class UnreadableStateError extends StateError {
+  override readonly name = 'UnreadableStateError';
 }
 
 export class StateStore {
@@ -83,19 +144,22 @@ export class StateStore {
     try {
       await mkdir(this.dir(record.id), { mode: 0o700 });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new StateError(`container "${record.id}" already exists (in ${this.root})`);
-      throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      await this.read(record.id); // a directory without readable state is reported as such
+      throw new StateError(`container "${record.id}" already exists (in ${this.root})`);
     }
     await this.write(record);
   }
 
   async read(id: string): Promise<ContainerRecord> {
     const path = join(this.dir(id), 'state.json');
-    if (!existsSync(path)) throw new StateError(`container "${id}" does not exist (in ${this.root})`);
+    const remedy = `ts-vmm delete --force ${id} removes it`;
+    if (!existsSync(this.dir(id))) throw new StateError(`container "${id}" does not exist (in ${this.root})`);
+    if (!existsSync(path)) throw new UnreadableStateError(`container "${id}" has no state: ${path} is missing; ${remedy}`);
     try {
-      return JSON.parse(await readFile(path, 'utf8')) as ContainerRecord;
+      return checkRecord(JSON.parse(await readFile(path, 'utf8')), id);
     } catch (e) {
-      throw new StateError(`${path}: unreadable state (${errorMessage(e)})`);
+      throw new UnreadableStateError(`container "${id}" has unreadable state: ${path}: ${errorMessage(e)}; ${remedy}`);
     }
   }
 
@@ -115,7 +179,7 @@ export class StateStore {
   async live(id: string): Promise<ContainerRecord> {
     const record = await this.read(id);
     if (record.status === 'stopped' || record.pid === 0) return record;
-    if (processStartTime(record.pid) !== record.pidStartTime) {
+    if (!isSameProcess(record.pid, record.pidStartTime)) {
       return { ...record, status: 'stopped', failure: record.failure ?? 'the monitor process is gone' };
     }
     return record;

@@ -40,6 +40,7 @@ export const launchVm: VmLauncher = async (request) => {
     });
   });
   const vm: RunningVm = {
+    ...(child.pid !== undefined ? { pid: child.pid } : {}),
     exited,
     stop: () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -17,6 +17,8 @@ export interface VmRequest {
 }
 
 export interface RunningVm {
+  /** The VMM's process, where the VM runs in one (so that what owns the VM can be ended from outside). */
+  readonly pid?: number;
   /** Settles when the VM has stopped and its resources are released, with a one-line account of why. */
   readonly exited: Promise<{ ok: boolean; reason: string }>;
   /** Stops the vCPUs and tears the VM down; `exited` settles afterwards. */

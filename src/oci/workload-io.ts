@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import {
-  decodeExit, encodeFrame, encodeSignal, encodeStdin, encodeWindowSize, FrameDecoder, FrameType, ProtocolError,
+  decodeExit, encodeFrame, encodeProcess, encodeSignal, encodeStdin, encodeWindowSize, FrameDecoder, FrameType, ProtocolError,
   type ExitStatus, type Frame,
 } from './agent-protocol.js';
 
@@ -83,12 +83,16 @@ export class WorkloadIo {
     this.exit.reject(reason);
   }
 
-  /** Lets the workload run; from here on stdin is forwarded. */
-  start(windowSize?: { rows: number; columns: number }): void {
+  /**
+   * Sends the process description (see processWords in guest-init.ts) and lets the workload run; from here on
+   * stdin is forwarded.
+   */
+  start(process: readonly string[], windowSize?: { rows: number; columns: number }): void {
     if (!this.socket) throw new Error('the guest agent is not connected');
     if (this.started) return;
     this.started = true;
     if (windowSize) this.socket.write(encodeWindowSize(windowSize.rows, windowSize.columns));
+    for (const frame of encodeProcess(process)) this.socket.write(frame);
     this.socket.write(encodeFrame(FrameType.Start));
     const stdin = this.streams.stdin;
     if (!stdin) {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import {
-  decodeExit, encodeFrame, encodeStdin, FrameDecoder, FrameType, HEADER_BYTES, MAX_PAYLOAD, ProtocolError, shellStatus,
+  decodeExit, encodeFrame, encodeProcess, encodeStdin, FrameDecoder, FrameType, HEADER_BYTES, MAX_PAYLOAD, MAX_PROCESS_BYTES, ProtocolError, shellStatus,
 } from '../../src/oci/agent-protocol.js';
 
 describe('agent protocol', () => {
@@ -24,6 +24,17 @@ describe('agent protocol', () => {
         expect(decoder.pendingBytes).to.equal(0);
       },
     ));
+  });
+
+  it('carries a process description as NUL-terminated words in Process frames of at most MAX_PAYLOAD', () => {
+    const words = ['--env', `A=${'a'.repeat(100_000)}`, '--', '/bin/x', 'é', ''];
+    const frames = encodeProcess(words);
+    const decoded = new FrameDecoder().push(Buffer.concat(frames));
+    expect(decoded.every((f) => f.type === FrameType.Process && f.payload.length <= MAX_PAYLOAD)).to.equal(true);
+    expect(decoded.length).to.equal(2);
+    expect(Buffer.concat(decoded.map((f) => f.payload)).toString('utf8')).to.equal(words.map((w) => `${w}\0`).join(''));
+    expect(() => encodeProcess(['a\0b'])).to.throw(ProtocolError, 'NUL');
+    expect(() => encodeProcess(['x'.repeat(MAX_PROCESS_BYTES)])).to.throw(ProtocolError, 'exceeds');
   });
 
   it('rejects a header announcing more than MAX_PAYLOAD before buffering it', () => {

@@ -80,6 +80,22 @@ describe('bundle config', () => {
     });
   }
 
+  it('refuses what execve(2), setgroups(2), mount(2) or the agent cannot take in the guest, naming the limit', () => {
+    const refused = (config: unknown, pattern: RegExp) => expect(() => parse(config)).to.throw(BundleError, pattern);
+    const withProcess = (changes: Record<string, unknown>) => ({ ...minimal(), process: { ...minimal().process, ...changes } });
+    refused(withProcess({ args: ['/bin/sh', 'x'.repeat(300_000)] }),
+      /^\/b\/config.json: process.args\[1\]: 300001 bytes \(with its NUL\) is more than execve\(2\) takes in one string \(MAX_ARG_STRLEN, 131072 bytes\)$/);
+    refused(withProcess({ env: [`A=${'x'.repeat(131_070)}`] }), /process.env\[0\]: 131073 bytes .* \(MAX_ARG_STRLEN/);
+    const env = Array.from({ length: 30 }, (_, i) => `V${i}=${'x'.repeat(100_000)}`);
+    refused(withProcess({ env }), /process.args and process.env: 30\d{5} bytes .* more than the 2097152 bytes execve\(2\) takes with RLIMIT_STACK 8388608/);
+    expect(parse(withProcess({ env, rlimits: [{ type: 'RLIMIT_STACK', soft: 64 << 20, hard: 64 << 20 }] })).process.env).to.have.length(30);
+    expect(parse(withProcess({ env: Array.from({ length: 10_000 }, (_, i) => `V${i}=${i}`) })).process.env).to.have.length(10_000);
+    refused(withProcess({ user: { uid: 0, gid: 0, additionalGids: Array.from({ length: 65537 }, (_, i) => i) } }), /65537 groups .* \(NGROUPS_MAX, 65536\)/);
+    refused({ ...minimal(), mounts: Array.from({ length: 65 }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs' })) }, /^\/b\/config.json: mounts: 65 mounts are more than the guest agent makes \(64\)$/);
+    refused({ ...minimal(), mounts: [{ destination: `/${'d'.repeat(5000)}`, type: 'tmpfs', source: 'tmpfs' }] }, /mounts\[0\].destination: 5002 bytes .* PATH_MAX/);
+    refused({ ...minimal(), mounts: [{ destination: '/t', type: 'tmpfs', source: 'tmpfs', options: [`size=${'9'.repeat(5000)}`] }] }, /mounts\[0\].options: 5006 bytes of mount data are more than mount\(2\) takes \(one page, 4096 bytes\)/);
+  });
+
   it('warns about fields it does not know instead of dropping them silently', () => {
     const c = parse({ ...minimal(), process: { ...minimal().process, futureThing: 1 } });
     expect(c.warnings).to.deep.equal(['process.futureThing ignored: not a runtime-spec field ts-vmm knows']);

@@ -1,11 +1,11 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
-import { agentArguments, initScript, RUN_MODULES, shellQuote } from '../../src/oci/guest-init.js';
+import { agentArguments, GUEST, initScript, processWords, RUN_MODULES, shellQuote, type GuestLayout } from '../../src/oci/guest-init.js';
 import { ensureBaseInitramfs, writeRunInitrd } from '../../src/oci/guest-initramfs.js';
 import { mountCall, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME } from '../../src/oci/mount-options.js';
 
@@ -32,19 +32,21 @@ describe('guest init', () => {
     expect(mountCall(['ro', 'rw', 'defaults'])).to.deep.equal({ flags: 0, data: '' });
   });
 
-  it('hands the whole process to the agent on its command line, surviving the shell', () => {
-    const config = bundle({ hostname: 'h1', process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`'], cwd: '/srv', env: ['A=1 2'],
+  it('gives the agent the setup on its command line and the process in its description, never on a command line', () => {
+    const config = bundle({ hostname: 'h1', process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg'], cwd: '/srv', env: ['A=1 2', 'TOKEN=secret-env'],
       user: { uid: 1, gid: 2, additionalGids: [3], umask: 0o22 }, terminal: true, rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10, hard: 20 }] } });
     const script = initScript(config, ['virtio_mmio.ko']);
     const execLine = script.trimEnd().split('\n').at(-1)!;
     expect(execLine.startsWith('exec /ts-vmm/agent ')).to.equal(true);
-    const words = shWords(execLine.replace(/^exec \/ts-vmm\/agent/, "printf '%s\\0'"));
-    expect(words).to.deep.equal(agentArguments(config));
-    expect(words.slice(words.indexOf('--'))).to.deep.equal(['--', '/bin/echo', "it's", 'a "test" $HOME `x`']);
+    expect(shWords(execLine.replace(/^exec \/ts-vmm\/agent/, "printf '%s\\0'"))).to.deep.equal(agentArguments(config));
+    expect(script).not.to.contain('secret');
+    const words = processWords(config.process);
+    expect(words.slice(words.indexOf('--'))).to.deep.equal(['--', '/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg']);
     const flag = (name: string) => words[words.indexOf(name) + 1];
-    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--hostname'), flag('--rlimit'), flag('--env')])
-      .to.deep.equal(['/srv', '1', '2', '3', '022', 'h1', 'RLIMIT_NOFILE=10:20', 'A=1 2']);
+    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--rlimit'), flag('--env')])
+      .to.deep.equal(['/srv', '1', '2', '3', '022', 'RLIMIT_NOFILE=10:20', 'A=1 2']);
     expect(words).to.include('--terminal');
+    expect(agentArguments(config)).to.include.members(['--hostname', 'h1']);
   });
 
   it('gives the guest a devtmpfs /dev unless the bundle mounts one, and populates a tmpfs /dev', () => {
@@ -59,6 +61,74 @@ describe('guest init', () => {
   it('mounts a read-only root without replaying a journal, a writable one read-write', () => {
     expect(initScript(bundle({ root: { path: 'r', readonly: true } }), [])).to.match(/mount -t ext4 -o ro,noload \/dev\/vda \/newroot/);
     expect(initScript(bundle(), [])).to.match(/mount -t ext4 -o rw \/dev\/vda \/newroot/);
+  });
+});
+
+/** Splits the stub's log: each call is its argument count, its program and its arguments, NUL-terminated. */
+function calls(log: Buffer): string[][] {
+  const words = log.toString('utf8').split('\0').slice(0, -1);
+  const out: string[][] = [];
+  for (let i = 0; i < words.length;) {
+    const n = Number(words[i]) + 1;
+    out.push(words.slice(i + 1, i + 1 + n));
+    i += 1 + n;
+  }
+  return out;
+}
+
+describe('guest init with hostile strings', function () {
+  this.timeout(120000);
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-init-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  // Quotes, newlines, command substitutions, expansions, comment and list characters, and any other text.
+  const hostile = fc.oneof(
+    fc.constantFrom('\n', "'", '"', '$(touch CANARY)', '`touch CANARY`', '$HOME', '\\', ';', '&', '|', '#', ' ', '*', '~', '${x:-y}', "'\n'"),
+    fc.string({ unit: 'grapheme' }),
+  );
+  const text = fc.array(hostile, { minLength: 1, maxLength: 6 }).map((parts) => parts.join('').replaceAll('\0', ''));
+
+  it('runs the generated /init in a stub guest: every value arrives as one word of data, nothing else runs', () => {
+    // Each guest program is a stub that logs its arguments; the script runs under dash as it would under busybox sh.
+    const layout: GuestLayout = {
+      busybox: join(dir, 'busybox'), agent: join(dir, 'agent'), modules: join(dir, 'modules'), newRoot: join(dir, 'newroot'), rootDevice: join(dir, 'vda'),
+    };
+    const log = join(dir, 'log');
+    for (const stub of [layout.busybox, layout.agent]) {
+      writeFileSync(stub, `#!/bin/sh\nprintf '%s\\0' "$#" "$0" "$@" >> '${log}'\n`, { mode: 0o755 });
+    }
+    fc.assert(fc.property(text, text, text, text, fc.array(text.map((t) => t.replaceAll('/', '')).filter((t) => t !== ''), { maxLength: 3 }),
+      (bundleName, destination, option, word, modules) => {
+        const config = parseBundleConfig(JSON.stringify({
+          ociVersion: '1.0.2', root: { path: 'rootfs' },
+          process: { args: ['/bin/app', word], env: [`A=${word}`], cwd: `/${word}` },
+          mounts: [{ destination: `/${destination.replaceAll('..', '')}`, type: 'tmpfs', source: word, options: [option] }],
+        }), `/bundles/${bundleName}`);
+        rmSync(log, { force: true });
+        rmSync(join(dir, 'CANARY'), { force: true });
+        const script = join(dir, 'init');
+        writeFileSync(script, initScript(config, modules, layout));
+        execFileSync('dash', [script], { cwd: dir, env: { HOME: dir }, stdio: 'ignore' });
+        expect(existsSync(join(dir, 'CANARY')), 'a value was run as a command').to.equal(false);
+        expect(calls(readFileSync(log))).to.deep.equal([
+          [layout.busybox, 'mount', '-t', 'proc', 'proc', '/proc'],
+          [layout.busybox, 'mount', '-t', 'devtmpfs', 'devtmpfs', '/dev'],
+          ...modules.map((m) => [layout.busybox, 'insmod', `${layout.modules}/${m}`]),
+          [layout.busybox, 'test', '-b', layout.rootDevice],
+          [layout.busybox, 'mkdir', '-p', layout.newRoot],
+          [layout.busybox, 'mount', '-t', 'ext4', '-o', 'rw', layout.rootDevice, layout.newRoot],
+          [layout.agent, ...agentArguments(config)],
+        ]);
+      }), { numRuns: 60 });
+  });
+
+  it('keeps the real guest layout', () => {
+    const script = initScript(bundle(), ['virtio_mmio.ko']);
+    expect(script.startsWith(`#!${GUEST.busybox} sh\n`)).to.equal(true);
+    expect(script).to.contain(`exec ${GUEST.agent} `);
   });
 });
 

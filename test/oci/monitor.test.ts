@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../../src/oci/monitor.js';
-import { RUNTIME_SPEC_VERSION, StateStore } from '../../src/oci/runtime-state.js';
+import { processStartTime, RUNTIME_SPEC_VERSION, StateStore } from '../../src/oci/runtime-state.js';
 import { agentVm, standInRun } from './stand-in-vm.js';
 
 describe('OCI container monitor with a stand-in VM', function () {
@@ -33,12 +33,13 @@ describe('OCI container monitor with a stand-in VM', function () {
     stdout.on('data', (c: Buffer) => { output += c.toString(); });
     const stderr = new PassThrough();
     stderr.resume();
-    const { run } = standInRun(dir, id);
+    const { run } = standInRun(dir, id, args);
+    let scratchDir: string | undefined;
     const exit = monitorContainer(store, id, report, { stdin: undefined, stdout, stderr }, { log: () => undefined },
-      { prepare: async () => run, launch: agentVm(agent, args).launch });
+      { prepare: async (_bundle, settings) => { scratchDir = settings.scratchDir; return { ...run, diskLock: '/b/rootfs.ext4.lock' }; }, launch: agentVm(agent).launch });
     let line = '';
     for await (const chunk of report) line += (chunk as Buffer).toString();
-    return { exit, line: line.trim(), output: () => output };
+    return { exit, line: line.trim(), output: () => output, scratchDir: () => scratchDir };
   }
 
   async function requestStart(id: string): Promise<string> {
@@ -54,7 +55,10 @@ describe('OCI container monitor with a stand-in VM', function () {
     const m = await monitor('c1', ['/bin/sh', '-c', 'echo hello; exit 5']);
     expect(m.line).to.equal(CREATED_LINE);
     const created = await store.live('c1');
-    expect(created).to.deep.include({ status: 'created', pid: process.pid });
+    expect(created).to.deep.include({ status: 'created', pid: process.pid, diskLock: '/b/rootfs.ext4.lock' });
+    // What `delete` needs to leave nothing behind: the VMM's identity, and the run's files inside the container's directory.
+    expect(created.vmm?.startTime).to.equal(processStartTime(created.vmm!.pid));
+    expect(m.scratchDir()).to.equal(store.dir('c1'));
     expect(m.output()).to.equal('');
     expect(await requestStart('c1')).to.equal(START_REPLY);
     expect(await m.exit).to.equal(5);

@@ -32,6 +32,13 @@ describe('root disk', function () {
     ociVersion: '1.0.2', root: { path: 'rootfs', readonly }, process: { args: ['/bin/hello'], cwd: '/' },
   }), join(dir, 'bundle'));
 
+  it('writes root disks readable by their owner only', async () => {
+    for (const readonly of [true, false]) {
+      const disk = await prepareRootDisk(config(readonly), { cacheDir: join(dir, 'cache') });
+      expect(statSync(disk.path).mode & 0o777, disk.path).to.equal(0o600);
+    }
+  });
+
   it('hashes content, modes and links but not timestamps', async () => {
     const root = join(dir, 'bundle/rootfs');
     const first = await hashTree(root);

@@ -3,12 +3,13 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureBusybox } from '../../src/assets/debian.js';
 import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
+import { processStartTime } from '../../src/oci/runtime-state.js';
 import { hashTree } from '../../src/oci/tree-hash.js';
 
 const project = fileURLToPath(new URL('../../../', import.meta.url));
@@ -181,6 +182,52 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect((await run('delete', '--root', root, 'c1')).status).to.equal(0);
     expect((await run('state', '--root', root, 'c1')).stderr).to.match(/"c1" does not exist/);
   }
+
+  it('carries 10,000 environment variables and a 120 KB argument to the workload, on no command line', async () => {
+    const big = 'y'.repeat(120 * 1024);
+    const env = ['PATH=/usr/bin:/bin', ...Array.from({ length: 10_000 }, (_, i) => `V${i}=${i}`)];
+    const r = await run('run', await bundle('big-process', { args: ['sh', '-c', 'echo "$V0 $V9999 ${#1}"; env | grep -c "^V"; grep -c yyyy /proc/cmdline', 'sh', big], env }));
+    expect(r.stdout).to.equal(`0 9999 ${big.length}\n10000\n0\n`);
+    expect(r.status, r.stderr).to.equal(1); // grep -c found no match in the kernel command line
+  });
+
+  it('leaves nothing of a container after kill KILL and delete, or after a create whose pid file cannot be written', async () => {
+    const root = join(dir, 'oci-root-2');
+    const tmp = join(dir, 'tmp-2');
+    mkdirSync(tmp, { recursive: true });
+    const path = await bundle('leftovers', { args: ['sh', '-c', 'echo started; while :; do sleep 0.2; done'] });
+    const spawnWithTmp = (...args: string[]): ChildProcess => {
+      const child = spawn(process.execPath, [cli, ...args], { env: { ...env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.add(child);
+      child.on('exit', () => children.delete(child));
+      return child;
+    };
+    const withTmp = (...args: string[]): Promise<Result> => collect(spawnWithTmp(...args)).done;
+    try {
+      // The monitor keeps create's stdio, so create's end is its exit, not the close of its pipes.
+      const creating = spawnWithTmp('create', '--root', root, '--bundle', path, 'c2');
+      const created = collect(creating);
+      const [createStatus] = await once(creating, 'exit') as [number];
+      expect(createStatus, created.stderr()).to.equal(0);
+      const record = JSON.parse(readFileSync(join(root, 'c2', 'state.json'), 'utf8')) as { pid: number; vmm: { pid: number } };
+      expect((await withTmp('start', '--root', root, 'c2')).status).to.equal(0);
+      expect((await withTmp('kill', '--root', root, 'c2', 'KILL')).status).to.equal(0);
+      const deleted = await withTmp('delete', '--root', root, 'c2');
+      expect(deleted.status, deleted.stderr).to.equal(0);
+      expect(readdirSync(root)).to.deep.equal([]);
+      expect(readdirSync(tmp)).to.deep.equal([]);
+      for (const pid of [record.pid, record.vmm.pid]) expect(processStartTime(pid), `process ${pid} outlived delete`).to.equal(undefined);
+
+      const failed = await withTmp('create', '--root', root, '--bundle', path, '--pid-file', '/proc/no-pid-file-here', 'c3');
+      expect(failed.status).to.equal(1);
+      expect(failed.stderr).to.match(/^ts-vmm: --pid-file \/proc\/no-pid-file-here: [^\n]+\n$/);
+      expect(readdirSync(root)).to.deep.equal([]);
+      expect(readdirSync(tmp)).to.deep.equal([]);
+    } finally {
+      await run('delete', '--force', '--root', root, 'c2');
+      await run('delete', '--force', '--root', root, 'c3');
+    }
+  });
 
   it('refuses a bundle whose entrypoint is missing, naming the file', async () => {
     const r = await run('run', await bundle('missing', { args: ['/usr/bin/nothere'] }));

@@ -33,9 +33,9 @@ describe('run logic with a stand-in VM', function () {
     return { exited, stop: () => { child.kill('SIGKILL'); } };
   };
 
-  const prepared = (name: string) => standInRun(dir, name);
-  const agentVm = (args: string[]) => {
-    const vm = standIn(agent, args);
+  const prepared = (name: string, args?: string[]) => standInRun(dir, name, args);
+  const agentVm = () => {
+    const vm = standIn(agent);
     lastStandIn = vm;
     return vm.launch;
   };
@@ -50,27 +50,27 @@ describe('run logic with a stand-in VM', function () {
   }
 
   it('runs to the workload\'s exit status, stops the VM and cleans up', async () => {
-    const { run, cleaned } = prepared('exit');
+    const { run, cleaned } = prepared('exit', ['/bin/sh', '-c', 'echo hi; exit 7']);
     const io = stdio();
-    const booted = await bootWorkload(run, agentVm(['/bin/sh', '-c', 'echo hi; exit 7']), io, { log: () => undefined });
+    const booted = await bootWorkload(run, agentVm(), io, { log: () => undefined });
     expect(await runWorkload(booted, io)).to.equal(7);
     expect(io.text()).to.equal('hi\n');
     expect(cleaned()).to.equal(true);
   });
 
   it('forwards SIGTERM to the workload', async () => {
-    const { run } = prepared('term');
+    const { run } = prepared('term', ['/bin/sleep', '30']);
     const io = stdio();
-    const booted = await bootWorkload(run, agentVm(['/bin/sleep', '30']), io, { log: () => undefined });
+    const booted = await bootWorkload(run, agentVm(), io, { log: () => undefined });
     const status = runWorkload(booted, io);
     setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 300);
     expect(await status).to.equal(143);
   });
 
   it('tears the VM down at a second SIGTERM when the workload ignores the first', async () => {
-    const { run } = prepared('stubborn');
+    const { run } = prepared('stubborn', ['/bin/sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done']);
     const io = stdio();
-    const booted = await bootWorkload(run, agentVm(['/bin/sh', '-c', 'trap "" TERM; echo up; while :; do sleep 1; done']), io, { log: () => undefined });
+    const booted = await bootWorkload(run, agentVm(), io, { log: () => undefined });
     const status = runWorkload(booted, io);
     setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 300);
     setTimeout(() => process.emit('SIGTERM', 'SIGTERM'), 600);

@@ -1,12 +1,13 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSignal } from '../../src/cli/oci.js';
 import {
-  checkContainerId, processStartTime, publicState, RUNTIME_SPEC_VERSION, StateError, StateStore, type ContainerRecord,
+  checkContainerId, processStartTime, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore, UnreadableStateError,
+  type ContainerRecord,
 } from '../../src/oci/runtime-state.js';
 
 describe('OCI runtime state', () => {
@@ -46,6 +47,36 @@ describe('OCI runtime state', () => {
     const gone = await store.live('live');
     expect(gone.status).to.equal('stopped');
     expect(publicState(gone)).to.deep.equal({ ociVersion: RUNTIME_SPEC_VERSION, id: 'live', status: 'stopped', pid: 0, bundle: '/b', annotations: { a: 'b' } });
+  });
+
+  it('names a container directory without state, or with unreadable state, and the way to remove it', async () => {
+    const store = new StateStore(root);
+    mkdirSync(join(root, 'bare'));
+    const refused = async (action: Promise<unknown>, pattern: RegExp): Promise<void> => action.then(() => expect.fail('accepted'), (e: Error) => {
+      expect(e).to.be.instanceOf(UnreadableStateError);
+      expect(e.message).to.match(pattern);
+    });
+    await refused(store.read('bare'), /^container "bare" has no state: .*\/bare\/state.json is missing; ts-vmm delete --force bare removes it$/);
+    await refused(store.create(record('bare')), /^container "bare" has no state: /);
+    for (const [content, problem] of [['{"id": "bad", "stat', 'JSON'], [JSON.stringify(record('bad', { pid: -1 })), 'pid -1'],
+      [JSON.stringify(record('other')), 'names container "other"'], [JSON.stringify(record('bad', { status: 'paused' as never })), 'status "paused"']]) {
+      mkdirSync(join(root, 'bad'), { recursive: true });
+      writeFileSync(join(root, 'bad', 'state.json'), content!);
+      await refused(store.live('bad'), new RegExp(`^container "bad" has unreadable state: .*state.json: .*${problem}.*; ts-vmm delete --force bad removes it$`));
+    }
+  });
+
+  it('signals only a process whose pid and start time both match, never pid 0 or a negative pid', async () => {
+    const child = spawn('sleep', ['30']);
+    await once(child, 'spawn');
+    const startTime = processStartTime(child.pid!)!;
+    expect(signalVerified(0, startTime, 0)).to.equal(false);
+    expect(signalVerified(-1, startTime, 0)).to.equal(false);
+    expect(signalVerified(child.pid!, undefined, 'SIGKILL')).to.equal(false);
+    expect(signalVerified(child.pid!, `${startTime}0`, 'SIGKILL')).to.equal(false);
+    expect(child.exitCode).to.equal(null);
+    expect(signalVerified(child.pid!, startTime, 'SIGKILL')).to.equal(true);
+    await once(child, 'exit');
   });
 
   it("reads a process's start time, and none for a missing process", () => {

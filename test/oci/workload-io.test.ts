@@ -34,16 +34,17 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function run(agentArgs: string[], options: { stdin?: Readable; signalAfterMs?: number; window?: { rows: number; columns: number } } = {}) {
+  /** Runs the process described by `process` (processWords' form) in the agent, started with only `--unix`. */
+  async function run(process: string[], options: { stdin?: Readable; signalAfterMs?: number; window?: { rows: number; columns: number } } = {}) {
     const socket = join(dir, `s${children.length}`);
     const out = collector();
     const err = collector();
     const errors: string[] = [];
     const io = await WorkloadIo.listen(socket, { stdin: options.stdin, stdout: out.stream, stderr: err.stream }, (m) => errors.push(m));
-    const child = spawn(agent, ['--unix', socket, ...agentArgs], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(agent, ['--unix', socket], { stdio: ['ignore', 'inherit', 'inherit'] });
     children.push(child);
     await io.whenReady();
-    io.start(options.window);
+    io.start(process, options.window);
     if (options.signalAfterMs !== undefined) setTimeout(() => io.signal(15), options.signalAfterMs);
     const status = await io.whenExited();
     io.close();
@@ -91,9 +92,9 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
     const io = await WorkloadIo.listen(socket, { stdin: undefined, stdout: out.stream, stderr: new PassThrough() }, () => undefined);
     const abandoned = connect(socket);
     await once(abandoned, 'connect');
-    children.push(spawn(agent, ['--unix', socket, '--', '/bin/sh', '-c', 'echo second; exit 3'], { stdio: 'ignore' }));
+    children.push(spawn(agent, ['--unix', socket], { stdio: 'ignore' }));
     await io.whenReady();
-    io.start();
+    io.start(['--', '/bin/sh', '-c', 'echo second; exit 3']);
     expect(shellStatus(await io.whenExited())).to.equal(3);
     expect(out.text()).to.equal('second\n');
     expect(abandoned.destroyed).to.equal(false);
@@ -105,10 +106,22 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
     const socket = join(dir, 'setup-failure');
     const io = await WorkloadIo.listen(socket, { stdin: undefined, stdout: new PassThrough(), stderr: new PassThrough() }, () => undefined);
     const target = join(dir, 'mountpoint');
-    children.push(spawn(agent, ['--unix', socket, '--mount', 'no-such-fs', 'none', target, '0', '', '--', '/bin/true'], { stdio: 'ignore' }));
+    children.push(spawn(agent, ['--unix', socket, '--mount', 'no-such-fs', 'none', target, '0', ''], { stdio: 'ignore' }));
     await io.whenReady().then(() => expect.fail('became ready'), (e: Error) =>
       expect(e.message).to.equal(`the guest could not set up the container: mount ${target}: No such device`));
     io.close();
+  });
+
+  it('passes 10,000 environment variables and a 120 KB argument (no command-line limits on the way)', async () => {
+    const env = Array.from({ length: 10_000 }, (_, i) => ['--env', `V${i}=${i}`]).flat();
+    const big = 'x'.repeat(120 * 1024);
+    const r = await run([...env, '--', '/bin/sh', '-c', 'echo "$V0 $V9999 ${#1}"; env | grep -c "^V"', 'sh', big]);
+    expect(r).to.deep.include({ status: 0, stdout: `0 9999 ${big.length}\n10000\n` });
+  });
+
+  it('applies rlimits and umask, the last of two limits on one resource', async () => {
+    const r0 = await run(['--rlimit', 'RLIMIT_NOFILE=11:22', '--rlimit', 'RLIMIT_NOFILE=77:88', '--umask', '0027', '--', '/bin/sh', '-c', 'ulimit -n; ulimit -Hn; umask']);
+    expect(r0).to.deep.include({ status: 0, stdout: '77\n88\n0027\n' });
   });
 
   it('applies rlimits and umask', async () => {

@@ -1,0 +1,167 @@
+// The OCI runtime verbs as containerd's shim calls them, on the paths that need no VM: validation order,
+// state handling, signalling only a verified monitor, and cleanup. Exit status 1 and one line for every error.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { processStartTime, RUNTIME_SPEC_VERSION, type ContainerRecord } from '../../src/oci/runtime-state.js';
+import { cliEntry } from '../../src/sys/project-paths.js';
+import { entries, runCli, scratch, type Scratch } from './cli-process.js';
+
+describe('ts-vmm create/state/kill/delete without a VM', () => {
+  let s: Scratch;
+  let root: string;
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+    root = join(s.dir, 'root');
+  });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('create reports an invalid bundle first, before asking for KVM, and records nothing', async () => {
+    const bundle = join(s.dir, 'not-a-bundle');
+    mkdirSync(bundle);
+    const r = await runCli(['create', '--root', root, '--bundle', bundle, 'c1'], { ...s.env, TS_VMM_LAB: 'force' });
+    expect(r.stderr).to.equal(`ts-vmm: ${bundle}/config.json: no such file (is this an OCI bundle directory?)\n`);
+    expect(r.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+    expect(entries(join(s.dir, 'tmp'))).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm create options', () => {
+  let s: Scratch;
+  beforeEach(() => { s = scratch('ts-vmm-cli-oci-'); });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('refuses --kernel without --modules rather than dropping it', async () => {
+    const root = join(s.dir, 'root');
+    const r = await runCli(['create', '--root', root, '--kernel', '/boot/vmlinuz', 'c1'], { ...s.env, TS_VMM_LAB: 'force' });
+    expect(r.stderr).to.equal('ts-vmm: --kernel and --modules go together: a kernel needs its own modules\n');
+    expect(r.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm state/kill/delete of recorded containers', () => {
+  let s: Scratch;
+  let root: string;
+  const sleepers = new Set<ChildProcess>();
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+    root = join(s.dir, 'root');
+  });
+  afterEach(() => {
+    for (const p of sleepers) p.kill('SIGKILL');
+    rmSync(s.dir, { recursive: true, force: true });
+  });
+
+  /** A process standing in for a container's monitor or VMM: its pid and start time. */
+  async function sleeper(): Promise<{ child: ChildProcess; pid: number; startTime: string }> {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    sleepers.add(child);
+    await once(child, 'spawn');
+    return { child, pid: child.pid!, startTime: processStartTime(child.pid!)! };
+  }
+
+  function record(id: string, changes: Partial<ContainerRecord>): string {
+    mkdirSync(join(root, id), { recursive: true });
+    writeFileSync(join(root, id, 'state.json'), JSON.stringify({
+      ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle: '/b', annotations: {}, created: 'now', ...changes,
+    }));
+    return join(root, id);
+  }
+
+  it('state and delete name a directory without state.json; delete --force removes it', async () => {
+    mkdirSync(join(root, 'bare'), { recursive: true });
+    for (const args of [['state'], ['delete']]) {
+      const r = await runCli([...args, '--root', root, 'bare'], s.env);
+      expect(r.stderr).to.match(/^ts-vmm: container "bare" has no state: [^\n]*state.json is missing; ts-vmm delete --force bare removes it\n$/);
+      expect(r.status).to.equal(1);
+    }
+    const r = await runCli(['delete', '--force', '--root', root, 'bare'], s.env);
+    expect([r.status, r.stderr]).to.deep.equal([0, '']);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('state names corrupt state in one line; delete --force removes it', async () => {
+    mkdirSync(join(root, 'bad'), { recursive: true });
+    writeFileSync(join(root, 'bad', 'state.json'), '{"ociVersion": "1.2.0", "id": "b');
+    const r = await runCli(['state', '--root', root, 'bad'], s.env);
+    expect(r.stderr).to.match(/^ts-vmm: container "bad" has unreadable state: [^\n]*; ts-vmm delete --force bad removes it\n$/);
+    expect(r.status).to.equal(1);
+    expect((await runCli(['delete', '--force', '--root', root, 'bad'], s.env)).status).to.equal(0);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('delete --force of a container still creating (pid 0) signals nobody and removes it', async () => {
+    record('c0', { status: 'creating', pid: 0 });
+    // In a process group of its own with a bystander: kill(0, ...) would end both.
+    const bystander = spawn('/bin/sh', ['-c', `exec "$0" "$1" delete --force --root "$2" c0 & wait $!; echo "cli $?"; sleep 0.2; echo alive`,
+      process.execPath, cliEntry(), root], { env: s.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    bystander.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    const [code, signal] = await once(bystander, 'close') as [number | null, NodeJS.Signals | null];
+    expect([code, signal, out]).to.deep.equal([0, null, 'cli 0\nalive\n']);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('never signals a recorded pid whose start time is not the recorded one', async () => {
+    const other = await sleeper();
+    record('reused', { status: 'running', pid: other.pid, pidStartTime: `${other.startTime}1`, vmm: { pid: other.pid, startTime: `${other.startTime}2` } });
+    expect((await runCli(['kill', '--root', root, 'reused', 'KILL'], s.env)).status).to.equal(1);
+    expect((await runCli(['delete', '--force', '--root', root, 'reused'], s.env)).status).to.equal(0);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(other.child.exitCode, 'an unrelated process was killed').to.equal(null);
+    expect(other.child.signalCode).to.equal(null);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('delete --force ends the monitor and the VMM and removes the run files; delete ends a VMM left by a killed monitor', async () => {
+    const monitor = await sleeper();
+    const vmm = await sleeper();
+    const dir = record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
+    mkdirSync(join(dir, 'ts-vmm-run-x'));
+    writeFileSync(join(dir, 'ts-vmm-run-x', 'initrd'), 'initrd');
+    const r = await runCli(['delete', '--force', '--root', root, 'c1'], s.env);
+    expect([r.status, r.stderr]).to.deep.equal([0, '']);
+    expect(monitor.child.signalCode ?? (await once(monitor.child, 'exit'))[1]).to.equal('SIGKILL');
+    expect(vmm.child.signalCode ?? (await once(vmm.child, 'exit'))[1]).to.equal('SIGKILL');
+    expect(entries(root)).to.deep.equal([]);
+
+    // `kill c2 KILL` ended the monitor only; the VMM it started is still there when the container is deleted.
+    const orphan = await sleeper();
+    record('c2', { status: 'running', pid: 0x7ffffff0, pidStartTime: '1', vmm: { pid: orphan.pid, startTime: orphan.startTime } });
+    expect((await runCli(['delete', '--root', root, 'c2'], s.env)).status).to.equal(0);
+    expect(orphan.child.signalCode ?? (await once(orphan.child, 'exit'))[1]).to.equal('SIGKILL');
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it('delete removes the disk lock a killed monitor held', async () => {
+    const lock = join(s.dir, 'rootfs.ext4.lock');
+    writeFileSync(lock, '2147483632');
+    record('c3', { status: 'stopped', pid: 0x7ffffff0, pidStartTime: '1', diskLock: lock });
+    expect((await runCli(['delete', '--root', root, 'c3'], s.env)).status).to.equal(0);
+    expect(entries(s.dir, 'rootfs')).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm create --pid-file', () => {
+  let s: Scratch;
+  beforeEach(() => { s = scratch('ts-vmm-cli-oci-'); });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('refuses a pid file in a directory that does not exist, before booting anything', async () => {
+    const bundle = join(s.dir, 'b');
+    mkdirSync(join(bundle, 'rootfs'), { recursive: true });
+    writeFileSync(join(bundle, 'rootfs', 'app'), '', { mode: 0o755 });
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { args: ['/app'], cwd: '/' } }));
+    const root = join(s.dir, 'root');
+    const pidFile = join(s.dir, 'nonexistent', 'dir', 'p');
+    const r = await runCli(['create', '--root', root, '--bundle', bundle, '--pid-file', pidFile, 'c1'], { ...s.env, TS_VMM_LAB: 'force' });
+    expect(r.stderr).to.equal(`ts-vmm: --pid-file ${pidFile}: ${dirname(pidFile)} is not a directory\n`);
+    expect(r.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+    expect(entries(join(s.dir, 'tmp'))).to.deep.equal([]);
+  });
+});
