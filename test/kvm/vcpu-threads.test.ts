@@ -62,7 +62,7 @@ describe('vCPU threads @kvm', () => {
   it('applies port writes of two vCPUs taking turns under a guest lock in the guest\'s order', async () => {
     // bx = vCPU id; lock word at 0x8000, turn counter at 0x8004. Each vCPU takes the lock (xchg), and on
     // its turn writes the counter to port 0x10 (posted), counts on and releases the lock:
-    // top: mov ax,1; xchg ax,[0x8000]; test ax,ax; jnz top; mov eax,[0x8004]; cmp eax,4000; jae finish
+    // top: mov ax,1; xchg ax,[0x8000]; test ax,ax; jnz top; mov eax,[0x8004]; cmp eax,300; jae finish
     //      mov edx,eax; and dx,1; cmp dx,bx; jne release; out 0x10,eax; inc eax; mov [0x8004],eax
     // release: mov word [0x8000],0; jmp top     finish: mov word [0x8000],0; hlt
     // Few turns: with one lab CPU each turn waits for the other vCPU's thread to be scheduled. The
