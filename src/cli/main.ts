@@ -11,6 +11,7 @@ const commandModules: Record<string, () => Promise<CommandModule>> = {
   boot: () => import('./boot.js'),
   lab: () => import('./lab.js'),
   luks: () => import('./luks.js'),
+  mkcw: () => import('./mkcw.js'),
   run: () => import('./run.js'),
   setup: () => import('./setup.js'),
   sev: () => import('./sev.js'),

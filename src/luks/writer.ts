@@ -26,7 +26,7 @@ export type KdfChoice =
   | { type: 'pbkdf2'; iterations: number };
 
 /** Argon2id at 128 MiB and 4 passes: a few seconds in JavaScript on a laptop, within cryptsetup's limits. */
-export const DEFAULT_KDF: KdfChoice = { type: 'argon2id', time: 4, memoryKiB: 128 * 1024, cpus: 4 };
+export const DEFAULT_KDF = { type: 'argon2id' as const, time: 4, memoryKiB: 128 * 1024, cpus: 4 } satisfies KdfChoice;
 
 export interface WriteOptions {
   /** The image (header then data), or only the data when `header` is given. */
