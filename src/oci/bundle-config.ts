@@ -1,6 +1,8 @@
 // Reads an OCI runtime bundle's config.json (runtime-spec 1.x) into the subset a micro-VM can honour.
 // Every field either maps to something the guest does, is reported as a warning (its job is done by the VM
 // boundary itself), or is refused with an error naming it: nothing is dropped silently.
+import { MAX_CPUS } from '../boot/acpi/tables.js';
+import { maxGuestMemoryMiB, MIN_GUEST_MEMORY_MIB } from '../boot/layout.js';
 import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { errorMessage } from '../sys/error-message.js';
@@ -61,9 +63,6 @@ export interface BundleConfig {
 
 export const DEFAULT_CPUS = 1;
 export const DEFAULT_MEMORY_MIB = 256;
-/** Below this a stock Debian kernel with the initramfs does not reliably reach the workload. */
-export const MIN_MEMORY_MIB = 64;
-export const MAX_CPUS = 254;
 
 /** Annotation names for VM sizing; libkrun's krun names are accepted so bundles written for krun run unchanged. */
 export const CPUS_ANNOTATIONS = ['ts-vmm.cpus', 'krun.cpus'] as const;
@@ -390,8 +389,10 @@ export function parseBundleConfig(text: string, bundle: string, configPath = joi
   const cpus = positiveAnnotation(r, annotations, CPUS_ANNOTATIONS, DEFAULT_CPUS);
   if (cpus > MAX_CPUS) r.fail(`annotations["${CPUS_ANNOTATIONS[0]}"]`, `${cpus} vCPUs is more than the ${MAX_CPUS} supported`);
   const memoryMiB = positiveAnnotation(r, annotations, MEMORY_ANNOTATIONS, DEFAULT_MEMORY_MIB);
-  if (memoryMiB < MIN_MEMORY_MIB) {
-    r.fail(`annotations["${MEMORY_ANNOTATIONS[0]}"]`, `${memoryMiB} MiB is too little memory (at least ${MIN_MEMORY_MIB} MiB)`);
+  if (memoryMiB < MIN_GUEST_MEMORY_MIB) {
+    r.fail(`annotations["${MEMORY_ANNOTATIONS[0]}"]`, `${memoryMiB} MiB is too little memory (at least ${MIN_GUEST_MEMORY_MIB} MiB)`);
+  } else if (memoryMiB > maxGuestMemoryMiB()) {
+    r.fail(`annotations["${MEMORY_ANNOTATIONS[0]}"]`, `${memoryMiB} MiB is more memory than the ${maxGuestMemoryMiB()} MiB supported`);
   }
   return {
     bundle,

@@ -68,6 +68,7 @@ describe('bundle config', () => {
     ['hooks', { ...minimal(), hooks: { prestart: [] } }, /hooks: hooks run host programs/],
     ['username', { ...minimal(), process: { ...minimal().process, user: { uid: 0, gid: 0, username: 'root' } } }, /process\.user\.username/],
     ['too little memory', { ...minimal(), annotations: { 'ts-vmm.memory-mib': '16' } }, /16 MiB is too little memory/],
+    ['too much memory', { ...minimal(), annotations: { 'ts-vmm.memory-mib': '100000' } }, /100000 MiB is more memory than the \d+ MiB supported/],
     ['bad cpus', { ...minimal(), annotations: { 'ts-vmm.cpus': 'two' } }, /"two" is not a positive integer/],
     ['conflicting sizes', { ...minimal(), annotations: { 'ts-vmm.cpus': '2', 'krun.cpus': '4' } }, /ts-vmm\.cpus and krun\.cpus disagree/],
     ['bad rlimit', { ...minimal(), process: { ...minimal().process, rlimits: [{ type: 'RLIMIT_FOO', soft: 1, hard: 1 }] } }, /unknown limit "RLIMIT_FOO"/],
