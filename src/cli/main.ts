@@ -2,6 +2,7 @@
 // Only the module of the subcommand being run is loaded: start-up time is part of every VM's boot time.
 import { Command, CommanderError } from 'commander';
 import { errorMessage } from '../sys/error-message.js';
+import { VALUED_GLOBAL_OPTIONS } from './runtime-log.js';
 
 interface CommandModule {
   register(program: Command): void;
@@ -28,7 +29,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('A virtual machine monitor in TypeScript: KVM, virtio, Linux boot and AMD SEV confidential workloads')
     .version('0.1.0')
     .exitOverride();
-  const name = argv.slice(2).find((arg) => !arg.startsWith('-'));
+  const name = verbOf(argv.slice(2));
   const wanted = name === undefined ? undefined : moduleOf[name] ?? (name in commandModules ? name : undefined);
   // Help, a version query or an unknown word: load every subcommand so commander can list or reject them.
   const modules = wanted === undefined ? Object.values(commandModules) : [commandModules[wanted]!];
@@ -41,4 +42,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`ts-vmm: ${errorMessage(e)}\n`);
     return 1;
   }
+}
+
+/** The first word that is neither an option nor the value of a runtime global option (`--root DIR create`). */
+function verbOf(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (VALUED_GLOBAL_OPTIONS.includes(arg)) i++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
 }

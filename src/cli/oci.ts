@@ -20,17 +20,15 @@ import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
   checkContainerId, defaultStateRoot, killVerified, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore,
-  UnreadableStateError, type ContainerRecord,
+  NoSuchContainerError, UnreadableStateError, type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
+import { addRuntimeGlobals, logToRuntimeLog, type RuntimeGlobals } from './runtime-log.js';
 
 interface RootOption { root?: string }
 
 const storeOf = (options: RootOption): StateStore => new StateStore(resolve(options.root ?? defaultStateRoot()));
-
-const rootOption = (command: Command): Command =>
-  command.option('--root <dir>', 'directory holding container state (default: /run/ts-vmm for root, else $XDG_RUNTIME_DIR/ts-vmm)');
 
 /** SIGTERM, TERM or 15 -> 15. */
 export function parseSignal(text: string): number {
@@ -166,7 +164,9 @@ async function remove(id: string, options: RootOption & { force?: boolean }): Pr
   try {
     record = await store.live(id);
   } catch (e) {
-    // A directory without readable state (a create that never finished, a damaged file) goes with --force.
+    // With --force, an unknown id is already deleted (runc's answer), and a directory without readable state
+    // (a create that never finished, a damaged file) goes.
+    if (options.force && e instanceof NoSuchContainerError) return;
     if (!(options.force && e instanceof UnreadableStateError)) throw e;
   }
   if (record !== undefined && record.status !== 'stopped' && !options.force) {
@@ -175,20 +175,29 @@ async function remove(id: string, options: RootOption & { force?: boolean }): Pr
   await destroy(store, id, record);
 }
 
-/** Runs an action; errors become one line on stderr and exit status 1 (125 for run-like failures is for run). */
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args: A) => {
+/**
+ * Runs an action with the runtime's global options (runc's, given before or after the verb); errors become
+ * one line on stderr, the same in the --log file, and exit status 1.
+ */
+function action<A extends unknown[]>(fn: (globals: RuntimeGlobals, ...args: A) => Promise<void>): (...args: [...A, Command]) => Promise<void> {
+  return async (...args: [...A, Command]) => {
+    const command = args.at(-1) as Command;
+    const globals = command.optsWithGlobals<RuntimeGlobals>();
+    if (globals.systemdCgroup) logToRuntimeLog(globals, 'warning', '--systemd-cgroup ignored: the container runs in a VM, which joins no host cgroup');
+    logToRuntimeLog(globals, 'debug', `${command.name()} ${command.args.join(' ')}`);
     try {
-      await fn(...args);
+      await fn(globals, ...(args.slice(0, -1) as A));
     } catch (e) {
       reportFailure(e);
+      logToRuntimeLog(globals, 'error', errorMessage(e));
       process.exitCode = 1;
     }
   };
 }
 
 export function register(program: Command): void {
-  rootOption(program.command('create'))
+  addRuntimeGlobals(program);
+  program.command('create')
     .description('create an OCI container: boot its VM and set it up, without starting the process')
     .argument('<id>', 'container id')
     .option('-b, --bundle <dir>', 'OCI bundle directory', '.')
@@ -196,33 +205,33 @@ export function register(program: Command): void {
     .option('--console-socket <path>', 'not supported (for process.terminal)')
     .option('--kernel <vmlinuz>', 'boot this kernel (needs --modules)')
     .option('--modules <dir>', 'the kernel\'s lib/modules/<release> directory')
-    .action(action((id: string, options: CreateOptions) => create(id, options)));
-  rootOption(program.command('start'))
+    .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root })));
+  program.command('start')
     .description('start the process of a created container')
     .argument('<id>', 'container id')
-    .action(action((id: string, options: RootOption) => start(id, options)));
-  rootOption(program.command('state'))
+    .action(action((globals, id: string) => start(id, globals)));
+  program.command('state')
     .description('print the runtime-spec state of a container as JSON')
     .argument('<id>', 'container id')
-    .action(action((id: string, options: RootOption) => state(id, options, process.stdout)));
-  rootOption(program.command('kill'))
+    .action(action((globals, id: string) => state(id, globals, process.stdout)));
+  program.command('kill')
     .description('send a signal to a container\'s process (before start: stop the container)')
     .argument('<id>', 'container id')
     .argument('[signal]', 'signal name or number', parseSignal, osConstants.signals.SIGTERM)
-    .action(action((id: string, signal: number, options: RootOption) => kill(id, signal, options)));
-  rootOption(program.command('delete'))
+    .action(action((globals, id: string, signal: number) => kill(id, signal, globals)));
+  program.command('delete')
     .description('delete a stopped container\'s state')
     .argument('<id>', 'container id')
     .option('-f, --force', 'kill the container first if it is still running')
-    .action(action((id: string, options: RootOption & { force?: boolean }) => remove(id, options)));
-  rootOption(program.command('oci-monitor', { hidden: true }))
+    .action(action((globals, id: string, options: { force?: boolean }) => remove(id, { ...options, root: globals.root })));
+  program.command('oci-monitor', { hidden: true })
     .argument('<id>')
     .option('--kernel <vmlinuz>')
     .option('--modules <dir>')
-    .action(async (id: string, options: RootOption & RunCommandOptions) => {
+    .action(async (id: string, options: RunCommandOptions, command: Command) => {
       // fd 3 is the pipe to `ts-vmm create`; stdout and stderr belong to the container, so no progress goes there.
       const report = createWriteStream('', { fd: 3 });
-      process.exitCode = await monitorContainer(storeOf(options), id, report,
+      process.exitCode = await monitorContainer(storeOf(command.optsWithGlobals<RuntimeGlobals>()), id, report,
         { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, { ...runSettings(options), log: () => undefined });
       process.stdin.destroy();
     });

@@ -122,6 +122,11 @@ function checkRecord(value: unknown, id: string): ContainerRecord {
 }
 
 /** A container directory whose state file is missing or unreadable; `delete --force` removes it. */
+/** No container of that id: `delete --force` succeeds on it, as runc's does. */
+export class NoSuchContainerError extends StateError {
+  override readonly name = 'NoSuchContainerError';
+}
+
 export class UnreadableStateError extends StateError {
   override readonly name = 'UnreadableStateError';
 }
@@ -154,7 +159,7 @@ export class StateStore {
   async read(id: string): Promise<ContainerRecord> {
     const path = join(this.dir(id), 'state.json');
     const remedy = `ts-vmm delete --force ${id} removes it`;
-    if (!existsSync(this.dir(id))) throw new StateError(`container "${id}" does not exist (in ${this.root})`);
+    if (!existsSync(this.dir(id))) throw new NoSuchContainerError(`container "${id}" does not exist (in ${this.root})`);
     if (!existsSync(path)) throw new UnreadableStateError(`container "${id}" has no state: ${path} is missing; ${remedy}`);
     try {
       return checkRecord(JSON.parse(await readFile(path, 'utf8')), id);

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { processStartTime, RUNTIME_SPEC_VERSION, type ContainerRecord } from '../../src/oci/runtime-state.js';
 import { cliEntry } from '../../src/sys/project-paths.js';
@@ -163,5 +163,42 @@ describe('ts-vmm create --pid-file', () => {
     expect(r.status).to.equal(1);
     expect(entries(root)).to.deep.equal([]);
     expect(entries(join(s.dir, 'tmp'))).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm as runc: the global options container engines pass', () => {
+  let s: Scratch;
+  beforeEach(() => { s = scratch('ts-vmm-cli-runc-'); });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  it('takes --root, --log and --log-format json before the verb, as containerd\'s shim passes them, and logs the error there', async () => {
+    const root = join(s.dir, 'root');
+    const log = join(s.dir, 'log.json');
+    const r = await runCli(['--root', root, '--log', log, '--log-format', 'json', 'state', 'c1'], s.env);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.equal(`ts-vmm: container "c1" does not exist (in ${root})\n`);
+    const lines = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; time: string });
+    expect(lines.map((l) => [l.level, l.msg])).to.deep.equal([['error', `container "c1" does not exist (in ${root})`]]);
+    expect(Number.isNaN(Date.parse(lines[0]!.time))).to.equal(false);
+  });
+
+  it('writes logrus text lines by default, notes --systemd-cgroup, and logs progress only with --debug', async () => {
+    const root = join(s.dir, 'root');
+    const log = join(s.dir, 'log');
+    await runCli(['--systemd-cgroup', '--root', root, '--log', log, 'kill', 'c1', 'KILL'], s.env);
+    const text = readFileSync(log, 'utf8');
+    expect(text).to.match(/^time="[^"]+" level=warning msg="--systemd-cgroup ignored: the container runs in a VM, which joins no host cgroup"\n/);
+    expect(text).to.match(/level=error msg="container \\"c1\\" does not exist/);
+    expect(text).not.to.contain('level=debug');
+    await runCli(['--debug', '--root', root, '--log', log, 'state', 'c1'], s.env);
+    expect(readFileSync(log, 'utf8')).to.contain('level=debug msg="state c1"');
+  });
+
+  it('delete --force of an unknown id succeeds, as runc\'s does; delete without --force does not', async () => {
+    const root = join(s.dir, 'root');
+    expect((await runCli(['--root', root, 'delete', '--force', 'c1'], s.env)).status).to.equal(0);
+    const r = await runCli(['--root', root, 'delete', 'c1'], s.env);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.equal(`ts-vmm: container "c1" does not exist (in ${root})\n`);
   });
 });
