@@ -120,11 +120,16 @@ export class LuksImage {
       const kdfKey = await deriveKey(slot.kdf, passphrase, slot.kdfKeySize, this.limits);
       const material = await readExactly(this.headerFile, slot.areaOffset, afMaterialSize(slot.keySize, slot.stripes));
       new XtsSectorCipher(kdfKey, 512).run(true, material, material, 0n);
+      kdfKey.fill(0);
       const key = afMerge(material, slot.keySize, slot.stripes, slot.afHash);
+      material.fill(0);
       if (await digest(key)) {
         const layout = this.dataLayout();
-        return new LuksVolume(this.dataFile, new XtsSectorCipher(key, layout.sectorSize), layout);
+        const cipher = new XtsSectorCipher(key, layout.sectorSize);
+        key.fill(0);
+        return new LuksVolume(this.dataFile, cipher, layout);
       }
+      key.fill(0);
     }
     throw new LuksPassphraseError(slots.length === 0 ? 'no usable keyslot' : 'no keyslot opens with this passphrase');
   }

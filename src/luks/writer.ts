@@ -70,6 +70,7 @@ async function buildHeader(options: WriteOptions, volumeKey: Buffer, sectorSize:
   const slotKey = await deriveKey(kdf, options.passphrase, VOLUME_KEY_SIZE, limits);
   const material = afSplit(volumeKey, AF_STRIPES, 'sha256');
   new XtsSectorCipher(slotKey, 512).run(false, material, material, 0n);
+  slotKey.fill(0);
   const digestSalt = randomBytes(32);
   const digest = await keyDigest(volumeKey, 'sha256', digestSalt, DIGEST_ITERATIONS, 32);
   const metadata = {

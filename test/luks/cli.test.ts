@@ -37,11 +37,11 @@ describe('luks: ts-vmm luks dump', function () {
   it('shows a LUKS2 image\'s header, keyslot and segment, and no secret', async () => {
     const image = scratch.file('l2.img');
     const volumeKey = randomBytes(64);
-    const { uuid } = await writeLuks2({ output: image, source: Readable.from([Buffer.alloc(4096)]), passphrase, kdf: { type: 'argon2id', time: 4, memoryKiB: 32768, cpus: 1 }, volumeKey });
+    const { uuid } = await writeLuks2({ output: image, source: Readable.from([Buffer.alloc(4096)]), passphrase, kdf: { type: 'argon2id', time: 4, memoryKiB: 1024, cpus: 1 }, volumeKey });
     const { status, out } = await run('luks', 'dump', image);
     expect(status).to.equal(0);
     expect(out).to.include('LUKS2 header').and.include(`uuid:           ${uuid}`);
-    expect(out).to.match(/0: luks2, 512-bit key, argon2id time 4, memory 32768 KiB, cpus 1, af 4000 stripes sha256, area 32768\+258048 aes-xts-plain64/);
+    expect(out).to.match(/0: luks2, 512-bit key, argon2id time 4, memory 1024 KiB, cpus 1, af 4000 stripes sha256, area 32768\+258048 aes-xts-plain64/);
     expect(out).to.match(/0: crypt, offset 16777216, size dynamic \(4096 bytes\), aes-xts-plain64, sector 4096/);
     expect(out).to.include('header copy at 0: ok').and.include('header copy at 16384: ok');
     expect(out).not.to.include(passphrase.toString()).and.not.include(volumeKey.toString('hex').slice(0, 16));

@@ -9,7 +9,7 @@ import { Scratch, cryptsetup, cryptsetupOk } from './cryptsetup.js';
 const sha256 = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 const KDFS: [string, KdfChoice][] = [
-  ['argon2id', { type: 'argon2id', time: 4, memoryKiB: 32 * 1024, cpus: 2 }],
+  ['argon2id', { type: 'argon2id', time: 4, memoryKiB: 1024, cpus: 2 }],
   ['pbkdf2', { type: 'pbkdf2', iterations: 1000 }],
 ];
 
