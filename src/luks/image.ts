@@ -46,9 +46,7 @@ export class LuksImage {
       let header: LuksHeader;
       if (isLuks1(start)) header = { version: 1, luks1: parseLuks1Header(start) };
       else header = { version: 2, luks2: await readLuks2Header(headerFile, headerSize) };
-      const image = new LuksImage(header, headerFile, dataFile, dataFileSize, options.limits ?? DEFAULT_KDF_LIMITS);
-      image.dataLayout(options.header !== undefined);
-      return image;
+      return new LuksImage(header, headerFile, dataFile, dataFileSize, options.limits ?? DEFAULT_KDF_LIMITS);
     } catch (e) {
       if (headerFile !== dataFile) await headerFile.close();
       await dataFile.close();
@@ -62,7 +60,8 @@ export class LuksImage {
   }
 
   /** Where the data lies in the data file, and its sector size. */
-  dataLayout(detached = this.headerFile !== this.dataFile): DataLayout {
+  dataLayout(): DataLayout {
+    const detached = this.headerFile !== this.dataFile;
     let offset: number;
     let sectorSize: number;
     let declared: number | 'dynamic' = 'dynamic';
@@ -76,7 +75,7 @@ export class LuksImage {
       ({ offset, sectorSize } = segment);
       declared = segment.size;
     }
-    if (offset === 0 && !detached) throw new LuksFormatError('data at offset 0: this header is meant to be detached (give the data file and --header)');
+    if (offset === 0 && !detached) throw new LuksFormatError('the header is detached (data offset 0): open the data file with this header');
     const available = Math.max(0, this.dataFileSize - offset);
     const size = declared === 'dynamic' ? available - (available % sectorSize) : declared;
     if (size > available) throw new LuksFormatError(`data segment of ${size} bytes runs past the end of the image`);

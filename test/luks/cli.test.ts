@@ -47,6 +47,18 @@ describe('luks: ts-vmm luks dump', function () {
     expect(out).not.to.include(passphrase.toString()).and.not.include(volumeKey.toString('hex').slice(0, 16));
   });
 
+  it('shows a detached header alone, and with its data file', async () => {
+    const header = scratch.file('detached.hdr');
+    const data = scratch.file('detached.data');
+    await writeLuks2({ output: data, header, source: Readable.from([Buffer.alloc(8192)]), passphrase, kdf: { type: 'pbkdf2', iterations: 1000 } });
+    const alone = await run('luks', 'dump', header);
+    expect(alone.status).to.equal(0);
+    expect(alone.out).to.include('0: crypt, offset 0, size dynamic (unusable: the header is detached (data offset 0): open the data file with this header)');
+    const both = await run('luks', 'dump', data, '--header', header);
+    expect(both.status).to.equal(0);
+    expect(both.out).to.include('0: crypt, offset 0, size dynamic (8192 bytes)');
+  });
+
   it('shows a LUKS1 image made by cryptsetup', async () => {
     const image = scratch.file('l1.img');
     writeFileSync(image, Buffer.alloc(4 * 1024 * 1024));
