@@ -1,7 +1,8 @@
 // A text description of a LUKS header (what `cryptsetup luksDump` shows, minus nothing secret is there to show):
 // version, uuid, header copies, keyslots with their KDF costs, segments, digests.
+import { LuksError } from './errors.js';
+import type { DataLayout, LuksImage } from './image.js';
 import type { Kdf } from './kdf.js';
-import type { LuksImage } from './image.js';
 
 function kdfLine(kdf: Kdf): string {
   return kdf.type === 'pbkdf2'
@@ -9,9 +10,21 @@ function kdfLine(kdf: Kdf): string {
     : `${kdf.type} time ${kdf.time}, memory ${kdf.memoryKiB} KiB, cpus ${kdf.cpus}`;
 }
 
+/** The data area's size in words, or why it cannot be used (a header dumped without its data file, say). */
+function dataSize(image: LuksImage): string {
+  let layout: DataLayout;
+  try {
+    layout = image.dataLayout();
+  } catch (e) {
+    if (e instanceof LuksError) return `unusable: ${e.message}`;
+    throw e;
+  }
+  return `${layout.size} bytes`;
+}
+
 export function dumpLines(image: LuksImage): string[] {
   const { header } = image;
-  const data = image.dataLayout();
+  const data = dataSize(image);
   if (header.version === 1) {
     const h = header.luks1;
     return [
@@ -19,7 +32,7 @@ export function dumpLines(image: LuksImage): string[] {
       `uuid:           ${h.uuid}`,
       `cipher:         ${h.cipherName}-${h.cipherMode}, ${h.keyBytes * 8}-bit key`,
       `hash:           ${h.hashSpec}`,
-      `payload offset: ${h.payloadOffset} sectors (${h.payloadOffset * 512} bytes), ${data.size} bytes of data`,
+      `payload offset: ${h.payloadOffset} sectors (${h.payloadOffset * 512} bytes), data ${data}`,
       `mk digest:      ${h.mkDigestIterations} iterations`,
       'keyslots:',
       ...h.keyslots.map((k) => (k.active
@@ -40,7 +53,7 @@ export function dumpLines(image: LuksImage): string[] {
     'keyslots:',
     ...metadata.keyslots.map((k) => `  ${k.id}: luks2, ${k.keySize * 8}-bit key, ${kdfLine(k.kdf)}, af ${k.stripes} stripes ${k.afHash}, area ${k.areaOffset}+${k.areaSize} ${k.areaEncryption}${k.priority === undefined ? '' : `, priority ${k.priority}`}`),
     'segments:',
-    ...metadata.segments.map((s) => `  ${s.id}: crypt, offset ${s.offset}, size ${s.size === 'dynamic' ? `dynamic (${data.size} bytes)` : s.size}, ${s.encryption}, sector ${s.sectorSize}, iv_tweak ${s.ivTweak}`),
+    ...metadata.segments.map((s) => `  ${s.id}: crypt, offset ${s.offset}, size ${s.size === 'dynamic' ? `dynamic (${data})` : s.size}, ${s.encryption}, sector ${s.sectorSize}, iv_tweak ${s.ivTweak}`),
     'digests:',
     ...metadata.digests.map((d) => `  ${d.id}: pbkdf2 ${d.hash}, ${d.iterations} iterations, keyslots ${d.keyslots.join(',')}, segments ${d.segments.join(',')}`),
     `tokens:         ${metadata.tokenTypes.join(' ') || '(none)'}`,

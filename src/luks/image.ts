@@ -1,5 +1,6 @@
 // Opening a LUKS1 or LUKS2 image: the header read and checked without any secret, then a passphrase turned into
 // the volume key (KDF → keyslot area decrypted → AF merge → digest check) and random access to plaintext sectors.
+import { timingSafeEqual } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { afMaterialSize, afMerge } from './af.js';
 import { LuksFormatError, LuksPassphraseError, LuksUnsupportedError } from './errors.js';
@@ -23,7 +24,7 @@ export const MAX_READ = 64 * 1024 * 1024;
 export interface DataLayout { offset: number; size: number; sectorSize: number }
 
 /** A candidate keyslot, in the form both versions share. */
-interface Slot { name: string; kdf: Kdf; keySize: number; kdfKeySize: number; stripes: number; afHash: string; areaOffset: number; priority: number }
+interface Slot { kdf: Kdf; keySize: number; kdfKeySize: number; stripes: number; afHash: string; areaOffset: number; priority: number }
 
 export class LuksImage {
   private constructor(
@@ -46,9 +47,7 @@ export class LuksImage {
       let header: LuksHeader;
       if (isLuks1(start)) header = { version: 1, luks1: parseLuks1Header(start) };
       else header = { version: 2, luks2: await readLuks2Header(headerFile, headerSize) };
-      const image = new LuksImage(header, headerFile, dataFile, dataFileSize, options.limits ?? DEFAULT_KDF_LIMITS);
-      image.dataLayout(options.header !== undefined);
-      return image;
+      return new LuksImage(header, headerFile, dataFile, dataFileSize, options.limits ?? DEFAULT_KDF_LIMITS);
     } catch (e) {
       if (headerFile !== dataFile) await headerFile.close();
       await dataFile.close();
@@ -62,7 +61,8 @@ export class LuksImage {
   }
 
   /** Where the data lies in the data file, and its sector size. */
-  dataLayout(detached = this.headerFile !== this.dataFile): DataLayout {
+  dataLayout(): DataLayout {
+    const detached = this.headerFile !== this.dataFile;
     let offset: number;
     let sectorSize: number;
     let declared: number | 'dynamic' = 'dynamic';
@@ -76,7 +76,7 @@ export class LuksImage {
       ({ offset, sectorSize } = segment);
       declared = segment.size;
     }
-    if (offset === 0 && !detached) throw new LuksFormatError('data at offset 0: this header is meant to be detached (give the data file and --header)');
+    if (offset === 0 && !detached) throw new LuksFormatError('the header is detached (data offset 0): open the data file with this header');
     const available = Math.max(0, this.dataFileSize - offset);
     const size = declared === 'dynamic' ? available - (available % sectorSize) : declared;
     if (size > available) throw new LuksFormatError(`data segment of ${size} bytes runs past the end of the image`);
@@ -89,10 +89,10 @@ export class LuksImage {
       checkPbkdf2Iterations(h.mkDigestIterations, this.limits);
       return {
         slots: h.keyslots.filter((k) => k.active).map((k) => ({
-          name: String(k.index), kdf: { type: 'pbkdf2', hash: h.hashSpec, iterations: k.iterations, salt: k.salt },
+          kdf: { type: 'pbkdf2', hash: h.hashSpec, iterations: k.iterations, salt: k.salt },
           keySize: h.keyBytes, kdfKeySize: h.keyBytes, stripes: k.stripes, afHash: h.hashSpec, areaOffset: k.keyMaterialOffset * 512, priority: 1,
         })),
-        digest: async (key) => (await keyDigest(key, h.hashSpec, h.mkDigestSalt, h.mkDigestIterations, 20)).equals(h.mkDigest),
+        digest: async (key) => timingSafeEqual(await keyDigest(key, h.hashSpec, h.mkDigestSalt, h.mkDigestIterations, 20), h.mkDigest),
       };
     }
     const { metadata } = this.header.luks2;
@@ -103,28 +103,33 @@ export class LuksImage {
     const slots = metadata.keyslots
       .filter((k) => digest.keyslots.includes(k.id) && k.priority !== 0)
       .map((k) => ({
-        name: k.id, kdf: k.kdf, keySize: k.keySize, kdfKeySize: k.areaKeySize, stripes: k.stripes, afHash: k.afHash, areaOffset: k.areaOffset, priority: k.priority ?? 1,
+        kdf: k.kdf, keySize: k.keySize, kdfKeySize: k.areaKeySize, stripes: k.stripes, afHash: k.afHash, areaOffset: k.areaOffset, priority: k.priority ?? 1,
       }))
       .sort((a, b) => b.priority - a.priority);
     return {
       slots,
-      digest: async (key) => (await keyDigest(key, digest.hash, digest.salt, digest.iterations, digest.digest.length)).equals(digest.digest),
+      digest: async (key) => timingSafeEqual(await keyDigest(key, digest.hash, digest.salt, digest.iterations, digest.digest.length), digest.digest),
     };
   }
 
   /** Tries every keyslot bound to the data segment; resolves to the unlocked volume. */
   async unlock(passphrase: Buffer): Promise<LuksVolume> {
+    const layout = this.dataLayout();
     const { slots, digest } = this.slots();
     for (const slot of slots) checkKdf(slot.kdf, this.limits);
     for (const slot of slots) {
       const kdfKey = await deriveKey(slot.kdf, passphrase, slot.kdfKeySize, this.limits);
       const material = await readExactly(this.headerFile, slot.areaOffset, afMaterialSize(slot.keySize, slot.stripes));
       new XtsSectorCipher(kdfKey, 512).run(true, material, material, 0n);
+      kdfKey.fill(0);
       const key = afMerge(material, slot.keySize, slot.stripes, slot.afHash);
+      material.fill(0);
       if (await digest(key)) {
-        const layout = this.dataLayout();
-        return new LuksVolume(this.dataFile, new XtsSectorCipher(key, layout.sectorSize), layout);
+        const cipher = new XtsSectorCipher(key, layout.sectorSize);
+        key.fill(0);
+        return new LuksVolume(this.dataFile, cipher, layout);
       }
+      key.fill(0);
     }
     throw new LuksPassphraseError(slots.length === 0 ? 'no usable keyslot' : 'no keyslot opens with this passphrase');
   }

@@ -70,6 +70,7 @@ async function buildHeader(options: WriteOptions, volumeKey: Buffer, sectorSize:
   const slotKey = await deriveKey(kdf, options.passphrase, VOLUME_KEY_SIZE, limits);
   const material = afSplit(volumeKey, AF_STRIPES, 'sha256');
   new XtsSectorCipher(slotKey, 512).run(false, material, material, 0n);
+  slotKey.fill(0);
   const digestSalt = randomBytes(32);
   const digest = await keyDigest(volumeKey, 'sha256', digestSalt, DIGEST_ITERATIONS, 32);
   const metadata = {
@@ -106,17 +107,25 @@ async function writeAll(file: FileHandle, data: Buffer, position: number): Promi
   }
 }
 
-/** Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors). */
+/**
+ * Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors). Two
+ * chunk buffers alternate, so one chunk is encrypted while the one before it is being written.
+ */
 async function encryptPayload(source: Readable, file: FileHandle, position: number, cipher: XtsSectorCipher): Promise<number> {
   const sectorSize = cipher.sectorSize;
-  const chunk = Buffer.alloc(CHUNK);
+  const buffers = [Buffer.alloc(CHUNK), Buffer.alloc(CHUNK)];
+  let chunk = buffers[0]!;
   let filled = 0;
   let written = 0;
+  let writing: Promise<void> = Promise.resolve();
   const flush = async (length: number): Promise<void> => {
     const data = chunk.subarray(0, length);
     cipher.run(false, data, data, BigInt(written / 512));
-    await writeAll(file, data, position + written);
+    await writing;
+    writing = writeAll(file, data, position + written);
+    writing.catch(() => {}); // awaited before the next flush or at the end; this only keeps it from counting as unhandled
     written += length;
+    chunk = chunk === buffers[0] ? buffers[1]! : buffers[0]!;
   };
   for await (const piece of source) {
     const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece as Uint8Array);
@@ -135,6 +144,7 @@ async function encryptPayload(source: Readable, file: FileHandle, position: numb
     chunk.fill(0, filled, padded);
     await flush(padded);
   }
+  await writing;
   return written;
 }
 

@@ -2,10 +2,10 @@
 // a named LuksError in one line, or (a damaged copy with a good twin) read correctly; never a crash or a hang.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { LuksCostError, LuksError, LuksFormatError, LuksUnsupportedError } from '../../src/luks/errors.js';
 import { LuksImage } from '../../src/luks/image.js';
-import { Scratch } from './cryptsetup.js';
+import { FAST_PBKDF2, Scratch, cryptsetupOk } from './cryptsetup.js';
 import { TEST_LIMITS, sampleImage, withJsonText, withMetadata, type Sample } from './forge.js';
 
 /** Opens and unlocks `bytes`: the plaintext it reads, or the LuksError it throws (anything else fails the test). */
@@ -139,6 +139,33 @@ describe('luks: hostile headers', function () {
     const e = await refusal(scratch, deep, sample.passphrase);
     expect(e).to.be.instanceOf(LuksFormatError);
     expect(e.message).to.match(/not valid JSON/);
+  });
+
+  it('property: random byte corruptions of a LUKS1 header from cryptsetup are refused by name or still unlock', async () => {
+    const path = scratch.file('luks1.img');
+    writeFileSync(path, Buffer.alloc(2 * 1024 * 1024));
+    cryptsetupOk('luksFormat', '-q', '--type', 'luks1', ...FAST_PBKDF2.slice(2), '--key-file', scratch.keyFile(sample.passphrase), path);
+    const original = readFileSync(path);
+    await fc.assert(fc.asyncProperty(
+      fc.array(fc.record({ at: fc.integer({ min: 0, max: 591 }), xor: fc.integer({ min: 1, max: 255 }) }), { minLength: 1, maxLength: 4 }),
+      async (flips) => {
+        const bytes = Buffer.from(original);
+        for (const { at, xor } of flips) bytes[at]! ^= xor;
+        writeFileSync(path, bytes);
+        let image: LuksImage | undefined;
+        try {
+          image = await LuksImage.open(path, { limits: TEST_LIMITS });
+          const volume = await image.unlock(sample.passphrase);
+          expect(volume.size % 512).to.equal(0);
+          if (volume.size > 0) expect((await volume.readSectors(0, 1)).length).to.equal(512);
+        } catch (e) {
+          if (!(e instanceof LuksError)) throw e;
+          expect(e.message).not.to.include('\n');
+        } finally {
+          await image?.close();
+        }
+      },
+    ), { numRuns: 60 });
   });
 
   it('refuses a file too small for its header and one without LUKS magic', async () => {

@@ -9,7 +9,7 @@ import { Scratch, cryptsetup, cryptsetupOk } from './cryptsetup.js';
 const sha256 = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 const KDFS: [string, KdfChoice][] = [
-  ['argon2id', { type: 'argon2id', time: 4, memoryKiB: 32 * 1024, cpus: 2 }],
+  ['argon2id', { type: 'argon2id', time: 4, memoryKiB: 1024, cpus: 2 }],
   ['pbkdf2', { type: 'pbkdf2', iterations: 1000 }],
 ];
 
@@ -24,11 +24,14 @@ describe('luks: writer images checked by cryptsetup', function () {
       const passphrase = randomBytes(20);
       const volumeKey = randomBytes(64);
       let image: string;
+      /** The image's hash as written, before cryptsetup first touched it (any load may repair a header copy). */
+      let written: string;
       before(async () => {
         image = scratch.file(`attached-${name}.img`);
         const plain = scratch.file(`attached-${name}.plain`);
         writeFileSync(plain, randomBytes(3 * 4096 + 1000));
         await writeLuks2({ output: image, source: plain, passphrase, kdf, volumeKey });
+        written = sha256(image);
       });
 
       it('is LUKS2 to cryptsetup isLuks, with the data at 16 MiB, and mode 0600', () => {
@@ -38,12 +41,11 @@ describe('luks: writer images checked by cryptsetup', function () {
         expect(statSync(image).size).to.equal(16 * 1024 * 1024 + 4 * 4096);
       });
 
-      it('survives a writable luksDump byte for byte (both header checksums are right, nothing is repaired)', () => {
-        const before = sha256(image);
+      it('survives writable cryptsetup loads byte for byte (both header checksums are right, nothing is repaired)', () => {
         const dump = cryptsetup('luksDump', '--debug', image);
         expect(dump.status).to.equal(0);
         expect(dump.stdout + dump.stderr).not.to.match(/checksum error/i);
-        expect(sha256(image)).to.equal(before);
+        expect(sha256(image)).to.equal(written);
       });
 
       it('opens with the passphrase (open --test-passphrase) and refuses another', () => {
