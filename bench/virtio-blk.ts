@@ -80,7 +80,7 @@ function virtioRunner(c: Case, type: number): { run(bytes: number): number; clos
     const indirect = buffers.length > 3;
     const table = indirect ? driver.heap.alloc(16 * buffers.length, 16) : q.desc;
     const first = indirect ? 0 : 3 * i;
-    buffers.forEach((b, k) => q.writeDesc(first + k, b.address, b.length, b.flags | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), first + k + 1, table));
+    for (const [k, b] of buffers.entries()) q.writeDesc(first + k, b.address, b.length, b.flags | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), first + k + 1, table);
     if (indirect) q.writeDesc(3 * i, table, 16 * buffers.length, VRING_DESC_F_INDIRECT, 0);
     return { head: 3 * i, header };
   });

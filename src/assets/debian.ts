@@ -132,7 +132,7 @@ export async function ensurePackage(name: string, options: AssetOptions = {}): P
   const staging = await mkdtemp(join(cache, 'unpacked', `.${name}-`));
   try {
     await run('dpkg', ['-x', join(debs, deb), staging]);
-    await writeFile(join(staging, COMPLETE_MARKER), version + '\n');
+    await writeFile(join(staging, COMPLETE_MARKER), `${version}\n`);
     await rename(staging, join(cache, unpackedPath(name)));
   } catch (e) {
     await rm(staging, { recursive: true, force: true });

@@ -52,7 +52,7 @@ export function planBoot(input: BootPlanInput): BootPlan {
     throw new KernelImageError(`guest memory too small: the kernel needs RAM up to 0x${kEnd.toString(16)} but RAM below the MMIO hole ends at 0x${lowEnd.toString(16)}`);
   }
 
-  const cmdlineBytes = new TextEncoder().encode(input.cmdline + '\0');
+  const cmdlineBytes = new TextEncoder().encode(`${input.cmdline}\0`);
   const cmdlineMax = kernel.kind === 'bzImage' ? kernel.cmdlineMax : ELF_CMDLINE_MAX;
   if (cmdlineBytes.length - 1 > cmdlineMax) throw new KernelImageError(`command line is ${cmdlineBytes.length - 1} bytes; this kernel accepts at most ${cmdlineMax}`);
   if (cmdlineBytes.indexOf(0) !== cmdlineBytes.length - 1) throw new KernelImageError('command line contains a NUL character');

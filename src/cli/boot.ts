@@ -1,7 +1,7 @@
 // `ts-vmm boot`: start a Linux kernel (bzImage or vmlinux) with an optional initrd on KVM, the serial
 // console on stdin/stdout. Exit status: 0 when the guest powers off or reboots, 2 when it fails
 // (triple fault, kernel panic, failed VM entry, KVM internal error), 1 when ts-vmm itself fails.
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { PolicyBit } from '../sev/policy.js';
 import type { TeeKind } from '../sev/tee.js';

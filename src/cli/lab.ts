@@ -1,6 +1,6 @@
 // `ts-vmm lab -- <ts-vmm arguments>`: runs a ts-vmm command inside the lab (a TCG-emulated machine
 // with nested SVM, hence a working /dev/kvm) and relays its output and exit status.
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { positiveInteger } from './arguments.js';
 import { relayInLab } from '../lab/relay.js';
 import { LAB_DEFAULT_CPUS } from '../lab/run.js';

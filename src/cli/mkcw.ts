@@ -2,7 +2,7 @@
 // Exit status 0 when the image is written, 1 otherwise (the image is then not there).
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_KDF, type KdfChoice } from '../luks/writer.js';
 import { readBundleConfig } from '../oci/bundle-config.js';
 import { buildConfidentialImage, newWorkloadId } from '../oci/confidential-image.js';

@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
 import { BundleError } from '../oci/bundle-config.js';
 import { checkBundle } from '../oci/runner.js';
@@ -127,7 +127,7 @@ async function start(id: string, options: RootOption): Promise<void> {
 }
 
 async function state(id: string, options: RootOption, out: Writable): Promise<void> {
-  out.write(JSON.stringify(publicState(await storeOf(options).live(id)), null, 2) + '\n');
+  out.write(`${JSON.stringify(publicState(await storeOf(options).live(id)), null, 2)}\n`);
 }
 
 async function kill(id: string, signal: number, options: RootOption): Promise<void> {

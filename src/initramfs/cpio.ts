@@ -113,7 +113,7 @@ export class CpioWriter {
     rdev: { major: number; minor: number },
   ): Promise<void> {
     if (this.finished) throw new CpioError('cpio archive already finished');
-    const nameBytes = Buffer.from(name + '\0', 'utf8');
+    const nameBytes = Buffer.from(`${name}\0`, 'utf8');
     const fields = [
       MAGIC,
       hex8(inode, 'inode'),

@@ -198,7 +198,7 @@ export async function formatModulesDep(tree: ModuleTree, modules: readonly Kerne
       if (!position.has(dep.name)) throw new ModuleResolutionError(`${module.name} needs ${dep.name}, which is not in the set`);
     }
     const deps = closure.filter((m) => m.name !== module.name).reverse().map((m) => m.relativePath);
-    lines.push(`${module.relativePath}:${deps.map((d) => ' ' + d).join('')}`);
+    lines.push(`${module.relativePath}:${deps.map((d) => ` ${d}`).join('')}`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -11,7 +11,7 @@ export function cpuidBuffer(entries: readonly CpuidEntry[] | number): Uint8Array
   const buf = new Uint8Array(kvmCpuid2.size + n * kvmCpuidEntry2.size);
   new DataView(buf.buffer).setUint32(0, n, true);
   if (typeof entries !== 'number') {
-    entries.forEach((e, i) => encodeExact(kvmCpuidEntry2, e, buf.subarray(kvmCpuid2.size + i * kvmCpuidEntry2.size)));
+    for (const [i, e] of entries.entries()) encodeExact(kvmCpuidEntry2, e, buf.subarray(kvmCpuid2.size + i * kvmCpuidEntry2.size));
   }
   return buf;
 }

@@ -16,7 +16,7 @@ import { errorMessage } from '../sys/error-message.js';
 /** Largest synchronous payload: one page of string I/O, as kvm_run carries it. */
 export const MAILBOX_DATA_BYTES = 4096;
 
-export const enum MailboxOp { PioRead = 0, PioWrite = 1, MmioRead = 2, MmioWrite = 3 }
+export enum MailboxOp { PioRead = 0, PioWrite = 1, MmioRead = 2, MmioWrite = 3 }
 
 // Control words.
 const DOORBELL = 0; // incremented by the vCPU side after each posted write or call
@@ -167,7 +167,8 @@ export class MailboxClient {
     control[ADDRESS_HIGH] = Math.floor(address / 0x1_0000_0000);
     control[SIZE] = size;
     control[COUNT] = count;
-    const sequence = this.sequence = next(this.sequence);
+    this.sequence = next(this.sequence);
+    const sequence = this.sequence;
     const previous = Atomics.load(control, ANSWER);
     Atomics.store(control, PUBLISHING, 1);
     control[CALL_ORDER] = Atomics.add(this.mailbox.order, 0, 1);

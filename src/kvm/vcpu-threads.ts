@@ -125,7 +125,7 @@ export class VcpuThreads implements VcpuRunner {
     const order = createAccessOrder();
     const server = new MailboxServer(new Int32Array(order));
     for (const vcpu of this.vcpus) {
-      this.threads.push(new VcpuThread(vcpu, this.buses, this.options, server, order, (stop) => this.listeners.forEach((l) => l(stop))));
+      this.threads.push(new VcpuThread(vcpu, this.buses, this.options, server, order, (stop) => { for (const listener of this.listeners) listener(stop); }));
     }
     // Node joins worker threads at exit; one inside KVM_RUN would never return without a kick.
     process.once('exit', this.kickAll);

@@ -255,6 +255,6 @@ function u64s(v: DataView, offset: number, n: number): bigint[] {
 function msrBuffer(entries: readonly MsrEntry[]): Uint8Array {
   const buf = new Uint8Array(kvmMsrs.size + entries.length * kvmMsrEntry.size);
   new DataView(buf.buffer).setUint32(0, entries.length, true);
-  entries.forEach((e, i) => encodeExact(kvmMsrEntry, { index: e.index, data: e.data }, buf.subarray(kvmMsrs.size + i * kvmMsrEntry.size)));
+  for (const [i, e] of entries.entries()) encodeExact(kvmMsrEntry, { index: e.index, data: e.data }, buf.subarray(kvmMsrs.size + i * kvmMsrEntry.size));
   return buf;
 }

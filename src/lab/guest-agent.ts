@@ -83,10 +83,10 @@ function processReport(): string {
     for (const tid of tasks) {
       const stack = readOr(`/proc/${pid}/task/${tid}/stack`, '').trim();
       const taskState = stateOf(readOr(`/proc/${pid}/task/${tid}/status`, ''));
-      lines.push(`lab:   tid ${tid} ${readOr(`/proc/${pid}/task/${tid}/comm`, '?').trim()} ${taskState}${stack ? '\n' + stack.replace(/^/gm, 'lab:     ') : ''}`);
+      lines.push(`lab:   tid ${tid} ${readOr(`/proc/${pid}/task/${tid}/comm`, '?').trim()} ${taskState}${stack ? `\n${stack.replace(/^/gm, 'lab:     ')}` : ''}`);
     }
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** `root` and every process below it, whatever process group or session they moved to. */

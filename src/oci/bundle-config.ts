@@ -319,7 +319,7 @@ function readMounts(r: Reader, raw: unknown): GuestMount[] {
     if (!SUPPORTED_MOUNT_TYPES.has(type)) {
       r.fail(`${field} (${destination})`, `mount type "${type}" is not supported (supported: ${[...SUPPORTED_MOUNT_TYPES].join(', ')})`);
     }
-    options.forEach((o) => noNul(r, o, `${field}.options`));
+    for (const o of options) noNul(r, o, `${field}.options`);
     mounts.push({ destination, type: type as GuestMount['type'], source, options: mountFlags(options) });
   });
   if (mounts.length > GUEST_LIMITS.mounts) r.fail('mounts', `${mounts.length} mounts are more than the guest agent makes (${GUEST_LIMITS.mounts})`);

@@ -25,7 +25,7 @@ function checked(kernel: GuestKernel, source: string): GuestKernel {
 export async function rememberKernel(kernel: GuestKernel): Promise<void> {
   const chosen = checked({ vmlinuz: resolve(kernel.vmlinuz), modulesDir: resolve(kernel.modulesDir) }, 'ts-vmm setup --kernel/--modules');
   await mkdir(runCacheDir(), { recursive: true });
-  await writeFile(choiceFile(), JSON.stringify(chosen, null, 2) + '\n');
+  await writeFile(choiceFile(), `${JSON.stringify(chosen, null, 2)}\n`);
 }
 
 /** --kernel and --modules: both or neither, checked before anything else is done. */

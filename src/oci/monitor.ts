@@ -9,7 +9,7 @@ import type { Writable } from 'node:stream';
 import { launchVm } from './vm-launch.js';
 import type { VmLauncher } from './vm-request.js';
 import { bootWorkload, prepareRun, runWorkload, type BootedWorkload, type PreparedRun, type RunSettings, type Stdio } from './runner.js';
-import { processStartTime, StateStore, type ContainerRecord } from './runtime-state.js';
+import { processStartTime, type StateStore, type ContainerRecord } from './runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
 
 export const CONTROL_SOCKET = 'control.sock';

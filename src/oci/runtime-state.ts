@@ -172,7 +172,7 @@ export class StateStore {
   async write(record: ContainerRecord): Promise<void> {
     const path = join(this.dir(record.id), 'state.json');
     const partial = `${path}.${process.pid}.tmp`;
-    await writeFile(partial, JSON.stringify(record, null, 2) + '\n', { mode: 0o600 });
+    await writeFile(partial, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     await rename(partial, path);
   }
 

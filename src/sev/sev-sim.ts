@@ -7,8 +7,8 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { Usage, describeAlgorithm } from './certificate-key.js';
 import { encodeSevChain } from './chain.js';
-import {
-  type GuestStateName, type GuestStatus, type LaunchStart, type PlatformStatus, type SevLaunchBackend, type SevPlatform,
+import type {
+  GuestStateName, GuestStatus, LaunchStart, PlatformStatus, SevLaunchBackend, SevPlatform,
 } from './firmware.js';
 import { computeMeasure, encodeMeasurement, type FirmwareBuild } from './measurement.js';
 import { POLICY_RESERVED_MASK, PolicyBit, decodePolicy } from './policy.js';

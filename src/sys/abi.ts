@@ -53,7 +53,7 @@ export interface StructOptions {
  * the ABI test. `koffiName` must be unique in the process (koffi types are global).
  */
 export function cStruct(cName: string, header: string, fields: Record<string, string | CType>, options: StructOptions = {}): StructDecl {
-  const koffiName = cName.replace(/^(struct|union) /, '') + '_t';
+  const koffiName = `${cName.replace(/^(struct|union) /, '')}_t`;
   let type: CType;
   if (options.union) type = koffi.union(koffiName, fields);
   else if (options.packed) type = koffi.pack(koffiName, fields);
@@ -77,7 +77,7 @@ function collectOffsets(type: CType, prefix: string, base: number, anonymous: Re
     const offset = base + member.offset;
     if (!isAnonymous) into.set(designator, offset);
     if (isAggregate(introspect(member.type))) {
-      collectOffsets(member.type, isAnonymous ? prefix : designator + '.', offset, anonymous, into);
+      collectOffsets(member.type, isAnonymous ? prefix : `${designator}.`, offset, anonymous, into);
     }
   }
 }
@@ -127,8 +127,8 @@ const scalars: Record<string, Scalar> = {
   Int64: { get: (v, o) => v.getBigInt64(o, true), set: (v, o, x) => v.setBigInt64(o, BigInt(x), true) },
   UInt64: { get: (v, o) => v.getBigUint64(o, true), set: (v, o, x) => v.setBigUint64(o, BigInt(x), true) },
 };
-scalars['Char'] = scalars['Int8']!;
-scalars['UChar'] = scalars['UInt8']!;
+scalars.Char = scalars.Int8!;
+scalars.UChar = scalars.UInt8!;
 
 function scalar(info: TypeInfo): Scalar {
   const s = scalars[info.primitive];

@@ -31,7 +31,8 @@ export class IoeventfdNotifications implements NotificationSource {
 
   attach(notifyAddress: number, queueIndex: number, kick: () => void): NotificationHandle {
     const queue = this.eventfd(notifyAddress, queueIndex);
-    const poller = (this.poller ??= eventFdPoller());
+    this.poller ??= eventFdPoller();
+    const poller = this.poller;
     // Reading the counter clears it; several guest writes since the last read are one kick.
     poller.watch(queue.eventfd.fd, () => {
       if (queue.eventfd.take() > 0n) kick();

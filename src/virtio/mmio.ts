@@ -89,7 +89,7 @@ export class VirtioMmioTransport implements BusDevice {
     const notifications = options.notifications;
     if (notifications) {
       const notifyAddress = (options.baseAddress ?? 0) + VIRTIO_MMIO_QUEUE_NOTIFY;
-      device.queueMaxSizes.forEach((_, i) => this.handles.push(notifications.attach(notifyAddress, i, () => this.kick(i))));
+      for (const i of device.queueMaxSizes.keys()) this.handles.push(notifications.attach(notifyAddress, i, () => this.kick(i)));
     }
   }
 

@@ -11,7 +11,7 @@ import { ModuleResolutionError, ModuleTree, canonicalModuleName, formatModulesDe
 /** A minimal relocatable ELF64 (little-endian) with a .modinfo section holding `entries`. */
 function fakeModule(entries: string[]): Buffer {
   const shstrtab = Buffer.from('\0.shstrtab\0.modinfo\0');
-  const modinfo = Buffer.from(entries.map((e) => e + '\0').join(''));
+  const modinfo = Buffer.from(entries.map((e) => `${e}\0`).join(''));
   const dataStart = 64;
   const shoff = dataStart + shstrtab.length + modinfo.length;
   const elf = Buffer.alloc(shoff + 3 * 64);

@@ -33,7 +33,7 @@ export function realModeVm(code: readonly number[], { entry = 0x1000, vcpus = 1,
   return {
     kvm, vm, memory, vcpus: cpus,
     close() {
-      cpus.forEach((c) => c.close());
+      for (const c of cpus) c.close();
       vm.close();
       kvm.close();
     },

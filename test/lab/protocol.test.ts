@@ -19,7 +19,7 @@ describe('lab: result channel records', () => {
       fc.array(record, { maxLength: 20 }),
       fc.array(fc.nat(), { maxLength: 10 }),
       (records, cuts) => {
-        const stream = Buffer.from(throughTty('boot noise\n' + records.map(encodeRecord).join('random text @@lab\n')), 'latin1');
+        const stream = Buffer.from(throughTty(`boot noise\n${records.map(encodeRecord).join('random text @@lab\n')}`), 'latin1');
         const got: LabRecord[] = [];
         const parser = new RecordParser((r) => got.push(r));
         const points = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b);

@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { LuksCostError, LuksError, LuksFormatError, LuksUnsupportedError } from '../../src/luks/errors.js';
 import { LuksImage } from '../../src/luks/image.js';
 import { FAST_PBKDF2, Scratch, cryptsetupOk } from './cryptsetup.js';
-import { TEST_LIMITS, sampleImage, withJsonText, withMetadata, type Sample } from './forge.js';
+import { TEST_LIMITS, sampleImage, withJsonText, withMetadata, type Metadata, type Sample } from './forge.js';
 
 /** Opens and unlocks `bytes`: the plaintext it reads, or the LuksError it throws (anything else fails the test). */
 async function outcome(scratch: Scratch, bytes: Buffer, passphrase: Buffer): Promise<Buffer | LuksError> {
@@ -105,7 +105,7 @@ describe('luks: hostile headers', function () {
     expect(e.message).to.match(/checksum/);
   });
 
-  const cases: [string, (m: Record<string, any>) => void, typeof LuksError, RegExp][] = [ // eslint-disable-line @typescript-eslint/no-explicit-any
+  const cases: [string, (m: Metadata) => void, typeof LuksError, RegExp][] = [
     ['an integrity segment', (m) => { m.segments['0'].integrity = { type: 'hmac(sha256)', journal_encryption: 'none', journal_integrity: 'none' }; }, LuksUnsupportedError, /integrity/],
     ['an unknown data cipher', (m) => { m.segments['0'].encryption = 'aes-cbc-essiv:sha256'; }, LuksUnsupportedError, /cipher "aes-cbc-essiv:sha256"/],
     ['an unknown keyslot cipher', (m) => { m.keyslots['0'].area.encryption = 'serpent-xts-plain64'; }, LuksUnsupportedError, /cipher "serpent-xts-plain64"/],

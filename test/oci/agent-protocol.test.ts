@@ -20,7 +20,7 @@ describe('agent protocol', () => {
           off += n;
         }
         expect(got.map((f) => f.type)).to.deep.equal(frames.map((f) => f.type));
-        got.forEach((f, i) => expect(Buffer.from(f.payload).equals(Buffer.from(frames[i]!.payload))).to.equal(true));
+        for (const [i, f] of got.entries()) expect(Buffer.from(f.payload).equals(Buffer.from(frames[i]!.payload))).to.equal(true);
         expect(decoder.pendingBytes).to.equal(0);
       },
     ));

@@ -86,6 +86,7 @@ describe('guest init with hostile strings', function () {
 
   // Quotes, newlines, command substitutions, expansions, comment and list characters, and any other text.
   const hostile = fc.oneof(
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, for the guest's shell.
     fc.constantFrom('\n', "'", '"', '$(touch CANARY)', '`touch CANARY`', '$HOME', '\\', ';', '&', '|', '#', ' ', '*', '~', '${x:-y}', "'\n'"),
     fc.string({ unit: 'grapheme' }),
   );

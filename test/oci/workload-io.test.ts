@@ -115,6 +115,7 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
   it('passes 10,000 environment variables and a 120 KB argument (no command-line limits on the way)', async () => {
     const env = Array.from({ length: 10_000 }, (_, i) => ['--env', `V${i}=${i}`]).flat();
     const big = 'x'.repeat(120 * 1024);
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, for the guest's shell.
     const r = await run([...env, '--', '/bin/sh', '-c', 'echo "$V0 $V9999 ${#1}"; env | grep -c "^V"', 'sh', big]);
     expect(r).to.deep.include({ status: 0, stdout: `0 9999 ${big.length}\n10000\n` });
   });

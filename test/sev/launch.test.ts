@@ -75,7 +75,7 @@ describe('sev: measured launch', () => {
         length: fc.integer({ min: 1, max: 0x1000 }),
       });
       fc.assert(fc.property(fc.array(region, { maxLength: 8 }), (regions) => {
-        let ranges;
+        let ranges: ReturnType<typeof measuredRanges>;
         try {
           ranges = measuredRanges(regions, memory);
         } catch (e) {

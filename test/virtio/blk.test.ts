@@ -121,10 +121,10 @@ describe('virtio-blk', () => {
         return f.memory.readU8(status);
       };
       const data = randomBytes(512 * segments);
-      pieces.forEach((address, i) => f.memory.write(address, data.subarray(512 * i, 512 * (i + 1))));
+      for (const [i, address] of pieces.entries()) f.memory.write(address, data.subarray(512 * i, 512 * (i + 1)));
       expect(transfer(VIRTIO_BLK_T_OUT, false)).to.equal(VIRTIO_BLK_S_OK);
       expect(fs.readFileSync(f.file).subarray(8192, 8192 + data.length).equals(data)).to.equal(true);
-      pieces.forEach((address) => f.memory.fill(address, 512, 0));
+      for (const address of pieces) f.memory.fill(address, 512, 0);
       expect(transfer(VIRTIO_BLK_T_IN, true)).to.equal(VIRTIO_BLK_S_OK);
       expect(Buffer.concat(pieces.map((address) => f.memory.read(address, 512))).equals(data)).to.equal(true);
       expect(image.subarray(0, 8192).equals(fs.readFileSync(f.file).subarray(0, 8192)), 'bytes before the transfer untouched').to.equal(true);
@@ -226,7 +226,7 @@ describe('virtio-blk', () => {
     f.queue.submit(...reqs.map((r) => r.head));
     expect(f.interrupt.count - before).to.equal(1);
     expect(f.queue.takeUsed().map((u) => u.id)).to.deep.equal(reqs.map((r) => r.head));
-    reqs.forEach((r, i) => expect(Buffer.from(f.memory.read(r.data, 4096)).equals(image.subarray(i * 4096, (i + 1) * 4096))).to.equal(true));
+    for (const [i, r] of reqs.entries()) expect(Buffer.from(f.memory.read(r.data, 4096)).equals(image.subarray(i * 4096, (i + 1) * 4096))).to.equal(true);
   });
 
   it('carries out a DISCARD or WRITE_ZEROES whole or not at all: a zero-count range refuses the request before any range is applied', () => {

@@ -2,7 +2,7 @@
 // interface, the way Linux's virtio_mmio does, and lays out split rings in guest memory by hand.
 import type { BusDevice } from '../../src/devices/bus.js';
 import type { Interrupt } from '../../src/devices/interrupt.js';
-import { GuestMemory } from '../../src/memory/guest-memory.js';
+import type { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_MMIO_CONFIG, VIRTIO_MMIO_DEVICE_FEATURES, VIRTIO_MMIO_DEVICE_FEATURES_SEL, VIRTIO_MMIO_DRIVER_FEATURES,
@@ -68,15 +68,17 @@ export class DriverQueue {
   /** Lays out `buffers` as a direct chain in free descriptors; returns the head. */
   chain(buffers: Buffer[]): number {
     const ids = buffers.map(() => { const i = this.nextDesc; this.nextDesc = (this.nextDesc + 1) % this.size; return i; });
-    buffers.forEach((b, k) => this.writeDesc(ids[k]!, b.address, b.length,
-      (b.writable ? VRING_DESC_F_WRITE : 0) | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), ids[k + 1] ?? 0));
+    for (const [k, b] of buffers.entries()) {
+      this.writeDesc(ids[k]!, b.address, b.length, (b.writable ? VRING_DESC_F_WRITE : 0) | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), ids[k + 1] ?? 0);
+    }
     return ids[0]!;
   }
 
   /** Lays out `buffers` in an indirect table at `table`; returns the head of the one-descriptor chain. */
   indirectChain(buffers: Buffer[], table: number): number {
-    buffers.forEach((b, k) => this.writeDesc(k, b.address, b.length,
-      (b.writable ? VRING_DESC_F_WRITE : 0) | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), k + 1, table));
+    for (const [k, b] of buffers.entries()) {
+      this.writeDesc(k, b.address, b.length, (b.writable ? VRING_DESC_F_WRITE : 0) | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), k + 1, table);
+    }
     const head = this.nextDesc;
     this.nextDesc = (this.nextDesc + 1) % this.size;
     this.writeDesc(head, table, 16 * buffers.length, VRING_DESC_F_INDIRECT, 0);

@@ -18,7 +18,7 @@ const GUEST_WRITE = 'written by the guest through virtio-blk';
 describe('Linux virtio_blk on ts-vmm disks @kvm', function () {
   this.timeout(BOOT_TIMEOUT_MS + 60_000);
 
-  it('reads a disk bit for bit, writes what it synced before power-off, and cannot write a read-only disk', async function () {
+  it('reads a disk bit for bit, writes what it synced before power-off, and cannot write a read-only disk', async () => {
     const [kernel, busybox] = await Promise.all([ensureDebianKernel(), ensureBusybox()]);
     const modules = await (await ModuleTree.open(kernel.modulesDir)).loadOrder(['virtio_mmio', 'virtio_blk']);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-vmm-linux-disk-'));

@@ -142,7 +142,7 @@ function expectSame(what: string, received: Buffer, sent: Buffer): void {
 describe('Linux vsock on the ts-vmm vsock device @kvm', function () {
   this.timeout(BOOT_TIMEOUT_MS + 60_000);
 
-  it('moves 64 MiB each way intact and carries 16 connections open at once', async function () {
+  it('moves 64 MiB each way intact and carries 16 connections open at once', async () => {
     const [kernel, busybox] = await Promise.all([ensureDebianKernel(), ensureBusybox()]);
     const modules = await (await ModuleTree.open(kernel.modulesDir)).loadOrder(['virtio_mmio', 'vmw_vsock_virtio_transport']);
     const socat = findProgram('socat');

@@ -296,7 +296,7 @@ describe('split virtqueue', () => {
             memory.writeU16(at + 12, d.flags);
             memory.writeU16(at + 14, d.next);
           });
-          ring.forEach((h, i) => memory.writeU16(queue.avail + 4 + 2 * i, h % (QUEUE + 2)));
+          for (const [i, h] of ring.entries()) memory.writeU16(queue.avail + 4 + 2 * i, h % (QUEUE + 2));
           memory.writeU16(queue.avail + 2, availIdx);
           expect(() => driver.write(0x50, 0)).to.not.throw();
           const error = transport.lastError;

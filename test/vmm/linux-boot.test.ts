@@ -18,7 +18,7 @@ describe('Linux boot on KVM @kvm', function () {
   let guest: Guest;
   let report: string;
 
-  before(async function () {
+  before(async () => {
     guest = await guestAssets();
     report = await guest.initrd('report', `echo ${MARKER}\necho "nproc=$(nproc)"\npoweroff -f`);
   });

@@ -65,6 +65,7 @@ export function integer(value: number): Aml {
 }
 
 export function string(value: string): Aml {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the range is the point: every ASCII character but NUL.
   if (!/^[\x01-\x7f]*$/.test(value)) throw new RangeError(`AML string "${value}" must be non-NUL ASCII`);
   return concat([Uint8Array.of(0x0d), new TextEncoder().encode(value), Uint8Array.of(0)]);
 }

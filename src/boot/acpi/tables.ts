@@ -141,7 +141,7 @@ function u32(value: number): number[] {
 export function xsdt(tables: readonly number[]): Uint8Array {
   const body = new Uint8Array(tables.length * 8);
   const v = new DataView(body.buffer);
-  tables.forEach((address, i) => v.setBigUint64(i * 8, BigInt(address), true));
+  for (const [i, address] of tables.entries()) v.setBigUint64(i * 8, BigInt(address), true);
   return sdt('XSDT', 1, body);
 }
 

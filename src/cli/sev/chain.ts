@@ -1,6 +1,6 @@
 // `ts-vmm sev verify|session`: the owner checks a platform's certificate chain and makes a launch session for its PDH.
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import type { Command, Option } from 'commander';
 import { policyArg } from '../arguments.js';
 import { caChainLinks, parseCaChain, parseFullChain, parseSevChain, sevChainLinks, verifyChain, type LinkResult, type SevChain, type CaChain } from '../../sev/chain.js';
 import { sessionFileNames, writeSessionFiles } from '../../sev/owner-files.js';

@@ -1,7 +1,7 @@
 // `ts-vmm sev measurement build|verify` and `secret build`: the owner predicts the launch digest (ts-vmm or
 // QEMU/OVMF), checks what LAUNCH_MEASURE reported, and answers with the LAUNCH_SECRET packet.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { hexOrInt, policyArg } from '../arguments.js';
 import { computeMeasure, encodeMeasurement, parseMeasurement, verifyMeasurement, type FirmwareBuild } from '../../sev/measurement.js';
 import { ovmfLaunchDigest, type OvmfLaunch } from '../../sev/ovmf-digest.js';

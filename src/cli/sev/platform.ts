@@ -1,6 +1,6 @@
 // `ts-vmm sev status|export|sim-init`: the platform's own commands, on /dev/sev or sev-sim.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { encodeCaChain, encodeSevChain, parseCaChain, parseSevChain, verifyChain } from '../../sev/chain.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from '../../sev/sev-abi.js';
 import { SimulatedIdentity } from '../../sev/sim-identity.js';

@@ -1,6 +1,6 @@
 // `ts-vmm sev vmsa build|update|show`: SEV-ES VMSA files as sevctl writes and reads them.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { hexOrInt } from '../arguments.js';
 import { decodeVmsa, ovmfApResetAddress, resetVmsa, updateVmsa } from '../../sev/vmsa.js';
 import { say } from './common.js';

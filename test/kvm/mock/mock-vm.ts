@@ -48,9 +48,11 @@ export class MockVm implements VirtualMachine {
   }
 
   registerMemory(memory: GuestMemory, firstSlot = 0): void {
-    memory.regions.forEach((r, i) => this.setUserMemoryRegion({
-      slot: firstSlot + i, guestAddress: r.guestAddress, size: r.size, hostAddress: r.backing.kind === 'host' ? r.backing.hostAddress : 0n,
-    }));
+    for (const [i, r] of memory.regions.entries()) {
+      this.setUserMemoryRegion({
+        slot: firstSlot + i, guestAddress: r.guestAddress, size: r.size, hostAddress: r.backing.kind === 'host' ? r.backing.hostAddress : 0n,
+      });
+    }
     this.memory = memory;
   }
 
