@@ -354,6 +354,21 @@ static int mkdir_p(const char *path) {
   return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The mount point of a file the host copied in (a bind of /etc/hosts and the like): its directory, then the file. */
+static int make_file_mount_point(const char *path) {
+  char dir[PATH_MAX];
+  if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) { errno = ENAMETOOLONG; return -1; }
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (mkdir_p(dir) < 0) return -1;
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return errno == EISDIR || errno == EROFS ? (access(path, F_OK) == 0 ? 0 : -1) : -1;
+  close(fd);
+  return 0;
+}
+
 /* The devices runtime-spec says every container gets, for a /dev the bundle mounts as an empty tmpfs. */
 static int populate_dev(const char *dir) {
   static const struct { const char *name; unsigned major, minor; } nodes[] = {
@@ -385,8 +400,11 @@ static int set_up(const struct options *o) {
       send_error("mount %s: %s", m->target, ENAMETOOLONG);
       return -1;
     }
-    if (mkdir_p(target) < 0) { send_error("create mount point %s: %s", m->target, errno); return -1; }
-    if (mount(m->source, target, m->type, m->flags, m->data[0] ? m->data : NULL) < 0) {
+    int bind = strcmp(m->type, "bind") == 0;
+    if ((bind ? make_file_mount_point(target) : mkdir_p(target)) < 0) { send_error("create mount point %s: %s", m->target, errno); return -1; }
+    /* A bind mount takes its source as is; MS_RDONLY and the other flags apply only when it is remounted. */
+    if (mount(m->source, target, bind ? NULL : m->type, bind ? MS_BIND : m->flags, bind || !m->data[0] ? NULL : m->data) < 0
+        || (bind && m->flags && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | m->flags, NULL) < 0)) {
       send_error("mount %s: %s", m->target, errno);
       return -1;
     }

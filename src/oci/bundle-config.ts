@@ -15,7 +15,8 @@ export class BundleError extends Error {
 
 export interface GuestMount {
   destination: string;
-  type: 'proc' | 'sysfs' | 'tmpfs' | 'devpts' | 'mqueue' | 'cgroup2' | 'devtmpfs';
+  /** `bind`: a host file (source, a host path) copied into the guest when the VM is made, and bound there. */
+  type: 'proc' | 'sysfs' | 'tmpfs' | 'devpts' | 'mqueue' | 'cgroup2' | 'devtmpfs' | 'bind';
   source: string;
   options: string[];
 }
@@ -309,7 +310,12 @@ function readMounts(r: Reader, raw: unknown): GuestMount[] {
       : r.string(m.type, `${field}.type`);
     const source = m.source === undefined ? type : r.string(m.source, `${field}.source`);
     if (type === 'bind' || options.includes('bind') || options.includes('rbind')) {
-      r.fail(`${field} (${destination})`, 'bind mounts of host paths need a shared filesystem, which ts-vmm does not provide');
+      const flags = mountFlags(options.filter((o) => o !== 'bind' && o !== 'rbind'));
+      // What engines bind in: /dev/shm becomes the guest's own; a host file (hosts, resolv.conf, hostname,
+      // .containerenv) is copied, as Kata does without a shared filesystem; a host directory cannot be.
+      if (destination === '/dev/shm') mounts.push({ destination, type: 'tmpfs', source: 'shm', options: [...flags, 'mode=1777'] });
+      else mounts.push({ destination, type: 'bind', source: hostFileToCopy(r, source, `${field} (${destination})`), options: flags });
+      return;
     }
     if (type === 'cgroup') {
       r.warnings.push(`${field} (${destination}): cgroup v1 is not available; mounted as cgroup2`);
@@ -333,6 +339,23 @@ function readMounts(r: Reader, raw: unknown): GuestMount[] {
     if (data > GUEST_LIMITS.mountData) r.fail(`mounts[${i}].options`, `${data} bytes of mount data are more than mount(2) takes (one page, ${GUEST_LIMITS.mountData} bytes)`);
   });
   return mounts;
+}
+
+/** The most a bind-mounted host file may hold: it is copied into the guest's initramfs. */
+export const MAX_COPIED_FILE_BYTES = 1024 * 1024;
+
+function hostFileToCopy(r: Reader, source: string, field: string): string {
+  if (!isAbsolute(source)) r.fail(field, `bind source "${source}" must be an absolute path`);
+  let stat;
+  try {
+    stat = statSync(source);
+  } catch (e) {
+    r.fail(field, `bind source ${source}: ${errorMessage(e)}`);
+  }
+  if (stat.isDirectory()) r.fail(field, 'bind mounts of host directories need a shared filesystem, which ts-vmm does not provide (host files are copied)');
+  if (!stat.isFile()) r.fail(field, `bind source ${source} is neither a regular file nor a directory`);
+  if (stat.size > MAX_COPIED_FILE_BYTES) r.fail(field, `bind source ${source} is ${stat.size} bytes; host files are copied into the guest, at most ${MAX_COPIED_FILE_BYTES}`);
+  return source;
 }
 
 /** Propagation flags describe host mount namespaces; inside the guest they mean nothing, so they are filtered. */

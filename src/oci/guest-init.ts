@@ -8,6 +8,8 @@ import { mountCall } from './mount-options.js';
 export const GUEST = {
   busybox: '/bin/busybox',
   agent: '/ts-vmm/agent',
+  /** Host files the bundle binds in, copied into the run's initramfs: the n-th bind mount's is `copiedFiles/n`. */
+  copiedFiles: '/ts-vmm/files',
   modules: '/lib/modules',
   newRoot: '/newroot',
   rootDevice: '/dev/vda',
@@ -40,9 +42,11 @@ export function agentArguments(config: BundleConfig): string[] {
   const args = ['--vsock', `${HOST_CID}:${AGENT_PORT}`, '--root', GUEST.newRoot, '--unmount', GUEST.newRoot, '--poweroff'];
   if (config.hostname !== undefined) args.push('--hostname', config.hostname);
   const mounts = guestMounts(config);
+  let copied = 0;
   for (const m of mounts) {
     const { flags, data } = mountCall(m.options);
-    args.push('--mount', m.type, m.source, m.destination, String(flags), data);
+    const source = m.type === 'bind' ? `${GUEST.copiedFiles}/${copied++}` : m.source;
+    args.push('--mount', m.type, source, m.destination, String(flags), data);
   }
   if (mounts.some((m) => m.destination === '/dev' && m.type === 'tmpfs')) args.push('--populate-dev', `${GUEST.newRoot}/dev`);
   return args;

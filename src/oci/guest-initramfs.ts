@@ -75,6 +75,9 @@ export async function writeRunInitrd(base: BaseInitramfs, config: BundleConfig, 
   const runPart = join(dir, 'run.cpio');
   await writeInitramfs(runPart, 'none', async (image) => {
     await image.file('init', new TextEncoder().encode(initScript(config, base.moduleFiles)), { mode: 0o755 });
+    // Read now, at create: the copy is what the container sees, as with a Kata guest without shared files.
+    const copies = config.mounts.filter((m) => m.type === 'bind');
+    for (const [n, m] of copies.entries()) await image.file(`${GUEST.copiedFiles.slice(1)}/${n}`, await readFile(m.source), { mode: 0o644 });
   });
   const initrd = join(dir, 'initrd');
   await copyFile(base.path, initrd);

@@ -145,3 +145,48 @@ describe('bundle on disk and entrypoint', () => {
     expect(() => checkEntrypoint(write({ args: ['/bin/hello'], user: { uid: 1000, gid: 1000 } }))).to.throw(BundleError, /not executable by uid 1000/);
   });
 });
+
+describe('bundle config: what container engines bind in', () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'ts-vmm-binds-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('copies host files bound in (as podman binds /etc/hosts, resolv.conf, hostname, .containerenv) and gives /dev/shm its own tmpfs', () => {
+    for (const name of ['hosts', 'resolv.conf', 'hostname', '.containerenv']) writeFileSync(join(dir, name), `${name}\n`);
+    const c = parse({
+      ...minimal(),
+      mounts: [
+        { destination: '/etc/hosts', type: 'bind', source: join(dir, 'hosts'), options: ['bind', 'rprivate'] },
+        { destination: '/etc/resolv.conf', type: 'bind', source: join(dir, 'resolv.conf'), options: ['bind', 'rprivate', 'ro'] },
+        { destination: '/etc/hostname', type: 'bind', source: join(dir, 'hostname'), options: ['bind', 'rprivate'] },
+        { destination: '/run/.containerenv', type: 'bind', source: join(dir, '.containerenv'), options: ['bind', 'rprivate'] },
+        { destination: '/dev/shm', type: 'bind', source: '/var/lib/containers/storage/overlay-containers/x/userdata/shm', options: ['bind', 'rprivate', 'nosuid', 'noexec', 'nodev'] },
+      ],
+    });
+    expect(c.mounts.map((m) => [m.destination, m.type, m.source, m.options])).to.deep.equal([
+      ['/etc/hosts', 'bind', join(dir, 'hosts'), []],
+      ['/etc/resolv.conf', 'bind', join(dir, 'resolv.conf'), ['ro']],
+      ['/etc/hostname', 'bind', join(dir, 'hostname'), []],
+      ['/run/.containerenv', 'bind', join(dir, '.containerenv'), []],
+      ['/dev/shm', 'tmpfs', 'shm', ['nosuid', 'noexec', 'nodev', 'mode=1777']],
+    ]);
+  });
+
+  const refused: [string, unknown, RegExp][] = [
+    ['a host directory', { destination: '/data', type: 'bind', source: '/etc', options: ['rbind'] }, /mounts\[0\] \(\/data\): bind mounts of host directories need a shared filesystem/],
+    ['a relative source', { destination: '/etc/hosts', type: 'bind', source: 'hosts', options: ['bind'] }, /bind source "hosts" must be an absolute path/],
+    ['a missing source', { destination: '/etc/hosts', type: 'bind', source: '/nonexistent/hosts', options: ['bind'] }, /bind source \/nonexistent\/hosts: ENOENT/],
+    ['a device', { destination: '/dev/x', type: 'bind', source: '/dev/null', options: ['bind'] }, /is neither a regular file nor a directory/],
+  ];
+  for (const [what, mount, message] of refused) {
+    it(`refuses ${what} by name`, () => {
+      expect(() => parse({ ...minimal(), mounts: [mount] })).to.throw(BundleError, message);
+    });
+  }
+
+  it('refuses a host file larger than it copies', () => {
+    writeFileSync(join(dir, 'big'), Buffer.alloc(1024 * 1024 + 1));
+    expect(() => parse({ ...minimal(), mounts: [{ destination: '/big', type: 'bind', source: join(dir, 'big'), options: ['bind'] }] }))
+      .to.throw(BundleError, /is 1048577 bytes; host files are copied into the guest, at most 1048576/);
+  });
+});

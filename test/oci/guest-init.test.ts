@@ -95,7 +95,7 @@ describe('guest init with hostile strings', function () {
   it('runs the generated /init in a stub guest: every value arrives as one word of data, nothing else runs', () => {
     // Each guest program is a stub that logs its arguments; the script runs under dash as it would under busybox sh.
     const layout: GuestLayout = {
-      busybox: join(dir, 'busybox'), agent: join(dir, 'agent'), modules: join(dir, 'modules'), newRoot: join(dir, 'newroot'), rootDevice: join(dir, 'vda'),
+      busybox: join(dir, 'busybox'), agent: join(dir, 'agent'), copiedFiles: join(dir, 'files'), modules: join(dir, 'modules'), newRoot: join(dir, 'newroot'), rootDevice: join(dir, 'vda'),
     };
     const log = join(dir, 'log');
     for (const stub of [layout.busybox, layout.agent]) {
@@ -170,6 +170,29 @@ describe('guest initramfs', function () {
     const baseBytes = readFileSync(base.path);
     expect(initrd.subarray(0, baseBytes.length).equals(baseBytes)).to.equal(true);
     expect(cpioList(initrd.subarray(baseBytes.length))).to.deep.equal(['init']);
+  });
+
+  it('carries host files the bundle binds in as copies in the per-run archive, and has the agent bind each copy', async () => {
+    const base = await ensureBaseInitramfs(software(), join(dir, 'cache'));
+    writeFileSync(join(dir, 'hosts'), '127.0.0.1 localhost\n');
+    writeFileSync(join(dir, 'resolv.conf'), 'nameserver 10.0.2.3\n');
+    const config = bundle({ mounts: [
+      { destination: '/etc/hosts', type: 'bind', source: join(dir, 'hosts'), options: ['rbind'] },
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/etc/resolv.conf', type: 'bind', source: join(dir, 'resolv.conf'), options: ['bind', 'ro'] },
+    ] });
+    const initrd = readFileSync(await writeRunInitrd(base, config, dir));
+    const run = initrd.subarray(readFileSync(base.path).length);
+    expect(cpioList(run)).to.include.members(['ts-vmm/files/0', 'ts-vmm/files/1']);
+    const extracted = join(dir, 'extracted');
+    mkdirSync(extracted);
+    execFileSync('cpio', ['-i', '-d', '--quiet'], { cwd: extracted, input: run });
+    expect(readFileSync(join(extracted, 'ts-vmm/files/0'), 'utf8')).to.equal('127.0.0.1 localhost\n');
+    expect(readFileSync(join(extracted, 'ts-vmm/files/1'), 'utf8')).to.equal('nameserver 10.0.2.3\n');
+    const args = agentArguments(config);
+    const mountOf = (target: string) => { const i = args.findIndex((a, k) => a === target && args[k - 3] === '--mount'); return args.slice(i - 3, i + 3); };
+    expect(mountOf('/etc/hosts')).to.deep.equal(['--mount', 'bind', '/ts-vmm/files/0', '/etc/hosts', '0', '']);
+    expect(mountOf('/etc/resolv.conf')).to.deep.equal(['--mount', 'bind', '/ts-vmm/files/1', '/etc/resolv.conf', String(MS_RDONLY), '']);
   });
 
   it('names the missing module and the directory when the kernel lacks a driver', async () => {

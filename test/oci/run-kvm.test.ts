@@ -110,6 +110,21 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(r.status, r.stderr).to.equal(42);
   });
 
+  it('binds host files in as copies, read-only where asked, and gives /dev/shm a tmpfs, as podman\'s bundles ask', async () => {
+    const hosts = join(dir, 'copied-hosts');
+    writeFileSync(hosts, '10.88.0.7 web\n');
+    const path = await bundle('binds', { args: ['sh', '-c', 'cat /etc/hosts; echo x >> /etc/hosts || echo read-only; grep " /dev/shm " /proc/mounts | cut -d" " -f3'] }, {
+      mounts: [
+        { destination: '/proc', type: 'proc', source: 'proc' },
+        { destination: '/etc/hosts', type: 'bind', source: hosts, options: ['bind', 'rprivate', 'ro'] },
+        { destination: '/dev/shm', type: 'bind', source: '/nonexistent/shm', options: ['bind', 'rprivate', 'nosuid', 'noexec', 'nodev'] },
+      ],
+    });
+    const r = await run('run', path);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.equal('10.88.0.7 web\nread-only\ntmpfs\n');
+  });
+
   it('keeps stdout and stderr apart, free of kernel messages', async () => {
     const r = await run('run', await bundle('streams', { args: ['sh', '-c', 'echo to-out; echo to-err >&2; echo more-out'] }));
     expect(r.status, r.stderr).to.equal(0);
