@@ -6,16 +6,17 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, readFileSync, statSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
 import { BundleError } from '../oci/bundle-config.js';
 import { checkBundle } from '../oci/runner.js';
 import { checkKernelPair } from '../oci/kernel-choice.js';
+import { KNOWN_MOUNT_OPTIONS } from '../oci/mount-options.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
@@ -130,6 +131,38 @@ async function state(id: string, options: RootOption, out: Writable): Promise<vo
   out.write(`${JSON.stringify(publicState(await storeOf(options).live(id)), null, 2)}\n`);
 }
 
+/** runc ps: the container's processes as the host sees them, the monitor and the VMM (the workload's are in the guest). */
+async function ps(id: string, options: RootOption & { format: string }, out: Writable): Promise<void> {
+  const record = await storeOf(options).live(id);
+  const pids = record.status === 'stopped' ? [] : [record.pid, ...(record.vmm ? [record.vmm.pid] : [])].filter((pid) => pid > 0);
+  if (options.format === 'json') {
+    out.write(`${JSON.stringify(pids)}\n`);
+    return;
+  }
+  out.write('PID\tCMD\n');
+  for (const pid of pids) out.write(`${pid}\t${await readFile(`/proc/${pid}/comm`, 'utf8').then((c) => c.trim(), () => '?')}\n`);
+}
+
+/** runtime-spec's features document: what this runtime honours in a bundle. */
+function features(out: Writable): void {
+  out.write(`${JSON.stringify({
+    ociVersionMin: '1.0.0',
+    ociVersionMax: RUNTIME_SPEC_VERSION,
+    hooks: [],
+    mountOptions: KNOWN_MOUNT_OPTIONS,
+    linux: {
+      // The VM is the isolation boundary: no host namespace, cgroup, seccomp or LSM is set up.
+      namespaces: [],
+      capabilities: [],
+      cgroup: { v1: false, v2: false, systemd: false, systemdUser: false },
+      seccomp: { enabled: false },
+      apparmor: { enabled: false },
+      selinux: { enabled: false },
+    },
+    annotations: { 'io.github.ts-vmm.vm': 'KVM', 'io.github.ts-vmm.tee': 'sev, sev-sim' },
+  }, null, 2)}\n`);
+}
+
 async function kill(id: string, signal: number, options: RootOption): Promise<void> {
   const record = await storeOf(options).live(id);
   if (record.status !== 'created' && record.status !== 'running') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
@@ -224,6 +257,14 @@ export function register(program: Command): void {
     .argument('<id>', 'container id')
     .option('-f, --force', 'kill the container first if it is still running')
     .action(action((globals, id: string, options: { force?: boolean }) => remove(id, { ...options, root: globals.root })));
+  program.command('ps')
+    .description('list the container\'s host processes: its monitor and its VMM')
+    .argument('<id>', 'container id')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action(action((globals, id: string, options: { format: string }) => ps(id, { ...options, root: globals.root }, process.stdout)));
+  program.command('features')
+    .description('print the runtime-spec features JSON: what this runtime honours')
+    .action(action(async () => features(process.stdout)));
   program.command('oci-monitor', { hidden: true })
     .argument('<id>')
     .option('--kernel <vmlinuz>')

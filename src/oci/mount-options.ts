@@ -42,6 +42,9 @@ export interface MountCall {
   data: string;
 }
 
+/** Every option word that becomes a mount(2) flag or is dropped as mount(8)'s own (runtime-spec features' mountOptions). */
+export const KNOWN_MOUNT_OPTIONS: readonly string[] = [...FLAG_WORDS.keys(), ...USERSPACE_WORDS];
+
 export function mountCall(options: readonly string[]): MountCall {
   let flags = 0;
   const data: string[] = [];

@@ -72,6 +72,20 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     return join(root, id);
   }
 
+  it('ps lists the monitor and the VMM while they run, as json and as a table, and nothing once stopped', async () => {
+    const monitor = await sleeper();
+    const vmm = await sleeper();
+    record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
+    const json = await runCli(['--root', root, 'ps', '--format', 'json', 'c1'], s.env);
+    expect(json.status, json.stderr).to.equal(0);
+    expect(JSON.parse(json.stdout)).to.deep.equal([monitor.pid, vmm.pid]);
+    const table = await runCli(['ps', '--root', root, 'c1'], s.env);
+    expect(table.stdout).to.equal(`PID\tCMD\n${monitor.pid}\tsleep\n${vmm.pid}\tsleep\n`);
+    monitor.child.kill('SIGKILL');
+    await once(monitor.child, 'exit');
+    expect(JSON.parse((await runCli(['--root', root, 'ps', '-f', 'json', 'c1'], s.env)).stdout)).to.deep.equal([]);
+  });
+
   it('state and delete name a directory without state.json; delete --force removes it', async () => {
     mkdirSync(join(root, 'bare'), { recursive: true });
     for (const args of [['state'], ['delete']]) {
@@ -192,6 +206,15 @@ describe('ts-vmm as runc: the global options container engines pass', () => {
     expect(text).not.to.contain('level=debug');
     await runCli(['--debug', '--root', root, '--log', log, 'state', 'c1'], s.env);
     expect(readFileSync(log, 'utf8')).to.contain('level=debug msg="state c1"');
+  });
+
+  it('prints runtime-spec features: versions, mount options, and no host isolation features', async () => {
+    const r = await runCli(['features'], s.env);
+    expect(r.status, r.stderr).to.equal(0);
+    const features = JSON.parse(r.stdout) as { ociVersionMin: string; ociVersionMax: string; mountOptions: string[]; linux: { namespaces: string[] } };
+    expect(features).to.include({ ociVersionMin: '1.0.0', ociVersionMax: RUNTIME_SPEC_VERSION });
+    expect(features.mountOptions).to.include.members(['ro', 'nosuid', 'nodev', 'noexec', 'relatime', 'defaults']);
+    expect(features.linux.namespaces).to.deep.equal([]);
   });
 
   it('delete --force of an unknown id succeeds, as runc\'s does; delete without --force does not', async () => {
