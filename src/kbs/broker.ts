@@ -17,7 +17,7 @@ import { errorMessage } from '../sys/error-message.js';
 import { sessionTag, type AuditLog, type Step } from './audit.js';
 import type { WorkloadStore } from './store.js';
 import type { TrustStore } from './trust.js';
-import { SECRET_SIZE, parseAttest, parseAuth, parseRegistration, WireError, type LaunchSession } from './wire.js';
+import { SECRET_SIZE, parseAttest, parseAuth, parseChain, parseRegistration, WireError, type LaunchSession } from './wire.js';
 
 /** A refused request: the HTTP status, a stable machine-readable reason and a one-line detail. */
 export class KbsRefusal extends Error {
@@ -115,7 +115,7 @@ export class Broker {
     const w = req.workloadId;
     const registration = await this.o.store.get(w);
     if (!registration) this.refuse(remote, 'auth', 404, 'unknown-workload', `workload "${w}" is not registered`, w);
-    const verdict = this.o.trust.verify(req.chain);
+    const verdict = this.o.trust.verify(req.chainBytes, () => this.parsed(remote, 'auth', () => parseChain(req.chainBytes)));
     if (!verdict.ok) this.refuse(remote, 'auth', 403, verdict.reason, verdict.detail, w);
     const p = decodePolicy(registration.policy);
     const fw = req.build;

@@ -61,13 +61,17 @@ export class TrustStore {
     return this.anchors.every((a) => a.simulated);
   }
 
-  verify(chain: FullChain): ChainVerdict {
-    const anchor = this.anchors.find((a) => Buffer.from(a.ark.bytes).equals(chain.ark.bytes));
-    if (!anchor) return { ok: false, reason: 'chain-untrusted', detail: 'the chain\'s ARK is not a configured trust anchor' };
-    const key = createHash('sha256').update(chain.pdh.bytes).update(chain.pek.bytes).update(chain.oca.bytes).update(chain.cek.bytes)
-      .update(chain.ask.bytes).update(chain.ark.bytes).digest('hex');
+  /**
+   * Verifies a chain (PDH || PEK || OCA || CEK || ASK || ARK as received) up to a trust anchor; `parse` reads
+   * its certificates, which is skipped (with the verification) for a chain already verified.
+   */
+  verify(chainBytes: Uint8Array, parse: () => FullChain): ChainVerdict {
+    const key = createHash('sha256').update(chainBytes).digest('hex');
     const known = this.verified.get(key);
     if (known) return { ok: true, ...known };
+    const chain = parse();
+    const anchor = this.anchors.find((a) => Buffer.from(a.ark.bytes).equals(chain.ark.bytes));
+    if (!anchor) return { ok: false, reason: 'chain-untrusted', detail: 'the chain\'s ARK is not a configured trust anchor' };
     try {
       const pdh = verifyChain(chain);
       if (this.verified.size >= VERIFIED_CACHE_LIMIT) this.verified.delete(this.verified.keys().next().value!);

@@ -6,7 +6,7 @@
 // nothing for SEV (the secret is bound to the launch by the TIK) and is ignored.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { CaCertificate } from '../sev/ca-certificate.js';
-import { parseCaChain, parseSevChain, type FullChain } from '../sev/chain.js';
+import { parseFullChain, type FullChain } from '../sev/chain.js';
 import type { FirmwareBuild, Measurement } from '../sev/measurement.js';
 import { decodePolicy } from '../sev/policy.js';
 import type { SecretPacket } from '../sev/secret.js';
@@ -247,7 +247,8 @@ export function registrationJson(r: Registration): RegisterJson {
 export interface AuthRequest {
   workloadId: string;
   build: FirmwareBuild;
-  chain: FullChain;
+  /** The platform's chain as sent, PDH || PEK || OCA || CEK || ASK || ARK (CA certificates unpadded); parseChain reads it. */
+  chainBytes: Buffer;
   /** The client spoke kbs-types before 0.7 (extra-params as a JSON string): answer in kind. */
   stringForm: boolean;
 }
@@ -277,22 +278,26 @@ export function parseAuth(body: unknown): AuthRequest {
   const { value, asString } = embedded(raw, 'extra-params');
   const r = checkSevRequest(value);
   const s = r.chain.sev;
-  let chain: FullChain;
-  try {
-    chain = {
-      ...parseSevChain(Buffer.concat([s.pdh, s.pek, s.oca, s.cek].map((c) => Buffer.from(c)))),
-      ...parseCaChain(Buffer.concat([caFromWire(r.chain.ca.ask, 'extra-params.chain.ca.ask'), caFromWire(r.chain.ca.ark, 'extra-params.chain.ca.ark')])),
-    };
-  } catch (e) {
-    if (e instanceof WireError) throw e;
-    throw new WireError('extra-params.chain', (e as Error).message);
-  }
+  const chainBytes = Buffer.concat([
+    ...[s.pdh, s.pek, s.oca, s.cek].map((c) => Buffer.from(c)),
+    caFromWire(r.chain.ca.ask, 'extra-params.chain.ca.ask'),
+    caFromWire(r.chain.ca.ark, 'extra-params.chain.ca.ark'),
+  ]);
   return {
     workloadId: r.workload_id,
     build: { apiMajor: r.build.version.major, apiMinor: r.build.version.minor, build: r.build.build },
-    chain,
+    chainBytes,
     stringForm: asString,
   };
+}
+
+/** The certificates of an auth request's chain (parsing checks each one's format and public key). */
+export function parseChain(chainBytes: Buffer): FullChain {
+  try {
+    return parseFullChain(chainBytes);
+  } catch (e) {
+    throw new WireError('extra-params.chain', (e as Error).message);
+  }
 }
 
 export function authJson(workloadId: string, build: FirmwareBuild, chain: FullChain, stringForm: boolean): object {
