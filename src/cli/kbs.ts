@@ -14,7 +14,7 @@ import { SEV_SIM_WARNING } from '../sev/sev-sim.js';
 import { describePolicy } from '../sev/policy.js';
 
 /** Exit status of `kbs serve` started without what it needs to decide anything (no trust anchor). */
-export const EXIT_USAGE = 2;
+const EXIT_USAGE = 2;
 
 function hostPort(value: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
@@ -70,9 +70,8 @@ async function serve(o: ServeOptions): Promise<void> {
   process.stdout.write(`ts-vmm kbs: listening on ${tls ? 'https' : 'http'}://${host}:${port}, store ${o.store}, trust ${anchors}\n`);
   if (simulated) process.stdout.write(`ts-vmm kbs: SIMULATED trust anchor: ${SEV_SIM_WARNING}\n`);
   const stop = () => {
-    server.close();
+    server.close(() => audit.close());
     server.closeAllConnections();
-    audit.close();
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

@@ -13,7 +13,6 @@ import { verifyMeasurement, type FirmwareBuild, type Measurement } from '../sev/
 import { decodePolicy } from '../sev/policy.js';
 import { buildSecretPacket, type SecretPacket } from '../sev/secret.js';
 import { createSession, type TransportKeys } from '../sev/session.js';
-import { errorMessage } from '../sys/error-message.js';
 import { sessionTag, type AuditLog, type Step } from './audit.js';
 import type { WorkloadStore } from './store.js';
 import type { TrustStore } from './trust.js';
@@ -163,14 +162,8 @@ export class Broker {
   attest(remote: string, sessionId: string | undefined, body: unknown): void {
     const s = this.sessionFor(remote, 'attest', sessionId, 'started');
     const m: Measurement = this.parsed(remote, 'attest', () => parseAttest(body), sessionId);
-    let ok: boolean;
-    try {
-      ok = verifyMeasurement(m, s.keys.tik, s.build, s.policy, s.launchDigest);
-    } catch (e) {
-      ok = false;
-      this.spend(sessionId!);
-      this.refuse(remote, 'attest', 400, 'malformed', errorMessage(e), s.workloadId, sessionId);
-    }
+    // The schema fixed every length verifyMeasurement needs.
+    const ok = verifyMeasurement(m, s.keys.tik, s.build, s.policy, s.launchDigest);
     if (!ok) {
       this.spend(sessionId!);
       this.refuse(remote, 'attest', 403, 'measurement-mismatch', 'the launch measurement is not that of the registered launch digest and policy under this session', s.workloadId, sessionId);
