@@ -1,8 +1,9 @@
 // The key broker's client, for the VMM and the guest owner's tools, one function per step:
 //   register()                       the owner registers a workload (admin token)
 //   session = await kbs.auth(...)    the platform's chain and build -> what LAUNCH_START takes (policy, GODH, session)
-//   await kbs.attest(measurement)    after LAUNCH_MEASURE: MEASURE || MNONCE
-//   packet = await kbs.key()         the LAUNCH_SECRET packet (header, payload) to inject
+//   await session.attest(measure)   after LAUNCH_MEASURE: MEASURE || MNONCE
+//   packet = await session.key()    the LAUNCH_SECRET packet (header, payload) to inject
+//   (secretFor(measurement) does both, as measuredLaunch's `secret` callback wants)
 // The session cookie lives in the KbsSession object. Every failure is a KbsClientError naming the step, the
 // HTTP status and the server's reason.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -152,6 +153,12 @@ export class KbsSession {
       throw new KbsClientError('attest', undefined, 'bad-measurement', errorMessage(e));
     }
     KbsClient.expectOk('attest', await this.client.send('attest', 'POST', '/attest', attestJson(m, this.stringForm), this.cookie));
+  }
+
+  /** attest then key: a `SecretSource` for src/sev/launch.ts's measuredLaunch (`secret: (m) => session.secretFor(m)`). */
+  async secretFor(measurement: Uint8Array): Promise<SecretPacket> {
+    await this.attest(measurement);
+    return this.key();
   }
 
   /** The secret packet for LAUNCH_SECRET. */

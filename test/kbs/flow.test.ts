@@ -48,10 +48,7 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
       image,
       policy,
       session: { godh: session.launch.godh, session: session.launch.session },
-      secret: async (measurement) => {
-        await session.attest(measurement);
-        return session.key();
-      },
+      secret: (measurement) => session.secretFor(measurement),
     });
     return { result, image };
   }
