@@ -16,6 +16,7 @@ const commandModules: Record<string, () => Promise<CommandModule>> = {
   run: () => import('./run.js'),
   setup: () => import('./setup.js'),
   sev: () => import('./sev.js'),
+  kbs: () => import('./kbs.js'),
   oci: () => import('./oci.js'),
 };
 
