@@ -2,7 +2,7 @@
 // Secrets (admin token, passphrase) come from files, never from the command line.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { positiveInteger, policyArg } from './arguments.js';
 import { AuditLog } from '../kbs/audit.js';
 import { Broker, tokenDigest } from '../kbs/broker.js';

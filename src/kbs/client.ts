@@ -146,7 +146,7 @@ export class KbsSession {
 
   /** Sends LAUNCH_MEASURE's answer (MEASURE[32] || MNONCE[16]). */
   async attest(measurement: Uint8Array): Promise<void> {
-    let m;
+    let m: ReturnType<typeof parseMeasurement>;
     try {
       m = parseMeasurement(measurement);
     } catch (e) {

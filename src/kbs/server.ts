@@ -104,7 +104,7 @@ export function createKbsServer(o: KbsServerOptions): Server {
       if (e instanceof KbsRefusal) {
         // A body left unread would be parsed as the next request; close the connection instead.
         const headers: Record<string, string> = {};
-        if (e.status === 413) headers['connection'] = 'close';
+        if (e.status === 413) headers.connection = 'close';
         if (e.reason === 'unauthorized') headers['www-authenticate'] = 'Bearer';
         send(res, e.status, { error: e.reason, detail: e.detail }, headers);
         return;

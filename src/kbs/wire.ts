@@ -159,7 +159,7 @@ export class WireError extends Error {
 function describe(what: string, error: ErrorObject | undefined): WireError {
   if (!error) return new WireError(what, 'invalid');
   const path = error.instancePath.replace(/^\//, '').replace(/\//g, '.');
-  const missing = error.keyword === 'required' ? `.${String(error.params['missingProperty'])}` : '';
+  const missing = error.keyword === 'required' ? `.${String(error.params.missingProperty)}` : '';
   const field = `${what}${path ? `.${path}` : ''}${missing}`;
   return new WireError(field, missing ? 'missing' : error.message ?? 'invalid');
 }

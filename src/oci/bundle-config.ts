@@ -346,7 +346,7 @@ export const MAX_COPIED_FILE_BYTES = 1024 * 1024;
 
 function hostFileToCopy(r: Reader, source: string, field: string): string {
   if (!isAbsolute(source)) r.fail(field, `bind source "${source}" must be an absolute path`);
-  let stat;
+  let stat: ReturnType<typeof statSync>;
   try {
     stat = statSync(source);
   } catch (e) {

@@ -70,7 +70,7 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
     const page = Buffer.from(image.memory.read(SEV_SECRET_PAGE, 512));
     expect(page.subarray(0, PASSPHRASE.length).toString()).to.equal(PASSPHRASE);
     expect(page.subarray(PASSPHRASE.length).every((b) => b === 0)).to.equal(true);
-    expect(kbs.auditLines().filter((l) => l['workload'] === 'w-good').map((l) => l['reason'])).to.deep.equal(['registered', 'session', 'measurement-verified', 'secret-released']);
+    expect(kbs.auditLines().filter((l) => l.workload === 'w-good').map((l) => l.reason)).to.deep.equal(['registered', 'session', 'measurement-verified', 'secret-released']);
   });
 
   it('string-form extra-params and tee-evidence (kbs-types before 0.7) get string-form answers and the same secret', async () => {
@@ -210,6 +210,6 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
     expect(text).to.not.include(PASSPHRASE);
     expect(text).to.not.include(ADMIN_TOKEN);
     expect(text).to.not.include(cookie.split('=')[1]!);
-    expect(kbs.auditLines().every((l) => l['simulated'] === true && typeof l['remote'] === 'string')).to.equal(true);
+    expect(kbs.auditLines().every((l) => l.simulated === true && typeof l.remote === 'string')).to.equal(true);
   });
 });

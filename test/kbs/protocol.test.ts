@@ -67,8 +67,8 @@ describe('kbs: the wire protocol', () => {
       for (const [body, field] of cases) {
         const r = await call('POST', '/kbs/v0/register_workload', body, admin);
         expect(r.status, field).to.equal(400);
-        expect(r.json!['error']).to.equal('malformed');
-        expect(r.json!['detail'], field).to.match(new RegExp(`^${field.replace(/\./g, '\\.')}\\b`));
+        expect(r.json!.error).to.equal('malformed');
+        expect(r.json!.detail, field).to.match(new RegExp(`^${field.replace(/\./g, '\\.')}\\b`));
       }
     });
   });
@@ -80,7 +80,7 @@ describe('kbs: the wire protocol', () => {
       expect([asString.status, asObject.status]).to.deep.equal([200, 200]);
       expect(asString.json!['extra-params']).to.be.a('string');
       const start = JSON.parse(asString.json!['extra-params'] as string) as { id: string; start: { cert: number[]; session: Record<string, number[]> } };
-      expect(start.id).to.equal(asString.json!['nonce']);
+      expect(start.id).to.equal(asString.json!.nonce);
       expect(start.start.cert).to.have.length(2084);
       expect(Object.fromEntries(Object.entries(start.start.session).map(([k, v]) => [k, v.length]))).to.deep.equal({ nonce: 16, wrap_tk: 32, wrap_iv: 16, wrap_mac: 32, policy_mac: 32 });
       expect(asObject.json!['extra-params']).to.be.an('object');
@@ -90,7 +90,7 @@ describe('kbs: the wire protocol', () => {
       const r = await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': sevRequest() });
       const cookie = String(r.headers['set-cookie']);
       expect(cookie).to.match(/^session_id=[0-9a-f]{32}; Path=\/kbs\/v0; HttpOnly$/);
-      expect(cookie.split(';')[0]!.split('=')[1]).to.equal(r.json!['nonce']);
+      expect(cookie.split(';')[0]!.split('=')[1]).to.equal(r.json!.nonce);
     });
 
     it('takes CA certificates at their own size or padded with zeros to 1600 bytes; other padding is refused', async () => {
@@ -100,7 +100,7 @@ describe('kbs: the wire protocol', () => {
       req.chain.ca.ark = caToWire(c().ark);
       req.chain.ca.ark[1599] = 1;
       const r = await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': req });
-      expect([r.status, r.json!['detail']]).to.deep.equal([400, 'extra-params.chain.ca.ark: non-zero bytes after the 832-byte certificate']);
+      expect([r.status, r.json!.detail]).to.deep.equal([400, 'extra-params.chain.ca.ark: non-zero bytes after the 832-byte certificate']);
     });
 
     it('names the field of a malformed request', async () => {
@@ -119,7 +119,7 @@ describe('kbs: the wire protocol', () => {
       for (const [body, field] of cases) {
         const r = await call('POST', '/kbs/v0/auth', typeof body === 'string' ? body : body as object);
         expect(r.status, field).to.equal(400);
-        expect(String(r.json!['detail']), field).to.satisfy((d: string) => d.startsWith(`${field}:`) || d.startsWith(`${field} `));
+        expect(String(r.json!.detail), field).to.satisfy((d: string) => d.startsWith(`${field}:`) || d.startsWith(`${field} `));
       }
     });
   });
@@ -135,7 +135,7 @@ describe('kbs: the wire protocol', () => {
       for (const pubkey of pubkeys) {
         for (const tee of [JSON.stringify(evidence()), evidence()]) {
           const r = await call('POST', '/kbs/v0/attest', { 'tee-pubkey': pubkey, 'tee-evidence': tee }, { cookie: await session() });
-          expect([r.status, r.json!['error']]).to.deep.equal([403, 'measurement-mismatch']);
+          expect([r.status, r.json!.error]).to.deep.equal([403, 'measurement-mismatch']);
         }
       }
     });
@@ -143,17 +143,17 @@ describe('kbs: the wire protocol', () => {
     it('finds session_id among other cookies; a malformed one counts as none', async () => {
       const cookie = await session();
       const r = await call('POST', '/kbs/v0/attest', { 'tee-evidence': evidence() }, { cookie: `theme=dark; ${cookie}; lang=en` });
-      expect(r.json!['error']).to.equal('measurement-mismatch');
+      expect(r.json!.error).to.equal('measurement-mismatch');
       expect(sessionCookie(`a=b;session_id=${'0'.repeat(32)}`)).to.equal('0'.repeat(32));
       expect(sessionCookie('session_id=../../etc')).to.equal(undefined);
-      expect((await call('POST', '/kbs/v0/attest', { 'tee-evidence': evidence() }, { cookie: 'session_id=xyz' })).json!['error']).to.equal('no-session');
+      expect((await call('POST', '/kbs/v0/attest', { 'tee-evidence': evidence() }, { cookie: 'session_id=xyz' })).json!.error).to.equal('no-session');
     });
 
     it('refuses short evidence naming the field, and that ends the session', async () => {
       const cookie = await session();
       const r = await call('POST', '/kbs/v0/attest', { 'tee-evidence': { measure: [1, 2], mnonce: new Array(16).fill(0) } }, { cookie });
-      expect([r.status, r.json!['detail']]).to.deep.equal([400, 'tee-evidence.measure: must NOT have fewer than 32 items']);
-      expect((await call('POST', '/kbs/v0/attest', { 'tee-evidence': evidence() }, { cookie })).json!['error']).to.equal('session-used');
+      expect([r.status, r.json!.detail]).to.deep.equal([400, 'tee-evidence.measure: must NOT have fewer than 32 items']);
+      expect((await call('POST', '/kbs/v0/attest', { 'tee-evidence': evidence() }, { cookie })).json!.error).to.equal('session-used');
     });
   });
 
@@ -162,7 +162,7 @@ describe('kbs: the wire protocol', () => {
       expect((await call('GET', '/kbs/v0/nothing')).status).to.equal(404);
       expect((await call('GET', '/')).status).to.equal(404);
       const r = await call('GET', '/kbs/v0/auth');
-      expect([r.status, r.headers['allow']]).to.deep.equal([405, 'POST']);
+      expect([r.status, r.headers.allow]).to.deep.equal([405, 'POST']);
       expect((await call('POST', '/kbs/v0/key/w', {})).status).to.equal(405);
       expect((await call('GET', '/kbs/v0/key/%zz')).status).to.equal(400);
     });
@@ -202,7 +202,7 @@ describe('kbs: the wire protocol', () => {
         else array[index % array.length] = value;
         const r = await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': req });
         expect(r.status).to.equal(400);
-        expect(String(r.json!['detail'])).to.match(new RegExp(`^extra-params\\.chain\\.sev\\.${field}`));
+        expect(String(r.json!.detail)).to.match(new RegExp(`^extra-params\\.chain\\.sev\\.${field}`));
       }), { numRuns: 60 });
     });
 

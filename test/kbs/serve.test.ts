@@ -68,7 +68,7 @@ describe('kbs: ts-vmm kbs serve as a process', function () {
     const stored = await new WorkloadStore(store).get('w1');
     expect(stored?.passphrase).to.equal('disk passphrase');
     const audit = readFileSync(path.join(store, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(audit.map((a) => [a['reason'], a['simulated']])).to.deep.equal([['registered', true], ['unauthorized', true]]);
+    expect(audit.map((a) => [a.reason, a.simulated])).to.deep.equal([['registered', true], ['unauthorized', true]]);
     expect(readFileSync(path.join(store, 'audit.log'), 'utf8')).to.not.include('disk passphrase');
   });
 
