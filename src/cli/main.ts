@@ -22,7 +22,7 @@ const commandModules: Record<string, () => Promise<CommandModule>> = {
 
 /** Subcommands registered by a module of another name. */
 const moduleOf: Record<string, string> = {
-  create: 'oci', start: 'oci', state: 'oci', kill: 'oci', delete: 'oci', ps: 'oci', features: 'oci', 'oci-monitor': 'oci',
+  create: 'oci', start: 'oci', state: 'oci', kill: 'oci', delete: 'oci', ps: 'oci', features: 'oci', pause: 'oci', resume: 'oci', 'oci-monitor': 'oci',
 };
 
 export async function main(argv: string[]): Promise<number> {

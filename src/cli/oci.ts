@@ -131,6 +131,21 @@ async function state(id: string, options: RootOption, out: Writable): Promise<vo
   out.write(`${JSON.stringify(publicState(await storeOf(options).live(id)), null, 2)}\n`);
 }
 
+/**
+ * runc pause/resume: the VMM stops (SIGSTOP) and goes on (SIGCONT) whole, vCPUs and devices alike, so the guest
+ * sees only time jump. Signals sent meanwhile wait in the VMM's socket until it goes on.
+ */
+async function setPaused(id: string, paused: boolean, options: RootOption): Promise<void> {
+  const store = storeOf(options);
+  const record = await store.live(id);
+  const from = paused ? 'running' : 'paused';
+  if (record.status !== from) throw new StateError(`container "${id}" is ${record.status}, not ${from}`);
+  if (!record.vmm || !signalVerified(record.vmm.pid, record.vmm.startTime, paused ? 'SIGSTOP' : 'SIGCONT')) {
+    throw new StateError(`container "${id}" has no running VM to ${paused ? 'pause' : 'resume'}`);
+  }
+  await store.write({ ...record, status: paused ? 'paused' : 'running' });
+}
+
 /** runc ps: the container's processes as the host sees them, the monitor and the VMM (the workload's are in the guest). */
 async function ps(id: string, options: RootOption & { format: string }, out: Writable): Promise<void> {
   const record = await storeOf(options).live(id);
@@ -165,7 +180,7 @@ function features(out: Writable): void {
 
 async function kill(id: string, signal: number, options: RootOption): Promise<void> {
   const record = await storeOf(options).live(id);
-  if (record.status !== 'created' && record.status !== 'running') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
+  if (record.status !== 'created' && record.status !== 'running' && record.status !== 'paused') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
   if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
 }
 
@@ -257,6 +272,14 @@ export function register(program: Command): void {
     .argument('<id>', 'container id')
     .option('-f, --force', 'kill the container first if it is still running')
     .action(action((globals, id: string, options: { force?: boolean }) => remove(id, { ...options, root: globals.root })));
+  program.command('pause')
+    .description('stop a running container\'s VM where it is')
+    .argument('<id>', 'container id')
+    .action(action((globals, id: string) => setPaused(id, true, globals)));
+  program.command('resume')
+    .description('let a paused container\'s VM go on')
+    .argument('<id>', 'container id')
+    .action(action((globals, id: string) => setPaused(id, false, globals)));
   program.command('ps')
     .description('list the container\'s host processes: its monitor and its VMM')
     .argument('<id>', 'container id')

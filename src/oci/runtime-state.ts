@@ -11,7 +11,8 @@ import { errorMessage } from '../sys/error-message.js';
 /** The runtime-spec version whose state format and lifecycle this implements. */
 export const RUNTIME_SPEC_VERSION = '1.2.0';
 
-export type ContainerStatus = 'creating' | 'created' | 'running' | 'stopped';
+/** runtime-spec's statuses; `paused` is runc's addition (its VMM is stopped with SIGSTOP). */
+export type ContainerStatus = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
 
 export interface ContainerState {
   ociVersion: string;
@@ -104,7 +105,7 @@ export async function killVerified(pid: number, startTime: string | undefined, t
   }
 }
 
-const STATUSES: readonly ContainerStatus[] = ['creating', 'created', 'running', 'stopped'];
+const STATUSES: readonly ContainerStatus[] = ['creating', 'created', 'running', 'paused', 'stopped'];
 
 /** Checks what a state file holds before anything (a pid to signal, above all) is taken from it. */
 function checkRecord(value: unknown, id: string): ContainerRecord {
@@ -194,6 +195,6 @@ export class StateStore {
 /** The runtime-spec state document for `ts-vmm state`. */
 export function publicState(record: ContainerRecord): ContainerState {
   const { ociVersion, id, status, pid, bundle, annotations } = record;
-  const alive = status === 'created' || status === 'running';
+  const alive = status === 'created' || status === 'running' || status === 'paused';
   return { ociVersion, id, status, pid: alive ? pid : 0, bundle, annotations };
 }

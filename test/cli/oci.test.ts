@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { processStartTime, RUNTIME_SPEC_VERSION, type ContainerRecord } from '../../src/oci/runtime-state.js';
 import { cliEntry } from '../../src/sys/project-paths.js';
@@ -84,6 +84,27 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     monitor.child.kill('SIGKILL');
     await once(monitor.child, 'exit');
     expect(JSON.parse((await runCli(['--root', root, 'ps', '-f', 'json', 'c1'], s.env)).stdout)).to.deep.equal([]);
+  });
+
+  it('pause stops the VM process and resume lets it go on, as state reports; each refuses the wrong status', async () => {
+    const monitor = await sleeper();
+    const vmm = await sleeper();
+    record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
+    const processState = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    const status = async () => (JSON.parse((await runCli(['--root', root, 'state', 'c1'], s.env)).stdout) as { status: string; pid: number });
+    expect((await runCli(['--root', root, 'resume', 'c1'], s.env)).stderr).to.equal('ts-vmm: container "c1" is running, not paused\n');
+    const paused = await runCli(['--root', root, 'pause', 'c1'], s.env);
+    expect(paused.status, paused.stderr).to.equal(0);
+    expect(processState(vmm.pid)).to.equal('T');
+    expect(await status()).to.include({ status: 'paused', pid: monitor.pid });
+    expect((await runCli(['--root', root, 'pause', 'c1'], s.env)).stderr).to.equal('ts-vmm: container "c1" is paused, not running\n');
+    expect((await runCli(['--root', root, 'resume', 'c1'], s.env)).status).to.equal(0);
+    expect(processState(vmm.pid)).to.equal('S');
+    expect((await status()).status).to.equal('running');
+    // A paused container goes with delete --force like any other.
+    await runCli(['--root', root, 'pause', 'c1'], s.env);
+    expect((await runCli(['--root', root, 'delete', '--force', 'c1'], s.env)).status).to.equal(0);
+    expect(existsSync(`/proc/${vmm.pid}`) && processState(vmm.pid) !== 'Z', 'the paused VM process is gone').to.equal(false);
   });
 
   it('state and delete name a directory without state.json; delete --force removes it', async () => {

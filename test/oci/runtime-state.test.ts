@@ -59,7 +59,7 @@ describe('OCI runtime state', () => {
     await refused(store.read('bare'), /^container "bare" has no state: .*\/bare\/state.json is missing; ts-vmm delete --force bare removes it$/);
     await refused(store.create(record('bare')), /^container "bare" has no state: /);
     for (const [content, problem] of [['{"id": "bad", "stat', 'JSON'], [JSON.stringify(record('bad', { pid: -1 })), 'pid -1'],
-      [JSON.stringify(record('other')), 'names container "other"'], [JSON.stringify(record('bad', { status: 'paused' as never })), 'status "paused"']]) {
+      [JSON.stringify(record('other')), 'names container "other"'], [JSON.stringify(record('bad', { status: 'frozen' as never })), 'status "frozen"']]) {
       mkdirSync(join(root, 'bad'), { recursive: true });
       writeFileSync(join(root, 'bad', 'state.json'), content!);
       await refused(store.live('bad'), new RegExp(`^container "bad" has unreadable state: .*state.json: .*${problem}.*; ts-vmm delete --force bad removes it$`));
