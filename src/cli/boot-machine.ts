@@ -23,7 +23,7 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
     virtioDevices: virtio.length,
   };
   const { bootInputs, confidential }: { bootInputs: BootInputs; confidential?: ConfidentialLaunch } = tee && options.tee
-    ? tee.confidentialBoot(options.tee, options, inputs)
+    ? await tee.confidentialBoot(options.tee, options, inputs)
     : { bootInputs: { ...inputs, entry: options.firmware ? 'firmware' : 'direct' } };
   const prepared = await prepareBoot(bootInputs);
   const unsuitable = kvmUnsuitableReason();

@@ -28,6 +28,10 @@ export interface BootOptions {
   teeSecretDir?: string;
   teeSecretTimeout: number;
   simState?: string;
+  teeKbs?: string;
+  teeWorkloadId?: string;
+  teeKbsCa?: string;
+  teeCaChain?: string;
 }
 
 export function register(program: Command): void {
@@ -49,6 +53,10 @@ export function register(program: Command): void {
     .option('--tee-session <file>', "the owner's launch session (base64, *_session.b64)")
     .option('--tee-secret-dir <dir>', 'write measurement.bin here and inject the secret_header.bin + secret_payload.bin the owner answers with')
     .option('--tee-secret-timeout <s>', 'seconds to wait for the secret before booting without one', positiveInteger, 60)
+    .option('--tee-kbs <url>', 'take the session and the secret from this key broker (KBS v0), which checks the measurement')
+    .option('--tee-workload-id <id>', 'the workload\'s name at the key broker')
+    .option('--tee-kbs-ca <file>', 'PEM CA certificate to trust for an https key broker')
+    .option('--tee-ca-chain <file>', 'AMD\'s ASK and ARK for this platform (SEV hardware with --tee-kbs)')
     .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
       await checkReadable(options);

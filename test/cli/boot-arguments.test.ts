@@ -35,6 +35,10 @@ describe('ts-vmm boot: arguments and early failures', function () {
     ['a missing initrd', ['--kernel', '/dev/null', '--initrd', '/nonexistent/initrd'], /^ts-vmm: --initrd \/nonexistent\/initrd: no such file\n$/],
     ['more vCPUs than the MADT can name', ['--kernel', '/dev/null', '--cpus', '255'], /option '--cpus <n>' argument '255' is invalid\. 255 vCPUs is more than the 254 supported/],
     ['more memory than one region view holds', ['--kernel', '/dev/null', '--mem', '1000000'], /option '--mem <MiB>' argument '1000000' is invalid\. 1000000 MiB is outside 64\.\.\d+ MiB/],
+    ['a key broker without a workload id', ['--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', '/nonexistent', '--tee-kbs', 'http://127.0.0.1:9'],
+      /^ts-vmm: --tee-kbs needs --tee-workload-id \(the workload's name at the key broker\)\n$/],
+    ['a key broker and owner files at once', ['--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', '/nonexistent', '--tee-kbs', 'http://127.0.0.1:9', '--tee-workload-id', 'w', '--tee-secret-dir', '/tmp'],
+      /^ts-vmm: --tee-kbs replaces --tee-godh, --tee-session and --tee-secret-dir\n$/],
     ['less memory than a kernel needs', ['--kernel', '/dev/null', '--mem', '63'], /63 MiB is outside 64\.\./],
   ];
   for (const [what, args, message] of refusals) {
@@ -45,6 +49,14 @@ describe('ts-vmm boot: arguments and early failures', function () {
       expect(outcome).to.include({ status: 1, signal: null });
     });
   }
+
+  it('names the key broker step that failed: a broker nobody answers for', async () => {
+    const state = join(dir, 'sim');
+    expect((await tsVmm(['sev', 'sim-init', '--sim-state', state, '--ca-bits', '2048'])).status).to.equal(0);
+    const outcome = await tsVmm(['boot', '--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', state, '--tee-kbs', 'http://127.0.0.1:9', '--tee-workload-id', 'w']);
+    expect(outcome.stderr).to.equal('ts-vmm: kbs auth: connection: connect ECONNREFUSED 127.0.0.1:9\n');
+    expect(outcome).to.include({ status: 1, signal: null });
+  });
 
   it('fails a boot whose kernel is refused after the vCPU workers started: exit 1, ten times in a row', async () => {
     // Teardown used to terminate workers still loading koffi, which aborted the process (about one

@@ -21,6 +21,7 @@ import { SimulatedPlatform } from '../../src/sev/sev-sim.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
 import { predictTsVmmLaunchDigest } from '../../src/sev/ts-vmm-launch.js';
 import { ExitStatus } from '../../src/vmm/exit-status.js';
+import { ADMIN_TOKEN, startTestKbs } from '../kbs/harness.js';
 import { guestAssets, tsVmmBoot, type Guest } from '../vmm/guest-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 240_000;
@@ -94,6 +95,39 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     secretTable.copy(expected);
     expect(file![1], 'the slot holds the secret page').to.equal(expected.toString('hex'));
     expect(page![1], 'the firmware cleared the page').to.equal(Buffer.alloc(SEV_SECRET_PAGE_SIZE).toString('hex'));
+  });
+
+  it('takes the session and the secret from a key broker, which releases it for the expected launch only', async () => {
+    const kbs = await startTestKbs(SimulatedIdentity.generate({ caBits: 2048 }));
+    try {
+      const initrd = await guest.initrd('secret-reader', READ_SECRET);
+      const policy = PolicyBit.NODBG | PolicyBit.NOKS;
+      const inputs = { kernel: await readFile(guest.kernel), initrd: await readFile(initrd), cmdline: CMDLINE, cpus: 1, memoryMiB: MEMORY_MIB, virtioDevices: 0 };
+      const passphrase = 'correct horse battery staple';
+      await kbs.client.register(ADMIN_TOKEN, { workloadId: 'expected', launchDigest: await predictTsVmmLaunchDigest(inputs), policy, passphrase });
+      await kbs.client.register(ADMIN_TOKEN, { workloadId: 'other-cmdline', launchDigest: await predictTsVmmLaunchDigest({ ...inputs, cmdline: `${CMDLINE} x` }), policy, passphrase });
+      const boot = (workloadId: string) => tsVmmBoot([
+        '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB),
+        '--tee', 'sev-sim', '--sim-state', join(kbs.dir, 'sim'), '--tee-kbs', kbs.url, '--tee-workload-id', workloadId,
+      ], BOOT_TIMEOUT_MS);
+
+      const refused = await boot('other-cmdline');
+      expect(refused.status, refused.stderr).to.equal(1);
+      expect(refused.stderr).to.contain('kbs attest: HTTP 403 measurement-mismatch');
+      expect(refused.stdout, 'the guest never ran').not.to.contain('SECRET-FILE');
+      expect(kbs.auditLines().some((l) => l.workload === 'other-cmdline' && l.verdict === 'refused' && l.reason === 'measurement-mismatch')).to.equal(true);
+
+      const r = await boot('expected');
+      expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+      expect(r.stderr).to.contain('sev-sim secret injected');
+      const file = /SECRET-FILE-BEGIN ([0-9a-f]*) SECRET-FILE-END/.exec(r.stdout);
+      expect(file, r.stdout).to.not.equal(null);
+      const expected = Buffer.alloc(SEV_SECRET_PAGE_SIZE);
+      expected.write(passphrase);
+      expect(file![1], 'the slot holds the passphrase the broker released').to.equal(expected.toString('hex'));
+    } finally {
+      await kbs.close();
+    }
   });
 
   it('one byte changed in the initrd or the command line changes the prediction', async () => {
