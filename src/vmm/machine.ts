@@ -16,7 +16,7 @@ import { EventFd } from '../sys/eventfd.js';
 import { IrqfdInterrupt } from '../kvm/interrupts.js';
 import { Kvm } from '../kvm/kvm.js';
 import type { LocalRange } from '../kvm/local-devices.js';
-import type { IoEventSpec, VcpuStop } from '../kvm/types.js';
+import type { IoBuses, IoEventSpec, VcpuStop } from '../kvm/types.js';
 import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { VcpuThreads } from '../kvm/vcpu-threads.js';
 import type { Vcpu } from '../kvm/vcpu.js';
@@ -79,11 +79,13 @@ const DISCARDED_WRITES: IoEventSpec[] = [
   { space: 'pio', address: 0x80, length: 1 },
 ];
 
+type Teardown = (() => void | Promise<void>)[];
+
 export async function runMachine(options: MachineOptions): Promise<MachineExit> {
   const { boot } = options;
   const specs = options.virtio ?? [];
   if (specs.length !== boot.virtio.length) throw new Error(`boot plan has ${boot.virtio.length} virtio slots for ${specs.length} devices`);
-  const teardown: (() => void | Promise<void>)[] = [];
+  const teardown: Teardown = [];
   const kvm = Kvm.open(options.kvmPath);
   teardown.push(() => kvm.close());
   try {
@@ -122,50 +124,9 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     };
 
     const buses = { pio: new Bus('PIO'), mmio: new Bus('MMIO') };
-    const consoleOut = batchedWriter(options.consoleOutput);
-    teardown.push(() => consoleOut.flush());
-    const serialIrq = new IrqfdInterrupt(vm, COM1_IRQ);
-    teardown.push(() => serialIrq.close());
-    const serial = new Serial16550(serialIrq, (bytes) => {
-      watch.feed(bytes);
-      consoleOut.write(bytes);
-    });
-    buses.pio.insert(serial, Ports.com1, UART_REGISTERS, 'COM1 16550A');
-    buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
-    buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
-
-    // Queue kicks complete inside KVM (ioeventfd) and reach the device without a vCPU exit; disks are
-    // served on an I/O thread each, which takes its kicks and raises its interrupts itself.
-    const notifications = new IoeventfdNotifications(vm);
-    // The driver's InterruptStatus read and ACK after every interrupt are answered in the vCPU thread.
-    const localRanges = [...ABSENT_PORTS];
-    for (const [i, spec] of specs.entries()) {
-      const slot = boot.virtio[i]!;
-      const interrupt = new IrqfdInterrupt(vm, slot.irq);
-      teardown.push(() => interrupt.close());
-      const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd } });
-      teardown.push(() => built.close());
-      if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
-      buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
-      localRanges.push(interruptRegistersRange(slot.base, built.transport.interruptStatus, built.transport.name));
-    }
-
-    const supportedCpuid = kvm.getSupportedCpuid();
-    const tscDeadlineTimer = kvm.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
-    const vcpus: Vcpu[] = [];
-    const cpus = boot.cpus;
-    for (let id = 0; id < cpus; id++) {
-      const vcpu = vm.createVcpu(id);
-      vcpus.push(vcpu);
-      teardown.push(() => vcpu.close());
-      setUpVcpu(vcpu, {
-        supportedCpuid,
-        vcpus: cpus,
-        memoryEncryption: options.confidential?.encryptsMemory === true,
-        tscDeadlineTimer,
-        bsp: boot.entry === 'firmware' ? { kind: 'firmware' } : { kind: 'direct', entry: boot.plan.kernelEntry, zeroPage: boot.plan.zeroPage },
-      });
-    }
+    const serial = attachPlatformDevices(vm, buses, options.consoleOutput, watch, stopRequest, teardown);
+    const localRanges = [...ABSENT_PORTS, ...(await attachVirtioDevices(vm, buses, memory, boot, specs, teardown))];
+    const vcpus = createVcpus(kvm, vm, boot, options.confidential?.encryptsMemory === true, teardown);
 
     await options.confidential?.launch({ vm, memory, boot, vcpus });
 
@@ -187,6 +148,68 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
   } finally {
     for (const step of teardown.reverse()) await step();
   }
+}
+
+/** The PC's own devices: the COM1 UART (the console, watched for a panic), the i8042 and ACPI's sleep registers (stop requests). */
+function attachPlatformDevices(
+  vm: Vm, buses: IoBuses, consoleOutput: (bytes: Uint8Array) => void, watch: ConsoleWatch, stopRequest: StopRequestSink, teardown: Teardown,
+): Serial16550 {
+  const consoleOut = batchedWriter(consoleOutput);
+  teardown.push(() => consoleOut.flush());
+  const serialIrq = new IrqfdInterrupt(vm, COM1_IRQ);
+  teardown.push(() => serialIrq.close());
+  const serial = new Serial16550(serialIrq, (bytes) => {
+    watch.feed(bytes);
+    consoleOut.write(bytes);
+  });
+  buses.pio.insert(serial, Ports.com1, UART_REGISTERS, 'COM1 16550A');
+  buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
+  buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
+  return serial;
+}
+
+/**
+ * The virtio-mmio devices in their slots. Queue kicks complete inside KVM (ioeventfd) and reach the device
+ * without a vCPU exit; disks are served on an I/O thread each, which takes its kicks and raises its
+ * interrupts itself. Answers the vCPU-local ranges of their interrupt registers: the driver's
+ * InterruptStatus read and ACK after every interrupt are answered in the vCPU thread.
+ */
+async function attachVirtioDevices(
+  vm: Vm, buses: IoBuses, memory: GuestMemory, boot: PreparedBoot, specs: readonly VirtioDeviceSpec[], teardown: Teardown,
+): Promise<LocalRange[]> {
+  const notifications = new IoeventfdNotifications(vm);
+  const localRanges: LocalRange[] = [];
+  for (const [i, spec] of specs.entries()) {
+    const slot = boot.virtio[i]!;
+    const interrupt = new IrqfdInterrupt(vm, slot.irq);
+    teardown.push(() => interrupt.close());
+    const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd } });
+    teardown.push(() => built.close());
+    if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
+    buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
+    localRanges.push(interruptRegistersRange(slot.base, built.transport.interruptStatus, built.transport.name));
+  }
+  return localRanges;
+}
+
+/** The vCPUs in their reset or boot-protocol state: the boot CPU at the firmware or the kernel's 64-bit entry. */
+function createVcpus(kvm: Kvm, vm: Vm, boot: PreparedBoot, memoryEncryption: boolean, teardown: Teardown): Vcpu[] {
+  const supportedCpuid = kvm.getSupportedCpuid();
+  const tscDeadlineTimer = kvm.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+  const vcpus: Vcpu[] = [];
+  for (let id = 0; id < boot.cpus; id++) {
+    const vcpu = vm.createVcpu(id);
+    vcpus.push(vcpu);
+    teardown.push(() => vcpu.close());
+    setUpVcpu(vcpu, {
+      supportedCpuid,
+      vcpus: boot.cpus,
+      memoryEncryption,
+      tscDeadlineTimer,
+      bsp: boot.entry === 'firmware' ? { kind: 'firmware' } : { kind: 'direct', entry: boot.plan.kernelEntry, zeroPage: boot.plan.zeroPage },
+    });
+  }
+  return vcpus;
 }
 
 /** RAM slots, then the firmware ROM as a read-only slot (guest writes to it become ignored MMIO exits). */
