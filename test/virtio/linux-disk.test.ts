@@ -49,7 +49,7 @@ describe('Linux virtio_blk on ts-vmm disks @kvm', function () {
       const r = await tsVmmBoot(['--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet',
         '--disk', rw, '--disk', `${ro},ro`], BOOT_TIMEOUT_MS);
       // stdin is /dev/null; the disks' I/O threads must not keep the run from ending cleanly.
-      expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+      expect(r.status, `${r.stderr}\nconsole tail:\n${r.stdout.slice(-3000)}`).to.equal(ExitStatus.guestStopped);
       expect(r.stdout, r.stderr).to.contain(`vda-sha256=${createHash('sha256').update(content).digest('hex')}`);
       expect(r.stdout).to.contain('vdb-ro=1');
       expect(r.stdout).to.match(/vdb-write-status=[1-9]/);
