@@ -2,9 +2,10 @@
 // and streams their output and exit status to the host over the result serial port.
 //   node guest-agent.js <plan.json> <result-device>
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { constants, readFileSync, readdirSync } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { processIds, processReport, readOr } from '../sys/process-report.js';
 import { encodeRecord, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
 
 /** Base64 grows data by 4/3; 3 KiB chunks keep each record line around 4 KiB. */
@@ -53,40 +54,9 @@ class Channel {
   }
 }
 
-const readOr = (path: string, fallback: string): string => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return fallback;
-  }
-};
-
-/** The numbered entries of /proc: every process. */
-const processIds = (): string[] => readdirSync('/proc').filter((name) => /^\d+$/.test(name));
-
-/** The State line of a /proc status file ("S (sleeping)"). */
-const stateOf = (status: string): string => /^State:\s+(.*)$/m.exec(status)?.[1] ?? '?';
-
 /** Every process with its state, what it waits in (wchan) and each thread's kernel stack. */
-function processReport(): string {
-  const lines = [`lab: load ${readOr('/proc/loadavg', '?').trim()}; ${readOr('/proc/meminfo', '').split('\n').slice(0, 3).join('; ')}`];
-  for (const pid of processIds()) {
-    const status = readOr(`/proc/${pid}/status`, '');
-    const state = stateOf(status);
-    const cmdline = readOr(`/proc/${pid}/cmdline`, '').split('\0').join(' ').trim();
-    if (cmdline === '') continue; // kernel threads
-    lines.push(`lab: pid ${pid} ${state} wchan=${readOr(`/proc/${pid}/wchan`, '?')} ${cmdline.slice(0, 200)}`);
-    let tasks: string[] = [];
-    try {
-      tasks = readdirSync(`/proc/${pid}/task`);
-    } catch { /* it ended meanwhile */ }
-    for (const tid of tasks) {
-      const stack = readOr(`/proc/${pid}/task/${tid}/stack`, '').trim();
-      const taskState = stateOf(readOr(`/proc/${pid}/task/${tid}/status`, ''));
-      lines.push(`lab:   tid ${tid} ${readOr(`/proc/${pid}/task/${tid}/comm`, '?').trim()} ${taskState}${stack ? `\n${stack.replace(/^/gm, 'lab:     ')}` : ''}`);
-    }
-  }
-  return `${lines.join('\n')}\n`;
+function labProcessReport(): string {
+  return `${processReport().join('\n').replace(/^/gm, 'lab: ')}\n`;
 }
 
 /** `root` and every process below it, whatever process group or session they moved to. */
@@ -136,7 +106,7 @@ function runCommand(index: number, command: PlannedCommand, channel: Channel): P
       if (command.idleTimeoutMs === undefined) return;
       clearTimeout(idle);
       idle = setTimeout(() => {
-        const report = processReport();
+        const report = labProcessReport();
         forwardBytes('err', Buffer.from(`lab: no output for ${command.idleTimeoutMs} ms; killing the command. What every process waits on:\n${report}`));
         // Also on the console (one line per process), which reaches the host even if the result port is stuck.
         process.stderr.write(`lab: command ${index} silent for ${command.idleTimeoutMs} ms; processes:\n${report.split('\n').filter((l) => l.startsWith('lab: pid') || l.startsWith('lab: load')).join('\n')}\n`);

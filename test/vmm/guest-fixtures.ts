@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureBusybox, ensureDebianKernel } from '../../src/assets/debian.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
+import { processLines } from '../../src/sys/process-report.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/ts-vmm.js', import.meta.url));
 
@@ -51,7 +52,11 @@ export function tsVmmBoot(args: readonly string[], timeoutMs: number): Promise<B
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString('latin1'); });
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString('latin1'); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => {
+      // What each thread of the VMM was doing is the first thing to know about a boot that never ended.
+      stderr += `ts-vmm boot did not end within ${timeoutMs} ms; its threads:\n${processLines(child.pid!).join('\n')}\n`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (status) => {
       clearTimeout(timer);
