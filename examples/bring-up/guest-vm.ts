@@ -1,0 +1,53 @@
+// What the bring-up steps share: a VM with a little RAM and one vCPU, made with the same calls the VMM
+// makes in src/vmm/machine.ts (KVM_CREATE_VM, one memory slot, the TSS address, KVM_CREATE_VCPU), and a
+// hex formatter for what the steps print.
+import { Kvm } from '../../src/kvm/kvm.js';
+import type { Vcpu } from '../../src/kvm/vcpu.js';
+import type { Vm } from '../../src/kvm/vm.js';
+import { TSS_ADDRESS } from '../../src/boot/layout.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+
+export interface TinyVm {
+  kvm: Kvm;
+  vm: Vm;
+  memory: GuestMemory;
+  vcpu: Vcpu;
+  close(): void;
+}
+
+export const hex = (value: number | bigint, digits = 0): string => `0x${value.toString(16).padStart(digits, '0')}`;
+
+/** RAM at guest-physical 0 of `ramBytes`, and vCPU 0 still in the state KVM creates it in (real mode). */
+export function tinyVm(ramBytes: number): TinyVm {
+  const kvm = Kvm.open();
+  const vm = kvm.createVm();
+  const memory = GuestMemory.anonymous([{ guestAddress: 0, size: ramBytes }]);
+  vm.registerMemory(memory);
+  // Intel VMX needs three pages for the real-mode TSS; nothing of the guest's may be there.
+  vm.setTssAddress(TSS_ADDRESS);
+  const vcpu = vm.createVcpu(0);
+  return {
+    kvm, vm, memory, vcpu,
+    close() {
+      vcpu.close();
+      vm.close();
+      kvm.close();
+    },
+  };
+}
+
+/**
+ * A real-mode guest: `code` at `entry`, and the vCPU about to fetch it. At reset CS:IP is f000:fff0 with
+ * CS base 0xffff0000; we make CS base 0 so IP is a plain guest-physical address.
+ */
+export function realModeGuest(code: readonly number[], entry = 0x1000, ramBytes = 0x10000): TinyVm {
+  const guest = tinyVm(ramBytes);
+  guest.memory.write(entry, Uint8Array.from(code));
+  const sregs = guest.vcpu.getSregs();
+  sregs.cs.base = 0n;
+  sregs.cs.selector = 0;
+  guest.vcpu.setSregs(sregs);
+  // rflags bit 1 is reserved and must be set; interrupts stay off.
+  guest.vcpu.setRegs({ ...guest.vcpu.getRegs(), rip: BigInt(entry), rflags: 0x2n });
+  return guest;
+}
