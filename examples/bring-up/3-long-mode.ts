@@ -1,11 +1,9 @@
 // Step 3: protected and long mode. A 64-bit kernel expects paging on, a 64-bit code segment and flat
 // data segments from a GDT, and page tables that map it. src/boot builds exactly these for the Linux
 // direct entry; here they are placed in a small VM and a few 64-bit instructions run on them.
-import { BootSegments, directEntryTables, encodeDescriptor } from '../../src/boot/boot-tables.js';
-import { LowMemory } from '../../src/boot/layout.js';
-import { bootMsrs, directEntryRegs, directEntrySregs } from '../../src/boot/vcpu-state.js';
+import { BootSegments, encodeDescriptor } from '../../src/boot/boot-tables.js';
 import type { GuestMemory } from '../../src/memory/guest-memory.js';
-import { hex, tinyVm } from './guest-vm.js';
+import { enterLongMode, hex, tinyVm } from './guest-vm.js';
 
 const CODE = 0x1000;
 const RESULT = 0x1_0000;
@@ -37,23 +35,14 @@ function translate(memory: GuestMemory, cr3: bigint, virtual: bigint): bigint | 
 }
 
 const guest = tinyVm(2 << 20);
-const { kvm, memory, vcpu } = guest;
+const { memory, vcpu } = guest;
 let status = 1;
 try {
-  console.log('boot structures from src/boot (directEntryTables):');
-  for (const p of directEntryTables()) {
-    memory.write(p.guestAddress, p.bytes);
-    console.log(`  ${p.what.padEnd(16)} at ${hex(p.guestAddress, 5)}, ${p.bytes.length} bytes`);
-  }
+  memory.write(CODE, Uint8Array.from(code));
+  console.log('boot structures from src/boot (directEntryTables), placed in guest RAM:');
+  for (const p of enterLongMode(guest, CODE)) console.log(`  ${p.what.padEnd(16)} at ${hex(p.guestAddress, 5)}, ${p.bytes.length} bytes`);
   console.log('GDT descriptors (selector: encoded descriptor):');
   for (const [name, d] of Object.entries(BootSegments)) console.log(`  ${name.padEnd(6)} ${hex(d.selector, 2)}: ${hex(encodeDescriptor(d), 16)}`);
-  memory.write(CODE, Uint8Array.from(code));
-
-  // The state the 64-bit boot protocol asks for, as the VMM gives it to Linux (src/boot/vcpu-state.ts).
-  vcpu.setCpuid2(kvm.getSupportedCpuid());
-  vcpu.setMsrs(bootMsrs());
-  vcpu.setSregs(directEntrySregs(vcpu.getSregs()));
-  vcpu.setRegs(directEntryRegs(CODE, LowMemory.zeroPage));
   const sregs = vcpu.getSregs();
   console.log(`CPU state: cr0=${hex(sregs.cr0)} (PE|ET|PG) cr3=${hex(sregs.cr3)} cr4=${hex(sregs.cr4)} (PAE) efer=${hex(sregs.efer)} (LME|LMA)`);
   console.log(`  cs selector ${hex(sregs.cs.selector)} with L=${sregs.cs.l} (64-bit code), ss/ds selector ${hex(sregs.ds.selector)}`);

@@ -1,10 +1,14 @@
 // What the bring-up steps share: a VM with a little RAM and one vCPU, made with the same calls the VMM
-// makes in src/vmm/machine.ts (KVM_CREATE_VM, one memory slot, the TSS address, KVM_CREATE_VCPU), and a
-// hex formatter for what the steps print.
+// makes in src/vmm/machine.ts (KVM_CREATE_VM, one memory slot, the TSS address, KVM_CREATE_VCPU), the
+// two CPU states the steps start it in (real mode, and the 64-bit state Linux is entered in), and a hex
+// formatter for what the steps print.
 import { Kvm } from '../../src/kvm/kvm.js';
 import type { Vcpu } from '../../src/kvm/vcpu.js';
 import type { Vm } from '../../src/kvm/vm.js';
-import { TSS_ADDRESS } from '../../src/boot/layout.js';
+import type { Placement } from '../../src/boot/boot-plan.js';
+import { directEntryTables } from '../../src/boot/boot-tables.js';
+import { LowMemory, TSS_ADDRESS } from '../../src/boot/layout.js';
+import { bootMsrs, directEntryRegs, directEntrySregs } from '../../src/boot/vcpu-state.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 
 export interface TinyVm {
@@ -50,4 +54,20 @@ export function realModeGuest(code: readonly number[], entry = 0x1000, ramBytes 
   // rflags bit 1 is reserved and must be set; interrupts stay off.
   guest.vcpu.setRegs({ ...guest.vcpu.getRegs(), rip: BigInt(entry), rflags: 0x2n });
   return guest;
+}
+
+/**
+ * The state the 64-bit boot protocol asks for, as the VMM gives it to Linux: src/boot's GDT, empty IDT
+ * and identity page tables in RAM, the boot MSRs, long mode with paging on, rip = `entry`. Returns the
+ * tables placed.
+ */
+export function enterLongMode(guest: TinyVm, entry: number): Placement[] {
+  const tables = directEntryTables();
+  for (const p of tables) guest.memory.write(p.guestAddress, p.bytes);
+  const { kvm, vcpu } = guest;
+  vcpu.setCpuid2(kvm.getSupportedCpuid());
+  vcpu.setMsrs(bootMsrs());
+  vcpu.setSregs(directEntrySregs(vcpu.getSregs()));
+  vcpu.setRegs(directEntryRegs(entry, LowMemory.zeroPage));
+  return tables;
 }
