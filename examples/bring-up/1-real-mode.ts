@@ -27,18 +27,17 @@ let status = 1;
 try {
   for (let exits = 1; exits <= 16; exits++) {
     const exit = vcpu.run();
-    const rip = vcpu.getRegs().rip;
     if (exit.kind === 'io' && exit.direction === 'out') {
-      console.log(`exit ${exits}: I/O out, port ${hex(exit.port)}, ${exit.size} byte: the guest wrote ${hex(exit.data[0]!)} (rip now ${hex(rip)})`);
+      console.log(`exit ${exits}: I/O out, port ${hex(exit.port)}, ${exit.size} byte: the guest wrote ${hex(exit.data[0]!, 2)}`);
     } else if (exit.kind === 'io') {
       // The answer goes into the exit's data (inside kvm_run); KVM loads it into al on the next KVM_RUN.
       exit.data[0] = ANSWER;
-      console.log(`exit ${exits}: I/O in, port ${hex(exit.port)}, ${exit.size} byte: we answer ${hex(ANSWER)}`);
+      console.log(`exit ${exits}: I/O in, port ${hex(exit.port)}, ${exit.size} byte: we answer ${hex(ANSWER, 2)}`);
     } else if (exit.kind === 'hlt') {
       const regs = vcpu.getRegs();
       console.log(`exit ${exits}: hlt at rip=${hex(regs.rip)} (one past the hlt at ${hex(ENTRY + code.length - 1)})`);
-      console.log(`registers: rax=${hex(regs.rax)} (our answer + 1: inc al ran inside the CPU)`);
-      console.log(`guest memory at ${hex(RESULT)}: ${hex(memory.readU8(RESULT))} (written by the guest with no exit)`);
+      console.log(`registers: rax=${hex(regs.rax, 2)} (our answer + 1: inc al ran inside the CPU)`);
+      console.log(`guest memory at ${hex(RESULT)}: ${hex(memory.readU8(RESULT), 2)} (written by the guest with no exit)`);
       status = 0;
       break;
     } else {
