@@ -47,7 +47,8 @@ try {
   console.log(`CPU state: cr0=${hex(sregs.cr0)} (PE|ET|PG) cr3=${hex(sregs.cr3)} cr4=${hex(sregs.cr4)} (PAE) efer=${hex(sregs.efer)} (LME|LMA)`);
   console.log(`  cs selector ${hex(sregs.cs.selector)} with L=${sregs.cs.l} (64-bit code), ss/ds selector ${hex(sregs.ds.selector)}`);
   console.log(`page walk for rip ${hex(CODE)}:`);
-  console.log(`  -> guest-physical ${hex(translate(memory, sregs.cr3, BigInt(CODE)) ?? -1n)}`);
+  const physical = translate(memory, sregs.cr3, BigInt(CODE));
+  console.log(physical === undefined ? '  -> not mapped: the fetch will fault' : `  -> guest-physical ${hex(physical)}`);
 
   const exit = vcpu.run();
   if (exit.kind === 'hlt') {
