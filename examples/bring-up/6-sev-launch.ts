@@ -48,7 +48,7 @@ const secret = randomBytes(SECRET_BYTES);
 let status = 1;
 try {
   const result = await measuredLaunch({
-    backend: new SevSimulator(platform, { warn: (m) => console.log(`sev-sim: ${m}`) }),
+    backend: new SevSimulator(platform, { warn: (m) => console.log(m) }),
     image: { memory: guest.memory, regions },
     policy,
     session: { godh: owner.godh.bytes, session: owner.session },
