@@ -1,7 +1,9 @@
 // Step 1: what a VM exit is. A real-mode guest of a few bytes writes a byte to an I/O port, reads one
 // back, stores it in its memory and halts. The CPU runs the guest until it does something only the VMM
 // can answer; KVM_RUN then returns with the reason (an exit), we answer, and call KVM_RUN again.
-import { hex, realModeGuest } from './guest-vm.js';
+import { failInOneLine, hex, realModeGuest } from './guest-vm.js';
+
+failInOneLine();
 
 const ENTRY = 0x1000;
 const RESULT = 0x8000;

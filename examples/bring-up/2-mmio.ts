@@ -4,7 +4,9 @@
 import type { BusDevice } from '../../src/devices/bus.js';
 import { Bus } from '../../src/devices/bus.js';
 import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
-import { hex, realModeGuest } from './guest-vm.js';
+import { failInOneLine, hex, realModeGuest } from './guest-vm.js';
+
+failInOneLine();
 
 const WINDOW = 0x20000; // above the guest's 64 KiB of RAM: nothing but our device answers here
 const RESULT = 0x8000;

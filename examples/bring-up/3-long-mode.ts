@@ -3,7 +3,9 @@
 // direct entry; here they are placed in a small VM and a few 64-bit instructions run on them.
 import { BootSegments, encodeDescriptor } from '../../src/boot/boot-tables.js';
 import type { GuestMemory } from '../../src/memory/guest-memory.js';
-import { enterLongMode, hex, tinyVm } from './guest-vm.js';
+import { enterLongMode, failInOneLine, hex, tinyVm } from './guest-vm.js';
+
+failInOneLine();
 
 const CODE = 0x1000;
 const RESULT = 0x1_0000;

@@ -12,7 +12,9 @@ import { prepareBoot } from '../../src/boot/prepare.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
 import { exitStatusOf } from '../../src/vmm/exit-status.js';
 import { runMachine } from '../../src/vmm/machine.js';
-import { hex } from './guest-vm.js';
+import { failInOneLine, hex } from './guest-vm.js';
+
+failInOneLine();
 
 // loglevel=6 shows the kernel's notices (its banner among them) but not its informational chatter:
 // every console byte is a vCPU exit, which costs time in a nested guest.

@@ -12,7 +12,9 @@ import { VIRTIO_MMIO_BASE } from '../../src/boot/layout.js';
 import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
 import { VirtioBlk } from '../../src/virtio/blk.js';
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from '../../src/virtio/mmio.js';
-import { enterLongMode, hex, tinyVm } from './guest-vm.js';
+import { enterLongMode, failInOneLine, hex, tinyVm } from './guest-vm.js';
+
+failInOneLine();
 
 const CODE = 0x1000;
 const DESC = 0x1_0000; // descriptor table: 16 bytes per descriptor
@@ -113,7 +115,13 @@ console.log(`available ring at ${hex(AVAIL)}: ring[0] = 0 (the chain's head); th
 
 const threads = new VcpuThreads([guest.vcpu], buses);
 threads.start();
+// A guest that never halts (an exercise gone wrong: a device that never answers) is stopped, not waited on for ever.
+const watchdog = setTimeout(() => {
+  console.log('the guest has not halted after 60 s: stopping it');
+  void threads.stop();
+}, 60_000);
 const [stop] = await threads.stopped;
+clearTimeout(watchdog);
 const usedIdx = memory.readU16(USED + 2);
 console.log(`vCPU stopped: ${stop?.message}`);
 console.log(`device status: ${hex(transport.deviceStatus)}, interrupts raised: ${interrupts}`);

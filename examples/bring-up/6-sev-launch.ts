@@ -13,7 +13,9 @@ import { createSession } from '../../src/sev/session.js';
 import { SevSimulator, SimulatedPlatform } from '../../src/sev/sev-sim.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
-import { hex, realModeGuest } from './guest-vm.js';
+import { failInOneLine, hex, realModeGuest } from './guest-vm.js';
+
+failInOneLine();
 
 const ENTRY = 0x1000;
 const PORT = 0xe9;

@@ -9,7 +9,11 @@ import type { Placement } from '../../src/boot/boot-plan.js';
 import { directEntryTables } from '../../src/boot/boot-tables.js';
 import { LowMemory, TSS_ADDRESS } from '../../src/boot/layout.js';
 import { bootMsrs, directEntryRegs, directEntrySregs } from '../../src/boot/vcpu-state.js';
+import { probeKvm } from '../../src/kvm/probe.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { errorMessage } from '../../src/sys/error-message.js';
+import { projectRoot } from '../../src/sys/project-paths.js';
+import { relative } from 'node:path';
 
 export interface TinyVm {
   kvm: Kvm;
@@ -17,6 +21,20 @@ export interface TinyVm {
   memory: GuestMemory;
   vcpu: Vcpu;
   close(): void;
+}
+
+/**
+ * A step that cannot go on says why in one line on stderr and exits with status 1; where this host has
+ * no usable /dev/kvm, the line also gives the command that runs the step in the lab. Call it first.
+ */
+export function failInOneLine(): void {
+  process.on('uncaughtException', (error) => {
+    const kvm = probeKvm();
+    const step = relative(projectRoot(), process.argv[1] ?? '');
+    const hint = kvm.available ? '' : `; without KVM, run the step in the lab: node bin/ts-vmm.js lab --exec -- node /lab/project/${step}`;
+    process.stderr.write(`${errorMessage(error)}${hint}\n`);
+    process.exit(1);
+  });
 }
 
 export const hex = (value: number | bigint, digits = 0): string => `0x${value.toString(16).padStart(digits, '0')}`;
