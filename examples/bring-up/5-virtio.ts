@@ -4,13 +4,19 @@
 // then waits for the used ring. The request itself (three descriptors: header, data, status) is
 // written into guest RAM here, before the guest runs, so each field can be named as it is written.
 // `node 5-virtio.js corrupt` points the data descriptor outside guest RAM: watch the device refuse it.
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus } from '../../src/devices/bus.js';
 import { VIRTIO_MMIO_BASE } from '../../src/boot/layout.js';
 import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
 import { VirtioBlk } from '../../src/virtio/blk.js';
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_MMIO_DRIVER_FEATURES, VIRTIO_MMIO_DRIVER_FEATURES_SEL, VIRTIO_MMIO_QUEUE_AVAIL_LOW, VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_QUEUE_NUM, VIRTIO_MMIO_QUEUE_READY, VIRTIO_MMIO_QUEUE_SEL, VIRTIO_MMIO_QUEUE_USED_LOW,
+  VIRTIO_MMIO_STATUS, VIRTIO_F_VERSION_1, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+} from '../../src/virtio/abi.js';
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from '../../src/virtio/mmio.js';
 import { enterLongMode, failInOneLine, hex, tinyVm } from './guest-vm.js';
 
@@ -28,13 +34,17 @@ const QUEUE_SIZE = 8;
 const corrupt = process.argv[2] === 'corrupt';
 
 // The driver's register writes, in the order virtio 1.2 §3.1.1 and §4.2.3.2 ask for (offset, value).
+const ACK_DRIVER = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
 const script: [number, number, string][] = [
-  [0x70, 0x0, 'Status = 0: reset'], [0x70, 0x1, 'Status = ACKNOWLEDGE'], [0x70, 0x3, 'Status |= DRIVER'],
-  [0x24, 1, 'DriverFeaturesSel = 1'], [0x20, 0x1, 'DriverFeatures[32..63] = VERSION_1'],
-  [0x24, 0, 'DriverFeaturesSel = 0'], [0x20, 0x0, 'DriverFeatures[0..31] = none'],
-  [0x70, 0xb, 'Status |= FEATURES_OK'], [0x30, 0, 'QueueSel = 0'], [0x38, QUEUE_SIZE, `QueueNum = ${QUEUE_SIZE}`],
-  [0x80, DESC, 'QueueDescLow'], [0x90, AVAIL, 'QueueDriverLow (available ring)'], [0xa0, USED, 'QueueDeviceLow (used ring)'],
-  [0x44, 1, 'QueueReady = 1'], [0x70, 0xf, 'Status |= DRIVER_OK'],
+  [VIRTIO_MMIO_STATUS, 0, 'Status = 0: reset'], [VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE, 'Status = ACKNOWLEDGE'],
+  [VIRTIO_MMIO_STATUS, ACK_DRIVER, 'Status |= DRIVER'], [VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1, 'DriverFeaturesSel = 1'],
+  [VIRTIO_MMIO_DRIVER_FEATURES, 1 << (VIRTIO_F_VERSION_1 - 32), 'DriverFeatures[32..63] = VERSION_1'],
+  [VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0, 'DriverFeaturesSel = 0'], [VIRTIO_MMIO_DRIVER_FEATURES, 0, 'DriverFeatures[0..31] = none'],
+  [VIRTIO_MMIO_STATUS, ACK_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK, 'Status |= FEATURES_OK'],
+  [VIRTIO_MMIO_QUEUE_SEL, 0, 'QueueSel = 0'], [VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE, `QueueNum = ${QUEUE_SIZE}`],
+  [VIRTIO_MMIO_QUEUE_DESC_LOW, DESC, 'QueueDescLow'], [VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL, 'QueueDriverLow (available ring)'],
+  [VIRTIO_MMIO_QUEUE_USED_LOW, USED, 'QueueDeviceLow (used ring)'], [VIRTIO_MMIO_QUEUE_READY, 1, 'QueueReady = 1'],
+  [VIRTIO_MMIO_STATUS, ACK_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK, 'Status |= DRIVER_OK'],
 ];
 
 // 64-bit code, hand-assembled: run the script, publish the request, kick, wait for the device.
@@ -49,12 +59,12 @@ const code = [
   0x83, 0xc6, 0x08, //                        add esi, 8
   0xeb, 0xee, //                              jmp next
   0x66, 0xc7, 0x04, 0x25, ...u32(AVAIL + 2), 0x01, 0x00, // done: mov word [avail.idx], 1
-  0xc7, 0x43, 0x50, 0x00, 0x00, 0x00, 0x00, //    mov dword [rbx+QueueNotify], 0: the kick
+  0xc7, 0x43, VIRTIO_MMIO_QUEUE_NOTIFY, 0x00, 0x00, 0x00, 0x00, // mov dword [rbx+QueueNotify], 0: the kick
   0x0f, 0xb7, 0x04, 0x25, ...u32(USED + 2), // wait: movzx eax, word [used.idx]
   0x85, 0xc0, //                              test eax, eax
   0x75, 0x0b, //                              jnz out
-  0x8b, 0x43, 0x70, //                        mov eax, [rbx+Status]
-  0xa8, 0x40, //                              test al, DEVICE_NEEDS_RESET
+  0x8b, 0x43, VIRTIO_MMIO_STATUS, //          mov eax, [rbx+Status]
+  0xa8, VIRTIO_CONFIG_S_NEEDS_RESET, //       test al, DEVICE_NEEDS_RESET
   0x75, 0x04, //                              jnz out
   0xf3, 0x90, //                              pause
   0xeb, 0xe9, //                              jmp wait
@@ -98,9 +108,9 @@ memory.writeU32(HEADER, 0);
 memory.writeU64(HEADER + 8, 0n);
 memory.writeU8(STATUS_BYTE, 0xff);
 const descriptors = [
-  { addr: HEADER, len: 16, flags: 1, next: 1, what: 'request header, device reads it (NEXT)' },
-  { addr: corrupt ? 0xc000_0000 : DATA, len: 512, flags: 3, next: 2, what: 'data buffer, device writes it (NEXT|WRITE)' },
-  { addr: STATUS_BYTE, len: 1, flags: 2, next: 0, what: 'status byte, device writes it (WRITE)' },
+  { addr: HEADER, len: 16, flags: VRING_DESC_F_NEXT, next: 1, what: 'request header, device reads it (NEXT)' },
+  { addr: corrupt ? 0xc000_0000 : DATA, len: 512, flags: VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, next: 2, what: 'data buffer, device writes it (NEXT|WRITE)' },
+  { addr: STATUS_BYTE, len: 1, flags: VRING_DESC_F_WRITE, next: 0, what: 'status byte, device writes it (WRITE)' },
 ];
 console.log(`descriptor table at ${hex(DESC)}:`);
 descriptors.forEach((d, i) => {

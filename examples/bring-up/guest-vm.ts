@@ -2,6 +2,7 @@
 // makes in src/vmm/machine.ts (KVM_CREATE_VM, one memory slot, the TSS address, KVM_CREATE_VCPU), the
 // two CPU states the steps start it in (real mode, and the 64-bit state Linux is entered in), and a hex
 // formatter for what the steps print.
+import { relative } from 'node:path';
 import { Kvm } from '../../src/kvm/kvm.js';
 import type { Vcpu } from '../../src/kvm/vcpu.js';
 import type { Vm } from '../../src/kvm/vm.js';
@@ -13,7 +14,6 @@ import { probeKvm } from '../../src/kvm/probe.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { errorMessage } from '../../src/sys/error-message.js';
 import { projectRoot } from '../../src/sys/project-paths.js';
-import { relative } from 'node:path';
 
 export interface TinyVm {
   kvm: Kvm;
