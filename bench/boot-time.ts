@@ -54,7 +54,9 @@ function measure(command: string, args: readonly string[]): Promise<Sample> {
         sample = overheadKiB(child.pid!).then((kib) => ({ firstLineMs, overheadKiB: kib }));
       }
     });
-    child.stderr.on('data', (d: Buffer) => { output += d.toString('latin1'); });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+    });
     child.on('error', reject);
     child.on('close', (status) => {
       clearTimeout(timer);
@@ -71,16 +73,42 @@ async function main(): Promise<void> {
   const guest = await guestAssets();
   const initrd = await guest.initrd('bench', `echo ${MARKER}\npoweroff -f`);
   const tsVmm = [CLI, 'boot', '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB)];
-  const qemu = ['-M', 'microvm,acpi=on', '-accel', 'kvm', '-cpu', 'host', '-m', String(MEMORY_MIB), '-smp', '1',
-    '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot',
-    '-kernel', guest.kernel, '-initrd', initrd, '-append', CMDLINE];
+  const qemu = [
+    '-M',
+    'microvm,acpi=on',
+    '-accel',
+    'kvm',
+    '-cpu',
+    'host',
+    '-m',
+    String(MEMORY_MIB),
+    '-smp',
+    '1',
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-serial',
+    'stdio',
+    '-no-reboot',
+    '-kernel',
+    guest.kernel,
+    '-initrd',
+    initrd,
+    '-append',
+    CMDLINE,
+  ];
   const results = { tsVmm: [] as Sample[], qemu: [] as Sample[] };
   // Interleaved, so drift in the host (page cache, frequency) hits both alike.
   for (let i = 0; i < runs; i++) {
     results.tsVmm.push(await measure(process.execPath, tsVmm));
     results.qemu.push(await measure('qemu-system-x86_64', qemu));
   }
-  const row = (name: string, s: Sample[]) => `${name.padEnd(22)} ${median(s.map((x) => x.firstLineMs)).toFixed(0).padStart(8)} ms   ${median(s.map((x) => x.overheadKiB)).toString().padStart(8)} KiB`;
+  const row = (name: string, s: Sample[]) =>
+    `${name.padEnd(22)} ${median(s.map((x) => x.firstLineMs))
+      .toFixed(0)
+      .padStart(8)} ms   ${median(s.map((x) => x.overheadKiB))
+      .toString()
+      .padStart(8)} KiB`;
   process.stdout.write(`boot to init's first line (median of ${runs}), VMM resident memory beyond guest RAM\n`);
   process.stdout.write(`${row('ts-vmm boot', results.tsVmm)}\n${row('qemu -M microvm', results.qemu)}\n`);
   const ratio = median(results.tsVmm.map((x) => x.firstLineMs)) / median(results.qemu.map((x) => x.firstLineMs));

@@ -52,13 +52,26 @@ function guestWith(iterations: number, access = OUT, code = guestCode(access)): 
   sregs.cs.selector = 0;
   vcpu.setSregs(sregs);
   vcpu.setRegs({ ...vcpu.getRegs(), rip: 0x1000n, rflags: 0x2n, rcx: BigInt(iterations) });
-  return { vcpu, memory, vm, close: () => { vcpu.close(); vm.close(); } };
+  return {
+    vcpu,
+    memory,
+    vm,
+    close: () => {
+      vcpu.close();
+      vm.close();
+    },
+  };
 }
 
 class Counter implements BusDevice {
   count = 0;
-  read(_offset: number, data: Uint8Array): void { data[0] = 0; this.count++; }
-  write(): void { this.count++; }
+  read(_offset: number, data: Uint8Array): void {
+    data[0] = 0;
+    this.count++;
+  }
+  write(): void {
+    this.count++;
+  }
 }
 
 function buses(device?: BusDevice): IoBuses {
@@ -120,7 +133,7 @@ async function threadsRun(iterations: number, path: ThreadPath): Promise<number>
 
 async function tsThreads(path: ThreadPath): Promise<number> {
   const fixed = await threadsRun(1, path);
-  return (await threadsRun(exits, path) - fixed) / (exits - 1);
+  return ((await threadsRun(exits, path)) - fixed) / (exits - 1);
 }
 
 /** Microseconds per guest notification answered by the device thread. */
@@ -149,7 +162,7 @@ async function pingPong(via: 'ioeventfd' | 'mailbox', iterations: number): Promi
 async function tsPingPong(via: 'ioeventfd' | 'mailbox'): Promise<number> {
   const notifications = Math.max(2, Math.floor(exits / 10));
   const fixed = await pingPong(via, 1);
-  return (await pingPong(via, notifications) - fixed) / (notifications - 1);
+  return ((await pingPong(via, notifications)) - fixed) / (notifications - 1);
 }
 
 function tsIoctl(): number {
@@ -162,8 +175,15 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 const c = compileC();
 const samples = {
-  c: [] as number[], inline: [] as number[], local: [] as number[], posted: [] as number[], read: [] as number[],
-  cIoctl: [] as number[], tsIoctl: [] as number[], pingIoeventfd: [] as number[], pingMailbox: [] as number[],
+  c: [] as number[],
+  inline: [] as number[],
+  local: [] as number[],
+  posted: [] as number[],
+  read: [] as number[],
+  cIoctl: [] as number[],
+  tsIoctl: [] as number[],
+  pingIoeventfd: [] as number[],
+  pingMailbox: [] as number[],
 };
 try {
   for (let r = 0; r < rounds; r++) {

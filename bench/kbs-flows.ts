@@ -60,8 +60,23 @@ function floorMs(): number {
 }
 
 async function main(): Promise<void> {
-  const child = spawn(process.execPath, [cliEntry(), 'kbs', 'serve', '--listen', '127.0.0.1:0', '--store', path.join(dir, 'store'),
-    '--trust-ark', path.join(dir, 'sim'), '--admin-token-file', path.join(dir, 'token')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [
+      cliEntry(),
+      'kbs',
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      '--store',
+      path.join(dir, 'store'),
+      '--trust-ark',
+      path.join(dir, 'sim'),
+      '--admin-token-file',
+      path.join(dir, 'token'),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   try {
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
@@ -96,19 +111,21 @@ async function main(): Promise<void> {
     let next = 0;
     const ticks0 = cpuTicks(child.pid!);
     const start = performance.now();
-    await Promise.all(Array.from({ length: clients }, async () => {
-      while (next < flows) {
-        next++;
-        try {
-          latencies.push(await flow());
-        } catch (e) {
-          errors++;
-          if (errors <= 3) console.error(`flow failed: ${(e as Error).message}`);
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (next < flows) {
+          next++;
+          try {
+            latencies.push(await flow());
+          } catch (e) {
+            errors++;
+            if (errors <= 3) console.error(`flow failed: ${(e as Error).message}`);
+          }
         }
-      }
-    }));
+      }),
+    );
     const seconds = (performance.now() - start) / 1000;
-    const serverCpuMs = ((cpuTicks(child.pid!) - ticks0) / TICKS_PER_SECOND) * 1000 / flows;
+    const serverCpuMs = (((cpuTicks(child.pid!) - ticks0) / TICKS_PER_SECOND) * 1000) / flows;
     const floor = floorMs();
     latencies.sort((a, b) => a - b);
     const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;

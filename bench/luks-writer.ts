@@ -18,12 +18,20 @@ const sizeMiB = Number(process.argv[2] ?? 1024);
 function payload(): Readable {
   const block = randomBytes(MIB);
   let left = sizeMiB;
-  return new Readable({ highWaterMark: MIB, read() { this.push(left-- > 0 ? block : null); } });
+  return new Readable({
+    highWaterMark: MIB,
+    read() {
+      this.push(left-- > 0 ? block : null);
+    },
+  });
 }
 
 /** OpenSSL's AES-256-XTS speed on 4096-byte messages, in MB/s (openssl prints 1000s of bytes per second). */
 function opensslSpeed(): number {
-  const out = execFileSync('openssl', ['speed', '-evp', 'aes-256-xts', '-bytes', '4096', '-seconds', '3'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const out = execFileSync('openssl', ['speed', '-evp', 'aes-256-xts', '-bytes', '4096', '-seconds', '3'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   const line = out.split('\n').find((l) => /^AES-256-XTS\s/i.test(l));
   if (!line) throw new Error(`no AES-256-XTS line in openssl speed's output:\n${out}`);
   return Number.parseFloat(line.trim().split(/\s+/).at(-1)!.replace(/k$/, '')) / 1000;
@@ -49,7 +57,9 @@ async function main(): Promise<void> {
     const peakRssMiB = process.resourceUsage().maxRSS / 1024;
     const cipherOnly = sectorCipherSpeed();
     const openssl = opensslSpeed();
-    process.stdout.write(`LUKS2 writer, ${sizeMiB} MiB payload, 4096-byte sectors, into a file: ${writer.toFixed(0)} MB/s, peak RSS ${peakRssMiB.toFixed(0)} MiB\n`);
+    process.stdout.write(
+      `LUKS2 writer, ${sizeMiB} MiB payload, 4096-byte sectors, into a file: ${writer.toFixed(0)} MB/s, peak RSS ${peakRssMiB.toFixed(0)} MiB\n`,
+    );
     process.stdout.write(`its sector cipher alone (node:crypto aes-256-xts, one Cipheriv per 4096-byte sector), in memory: ${cipherOnly.toFixed(0)} MB/s\n`);
     process.stdout.write(`openssl speed -evp aes-256-xts -bytes 4096: ${openssl.toFixed(0)} MB/s\n`);
     process.stdout.write(`ratio writer / openssl: ${(writer / openssl).toFixed(2)} (target >= 0.80)\n`);

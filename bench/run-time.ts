@@ -27,7 +27,10 @@ const project = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = join(project, 'examples', 'hello');
 const MARKER = 'Hello from';
 
-interface Sample { firstOutputMs: number; totalMs: number }
+interface Sample {
+  firstOutputMs: number;
+  totalMs: number;
+}
 
 /** Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout. */
 function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string, timeoutMs = 120_000): Promise<Sample> {
@@ -43,7 +46,9 @@ function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv, marker
       seen += chunk.toString('latin1');
       if (seen.includes(marker)) first = ms();
     });
-    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -89,7 +94,8 @@ async function peerGuest(dir: string): Promise<{ config: BundleConfig; kernel: s
   const busybox = (await ensureBusybox()).path;
   const base = await ensureBaseInitramfs({ modulesDir: kernel.modulesDir, busybox, agent }, runCacheDir());
   const disk = await prepareRootDisk(config, { cacheDir: runCacheDir() });
-  const run = `${GUEST.busybox} chroot ${GUEST.newRoot} /bin/env -i ${[...config.process.env, ...config.process.args].map(shellQuote).join(' ')}\n` +
+  const run =
+    `${GUEST.busybox} chroot ${GUEST.newRoot} /bin/env -i ${[...config.process.env, ...config.process.args].map(shellQuote).join(' ')}\n` +
     `${GUEST.busybox} poweroff -f`;
   const init = initScript(config, base.moduleFiles).replace(/^exec .*$/m, () => run);
   const runPart = join(dir, 'run.cpio');
@@ -116,10 +122,32 @@ try {
   process.env.TS_VMM_RUN_CACHE = warmEnv.TS_VMM_RUN_CACHE;
   const peer = await peerGuest(join(scratch, 'peer'));
   const qemuArgs = [
-    '-M', 'microvm,acpi=on', '-enable-kvm', '-cpu', 'host', '-m', String(peer.config.vm.memoryMiB), '-smp', String(peer.config.vm.cpus),
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio',
-    '-kernel', peer.kernel, '-initrd', peer.initrd, '-append', RUN_CMDLINE,
-    '-drive', `id=root,file=${peer.disk},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=root',
+    '-M',
+    'microvm,acpi=on',
+    '-enable-kvm',
+    '-cpu',
+    'host',
+    '-m',
+    String(peer.config.vm.memoryMiB),
+    '-smp',
+    String(peer.config.vm.cpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    'stdio',
+    '-kernel',
+    peer.kernel,
+    '-initrd',
+    peer.initrd,
+    '-append',
+    RUN_CMDLINE,
+    '-drive',
+    `id=root,file=${peer.disk},format=raw,if=none,readonly=on`,
+    '-device',
+    'virtio-blk-device,drive=root',
   ];
   const qemu: Sample[] = [];
   for (let i = 0; i < runs; i++) qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER));

@@ -75,12 +75,16 @@ function virtioRunner(c: Case, type: number): { run(bytes: number): number; clos
     const header = driver.heap.alloc(16);
     const status = driver.heap.alloc(1, 1);
     memory.writeU32(header, type);
-    const buffers = [{ address: header, length: 16, flags: 0 }, ...data.map((address) => ({ address, length: c.segmentBytes, flags: dataFlags })),
-      { address: status, length: 1, flags: VRING_DESC_F_WRITE }];
+    const buffers = [
+      { address: header, length: 16, flags: 0 },
+      ...data.map((address) => ({ address, length: c.segmentBytes, flags: dataFlags })),
+      { address: status, length: 1, flags: VRING_DESC_F_WRITE },
+    ];
     const indirect = buffers.length > 3;
     const table = indirect ? driver.heap.alloc(16 * buffers.length, 16) : q.desc;
     const first = indirect ? 0 : 3 * i;
-    for (const [k, b] of buffers.entries()) q.writeDesc(first + k, b.address, b.length, b.flags | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), first + k + 1, table);
+    for (const [k, b] of buffers.entries())
+      q.writeDesc(first + k, b.address, b.length, b.flags | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), first + k + 1, table);
     if (indirect) q.writeDesc(3 * i, table, 16 * buffers.length, VRING_DESC_F_INDIRECT, 0);
     return { head: 3 * i, header };
   });
@@ -146,7 +150,10 @@ for (const c of CASES) {
   // Whole kicks per slice.
   const kick = c.segments * c.segmentBytes * c.depth;
   const slice = Math.max(1, Math.round(SLICE / kick)) * kick;
-  for (const [op, type] of [['read', VIRTIO_BLK_T_IN], ['write', VIRTIO_BLK_T_OUT]] as const) {
+  for (const [op, type] of [
+    ['read', VIRTIO_BLK_T_IN],
+    ['write', VIRTIO_BLK_T_OUT],
+  ] as const) {
     const virtio = virtioRunner(c, type);
     const plain = plainRunner(c, type);
     virtio.run(slice); // warm-up

@@ -66,13 +66,16 @@ function statTimes(statPath: string): { user: number; system: number; total: num
 
 /** In-kernel vhost workers are kernel threads named vhost-<owner pid>. */
 function vhostWorkers(pid: number): string[] {
-  return fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((e) => {
-    try {
-      return fs.readFileSync(`/proc/${e}/comm`, 'utf8').trim() === `vhost-${pid}`;
-    } catch {
-      return false; // gone meanwhile
-    }
-  });
+  return fs
+    .readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .filter((e) => {
+      try {
+        return fs.readFileSync(`/proc/${e}/comm`, 'utf8').trim() === `vhost-${pid}`;
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
 }
 
 function readCpu(pid: number): Cpu {
@@ -142,12 +145,15 @@ function runGuest(command: string, args: readonly string[]): Promise<Map<Measure
         samples.set(m[1] as Measurement, { mbPerSecond: bytes / 1e6 / seconds, perMiB });
       }
     });
-    child.stderr.on('data', (d: Buffer) => { output += d.toString('latin1'); });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+    });
     child.on('error', reject);
     child.on('close', (status) => {
       clearTimeout(timer);
       const missing = MEASUREMENTS.filter((m) => !samples.has(m));
-      if (missing.length > 0) reject(new Error(`${path.basename(command)} exited with ${status} before measuring ${missing.join(', ')}:\n${output.slice(-3000)}`));
+      if (missing.length > 0)
+        reject(new Error(`${path.basename(command)} exited with ${status} before measuring ${missing.join(', ')}:\n${output.slice(-3000)}`));
       else resolve(samples);
     });
   });
@@ -156,17 +162,33 @@ function runGuest(command: string, args: readonly string[]): Promise<Map<Measure
 /** ts-vmm's host end of vsock: Unix-socket listeners that send `bytes` and count what arrives. */
 async function tsVmmVsockPeers(uds: string, bytes: number): Promise<() => void> {
   const blob = Buffer.alloc(bytes);
-  const toGuest = net.createServer((s) => { s.on('error', () => {}); s.end(blob); });
+  const toGuest = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end(blob);
+  });
   const fromGuest = net.createServer({ allowHalfOpen: true }, (s) => {
     let n = 0;
     s.on('error', () => {});
-    s.on('data', (d: Buffer) => { n += d.length; });
+    s.on('data', (d: Buffer) => {
+      n += d.length;
+    });
     s.on('end', () => s.end(`${n}\n`));
   });
-  await Promise.all([[toGuest, PORT.toGuest], [fromGuest, PORT.fromGuest]].map(([server, port]) => new Promise<void>((resolve, reject) => {
-    (server as net.Server).once('error', reject).listen(`${uds}_${port as number}`, resolve);
-  })));
-  return () => { toGuest.close(); fromGuest.close(); };
+  await Promise.all(
+    [
+      [toGuest, PORT.toGuest],
+      [fromGuest, PORT.fromGuest],
+    ].map(
+      ([server, port]) =>
+        new Promise<void>((resolve, reject) => {
+          (server as net.Server).once('error', reject).listen(`${uds}_${port as number}`, resolve);
+        }),
+    ),
+  );
+  return () => {
+    toGuest.close();
+    fromGuest.close();
+  };
 }
 
 /** QEMU's host end of vhost-vsock: socat on AF_VSOCK doing the same as tsVmmVsockPeers. */
@@ -175,7 +197,9 @@ function qemuVsockPeers(blobPath: string): () => void {
     spawn('socat', ['-u', `OPEN:${blobPath}`, `VSOCK-LISTEN:${PORT.toGuest},reuseaddr`], { stdio: 'ignore' }),
     spawn('socat', ['-t', '600', `VSOCK-LISTEN:${PORT.fromGuest},reuseaddr`, 'SYSTEM:wc -c'], { stdio: 'ignore' }),
   ];
-  return () => { for (const p of peers) p.kill('SIGKILL'); };
+  return () => {
+    for (const p of peers) p.kill('SIGKILL');
+  };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -184,13 +208,20 @@ async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 3);
   const diskMiB = Number(process.argv[3] ?? 128);
   const vsockMiB = Number(process.argv[4] ?? 32);
-  for (const [name, v] of [['runs', runs], ['disk MiB', diskMiB], ['vsock MiB', vsockMiB]] as const) {
+  for (const [name, v] of [
+    ['runs', runs],
+    ['disk MiB', diskMiB],
+    ['vsock MiB', vsockMiB],
+  ] as const) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer, not ${v}`);
   }
   if (!fs.existsSync(path.join(KVM_STATS, 'exits'))) {
     fs.mkdirSync('/sys/kernel/debug', { recursive: true });
-    await new Promise<void>((resolve, reject) => spawn('mount', ['-t', 'debugfs', 'debugfs', '/sys/kernel/debug'], { stdio: 'inherit' })
-      .on('close', (s) => (s === 0 ? resolve() : reject(new Error(`mounting debugfs failed (${s}): KVM's counters are read from ${KVM_STATS}`)))));
+    await new Promise<void>((resolve, reject) =>
+      spawn('mount', ['-t', 'debugfs', 'debugfs', '/sys/kernel/debug'], { stdio: 'inherit' }).on('close', (s) =>
+        s === 0 ? resolve() : reject(new Error(`mounting debugfs failed (${s}): KVM's counters are read from ${KVM_STATS}`)),
+      ),
+    );
   }
 
   const [kernel, busybox] = await Promise.all([ensureDebianKernel(), ensureBusybox()]);
@@ -205,8 +236,16 @@ async function main(): Promise<void> {
       for (const d of ['proc', 'sys', 'dev', 'modules']) await b.mkdirp(d);
       await b.hostFile(busybox.path, 'bin/busybox');
       for (const m of modules) await b.file(`modules/${m.name}.ko`, await readModuleImage(m.path));
-      for (const f of new Set([socat, ...await sharedLibraries(socat)])) await b.hostFile(f, f.slice(1));
-      await b.file('init', `#!/bin/busybox sh\n/bin/busybox --install -s /bin\n${initScript(modules.map((m) => m.name), diskMiB, vsockMiB)}`, { mode: 0o755 });
+      for (const f of new Set([socat, ...(await sharedLibraries(socat))])) await b.hostFile(f, f.slice(1));
+      await b.file(
+        'init',
+        `#!/bin/busybox sh\n/bin/busybox --install -s /bin\n${initScript(
+          modules.map((m) => m.name),
+          diskMiB,
+          vsockMiB,
+        )}`,
+        { mode: 0o755 },
+      );
     });
     // Written through once so that neither VMM reads holes.
     const disk = path.join(dir, 'disk.img');
@@ -219,13 +258,52 @@ async function main(): Promise<void> {
 
     const uds = path.join(dir, 'vsock');
     stops.push(await tsVmmVsockPeers(uds, vsockMiB << 20));
-    const tsVmm = [CLI, 'boot', '--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB),
-      '--disk', disk, '--vsock', `${GUEST_CID},${uds}`];
-    const qemu = ['-M', 'microvm,acpi=on', '-accel', 'kvm', '-cpu', 'host', '-m', String(MEMORY_MIB), '-smp', '1',
-      '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot',
-      '-kernel', kernel.vmlinuz, '-initrd', initrd, '-append', CMDLINE,
-      '-drive', `id=vda,file=${disk},format=raw,if=none`, '-device', 'virtio-blk-device,drive=vda',
-      '-device', `vhost-vsock-device,guest-cid=${GUEST_CID}`];
+    const tsVmm = [
+      CLI,
+      'boot',
+      '--kernel',
+      kernel.vmlinuz,
+      '--initrd',
+      initrd,
+      '--cmdline',
+      CMDLINE,
+      '--mem',
+      String(MEMORY_MIB),
+      '--disk',
+      disk,
+      '--vsock',
+      `${GUEST_CID},${uds}`,
+    ];
+    const qemu = [
+      '-M',
+      'microvm,acpi=on',
+      '-accel',
+      'kvm',
+      '-cpu',
+      'host',
+      '-m',
+      String(MEMORY_MIB),
+      '-smp',
+      '1',
+      '-nodefaults',
+      '-no-user-config',
+      '-nographic',
+      '-serial',
+      'stdio',
+      '-no-reboot',
+      '-kernel',
+      kernel.vmlinuz,
+      '-initrd',
+      initrd,
+      '-append',
+      CMDLINE,
+      '-drive',
+      `id=vda,file=${disk},format=raw,if=none`,
+      '-device',
+      'virtio-blk-device,drive=vda',
+      '-device',
+      `vhost-vsock-device,guest-cid=${GUEST_CID}`,
+    ];
     const results = { tsVmm: [] as Map<Measurement, Sample>[], qemu: [] as Map<Measurement, Sample>[] };
     // Interleaved, so drift in the host (other jobs, page cache) hits both alike.
     for (let i = 0; i < runs; i++) {
@@ -239,20 +317,43 @@ async function main(): Promise<void> {
     }
 
     const med = (vmm: Map<Measurement, Sample>[], m: Measurement, f: (s: Sample) => number): number => median(vmm.map((r) => f(r.get(m)!)));
-    const out: string[] = [`virtio throughput in the guest, median of ${runs} (disk ${diskMiB} MiB, vsock ${vsockMiB} MiB)`,
-      `${'measurement'.padEnd(18)} ${'ts-vmm MB/s'.padStart(12)} ${'QEMU MB/s'.padStart(12)} ${'ratio'.padStart(7)}`];
+    const out: string[] = [
+      `virtio throughput in the guest, median of ${runs} (disk ${diskMiB} MiB, vsock ${vsockMiB} MiB)`,
+      `${'measurement'.padEnd(18)} ${'ts-vmm MB/s'.padStart(12)} ${'QEMU MB/s'.padStart(12)} ${'ratio'.padStart(7)}`,
+    ];
     for (const m of MEASUREMENTS) {
       const a = med(results.tsVmm, m, (s) => s.mbPerSecond);
       const b = med(results.qemu, m, (s) => s.mbPerSecond);
       out.push(`${m.padEnd(18)} ${a.toFixed(2).padStart(12)} ${b.toFixed(2).padStart(12)} ${(a / b).toFixed(3).padStart(7)}`);
     }
-    out.push('', 'per MiB moved (medians): KVM exits, MMIO exits to user space, interrupts injected; VMM CPU ms: main thread user and system, outside guest mode (all threads + vhost), guest mode');
-    const columns: [string, keyof (Counters & Cpu)][] = [['exits', 'exits'], ['mmio', 'mmio_exits'], ['irqs', 'irq_injections'],
-      ['main usr', 'mainUser'], ['main sys', 'mainSystem'], ['host ms', 'host'], ['guest ms', 'guest']];
+    out.push(
+      '',
+      'per MiB moved (medians): KVM exits, MMIO exits to user space, interrupts injected; VMM CPU ms: main thread user and system, outside guest mode (all threads + vhost), guest mode',
+    );
+    const columns: [string, keyof (Counters & Cpu)][] = [
+      ['exits', 'exits'],
+      ['mmio', 'mmio_exits'],
+      ['irqs', 'irq_injections'],
+      ['main usr', 'mainUser'],
+      ['main sys', 'mainSystem'],
+      ['host ms', 'host'],
+      ['guest ms', 'guest'],
+    ];
     out.push(`${'measurement'.padEnd(18)} ${'VMM'.padEnd(7)} ${columns.map(([h]) => h.padStart(9)).join(' ')}`);
     for (const m of MEASUREMENTS) {
-      for (const [name, vmm] of [['ts-vmm', results.tsVmm], ['QEMU', results.qemu]] as const) {
-        out.push(`${m.padEnd(18)} ${name.padEnd(7)} ${columns.map(([, k]) => med(vmm, m, (s) => s.perMiB[k]).toFixed(1).padStart(9)).join(' ')}`);
+      for (const [name, vmm] of [
+        ['ts-vmm', results.tsVmm],
+        ['QEMU', results.qemu],
+      ] as const) {
+        out.push(
+          `${m.padEnd(18)} ${name.padEnd(7)} ${columns
+            .map(([, k]) =>
+              med(vmm, m, (s) => s.perMiB[k])
+                .toFixed(1)
+                .padStart(9),
+            )
+            .join(' ')}`,
+        );
       }
     }
     process.stdout.write(`${out.join('\n')}\n`);

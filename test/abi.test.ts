@@ -8,9 +8,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import {
-  registeredConstants, registeredIoctls, registeredStructs, type ConstantDecl, type IoctlDecl, type StructDecl,
-} from '../src/sys/abi.js';
+import { registeredConstants, registeredIoctls, registeredStructs, type ConstantDecl, type IoctlDecl, type StructDecl } from '../src/sys/abi.js';
 import { errorMessage } from '../src/sys/error-message.js';
 
 const distSrc = join(dirname(fileURLToPath(import.meta.url)), '..', 'src');
@@ -40,11 +38,7 @@ type Measured = Map<string, bigint>;
 
 function probeSource(structs: readonly StructDecl[], ioctls: readonly IoctlDecl[], constants: readonly ConstantDecl[]): string {
   const headers = new Set([...structs, ...ioctls, ...constants].map((d) => d.header));
-  const lines = [
-    '#include <stddef.h>', '#include <stdio.h>',
-    ...[...headers].sort().map((h) => `#include <${h}>`),
-    'int main(void) {',
-  ];
+  const lines = ['#include <stddef.h>', '#include <stdio.h>', ...[...headers].sort().map((h) => `#include <${h}>`), 'int main(void) {'];
   for (const s of structs) {
     lines.push(`  printf("size\\t${s.cName}\\t%zu\\n", sizeof(${s.cName}));`);
     for (const f of s.fields) lines.push(`  printf("offset\\t${s.cName}.${f}\\t%zu\\n", offsetof(${s.cName}, ${f}));`);
@@ -60,10 +54,15 @@ function measure(source: string): Measured {
     writeFileSync(join(dir, 'probe.c'), source);
     execFileSync('gcc', ['-std=gnu11', '-Wall', '-o', join(dir, 'probe'), join(dir, 'probe.c')], { stdio: ['ignore', 'ignore', 'pipe'] });
     const out = execFileSync(join(dir, 'probe'), { encoding: 'utf8' });
-    return new Map(out.trim().split('\n').map((line) => {
-      const [kind, name, value] = line.split('\t');
-      return [`${kind} ${name}`, BigInt(value!)];
-    }));
+    return new Map(
+      out
+        .trim()
+        .split('\n')
+        .map((line) => {
+          const [kind, name, value] = line.split('\t');
+          return [`${kind} ${name}`, BigInt(value!)];
+        }),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

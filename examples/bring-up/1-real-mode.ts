@@ -13,11 +13,17 @@ const ANSWER = 0x07;
 
 // 16-bit code, hand-assembled.
 const code = [
-  0xb0, 0x42, //       mov al, 0x42
-  0xe6, OUT_PORT, //   out 0x10, al       -> exit: the VMM sees the byte
-  0xe4, IN_PORT, //    in al, 0x11        -> exit: the VMM puts the answer in kvm_run
-  0xfe, 0xc0, //       inc al             (runs in the CPU: no exit)
-  0xa2, RESULT & 0xff, RESULT >> 8, // mov [0x8000], al (plain memory: no exit)
+  0xb0,
+  0x42, //       mov al, 0x42
+  0xe6,
+  OUT_PORT, //   out 0x10, al       -> exit: the VMM sees the byte
+  0xe4,
+  IN_PORT, //    in al, 0x11        -> exit: the VMM puts the answer in kvm_run
+  0xfe,
+  0xc0, //       inc al             (runs in the CPU: no exit)
+  0xa2,
+  RESULT & 0xff,
+  RESULT >> 8, // mov [0x8000], al (plain memory: no exit)
   0xf4, //             hlt                -> exit: nothing left to do
 ];
 

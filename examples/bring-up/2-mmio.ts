@@ -36,13 +36,27 @@ class Doubler implements BusDevice {
 
 // 16-bit code, hand-assembled. Real mode reaches 0x20000 through DS = 0x2000 (segment x 16).
 const code = [
-  0xb8, 0x00, 0x20, //                  mov ax, 0x2000
-  0x8e, 0xd8, //                        mov ds, ax
-  0xc7, 0x06, 0x00, 0x00, 0x15, 0x00, // mov word [VALUE], 21
-  0xa1, 0x04, 0x00, //                  mov ax, [DOUBLE]
-  0x31, 0xdb, //                        xor bx, bx
-  0x8e, 0xdb, //                        mov ds, bx
-  0xa3, RESULT & 0xff, RESULT >> 8, //  mov [0x8000], ax
+  0xb8,
+  0x00,
+  0x20, //                  mov ax, 0x2000
+  0x8e,
+  0xd8, //                        mov ds, ax
+  0xc7,
+  0x06,
+  0x00,
+  0x00,
+  0x15,
+  0x00, // mov word [VALUE], 21
+  0xa1,
+  0x04,
+  0x00, //                  mov ax, [DOUBLE]
+  0x31,
+  0xdb, //                        xor bx, bx
+  0x8e,
+  0xdb, //                        mov ds, bx
+  0xa3,
+  RESULT & 0xff,
+  RESULT >> 8, //  mov [0x8000], ax
   0xf4, //                              hlt
 ];
 

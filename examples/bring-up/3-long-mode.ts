@@ -15,17 +15,41 @@ const ADDRESS_BITS = 0x000f_ffff_ffff_f000n;
 
 // 64-bit code, hand-assembled.
 const code = [
-  0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // movabs rax, 0x1122334455667788 (a 64-bit immediate)
-  0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x01, 0x00, //             mov [0x10000], rax
-  0x0f, 0x20, 0xc3, //                                           mov rbx, cr0
-  0x0f, 0x20, 0xe1, //                                           mov rcx, cr4
+  0x48,
+  0xb8,
+  0x88,
+  0x77,
+  0x66,
+  0x55,
+  0x44,
+  0x33,
+  0x22,
+  0x11, // movabs rax, 0x1122334455667788 (a 64-bit immediate)
+  0x48,
+  0x89,
+  0x04,
+  0x25,
+  0x00,
+  0x00,
+  0x01,
+  0x00, //             mov [0x10000], rax
+  0x0f,
+  0x20,
+  0xc3, //                                           mov rbx, cr0
+  0x0f,
+  0x20,
+  0xe1, //                                           mov rcx, cr4
   0xf4, //                                                       hlt
 ];
 
 /** The walk the CPU's MMU does for a virtual address: PML4 -> PDPT -> page directory -> 2 MiB page. */
 function translate(memory: GuestMemory, cr3: bigint, virtual: bigint): bigint | undefined {
   let table = cr3 & ADDRESS_BITS;
-  for (const [level, shift] of [['PML4', 39n], ['PDPT', 30n], ['PD', 21n]] as const) {
+  for (const [level, shift] of [
+    ['PML4', 39n],
+    ['PDPT', 30n],
+    ['PD', 21n],
+  ] as const) {
     const index = (virtual >> shift) & 0x1ffn;
     const entry = memory.readU64(Number(table + index * 8n));
     console.log(`  ${level}[${index}] at ${hex(table + index * 8n)} = ${hex(entry, 16)}${entry & PRESENT ? '' : ' (not present)'}`);

@@ -36,13 +36,20 @@ try {
   const image = new Uint8Array(await readFile(kernel.vmlinuz));
   const parsed = parseKernelImage(image);
   if (parsed.kind === 'bzImage') {
-    console.log(`bzImage: boot protocol ${parsed.protocolVersion >> 8}.${parsed.protocolVersion & 0xff}, loaded at ${hex(parsed.loadAddress)},`
-      + ` 64-bit entry ${hex(parsed.entry)}, needs ${parsed.initSize >> 20} MiB to decompress itself`);
+    console.log(
+      `bzImage: boot protocol ${parsed.protocolVersion >> 8}.${parsed.protocolVersion & 0xff}, loaded at ${hex(parsed.loadAddress)},` +
+        ` 64-bit entry ${hex(parsed.entry)}, needs ${parsed.initSize >> 20} MiB to decompress itself`,
+    );
   }
 
   const boot = await prepareBoot({
-    kernel: image, initrd: new Uint8Array(await readFile(initrd)), cmdline: CMDLINE,
-    cpus: 1, memoryMiB: MEMORY_MIB, virtioDevices: 0, entry: 'direct',
+    kernel: image,
+    initrd: new Uint8Array(await readFile(initrd)),
+    cmdline: CMDLINE,
+    cpus: 1,
+    memoryMiB: MEMORY_MIB,
+    virtioDevices: 0,
+    entry: 'direct',
   });
   console.log(`boot plan: every byte placed in guest RAM before the first instruction (${MEMORY_MIB} MiB of RAM)`);
   for (const p of boot.plan.placements) console.log(`  ${hex(p.guestAddress, 8)}  ${String(p.bytes.length).padStart(9)} bytes  ${p.what}`);
@@ -50,7 +57,7 @@ try {
   for (const e of boot.plan.e820) console.log(`  ${hex(e.addr, 9)}-${hex(e.addr + e.size - 1, 9)}  ${E820_NAMES[e.type] ?? e.type}`);
   console.log(`command line: "${boot.cmdline}"`);
   console.log(`vCPU 0 starts in long mode at ${hex(boot.plan.kernelEntry)} with rsi = ${hex(boot.plan.zeroPage)} (the zero page)`);
-  console.log('running; the guest\'s serial console (COM1, a 16550A at port 0x3f8) follows:');
+  console.log("running; the guest's serial console (COM1, a 16550A at port 0x3f8) follows:");
 
   let pending = '';
   let lines = 0;

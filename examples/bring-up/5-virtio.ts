@@ -12,10 +12,24 @@ import { VIRTIO_MMIO_BASE } from '../../src/boot/layout.js';
 import { VcpuThreads } from '../../src/kvm/vcpu-threads.js';
 import { VirtioBlk } from '../../src/virtio/blk.js';
 import {
-  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
-  VIRTIO_MMIO_DRIVER_FEATURES, VIRTIO_MMIO_DRIVER_FEATURES_SEL, VIRTIO_MMIO_QUEUE_AVAIL_LOW, VIRTIO_MMIO_QUEUE_DESC_LOW,
-  VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_QUEUE_NUM, VIRTIO_MMIO_QUEUE_READY, VIRTIO_MMIO_QUEUE_SEL, VIRTIO_MMIO_QUEUE_USED_LOW,
-  VIRTIO_MMIO_STATUS, VIRTIO_F_VERSION_1, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_MMIO_DRIVER_FEATURES,
+  VIRTIO_MMIO_DRIVER_FEATURES_SEL,
+  VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+  VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_QUEUE_USED_LOW,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_F_VERSION_1,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
 } from '../../src/virtio/abi.js';
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from '../../src/virtio/mmio.js';
 import { enterLongMode, failInOneLine, hex, tinyVm } from './guest-vm.js';
@@ -36,38 +50,81 @@ const corrupt = process.argv[2] === 'corrupt';
 // The driver's register writes, in the order virtio 1.2 §3.1.1 and §4.2.3.2 ask for (offset, value).
 const ACK_DRIVER = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
 const script: [number, number, string][] = [
-  [VIRTIO_MMIO_STATUS, 0, 'Status = 0: reset'], [VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE, 'Status = ACKNOWLEDGE'],
-  [VIRTIO_MMIO_STATUS, ACK_DRIVER, 'Status |= DRIVER'], [VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1, 'DriverFeaturesSel = 1'],
+  [VIRTIO_MMIO_STATUS, 0, 'Status = 0: reset'],
+  [VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE, 'Status = ACKNOWLEDGE'],
+  [VIRTIO_MMIO_STATUS, ACK_DRIVER, 'Status |= DRIVER'],
+  [VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1, 'DriverFeaturesSel = 1'],
   [VIRTIO_MMIO_DRIVER_FEATURES, 1 << (VIRTIO_F_VERSION_1 - 32), 'DriverFeatures[32..63] = VERSION_1'],
-  [VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0, 'DriverFeaturesSel = 0'], [VIRTIO_MMIO_DRIVER_FEATURES, 0, 'DriverFeatures[0..31] = none'],
+  [VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0, 'DriverFeaturesSel = 0'],
+  [VIRTIO_MMIO_DRIVER_FEATURES, 0, 'DriverFeatures[0..31] = none'],
   [VIRTIO_MMIO_STATUS, ACK_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK, 'Status |= FEATURES_OK'],
-  [VIRTIO_MMIO_QUEUE_SEL, 0, 'QueueSel = 0'], [VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE, `QueueNum = ${QUEUE_SIZE}`],
-  [VIRTIO_MMIO_QUEUE_DESC_LOW, DESC, 'QueueDescLow'], [VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL, 'QueueDriverLow (available ring)'],
-  [VIRTIO_MMIO_QUEUE_USED_LOW, USED, 'QueueDeviceLow (used ring)'], [VIRTIO_MMIO_QUEUE_READY, 1, 'QueueReady = 1'],
+  [VIRTIO_MMIO_QUEUE_SEL, 0, 'QueueSel = 0'],
+  [VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE, `QueueNum = ${QUEUE_SIZE}`],
+  [VIRTIO_MMIO_QUEUE_DESC_LOW, DESC, 'QueueDescLow'],
+  [VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL, 'QueueDriverLow (available ring)'],
+  [VIRTIO_MMIO_QUEUE_USED_LOW, USED, 'QueueDeviceLow (used ring)'],
+  [VIRTIO_MMIO_QUEUE_READY, 1, 'QueueReady = 1'],
   [VIRTIO_MMIO_STATUS, ACK_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK, 'Status |= DRIVER_OK'],
 ];
 
 // 64-bit code, hand-assembled: run the script, publish the request, kick, wait for the device.
 const code = [
-  0xbb, ...u32(VIRTIO_MMIO_BASE), //          mov ebx, register window
-  0xbe, ...u32(SCRIPT), //                    mov esi, script
-  0x8b, 0x06, //                        next: mov eax, [rsi]          (register offset)
-  0x83, 0xf8, 0xff, //                        cmp eax, -1
-  0x74, 0x0b, //                              je done
-  0x8b, 0x56, 0x04, //                        mov edx, [rsi+4]        (value)
-  0x89, 0x14, 0x03, //                        mov [rbx+rax], edx      (an MMIO write: an exit)
-  0x83, 0xc6, 0x08, //                        add esi, 8
-  0xeb, 0xee, //                              jmp next
-  0x66, 0xc7, 0x04, 0x25, ...u32(AVAIL + 2), 0x01, 0x00, // done: mov word [avail.idx], 1
-  0xc7, 0x43, VIRTIO_MMIO_QUEUE_NOTIFY, 0x00, 0x00, 0x00, 0x00, // mov dword [rbx+QueueNotify], 0: the kick
-  0x0f, 0xb7, 0x04, 0x25, ...u32(USED + 2), // wait: movzx eax, word [used.idx]
-  0x85, 0xc0, //                              test eax, eax
-  0x75, 0x0b, //                              jnz out
-  0x8b, 0x43, VIRTIO_MMIO_STATUS, //          mov eax, [rbx+Status]
-  0xa8, VIRTIO_CONFIG_S_NEEDS_RESET, //       test al, DEVICE_NEEDS_RESET
-  0x75, 0x04, //                              jnz out
-  0xf3, 0x90, //                              pause
-  0xeb, 0xe9, //                              jmp wait
+  0xbb,
+  ...u32(VIRTIO_MMIO_BASE), //          mov ebx, register window
+  0xbe,
+  ...u32(SCRIPT), //                    mov esi, script
+  0x8b,
+  0x06, //                        next: mov eax, [rsi]          (register offset)
+  0x83,
+  0xf8,
+  0xff, //                        cmp eax, -1
+  0x74,
+  0x0b, //                              je done
+  0x8b,
+  0x56,
+  0x04, //                        mov edx, [rsi+4]        (value)
+  0x89,
+  0x14,
+  0x03, //                        mov [rbx+rax], edx      (an MMIO write: an exit)
+  0x83,
+  0xc6,
+  0x08, //                        add esi, 8
+  0xeb,
+  0xee, //                              jmp next
+  0x66,
+  0xc7,
+  0x04,
+  0x25,
+  ...u32(AVAIL + 2),
+  0x01,
+  0x00, // done: mov word [avail.idx], 1
+  0xc7,
+  0x43,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  0x00,
+  0x00,
+  0x00,
+  0x00, // mov dword [rbx+QueueNotify], 0: the kick
+  0x0f,
+  0xb7,
+  0x04,
+  0x25,
+  ...u32(USED + 2), // wait: movzx eax, word [used.idx]
+  0x85,
+  0xc0, //                              test eax, eax
+  0x75,
+  0x0b, //                              jnz out
+  0x8b,
+  0x43,
+  VIRTIO_MMIO_STATUS, //          mov eax, [rbx+Status]
+  0xa8,
+  VIRTIO_CONFIG_S_NEEDS_RESET, //       test al, DEVICE_NEEDS_RESET
+  0x75,
+  0x04, //                              jnz out
+  0xf3,
+  0x90, //                              pause
+  0xeb,
+  0xe9, //                              jmp wait
   0xf4, //                               out: hlt
 ];
 
@@ -86,7 +143,13 @@ const { memory } = guest;
 const blk = new VirtioBlk({ path: disk, readOnly: true });
 let interrupts = 0;
 const transport = new VirtioMmioTransport(blk, {
-  memory, interrupt: { trigger: () => { interrupts++; } }, name: 'virtio-blk',
+  memory,
+  interrupt: {
+    trigger: () => {
+      interrupts++;
+    },
+  },
+  name: 'virtio-blk',
   onError: (e) => console.log(`device: DEVICE_NEEDS_RESET: ${e.message}`),
 });
 const buses = { pio: new Bus('PIO'), mmio: new Bus('MMIO') };
@@ -100,7 +163,7 @@ script.forEach(([offset, value], i) => {
   memory.writeU32(SCRIPT + 8 * i + 4, value);
 });
 memory.writeU32(SCRIPT + 8 * script.length, 0xffff_ffff);
-console.log('the guest driver\'s register writes:');
+console.log("the guest driver's register writes:");
 for (const [offset, value, what] of script) console.log(`  [${hex(offset, 3)}] <- ${hex(value)}  ${what}`);
 
 // The request: a virtio_blk_outhdr (type IN = read, sector 0), a 512-byte buffer, a status byte.

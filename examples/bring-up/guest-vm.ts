@@ -49,7 +49,10 @@ export function tinyVm(ramBytes: number): TinyVm {
   vm.setTssAddress(TSS_ADDRESS);
   const vcpu = vm.createVcpu(0);
   return {
-    kvm, vm, memory, vcpu,
+    kvm,
+    vm,
+    memory,
+    vcpu,
     close() {
       vcpu.close();
       vm.close();

@@ -70,8 +70,10 @@ async function run(command: string, args: string[], cwd?: string): Promise<strin
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT') {
-      throw new AssetError(`${command} not found: the stock Debian kernel and busybox are fetched with apt-get and dpkg; ` +
-        'on a system without them, point TS_VMM_CACHE at a cache prepared on a Debian machine');
+      throw new AssetError(
+        `${command} not found: the stock Debian kernel and busybox are fetched with apt-get and dpkg; ` +
+          'on a system without them, point TS_VMM_CACHE at a cache prepared on a Debian machine',
+      );
     }
     throw new AssetError(`${command} ${args.join(' ')} failed: ${(err.stderr ?? '').trim() || err.message}`);
   }
@@ -84,7 +86,8 @@ async function cachedPackage(cache: string, name: string): Promise<DebianPackage
   return { name, version: (await readFile(marker, 'utf8')).trim(), root };
 }
 
-const unknownToApt = (message: string): boolean => /Unable to locate package|Can't select candidate|has no installation candidate|No packages found/.test(message);
+const unknownToApt = (message: string): boolean =>
+  /Unable to locate package|Can't select candidate|has no installation candidate|No packages found/.test(message);
 
 /** `apt-get update` once per process, and only when apt does not know a package (a fresh machine). */
 let aptUpdated: Promise<void> | undefined;
@@ -182,7 +185,7 @@ export async function ensureDebianKernel(options: AssetOptions & { package?: str
     const cachedKernels = unpacked
       .filter((d) => /^linux-image-\d.*-amd64$/.test(d) && existsSync(join(cache, 'unpacked', d, COMPLETE_MARKER)))
       .sort(compareKernelPackages);
-    name = cachedKernels.at(-1) ?? await resolveKernelPackage(KERNEL_METAPACKAGE, log);
+    name = cachedKernels.at(-1) ?? (await resolveKernelPackage(KERNEL_METAPACKAGE, log));
   }
   const pkg = await ensurePackage(name, { cacheDir: cache, log });
   const modulesRoot = join(pkg.root, 'lib', 'modules');

@@ -49,15 +49,22 @@ export function planBoot(input: BootPlanInput): BootPlan {
   const kStart = Math.min(...kernel.segments.map((s) => s.guestAddress));
   if (kStart < LowMemory.highMemory) throw new KernelImageError(`kernel loads at 0x${kStart.toString(16)}, below 1 MiB where the boot structures live`);
   if (kEnd > lowEnd) {
-    throw new KernelImageError(`guest memory too small: the kernel needs RAM up to 0x${kEnd.toString(16)} but RAM below the MMIO hole ends at 0x${lowEnd.toString(16)}`);
+    throw new KernelImageError(
+      `guest memory too small: the kernel needs RAM up to 0x${kEnd.toString(16)} but RAM below the MMIO hole ends at 0x${lowEnd.toString(16)}`,
+    );
   }
 
   const cmdlineBytes = new TextEncoder().encode(`${input.cmdline}\0`);
   const cmdlineMax = kernel.kind === 'bzImage' ? kernel.cmdlineMax : ELF_CMDLINE_MAX;
-  if (cmdlineBytes.length - 1 > cmdlineMax) throw new KernelImageError(`command line is ${cmdlineBytes.length - 1} bytes; this kernel accepts at most ${cmdlineMax}`);
+  if (cmdlineBytes.length - 1 > cmdlineMax)
+    throw new KernelImageError(`command line is ${cmdlineBytes.length - 1} bytes; this kernel accepts at most ${cmdlineMax}`);
   if (cmdlineBytes.indexOf(0) !== cmdlineBytes.length - 1) throw new KernelImageError('command line contains a NUL character');
 
-  const placements: Placement[] = kernel.segments.map((s, i) => ({ what: kernel.segments.length > 1 ? `kernel segment ${i}` : 'kernel', guestAddress: s.guestAddress, bytes: s.bytes }));
+  const placements: Placement[] = kernel.segments.map((s, i) => ({
+    what: kernel.segments.length > 1 ? `kernel segment ${i}` : 'kernel',
+    guestAddress: s.guestAddress,
+    bytes: s.bytes,
+  }));
   placements.push({ what: 'command line', guestAddress: LowMemory.cmdline, bytes: cmdlineBytes });
 
   let initrd: BootPlan['initrd'];
@@ -66,7 +73,9 @@ export function planBoot(input: BootPlanInput): BootPlan {
     const ceiling = Math.min(lowEnd, kernel.kind === 'bzImage' ? kernel.initrdAddrMax + 1 : lowEnd);
     const address = Math.floor((ceiling - input.initrd.length) / PAGE) * PAGE;
     if (address < kEnd) {
-      throw new KernelImageError(`guest memory too small for the initrd (${input.initrd.length} bytes) above the kernel (ends at 0x${kEnd.toString(16)}) and below 0x${ceiling.toString(16)}`);
+      throw new KernelImageError(
+        `guest memory too small for the initrd (${input.initrd.length} bytes) above the kernel (ends at 0x${kEnd.toString(16)}) and below 0x${ceiling.toString(16)}`,
+      );
     }
     initrd = { guestAddress: address, size: input.initrd.length };
     placements.push({ what: 'initrd', guestAddress: address, bytes: input.initrd });

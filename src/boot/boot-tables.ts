@@ -27,8 +27,7 @@ export function encodeDescriptor(d: SegmentDescriptor): bigint {
   const base = BigInt(d.base);
   const limit = BigInt(d.limit);
   const flags = BigInt(d.flags);
-  return ((base & 0xff00_0000n) << 32n) | ((flags & 0xf0ffn) << 40n) | ((limit & 0xf_0000n) << 32n)
-    | ((base & 0x00ff_ffffn) << 16n) | (limit & 0xffffn);
+  return ((base & 0xff00_0000n) << 32n) | ((flags & 0xf0ffn) << 40n) | ((limit & 0xf_0000n) << 32n) | ((base & 0x00ff_ffffn) << 16n) | (limit & 0xffffn);
 }
 
 const GDT_SLOTS = 6;
@@ -67,9 +66,5 @@ function pageTables(): Placement[] {
 
 /** The GDT, IDT and page tables for the direct 64-bit entry. */
 export function directEntryTables(): Placement[] {
-  return [
-    { what: 'GDT', guestAddress: LowMemory.gdt, bytes: gdt() },
-    { what: 'IDT', guestAddress: LowMemory.idt, bytes: new Uint8Array(8) },
-    ...pageTables(),
-  ];
+  return [{ what: 'GDT', guestAddress: LowMemory.gdt, bytes: gdt() }, { what: 'IDT', guestAddress: LowMemory.idt, bytes: new Uint8Array(8) }, ...pageTables()];
 }

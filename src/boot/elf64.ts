@@ -6,13 +6,30 @@ import { cStruct, constant, offsetOf } from '../sys/abi.js';
 
 const ELF = 'elf.h';
 export const elf64Ehdr = cStruct('Elf64_Ehdr', ELF, {
-  e_ident: koffi.array('uint8', 16), e_type: 'uint16', e_machine: 'uint16', e_version: 'uint32', e_entry: 'uint64', e_phoff: 'uint64',
-  e_shoff: 'uint64', e_flags: 'uint32', e_ehsize: 'uint16', e_phentsize: 'uint16', e_phnum: 'uint16', e_shentsize: 'uint16',
-  e_shnum: 'uint16', e_shstrndx: 'uint16',
+  e_ident: koffi.array('uint8', 16),
+  e_type: 'uint16',
+  e_machine: 'uint16',
+  e_version: 'uint32',
+  e_entry: 'uint64',
+  e_phoff: 'uint64',
+  e_shoff: 'uint64',
+  e_flags: 'uint32',
+  e_ehsize: 'uint16',
+  e_phentsize: 'uint16',
+  e_phnum: 'uint16',
+  e_shentsize: 'uint16',
+  e_shnum: 'uint16',
+  e_shstrndx: 'uint16',
 });
 export const elf64Phdr = cStruct('Elf64_Phdr', ELF, {
-  p_type: 'uint32', p_flags: 'uint32', p_offset: 'uint64', p_vaddr: 'uint64', p_paddr: 'uint64', p_filesz: 'uint64',
-  p_memsz: 'uint64', p_align: 'uint64',
+  p_type: 'uint32',
+  p_flags: 'uint32',
+  p_offset: 'uint64',
+  p_vaddr: 'uint64',
+  p_paddr: 'uint64',
+  p_filesz: 'uint64',
+  p_memsz: 'uint64',
+  p_align: 'uint64',
 });
 export const ELFCLASS64 = constant('ELFCLASS64', ELF, 2);
 export const ELFDATA2LSB = constant('ELFDATA2LSB', ELF, 1);

@@ -55,8 +55,11 @@ const hdrOffset = (field: string): number => SETUP_HEADER_OFFSET + offsetOf(setu
 export function parseKernelImage(file: Uint8Array): KernelImage {
   const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
   if (isElf(file)) return parseElf(file);
-  if (file.length >= hdrOffset('header') + 4 && view.getUint16(hdrOffset('boot_flag'), true) === BootFlags.bootFlagMagic
-    && view.getUint32(hdrOffset('header'), true) === BootFlags.headerMagic) {
+  if (
+    file.length >= hdrOffset('header') + 4 &&
+    view.getUint16(hdrOffset('boot_flag'), true) === BootFlags.bootFlagMagic &&
+    view.getUint32(hdrOffset('header'), true) === BootFlags.headerMagic
+  ) {
     return parseBzImage(file, view);
   }
   throw new KernelImageError('not a Linux kernel: neither a bzImage (no "HdrS" setup header at 0x202) nor an ELF vmlinux');
@@ -91,11 +94,13 @@ function parseBzImage(file: Uint8Array, view: DataView): BzImageKernel {
   if (!(xloadflags & BootFlags.XLF_KERNEL_64)) throw new KernelImageError('bzImage has no 64-bit entry point (XLF_KERNEL_64 clear): a 64-bit kernel is needed');
 
   const alignment = u32('kernel_alignment');
-  if (alignment === 0 || (alignment & (alignment - 1)) !== 0) throw new KernelImageError(`bzImage kernel_alignment 0x${alignment.toString(16)} is not a power of two`);
+  if (alignment === 0 || (alignment & (alignment - 1)) !== 0)
+    throw new KernelImageError(`bzImage kernel_alignment 0x${alignment.toString(16)} is not a power of two`);
   // pref_address is where the kernel was linked to run: loading it there spares the decompressor a move,
   // and a non-relocatable kernel must be there. It is aligned to kernel_alignment by construction.
   const prefAddress = Number(view.getBigUint64(hdrOffset('pref_address'), true));
-  if (prefAddress % alignment !== 0) throw new KernelImageError(`bzImage pref_address 0x${prefAddress.toString(16)} is not aligned to kernel_alignment 0x${alignment.toString(16)}`);
+  if (prefAddress % alignment !== 0)
+    throw new KernelImageError(`bzImage pref_address 0x${prefAddress.toString(16)} is not aligned to kernel_alignment 0x${alignment.toString(16)}`);
   const initSize = u32('init_size');
   if (initSize < protectedModeBytes) throw new KernelImageError(`bzImage init_size 0x${initSize.toString(16)} is smaller than the kernel itself`);
 
@@ -126,7 +131,8 @@ function parseElf(file: Uint8Array): ElfKernel {
   const segments: KernelSegment[] = [];
   elf.programHeaders.forEach((ph, i) => {
     if (ph.type !== PT_LOAD) return;
-    if (ph.offset + ph.filesz > file.length) throw new KernelImageError(`ELF kernel truncated: segment ${i} needs bytes up to ${ph.offset + ph.filesz}, the file has ${file.length}`);
+    if (ph.offset + ph.filesz > file.length)
+      throw new KernelImageError(`ELF kernel truncated: segment ${i} needs bytes up to ${ph.offset + ph.filesz}, the file has ${file.length}`);
     if (ph.memsz < ph.filesz) throw new KernelImageError(`ELF kernel segment ${i} is larger in the file than in memory`);
     segments.push({ guestAddress: ph.paddr, bytes: file.subarray(ph.offset, ph.offset + ph.filesz), zeroFill: ph.memsz - ph.filesz });
   });

@@ -58,7 +58,8 @@ export function deviceCmdline(userCmdline: string, slots: readonly VirtioMmioSlo
 
 export async function prepareBoot(inputs: BootInputs): Promise<PreparedBoot> {
   if (!Number.isInteger(inputs.cpus) || inputs.cpus < 1 || inputs.cpus > MAX_CPUS) throw new RangeError(`--cpus must be 1..${MAX_CPUS}, got ${inputs.cpus}`);
-  if (!Number.isInteger(inputs.memoryMiB) || inputs.memoryMiB < 64) throw new RangeError(`--mem must be a whole number of MiB, at least 64, got ${inputs.memoryMiB}`);
+  if (!Number.isInteger(inputs.memoryMiB) || inputs.memoryMiB < 64)
+    throw new RangeError(`--mem must be a whole number of MiB, at least 64, got ${inputs.memoryMiB}`);
   const ram = ramRanges(inputs.memoryMiB * MiB);
   const kernel = parseKernelImage(inputs.kernel);
   const virtio = virtioSlots(inputs.virtioDevices);
@@ -69,7 +70,16 @@ export async function prepareBoot(inputs: BootInputs): Promise<PreparedBoot> {
   if (firmware) extra.push(await loadFirmware());
   else extra.push(...directEntryTables());
   const slotted = firmware && inputs.launchSecret && inputs.initrd ? await withSecretSlot(inputs.initrd, LAUNCH_SECRET_SIZE) : undefined;
-  const plan = planBoot({ kernel, initrd: slotted?.initrd ?? inputs.initrd, cmdline, ram, rsdp: acpi.rsdp, extra, firmware, launchSecret: inputs.launchSecret });
+  const plan = planBoot({
+    kernel,
+    initrd: slotted?.initrd ?? inputs.initrd,
+    cmdline,
+    ram,
+    rsdp: acpi.rsdp,
+    extra,
+    firmware,
+    launchSecret: inputs.launchSecret,
+  });
   if (firmware) {
     // The hand-off block names the slot by guest address, known once the initrd is placed.
     const slot = slotted && plan.initrd ? { guestAddress: plan.initrd.guestAddress + slotted.slotOffset, length: LAUNCH_SECRET_SIZE } : undefined;

@@ -96,7 +96,11 @@ export function directEntrySregs(current: Sregs): Sregs {
   return {
     ...current,
     cs: segmentFromDescriptor(BootSegments.code64),
-    ds: data, es: data, fs: data, gs: data, ss: data,
+    ds: data,
+    es: data,
+    fs: data,
+    gs: data,
+    ss: data,
     tr: segmentFromDescriptor(BootSegments.tss),
     gdt: { base: BigInt(LowMemory.gdt), limit: GDT_LIMIT, padding: [0, 0, 0] },
     idt: { base: BigInt(LowMemory.idt), limit: IDT_LIMIT, padding: [0, 0, 0] },
@@ -111,10 +115,24 @@ export function directEntrySregs(current: Sregs): Sregs {
 export function directEntryRegs(entry: number, zeroPage: number): Regs {
   const zero = 0n;
   return {
-    rax: zero, rbx: zero, rcx: zero, rdx: zero, rsi: BigInt(zeroPage), rdi: zero,
-    rsp: BigInt(LowMemory.stackTop), rbp: BigInt(LowMemory.stackTop),
-    r8: zero, r9: zero, r10: zero, r11: zero, r12: zero, r13: zero, r14: zero, r15: zero,
-    rip: BigInt(entry), rflags: RFLAGS_RESERVED,
+    rax: zero,
+    rbx: zero,
+    rcx: zero,
+    rdx: zero,
+    rsi: BigInt(zeroPage),
+    rdi: zero,
+    rsp: BigInt(LowMemory.stackTop),
+    rbp: BigInt(LowMemory.stackTop),
+    r8: zero,
+    r9: zero,
+    r10: zero,
+    r11: zero,
+    r12: zero,
+    r13: zero,
+    r14: zero,
+    r15: zero,
+    rip: BigInt(entry),
+    rflags: RFLAGS_RESERVED,
   };
 }
 
@@ -133,7 +151,14 @@ export interface VcpuSetup {
 
 /** Programs one vCPU before it first runs. vCPU 0 is the bootstrap processor. */
 export function setUpVcpu(cpu: VirtualCpu, setup: VcpuSetup): void {
-  cpu.setCpuid2(normaliseCpuid(setup.supportedCpuid, { vcpu: cpu.id, vcpus: setup.vcpus, memoryEncryption: setup.memoryEncryption, tscDeadlineTimer: setup.tscDeadlineTimer }));
+  cpu.setCpuid2(
+    normaliseCpuid(setup.supportedCpuid, {
+      vcpu: cpu.id,
+      vcpus: setup.vcpus,
+      memoryEncryption: setup.memoryEncryption,
+      tscDeadlineTimer: setup.tscDeadlineTimer,
+    }),
+  );
   cpu.setMsrs(bootMsrs());
   cpu.setLapic(configureLapicPins(cpu.getLapic()));
   if (cpu.id !== 0) {

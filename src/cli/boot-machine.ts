@@ -22,9 +22,10 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
     memoryMiB: options.mem,
     virtioDevices: virtio.length,
   };
-  const { bootInputs, confidential }: { bootInputs: BootInputs; confidential?: ConfidentialLaunch } = tee && options.tee
-    ? await tee.confidentialBoot(options.tee, options, inputs)
-    : { bootInputs: { ...inputs, entry: options.firmware ? 'firmware' : 'direct' } };
+  const { bootInputs, confidential }: { bootInputs: BootInputs; confidential?: ConfidentialLaunch } =
+    tee && options.tee
+      ? await tee.confidentialBoot(options.tee, options, inputs)
+      : { bootInputs: { ...inputs, entry: options.firmware ? 'firmware' : 'direct' } };
   const prepared = await prepareBoot(bootInputs);
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {

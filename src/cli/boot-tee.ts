@@ -15,7 +15,11 @@ import type { BootOptions } from './boot.js';
 import { platformFrom } from './sev/common.js';
 
 /** A measured boot's inputs (firmware entry) and its confidential launch, for `ts-vmm boot --tee`. */
-export async function confidentialBoot(kind: TeeKind, options: BootOptions, inputs: MeasuredBootInputs): Promise<{ bootInputs: BootInputs; confidential: ConfidentialLaunch }> {
+export async function confidentialBoot(
+  kind: TeeKind,
+  options: BootOptions,
+  inputs: MeasuredBootInputs,
+): Promise<{ bootInputs: BootInputs; confidential: ConfidentialLaunch }> {
   return { confidential: await confidentialLaunch(kind, options), bootInputs: measuredBootInputs(inputs) };
 }
 
@@ -54,12 +58,15 @@ function fromFiles(options: BootOptions): LaunchInputs {
   return {
     policy: options.teePolicy,
     session,
-    secret: dir === undefined ? undefined : secretThroughFiles({
-      measurementFile: join(dir, 'measurement.bin'),
-      headerFile: join(dir, 'secret_header.bin'),
-      payloadFile: join(dir, 'secret_payload.bin'),
-      timeoutMs: options.teeSecretTimeout * 1000,
-    }),
+    secret:
+      dir === undefined
+        ? undefined
+        : secretThroughFiles({
+            measurementFile: join(dir, 'measurement.bin'),
+            headerFile: join(dir, 'secret_header.bin'),
+            payloadFile: join(dir, 'secret_payload.bin'),
+            timeoutMs: options.teeSecretTimeout * 1000,
+          }),
   };
 }
 
@@ -70,7 +77,7 @@ function fromFiles(options: BootOptions): LaunchInputs {
  */
 async function fromKeyBroker(url: string, options: BootOptions): Promise<LaunchInputs> {
   if (options.teeGodh || options.teeSession || options.teeSecretDir) throw new Error('--tee-kbs replaces --tee-godh, --tee-session and --tee-secret-dir');
-  if (!options.teeWorkloadId) throw new Error('--tee-kbs needs --tee-workload-id (the workload\'s name at the key broker)');
+  if (!options.teeWorkloadId) throw new Error("--tee-kbs needs --tee-workload-id (the workload's name at the key broker)");
   const { chain, build } = platformEvidence(options);
   const client = new KbsClient({ url, ca: options.teeKbsCa === undefined ? undefined : readFileSync(options.teeKbsCa) });
   const kbs = await client.auth(options.teeWorkloadId, build, chain);
@@ -83,7 +90,7 @@ function platformEvidence(options: BootOptions): { chain: FullChain; build: { ap
   try {
     const { pdh, chain: rest } = p.platform.pdhCertExport();
     const ca = options.teeCaChain !== undefined ? parseCaChain(readFileSync(options.teeCaChain)) : p.ca;
-    if (!ca) throw new Error('--tee-kbs on SEV hardware needs --tee-ca-chain FILE (AMD\'s ASK and ARK for this platform)');
+    if (!ca) throw new Error("--tee-kbs on SEV hardware needs --tee-ca-chain FILE (AMD's ASK and ARK for this platform)");
     return { chain: { ...parseSevChain(Buffer.concat([pdh.bytes, rest])), ...ca }, build: p.platform.platformStatus() };
   } finally {
     p.close();

@@ -47,16 +47,21 @@ export function register(program: Command): void {
     .option('--vsock <cid,uds_path>', 'virtio-vsock device with guest CID, host side on a Unix socket')
     .option('--firmware', 'start at the reset vector in the ts-vmm firmware instead of the direct 64-bit entry (implied by --tee)')
     .option('--dump-regs', 'print the registers of the failing vCPU when the guest fails')
-    .addOption(new Option('--tee <kind>', 'measured SEV launch through the firmware entry (sev-sim: simulated firmware, memory NOT encrypted)').choices(['sev', 'sev-sim']))
+    .addOption(
+      new Option('--tee <kind>', 'measured SEV launch through the firmware entry (sev-sim: simulated firmware, memory NOT encrypted)').choices([
+        'sev',
+        'sev-sim',
+      ]),
+    )
     .option('--tee-policy <n>', 'SEV guest policy (decimal or 0x-hex)', policyArg, PolicyBit.NODBG)
     .option('--tee-godh <file>', "the guest owner's GODH certificate (base64, `ts-vmm sev session` / sevctl's *_godh.b64)")
     .option('--tee-session <file>', "the owner's launch session (base64, *_session.b64)")
     .option('--tee-secret-dir <dir>', 'write measurement.bin here and inject the secret_header.bin + secret_payload.bin the owner answers with')
     .option('--tee-secret-timeout <s>', 'seconds to wait for the secret before booting without one', positiveInteger, 60)
     .option('--tee-kbs <url>', 'take the session and the secret from this key broker (KBS v0), which checks the measurement')
-    .option('--tee-workload-id <id>', 'the workload\'s name at the key broker')
+    .option('--tee-workload-id <id>', "the workload's name at the key broker")
     .option('--tee-kbs-ca <file>', 'PEM CA certificate to trust for an https key broker')
-    .option('--tee-ca-chain <file>', 'AMD\'s ASK and ARK for this platform (SEV hardware with --tee-kbs)')
+    .option('--tee-ca-chain <file>', "AMD's ASK and ARK for this platform (SEV hardware with --tee-kbs)")
     .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
       await checkReadable(options);
@@ -73,7 +78,10 @@ export function register(program: Command): void {
 
 /** Input files are checked before any vCPU worker starts, so a mistyped path costs nothing to report. */
 async function checkReadable(options: BootOptions): Promise<void> {
-  const files: [string, string | undefined][] = [['--kernel', options.kernel], ['--initrd', options.initrd]];
+  const files: [string, string | undefined][] = [
+    ['--kernel', options.kernel],
+    ['--initrd', options.initrd],
+  ];
   for (const [option, file] of files) {
     if (file === undefined) continue;
     try {

@@ -47,7 +47,7 @@ interface ServeOptions {
 
 async function serve(o: ServeOptions): Promise<void> {
   if (o.trustArk.length === 0) {
-    process.stderr.write('ts-vmm kbs serve: no trust anchor: give --trust-ark FILE (AMD\'s ARK, or a sev-sim state directory for development)\n');
+    process.stderr.write("ts-vmm kbs serve: no trust anchor: give --trust-ark FILE (AMD's ARK, or a sev-sim state directory for development)\n");
     process.exitCode = EXIT_USAGE;
     return;
   }
@@ -56,7 +56,13 @@ async function serve(o: ServeOptions): Promise<void> {
   const simulated = trust.anchors.some((a) => a.simulated);
   const store = new WorkloadStore(o.store);
   const audit = new AuditLog(path.join(o.store, 'audit.log'), simulated);
-  const broker = new Broker({ store, trust, audit, adminTokenDigest: tokenDigest(secretFile(o.adminTokenFile, 'admin token file')), sessionTtlMs: o.sessionTtl * 1000 });
+  const broker = new Broker({
+    store,
+    trust,
+    audit,
+    adminTokenDigest: tokenDigest(secretFile(o.adminTokenFile, 'admin token file')),
+    sessionTtlMs: o.sessionTtl * 1000,
+  });
   const tls = o.tlsCert && o.tlsKey ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined;
   const server = createKbsServer({ broker, tls });
   await new Promise<void>((resolve, reject) => {
@@ -78,20 +84,28 @@ async function serve(o: ServeOptions): Promise<void> {
 }
 
 export function register(program: Command): void {
-  const kbs = program.command('kbs').description('key broker (KBS v0, as libkrun\'s SEV attestation speaks it)');
+  const kbs = program.command('kbs').description("key broker (KBS v0, as libkrun's SEV attestation speaks it)");
 
-  kbs.command('serve').description('serve the key broker: workloads, attestation, secrets')
+  kbs
+    .command('serve')
+    .description('serve the key broker: workloads, attestation, secrets')
     .requiredOption('--listen <host:port>', 'address to listen on (port 0: any free port)', hostPort)
     .requiredOption('--store <dir>', 'durable store: workloads and their secrets, audit.log')
-    .option('--trust-ark <file>', 'trust platforms under this ARK (AMD\'s ARK or ask_ark file, or a sev-sim state directory); repeatable',
-      (v: string, all: string[]) => [...all, v], [] as string[])
+    .option(
+      '--trust-ark <file>',
+      "trust platforms under this ARK (AMD's ARK or ask_ark file, or a sev-sim state directory); repeatable",
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .requiredOption('--admin-token-file <file>', 'file holding the token register_workload requires')
     .option('--tls-cert <file>', 'PEM certificate: serve HTTPS')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
     .option('--session-ttl <seconds>', 'how long an attestation session lives', positiveInteger, 300)
     .action(serve);
 
-  kbs.command('register').description('register (or replace) a workload with a key broker')
+  kbs
+    .command('register')
+    .description('register (or replace) a workload with a key broker')
     .requiredOption('--url <url>', 'the key broker, http(s)://host:port')
     .requiredOption('--admin-token-file <file>', 'file holding the admin token')
     .requiredOption('--workload-id <id>', 'the workload id the VMM will present')
@@ -99,11 +113,16 @@ export function register(program: Command): void {
     .requiredOption('--policy <n>', 'the guest policy (decimal or 0x-hex)', policyArg)
     .requiredOption('--passphrase-file <file>', 'file holding the secret released to the verified launch')
     .option('--kbs-ca <file>', 'PEM CA to trust for an https key broker')
-    .action(async (o: { url: string; adminTokenFile: string; workloadId: string; launchDigest: Buffer; policy: number; passphraseFile: string; kbsCa?: string }) => {
-      const client = new KbsClient({ url: o.url, ca: o.kbsCa ? readFileSync(o.kbsCa) : undefined });
-      await client.register(secretFile(o.adminTokenFile, 'admin token file'), {
-        workloadId: o.workloadId, launchDigest: o.launchDigest, policy: o.policy, passphrase: secretFile(o.passphraseFile, 'passphrase file'),
-      });
-      process.stdout.write(`registered workload ${o.workloadId} (policy 0x${o.policy.toString(16)}: ${describePolicy(o.policy)})\n`);
-    });
+    .action(
+      async (o: { url: string; adminTokenFile: string; workloadId: string; launchDigest: Buffer; policy: number; passphraseFile: string; kbsCa?: string }) => {
+        const client = new KbsClient({ url: o.url, ca: o.kbsCa ? readFileSync(o.kbsCa) : undefined });
+        await client.register(secretFile(o.adminTokenFile, 'admin token file'), {
+          workloadId: o.workloadId,
+          launchDigest: o.launchDigest,
+          policy: o.policy,
+          passphrase: secretFile(o.passphraseFile, 'passphrase file'),
+        });
+        process.stdout.write(`registered workload ${o.workloadId} (policy 0x${o.policy.toString(16)}: ${describePolicy(o.policy)})\n`);
+      },
+    );
 }

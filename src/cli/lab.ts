@@ -11,8 +11,12 @@ export function register(program: Command): void {
     .description('run a ts-vmm command inside the lab: qemu (TCG, -cpu max) booting the stock Debian kernel with KVM')
     .argument('<args...>', 'ts-vmm arguments (or, with --exec, a program and its arguments), after --')
     .option('--exec', 'run the arguments as a program in the lab instead of as a ts-vmm command')
-    .option('-i, --include <path>', 'host file or directory to carry in at the same path (repeatable)',
-      (path: string, paths: string[]) => [...paths, path], [] as string[])
+    .option(
+      '-i, --include <path>',
+      'host file or directory to carry in at the same path (repeatable)',
+      (path: string, paths: string[]) => [...paths, path],
+      [] as string[],
+    )
     .option('--timeout <seconds>', 'give up after this many seconds', positiveInteger, 600)
     .option('--memory <MiB>', 'lab guest memory', positiveInteger, 2048)
     .option('--cpus <n>', 'lab guest vCPUs (more than one has been seen to hang the lab kernel)', positiveInteger, LAB_DEFAULT_CPUS)

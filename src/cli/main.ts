@@ -22,7 +22,16 @@ const commandModules: Record<string, () => Promise<CommandModule>> = {
 
 /** Subcommands registered by a module of another name. */
 const moduleOf: Record<string, string> = {
-  create: 'oci', start: 'oci', state: 'oci', kill: 'oci', delete: 'oci', ps: 'oci', features: 'oci', pause: 'oci', resume: 'oci', 'oci-monitor': 'oci',
+  create: 'oci',
+  start: 'oci',
+  state: 'oci',
+  kill: 'oci',
+  delete: 'oci',
+  ps: 'oci',
+  features: 'oci',
+  pause: 'oci',
+  resume: 'oci',
+  'oci-monitor': 'oci',
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -31,7 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     .version('0.1.0')
     .exitOverride();
   const name = verbOf(argv.slice(2));
-  const wanted = name === undefined ? undefined : moduleOf[name] ?? (name in commandModules ? name : undefined);
+  const wanted = name === undefined ? undefined : (moduleOf[name] ?? (name in commandModules ? name : undefined));
   // Help, a version query or an unknown word: load every subcommand so commander can list or reject them.
   const modules = wanted === undefined ? Object.values(commandModules) : [commandModules[wanted]!];
   for (const load of modules) (await load()).register(program);

@@ -20,14 +20,25 @@ import { KNOWN_MOUNT_OPTIONS } from '../oci/mount-options.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
 import {
-  checkContainerId, defaultStateRoot, killVerified, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore,
-  NoSuchContainerError, UnreadableStateError, type ContainerRecord,
+  checkContainerId,
+  defaultStateRoot,
+  killVerified,
+  publicState,
+  RUNTIME_SPEC_VERSION,
+  signalVerified,
+  StateError,
+  StateStore,
+  NoSuchContainerError,
+  UnreadableStateError,
+  type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 import { addRuntimeGlobals, logToRuntimeLog, type RuntimeGlobals } from './runtime-log.js';
 
-interface RootOption { root?: string }
+interface RootOption {
+  root?: string;
+}
 
 const storeOf = (options: RootOption): StateStore => new StateStore(resolve(options.root ?? defaultStateRoot()));
 
@@ -74,7 +85,13 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   if (unsuitable !== undefined) throw new StateError(`ts-vmm create needs KVM that boots the stock kernel: ${unsuitable}`);
   const store = storeOf(options);
   const record: ContainerRecord = {
-    ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle, annotations: config.annotations, created: new Date().toISOString(),
+    ociVersion: RUNTIME_SPEC_VERSION,
+    id,
+    status: 'creating',
+    pid: 0,
+    bundle,
+    annotations: config.annotations,
+    created: new Date().toISOString(),
   };
   await store.create(record);
   const args = [cliEntry(), 'oci-monitor', '--root', store.root, id];
@@ -88,7 +105,9 @@ async function create(id: string, options: CreateOptions): Promise<void> {
       throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
     }
     if (pidFile !== undefined) {
-      await writeFile(pidFile, String(monitor.pid)).catch((e: unknown) => { throw new StateError(`--pid-file ${pidFile}: ${errorMessage(e)}`); });
+      await writeFile(pidFile, String(monitor.pid)).catch((e: unknown) => {
+        throw new StateError(`--pid-file ${pidFile}: ${errorMessage(e)}`);
+      });
     }
   } catch (e) {
     // A create that fails leaves nothing: no monitor, no VM, no state.
@@ -155,32 +174,45 @@ async function ps(id: string, options: RootOption & { format: string }, out: Wri
     return;
   }
   out.write('PID\tCMD\n');
-  for (const pid of pids) out.write(`${pid}\t${await readFile(`/proc/${pid}/comm`, 'utf8').then((c) => c.trim(), () => '?')}\n`);
+  for (const pid of pids)
+    out.write(
+      `${pid}\t${await readFile(`/proc/${pid}/comm`, 'utf8').then(
+        (c) => c.trim(),
+        () => '?',
+      )}\n`,
+    );
 }
 
 /** runtime-spec's features document: what this runtime honours in a bundle. */
 function features(out: Writable): void {
-  out.write(`${JSON.stringify({
-    ociVersionMin: '1.0.0',
-    ociVersionMax: RUNTIME_SPEC_VERSION,
-    hooks: [],
-    mountOptions: KNOWN_MOUNT_OPTIONS,
-    linux: {
-      // The VM is the isolation boundary: no host namespace, cgroup, seccomp or LSM is set up.
-      namespaces: [],
-      capabilities: [],
-      cgroup: { v1: false, v2: false, systemd: false, systemdUser: false },
-      seccomp: { enabled: false },
-      apparmor: { enabled: false },
-      selinux: { enabled: false },
-    },
-    annotations: { 'io.github.ts-vmm.vm': 'KVM', 'io.github.ts-vmm.tee': 'sev, sev-sim' },
-  }, null, 2)}\n`);
+  out.write(
+    `${JSON.stringify(
+      {
+        ociVersionMin: '1.0.0',
+        ociVersionMax: RUNTIME_SPEC_VERSION,
+        hooks: [],
+        mountOptions: KNOWN_MOUNT_OPTIONS,
+        linux: {
+          // The VM is the isolation boundary: no host namespace, cgroup, seccomp or LSM is set up.
+          namespaces: [],
+          capabilities: [],
+          cgroup: { v1: false, v2: false, systemd: false, systemdUser: false },
+          seccomp: { enabled: false },
+          apparmor: { enabled: false },
+          selinux: { enabled: false },
+        },
+        annotations: { 'io.github.ts-vmm.vm': 'KVM', 'io.github.ts-vmm.tee': 'sev, sev-sim' },
+      },
+      null,
+      2,
+    )}\n`,
+  );
 }
 
 async function kill(id: string, signal: number, options: RootOption): Promise<void> {
   const record = await storeOf(options).live(id);
-  if (record.status !== 'created' && record.status !== 'running' && record.status !== 'paused') throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
+  if (record.status !== 'created' && record.status !== 'running' && record.status !== 'paused')
+    throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
   if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
 }
 
@@ -245,58 +277,73 @@ function action<A extends unknown[]>(fn: (globals: RuntimeGlobals, ...args: A) =
 
 export function register(program: Command): void {
   addRuntimeGlobals(program);
-  program.command('create')
+  program
+    .command('create')
     .description('create an OCI container: boot its VM and set it up, without starting the process')
     .argument('<id>', 'container id')
     .option('-b, --bundle <dir>', 'OCI bundle directory', '.')
-    .option('--pid-file <file>', 'write the container\'s pid (its monitor process) here')
+    .option('--pid-file <file>', "write the container's pid (its monitor process) here")
     .option('--console-socket <path>', 'not supported (for process.terminal)')
     .option('--kernel <vmlinuz>', 'boot this kernel (needs --modules)')
-    .option('--modules <dir>', 'the kernel\'s lib/modules/<release> directory')
+    .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
     .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root })));
-  program.command('start')
+  program
+    .command('start')
     .description('start the process of a created container')
     .argument('<id>', 'container id')
     .action(action((globals, id: string) => start(id, globals)));
-  program.command('state')
+  program
+    .command('state')
     .description('print the runtime-spec state of a container as JSON')
     .argument('<id>', 'container id')
     .action(action((globals, id: string) => state(id, globals, process.stdout)));
-  program.command('kill')
-    .description('send a signal to a container\'s process (before start: stop the container)')
+  program
+    .command('kill')
+    .description("send a signal to a container's process (before start: stop the container)")
     .argument('<id>', 'container id')
     .argument('[signal]', 'signal name or number', parseSignal, osConstants.signals.SIGTERM)
     .action(action((globals, id: string, signal: number) => kill(id, signal, globals)));
-  program.command('delete')
-    .description('delete a stopped container\'s state')
+  program
+    .command('delete')
+    .description("delete a stopped container's state")
     .argument('<id>', 'container id')
     .option('-f, --force', 'kill the container first if it is still running')
     .action(action((globals, id: string, options: { force?: boolean }) => remove(id, { ...options, root: globals.root })));
-  program.command('pause')
-    .description('stop a running container\'s VM where it is')
+  program
+    .command('pause')
+    .description("stop a running container's VM where it is")
     .argument('<id>', 'container id')
     .action(action((globals, id: string) => setPaused(id, true, globals)));
-  program.command('resume')
-    .description('let a paused container\'s VM go on')
+  program
+    .command('resume')
+    .description("let a paused container's VM go on")
     .argument('<id>', 'container id')
     .action(action((globals, id: string) => setPaused(id, false, globals)));
-  program.command('ps')
-    .description('list the container\'s host processes: its monitor and its VMM')
+  program
+    .command('ps')
+    .description("list the container's host processes: its monitor and its VMM")
     .argument('<id>', 'container id')
     .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'))
     .action(action((globals, id: string, options: { format: string }) => ps(id, { ...options, root: globals.root }, process.stdout)));
-  program.command('features')
+  program
+    .command('features')
     .description('print the runtime-spec features JSON: what this runtime honours')
     .action(action(async () => features(process.stdout)));
-  program.command('oci-monitor', { hidden: true })
+  program
+    .command('oci-monitor', { hidden: true })
     .argument('<id>')
     .option('--kernel <vmlinuz>')
     .option('--modules <dir>')
     .action(async (id: string, options: RunCommandOptions, command: Command) => {
       // fd 3 is the pipe to `ts-vmm create`; stdout and stderr belong to the container, so no progress goes there.
       const report = createWriteStream('', { fd: 3 });
-      process.exitCode = await monitorContainer(storeOf(command.optsWithGlobals<RuntimeGlobals>()), id, report,
-        { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, { ...runSettings(options), log: () => undefined });
+      process.exitCode = await monitorContainer(
+        storeOf(command.optsWithGlobals<RuntimeGlobals>()),
+        id,
+        report,
+        { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+        { ...runSettings(options), log: () => undefined },
+      );
       process.stdin.destroy();
     });
 }

@@ -26,12 +26,13 @@ export interface RunCommandOptions {
 }
 
 export function runSettings(options: RunCommandOptions, consoleLog?: Writable): RunSettings {
-  const copy = options.console || consoleLog
-    ? (bytes: Uint8Array): void => {
-      if (options.console) process.stderr.write(bytes);
-      consoleLog?.write(bytes);
-    }
-    : undefined;
+  const copy =
+    options.console || consoleLog
+      ? (bytes: Uint8Array): void => {
+          if (options.console) process.stderr.write(bytes);
+          consoleLog?.write(bytes);
+        }
+      : undefined;
   return {
     kernel: { vmlinuz: options.kernel, modulesDir: options.modules },
     log: options.verbose ? stderrLog : quietLog,
@@ -85,17 +86,19 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
   if (options.verbose) argv.push('--verbose');
   argv.push(resolve(bundle));
   return relayInLab(argv, {
-    include, env: { [AGENT_ENV]: agent }, ...(consoleLog ? { copyOut: { guestPath: LAB_CONSOLE_LOG, to: consoleLog } } : {}),
+    include,
+    env: { [AGENT_ENV]: agent },
+    ...(consoleLog ? { copyOut: { guestPath: LAB_CONSOLE_LOG, to: consoleLog } } : {}),
   });
 }
 
 export function register(program: Command): void {
   program
     .command('run')
-    .description('run an OCI bundle\'s process in a micro-VM; its output and exit status become ts-vmm\'s')
+    .description("run an OCI bundle's process in a micro-VM; its output and exit status become ts-vmm's")
     .argument('<bundle>', 'OCI runtime bundle directory (config.json and its root filesystem)')
     .option('--kernel <vmlinuz>', 'boot this kernel instead of the one from ts-vmm setup (needs --modules)')
-    .option('--modules <dir>', 'the kernel\'s lib/modules/<release> directory')
+    .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
     .option('--console', 'copy the guest console (kernel messages) to stderr')
     .option('--console-log <file>', 'write the guest console to a file')
     .option('-v, --verbose', 'report each step, including where the root disk is')
@@ -111,7 +114,12 @@ export function register(program: Command): void {
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
           process.exitCode = await runInLab(bundle, options, consoleLog);
         } else {
-          process.exitCode = await runBundle(bundle, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, runSettings(options, consoleLog));
+          process.exitCode = await runBundle(
+            bundle,
+            launchVm,
+            { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+            runSettings(options, consoleLog),
+          );
         }
       } catch (e) {
         process.exitCode = reportFailure(e);

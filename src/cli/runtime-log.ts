@@ -31,9 +31,7 @@ export function addRuntimeGlobals(program: Command): void {
 export function logToRuntimeLog(globals: RuntimeGlobals, level: 'error' | 'warning' | 'debug', message: string): void {
   if (globals.log === undefined || (level === 'debug' && !globals.debug)) return;
   const time = new Date().toISOString();
-  const line = globals.logFormat === 'json'
-    ? JSON.stringify({ level, msg: message, time })
-    : `time="${time}" level=${level} msg=${JSON.stringify(message)}`;
+  const line = globals.logFormat === 'json' ? JSON.stringify({ level, msg: message, time }) : `time="${time}" level=${level} msg=${JSON.stringify(message)}`;
   try {
     appendFileSync(globals.log, `${line}\n`, { mode: 0o600 });
   } catch {

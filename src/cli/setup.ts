@@ -27,8 +27,8 @@ export function register(program: Command): void {
   program
     .command('setup')
     .description('fetch and build what ts-vmm run needs: kernel, busybox, guest agent, initramfs, the example bundle')
-    .option('--kernel <vmlinuz>', 'use this kernel for runs instead of Debian\'s stock one (needs --modules)')
-    .option('--modules <dir>', 'the kernel\'s lib/modules/<release> directory')
+    .option('--kernel <vmlinuz>', "use this kernel for runs instead of Debian's stock one (needs --modules)")
+    .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
     .action(async (options: { kernel?: string; modules?: string }) => {
       try {
         const log = stderrLog;

@@ -8,7 +8,7 @@ import { registerPlatformCommands } from './sev/platform.js';
 import { registerVmsaCommands } from './sev/vmsa.js';
 
 export function register(program: Command): void {
-  const sev = program.command('sev').description('AMD SEV: platform commands and the guest owner\'s tools (sevctl-compatible files)');
+  const sev = program.command('sev').description("AMD SEV: platform commands and the guest owner's tools (sevctl-compatible files)");
   const simState = new Option('--sim-state <dir>', 'use the simulated firmware (sev-sim) kept in this state directory instead of /dev/sev');
   registerPlatformCommands(sev, simState);
   registerChainCommands(sev, simState);

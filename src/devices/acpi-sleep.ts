@@ -12,7 +12,10 @@ const SLP_TYP_SHIFT = 2;
 const SLP_TYP_MASK = 0x7;
 
 export class AcpiSleepRegisters implements BusDevice {
-  constructor(private readonly softOffType: number, private readonly stop: StopRequestSink) {}
+  constructor(
+    private readonly softOffType: number,
+    private readonly stop: StopRequestSink,
+  ) {}
 
   read(_offset: number, data: Uint8Array): void {
     // Status: no wake event ever pending.

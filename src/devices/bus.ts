@@ -25,7 +25,9 @@ export class Bus {
     if (size <= 0) throw new BusConflictError(`${this.name}: ${name} has an empty range`);
     const clash = this.ranges.find((r) => base < r.base + r.size && r.base < base + size);
     if (clash) {
-      throw new BusConflictError(`${this.name}: ${name} at 0x${base.toString(16)}+0x${size.toString(16)} overlaps ${clash.name} at 0x${clash.base.toString(16)}`);
+      throw new BusConflictError(
+        `${this.name}: ${name} at 0x${base.toString(16)}+0x${size.toString(16)} overlaps ${clash.name} at 0x${clash.base.toString(16)}`,
+      );
     }
     this.ranges.push({ base, size, name, device });
     this.ranges.sort((a, b) => a.base - b.base);

@@ -55,12 +55,23 @@ export class I8042 implements BusDevice {
 
   private command(value: number): void {
     switch (value) {
-      case CMD_PULSE_RESET: this.stop('reset', 'the guest pulsed the reset line through the i8042'); break;
-      case CMD_READ_CONFIG: this.output = this.config; break;
-      case CMD_WRITE_CONFIG: this.expectingConfig = true; break;
-      case CMD_SELF_TEST: this.output = SELF_TEST_PASSED; break;
-      case CMD_INTERFACE_TEST: this.output = INTERFACE_OK; break;
-      default: break; // Port enable/disable and the rest change nothing a guest without a keyboard could see.
+      case CMD_PULSE_RESET:
+        this.stop('reset', 'the guest pulsed the reset line through the i8042');
+        break;
+      case CMD_READ_CONFIG:
+        this.output = this.config;
+        break;
+      case CMD_WRITE_CONFIG:
+        this.expectingConfig = true;
+        break;
+      case CMD_SELF_TEST:
+        this.output = SELF_TEST_PASSED;
+        break;
+      case CMD_INTERFACE_TEST:
+        this.output = INTERFACE_OK;
+        break;
+      default:
+        break; // Port enable/disable and the rest change nothing a guest without a keyboard could see.
     }
   }
 }

@@ -67,7 +67,10 @@ export class Serial16550 implements BusDevice {
   private input: number[] = [];
   private inputHead = 0;
 
-  constructor(private readonly irq: Interrupt, private readonly output: (bytes: Uint8Array) => void) {}
+  constructor(
+    private readonly irq: Interrupt,
+    private readonly output: (bytes: Uint8Array) => void,
+  ) {}
 
   /** Bytes typed at the host console, for the guest to read. */
   enqueueInput(bytes: Uint8Array): void {
@@ -163,7 +166,7 @@ export class Serial16550 implements BusDevice {
         this.scr = value;
         return;
       default:
-        // LSR and MSR are read-only; writes to them are ignored as on hardware.
+      // LSR and MSR are read-only; writes to them are ignored as on hardware.
     }
   }
 

@@ -96,15 +96,9 @@ export class InitramfsBuilder {
  * Writes an initramfs to `path`: `build` adds the entries, then the trailer is appended and the file
  * flushed. Returns the size of the file written.
  */
-export async function writeInitramfs(
-  path: string,
-  compression: Compression,
-  build: (builder: InitramfsBuilder) => Promise<void>,
-): Promise<number> {
+export async function writeInitramfs(path: string, compression: Compression, build: (builder: InitramfsBuilder) => Promise<void>): Promise<number> {
   const file = createWriteStream(path, { mode: 0o644 });
-  const head: Transform = compression === 'gzip'
-    ? createGzip({ level: zlibConstants.Z_BEST_SPEED })
-    : new PassThrough({ highWaterMark: 1 << 20 });
+  const head: Transform = compression === 'gzip' ? createGzip({ level: zlibConstants.Z_BEST_SPEED }) : new PassThrough({ highWaterMark: 1 << 20 });
   const flushed = pipeline(head, file);
   // A write error would otherwise leave `build` waiting forever for a 'drain' that never comes.
   const failure = flushed.then(() => new Promise<never>(() => {}));

@@ -94,8 +94,13 @@ export class CpioWriter {
   }
 
   private async entry(
-    path: string, type: number, permissions: number, options: EntryOptions, nlink: number,
-    data: Uint8Array, rdev = { major: 0, minor: 0 },
+    path: string,
+    type: number,
+    permissions: number,
+    options: EntryOptions,
+    nlink: number,
+    data: Uint8Array,
+    rdev = { major: 0, minor: 0 },
   ): Promise<void> {
     if (permissions & ~0o7777) throw new CpioError(`mode ${permissions.toString(8)} of ${path} has bits beyond the permissions`);
     const name = normalizeArchivePath(path);
@@ -109,7 +114,12 @@ export class CpioWriter {
   }
 
   private async header(
-    name: string, mode: number, fileSize: number, options: EntryOptions, nlink: number, inode: number,
+    name: string,
+    mode: number,
+    fileSize: number,
+    options: EntryOptions,
+    nlink: number,
+    inode: number,
     rdev: { major: number; minor: number },
   ): Promise<void> {
     if (this.finished) throw new CpioError('cpio archive already finished');

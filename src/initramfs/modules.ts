@@ -31,7 +31,9 @@ export const canonicalModuleName = (name: string): string => basename(name).repl
 
 /** The key=value pairs of an ELF64 little-endian module's `.modinfo` section (keys may repeat). */
 export function readModinfo(elf: Uint8Array, source = 'module'): Map<string, string[]> {
-  const bad = (why: string): never => { throw new ModuleResolutionError(`${source}: ${why}`); };
+  const bad = (why: string): never => {
+    throw new ModuleResolutionError(`${source}: ${why}`);
+  };
   if (elf.length < 64 || elf[0] !== 0x7f || elf[1] !== 0x45 || elf[2] !== 0x4c || elf[3] !== 0x46) bad('not an ELF file');
   if (elf[4] !== 2 || elf[5] !== 1) bad('not a 64-bit little-endian ELF file');
   const view = new DataView(elf.buffer, elf.byteOffset, elf.byteLength);
@@ -112,7 +114,12 @@ export class ModuleTree {
         if (colon <= 0) throw new ModuleResolutionError(`${depFile}:${lineNo + 1}: expected 'module.ko: deps...'`);
         const module = add(line.slice(0, colon).trim());
         // depmod lists the module to load last first; reversed, a depth-first walk loads as modprobe does.
-        const deps = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean).map(canonicalModuleName);
+        const deps = line
+          .slice(colon + 1)
+          .trim()
+          .split(/\s+/)
+          .filter(Boolean)
+          .map(canonicalModuleName);
         dependencies.set(module.name, deps.reverse());
       }
     } else {
@@ -126,9 +133,7 @@ export class ModuleTree {
       for (const top of ['kernel', 'updates', 'extra']) if (existsSync(join(directory, top))) await walk(join(directory, top));
     }
     const builtinFile = join(directory, 'modules.builtin');
-    const builtin = new Set(existsSync(builtinFile)
-      ? (await readFile(builtinFile, 'utf8')).split('\n').filter(Boolean).map(canonicalModuleName)
-      : []);
+    const builtin = new Set(existsSync(builtinFile) ? (await readFile(builtinFile, 'utf8')).split('\n').filter(Boolean).map(canonicalModuleName) : []);
     return new ModuleTree(directory, byName, builtin, dependencies);
   }
 
@@ -150,7 +155,10 @@ export class ModuleTree {
     let deps = this.dependencies.get(module.name);
     if (deps === undefined) {
       const info = readModinfo(await readModuleImage(module.path), module.path);
-      deps = (info.get('depends') ?? []).flatMap((d) => d.split(',')).filter(Boolean).map(canonicalModuleName);
+      deps = (info.get('depends') ?? [])
+        .flatMap((d) => d.split(','))
+        .filter(Boolean)
+        .map(canonicalModuleName);
       this.dependencies.set(module.name, deps);
     }
     return deps;
@@ -197,7 +205,10 @@ export async function formatModulesDep(tree: ModuleTree, modules: readonly Kerne
     for (const dep of closure) {
       if (!position.has(dep.name)) throw new ModuleResolutionError(`${module.name} needs ${dep.name}, which is not in the set`);
     }
-    const deps = closure.filter((m) => m.name !== module.name).reverse().map((m) => m.relativePath);
+    const deps = closure
+      .filter((m) => m.name !== module.name)
+      .reverse()
+      .map((m) => m.relativePath);
     lines.push(`${module.relativePath}:${deps.map((d) => ` ${d}`).join('')}`);
   }
   return `${lines.join('\n')}\n`;

@@ -27,7 +27,10 @@ export class AuditLog {
   private readonly fd: number;
 
   /** `simulated`: every record says the platform trust is sev-sim's, not AMD's. */
-  constructor(file: string, private readonly simulated: boolean) {
+  constructor(
+    file: string,
+    private readonly simulated: boolean,
+  ) {
     this.fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
   }
 

@@ -21,7 +21,11 @@ import { SECRET_SIZE, parseAttest, parseAuth, parseChain, parseRegistration, Wir
 /** A refused request: the HTTP status, a stable machine-readable reason and a one-line detail. */
 export class KbsRefusal extends Error {
   override readonly name = 'KbsRefusal';
-  constructor(readonly status: number, readonly reason: string, readonly detail: string) {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    readonly detail: string,
+  ) {
     super(`${reason}: ${detail}`);
   }
 }
@@ -98,7 +102,14 @@ export class Broker {
     }
     const r = this.parsed(remote, 'register', () => parseRegistration(body));
     await this.o.store.put(r);
-    this.o.audit.record({ remote, step: 'register', workload: r.workloadId, verdict: 'granted', reason: 'registered', detail: `policy 0x${r.policy.toString(16)}, launch digest ${r.launchDigest.toString('hex')}` });
+    this.o.audit.record({
+      remote,
+      step: 'register',
+      workload: r.workloadId,
+      verdict: 'granted',
+      reason: 'registered',
+      detail: `policy 0x${r.policy.toString(16)}, launch digest ${r.launchDigest.toString('hex')}`,
+    });
   }
 
   private sweep(): void {
@@ -119,17 +130,38 @@ export class Broker {
     const p = decodePolicy(registration.policy);
     const fw = req.build;
     if (p.minApiMajor > fw.apiMajor || (p.minApiMajor === fw.apiMajor && p.minApiMinor > fw.apiMinor)) {
-      this.refuse(remote, 'auth', 403, 'policy-unmet', `the policy requires firmware API ${p.minApiMajor}.${p.minApiMinor}, the platform reports ${fw.apiMajor}.${fw.apiMinor}`, w);
+      this.refuse(
+        remote,
+        'auth',
+        403,
+        'policy-unmet',
+        `the policy requires firmware API ${p.minApiMajor}.${p.minApiMinor}, the platform reports ${fw.apiMajor}.${fw.apiMinor}`,
+        w,
+      );
     }
     this.sweep();
     if (this.sessions.size >= this.maxSessions) this.refuse(remote, 'auth', 503, 'busy', `${this.sessions.size} sessions open`, w);
     const owner = createSession(verdict.pdh, registration.policy);
     const sessionId = randomUUID().replaceAll('-', '');
     this.sessions.set(sessionId, {
-      workloadId: w, policy: registration.policy, build: fw, keys: owner.keys, launchDigest: registration.launchDigest,
-      passphrase: registration.passphrase, expires: this.now() + this.ttl, state: 'started',
+      workloadId: w,
+      policy: registration.policy,
+      build: fw,
+      keys: owner.keys,
+      launchDigest: registration.launchDigest,
+      passphrase: registration.passphrase,
+      expires: this.now() + this.ttl,
+      state: 'started',
     });
-    this.o.audit.record({ remote, step: 'auth', workload: w, session: sessionTag(sessionId), verdict: 'granted', reason: 'session', detail: `platform anchored at ${verdict.anchor.source}` });
+    this.o.audit.record({
+      remote,
+      step: 'auth',
+      workload: w,
+      session: sessionTag(sessionId),
+      verdict: 'granted',
+      reason: 'session',
+      detail: `platform anchored at ${verdict.anchor.source}`,
+    });
     return { sessionId, session: { policy: registration.policy, godh: Buffer.from(owner.godh.bytes), session: owner.session }, stringForm: req.stringForm };
   }
 
@@ -151,8 +183,12 @@ export class Broker {
       this.refuse(remote, step, 401, 'session-expired', 'the session expired', s.workloadId, sessionId);
     }
     if (s.state !== needed) {
-      const [reason, detail] = s.state === 'spent' ? ['session-used', 'the session was already used or refused']
-        : step === 'attest' ? ['attest-replayed', 'this session was already attested'] : ['not-attested', 'key before attest'];
+      const [reason, detail] =
+        s.state === 'spent'
+          ? ['session-used', 'the session was already used or refused']
+          : step === 'attest'
+            ? ['attest-replayed', 'this session was already attested']
+            : ['not-attested', 'key before attest'];
       this.spend(sessionId);
       this.refuse(remote, step, 409, reason, detail, s.workloadId, sessionId);
     }
@@ -166,11 +202,26 @@ export class Broker {
     const ok = verifyMeasurement(m, s.keys.tik, s.build, s.policy, s.launchDigest);
     if (!ok) {
       this.spend(sessionId!);
-      this.refuse(remote, 'attest', 403, 'measurement-mismatch', 'the launch measurement is not that of the registered launch digest and policy under this session', s.workloadId, sessionId);
+      this.refuse(
+        remote,
+        'attest',
+        403,
+        'measurement-mismatch',
+        'the launch measurement is not that of the registered launch digest and policy under this session',
+        s.workloadId,
+        sessionId,
+      );
     }
     s.state = 'attested';
     s.measure = m.measure;
-    this.o.audit.record({ remote, step: 'attest', workload: s.workloadId, session: sessionTag(sessionId!), verdict: 'granted', reason: 'measurement-verified' });
+    this.o.audit.record({
+      remote,
+      step: 'attest',
+      workload: s.workloadId,
+      session: sessionTag(sessionId!),
+      verdict: 'granted',
+      reason: 'measurement-verified',
+    });
   }
 
   key(remote: string, sessionId: string | undefined, workloadId: string): SecretPacket {

@@ -12,7 +12,18 @@ import type { FullChain } from '../sev/chain.js';
 import { parseMeasurement, type FirmwareBuild } from '../sev/measurement.js';
 import type { SecretPacket } from '../sev/secret.js';
 import { errorMessage } from '../sys/error-message.js';
-import { KBS_PREFIX, MAX_BODY_BYTES, attestJson, authJson, parseChallenge, parseSecret, registrationJson, sessionCookie, type LaunchSession, type Registration } from './wire.js';
+import {
+  KBS_PREFIX,
+  MAX_BODY_BYTES,
+  attestJson,
+  authJson,
+  parseChallenge,
+  parseSecret,
+  registrationJson,
+  sessionCookie,
+  type LaunchSession,
+  type Registration,
+} from './wire.js';
 
 export type KbsStep = 'register' | 'auth' | 'attest' | 'key';
 
@@ -58,30 +69,34 @@ export class KbsClient {
     const text = body === undefined ? undefined : JSON.stringify(body);
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
-      const req = request(url, {
-        method,
-        ca: this.o.ca,
-        timeout: this.o.timeoutMs ?? 30_000,
-        headers: {
-          accept: 'application/json',
-          ...(text === undefined ? {} : { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)) }),
-          ...headers,
+      const req = request(
+        url,
+        {
+          method,
+          ca: this.o.ca,
+          timeout: this.o.timeoutMs ?? 30_000,
+          headers: {
+            accept: 'application/json',
+            ...(text === undefined ? {} : { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)) }),
+            ...headers,
+          },
         },
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > MAX_BODY_BYTES) {
-            req.destroy();
-            reject(new KbsClientError(step, res.statusCode, 'answer-too-large', `more than ${MAX_BODY_BYTES} bytes`));
-          } else {
-            chunks.push(c);
-          }
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.on('error', (e) => reject(new KbsClientError(step, res.statusCode, 'connection', errorMessage(e))));
-      });
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > MAX_BODY_BYTES) {
+              req.destroy();
+              reject(new KbsClientError(step, res.statusCode, 'answer-too-large', `more than ${MAX_BODY_BYTES} bytes`));
+            } else {
+              chunks.push(c);
+            }
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+          res.on('error', (e) => reject(new KbsClientError(step, res.statusCode, 'connection', errorMessage(e))));
+        },
+      );
       req.on('timeout', () => req.destroy(new Error('timed out')));
       req.on('error', (e) => reject(new KbsClientError(step, undefined, 'connection', errorMessage(e))));
       req.end(text);

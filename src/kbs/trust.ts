@@ -71,7 +71,7 @@ export class TrustStore {
     if (known) return { ok: true, ...known };
     const chain = parse();
     const anchor = this.anchors.find((a) => Buffer.from(a.ark.bytes).equals(chain.ark.bytes));
-    if (!anchor) return { ok: false, reason: 'chain-untrusted', detail: 'the chain\'s ARK is not a configured trust anchor' };
+    if (!anchor) return { ok: false, reason: 'chain-untrusted', detail: "the chain's ARK is not a configured trust anchor" };
     try {
       const pdh = verifyChain(chain);
       if (this.verified.size >= VERIFIED_CACHE_LIMIT) this.verified.delete(this.verified.keys().next().value!);

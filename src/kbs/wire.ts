@@ -41,7 +41,10 @@ const byteArray = (min: number, max = min) => ({ type: 'array', minItems: min, m
 const u8 = { type: 'integer', minimum: 0, maximum: 255 };
 const workloadId = { type: 'string', minLength: 1, maxLength: WORKLOAD_ID_MAX, pattern: '^[\\x21-\\x7e]+$' };
 
-export interface PolicyJson { flags: { bits: number }; minfw: { major: number; minor: number } }
+export interface PolicyJson {
+  flags: { bits: number };
+  minfw: { major: number; minor: number };
+}
 
 const policySchema = {
   type: 'object',
@@ -129,7 +132,11 @@ const startSchema = {
   required: ['id', 'start'],
   properties: {
     id: { type: 'string', maxLength: 64 },
-    start: { type: 'object', required: ['policy', 'cert', 'session'], properties: { policy: policySchema, cert: byteArray(SEV_CERT_SIZE), session: sessionJson } },
+    start: {
+      type: 'object',
+      required: ['policy', 'cert', 'session'],
+      properties: { policy: policySchema, cert: byteArray(SEV_CERT_SIZE), session: sessionJson },
+    },
   },
 };
 
@@ -140,7 +147,11 @@ const secretSchema = {
     header: {
       type: 'object',
       required: ['flags', 'iv', 'mac'],
-      properties: { flags: { type: 'object', required: ['bits'], properties: { bits: { type: 'integer', minimum: 0, maximum: 0xffff_ffff } } }, iv: byteArray(16), mac: byteArray(32) },
+      properties: {
+        flags: { type: 'object', required: ['bits'], properties: { bits: { type: 'integer', minimum: 0, maximum: 0xffff_ffff } } },
+        iv: byteArray(16),
+        mac: byteArray(32),
+      },
     },
     ciphertext: byteArray(1, 4096),
   },
@@ -151,7 +162,10 @@ const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
 /** A request or answer that does not have the documented shape; `field` is its JSON path. */
 export class WireError extends Error {
   override readonly name = 'WireError';
-  constructor(readonly field: string, detail: string) {
+  constructor(
+    readonly field: string,
+    detail: string,
+  ) {
     super(`${field}: ${detail}`);
   }
 }
@@ -161,7 +175,7 @@ function describe(what: string, error: ErrorObject | undefined): WireError {
   const path = error.instancePath.replace(/^\//, '').replace(/\//g, '.');
   const missing = error.keyword === 'required' ? `.${String(error.params.missingProperty)}` : '';
   const field = `${what}${path ? `.${path}` : ''}${missing}`;
-  return new WireError(field, missing ? 'missing' : error.message ?? 'invalid');
+  return new WireError(field, missing ? 'missing' : (error.message ?? 'invalid'));
 }
 
 function checker<T>(what: string, schema: object): (value: unknown) => T {
@@ -182,16 +196,36 @@ function embedded(value: unknown, field: string): { value: unknown; asString: bo
   }
 }
 
-export interface RegisterJson { workload_id: string; launch_measurement: string; tee_config?: string | PolicyJson; passphrase: string }
+export interface RegisterJson {
+  workload_id: string;
+  launch_measurement: string;
+  tee_config?: string | PolicyJson;
+  passphrase: string;
+}
 interface SevRequestJson {
   build: { version: { major: number; minor: number }; build: number };
   chain: { ca: { ask: number[]; ark: number[] }; sev: { pdh: number[]; pek: number[]; oca: number[]; cek: number[] } };
   workload_id: string;
 }
-interface EvidenceJson { measure: number[]; mnonce: number[] }
-interface SessionJson { nonce: number[]; wrap_tk: number[]; wrap_iv: number[]; wrap_mac: number[]; policy_mac: number[] }
-interface StartJson { id: string; start: { policy: PolicyJson; cert: number[]; session: SessionJson } }
-interface SecretJson { header: { flags: { bits: number }; iv: number[]; mac: number[] }; ciphertext: number[] }
+interface EvidenceJson {
+  measure: number[];
+  mnonce: number[];
+}
+interface SessionJson {
+  nonce: number[];
+  wrap_tk: number[];
+  wrap_iv: number[];
+  wrap_mac: number[];
+  policy_mac: number[];
+}
+interface StartJson {
+  id: string;
+  start: { policy: PolicyJson; cert: number[]; session: SessionJson };
+}
+interface SecretJson {
+  header: { flags: { bits: number }; iv: number[]; mac: number[] };
+  ciphertext: number[];
+}
 
 const checkRegister = checker<RegisterJson>('body', registerSchema);
 const checkPolicy = checker<PolicyJson>('tee_config', policySchema);
@@ -239,7 +273,12 @@ export function parseRegistration(body: unknown): Registration {
 }
 
 export function registrationJson(r: Registration): RegisterJson {
-  return { workload_id: r.workloadId, launch_measurement: r.launchDigest.toString('hex'), tee_config: JSON.stringify(policyToJson(r.policy)), passphrase: r.passphrase };
+  return {
+    workload_id: r.workloadId,
+    launch_measurement: r.launchDigest.toString('hex'),
+    tee_config: JSON.stringify(policyToJson(r.policy)),
+    passphrase: r.passphrase,
+  };
 }
 
 // --- auth

@@ -1,7 +1,12 @@
 // Which exits end a vCPU's run loop, and how each is told to the main thread.
 import {
-  KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_SIMUL_EX,
-  KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+  KVM_INTERNAL_ERROR_DELIVERY_EV,
+  KVM_INTERNAL_ERROR_EMULATION,
+  KVM_INTERNAL_ERROR_SIMUL_EX,
+  KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+  KVM_SYSTEM_EVENT_CRASH,
+  KVM_SYSTEM_EVENT_RESET,
+  KVM_SYSTEM_EVENT_SHUTDOWN,
 } from './constants.js';
 import type { VcpuExit, VcpuStop } from './types.js';
 
@@ -38,14 +43,21 @@ export function stopForExit(exit: VcpuExit, vcpu: number): VcpuStop | undefined 
       return { vcpu, reason: 'shutdown', message: `${at}: shutdown (triple fault or reset request, KVM_EXIT_SHUTDOWN)` };
     case 'system-event':
       return {
-        vcpu, reason: 'system-event', systemEvent: exit.type,
+        vcpu,
+        reason: 'system-event',
+        systemEvent: exit.type,
         message: `${at}: system event ${SYSTEM_EVENTS[exit.type] ?? exit.type} (KVM_EXIT_SYSTEM_EVENT)`,
       };
     case 'fail-entry':
-      return { vcpu, reason: 'fail-entry', message: `${at}: VM entry failed on host CPU ${exit.cpu}, hardware reason ${hex(exit.hardwareReason)} (KVM_EXIT_FAIL_ENTRY)` };
+      return {
+        vcpu,
+        reason: 'fail-entry',
+        message: `${at}: VM entry failed on host CPU ${exit.cpu}, hardware reason ${hex(exit.hardwareReason)} (KVM_EXIT_FAIL_ENTRY)`,
+      };
     case 'internal-error':
       return {
-        vcpu, reason: 'internal-error',
+        vcpu,
+        reason: 'internal-error',
         message: `${at}: ${INTERNAL_ERRORS[exit.suberror] ?? `suberror ${exit.suberror}`} (KVM_EXIT_INTERNAL_ERROR${exit.data.length ? `, data ${exit.data.map(hex).join(' ')}` : ''})`,
       };
     case 'exception':

@@ -8,7 +8,11 @@ import type { VirtualMachine } from './types.js';
 export class IrqfdInterrupt implements Interrupt {
   readonly eventfd: EventFd;
 
-  constructor(private readonly vm: VirtualMachine, readonly gsi: number, eventfd = new EventFd()) {
+  constructor(
+    private readonly vm: VirtualMachine,
+    readonly gsi: number,
+    eventfd = new EventFd(),
+  ) {
     this.eventfd = eventfd;
     vm.irqfd(eventfd, gsi);
   }
@@ -26,7 +30,10 @@ export class IrqfdInterrupt implements Interrupt {
 
 /** Interrupt `irq` as a high-then-low pulse on the in-kernel PIC/IOAPIC line (an edge). */
 export class IrqLineInterrupt implements Interrupt {
-  constructor(private readonly vm: VirtualMachine, readonly irq: number) {}
+  constructor(
+    private readonly vm: VirtualMachine,
+    readonly irq: number,
+  ) {}
 
   trigger(): void {
     this.vm.setIrqLine(this.irq, true);

@@ -1,8 +1,21 @@
 // KVM ioctl request numbers, computed from their C definitions and registered for the ABI test.
 import { _IO, _IOR, _IOW, _IOWR, ioctl } from '../sys/abi.js';
 import {
-  kvmClockData, kvmCpuid2, kvmEncRegion, kvmFpu, kvmIoeventfd, kvmIrqLevel, kvmIrqfd, kvmLapicState,
-  kvmMpState, kvmMsrList, kvmMsrs, kvmPitConfig, kvmRegs, kvmSregs, kvmUserspaceMemoryRegion,
+  kvmClockData,
+  kvmCpuid2,
+  kvmEncRegion,
+  kvmFpu,
+  kvmIoeventfd,
+  kvmIrqLevel,
+  kvmIrqfd,
+  kvmLapicState,
+  kvmMpState,
+  kvmMsrList,
+  kvmMsrs,
+  kvmPitConfig,
+  kvmRegs,
+  kvmSregs,
+  kvmUserspaceMemoryRegion,
 } from './structs.js';
 
 const KVM = 'linux/kvm.h';

@@ -3,8 +3,13 @@
 import { constants } from 'node:os';
 import { KVM_API_VERSION } from './constants.js';
 import {
-  KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_MSR_FEATURE_INDEX_LIST,
-  KVM_GET_MSR_INDEX_LIST, KVM_GET_SUPPORTED_CPUID, KVM_GET_VCPU_MMAP_SIZE,
+  KVM_CHECK_EXTENSION,
+  KVM_CREATE_VM,
+  KVM_GET_API_VERSION,
+  KVM_GET_MSR_FEATURE_INDEX_LIST,
+  KVM_GET_MSR_INDEX_LIST,
+  KVM_GET_SUPPORTED_CPUID,
+  KVM_GET_VCPU_MMAP_SIZE,
 } from './ioctls.js';
 import { MAX_CPUID_ENTRIES, cpuidBuffer, readCpuidEntries } from './cpuid.js';
 import { kvmMsrList } from './structs.js';
@@ -21,7 +26,10 @@ const OPEN_HINTS = {
 const MAX_MSR_INDICES = 1024;
 
 export class Kvm {
-  private constructor(readonly fd: number, readonly vcpuMmapSize: number) {}
+  private constructor(
+    readonly fd: number,
+    readonly vcpuMmapSize: number,
+  ) {}
 
   static open(path = '/dev/kvm'): Kvm {
     const fd = open(path, O_RDWR, OPEN_HINTS);

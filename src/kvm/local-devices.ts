@@ -9,13 +9,17 @@ import { errorMessage } from '../sys/error-message.js';
 export type LocalRange =
   | { space: 'pio' | 'mmio'; base: number; size: number; name: string; kind: 'absent' }
   | {
-    space: 'pio' | 'mmio'; base: number; size: number; name: string; kind: 'module';
-    /** URL of an ES module exporting a LocalDeviceFactory named `exportName`. */
-    module: string;
-    exportName: string;
-    /** Structured-clone-able options handed to the factory. */
-    options?: unknown;
-  };
+      space: 'pio' | 'mmio';
+      base: number;
+      size: number;
+      name: string;
+      kind: 'module';
+      /** URL of an ES module exporting a LocalDeviceFactory named `exportName`. */
+      module: string;
+      exportName: string;
+      /** Structured-clone-able options handed to the factory. */
+      options?: unknown;
+    };
 
 /** What a local device factory receives: its options and, when the VM has any, guest memory. */
 export interface LocalDeviceContext {
@@ -32,7 +36,10 @@ const absent: BusDevice = {
   write: () => undefined,
 };
 
-export interface LocalBuses { pio: Bus; mmio: Bus }
+export interface LocalBuses {
+  pio: Bus;
+  mmio: Bus;
+}
 
 export async function buildLocalBuses(ranges: readonly LocalRange[], vcpu: number, memory?: GuestMemoryDescriptor): Promise<LocalBuses> {
   const buses: LocalBuses = { pio: new Bus(`vCPU ${vcpu} local PIO`), mmio: new Bus(`vCPU ${vcpu} local MMIO`) };

@@ -16,7 +16,12 @@ import { errorMessage } from '../sys/error-message.js';
 /** Largest synchronous payload: one page of string I/O, as kvm_run carries it. */
 export const MAILBOX_DATA_BYTES = 4096;
 
-export enum MailboxOp { PioRead = 0, PioWrite = 1, MmioRead = 2, MmioWrite = 3 }
+export enum MailboxOp {
+  PioRead = 0,
+  PioWrite = 1,
+  MmioRead = 2,
+  MmioWrite = 3,
+}
 
 // Control words.
 const DOORBELL = 0; // incremented by the vCPU side after each posted write or call
@@ -199,7 +204,11 @@ type Handler = (request: MailboxRequest) => void;
 class Served {
   private answered: number;
 
-  constructor(readonly mailbox: Mailbox, private readonly handle: Handler, private readonly onPostedFailure: () => void) {
+  constructor(
+    readonly mailbox: Mailbox,
+    private readonly handle: Handler,
+    private readonly onPostedFailure: () => void,
+  ) {
     this.answered = Atomics.load(mailbox.control, ANSWER);
   }
 

@@ -50,7 +50,7 @@ export function kvmUnsuitableReason(): string | undefined {
   if (process.env.TS_VMM_LAB === 'force') return 'TS_VMM_LAB=force';
   const kvm = probeKvm();
   if (!kvm.available) return `no usable KVM here (${kvm.reason})`;
-  if (existsSync('/sys/module/kvm_pvm')) return 'this host\'s KVM is PVM (kvm_pvm), which boots only PVM guest kernels, not the stock one';
+  if (existsSync('/sys/module/kvm_pvm')) return "this host's KVM is PVM (kvm_pvm), which boots only PVM guest kernels, not the stock one";
   return undefined;
 }
 

@@ -6,45 +6,118 @@ import type { EventFd } from '../sys/eventfd.js';
 
 /** struct kvm_regs. 64-bit registers are always bigint. */
 export interface Regs {
-  rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint; rsi: bigint; rdi: bigint; rsp: bigint; rbp: bigint;
-  r8: bigint; r9: bigint; r10: bigint; r11: bigint; r12: bigint; r13: bigint; r14: bigint; r15: bigint;
-  rip: bigint; rflags: bigint;
+  rax: bigint;
+  rbx: bigint;
+  rcx: bigint;
+  rdx: bigint;
+  rsi: bigint;
+  rdi: bigint;
+  rsp: bigint;
+  rbp: bigint;
+  r8: bigint;
+  r9: bigint;
+  r10: bigint;
+  r11: bigint;
+  r12: bigint;
+  r13: bigint;
+  r14: bigint;
+  r15: bigint;
+  rip: bigint;
+  rflags: bigint;
 }
 
 /** struct kvm_segment: a segment register in its hidden (descriptor-cache) form. */
 export interface Segment {
-  base: bigint; limit: number; selector: number; type: number;
-  present: number; dpl: number; db: number; s: number; l: number; g: number; avl: number; unusable: number; padding: number;
+  base: bigint;
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  db: number;
+  s: number;
+  l: number;
+  g: number;
+  avl: number;
+  unusable: number;
+  padding: number;
 }
 
 /** struct kvm_dtable (GDTR/IDTR). */
-export interface DescriptorTable { base: bigint; limit: number; padding: number[] }
+export interface DescriptorTable {
+  base: bigint;
+  limit: number;
+  padding: number[];
+}
 
 /** struct kvm_sregs. */
 export interface Sregs {
-  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
-  gdt: DescriptorTable; idt: DescriptorTable;
-  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apic_base: bigint;
+  cs: Segment;
+  ds: Segment;
+  es: Segment;
+  fs: Segment;
+  gs: Segment;
+  ss: Segment;
+  tr: Segment;
+  ldt: Segment;
+  gdt: DescriptorTable;
+  idt: DescriptorTable;
+  cr0: bigint;
+  cr2: bigint;
+  cr3: bigint;
+  cr4: bigint;
+  cr8: bigint;
+  efer: bigint;
+  apic_base: bigint;
   interrupt_bitmap: bigint[];
 }
 
 /** struct kvm_fpu (fxsave layout). `fpr` is 8x16 bytes, `xmm` 16x16 bytes. */
 export interface Fpu {
-  fpr: Uint8Array; fcw: number; fsw: number; ftwx: number; pad1: number; last_opcode: number;
-  last_ip: bigint; last_dp: bigint; xmm: Uint8Array; mxcsr: number; pad2: number;
+  fpr: Uint8Array;
+  fcw: number;
+  fsw: number;
+  ftwx: number;
+  pad1: number;
+  last_opcode: number;
+  last_ip: bigint;
+  last_dp: bigint;
+  xmm: Uint8Array;
+  mxcsr: number;
+  pad2: number;
 }
 
-export interface MsrEntry { index: number; data: bigint }
+export interface MsrEntry {
+  index: number;
+  data: bigint;
+}
 
 /** struct kvm_cpuid_entry2 without its padding. */
 export interface CpuidEntry {
-  function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
 }
 
-export interface ClockData { clock: bigint; flags: number; realtime: bigint; host_tsc: bigint }
+export interface ClockData {
+  clock: bigint;
+  flags: number;
+  realtime: bigint;
+  host_tsc: bigint;
+}
 
 /** A guest-physical RAM slot (struct kvm_userspace_memory_region). */
-export interface MemorySlot { slot: number; guestAddress: number; size: number; hostAddress: bigint; flags?: number }
+export interface MemorySlot {
+  slot: number;
+  guestAddress: number;
+  size: number;
+  hostAddress: bigint;
+  flags?: number;
+}
 
 /** Where an ioeventfd listens: a port or an MMIO address, of `length` bytes (0 = any), optionally one value only. */
 export interface IoEventSpec {
@@ -131,8 +204,7 @@ export interface IoBuses {
 }
 
 /** Why a vCPU stopped running, as the main thread learns it. */
-export type VcpuStopReason =
-  | 'hlt' | 'shutdown' | 'system-event' | 'fail-entry' | 'internal-error' | 'unhandled-exit' | 'error' | 'stopped';
+export type VcpuStopReason = 'hlt' | 'shutdown' | 'system-event' | 'fail-entry' | 'internal-error' | 'unhandled-exit' | 'error' | 'stopped';
 
 export interface VcpuStop {
   vcpu: number;

@@ -42,7 +42,14 @@ class VcpuThread {
   private exited = false;
   readonly stopped: Promise<VcpuStop>;
 
-  constructor(readonly vcpu: Vcpu, buses: IoBuses, options: VcpuThreadsOptions, server: MailboxServer, order: SharedArrayBuffer, onStop: (stop: VcpuStop) => void) {
+  constructor(
+    readonly vcpu: Vcpu,
+    buses: IoBuses,
+    options: VcpuThreadsOptions,
+    server: MailboxServer,
+    order: SharedArrayBuffer,
+    onStop: (stop: VcpuStop) => void,
+  ) {
     this.mailbox = new Mailbox(undefined, order);
     const data: VcpuWorkerData = {
       vcpu: vcpu.descriptor(),
@@ -56,10 +63,16 @@ class VcpuThread {
     vcpu.setImmediateExit(false);
     this.worker = options.workers?.take() ?? spawnVcpuWorker();
     this.worker.postMessage({ type: 'run', data } satisfies VcpuWorkerCommand<VcpuWorkerData>);
-    const served = server.serve(this.mailbox, (request) => serve(buses, request), () => this.stop());
+    const served = server.serve(
+      this.mailbox,
+      (request) => serve(buses, request),
+      () => this.stop(),
+    );
     this.stopped = new Promise<VcpuStop>((resolve) => {
       let stop: VcpuStop | undefined;
-      this.worker.on('message', (message: VcpuWorkerMessage) => { stop = message.stop; });
+      this.worker.on('message', (message: VcpuWorkerMessage) => {
+        stop = message.stop;
+      });
       this.worker.on('error', (e) => {
         stop ??= { vcpu: vcpu.id, reason: 'error', message: `vCPU ${vcpu.id}: thread failed: ${e.message}` };
       });
@@ -107,8 +120,14 @@ export class VcpuThreads implements VcpuRunner {
   readonly stopped: Promise<VcpuStop[]>;
   private resolveStarted!: () => void;
 
-  constructor(private readonly vcpus: readonly Vcpu[], private readonly buses: IoBuses, private readonly options: VcpuThreadsOptions = {}) {
-    const started = new Promise<void>((resolve) => { this.resolveStarted = resolve; });
+  constructor(
+    private readonly vcpus: readonly Vcpu[],
+    private readonly buses: IoBuses,
+    private readonly options: VcpuThreadsOptions = {},
+  ) {
+    const started = new Promise<void>((resolve) => {
+      this.resolveStarted = resolve;
+    });
     this.stopped = started.then(() => Promise.all(this.threads.map((t) => t.stopped)));
   }
 
@@ -125,7 +144,11 @@ export class VcpuThreads implements VcpuRunner {
     const order = createAccessOrder();
     const server = new MailboxServer(new Int32Array(order));
     for (const vcpu of this.vcpus) {
-      this.threads.push(new VcpuThread(vcpu, this.buses, this.options, server, order, (stop) => { for (const listener of this.listeners) listener(stop); }));
+      this.threads.push(
+        new VcpuThread(vcpu, this.buses, this.options, server, order, (stop) => {
+          for (const listener of this.listeners) listener(stop);
+        }),
+      );
     }
     // Node joins worker threads at exit; one inside KVM_RUN would never return without a kick.
     process.once('exit', this.kickAll);

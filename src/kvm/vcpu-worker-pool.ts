@@ -50,12 +50,14 @@ export class VcpuWorkerPool {
    */
   async close(): Promise<void> {
     const unused = this.idle.splice(0).filter((worker) => !this.ended.has(worker));
-    await Promise.all(unused.map(async (worker) => {
-      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      // Referenced until it exits: an idle worker must not be cut off by the process ending first.
-      worker.ref();
-      worker.postMessage({ type: 'close' } satisfies VcpuWorkerCommand);
-      await exited;
-    }));
+    await Promise.all(
+      unused.map(async (worker) => {
+        const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+        // Referenced until it exits: an idle worker must not be cut off by the process ending first.
+        worker.ref();
+        worker.postMessage({ type: 'close' } satisfies VcpuWorkerCommand);
+        await exited;
+      }),
+    );
   }
 }

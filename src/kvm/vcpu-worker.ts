@@ -31,7 +31,10 @@ export const STOP_REQUESTED = 0;
 export const THREAD_ID = 1;
 export const CONTROL_WORDS = 2;
 
-export interface VcpuWorkerMessage { type: 'stopped'; stop: VcpuStop }
+export interface VcpuWorkerMessage {
+  type: 'stopped';
+  stop: VcpuStop;
+}
 
 async function main(data: VcpuWorkerData): Promise<void> {
   const post = (message: VcpuWorkerMessage) => parentPort!.postMessage(message);

@@ -4,21 +4,38 @@
 import { constants } from 'node:os';
 import { decodeExact, encodeExact, offsetOf } from '../sys/abi.js';
 import {
-  KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
-  KVM_EXIT_IO_OUT, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
+  KVM_EXIT_EXCEPTION,
+  KVM_EXIT_FAIL_ENTRY,
+  KVM_EXIT_HLT,
+  KVM_EXIT_INTERNAL_ERROR,
+  KVM_EXIT_INTR,
+  KVM_EXIT_IO,
+  KVM_EXIT_IO_OUT,
+  KVM_EXIT_IRQ_WINDOW_OPEN,
+  KVM_EXIT_MMIO,
+  KVM_EXIT_SHUTDOWN,
+  KVM_EXIT_SYSTEM_EVENT,
 } from './constants.js';
 import {
-  KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_LAPIC, KVM_GET_MP_STATE, KVM_GET_MSRS, KVM_GET_REGS, KVM_GET_SREGS, KVM_RUN,
-  KVM_SET_CPUID2, KVM_SET_FPU, KVM_SET_LAPIC, KVM_SET_MP_STATE, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS,
+  KVM_GET_CPUID2,
+  KVM_GET_FPU,
+  KVM_GET_LAPIC,
+  KVM_GET_MP_STATE,
+  KVM_GET_MSRS,
+  KVM_GET_REGS,
+  KVM_GET_SREGS,
+  KVM_RUN,
+  KVM_SET_CPUID2,
+  KVM_SET_FPU,
+  KVM_SET_LAPIC,
+  KVM_SET_MP_STATE,
+  KVM_SET_MSRS,
+  KVM_SET_REGS,
+  KVM_SET_SREGS,
 } from './ioctls.js';
 import { MAX_CPUID_ENTRIES, cpuidBuffer, readCpuidEntries } from './cpuid.js';
-import {
-  kvmFpu, kvmLapicState, kvmMpState, kvmMsrEntry, kvmMsrs, kvmRegs, kvmRun, kvmSregs,
-} from './structs.js';
-import {
-  MAP_SHARED, PROT_READ, PROT_WRITE, SysError, close, ioctlBuffer, ioctlRaw, mmap, munmap, viewAt,
-  type Mapping,
-} from '../sys/sys.js';
+import { kvmFpu, kvmLapicState, kvmMpState, kvmMsrEntry, kvmMsrs, kvmRegs, kvmRun, kvmSregs } from './structs.js';
+import { MAP_SHARED, PROT_READ, PROT_WRITE, SysError, close, ioctlBuffer, ioctlRaw, mmap, munmap, viewAt, type Mapping } from '../sys/sys.js';
 import type { CpuidEntry, Fpu, MsrEntry, Regs, Sregs, VcpuExit, VirtualCpu } from './types.js';
 
 const { EINTR, EAGAIN } = constants.errno;
@@ -69,7 +86,12 @@ export class Vcpu implements VirtualCpu {
   private readonly regsBuf = new Uint8Array(kvmRegs.size);
   private readonly sregsBuf = new Uint8Array(kvmSregs.size);
 
-  private constructor(readonly id: number, readonly fd: number, private readonly runMapping: Mapping, private readonly ownsMapping: boolean) {
+  private constructor(
+    readonly id: number,
+    readonly fd: number,
+    private readonly runMapping: Mapping,
+    private readonly ownsMapping: boolean,
+  ) {
     this.run8 = runMapping.bytes;
     this.runView = new DataView(this.run8.buffer, this.run8.byteOffset, this.run8.byteLength);
   }
@@ -218,14 +240,22 @@ export class Vcpu implements VirtualCpu {
           data: this.run8.subarray(RUN.mmioData, RUN.mmioData + length),
         };
       }
-      case KVM_EXIT_HLT: return HLT;
-      case KVM_EXIT_SHUTDOWN: return SHUTDOWN;
-      case KVM_EXIT_INTR: return INTR;
-      case KVM_EXIT_IRQ_WINDOW_OPEN: return IRQ_WINDOW_OPEN;
+      case KVM_EXIT_HLT:
+        return HLT;
+      case KVM_EXIT_SHUTDOWN:
+        return SHUTDOWN;
+      case KVM_EXIT_INTR:
+        return INTR;
+      case KVM_EXIT_IRQ_WINDOW_OPEN:
+        return IRQ_WINDOW_OPEN;
       case KVM_EXIT_FAIL_ENTRY:
         return { kind: 'fail-entry', hardwareReason: v.getBigUint64(RUN.failReason, true), cpu: v.getUint32(RUN.failCpu, true) };
       case KVM_EXIT_INTERNAL_ERROR:
-        return { kind: 'internal-error', suberror: v.getUint32(RUN.internalSuberror, true), data: u64s(v, RUN.internalData, v.getUint32(RUN.internalNdata, true)) };
+        return {
+          kind: 'internal-error',
+          suberror: v.getUint32(RUN.internalSuberror, true),
+          data: u64s(v, RUN.internalData, v.getUint32(RUN.internalNdata, true)),
+        };
       case KVM_EXIT_SYSTEM_EVENT:
         return { kind: 'system-event', type: v.getUint32(RUN.eventType, true), data: u64s(v, RUN.eventData, v.getUint32(RUN.eventNdata, true)) };
       case KVM_EXIT_EXCEPTION:

@@ -3,18 +3,30 @@
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { decodeExact, encodeExact } from '../sys/abi.js';
 import {
-  KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO, KVM_IRQFD_FLAG_DEASSIGN,
+  KVM_IOEVENTFD_FLAG_DATAMATCH,
+  KVM_IOEVENTFD_FLAG_DEASSIGN,
+  KVM_IOEVENTFD_FLAG_PIO,
+  KVM_IRQFD_FLAG_DEASSIGN,
   KVM_PIT_SPEAKER_DUMMY,
 } from './constants.js';
 import type { EventFd } from '../sys/eventfd.js';
 import {
-  KVM_CHECK_EXTENSION, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_CREATE_VCPU, KVM_GET_CLOCK, KVM_IOEVENTFD,
-  KVM_IRQFD, KVM_IRQ_LINE, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION, KVM_MEMORY_ENCRYPT_UNREG_REGION,
-  KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_TSS_ADDR, KVM_SET_USER_MEMORY_REGION,
+  KVM_CHECK_EXTENSION,
+  KVM_CREATE_IRQCHIP,
+  KVM_CREATE_PIT2,
+  KVM_CREATE_VCPU,
+  KVM_GET_CLOCK,
+  KVM_IOEVENTFD,
+  KVM_IRQFD,
+  KVM_IRQ_LINE,
+  KVM_MEMORY_ENCRYPT_OP,
+  KVM_MEMORY_ENCRYPT_REG_REGION,
+  KVM_MEMORY_ENCRYPT_UNREG_REGION,
+  KVM_SET_IDENTITY_MAP_ADDR,
+  KVM_SET_TSS_ADDR,
+  KVM_SET_USER_MEMORY_REGION,
 } from './ioctls.js';
-import {
-  kvmClockData, kvmEncRegion, kvmIoeventfd, kvmIrqLevel, kvmIrqfd, kvmPitConfig, kvmUserspaceMemoryRegion,
-} from './structs.js';
+import { kvmClockData, kvmEncRegion, kvmIoeventfd, kvmIrqLevel, kvmIrqfd, kvmPitConfig, kvmUserspaceMemoryRegion } from './structs.js';
 import { close, ioctlBuffer, ioctlValue } from '../sys/sys.js';
 import type { ClockData, IoEventSpec, MemorySlot, VirtualMachine } from './types.js';
 import { Vcpu } from './vcpu.js';
@@ -25,7 +37,10 @@ export class Vm implements VirtualMachine {
   private readonly irqLevel = new Uint8Array(kvmIrqLevel.size);
   private readonly irqLevelView = new DataView(this.irqLevel.buffer);
 
-  constructor(readonly fd: number, private readonly vcpuMmapSize: number) {}
+  constructor(
+    readonly fd: number,
+    private readonly vcpuMmapSize: number,
+  ) {}
 
   checkExtension(capability: number): number {
     return ioctlValue(this.fd, 'KVM_CHECK_EXTENSION (VM)', KVM_CHECK_EXTENSION, capability);
@@ -36,7 +51,11 @@ export class Vm implements VirtualMachine {
       throw new Error(`memory slot ${slot}: guest 0x${guestAddress.toString(16)}, size 0x${size.toString(16)} and host address must be page-aligned`);
     }
     const buf = encodeExact(kvmUserspaceMemoryRegion, {
-      slot, flags, guest_phys_addr: BigInt(guestAddress), memory_size: BigInt(size), userspace_addr: hostAddress,
+      slot,
+      flags,
+      guest_phys_addr: BigInt(guestAddress),
+      memory_size: BigInt(size),
+      userspace_addr: hostAddress,
     });
     ioctlBuffer(this.fd, 'KVM_SET_USER_MEMORY_REGION', KVM_SET_USER_MEMORY_REGION, buf, {
       EEXIST: `slot ${slot} at 0x${guestAddress.toString(16)} overlaps another slot`,
@@ -130,13 +149,16 @@ export class Vm implements VirtualMachine {
   }
 
   registerEncryptedRegion(hostAddress: bigint, size: number): void {
-    ioctlBuffer(this.fd, 'KVM_MEMORY_ENCRYPT_REG_REGION', KVM_MEMORY_ENCRYPT_REG_REGION,
-      encodeExact(kvmEncRegion, { addr: hostAddress, size: BigInt(size) }));
+    ioctlBuffer(this.fd, 'KVM_MEMORY_ENCRYPT_REG_REGION', KVM_MEMORY_ENCRYPT_REG_REGION, encodeExact(kvmEncRegion, { addr: hostAddress, size: BigInt(size) }));
   }
 
   unregisterEncryptedRegion(hostAddress: bigint, size: number): void {
-    ioctlBuffer(this.fd, 'KVM_MEMORY_ENCRYPT_UNREG_REGION', KVM_MEMORY_ENCRYPT_UNREG_REGION,
-      encodeExact(kvmEncRegion, { addr: hostAddress, size: BigInt(size) }));
+    ioctlBuffer(
+      this.fd,
+      'KVM_MEMORY_ENCRYPT_UNREG_REGION',
+      KVM_MEMORY_ENCRYPT_UNREG_REGION,
+      encodeExact(kvmEncRegion, { addr: hostAddress, size: BigInt(size) }),
+    );
   }
 
   createVcpu(id: number): Vcpu {

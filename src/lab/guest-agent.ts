@@ -33,7 +33,7 @@ class Channel {
     this.queued += bytes.length;
     this.tail = this.tail.then(async () => {
       // A serial port accepts what fits in its buffer: short writes, never drops.
-      for (let done = 0; done < bytes.length;) done += (await this.port.write(bytes, done)).bytesWritten;
+      for (let done = 0; done < bytes.length; ) done += (await this.port.write(bytes, done)).bytesWritten;
       this.queued -= bytes.length;
       if (this.queued <= QUEUE_LIMIT / 2) for (const wake of this.waiters.splice(0)) wake();
     });
@@ -109,26 +109,35 @@ function runCommand(index: number, command: PlannedCommand, channel: Channel): P
         const report = labProcessReport();
         forwardBytes('err', Buffer.from(`lab: no output for ${command.idleTimeoutMs} ms; killing the command. What every process waits on:\n${report}`));
         // Also on the console (one line per process), which reaches the host even if the result port is stuck.
-        process.stderr.write(`lab: command ${index} silent for ${command.idleTimeoutMs} ms; processes:\n${report.split('\n').filter((l) => l.startsWith('lab: pid') || l.startsWith('lab: load')).join('\n')}\n`);
+        process.stderr.write(
+          `lab: command ${index} silent for ${command.idleTimeoutMs} ms; processes:\n${report
+            .split('\n')
+            .filter((l) => l.startsWith('lab: pid') || l.startsWith('lab: load'))
+            .join('\n')}\n`,
+        );
         if (child.pid === undefined) return;
         for (const pid of processTree(child.pid)) {
           try {
             process.kill(pid, 'SIGKILL');
-          } catch { /* already gone */ }
+          } catch {
+            /* already gone */
+          }
         }
       }, command.idleTimeoutMs);
     };
-    const forward = (kind: 'out' | 'err') => (data: Buffer): void => {
-      watch();
-      forwardBytes(kind, data);
-      if (!channel.congested) return;
-      child.stdout.pause();
-      child.stderr.pause();
-      void channel.relieved().then(() => {
-        child.stdout.resume();
-        child.stderr.resume();
-      });
-    };
+    const forward =
+      (kind: 'out' | 'err') =>
+      (data: Buffer): void => {
+        watch();
+        forwardBytes(kind, data);
+        if (!channel.congested) return;
+        child.stdout.pause();
+        child.stderr.pause();
+        void channel.relieved().then(() => {
+          child.stdout.resume();
+          child.stderr.resume();
+        });
+      };
     watch();
     child.stdout.on('data', forward('out'));
     child.stderr.on('data', forward('err'));
@@ -150,7 +159,7 @@ async function main(): Promise<void> {
     for (const [index, command] of plan.commands.entries()) await runCommand(index, command, channel);
     channel.send({ kind: 'done' });
   } catch (e) {
-    channel.send({ kind: 'fail', message: e instanceof Error ? e.stack ?? e.message : String(e) });
+    channel.send({ kind: 'fail', message: e instanceof Error ? (e.stack ?? e.message) : String(e) });
   }
   // init powers the lab off when this process ends: everything must be on the wire first.
   await channel.drained();

@@ -19,16 +19,27 @@ export const LAB_PATHS = {
 } as const;
 
 /** What the lab guest itself loads: KVM for AMD (SVM) and vhost-vsock for nested guests' vsock. */
-export const LAB_MODULES = ['irqbypass', 'kvm', 'ccp', 'kvm_amd', 'vhost_iotlb', 'vhost', 'vsock',
-  'vmw_vsock_virtio_transport_common', 'vhost_vsock'];
+export const LAB_MODULES = ['irqbypass', 'kvm', 'ccp', 'kvm_amd', 'vhost_iotlb', 'vhost', 'vsock', 'vmw_vsock_virtio_transport_common', 'vhost_vsock'];
 
 /**
  * Modules carried for nested guests (the stock kernel builds these drivers as modules): virtio over
  * MMIO and PCI, block, console, net, rng, vsock, and ext4 with the crc32c it asks for at mount time.
  */
-export const NESTED_GUEST_MODULES = ['virtio_ring', 'virtio', 'virtio_mmio', 'virtio_pci', 'virtio_blk',
-  'virtio_console', 'virtio_net', 'virtio_rng', 'vsock', 'vmw_vsock_virtio_transport_common',
-  'vmw_vsock_virtio_transport', 'ext4', 'crc32c_generic'];
+export const NESTED_GUEST_MODULES = [
+  'virtio_ring',
+  'virtio',
+  'virtio_mmio',
+  'virtio_pci',
+  'virtio_blk',
+  'virtio_console',
+  'virtio_net',
+  'virtio_rng',
+  'vsock',
+  'vmw_vsock_virtio_transport_common',
+  'vmw_vsock_virtio_transport',
+  'ext4',
+  'crc32c_generic',
+];
 
 /** Host programs tests run inside the lab, with the Debian package that provides each. */
 export const LAB_TOOLS: readonly { program: string; debianPackage: string; aliases?: readonly string[] }[] = [
@@ -55,7 +66,6 @@ export interface LabFile {
 export class LabImageError extends Error {
   override readonly name = 'LabImageError';
 }
-
 
 /** The guest path for a host file: its real location, so that merged-/usr symlinks resolve alike. */
 const realLocation = (hostPath: string): string => join(realpathSync(dirname(hostPath)), posix.basename(hostPath));
@@ -190,7 +200,14 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
       }
     }
     await image.file(LAB_PATHS.plan, JSON.stringify(options.plan));
-    await image.file('init', initScript(kernel, labModules.map((m) => m.relativePath)), { mode: 0o755 });
+    await image.file(
+      'init',
+      initScript(
+        kernel,
+        labModules.map((m) => m.relativePath),
+      ),
+      { mode: 0o755 },
+    );
   });
   return { kernel, bytes };
 }

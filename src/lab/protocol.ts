@@ -39,12 +39,17 @@ export type LabRecord =
 export function encodeRecord(record: LabRecord): string {
   const b64 = (data: Buffer | string): string => Buffer.from(data).toString('base64');
   switch (record.kind) {
-    case 'start': return `${RECORD_PREFIX}start ${record.index}\n`;
+    case 'start':
+      return `${RECORD_PREFIX}start ${record.index}\n`;
     case 'out':
-    case 'err': return `${RECORD_PREFIX}${record.kind} ${record.index} ${b64(record.data)}\n`;
-    case 'exit': return `${RECORD_PREFIX}exit ${record.index} ${record.status ?? '-'} ${record.signal ?? '-'}\n`;
-    case 'done': return `${RECORD_PREFIX}done\n`;
-    case 'fail': return `${RECORD_PREFIX}fail ${b64(record.message)}\n`;
+    case 'err':
+      return `${RECORD_PREFIX}${record.kind} ${record.index} ${b64(record.data)}\n`;
+    case 'exit':
+      return `${RECORD_PREFIX}exit ${record.index} ${record.status ?? '-'} ${record.signal ?? '-'}\n`;
+    case 'done':
+      return `${RECORD_PREFIX}done\n`;
+    case 'fail':
+      return `${RECORD_PREFIX}fail ${b64(record.message)}\n`;
   }
 }
 
@@ -63,8 +68,7 @@ export function decodeRecord(line: string): LabRecord | undefined {
     case 'out':
     case 'err': {
       const payload = rest[1] ?? '';
-      return index !== undefined && rest.length === 2 && BASE64.test(payload)
-        ? { kind, index, data: Buffer.from(payload, 'base64') } : undefined;
+      return index !== undefined && rest.length === 2 && BASE64.test(payload) ? { kind, index, data: Buffer.from(payload, 'base64') } : undefined;
     }
     case 'exit': {
       const [, status, signal] = rest;

@@ -73,7 +73,11 @@ export interface LabResult {
 export class LabError extends Error {
   override readonly name = 'LabError';
   /** `stalled`: nothing came out of the lab for `silenceTimeoutMs`; the lab, not a command, stopped. */
-  constructor(message: string, readonly console = '', readonly stalled = false) {
+  constructor(
+    message: string,
+    readonly console = '',
+    readonly stalled = false,
+  ) {
     super(message);
   }
 }
@@ -145,7 +149,10 @@ class LabRecords {
   done = false;
   agentFailure: string | undefined;
 
-  constructor(commands: number, private readonly onOutput: LabOptions['onOutput']) {
+  constructor(
+    commands: number,
+    private readonly onOutput: LabOptions['onOutput'],
+  ) {
     this.outputs = Array.from({ length: commands }, () => ({ stdout: [], stderr: [], both: [] }));
   }
 
@@ -188,27 +195,58 @@ class LabRecords {
 
 function qemuArguments(options: LabOptions, kernel: string, initramfs: string, monitorPath: string, resultsPath: string): string[] {
   return [
-    '-accel', 'tcg', '-cpu', 'max', '-machine', 'q35',
-    '-m', String(options.memoryMiB ?? DEFAULTS.memoryMiB), '-smp', String(options.cpus ?? DEFAULTS.cpus),
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-kernel', kernel, '-initrd', initramfs,
+    '-accel',
+    'tcg',
+    '-cpu',
+    'max',
+    '-machine',
+    'q35',
+    '-m',
+    String(options.memoryMiB ?? DEFAULTS.memoryMiB),
+    '-smp',
+    String(options.cpus ?? DEFAULTS.cpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-kernel',
+    kernel,
+    '-initrd',
+    initramfs,
     // An NMI panics (QEMU's `nmi` at a timeout) and the panic prints every CPU's backtrace (panic_print
     // 0x40), so a lab that stopped responding says where each of its CPUs was.
-    '-append', 'console=ttyS0 panic=-1 loglevel=4 mitigations=off unknown_nmi_panic=1 panic_print=0x40',
-    '-monitor', `unix:${monitorPath},server=on,wait=off`,
-    '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-    '-chardev', `socket,id=results,path=${resultsPath}`, '-serial', 'chardev:results',
+    '-append',
+    'console=ttyS0 panic=-1 loglevel=4 mitigations=off unknown_nmi_panic=1 panic_print=0x40',
+    '-monitor',
+    `unix:${monitorPath},server=on,wait=off`,
+    '-chardev',
+    'stdio,id=console,signal=off',
+    '-serial',
+    'chardev:console',
+    '-chardev',
+    `socket,id=results,path=${resultsPath}`,
+    '-serial',
+    'chardev:results',
   ];
 }
 
-interface QemuExit { code: number | null; signal: string | null; timedOut: boolean; stalled: boolean }
+interface QemuExit {
+  code: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  stalled: boolean;
+}
 
 /**
  * Runs QEMU to its end, relaying the console. At `timeoutMs`, or after `silenceTimeoutMs` without output
  * (`lastOutputAt` is also moved by the results channel), it asks the lab for backtraces and kills QEMU.
  */
 function watchQemu(
-  qemu: string, args: string[], monitorPath: string, options: LabOptions,
+  qemu: string,
+  args: string[],
+  monitorPath: string,
+  options: LabOptions,
   output: { lastOutputAt: number; consoleChunks: Buffer[] },
 ): Promise<QemuExit> {
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
@@ -216,7 +254,9 @@ function watchQemu(
   return new Promise((resolve, reject) => {
     const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     // qemu would outlive this process (a test runner calling process.exit, say) and spin on.
-    const killQemu = (): void => { child.kill('SIGKILL'); };
+    const killQemu = (): void => {
+      child.kill('SIGKILL');
+    };
     process.once('exit', killQemu);
     let timedOut = false;
     let stalled = false;
@@ -233,11 +273,17 @@ function watchQemu(
       giveUp();
     }, timeoutMs);
     // Only a caller that asked for it has the lab watched for silence.
-    const silence = silenceTimeoutMs === undefined ? undefined : setInterval(() => {
-      if (Date.now() - output.lastOutputAt < silenceTimeoutMs) return;
-      stalled = true;
-      giveUp();
-    }, Math.min(silenceTimeoutMs, 60_000));
+    const silence =
+      silenceTimeoutMs === undefined
+        ? undefined
+        : setInterval(
+            () => {
+              if (Date.now() - output.lastOutputAt < silenceTimeoutMs) return;
+              stalled = true;
+              giveUp();
+            },
+            Math.min(silenceTimeoutMs, 60_000),
+          );
     const onConsoleData = (data: Buffer): void => {
       output.lastOutputAt = Date.now();
       output.consoleChunks.push(data);
@@ -265,7 +311,11 @@ function labOutcome(options: LabOptions, labPlan: LabPlan, records: LabRecords, 
     const what = exit.stalled
       ? `lab guest stalled: no output for ${Math.round((options.silenceTimeoutMs ?? 0) / 1000)} s`
       : `lab guest timed out after ${Math.round((options.timeoutMs ?? DEFAULTS.timeoutMs) / 1000)} s`;
-    throw new LabError(`${what}${records.runningTail(labPlan.commands)}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`, consoleText, exit.stalled);
+    throw new LabError(
+      `${what}${records.runningTail(labPlan.commands)}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`,
+      consoleText,
+      exit.stalled,
+    );
   }
   if (records.agentFailure !== undefined) throw new LabError(`lab guest agent failed: ${records.agentFailure}`, consoleText);
   if (!records.done) {
@@ -278,7 +328,7 @@ function labOutcome(options: LabOptions, labPlan: LabPlan, records: LabRecords, 
     return { command, exitStatus: out.exit.status, signal: out.exit.signal, stdout: Buffer.concat(out.stdout), stderr: Buffer.concat(out.stderr) };
   });
   const failed = commands.find((c) => c.exitStatus !== 0);
-  const exitStatus = failed === undefined ? 0 : failed.exitStatus ?? 128 + (signals[failed.signal as NodeJS.Signals] ?? 0);
+  const exitStatus = failed === undefined ? 0 : (failed.exitStatus ?? 128 + (signals[failed.signal as NodeJS.Signals] ?? 0));
   return { exitStatus, commands, console: consoleText };
 }
 
@@ -303,10 +353,12 @@ export async function runInLab(options: LabOptions): Promise<LabResult> {
     const resultsPath = join(work, 'results.sock');
     const monitorPath = join(work, 'monitor.sock');
     const parser = new RecordParser(records.take);
-    const server = createServer((socket: Socket) => socket.on('data', (chunk) => {
-      output.lastOutputAt = Date.now();
-      parser.push(chunk);
-    }));
+    const server = createServer((socket: Socket) =>
+      socket.on('data', (chunk) => {
+        output.lastOutputAt = Date.now();
+        parser.push(chunk);
+      }),
+    );
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(resultsPath, resolve));
 
     const bootStarted = Date.now();

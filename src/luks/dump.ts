@@ -35,9 +35,11 @@ export function dumpLines(image: LuksImage): string[] {
       `payload offset: ${h.payloadOffset} sectors (${h.payloadOffset * 512} bytes), data ${data}`,
       `mk digest:      ${h.mkDigestIterations} iterations`,
       'keyslots:',
-      ...h.keyslots.map((k) => (k.active
-        ? `  ${k.index}: enabled, pbkdf2 ${h.hashSpec}, ${k.iterations} iterations, material at sector ${k.keyMaterialOffset}, ${k.stripes} stripes`
-        : `  ${k.index}: disabled`)),
+      ...h.keyslots.map((k) =>
+        k.active
+          ? `  ${k.index}: enabled, pbkdf2 ${h.hashSpec}, ${k.iterations} iterations, material at sector ${k.keyMaterialOffset}, ${k.stripes} stripes`
+          : `  ${k.index}: disabled`,
+      ),
     ];
   }
   const { binary, metadata, copies } = header.luks2;
@@ -51,11 +53,19 @@ export function dumpLines(image: LuksImage): string[] {
     `keyslots area:  ${metadata.keyslotsSize} bytes`,
     `flags:          ${metadata.flags.join(' ') || '(none)'}`,
     'keyslots:',
-    ...metadata.keyslots.map((k) => `  ${k.id}: luks2, ${k.keySize * 8}-bit key, ${kdfLine(k.kdf)}, af ${k.stripes} stripes ${k.afHash}, area ${k.areaOffset}+${k.areaSize} ${k.areaEncryption}${k.priority === undefined ? '' : `, priority ${k.priority}`}`),
+    ...metadata.keyslots.map(
+      (k) =>
+        `  ${k.id}: luks2, ${k.keySize * 8}-bit key, ${kdfLine(k.kdf)}, af ${k.stripes} stripes ${k.afHash}, area ${k.areaOffset}+${k.areaSize} ${k.areaEncryption}${k.priority === undefined ? '' : `, priority ${k.priority}`}`,
+    ),
     'segments:',
-    ...metadata.segments.map((s) => `  ${s.id}: crypt, offset ${s.offset}, size ${s.size === 'dynamic' ? `dynamic (${data})` : s.size}, ${s.encryption}, sector ${s.sectorSize}, iv_tweak ${s.ivTweak}`),
+    ...metadata.segments.map(
+      (s) =>
+        `  ${s.id}: crypt, offset ${s.offset}, size ${s.size === 'dynamic' ? `dynamic (${data})` : s.size}, ${s.encryption}, sector ${s.sectorSize}, iv_tweak ${s.ivTweak}`,
+    ),
     'digests:',
-    ...metadata.digests.map((d) => `  ${d.id}: pbkdf2 ${d.hash}, ${d.iterations} iterations, keyslots ${d.keyslots.join(',')}, segments ${d.segments.join(',')}`),
+    ...metadata.digests.map(
+      (d) => `  ${d.id}: pbkdf2 ${d.hash}, ${d.iterations} iterations, keyslots ${d.keyslots.join(',')}, segments ${d.segments.join(',')}`,
+    ),
     `tokens:         ${metadata.tokenTypes.join(' ') || '(none)'}`,
   ];
 }

@@ -21,10 +21,22 @@ export interface OpenOptions {
 export const MAX_READ = 64 * 1024 * 1024;
 
 /** The data area: its offset in the data file, its plaintext size in bytes, and its sector size. */
-export interface DataLayout { offset: number; size: number; sectorSize: number }
+export interface DataLayout {
+  offset: number;
+  size: number;
+  sectorSize: number;
+}
 
 /** A candidate keyslot, in the form both versions share. */
-interface Slot { kdf: Kdf; keySize: number; kdfKeySize: number; stripes: number; afHash: string; areaOffset: number; priority: number }
+interface Slot {
+  kdf: Kdf;
+  keySize: number;
+  kdfKeySize: number;
+  stripes: number;
+  afHash: string;
+  areaOffset: number;
+  priority: number;
+}
 
 export class LuksImage {
   private constructor(
@@ -88,10 +100,17 @@ export class LuksImage {
       const h = this.header.luks1;
       checkPbkdf2Iterations(h.mkDigestIterations, this.limits);
       return {
-        slots: h.keyslots.filter((k) => k.active).map((k) => ({
-          kdf: { type: 'pbkdf2', hash: h.hashSpec, iterations: k.iterations, salt: k.salt },
-          keySize: h.keyBytes, kdfKeySize: h.keyBytes, stripes: k.stripes, afHash: h.hashSpec, areaOffset: k.keyMaterialOffset * 512, priority: 1,
-        })),
+        slots: h.keyslots
+          .filter((k) => k.active)
+          .map((k) => ({
+            kdf: { type: 'pbkdf2', hash: h.hashSpec, iterations: k.iterations, salt: k.salt },
+            keySize: h.keyBytes,
+            kdfKeySize: h.keyBytes,
+            stripes: k.stripes,
+            afHash: h.hashSpec,
+            areaOffset: k.keyMaterialOffset * 512,
+            priority: 1,
+          })),
         digest: async (key) => timingSafeEqual(await keyDigest(key, h.hashSpec, h.mkDigestSalt, h.mkDigestIterations, 20), h.mkDigest),
       };
     }
@@ -103,7 +122,13 @@ export class LuksImage {
     const slots = metadata.keyslots
       .filter((k) => digest.keyslots.includes(k.id) && k.priority !== 0)
       .map((k) => ({
-        kdf: k.kdf, keySize: k.keySize, kdfKeySize: k.areaKeySize, stripes: k.stripes, afHash: k.afHash, areaOffset: k.areaOffset, priority: k.priority ?? 1,
+        kdf: k.kdf,
+        keySize: k.keySize,
+        kdfKeySize: k.areaKeySize,
+        stripes: k.stripes,
+        afHash: k.afHash,
+        areaOffset: k.areaOffset,
+        priority: k.priority ?? 1,
       }))
       .sort((a, b) => b.priority - a.priority);
     return {
@@ -143,9 +168,13 @@ export class LuksVolume {
     private readonly layout: DataLayout,
   ) {}
 
-  get sectorSize(): number { return this.layout.sectorSize; }
+  get sectorSize(): number {
+    return this.layout.sectorSize;
+  }
   /** Plaintext bytes. */
-  get size(): number { return this.layout.size; }
+  get size(): number {
+    return this.layout.size;
+  }
 
   /** Decrypts `count` sectors from sector `first` (in sectorSize units). */
   async readSectors(first: number, count: number): Promise<Buffer> {

@@ -60,7 +60,12 @@ export async function deriveKey(kdf: Kdf, passphrase: Buffer, length: number, li
   if (kdf.type === 'pbkdf2') return pbkdf2Async(passphrase, kdf.salt, kdf.iterations, length, kdf.hash);
   const argon2 = kdf.type === 'argon2id' ? argon2idAsync : argon2iAsync;
   const key = await argon2(passphrase, kdf.salt, {
-    t: kdf.time, m: kdf.memoryKiB, p: kdf.cpus, dkLen: length, maxmem: kdf.memoryKiB * 1024 + (1 << 20), asyncTick: 50,
+    t: kdf.time,
+    m: kdf.memoryKiB,
+    p: kdf.cpus,
+    dkLen: length,
+    maxmem: kdf.memoryKiB * 1024 + (1 << 20),
+    asyncTick: 50,
   });
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength);
 }

@@ -39,7 +39,8 @@ function cString(buf: Buffer, offset: number, length: number, what: string): str
 }
 
 /** Whether the first bytes carry the LUKS magic with version 1. */
-export const isLuks1 = (bytes: Buffer): boolean => bytes.length >= 8 && bytes.subarray(0, 6).equals(Buffer.from('LUKS\xba\xbe', 'latin1')) && bytes.readUInt16BE(6) === 1;
+export const isLuks1 = (bytes: Buffer): boolean =>
+  bytes.length >= 8 && bytes.subarray(0, 6).equals(Buffer.from('LUKS\xba\xbe', 'latin1')) && bytes.readUInt16BE(6) === 1;
 
 export function parseLuks1Header(bytes: Buffer): Luks1Header {
   if (bytes.length < LUKS1_HEADER_SIZE || !isLuks1(bytes)) throw new LuksFormatError('not a LUKS1 header');
@@ -59,7 +60,8 @@ export function parseLuks1Header(bytes: Buffer): Luks1Header {
     throw new LuksUnsupportedError(`LUKS1 cipher ${JSON.stringify(`${header.cipherName}-${header.cipherMode}`.slice(0, 64))} (only aes-xts-plain64)`);
   }
   hashSize(header.hashSpec);
-  if (header.keyBytes !== 32 && header.keyBytes !== 64) throw new LuksUnsupportedError(`LUKS1 key of ${header.keyBytes} bytes for aes-xts-plain64 (supported: 32, 64)`);
+  if (header.keyBytes !== 32 && header.keyBytes !== 64)
+    throw new LuksUnsupportedError(`LUKS1 key of ${header.keyBytes} bytes for aes-xts-plain64 (supported: 32, 64)`);
   const headerSectors = Math.ceil(LUKS1_HEADER_SIZE / 512);
   const areas: { index: number; start: number; end: number }[] = [];
   for (let i = 0; i < KEYSLOTS; i++) {

@@ -53,7 +53,8 @@ export function parseBinaryHeader(bytes: Buffer, expectedOffset: number): Luks2B
     subsystem: cString(bytes, 208, 48),
     hdrOffset: expectedOffset,
   };
-  if (!(header.checksumAlg in CHECKSUM_HASHES)) throw new LuksUnsupportedError(`LUKS2 header checksum ${JSON.stringify(header.checksumAlg)} (supported: sha1, sha256, sha512)`);
+  if (!(header.checksumAlg in CHECKSUM_HASHES))
+    throw new LuksUnsupportedError(`LUKS2 header checksum ${JSON.stringify(header.checksumAlg)} (supported: sha1, sha256, sha512)`);
   return header;
 }
 

@@ -134,7 +134,8 @@ function parseKeyslot(id: string, raw: Json): Luks2Keyslot {
   const af = object(raw.af, `${where}.af`);
   if (string(af.type, `${where}.af.type`) !== 'luks1') throw new LuksUnsupportedError(`${where}: af type ${JSON.stringify(String(af.type).slice(0, 32))}`);
   const area = object(raw.area, `${where}.area`);
-  if (string(area.type, `${where}.area.type`) !== 'raw') throw new LuksUnsupportedError(`${where}: area type ${JSON.stringify(String(area.type).slice(0, 32))}`);
+  if (string(area.type, `${where}.area.type`) !== 'raw')
+    throw new LuksUnsupportedError(`${where}: area type ${JSON.stringify(String(area.type).slice(0, 32))}`);
   const encryption = string(area.encryption, `${where}.area.encryption`);
   if (encryption !== XTS_PLAIN64) throw new LuksUnsupportedError(`${where}: cipher ${JSON.stringify(encryption.slice(0, 32))} (only ${XTS_PLAIN64})`);
   const afHash = string(af.hash, `${where}.af.hash`);
@@ -167,7 +168,12 @@ function parseSegment(id: string, raw: Json): Luks2Segment {
   if (!SECTOR_SIZES.includes(sectorSize)) fail(`${where}.sector_size ${sectorSize} is not 512, 1024, 2048 or 4096`);
   const size = raw.size === 'dynamic' ? 'dynamic' : u64(raw.size, `${where}.size`);
   const segment: Luks2Segment = {
-    id, offset: u64(raw.offset, `${where}.offset`), size, ivTweak: BigInt(u64(raw.iv_tweak, `${where}.iv_tweak`)), encryption, sectorSize,
+    id,
+    offset: u64(raw.offset, `${where}.offset`),
+    size,
+    ivTweak: BigInt(u64(raw.iv_tweak, `${where}.iv_tweak`)),
+    encryption,
+    sectorSize,
   };
   // Only reencryption writes a non-zero tweak, and cryptsetup's single-segment activation does not apply it.
   if (segment.ivTweak !== 0n) throw new LuksUnsupportedError(`${where}: iv_tweak ${segment.ivTweak} (only 0)`);

@@ -23,7 +23,10 @@ export async function readExactly(file: FileHandle, position: number, length: nu
   return buf;
 }
 
-interface Copy { binary: Luks2BinaryHeader; area: Buffer }
+interface Copy {
+  binary: Luks2BinaryHeader;
+  area: Buffer;
+}
 
 async function readCopy(file: FileHandle, fileSize: number, offset: number): Promise<Copy> {
   if (offset + BINARY_HEADER_SIZE > fileSize) throw new LuksFormatError(`image too small for a header at ${offset}`);

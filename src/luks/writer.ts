@@ -21,9 +21,7 @@ const DIGEST_ITERATIONS = 100_000;
 /** The area one 512-bit keyslot needs: 256000 bytes of AF material, rounded up to 4096. */
 const KEYSLOT_AREA_SIZE = Math.ceil(afMaterialSize(VOLUME_KEY_SIZE, AF_STRIPES) / 4096) * 4096;
 
-export type KdfChoice =
-  | { type: 'argon2id'; time: number; memoryKiB: number; cpus: number }
-  | { type: 'pbkdf2'; iterations: number };
+export type KdfChoice = { type: 'argon2id'; time: number; memoryKiB: number; cpus: number } | { type: 'pbkdf2'; iterations: number };
 
 /** Argon2id at 128 MiB and 4 passes: a few seconds in JavaScript on a laptop, within cryptsetup's limits. */
 export const DEFAULT_KDF = { type: 'argon2id' as const, time: 4, memoryKiB: 128 * 1024, cpus: 4 } satisfies KdfChoice;
@@ -47,7 +45,11 @@ export interface WriteOptions {
   limits?: KdfLimits;
 }
 
-export interface WriteResult { uuid: string; dataOffset: number; payloadBytes: number }
+export interface WriteResult {
+  uuid: string;
+  dataOffset: number;
+  payloadBytes: number;
+}
 
 function keyslotKdf(choice: KdfChoice): Kdf {
   const salt = randomBytes(32);
@@ -64,7 +66,14 @@ function kdfJson(kdf: Kdf): object {
 }
 
 /** The two header copies and the keyslots area, ready to be written at offset 0 of the header file. */
-async function buildHeader(options: WriteOptions, volumeKey: Buffer, sectorSize: number, segmentOffset: number, keyslotsSize: number, uuid: string): Promise<Buffer> {
+async function buildHeader(
+  options: WriteOptions,
+  volumeKey: Buffer,
+  sectorSize: number,
+  segmentOffset: number,
+  keyslotsSize: number,
+  uuid: string,
+): Promise<Buffer> {
   const limits = options.limits ?? DEFAULT_KDF_LIMITS;
   const kdf = keyslotKdf(options.kdf ?? DEFAULT_KDF);
   const slotKey = await deriveKey(kdf, options.passphrase, VOLUME_KEY_SIZE, limits);
@@ -76,7 +85,9 @@ async function buildHeader(options: WriteOptions, volumeKey: Buffer, sectorSize:
   const metadata = {
     keyslots: {
       0: {
-        type: 'luks2', key_size: VOLUME_KEY_SIZE, af: { type: 'luks1', stripes: AF_STRIPES, hash: 'sha256' },
+        type: 'luks2',
+        key_size: VOLUME_KEY_SIZE,
+        af: { type: 'luks1', stripes: AF_STRIPES, hash: 'sha256' },
         area: { type: 'raw', offset: String(KEYSLOTS_START), size: String(KEYSLOT_AREA_SIZE), encryption: XTS_PLAIN64, key_size: VOLUME_KEY_SIZE },
         kdf: kdfJson(kdf),
       },
@@ -85,8 +96,13 @@ async function buildHeader(options: WriteOptions, volumeKey: Buffer, sectorSize:
     segments: { 0: { type: 'crypt', offset: String(segmentOffset), size: 'dynamic', iv_tweak: '0', encryption: XTS_PLAIN64, sector_size: sectorSize } },
     digests: {
       0: {
-        type: 'pbkdf2', keyslots: ['0'], segments: ['0'], hash: 'sha256', iterations: DIGEST_ITERATIONS,
-        salt: digestSalt.toString('base64'), digest: digest.toString('base64'),
+        type: 'pbkdf2',
+        keyslots: ['0'],
+        segments: ['0'],
+        hash: 'sha256',
+        iterations: DIGEST_ITERATIONS,
+        salt: digestSalt.toString('base64'),
+        digest: digest.toString('base64'),
       },
     },
     config: { json_size: String(HDR_SIZE - 4096), keyslots_size: String(keyslotsSize) },
@@ -101,7 +117,7 @@ async function buildHeader(options: WriteOptions, volumeKey: Buffer, sectorSize:
 }
 
 async function writeAll(file: FileHandle, data: Buffer, position: number): Promise<void> {
-  for (let done = 0; done < data.length;) {
+  for (let done = 0; done < data.length; ) {
     const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
     done += bytesWritten;
   }
@@ -129,7 +145,7 @@ async function encryptPayload(source: Readable, file: FileHandle, position: numb
   };
   for await (const piece of source) {
     const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece as Uint8Array);
-    for (let used = 0; used < bytes.length;) {
+    for (let used = 0; used < bytes.length; ) {
       const n = bytes.copy(chunk, filled, used);
       filled += n;
       used += n;
@@ -156,7 +172,7 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
   if (volumeKey.length !== VOLUME_KEY_SIZE) throw new LuksFormatError(`volume key must be ${VOLUME_KEY_SIZE} bytes`);
   const payloadCipher = new XtsSectorCipher(volumeKey, sectorSize);
   const detached = options.header !== undefined;
-  const dataOffset = detached ? 0 : options.dataOffset ?? DEFAULT_DATA_OFFSET;
+  const dataOffset = detached ? 0 : (options.dataOffset ?? DEFAULT_DATA_OFFSET);
   if (!detached && (dataOffset % 4096 !== 0 || dataOffset < KEYSLOTS_START + KEYSLOT_AREA_SIZE)) {
     throw new LuksFormatError(`data offset ${dataOffset} must be a multiple of 4096 and at least ${KEYSLOTS_START + KEYSLOT_AREA_SIZE}`);
   }

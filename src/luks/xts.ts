@@ -12,7 +12,10 @@ export class XtsSectorCipher {
   private readonly tweak = Buffer.alloc(16);
 
   /** `key` is the XTS key pair: 32 bytes (AES-128) or 64 bytes (AES-256). */
-  constructor(key: Buffer, readonly sectorSize: number) {
+  constructor(
+    key: Buffer,
+    readonly sectorSize: number,
+  ) {
     if (key.length === 64) this.algorithm = 'aes-256-xts';
     else if (key.length === 32) this.algorithm = 'aes-128-xts';
     else throw new LuksUnsupportedError(`aes-xts-plain64 with a ${key.length * 8}-bit key (supported: 256, 512)`);

@@ -1,14 +1,28 @@
 // Guest physical memory as seen from the VMM. Every access names a guest-physical range and is checked
 // to lie wholly inside one RAM region: a guest-supplied address can never reach host memory around it.
 import {
-  MADV_DONTFORK, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise, mmapAddress, munmap, viewAt,
+  MADV_DONTFORK,
+  MADV_HUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  PROT_READ,
+  PROT_WRITE,
+  madvise,
+  mmapAddress,
+  munmap,
+  viewAt,
 } from '../sys/sys.js';
 import type { IoVectors } from './io-vectors.js';
 import { MAX_REGION_SIZE } from './limits.js';
 
 export class GuestMemoryError extends Error {
   override readonly name = 'GuestMemoryError';
-  constructor(readonly guestAddress: number, readonly length: number, why = 'is not inside guest RAM') {
+  constructor(
+    readonly guestAddress: number,
+    readonly length: number,
+    why = 'is not inside guest RAM',
+  ) {
     super(`guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} ${why}`);
   }
 }
@@ -37,7 +51,12 @@ export class MemoryRegion {
   /** Host virtual address of the region's first byte, for system calls that take guest RAM directly. */
   readonly hostBase: number | undefined;
 
-  constructor(readonly guestAddress: number, readonly bytes: Uint8Array, readonly backing: RegionBacking, readonly readOnly = false) {
+  constructor(
+    readonly guestAddress: number,
+    readonly bytes: Uint8Array,
+    readonly backing: RegionBacking,
+    readonly readOnly = false,
+  ) {
     this.end = guestAddress + bytes.length;
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     // User-space addresses on x86-64 are below 2^47: exact as numbers.
@@ -66,27 +85,31 @@ export class GuestMemory {
 
   /** RAM backed by anonymous mmaps, one per range, as KVM needs it (KVM_SET_USER_MEMORY_REGION). */
   static anonymous(ranges: readonly GuestRamRange[]): GuestMemory {
-    return new GuestMemory(ranges.map(({ guestAddress, size, readOnly }) => {
-      const hostAddress = mapGuestRam(guestAddress, size);
-      return new MemoryRegion(guestAddress, viewAt(hostAddress, size), { kind: 'host', hostAddress }, readOnly);
-    }));
+    return new GuestMemory(
+      ranges.map(({ guestAddress, size, readOnly }) => {
+        const hostAddress = mapGuestRam(guestAddress, size);
+        return new MemoryRegion(guestAddress, viewAt(hostAddress, size), { kind: 'host', hostAddress }, readOnly);
+      }),
+    );
   }
 
   /** RAM in SharedArrayBuffers: no mmap needed, for the mocked KVM and unit tests. */
   static shared(ranges: readonly GuestRamRange[]): GuestMemory {
-    return new GuestMemory(ranges.map(({ guestAddress, size, readOnly }) => {
-      const buffer = new SharedArrayBuffer(size);
-      return new MemoryRegion(guestAddress, new Uint8Array(buffer), { kind: 'shared', buffer }, readOnly);
-    }));
+    return new GuestMemory(
+      ranges.map(({ guestAddress, size, readOnly }) => {
+        const buffer = new SharedArrayBuffer(size);
+        return new MemoryRegion(guestAddress, new Uint8Array(buffer), { kind: 'shared', buffer }, readOnly);
+      }),
+    );
   }
 
   static fromDescriptor(d: GuestMemoryDescriptor): GuestMemory {
-    return new GuestMemory(d.regions.map(({ guestAddress, size, backing, readOnly }) => new MemoryRegion(
-      guestAddress,
-      backing.kind === 'host' ? viewAt(backing.hostAddress, size) : new Uint8Array(backing.buffer),
-      backing,
-      readOnly,
-    )));
+    return new GuestMemory(
+      d.regions.map(
+        ({ guestAddress, size, backing, readOnly }) =>
+          new MemoryRegion(guestAddress, backing.kind === 'host' ? viewAt(backing.hostAddress, size) : new Uint8Array(backing.buffer), backing, readOnly),
+      ),
+    );
   }
 
   descriptor(): GuestMemoryDescriptor {
@@ -217,7 +240,7 @@ function mapGuestRam(guestAddress: number, size: number): bigint {
   if (size > MAX_REGION_SIZE) throw new RangeError(`a guest RAM region of ${size} bytes is larger than the ${MAX_REGION_SIZE} one view can hold`);
   const padded = mmapAddress(size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, 'mmap guest RAM');
   const huge = BigInt(HUGE_PAGE);
-  const start = padded + (((BigInt(guestAddress) - padded) % huge) + huge) % huge;
+  const start = padded + ((((BigInt(guestAddress) - padded) % huge) + huge) % huge);
   const head = Number(start - padded);
   const mapped = Math.ceil(size / PAGE_SIZE) * PAGE_SIZE;
   if (head > 0) munmap({ address: padded, length: head });

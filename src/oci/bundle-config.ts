@@ -100,9 +100,22 @@ const SUPPORTED_MOUNT_TYPES = new Set(['proc', 'sysfs', 'tmpfs', 'devpts', 'mque
 
 /** runtime-spec's POSIX rlimit names the guest agent knows how to apply. */
 export const RLIMIT_NAMES = [
-  'RLIMIT_AS', 'RLIMIT_CORE', 'RLIMIT_CPU', 'RLIMIT_DATA', 'RLIMIT_FSIZE', 'RLIMIT_LOCKS', 'RLIMIT_MEMLOCK',
-  'RLIMIT_MSGQUEUE', 'RLIMIT_NICE', 'RLIMIT_NOFILE', 'RLIMIT_NPROC', 'RLIMIT_RSS', 'RLIMIT_RTPRIO', 'RLIMIT_RTTIME',
-  'RLIMIT_SIGPENDING', 'RLIMIT_STACK',
+  'RLIMIT_AS',
+  'RLIMIT_CORE',
+  'RLIMIT_CPU',
+  'RLIMIT_DATA',
+  'RLIMIT_FSIZE',
+  'RLIMIT_LOCKS',
+  'RLIMIT_MEMLOCK',
+  'RLIMIT_MSGQUEUE',
+  'RLIMIT_NICE',
+  'RLIMIT_NOFILE',
+  'RLIMIT_NPROC',
+  'RLIMIT_RSS',
+  'RLIMIT_RTPRIO',
+  'RLIMIT_RTTIME',
+  'RLIMIT_SIGPENDING',
+  'RLIMIT_STACK',
 ] as const;
 
 /** Fields whose purpose the VM boundary already serves; present -> warning, not error. */
@@ -143,14 +156,61 @@ const REFUSED = new Map<string, string>([
   ['zos', 'z/OS containers are not supported'],
 ]);
 
-const KNOWN_TOP = new Set(['ociVersion', 'process', 'root', 'hostname', 'domainname', 'mounts', 'annotations', 'linux', 'hooks',
-  'windows', 'solaris', 'vm', 'zos', 'freebsd']);
-const KNOWN_PROCESS = new Set(['terminal', 'consoleSize', 'cwd', 'env', 'args', 'commandLine', 'rlimits', 'apparmorProfile',
-  'capabilities', 'noNewPrivileges', 'oomScoreAdj', 'scheduler', 'selinuxLabel', 'ioPriority', 'execCPUAffinity', 'user']);
+const KNOWN_TOP = new Set([
+  'ociVersion',
+  'process',
+  'root',
+  'hostname',
+  'domainname',
+  'mounts',
+  'annotations',
+  'linux',
+  'hooks',
+  'windows',
+  'solaris',
+  'vm',
+  'zos',
+  'freebsd',
+]);
+const KNOWN_PROCESS = new Set([
+  'terminal',
+  'consoleSize',
+  'cwd',
+  'env',
+  'args',
+  'commandLine',
+  'rlimits',
+  'apparmorProfile',
+  'capabilities',
+  'noNewPrivileges',
+  'oomScoreAdj',
+  'scheduler',
+  'selinuxLabel',
+  'ioPriority',
+  'execCPUAffinity',
+  'user',
+]);
 const KNOWN_USER = new Set(['uid', 'gid', 'umask', 'additionalGids', 'username']);
-const KNOWN_LINUX = new Set(['namespaces', 'uidMappings', 'gidMappings', 'timeOffsets', 'devices', 'cgroupsPath',
-  'rootfsPropagation', 'resources', 'unified', 'sysctl', 'seccomp', 'maskedPaths', 'readonlyPaths', 'mountLabel',
-  'personality', 'intelRdt', 'memoryPolicy', 'netDevices']);
+const KNOWN_LINUX = new Set([
+  'namespaces',
+  'uidMappings',
+  'gidMappings',
+  'timeOffsets',
+  'devices',
+  'cgroupsPath',
+  'rootfsPropagation',
+  'resources',
+  'unified',
+  'sysctl',
+  'seccomp',
+  'maskedPaths',
+  'readonlyPaths',
+  'mountLabel',
+  'personality',
+  'intelRdt',
+  'memoryPolicy',
+  'netDevices',
+]);
 
 type Json = Record<string, unknown>;
 
@@ -230,10 +290,13 @@ function readProcess(r: Reader, raw: unknown): ProcessSpec {
   noNul(r, cwd, 'process.cwd');
   const user = r.object(p.user ?? { uid: 0, gid: 0 }, 'process.user');
   r.screen(user, 'process.user', KNOWN_USER);
-  const additionalGids = user.additionalGids === undefined ? [] : (() => {
-    if (!Array.isArray(user.additionalGids)) r.fail('process.user.additionalGids', 'must be an array');
-    return user.additionalGids.map((g, i) => r.uint32(g, `process.user.additionalGids[${i}]`));
-  })();
+  const additionalGids =
+    user.additionalGids === undefined
+      ? []
+      : (() => {
+          if (!Array.isArray(user.additionalGids)) r.fail('process.user.additionalGids', 'must be an array');
+          return user.additionalGids.map((g, i) => r.uint32(g, `process.user.additionalGids[${i}]`));
+        })();
   const umask = user.umask === undefined ? undefined : r.uint32(user.umask, 'process.user.umask');
   if (umask !== undefined && umask > 0o777) r.fail('process.user.umask', 'must be at most 0777');
   if (additionalGids.length > GUEST_LIMITS.groups) {
@@ -259,7 +322,10 @@ function readProcess(r: Reader, raw: unknown): ProcessSpec {
 
 function checkExecveLimits(r: Reader, args: string[], env: string[], rlimits: ResourceLimit[]): void {
   let total = 0;
-  for (const [field, strings] of [['process.args', args], ['process.env', env]] as const) {
+  for (const [field, strings] of [
+    ['process.args', args],
+    ['process.env', env],
+  ] as const) {
     strings.forEach((s, i) => {
       const bytes = Buffer.byteLength(s, 'utf8') + 1;
       if (bytes > GUEST_LIMITS.argStrlen) {
@@ -271,8 +337,11 @@ function checkExecveLimits(r: Reader, args: string[], env: string[], rlimits: Re
   const stack = rlimits.findLast((l) => l.type === 'RLIMIT_STACK')?.soft;
   const limit = execveLimit(stack);
   if (total > limit) {
-    r.fail('process.args and process.env', `${total} bytes (strings, NULs and pointers) are more than the ${limit} bytes execve(2) takes ` +
-      `with RLIMIT_STACK ${stack ?? GUEST_LIMITS.stackDefault} (a quarter of it, at most ${GUEST_LIMITS.argMaxCeiling})`);
+    r.fail(
+      'process.args and process.env',
+      `${total} bytes (strings, NULs and pointers) are more than the ${limit} bytes execve(2) takes ` +
+        `with RLIMIT_STACK ${stack ?? GUEST_LIMITS.stackDefault} (a quarter of it, at most ${GUEST_LIMITS.argMaxCeiling})`,
+    );
   }
 }
 
@@ -306,8 +375,7 @@ function readMounts(r: Reader, raw: unknown): GuestMount[] {
     if (!destination.startsWith('/')) r.fail(`${field}.destination`, `"${destination}" must be an absolute path`);
     if (destination.split('/').includes('..')) r.fail(`${field}.destination`, `"${destination}" must not contain ".."`);
     const options = m.options === undefined ? [] : r.stringArray(m.options, `${field}.options`);
-    const type = m.type === undefined ? (options.includes('bind') || options.includes('rbind') ? 'bind' : '')
-      : r.string(m.type, `${field}.type`);
+    const type = m.type === undefined ? (options.includes('bind') || options.includes('rbind') ? 'bind' : '') : r.string(m.type, `${field}.type`);
     const source = m.source === undefined ? type : r.string(m.source, `${field}.source`);
     if (type === 'bind' || options.includes('bind') || options.includes('rbind')) {
       const flags = mountFlags(options.filter((o) => o !== 'bind' && o !== 'rbind'));
@@ -330,13 +398,17 @@ function readMounts(r: Reader, raw: unknown): GuestMount[] {
   });
   if (mounts.length > GUEST_LIMITS.mounts) r.fail('mounts', `${mounts.length} mounts are more than the guest agent makes (${GUEST_LIMITS.mounts})`);
   mounts.forEach((m, i) => {
-    for (const [name, value] of [['destination', m.destination], ['source', m.source]] as const) {
+    for (const [name, value] of [
+      ['destination', m.destination],
+      ['source', m.source],
+    ] as const) {
       noNul(r, value, `mounts[${i}].${name}`);
       const bytes = Buffer.byteLength(value, 'utf8') + 1;
       if (bytes > GUEST_LIMITS.path) r.fail(`mounts[${i}].${name}`, `${bytes} bytes (with its NUL) is more than PATH_MAX (${GUEST_LIMITS.path})`);
     }
     const data = Buffer.byteLength(mountCall(m.options).data, 'utf8') + 1;
-    if (data > GUEST_LIMITS.mountData) r.fail(`mounts[${i}].options`, `${data} bytes of mount data are more than mount(2) takes (one page, ${GUEST_LIMITS.mountData} bytes)`);
+    if (data > GUEST_LIMITS.mountData)
+      r.fail(`mounts[${i}].options`, `${data} bytes of mount data are more than mount(2) takes (one page, ${GUEST_LIMITS.mountData} bytes)`);
   });
   return mounts;
 }
@@ -354,7 +426,8 @@ function hostFileToCopy(r: Reader, source: string, field: string): string {
   }
   if (stat.isDirectory()) r.fail(field, 'bind mounts of host directories need a shared filesystem, which ts-vmm does not provide (host files are copied)');
   if (!stat.isFile()) r.fail(field, `bind source ${source} is neither a regular file nor a directory`);
-  if (stat.size > MAX_COPIED_FILE_BYTES) r.fail(field, `bind source ${source} is ${stat.size} bytes; host files are copied into the guest, at most ${MAX_COPIED_FILE_BYTES}`);
+  if (stat.size > MAX_COPIED_FILE_BYTES)
+    r.fail(field, `bind source ${source} is ${stat.size} bytes; host files are copied into the guest, at most ${MAX_COPIED_FILE_BYTES}`);
   return source;
 }
 

@@ -56,7 +56,10 @@ export function checkEntrypoint(config: BundleConfig): string {
   const pathVar = env.findLast((e) => e.startsWith('PATH='))?.slice(5) ?? DEFAULT_PATH;
   const candidates = program.includes('/')
     ? [program.startsWith('/') ? program : `${cwd}/${program}`]
-    : pathVar.split(':').filter((d) => d.startsWith('/')).map((d) => `${d}/${program}`);
+    : pathVar
+        .split(':')
+        .filter((d) => d.startsWith('/'))
+        .map((d) => `${d}/${program}`);
   let notExecutable: string | undefined;
   for (const candidate of candidates) {
     const found = resolveInRootfs(config.rootfs, candidate);

@@ -9,11 +9,7 @@ import { promisify } from 'node:util';
 const execFileAsync = promisify(execFile);
 
 /** Writes a busybox rootfs at `dest` (replacing what is there), plus `files` (guest path -> content, mode). */
-export async function writeBusyboxRootfs(
-  busybox: string,
-  dest: string,
-  files: Record<string, { content: string; mode: number }> = {},
-): Promise<void> {
+export async function writeBusyboxRootfs(busybox: string, dest: string, files: Record<string, { content: string; mode: number }> = {}): Promise<void> {
   const partial = `${dest}.${process.pid}.partial`;
   await rm(partial, { recursive: true, force: true });
   for (const dir of ['bin', 'etc', 'proc', 'sys', 'dev', 'root', 'tmp', 'usr/bin', 'var']) await mkdir(join(partial, dir), { recursive: true });

@@ -40,7 +40,7 @@ export async function ensureGuestAgent(cacheDir: string, log: (message: string) 
   } catch (e) {
     await rm(partial, { force: true });
     const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') throw new Error('gcc not found: the guest agent is built with gcc and glibc\'s static libc (Debian: gcc, libc6-dev)');
+    if (err.code === 'ENOENT') throw new Error("gcc not found: the guest agent is built with gcc and glibc's static libc (Debian: gcc, libc6-dev)");
     throw new Error(`compiling ${source} failed:\n${(err.stderr ?? err.message).trim()}`);
   }
   await rename(partial, binary);

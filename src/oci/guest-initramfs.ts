@@ -46,7 +46,8 @@ export async function ensureBaseInitramfs(software: GuestSoftware, cacheDir: str
   const moduleFiles = modules.map(moduleFileName);
   const key = createHash('sha256')
     .update(JSON.stringify([software.modulesDir, software.busybox, software.agent, moduleFiles]))
-    .digest('hex').slice(0, 24);
+    .digest('hex')
+    .slice(0, 24);
   const dir = join(cacheDir, 'initramfs');
   const path = join(dir, `base-${key}.cpio`);
   if (existsSync(path)) return { path, moduleFiles, built: false };

@@ -50,7 +50,12 @@ const realVms: VmSource = { prepare: prepareRun, launch: launchVm };
 
 /** Runs the container `id`; `report` is the pipe to `ts-vmm create`. Returns the monitor's exit status. */
 export async function monitorContainer(
-  store: StateStore, id: string, report: Writable, stdio: Stdio, settings: RunSettings, vms: VmSource = realVms,
+  store: StateStore,
+  id: string,
+  report: Writable,
+  stdio: Stdio,
+  settings: RunSettings,
+  vms: VmSource = realVms,
 ): Promise<number> {
   let record: ContainerRecord = await store.read(id);
   const save = async (changes: Partial<ContainerRecord>): Promise<void> => {
@@ -90,7 +95,9 @@ export async function monitorContainer(
   // Until start, a signal means "do not run": stop the VM and record it.
   let stopSignal: NodeJS.Signals | undefined;
   let stopBeforeStart!: () => void;
-  const stopped = new Promise<void>((resolve) => { stopBeforeStart = resolve; });
+  const stopped = new Promise<void>((resolve) => {
+    stopBeforeStart = resolve;
+  });
   const onSignal = (signal: NodeJS.Signals): void => {
     stopSignal = signal;
     stopBeforeStart();

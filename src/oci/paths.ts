@@ -16,7 +16,12 @@ export function stateDir(): string {
 
 /** The state directory of one bundle, named after its absolute path so each bundle keeps its own disk. */
 export function bundleStateDir(bundle: string): string {
-  const name = bundle.split('/').filter(Boolean).at(-1)?.replace(/[^A-Za-z0-9._-]/g, '_') ?? 'root';
+  const name =
+    bundle
+      .split('/')
+      .filter(Boolean)
+      .at(-1)
+      ?.replace(/[^A-Za-z0-9._-]/g, '_') ?? 'root';
   const id = createHash('sha256').update(bundle).digest('hex').slice(0, 12);
   return join(stateDir(), 'bundles', `${name}-${id}`);
 }

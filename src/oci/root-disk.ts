@@ -51,14 +51,28 @@ export async function buildExt4Image(rootfs: string, summary: TreeSummary, outpu
   const partial = `${output}.${process.pid}.partial`;
   const size = imageSizeBytes(summary, freeMiB);
   const args = [
-    '-q', '-F', '-t', 'ext4', '-b', String(BLOCK), '-d', rootfs, '-L', 'rootfs',
-    '-N', String(summary.entries + (writable ? 65536 : 256)),
+    '-q',
+    '-F',
+    '-t',
+    'ext4',
+    '-b',
+    String(BLOCK),
+    '-d',
+    rootfs,
+    '-L',
+    'rootfs',
+    '-N',
+    String(summary.entries + (writable ? 65536 : 256)),
     // A read-only disk is never written, so a journal would only cost space; a writable one needs it to survive a
     // VM that is torn down mid-write.
-    '-O', writable ? 'has_journal' : '^has_journal',
-    '-E', 'nodiscard,lazy_itable_init=0',
-    '-m', '0',
-    partial, `${size / 1024}k`,
+    '-O',
+    writable ? 'has_journal' : '^has_journal',
+    '-E',
+    'nodiscard,lazy_itable_init=0',
+    '-m',
+    '0',
+    partial,
+    `${size / 1024}k`,
   ];
   try {
     // The image holds the workload's files (and later what it writes): readable by its owner only, from the start.
@@ -125,7 +139,8 @@ export async function prepareRootDisk(config: BundleConfig, options: RootDiskOpt
     const madeFrom = existsSync(sourceRecord) ? (await readFile(sourceRecord, 'utf8')).trim() : '';
     const disk: RootDisk = { path, readonly: false, built: false };
     if (madeFrom !== summary.hash) {
-      disk.staleWarning = `${config.rootfs} changed since ${path} was made from it; the disk keeps the workload's ` +
+      disk.staleWarning =
+        `${config.rootfs} changed since ${path} was made from it; the disk keeps the workload's ` +
         'earlier writes and is used as it is (delete it to start again from the rootfs)';
     }
     return disk;

@@ -133,7 +133,13 @@ function consoleKeeper(copy?: (bytes: Uint8Array) => void): { output: (bytes: Ui
       kept = Buffer.concat([kept, bytes]);
       if (kept.length > CONSOLE_TAIL_BYTES) kept = kept.subarray(kept.length - CONSOLE_TAIL_BYTES);
     },
-    tail: () => kept.toString('utf8').split('\n').filter((l) => l.trim() !== '').slice(-15).join('\n'),
+    tail: () =>
+      kept
+        .toString('utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .slice(-15)
+        .join('\n'),
   };
 }
 
@@ -157,9 +163,14 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
   try {
     await Promise.race([
       io.whenReady(),
-      vm.exited.then((end) => { throw earlyEnd('the VM stopped before the guest agent started', end.reason, console.tail()); }),
+      vm.exited.then((end) => {
+        throw earlyEnd('the VM stopped before the guest agent started', end.reason, console.tail());
+      }),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(earlyEnd('the guest agent did not start', `no connection within ${READY_TIMEOUT_MS / 1000} s`, console.tail())), READY_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(earlyEnd('the guest agent did not start', `no connection within ${READY_TIMEOUT_MS / 1000} s`, console.tail())),
+          READY_TIMEOUT_MS,
+        );
       }),
     ]);
   } catch (e) {
@@ -189,17 +200,22 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   let forced: number | undefined;
   let deadline: NodeJS.Timeout | undefined;
   let tearDown!: (status: number) => void;
-  const tornDown = new Promise<number>((resolve) => { tearDown = resolve; });
+  const tornDown = new Promise<number>((resolve) => {
+    tearDown = resolve;
+  });
   const onSignal = (name: NodeJS.Signals): void => {
     const number = osConstants.signals[name];
     io.signal(number);
     const finalSignal = deadline !== undefined && (name === 'SIGINT' || name === 'SIGTERM');
     if (deadline === undefined || finalSignal) {
       clearTimeout(deadline);
-      deadline = setTimeout(() => {
-        forced = 128 + number;
-        tearDown(forced);
-      }, finalSignal ? 0 : STOP_GRACE_MS);
+      deadline = setTimeout(
+        () => {
+          forced = 128 + number;
+          tearDown(forced);
+        },
+        finalSignal ? 0 : STOP_GRACE_MS,
+      );
     }
   };
   const onResize = (): void => io.resize(stdout.rows ?? 24, stdout.columns ?? 80);

@@ -99,7 +99,7 @@ export function signalVerified(pid: number, startTime: string | undefined, signa
 /** Ends a verified process with SIGKILL and waits (up to `timeoutMs`) until it is gone. */
 export async function killVerified(pid: number, startTime: string | undefined, timeoutMs = 5000): Promise<void> {
   if (!signalVerified(pid, startTime, 'SIGKILL')) return;
-  for (const begun = Date.now(); isSameProcess(pid, startTime);) {
+  for (const begun = Date.now(); isSameProcess(pid, startTime); ) {
     if (Date.now() - begun > timeoutMs) throw new StateError(`process ${pid} did not end after SIGKILL`);
     await new Promise((r) => setTimeout(r, 20));
   }

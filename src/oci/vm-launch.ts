@@ -11,8 +11,19 @@ import type { RunningVm, VmLauncher, VmRequest } from './vm-request.js';
 const BOOT_STATUS: Record<number, string> = { 0: 'the guest powered off', 1: 'the VMM failed', 2: 'the guest failed' };
 
 export function bootArguments(request: VmRequest): string[] {
-  const args = ['boot', '--kernel', request.kernel, '--initrd', request.initrd, '--cmdline', request.cmdline,
-    '--cpus', String(request.cpus), '--mem', String(request.memoryMiB)];
+  const args = [
+    'boot',
+    '--kernel',
+    request.kernel,
+    '--initrd',
+    request.initrd,
+    '--cmdline',
+    request.cmdline,
+    '--cpus',
+    String(request.cpus),
+    '--mem',
+    String(request.memoryMiB),
+  ];
   for (const disk of request.disks) {
     if (disk.path.includes(',')) throw new Error(`${disk.path}: a disk path cannot contain a comma (ts-vmm boot --disk FILE[,ro])`);
     args.push('--disk', disk.readonly ? `${disk.path},ro` : disk.path);
@@ -34,7 +45,11 @@ export const launchVm: VmLauncher = async (request) => {
   const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => {
     child.on('error', (e) => resolve({ ok: false, reason: `cannot start the VMM: ${e.message}` }));
     child.on('close', (code, signal) => {
-      const said = diagnostics.trim().split('\n').at(-1)?.replace(/^ts-vmm: /, '');
+      const said = diagnostics
+        .trim()
+        .split('\n')
+        .at(-1)
+        ?.replace(/^ts-vmm: /, '');
       if (signal) resolve({ ok: false, reason: `the VMM was stopped (${signal})` });
       else resolve({ ok: code === 0, reason: said || BOOT_STATUS[code ?? 1] || `the VMM exited with status ${code}` });
     });

@@ -54,7 +54,8 @@ export function encodeFooter(config: WorkloadConfig, imageLength: number): Buffe
 export function decodeFooter(tail: Buffer): WorkloadConfig | undefined {
   if (tail.length < TRAILER_SIZE || tail.toString('latin1', tail.length - TRAILER_SIZE, tail.length - 8) !== FOOTER_MAGIC) return undefined;
   const declared = tail.readBigUInt64LE(tail.length - 8);
-  if (declared > BigInt(MAX_WORKLOAD_CONFIG_BYTES)) throw new WorkloadFooterError(`workload config of ${declared} bytes is above the ${MAX_WORKLOAD_CONFIG_BYTES} allowed`);
+  if (declared > BigInt(MAX_WORKLOAD_CONFIG_BYTES))
+    throw new WorkloadFooterError(`workload config of ${declared} bytes is above the ${MAX_WORKLOAD_CONFIG_BYTES} allowed`);
   const length = Number(declared);
   if (length > tail.length - TRAILER_SIZE) throw new WorkloadFooterError(`workload config of ${length} bytes does not fit the image`);
   let config: unknown;

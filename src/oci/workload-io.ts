@@ -6,8 +6,17 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import {
-  decodeExit, encodeFrame, encodeProcess, encodeSignal, encodeStdin, encodeWindowSize, FrameDecoder, FrameType, ProtocolError,
-  type ExitStatus, type Frame,
+  decodeExit,
+  encodeFrame,
+  encodeProcess,
+  encodeSignal,
+  encodeStdin,
+  encodeWindowSize,
+  FrameDecoder,
+  FrameType,
+  ProtocolError,
+  type ExitStatus,
+  type Frame,
 } from './agent-protocol.js';
 
 export interface WorkloadStreams {
@@ -28,7 +37,10 @@ interface Deferred<T> {
 function deferred<T>(): Deferred<T> {
   let resolve!: (value: T) => void;
   let reject!: (error: Error) => void;
-  const promise = new Promise<T>((a, b) => { resolve = a; reject = b; });
+  const promise = new Promise<T>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
   // Awaited by the caller in turn; an early failure must not surface as an unhandled rejection meanwhile.
   promise.catch(() => undefined);
   return { promise, resolve, reject };
@@ -180,7 +192,9 @@ export class WorkloadIo {
         this.output(this.streams.stderr, frame.payload);
         break;
       case FrameType.Error: {
-        const message = Buffer.from(frame.payload).toString('utf8').replace(/[^\x20-\x7e]/g, '?');
+        const message = Buffer.from(frame.payload)
+          .toString('utf8')
+          .replace(/[^\x20-\x7e]/g, '?');
         if (this.socket !== undefined) {
           this.onAgentError(message);
           break;

@@ -31,7 +31,8 @@ export class CaCertificate {
     const pubexpBits = view.getUint32(0x38, true);
     const modulusBits = view.getUint32(0x3c, true);
     if (modulusBits !== 2048 && modulusBits !== 4096) throw new CaCertificateError(`${what}: modulus size ${modulusBits} bits, expected 2048 or 4096`);
-    if (pubexpBits === 0 || pubexpBits > modulusBits || pubexpBits % 8 !== 0) throw new CaCertificateError(`${what}: public exponent size ${pubexpBits} bits is invalid`);
+    if (pubexpBits === 0 || pubexpBits > modulusBits || pubexpBits % 8 !== 0)
+      throw new CaCertificateError(`${what}: public exponent size ${pubexpBits} bits is invalid`);
     return PREAMBLE + pubexpBits / 8 + 2 * (modulusBits / 8);
   }
 
@@ -51,10 +52,7 @@ export class CaCertificate {
   }
 
   /** A new CA certificate for an RSA key, signed by `signer` (itself for an ARK). */
-  static create(options: {
-    usage: number; keyId: Uint8Array; publicKey: KeyObject;
-    signer: { keyId: Uint8Array; privateKey: KeyObject };
-  }): CaCertificate {
+  static create(options: { usage: number; keyId: Uint8Array; publicKey: KeyObject; signer: { keyId: Uint8Array; privateKey: KeyObject } }): CaCertificate {
     const jwk = options.publicKey.export({ format: 'jwk' });
     if (jwk.kty !== 'RSA' || !jwk.n || !jwk.e) throw new CaCertificateError('CA certificates carry RSA keys');
     const modulus = Buffer.from(jwk.n, 'base64url');
@@ -76,17 +74,35 @@ export class CaCertificate {
     return cert;
   }
 
-  get version(): number { return this.view.getUint32(0x00, true); }
-  get keyId(): Uint8Array { return this.bytes.subarray(0x04, 0x14); }
-  get certifyingId(): Uint8Array { return this.bytes.subarray(0x14, 0x24); }
-  get usage(): number { return this.view.getUint32(0x24, true); }
-  get pubexpBits(): number { return this.view.getUint32(0x38, true); }
-  get modulusBits(): number { return this.view.getUint32(0x3c, true); }
+  get version(): number {
+    return this.view.getUint32(0x00, true);
+  }
+  get keyId(): Uint8Array {
+    return this.bytes.subarray(0x04, 0x14);
+  }
+  get certifyingId(): Uint8Array {
+    return this.bytes.subarray(0x14, 0x24);
+  }
+  get usage(): number {
+    return this.view.getUint32(0x24, true);
+  }
+  get pubexpBits(): number {
+    return this.view.getUint32(0x38, true);
+  }
+  get modulusBits(): number {
+    return this.view.getUint32(0x3c, true);
+  }
   /** AMD pairs the hash with the key size. */
-  get hash(): Hash { return this.modulusBits === 2048 ? 'sha256' : 'sha384'; }
+  get hash(): Hash {
+    return this.modulusBits === 2048 ? 'sha256' : 'sha384';
+  }
 
-  private get modulusOffset(): number { return PREAMBLE + this.pubexpBits / 8; }
-  private get signatureOffset(): number { return this.modulusOffset + this.modulusBits / 8; }
+  private get modulusOffset(): number {
+    return PREAMBLE + this.pubexpBits / 8;
+  }
+  private get signatureOffset(): number {
+    return this.modulusOffset + this.modulusBits / 8;
+  }
 
   /** The signed part: header, exponent and modulus. */
   body(): Uint8Array {

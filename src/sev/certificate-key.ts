@@ -36,13 +36,20 @@ export type KeyKind = 'rsa' | 'ecdsa' | 'ecdh';
 /** What an algorithm number means, or undefined for NONE and unknown values. */
 export function describeAlgorithm(algorithm: number): { kind: KeyKind; hash: Hash } | undefined {
   switch (algorithm) {
-    case Algorithm.RSA_SHA256: return { kind: 'rsa', hash: 'sha256' };
-    case Algorithm.RSA_SHA384: return { kind: 'rsa', hash: 'sha384' };
-    case Algorithm.ECDSA_SHA256: return { kind: 'ecdsa', hash: 'sha256' };
-    case Algorithm.ECDSA_SHA384: return { kind: 'ecdsa', hash: 'sha384' };
-    case Algorithm.ECDH_SHA256: return { kind: 'ecdh', hash: 'sha256' };
-    case Algorithm.ECDH_SHA384: return { kind: 'ecdh', hash: 'sha384' };
-    default: return undefined;
+    case Algorithm.RSA_SHA256:
+      return { kind: 'rsa', hash: 'sha256' };
+    case Algorithm.RSA_SHA384:
+      return { kind: 'rsa', hash: 'sha384' };
+    case Algorithm.ECDSA_SHA256:
+      return { kind: 'ecdsa', hash: 'sha256' };
+    case Algorithm.ECDSA_SHA384:
+      return { kind: 'ecdsa', hash: 'sha384' };
+    case Algorithm.ECDH_SHA256:
+      return { kind: 'ecdh', hash: 'sha256' };
+    case Algorithm.ECDH_SHA384:
+      return { kind: 'ecdh', hash: 'sha384' };
+    default:
+      return undefined;
   }
 }
 

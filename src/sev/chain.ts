@@ -24,7 +24,10 @@ export type FullChain = SevChain & CaChain;
 
 export class ChainError extends Error {
   override readonly name = 'ChainError';
-  constructor(readonly link: string, message: string) {
+  constructor(
+    readonly link: string,
+    message: string,
+  ) {
     super(`${link}: ${message}`);
   }
 }

@@ -31,7 +31,7 @@ export function parseGuidTable(bytes: Uint8Array, lengthBytes: 2 | 4): { guid: s
   const total = b.readUIntLE(16, lengthBytes);
   if (total < header || total > b.length) throw new RangeError(`GUID table length ${total} does not fit ${b.length} bytes`);
   const entries: GuidEntry[] = [];
-  for (let at = header; at < total;) {
+  for (let at = header; at < total; ) {
     if (total - at < header) throw new RangeError(`truncated GUID entry at offset ${at}`);
     const length = b.readUIntLE(at + 16, lengthBytes);
     if (length < header || at + length > total) throw new RangeError(`GUID entry at offset ${at} has invalid length ${length}`);

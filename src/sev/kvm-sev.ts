@@ -6,9 +6,7 @@ import type { GuestMemory, MemoryRegion } from '../memory/guest-memory.js';
 import { guestStateName, type GuestStatus, type LaunchStart, type SevLaunchBackend, type SevPlatform } from './firmware.js';
 import { KernelBuffers } from './kernel-buffers.js';
 import type { SecretPacket } from './secret.js';
-import {
-  KvmSevCommand, kvmSevCmd, kvmSevGuestStatus, kvmSevLaunchMeasure, kvmSevLaunchSecret, kvmSevLaunchStart, kvmSevLaunchUpdateData,
-} from './sev-abi.js';
+import { KvmSevCommand, kvmSevCmd, kvmSevGuestStatus, kvmSevLaunchMeasure, kvmSevLaunchSecret, kvmSevLaunchStart, kvmSevLaunchUpdateData } from './sev-abi.js';
 import { SevFirmwareError, SevStatus } from './status.js';
 
 /** The part of a KVM VM the SEV launch needs. */
@@ -20,7 +18,10 @@ export class KernelSevLaunch implements SevLaunchBackend {
   private readonly pinned = new Set<MemoryRegion>();
 
   /** `platform` is the open /dev/sev (SevDevice): KVM checks its fd on every command. */
-  constructor(private readonly vm: EncryptingVm, readonly platform: SevPlatform & { readonly fd: number }) {}
+  constructor(
+    private readonly vm: EncryptingVm,
+    readonly platform: SevPlatform & { readonly fd: number },
+  ) {}
 
   /** Issues one KVM SEV command with payload `decl` (filled from `params`); returns the payload as KVM left it. */
   private command<T>(name: string, id: number, payload?: { decl: StructDecl; params: object }, lengthQuery = false): T | undefined {
@@ -68,9 +69,12 @@ export class KernelSevLaunch implements SevLaunchBackend {
     const out = this.command<{ handle: number }>('LAUNCH_START', KvmSevCommand.LAUNCH_START, {
       decl: kvmSevLaunchStart,
       params: {
-        handle: 0, policy: start.policy,
-        dh_uaddr: dh?.address ?? 0n, dh_len: start.godh?.length ?? 0,
-        session_uaddr: session?.address ?? 0n, session_len: start.session?.length ?? 0,
+        handle: 0,
+        policy: start.policy,
+        dh_uaddr: dh?.address ?? 0n,
+        dh_len: start.godh?.length ?? 0,
+        session_uaddr: session?.address ?? 0n,
+        session_len: start.session?.length ?? 0,
       },
     });
     return out!.handle;
@@ -89,10 +93,18 @@ export class KernelSevLaunch implements SevLaunchBackend {
 
   launchMeasure(): Uint8Array {
     this.buffers.reset();
-    const query = this.command<{ len: number }>('LAUNCH_MEASURE', KvmSevCommand.LAUNCH_MEASURE, { decl: kvmSevLaunchMeasure, params: { uaddr: 0n, len: 0 } }, true);
+    const query = this.command<{ len: number }>(
+      'LAUNCH_MEASURE',
+      KvmSevCommand.LAUNCH_MEASURE,
+      { decl: kvmSevLaunchMeasure, params: { uaddr: 0n, len: 0 } },
+      true,
+    );
     this.buffers.reset();
     const out = this.buffers.allocate(query!.len, undefined, 'measurement');
-    const got = this.command<{ len: number }>('LAUNCH_MEASURE', KvmSevCommand.LAUNCH_MEASURE, { decl: kvmSevLaunchMeasure, params: { uaddr: out.address, len: query!.len } });
+    const got = this.command<{ len: number }>('LAUNCH_MEASURE', KvmSevCommand.LAUNCH_MEASURE, {
+      decl: kvmSevLaunchMeasure,
+      params: { uaddr: out.address, len: query!.len },
+    });
     return out.bytes.slice(0, got!.len);
   }
 
@@ -104,9 +116,12 @@ export class KernelSevLaunch implements SevLaunchBackend {
     this.command('LAUNCH_SECRET', KvmSevCommand.LAUNCH_SECRET, {
       decl: kvmSevLaunchSecret,
       params: {
-        hdr_uaddr: header.address, hdr_len: packet.header.length,
-        guest_uaddr: guest, guest_len: packet.payload.length,
-        trans_uaddr: payload.address, trans_len: packet.payload.length,
+        hdr_uaddr: header.address,
+        hdr_len: packet.header.length,
+        guest_uaddr: guest,
+        guest_len: packet.payload.length,
+        trans_uaddr: payload.address,
+        trans_len: packet.payload.length,
       },
     });
   }
@@ -118,7 +133,10 @@ export class KernelSevLaunch implements SevLaunchBackend {
 
   guestStatus(): GuestStatus {
     this.buffers.reset();
-    const s = this.command<{ handle: number; policy: number; state: number }>('GUEST_STATUS', KvmSevCommand.GUEST_STATUS, { decl: kvmSevGuestStatus, params: {} });
+    const s = this.command<{ handle: number; policy: number; state: number }>('GUEST_STATUS', KvmSevCommand.GUEST_STATUS, {
+      decl: kvmSevGuestStatus,
+      params: {},
+    });
     return { handle: s!.handle, policy: s!.policy, state: guestStateName(s!.state) };
   }
 

@@ -67,7 +67,9 @@ export function measuredRanges(regions: readonly PlacedRegion[], memory: GuestMe
     const prev = byAddress[i - 1]!;
     const cur = byAddress[i]!;
     if (cur.guestAddress < prev.guestAddress + prev.length) {
-      throw new LaunchLayoutError(`${prev.kind} ${hex(prev.guestAddress)}+${hex(prev.length)} and ${cur.kind} ${hex(cur.guestAddress)}+${hex(cur.length)} overlap once aligned to 16 bytes`);
+      throw new LaunchLayoutError(
+        `${prev.kind} ${hex(prev.guestAddress)}+${hex(prev.length)} and ${cur.kind} ${hex(cur.guestAddress)}+${hex(cur.length)} overlap once aligned to 16 bytes`,
+      );
     }
   }
   const secretEnd = SEV_SECRET_PAGE + SEV_SECRET_PAGE_SIZE;
@@ -147,7 +149,8 @@ export async function measuredLaunch(options: MeasuredLaunchOptions): Promise<Me
   const measurement = backend.launchMeasure();
   const packet = options.secret ? await options.secret(measurement) : undefined;
   if (packet) {
-    if (packet.payload.length > SEV_SECRET_PAGE_SIZE) throw new LaunchLayoutError(`secret payload of ${packet.payload.length} bytes exceeds the ${SEV_SECRET_PAGE_SIZE}-byte secret page`);
+    if (packet.payload.length > SEV_SECRET_PAGE_SIZE)
+      throw new LaunchLayoutError(`secret payload of ${packet.payload.length} bytes exceeds the ${SEV_SECRET_PAGE_SIZE}-byte secret page`);
     backend.launchSecret(packet, image.memory, SEV_SECRET_PAGE);
   }
   backend.launchFinish();

@@ -19,4 +19,3 @@ export function intoLittleEndian(bigEndian: Uint8Array, field: Uint8Array, what:
   field.fill(0);
   for (let i = 0; i < digits.length; i++) field[i] = digits[digits.length - 1 - i]!;
 }
-

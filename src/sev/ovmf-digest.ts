@@ -12,11 +12,15 @@ export const CMDLINE_HASH_GUID = '97d02dd8-bd20-4c94-aa78-e7714d36ab2a';
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest();
 
 export function kernelHashesTable(kernel: Uint8Array, initrd: Uint8Array, cmdline: string): Buffer {
-  return buildGuidTable(KERNEL_HASHES_TABLE_GUID, [
-    { guid: CMDLINE_HASH_GUID, data: sha256(Buffer.concat([Buffer.from(cmdline, 'utf8'), Buffer.of(0)])) },
-    { guid: INITRD_HASH_GUID, data: sha256(initrd) },
-    { guid: KERNEL_HASH_GUID, data: sha256(kernel) },
-  ], 2);
+  return buildGuidTable(
+    KERNEL_HASHES_TABLE_GUID,
+    [
+      { guid: CMDLINE_HASH_GUID, data: sha256(Buffer.concat([Buffer.from(cmdline, 'utf8'), Buffer.of(0)])) },
+      { guid: INITRD_HASH_GUID, data: sha256(initrd) },
+      { guid: KERNEL_HASH_GUID, data: sha256(kernel) },
+    ],
+    2,
+  );
 }
 
 export interface OvmfLaunch {

@@ -86,7 +86,10 @@ export function readSecretPacket(headerFile: string, payloadFile: string): Secre
 
 /** Writes each file whole (temporary name, then rename), payload first: a VMM waiting for the header sees a complete packet. */
 export function writeSecretPacket(headerFile: string, payloadFile: string, packet: SecretPacket): void {
-  for (const [file, bytes] of [[payloadFile, packet.payload], [headerFile, packet.header]] as const) {
+  for (const [file, bytes] of [
+    [payloadFile, packet.payload],
+    [headerFile, packet.header],
+  ] as const) {
     writeFileSync(`${file}.partial`, bytes);
     renameSync(`${file}.partial`, file);
   }

@@ -40,9 +40,17 @@ export function decodePolicy(value: number): Policy {
 }
 
 export function encodePolicy(p: Policy): number {
-  return ((p.noDebug ? PolicyBit.NODBG : 0) | (p.noKeySharing ? PolicyBit.NOKS : 0) | (p.encryptedState ? PolicyBit.ES : 0)
-    | (p.noSend ? PolicyBit.NOSEND : 0) | (p.domain ? PolicyBit.DOMAIN : 0) | (p.sev ? PolicyBit.SEV : 0)
-    | ((p.minApiMajor & 0xff) << 16) | ((p.minApiMinor & 0xff) << 24)) >>> 0;
+  return (
+    ((p.noDebug ? PolicyBit.NODBG : 0) |
+      (p.noKeySharing ? PolicyBit.NOKS : 0) |
+      (p.encryptedState ? PolicyBit.ES : 0) |
+      (p.noSend ? PolicyBit.NOSEND : 0) |
+      (p.domain ? PolicyBit.DOMAIN : 0) |
+      (p.sev ? PolicyBit.SEV : 0) |
+      ((p.minApiMajor & 0xff) << 16) |
+      ((p.minApiMinor & 0xff) << 24)) >>>
+    0
+  );
 }
 
 /** The policy as the 4 little-endian bytes that get MACed and measured. */
@@ -58,4 +66,3 @@ export function describePolicy(value: number): string {
   const flags = (Object.keys(PolicyBit) as (keyof typeof PolicyBit)[]).filter((k) => value & PolicyBit[k]);
   return `${flags.length ? flags.join('|') : 'no flags'}, min API ${p.minApiMajor}.${p.minApiMinor}`;
 }
-

@@ -7,7 +7,13 @@ import type { PlatformStatus, SevPlatform } from './firmware.js';
 import { platformStateName } from './firmware.js';
 import { KernelBuffers } from './kernel-buffers.js';
 import {
-  SEV_ISSUE_CMD, SevPlatformCommand, sevIssueCmd, sevUserDataGetId2, sevUserDataPdhCertExport, sevUserDataPekCsr, sevUserDataStatus,
+  SEV_ISSUE_CMD,
+  SevPlatformCommand,
+  sevIssueCmd,
+  sevUserDataGetId2,
+  sevUserDataPdhCertExport,
+  sevUserDataPekCsr,
+  sevUserDataStatus,
 } from './sev-abi.js';
 import { SevCertificate } from './sev-certificate.js';
 import { SevFirmwareError, SevStatus } from './status.js';
@@ -15,13 +21,19 @@ import { SevFirmwareError, SevStatus } from './status.js';
 export class SevDevice implements SevPlatform {
   private readonly buffers = new KernelBuffers();
 
-  private constructor(readonly fd: number, readonly path: string) {}
+  private constructor(
+    readonly fd: number,
+    readonly path: string,
+  ) {}
 
   static open(path = '/dev/sev'): SevDevice {
-    return new SevDevice(open(path, O_RDWR, {
-      ENOENT: `${path} does not exist: no SEV-capable AMD Secure Processor, or ccp/kvm_amd loaded without SEV`,
-      EACCES: `no permission to open ${path} (root or the kvm group is needed)`,
-    }), path);
+    return new SevDevice(
+      open(path, O_RDWR, {
+        ENOENT: `${path} does not exist: no SEV-capable AMD Secure Processor, or ccp/kvm_amd loaded without SEV`,
+        EACCES: `no permission to open ${path} (root or the kvm group is needed)`,
+      }),
+      path,
+    );
   }
 
   /**
@@ -44,7 +56,11 @@ export class SevDevice implements SevPlatform {
   platformStatus(): PlatformStatus {
     this.buffers.reset();
     const s = this.issue<{ api_major: number; api_minor: number; state: number; flags: number; build: number; guest_count: number }>(
-      'PLATFORM_STATUS', SevPlatformCommand.PLATFORM_STATUS, sevUserDataStatus, {});
+      'PLATFORM_STATUS',
+      SevPlatformCommand.PLATFORM_STATUS,
+      sevUserDataStatus,
+      {},
+    );
     return { apiMajor: s.api_major, apiMinor: s.api_minor, build: s.build, state: platformStateName(s.state), flags: s.flags, guestCount: s.guest_count };
   }
 
@@ -56,7 +72,10 @@ export class SevDevice implements SevPlatform {
     const pdh = this.buffers.allocate(sizes.pdh_cert_len, undefined, 'PDH');
     const chain = this.buffers.allocate(sizes.cert_chain_len, undefined, 'certificate chain');
     const got = this.issue<Export>('PDH_CERT_EXPORT', SevPlatformCommand.PDH_CERT_EXPORT, sevUserDataPdhCertExport, {
-      pdh_cert_address: pdh.address, pdh_cert_len: sizes.pdh_cert_len, cert_chain_address: chain.address, cert_chain_len: sizes.cert_chain_len,
+      pdh_cert_address: pdh.address,
+      pdh_cert_len: sizes.pdh_cert_len,
+      cert_chain_address: chain.address,
+      cert_chain_len: sizes.cert_chain_len,
     });
     return { pdh: SevCertificate.parse(pdh.bytes.slice(0, got.pdh_cert_len), 'PDH'), chain: chain.bytes.slice(0, got.cert_chain_len) };
   }

@@ -27,7 +27,13 @@ export interface TransportKeys {
   tik: Uint8Array;
 }
 
-const fields = [['nonce', 16], ['wrapTk', 32], ['wrapIv', 16], ['wrapMac', 32], ['policyMac', 32]] as const;
+const fields = [
+  ['nonce', 16],
+  ['wrapTk', 32],
+  ['wrapIv', 16],
+  ['wrapMac', 32],
+  ['policyMac', 32],
+] as const;
 
 export function encodeSession(s: SessionBlob): Buffer {
   const out = Buffer.alloc(SESSION_SIZE);
@@ -75,9 +81,11 @@ export function wrapTransportKeys(z: Uint8Array, keys: TransportKeys, policy: nu
 export class SessionIntegrityError extends Error {
   override readonly name = 'SessionIntegrityError';
   constructor(readonly check: 'wrap_mac' | 'policy_mac') {
-    super(check === 'wrap_mac'
-      ? 'wrap_mac does not verify: the session was made for another PDH or was altered'
-      : 'policy_mac does not verify: the policy differs from the one the session was made for');
+    super(
+      check === 'wrap_mac'
+        ? 'wrap_mac does not verify: the session was made for another PDH or was altered'
+        : 'policy_mac does not verify: the policy differs from the one the session was made for',
+    );
   }
 }
 

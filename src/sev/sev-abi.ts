@@ -11,13 +11,31 @@ const u64 = 'uint64';
 
 // /dev/sev: SEV_ISSUE_CMD { cmd, data -> one of the sev_user_data_* structs, error }.
 export const sevIssueCmd = cStruct('struct sev_issue_cmd', PSP, { cmd: u32, data: u64, error: u32 }, { packed: true });
-export const sevUserDataStatus = cStruct('struct sev_user_data_status', PSP, {
-  api_major: u8, api_minor: u8, state: u8, flags: u32, build: u8, guest_count: u32,
-}, { packed: true });
+export const sevUserDataStatus = cStruct(
+  'struct sev_user_data_status',
+  PSP,
+  {
+    api_major: u8,
+    api_minor: u8,
+    state: u8,
+    flags: u32,
+    build: u8,
+    guest_count: u32,
+  },
+  { packed: true },
+);
 export const sevUserDataPekCsr = cStruct('struct sev_user_data_pek_csr', PSP, { address: u64, length: u32 }, { packed: true });
-export const sevUserDataPdhCertExport = cStruct('struct sev_user_data_pdh_cert_export', PSP, {
-  pdh_cert_address: u64, pdh_cert_len: u32, cert_chain_address: u64, cert_chain_len: u32,
-}, { packed: true });
+export const sevUserDataPdhCertExport = cStruct(
+  'struct sev_user_data_pdh_cert_export',
+  PSP,
+  {
+    pdh_cert_address: u64,
+    pdh_cert_len: u32,
+    cert_chain_address: u64,
+    cert_chain_len: u32,
+  },
+  { packed: true },
+);
 export const sevUserDataGetId2 = cStruct('struct sev_user_data_get_id2', PSP, { address: u64, length: u32 }, { packed: true });
 
 export const SEV_ISSUE_CMD = ioctl('SEV_ISSUE_CMD', PSP, _IOWR('S'.charCodeAt(0), 0x0, sevIssueCmd.size));
@@ -34,11 +52,21 @@ export const SEV_STATUS_FLAGS_CONFIG_ES = constant('SEV_STATUS_FLAGS_CONFIG_ES',
 // KVM_MEMORY_ENCRYPT_OP: struct kvm_sev_cmd { id, data -> payload, error (firmware status), sev_fd }.
 export const kvmSevCmd = cStruct('struct kvm_sev_cmd', KVM, { id: u32, data: u64, error: u32, sev_fd: u32 });
 export const kvmSevLaunchStart = cStruct('struct kvm_sev_launch_start', KVM, {
-  handle: u32, policy: u32, dh_uaddr: u64, dh_len: u32, session_uaddr: u64, session_len: u32,
+  handle: u32,
+  policy: u32,
+  dh_uaddr: u64,
+  dh_len: u32,
+  session_uaddr: u64,
+  session_len: u32,
 });
 export const kvmSevLaunchUpdateData = cStruct('struct kvm_sev_launch_update_data', KVM, { uaddr: u64, len: u32 });
 export const kvmSevLaunchSecret = cStruct('struct kvm_sev_launch_secret', KVM, {
-  hdr_uaddr: u64, hdr_len: u32, guest_uaddr: u64, guest_len: u32, trans_uaddr: u64, trans_len: u32,
+  hdr_uaddr: u64,
+  hdr_len: u32,
+  guest_uaddr: u64,
+  guest_len: u32,
+  trans_uaddr: u64,
+  trans_len: u32,
 });
 export const kvmSevLaunchMeasure = cStruct('struct kvm_sev_launch_measure', KVM, { uaddr: u64, len: u32 });
 export const kvmSevGuestStatus = cStruct('struct kvm_sev_guest_status', KVM, { handle: u32, policy: u32, state: u32 });

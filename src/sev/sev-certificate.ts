@@ -7,8 +7,15 @@
 // Signatures cover the body, bytes 0x000..0x413. ECDSA signatures are r[72] || s[72], little-endian.
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import {
-  Usage, describeAlgorithm, usageName, algorithmFor, signBody, EC_SIGNATURE_FIELD,
-  type CertificateKey, type FoundSignature, type Hash,
+  Usage,
+  describeAlgorithm,
+  usageName,
+  algorithmFor,
+  signBody,
+  EC_SIGNATURE_FIELD,
+  type CertificateKey,
+  type FoundSignature,
+  type Hash,
 } from './certificate-key.js';
 import { fromLittleEndian, intoLittleEndian } from './little-endian.js';
 import { errorMessage } from '../sys/error-message.js';
@@ -91,12 +98,24 @@ export class SevCertificate {
     return cert;
   }
 
-  get version(): number { return this.view.getUint32(0x00, true); }
-  get apiMajor(): number { return this.bytes[0x04]!; }
-  get apiMinor(): number { return this.bytes[0x05]!; }
-  get usage(): number { return this.view.getUint32(0x08, true); }
-  get algorithm(): number { return this.view.getUint32(0x0c, true); }
-  get curve(): number { return this.view.getUint32(KEY_OFFSET, true); }
+  get version(): number {
+    return this.view.getUint32(0x00, true);
+  }
+  get apiMajor(): number {
+    return this.bytes[0x04]!;
+  }
+  get apiMinor(): number {
+    return this.bytes[0x05]!;
+  }
+  get usage(): number {
+    return this.view.getUint32(0x08, true);
+  }
+  get algorithm(): number {
+    return this.view.getUint32(0x0c, true);
+  }
+  get curve(): number {
+    return this.view.getUint32(KEY_OFFSET, true);
+  }
 
   /** The signed part of the certificate. */
   body(): Uint8Array {

@@ -7,9 +7,7 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { Usage, describeAlgorithm } from './certificate-key.js';
 import { encodeSevChain } from './chain.js';
-import type {
-  GuestStateName, GuestStatus, LaunchStart, PlatformStatus, SevLaunchBackend, SevPlatform,
-} from './firmware.js';
+import type { GuestStateName, GuestStatus, LaunchStart, PlatformStatus, SevLaunchBackend, SevPlatform } from './firmware.js';
 import { computeMeasure, encodeMeasurement, type FirmwareBuild } from './measurement.js';
 import { POLICY_RESERVED_MASK, PolicyBit, decodePolicy } from './policy.js';
 import { SECRET_HEADER_SIZE, SecretIntegrityError, openSecretPacket, parseSecretHeader, type SecretPacket } from './secret.js';
@@ -20,7 +18,8 @@ import type { SimulatedIdentity } from './sim-identity.js';
 import { SevFirmwareError, SevStatus } from './status.js';
 import { errorMessage } from '../sys/error-message.js';
 
-export const SEV_SIM_WARNING = 'sev-sim: simulated SEV firmware: guest memory is NOT encrypted; the launch protocol and measurement are real, the confidentiality is not';
+export const SEV_SIM_WARNING =
+  'sev-sim: simulated SEV firmware: guest memory is NOT encrypted; the launch protocol and measurement are real, the confidentiality is not';
 
 const VMSA_SIZE = 4096;
 
@@ -46,7 +45,10 @@ export class SimulatedPlatform implements SevPlatform {
   state: 'UNINIT' | 'INIT' | 'WORKING' = 'UNINIT';
   private lastHandle = 0;
 
-  constructor(readonly identity: SimulatedIdentity, readonly build: FirmwareBuild = { apiMajor: 0, apiMinor: 24, build: 15 }) {}
+  constructor(
+    readonly identity: SimulatedIdentity,
+    readonly build: FirmwareBuild = { apiMajor: 0, apiMinor: 24, build: 15 },
+  ) {}
 
   platformStatus(): PlatformStatus {
     return { ...this.build, state: this.state, flags: SEV_STATUS_FLAGS_CONFIG_ES, guestCount: this.guestCount };
@@ -97,7 +99,8 @@ export class SevSimulator implements SevLaunchBackend {
   private checkRange(command: string, memory: GuestMemory, guestAddress: number, length: number): void {
     if (length === 0 || length % 16 !== 0) this.fail(command, SevStatus.INVALID_LEN, `length ${length} is not a non-zero multiple of 16`);
     if (guestAddress % 16 !== 0) this.fail(command, SevStatus.INVALID_ADDRESS, `address 0x${guestAddress.toString(16)} is not 16-byte aligned`);
-    if (!memory.contains(guestAddress, length)) this.fail(command, SevStatus.INVALID_ADDRESS, `0x${guestAddress.toString(16)}+0x${length.toString(16)} is outside guest memory`);
+    if (!memory.contains(guestAddress, length))
+      this.fail(command, SevStatus.INVALID_ADDRESS, `0x${guestAddress.toString(16)}+0x${length.toString(16)} is outside guest memory`);
   }
 
   init(encryptedState: boolean): void {
@@ -141,7 +144,8 @@ export class SevSimulator implements SevLaunchBackend {
     if (godh.usage !== Usage.PDH || describeAlgorithm(godh.algorithm)?.kind !== 'ecdh' || godh.curve !== Curve.P384) {
       this.fail(command, SevStatus.INVALID_CERTIFICATE, 'GODH is not a P-384 Diffie-Hellman certificate');
     }
-    if (!start.session || start.session.length !== SESSION_SIZE) this.fail(command, SevStatus.INVALID_LEN, `session is ${start.session?.length ?? 0} bytes, expected ${SESSION_SIZE}`);
+    if (!start.session || start.session.length !== SESSION_SIZE)
+      this.fail(command, SevStatus.INVALID_LEN, `session is ${start.session?.length ?? 0} bytes, expected ${SESSION_SIZE}`);
     const z = sharedSecret(this.platform.identity.keys.pdh, godh);
     try {
       return unwrapTransportKeys(z, parseSession(start.session), policy);
@@ -183,7 +187,8 @@ export class SevSimulator implements SevLaunchBackend {
   launchSecret(packet: SecretPacket, memory: GuestMemory, guestAddress: number): void {
     const command = 'LAUNCH_SECRET';
     const g = this.guestIn(command, 'LSECRET');
-    if (packet.header.length !== SECRET_HEADER_SIZE) this.fail(command, SevStatus.INVALID_LEN, `header is ${packet.header.length} bytes, expected ${SECRET_HEADER_SIZE}`);
+    if (packet.header.length !== SECRET_HEADER_SIZE)
+      this.fail(command, SevStatus.INVALID_LEN, `header is ${packet.header.length} bytes, expected ${SECRET_HEADER_SIZE}`);
     const header = parseSecretHeader(packet.header);
     if (header.flags !== 0) this.fail(command, SevStatus.INVALID_PARAM, `header flags 0x${header.flags.toString(16)} (compression is not supported)`);
     this.checkRange(command, memory, guestAddress, packet.payload.length);

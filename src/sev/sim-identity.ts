@@ -38,8 +38,18 @@ export class SimulatedIdentity {
     const [cekPair, ocaPair, pekPair, pdhPair] = [ec(), ec(), ec(), ec()];
     const arkId = randomBytes(16);
     const askId = randomBytes(16);
-    const ark = CaCertificate.create({ usage: Usage.ARK, keyId: arkId, publicKey: arkPair.publicKey, signer: { keyId: arkId, privateKey: arkPair.privateKey } });
-    const ask = CaCertificate.create({ usage: Usage.ASK, keyId: askId, publicKey: askPair.publicKey, signer: { keyId: arkId, privateKey: arkPair.privateKey } });
+    const ark = CaCertificate.create({
+      usage: Usage.ARK,
+      keyId: arkId,
+      publicKey: arkPair.publicKey,
+      signer: { keyId: arkId, privateKey: arkPair.privateKey },
+    });
+    const ask = CaCertificate.create({
+      usage: Usage.ASK,
+      keyId: askId,
+      publicKey: askPair.publicKey,
+      signer: { keyId: arkId, privateKey: arkPair.privateKey },
+    });
     const caHash = caBits === 2048 ? 'sha256' : 'sha384';
 
     const cek = SevCertificate.create({ usage: Usage.CEK, publicKey: cekPair.publicKey, ...api });

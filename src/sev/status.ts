@@ -36,9 +36,7 @@ export const SevStatus = {
 
 export type SevStatusName = keyof typeof SevStatus;
 
-const namesByCode = new Map<number, SevStatusName>(
-  (Object.entries(SevStatus) as [SevStatusName, number][]).map(([name, code]) => [code, name]),
-);
+const namesByCode = new Map<number, SevStatusName>((Object.entries(SevStatus) as [SevStatusName, number][]).map(([name, code]) => [code, name]));
 
 /** `BAD_MEASUREMENT (0x0b)`; unknown codes keep their number. */
 export function describeStatus(code: number): string {
@@ -52,7 +50,11 @@ export class SevFirmwareError extends Error {
   readonly status: number;
   readonly statusName: string;
 
-  constructor(readonly command: string, status: number, detail?: string) {
+  constructor(
+    readonly command: string,
+    status: number,
+    detail?: string,
+  ) {
     super(`${command} failed: ${describeStatus(status)}${detail ? ` — ${detail}` : ''}`);
     this.status = status;
     this.statusName = namesByCode.get(status) ?? 'UNKNOWN_STATUS';

@@ -18,11 +18,43 @@ type SegmentName = (typeof SEGMENTS)[number];
 
 /** 64-bit fields by offset (the save area's reserved gaps stay zero). */
 const U64_FIELDS = {
-  efer: 0xd0, xss: 0x140, cr4: 0x148, cr3: 0x150, cr0: 0x158, dr7: 0x160, dr6: 0x168, rflags: 0x170, rip: 0x178,
-  rsp: 0x1d8, rax: 0x1f8, star: 0x200, lstar: 0x208, cstar: 0x210, sfmask: 0x218, kernelGsBase: 0x220,
-  sysenterCs: 0x228, sysenterEsp: 0x230, sysenterEip: 0x238, cr2: 0x240, gPat: 0x268, dbgctl: 0x270,
-  rcx: 0x308, rdx: 0x310, rbx: 0x318, rbp: 0x328, rsi: 0x330, rdi: 0x338,
-  r8: 0x340, r9: 0x348, r10: 0x350, r11: 0x358, r12: 0x360, r13: 0x368, r14: 0x370, r15: 0x378, xcr0: 0x3e8,
+  efer: 0xd0,
+  xss: 0x140,
+  cr4: 0x148,
+  cr3: 0x150,
+  cr0: 0x158,
+  dr7: 0x160,
+  dr6: 0x168,
+  rflags: 0x170,
+  rip: 0x178,
+  rsp: 0x1d8,
+  rax: 0x1f8,
+  star: 0x200,
+  lstar: 0x208,
+  cstar: 0x210,
+  sfmask: 0x218,
+  kernelGsBase: 0x220,
+  sysenterCs: 0x228,
+  sysenterEsp: 0x230,
+  sysenterEip: 0x238,
+  cr2: 0x240,
+  gPat: 0x268,
+  dbgctl: 0x270,
+  rcx: 0x308,
+  rdx: 0x310,
+  rbx: 0x318,
+  rbp: 0x328,
+  rsi: 0x330,
+  rdi: 0x338,
+  r8: 0x340,
+  r9: 0x348,
+  r10: 0x350,
+  r11: 0x358,
+  r12: 0x360,
+  r13: 0x368,
+  r14: 0x370,
+  r15: 0x378,
+  xcr0: 0x3e8,
 } as const;
 type RegisterName = keyof typeof U64_FIELDS;
 const CPL = 0xcb;
@@ -56,7 +88,12 @@ export function decodeVmsa(page: Uint8Array): VmsaState {
   const v = new DataView(page.buffer, page.byteOffset, page.byteLength);
   const s = emptyVmsaState();
   SEGMENTS.forEach((name, i) => {
-    s[name] = { selector: v.getUint16(i * 16, true), attrib: v.getUint16(i * 16 + 2, true), limit: v.getUint32(i * 16 + 4, true), base: v.getBigUint64(i * 16 + 8, true) };
+    s[name] = {
+      selector: v.getUint16(i * 16, true),
+      attrib: v.getUint16(i * 16 + 2, true),
+      limit: v.getUint32(i * 16 + 4, true),
+      base: v.getBigUint64(i * 16 + 8, true),
+    };
   });
   s.cpl = v.getUint8(CPL);
   for (const [name, offset] of Object.entries(U64_FIELDS) as [RegisterName, number][]) s[name] = v.getBigUint64(offset, true);
@@ -164,11 +201,12 @@ export function ovmfApResetAddress(ovmf: Uint8Array): number {
   const b = Buffer.from(ovmf.buffer, ovmf.byteOffset, ovmf.byteLength);
   if (b.length < 50) throw new RangeError('OVMF image too small for its GUIDed footer table');
   const footerGuidAt = b.length - 48;
-  if (guidText(b.subarray(footerGuidAt, footerGuidAt + 16)) !== OVMF_TABLE_FOOTER_GUID) throw new RangeError('no OVMF GUIDed table footer 32 bytes before the end of the image');
+  if (guidText(b.subarray(footerGuidAt, footerGuidAt + 16)) !== OVMF_TABLE_FOOTER_GUID)
+    throw new RangeError('no OVMF GUIDed table footer 32 bytes before the end of the image');
   const tableLength = b.readUInt16LE(b.length - 50);
   const start = b.length - 32 - tableLength;
   if (tableLength < 18 || start < 0) throw new RangeError(`OVMF GUIDed table length ${tableLength} is invalid`);
-  for (let end = b.length - 50; end > start;) {
+  for (let end = b.length - 50; end > start; ) {
     if (end - 18 < start) throw new RangeError('OVMF GUIDed table entry runs past the table start');
     const guid = guidText(b.subarray(end - 16, end));
     const length = b.readUInt16LE(end - 18);

@@ -65,8 +65,18 @@ export function cStruct(cName: string, header: string, fields: Record<string, st
   return decl;
 }
 
-interface Member { name: string; type: CType; offset: number }
-interface TypeInfo { primitive: string; size: number; length?: number; ref?: CType; members?: Record<string, Member> }
+interface Member {
+  name: string;
+  type: CType;
+  offset: number;
+}
+interface TypeInfo {
+  primitive: string;
+  size: number;
+  length?: number;
+  ref?: CType;
+  members?: Record<string, Member>;
+}
 const introspect = (type: CType): TypeInfo => koffi.introspect(type) as unknown as TypeInfo;
 const isAggregate = (info: TypeInfo): boolean => info.primitive === 'Record' || info.primitive === 'Union';
 

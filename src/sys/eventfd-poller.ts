@@ -3,9 +3,7 @@
 // thread then reads (and so clears) each counter itself. The fds are edge-triggered: the worker never
 // touches them, so it cannot read an fd that the main thread has meanwhile closed and reused.
 import { Worker } from 'node:worker_threads';
-import {
-  EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, close, epollCreate, epollCtl, eventfd, write,
-} from './sys.js';
+import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, close, epollCreate, epollCtl, eventfd, write } from './sys.js';
 import { EVENTFD_POLLER_ROLE, type PollerWorkerData } from './eventfd-poller-worker.js';
 
 type Ready = (fd: number) => void;

@@ -24,16 +24,23 @@ export function processLines(pid: string | number): string[] {
   let tasks: string[] = [];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
-  } catch { /* it ended meanwhile */ }
+  } catch {
+    /* it ended meanwhile */
+  }
   for (const tid of tasks) {
     const task = `/proc/${pid}/task/${tid}`;
     const stack = readOr(`${task}/stack`, '').trim();
-    lines.push(`  tid ${tid} ${readOr(`${task}/comm`, '?').trim()} ${stateOf(readOr(`${task}/status`, ''))} syscall=${readOr(`${task}/syscall`, '?').split(' ')[0]?.trim()}${stack ? `\n${stack.replace(/^/gm, '    ')}` : ''}`);
+    lines.push(
+      `  tid ${tid} ${readOr(`${task}/comm`, '?').trim()} ${stateOf(readOr(`${task}/status`, ''))} syscall=${readOr(`${task}/syscall`, '?').split(' ')[0]?.trim()}${stack ? `\n${stack.replace(/^/gm, '    ')}` : ''}`,
+    );
   }
   return lines;
 }
 
 /** Every process, with the machine's load and memory first. */
 export function processReport(): string[] {
-  return [`load ${readOr('/proc/loadavg', '?').trim()}; ${readOr('/proc/meminfo', '').split('\n').slice(0, 3).join('; ')}`, ...processIds().flatMap(processLines)];
+  return [
+    `load ${readOr('/proc/loadavg', '?').trim()}; ${readOr('/proc/meminfo', '').split('\n').slice(0, 3).join('; ')}`,
+    ...processIds().flatMap(processLines),
+  ];
 }

@@ -44,9 +44,7 @@ export const MADV_HUGEPAGE = constant('MADV_HUGEPAGE', 'sys/mman.h', 14);
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 
-const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, value]) => [value, name]),
-);
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, value]) => [value, name]));
 const errnoMessages = getSystemErrorMap();
 
 export function errnoName(errno: number): string {

@@ -68,7 +68,10 @@ export const VRING_USED_ALIGN_SIZE = constant('VRING_USED_ALIGN_SIZE', RING, 4);
 export const VRING_DESC_ALIGN_SIZE = constant('VRING_DESC_ALIGN_SIZE', RING, 16);
 
 export const vringDesc = cStruct('struct vring_desc', RING, {
-  addr: 'uint64_t', len: 'uint32_t', flags: 'uint16_t', next: 'uint16_t',
+  addr: 'uint64_t',
+  len: 'uint32_t',
+  flags: 'uint16_t',
+  next: 'uint16_t',
 });
 export const vringUsedElem = cStruct('struct vring_used_elem', RING, { id: 'uint32_t', len: 'uint32_t' });
 export const DESC_SIZE = vringDesc.size;
@@ -102,37 +105,48 @@ export const VIRTIO_BLK_S_UNSUPP = constant('VIRTIO_BLK_S_UNSUPP', BLK, 2);
 export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = constant('VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP', BLK, 1);
 
 export const virtioBlkGeometry = cStruct('struct virtio_blk_geometry', BLK, {
-  cylinders: 'uint16_t', heads: 'uint8_t', sectors: 'uint8_t',
+  cylinders: 'uint16_t',
+  heads: 'uint8_t',
+  sectors: 'uint8_t',
 });
-export const virtioBlkConfig = cStruct('struct virtio_blk_config', BLK, {
-  capacity: 'uint64_t',
-  size_max: 'uint32_t',
-  seg_max: 'uint32_t',
-  geometry: virtioBlkGeometry.type,
-  blk_size: 'uint32_t',
-  physical_block_exp: 'uint8_t',
-  alignment_offset: 'uint8_t',
-  min_io_size: 'uint16_t',
-  opt_io_size: 'uint32_t',
-  wce: 'uint8_t',
-  unused: 'uint8_t',
-  num_queues: 'uint16_t',
-  max_discard_sectors: 'uint32_t',
-  max_discard_seg: 'uint32_t',
-  discard_sector_alignment: 'uint32_t',
-  max_write_zeroes_sectors: 'uint32_t',
-  max_write_zeroes_seg: 'uint32_t',
-  write_zeroes_may_unmap: 'uint8_t',
-  unused1: 'uint8_t[3]',
-  max_secure_erase_sectors: 'uint32_t',
-  max_secure_erase_seg: 'uint32_t',
-  secure_erase_sector_alignment: 'uint32_t',
-}, { packed: true });
+export const virtioBlkConfig = cStruct(
+  'struct virtio_blk_config',
+  BLK,
+  {
+    capacity: 'uint64_t',
+    size_max: 'uint32_t',
+    seg_max: 'uint32_t',
+    geometry: virtioBlkGeometry.type,
+    blk_size: 'uint32_t',
+    physical_block_exp: 'uint8_t',
+    alignment_offset: 'uint8_t',
+    min_io_size: 'uint16_t',
+    opt_io_size: 'uint32_t',
+    wce: 'uint8_t',
+    unused: 'uint8_t',
+    num_queues: 'uint16_t',
+    max_discard_sectors: 'uint32_t',
+    max_discard_seg: 'uint32_t',
+    discard_sector_alignment: 'uint32_t',
+    max_write_zeroes_sectors: 'uint32_t',
+    max_write_zeroes_seg: 'uint32_t',
+    write_zeroes_may_unmap: 'uint8_t',
+    unused1: 'uint8_t[3]',
+    max_secure_erase_sectors: 'uint32_t',
+    max_secure_erase_seg: 'uint32_t',
+    secure_erase_sector_alignment: 'uint32_t',
+  },
+  { packed: true },
+);
 export const virtioBlkOuthdr = cStruct('struct virtio_blk_outhdr', BLK, {
-  type: 'uint32_t', ioprio: 'uint32_t', sector: 'uint64_t',
+  type: 'uint32_t',
+  ioprio: 'uint32_t',
+  sector: 'uint64_t',
 });
 export const virtioBlkDiscardWriteZeroes = cStruct('struct virtio_blk_discard_write_zeroes', BLK, {
-  sector: 'uint64_t', num_sectors: 'uint32_t', flags: 'uint32_t',
+  sector: 'uint64_t',
+  num_sectors: 'uint32_t',
+  flags: 'uint32_t',
 });
 
 // Socket device (§5.10).
@@ -151,18 +165,23 @@ export const VIRTIO_VSOCK_SHUTDOWN_SEND = constant('VIRTIO_VSOCK_SHUTDOWN_SEND',
 
 export const virtioVsockConfig = cStruct('struct virtio_vsock_config', VSOCK, { guest_cid: 'uint64_t' }, { packed: true });
 export const virtioVsockEvent = cStruct('struct virtio_vsock_event', VSOCK, { id: 'uint32_t' }, { packed: true });
-export const virtioVsockHdr = cStruct('struct virtio_vsock_hdr', VSOCK, {
-  src_cid: 'uint64_t',
-  dst_cid: 'uint64_t',
-  src_port: 'uint32_t',
-  dst_port: 'uint32_t',
-  len: 'uint32_t',
-  type: 'uint16_t',
-  op: 'uint16_t',
-  flags: 'uint32_t',
-  buf_alloc: 'uint32_t',
-  fwd_cnt: 'uint32_t',
-}, { packed: true });
+export const virtioVsockHdr = cStruct(
+  'struct virtio_vsock_hdr',
+  VSOCK,
+  {
+    src_cid: 'uint64_t',
+    dst_cid: 'uint64_t',
+    src_port: 'uint32_t',
+    dst_port: 'uint32_t',
+    len: 'uint32_t',
+    type: 'uint16_t',
+    op: 'uint16_t',
+    flags: 'uint32_t',
+    buf_alloc: 'uint32_t',
+    fwd_cnt: 'uint32_t',
+  },
+  { packed: true },
+);
 
 /** A 64-bit feature set as a bigint bit mask. */
 export const feature = (bit: number): bigint => 1n << BigInt(bit);

@@ -3,8 +3,18 @@
 // parsed whole (blk-request.ts) before any of it is carried out.
 import { offsetOf } from '../sys/abi.js';
 import {
-  VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
-  VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_F_VERSION_1, VIRTIO_ID_BLOCK, feature,
+  VIRTIO_BLK_F_BLK_SIZE,
+  VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_ID_BLOCK,
+  feature,
   virtioBlkConfig,
 } from './abi.js';
 import { IoVectors } from '../memory/io-vectors.js';
@@ -55,8 +65,12 @@ export class VirtioBlk implements VirtioDevice {
     this.image = new RawImage(options.path, options.readOnly ?? false);
     this.queueMaxSizes = [queueSize];
     const ro = this.image.readOnly;
-    this.features = feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_BLK_F_SEG_MAX) | feature(VIRTIO_BLK_F_BLK_SIZE) | feature(VIRTIO_BLK_F_FLUSH)
-      | (ro ? feature(VIRTIO_BLK_F_RO) : feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES));
+    this.features =
+      feature(VIRTIO_F_VERSION_1) |
+      feature(VIRTIO_BLK_F_SEG_MAX) |
+      feature(VIRTIO_BLK_F_BLK_SIZE) |
+      feature(VIRTIO_BLK_F_FLUSH) |
+      (ro ? feature(VIRTIO_BLK_F_RO) : feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES));
     // GET_ID answers a zero-padded 20-byte field (NUL-terminated when the serial is shorter).
     this.serial = new Uint8Array(VIRTIO_BLK_ID_BYTES);
     this.serial.set(new TextEncoder().encode(options.serial ?? this.image.identity).subarray(0, VIRTIO_BLK_ID_BYTES));
@@ -96,8 +110,10 @@ export class VirtioBlk implements VirtioDevice {
   activate({ memory, queues, features }: ActivatedQueues): void {
     this.queue = queues[0] ?? null;
     this.disk = {
-      sectors: this.sectors, readOnly: this.image.readOnly,
-      discard: (features & feature(VIRTIO_BLK_F_DISCARD)) !== 0n, writeZeroes: (features & feature(VIRTIO_BLK_F_WRITE_ZEROES)) !== 0n,
+      sectors: this.sectors,
+      readOnly: this.image.readOnly,
+      discard: (features & feature(VIRTIO_BLK_F_DISCARD)) !== 0n,
+      writeZeroes: (features & feature(VIRTIO_BLK_F_WRITE_ZEROES)) !== 0n,
     };
     // Data moves between the file and guest RAM in one preadv/pwritev by host address where RAM is an
     // mmap (a chain with more segments than IOV_MAX, or RAM in SharedArrayBuffers, goes through views).
@@ -205,4 +221,3 @@ export class VirtioBlk implements VirtioDevice {
     }
   }
 }
-

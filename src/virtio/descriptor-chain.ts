@@ -90,7 +90,9 @@ function views(memory: GuestMemory, segments: readonly Segment[], offset: number
   const address = addressIn(segments, offset, length);
   if (address !== undefined) return [memory.slice(address, length)];
   const out: Uint8Array[] = [];
-  walkSegments(segments, offset, length, (address, n) => { out.push(memory.slice(address, n)); });
+  walkSegments(segments, offset, length, (address, n) => {
+    out.push(memory.slice(address, n));
+  });
   return out;
 }
 
@@ -104,12 +106,7 @@ function addressIn(segments: readonly Segment[], offset: number, length: number)
 }
 
 /** Walks `segments` from byte `offset` for up to `length` bytes, handing each piece and its position. */
-function walkSegments(
-  segments: readonly Segment[],
-  offset: number,
-  length: number,
-  each: (address: number, length: number, position: number) => void,
-): number {
+function walkSegments(segments: readonly Segment[], offset: number, length: number, each: (address: number, length: number, position: number) => void): number {
   let skip = offset;
   let done = 0;
   for (const s of segments) {

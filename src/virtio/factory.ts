@@ -10,9 +10,7 @@ import { VIRTIO_MMIO_WINDOW, type VirtioMmioOptions, VirtioMmioTransport } from 
 import type { NotificationSource } from './notification.js';
 import { VirtioVsock } from './vsock/device.js';
 
-export type VirtioDeviceSpec =
-  | { kind: 'blk'; path: string; readOnly?: boolean; serial?: string }
-  | { kind: 'vsock'; guestCid: number; udsPath: string };
+export type VirtioDeviceSpec = { kind: 'blk'; path: string; readOnly?: boolean; serial?: string } | { kind: 'vsock'; guestCid: number; udsPath: string };
 
 export interface VirtioMmioContext {
   memory: GuestMemory;
@@ -49,8 +47,12 @@ export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: Vi
     const device = await IoThreadDevice.start(
       { module: new URL('./blk.js', import.meta.url).href, exportName: VirtioBlk.name, options: blk },
       {
-        memory: context.memory, interruptStatus, interrupt: context.ioThread.interrupt, notifications: context.notifications,
-        baseAddress: context.baseAddress, name,
+        memory: context.memory,
+        interruptStatus,
+        interrupt: context.ioThread.interrupt,
+        notifications: context.notifications,
+        baseAddress: context.baseAddress,
+        name,
       },
     );
     // The thread waits on its kicks itself: none for the transport to watch.
@@ -64,7 +66,9 @@ export async function createVirtioMmioDevice(spec: VirtioDeviceSpec, context: Vi
 function behindTransport(device: VirtioDevice & { close(): void | Promise<void> }, options: VirtioMmioOptions): VirtioMmioDevice {
   const transport = new VirtioMmioTransport(device, options);
   return {
-    transport, device, size: VIRTIO_MMIO_WINDOW,
+    transport,
+    device,
+    size: VIRTIO_MMIO_WINDOW,
     close: async () => {
       transport.close();
       await device.close();

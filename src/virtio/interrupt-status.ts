@@ -66,8 +66,14 @@ export function interruptRegisters(status: InterruptStatus): BusDevice {
 /** The two registers answered in every vCPU thread, for the transport whose window starts at `base`. */
 export function interruptRegistersRange(base: number, status: InterruptStatus, name: string): LocalRange {
   return {
-    space: 'mmio', base: base + VIRTIO_MMIO_INTERRUPT_STATUS, size: ACK_OFFSET + 4, name: `${name} interrupt status`,
-    kind: 'module', module: import.meta.url, exportName: 'localInterruptRegisters', options: status.buffer,
+    space: 'mmio',
+    base: base + VIRTIO_MMIO_INTERRUPT_STATUS,
+    size: ACK_OFFSET + 4,
+    name: `${name} interrupt status`,
+    kind: 'module',
+    module: import.meta.url,
+    exportName: 'localInterruptRegisters',
+    options: status.buffer,
   };
 }
 

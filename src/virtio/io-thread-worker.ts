@@ -66,7 +66,9 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
     },
     configChanged: () => post({ type: 'config-changed' }),
     guard,
-    defer: (queue) => { deferred.add(queue); },
+    defer: (queue) => {
+      deferred.add(queue);
+    },
     stopRequested: () => Atomics.load(acknowledged, STOP_WORD) !== 0,
   };
   device.attach(signals);

@@ -12,7 +12,14 @@ import type { ActivatedQueues, DeviceSignals, VirtioDevice } from './device.js';
 import type { InterruptStatus } from './interrupt-status.js';
 import type { NotificationSource, QueueEventFd } from './notification.js';
 import {
-  ACK_WORD, IO_THREAD_ROLE, type IoThreadCommand, STOP_WORD, type IoThreadEvent, type IoThreadRequest, type IoThreadWorkerData, type ThreadedDeviceModule,
+  ACK_WORD,
+  IO_THREAD_ROLE,
+  type IoThreadCommand,
+  STOP_WORD,
+  type IoThreadEvent,
+  type IoThreadRequest,
+  type IoThreadWorkerData,
+  type ThreadedDeviceModule,
 } from './io-thread-protocol.js';
 import { errorMessage } from '../sys/error-message.js';
 
@@ -70,15 +77,22 @@ export class IoThreadDevice implements VirtioDevice {
     const { port1, port2 } = new MessageChannel();
     const ack = new SharedArrayBuffer(8);
     const data: IoThreadWorkerData = {
-      role: IO_THREAD_ROLE, module, memory: context.memory.descriptor(), interruptStatus: context.interruptStatus.buffer,
-      interruptFd: context.interrupt.fd, controlFd: control.fd, ack, port: port2,
+      role: IO_THREAD_ROLE,
+      module,
+      memory: context.memory.descriptor(),
+      interruptStatus: context.interruptStatus.buffer,
+      interruptFd: context.interrupt.fd,
+      controlFd: control.fd,
+      ack,
+      port: port2,
     };
     const worker = new Worker(new URL('./io-thread-worker.js', import.meta.url), { workerData: data, transferList: [port2] });
     let ready: Extract<IoThreadEvent, { type: 'ready' }>;
     const listeners: { message?: (event: IoThreadEvent) => void; error?: (e: Error) => void; exit?: (code: number) => void } = {};
     try {
       ready = await new Promise((resolve, reject) => {
-        listeners.message = (event) => (event.type === 'ready' ? resolve(event) : reject(new Error(event.type === 'error' ? event.message : `unexpected ${event.type}`)));
+        listeners.message = (event) =>
+          event.type === 'ready' ? resolve(event) : reject(new Error(event.type === 'error' ? event.message : `unexpected ${event.type}`));
         listeners.error = reject;
         listeners.exit = (code) => reject(new Error(`I/O thread exited with ${code} before its device was ready`));
         worker.once('message', listeners.message).once('error', listeners.error).once('exit', listeners.exit);
@@ -92,8 +106,18 @@ export class IoThreadDevice implements VirtioDevice {
     // Only these: removing every 'message' listener would stop the worker's port.
     worker.off('error', listeners.error!).off('exit', listeners.exit!);
     const kicks: QueueEventFd[] = [];
-    const device = new IoThreadDevice(worker, port1, control, kicks, ack, ready.deviceType, BigInt(ready.features), ready.queueMaxSizes,
-      ready.config, context.name);
+    const device = new IoThreadDevice(
+      worker,
+      port1,
+      control,
+      kicks,
+      ack,
+      ready.deviceType,
+      BigInt(ready.features),
+      ready.queueMaxSizes,
+      ready.config,
+      context.name,
+    );
     try {
       const notifyAddress = (context.baseAddress ?? 0) + VIRTIO_MMIO_QUEUE_NOTIFY;
       for (let i = 0; i < ready.queueMaxSizes.length; i++) kicks.push(context.notifications?.eventfd(notifyAddress, i) ?? plainEventFd());
@@ -186,14 +210,19 @@ export class IoThreadDevice implements VirtioDevice {
   };
 
   private onEvent(event: IoThreadEvent): void {
-    if (event.type === 'error') this.signals?.guard(() => { throw new Error(event.message); });
+    if (event.type === 'error')
+      this.signals?.guard(() => {
+        throw new Error(event.message);
+      });
     else if (event.type === 'config-changed') this.signals?.configChanged();
   }
 
   private lost(error: Error): void {
     if (this.gone || this.closing) return;
     this.gone = error;
-    this.signals?.guard(() => { throw error; });
+    this.signals?.guard(() => {
+      throw error;
+    });
   }
 }
 

@@ -9,7 +9,10 @@ import type { NotificationHandle, NotificationSource, QueueEventFd } from './not
 
 export class IoeventfdNotifications implements NotificationSource {
   /** @param poller watches the eventfds of devices on this thread (the shared poller, started on first use) */
-  constructor(private readonly vm: VirtualMachine, private poller?: EventFdPoller) {}
+  constructor(
+    private readonly vm: VirtualMachine,
+    private poller?: EventFdPoller,
+  ) {}
 
   eventfd(notifyAddress: number, queueIndex: number): QueueEventFd {
     const eventfd = new EventFd();

@@ -4,16 +4,47 @@ import type { BusDevice } from '../devices/bus.js';
 import type { Interrupt } from '../devices/interrupt.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import {
-  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED,
-  VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1, VIRTIO_MMIO_CONFIG,
-  VIRTIO_MMIO_CONFIG_GENERATION, VIRTIO_MMIO_DEVICE_FEATURES, VIRTIO_MMIO_DEVICE_FEATURES_SEL, VIRTIO_MMIO_DEVICE_ID,
-  VIRTIO_MMIO_DRIVER_FEATURES, VIRTIO_MMIO_DRIVER_FEATURES_SEL, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
-  VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_MAGIC_VALUE,
-  VIRTIO_MMIO_QUEUE_AVAIL_HIGH, VIRTIO_MMIO_QUEUE_AVAIL_LOW, VIRTIO_MMIO_QUEUE_DESC_HIGH, VIRTIO_MMIO_QUEUE_DESC_LOW,
-  VIRTIO_MMIO_QUEUE_NOTIFY, VIRTIO_MMIO_QUEUE_NUM, VIRTIO_MMIO_QUEUE_NUM_MAX, VIRTIO_MMIO_QUEUE_READY,
-  VIRTIO_MMIO_QUEUE_SEL, VIRTIO_MMIO_QUEUE_USED_HIGH, VIRTIO_MMIO_QUEUE_USED_LOW, VIRTIO_MMIO_SHM_BASE_HIGH,
-  VIRTIO_MMIO_SHM_BASE_LOW, VIRTIO_MMIO_SHM_LEN_HIGH, VIRTIO_MMIO_SHM_LEN_LOW, VIRTIO_MMIO_STATUS,
-  VIRTIO_MMIO_VENDOR_ID, VIRTIO_MMIO_VERSION, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, feature,
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FAILED,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_CONFIG_GENERATION,
+  VIRTIO_MMIO_DEVICE_FEATURES,
+  VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_DRIVER_FEATURES,
+  VIRTIO_MMIO_DRIVER_FEATURES_SEL,
+  VIRTIO_MMIO_INT_CONFIG,
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_MMIO_INTERRUPT_ACK,
+  VIRTIO_MMIO_INTERRUPT_STATUS,
+  VIRTIO_MMIO_MAGIC,
+  VIRTIO_MMIO_MAGIC_VALUE,
+  VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
+  VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+  VIRTIO_MMIO_QUEUE_DESC_HIGH,
+  VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_NUM_MAX,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_QUEUE_USED_HIGH,
+  VIRTIO_MMIO_QUEUE_USED_LOW,
+  VIRTIO_MMIO_SHM_BASE_HIGH,
+  VIRTIO_MMIO_SHM_BASE_LOW,
+  VIRTIO_MMIO_SHM_LEN_HIGH,
+  VIRTIO_MMIO_SHM_LEN_LOW,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_MMIO_VENDOR_ID,
+  VIRTIO_MMIO_VERSION,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+  feature,
 } from './abi.js';
 import type { DeviceSignals, VirtioDevice } from './device.js';
 import { InterruptStatus } from './interrupt-status.js';
@@ -67,7 +98,10 @@ export class VirtioMmioTransport implements BusDevice {
   /** Queues whose device asked to be called again (see DeviceSignals.defer). */
   private readonly deferred = new Set<number>();
 
-  constructor(readonly device: VirtioDevice, options: VirtioMmioOptions) {
+  constructor(
+    readonly device: VirtioDevice,
+    options: VirtioMmioOptions,
+  ) {
     this.memory = options.memory;
     this.interrupt = options.interrupt;
     this.interruptStatus = options.interruptStatus ?? new InterruptStatus();
@@ -141,45 +175,100 @@ export class VirtioMmioTransport implements BusDevice {
   private register(offset: number): number {
     const q = this.queues[this.queueSel];
     switch (offset) {
-      case VIRTIO_MMIO_MAGIC_VALUE: return VIRTIO_MMIO_MAGIC;
-      case VIRTIO_MMIO_VERSION: return 2;
-      case VIRTIO_MMIO_DEVICE_ID: return this.device.deviceType;
-      case VIRTIO_MMIO_VENDOR_ID: return VIRTIO_MMIO_VENDOR;
+      case VIRTIO_MMIO_MAGIC_VALUE:
+        return VIRTIO_MMIO_MAGIC;
+      case VIRTIO_MMIO_VERSION:
+        return 2;
+      case VIRTIO_MMIO_DEVICE_ID:
+        return this.device.deviceType;
+      case VIRTIO_MMIO_VENDOR_ID:
+        return VIRTIO_MMIO_VENDOR;
       case VIRTIO_MMIO_DEVICE_FEATURES:
         return this.deviceFeaturesSel > 1 ? 0 : Number((this.offeredFeatures() >> BigInt(32 * this.deviceFeaturesSel)) & 0xffff_ffffn);
-      case VIRTIO_MMIO_QUEUE_NUM_MAX: return q ? this.device.queueMaxSizes[this.queueSel]! : 0;
-      case VIRTIO_MMIO_QUEUE_READY: return q?.ready ? 1 : 0;
-      case VIRTIO_MMIO_INTERRUPT_STATUS: return this.interruptStatus.read();
-      case VIRTIO_MMIO_STATUS: return this.status;
+      case VIRTIO_MMIO_QUEUE_NUM_MAX:
+        return q ? this.device.queueMaxSizes[this.queueSel]! : 0;
+      case VIRTIO_MMIO_QUEUE_READY:
+        return q?.ready ? 1 : 0;
+      case VIRTIO_MMIO_INTERRUPT_STATUS:
+        return this.interruptStatus.read();
+      case VIRTIO_MMIO_STATUS:
+        return this.status;
       // No shared memory regions: a length of all ones says "this region does not exist" (§4.2.2).
       case VIRTIO_MMIO_SHM_LEN_LOW:
       case VIRTIO_MMIO_SHM_LEN_HIGH:
       case VIRTIO_MMIO_SHM_BASE_LOW:
       case VIRTIO_MMIO_SHM_BASE_HIGH:
         return 0xffff_ffff;
-      case VIRTIO_MMIO_CONFIG_GENERATION: return this.generation;
-      default: return 0;
+      case VIRTIO_MMIO_CONFIG_GENERATION:
+        return this.generation;
+      default:
+        return 0;
     }
   }
 
   private setRegister(offset: number, value: number): void {
     switch (offset) {
-      case VIRTIO_MMIO_DEVICE_FEATURES_SEL: this.deviceFeaturesSel = value; return;
-      case VIRTIO_MMIO_DRIVER_FEATURES_SEL: this.driverFeaturesSel = value; return;
-      case VIRTIO_MMIO_DRIVER_FEATURES: this.setDriverFeatures(value); return;
-      case VIRTIO_MMIO_QUEUE_SEL: this.queueSel = value; return;
-      case VIRTIO_MMIO_QUEUE_NUM: this.setQueue((q) => { q.size = value; }); return;
-      case VIRTIO_MMIO_QUEUE_READY: this.setQueueReady(value); return;
-      case VIRTIO_MMIO_QUEUE_DESC_LOW: this.setQueue((q) => { q.descTable = low(q.descTable, value); }); return;
-      case VIRTIO_MMIO_QUEUE_DESC_HIGH: this.setQueue((q) => { q.descTable = high(q.descTable, value); }); return;
-      case VIRTIO_MMIO_QUEUE_AVAIL_LOW: this.setQueue((q) => { q.availRing = low(q.availRing, value); }); return;
-      case VIRTIO_MMIO_QUEUE_AVAIL_HIGH: this.setQueue((q) => { q.availRing = high(q.availRing, value); }); return;
-      case VIRTIO_MMIO_QUEUE_USED_LOW: this.setQueue((q) => { q.usedRing = low(q.usedRing, value); }); return;
-      case VIRTIO_MMIO_QUEUE_USED_HIGH: this.setQueue((q) => { q.usedRing = high(q.usedRing, value); }); return;
-      case VIRTIO_MMIO_QUEUE_NOTIFY: this.kick(value); return;
-      case VIRTIO_MMIO_INTERRUPT_ACK: this.interruptStatus.acknowledge(value); return;
-      case VIRTIO_MMIO_STATUS: this.setStatus(value); return;
-      default: return; // read-only or unknown registers ignore writes
+      case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
+        this.deviceFeaturesSel = value;
+        return;
+      case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
+        this.driverFeaturesSel = value;
+        return;
+      case VIRTIO_MMIO_DRIVER_FEATURES:
+        this.setDriverFeatures(value);
+        return;
+      case VIRTIO_MMIO_QUEUE_SEL:
+        this.queueSel = value;
+        return;
+      case VIRTIO_MMIO_QUEUE_NUM:
+        this.setQueue((q) => {
+          q.size = value;
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_READY:
+        this.setQueueReady(value);
+        return;
+      case VIRTIO_MMIO_QUEUE_DESC_LOW:
+        this.setQueue((q) => {
+          q.descTable = low(q.descTable, value);
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+        this.setQueue((q) => {
+          q.descTable = high(q.descTable, value);
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
+        this.setQueue((q) => {
+          q.availRing = low(q.availRing, value);
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
+        this.setQueue((q) => {
+          q.availRing = high(q.availRing, value);
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_USED_LOW:
+        this.setQueue((q) => {
+          q.usedRing = low(q.usedRing, value);
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_USED_HIGH:
+        this.setQueue((q) => {
+          q.usedRing = high(q.usedRing, value);
+        });
+        return;
+      case VIRTIO_MMIO_QUEUE_NOTIFY:
+        this.kick(value);
+        return;
+      case VIRTIO_MMIO_INTERRUPT_ACK:
+        this.interruptStatus.acknowledge(value);
+        return;
+      case VIRTIO_MMIO_STATUS:
+        this.setStatus(value);
+        return;
+      default:
+        return; // read-only or unknown registers ignore writes
     }
   }
 
@@ -248,9 +337,16 @@ export class VirtioMmioTransport implements BusDevice {
         eventIdx: (this.driverFeatures & feature(VIRTIO_RING_F_EVENT_IDX)) !== 0n,
         indirect: (this.driverFeatures & feature(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
       };
-      const queues = this.queues.map((q, i) => (q.ready
-        ? new Virtqueue(this.memory, { size: q.size, descTable: q.descTable, availRing: q.availRing, usedRing: q.usedRing }, features, this.device.queueMaxSizes[i]!)
-        : null));
+      const queues = this.queues.map((q, i) =>
+        q.ready
+          ? new Virtqueue(
+              this.memory,
+              { size: q.size, descTable: q.descTable, availRing: q.availRing, usedRing: q.usedRing },
+              features,
+              this.device.queueMaxSizes[i]!,
+            )
+          : null,
+      );
       this.active = true;
       this.device.activate({ memory: this.memory, queues, features: this.driverFeatures });
       // One look at every ready queue: a kick through the notification source (an ioeventfd) does not

@@ -27,7 +27,10 @@ export class RawImage {
   private zeroes: Uint8Array | undefined;
 
   /** Opens `path`; refuses a size that is not a whole number of 512-byte sectors rather than rounding it. */
-  constructor(readonly path: string, readonly readOnly: boolean) {
+  constructor(
+    readonly path: string,
+    readonly readOnly: boolean,
+  ) {
     this.fd = fs.openSync(path, readOnly ? 'r' : 'r+');
     try {
       const st = fs.fstatSync(this.fd);
@@ -90,7 +93,7 @@ export class RawImage {
   private allocate(mode: number, offset: number, length: number, keepGoing: () => boolean): boolean {
     if (fallocate(this.fd, mode, offset, length, `fallocate ${this.path}`)) return true;
     this.zeroes ??= new Uint8Array(1 << 20);
-    for (let done = 0; done < length;) {
+    for (let done = 0; done < length; ) {
       if (!keepGoing()) return false;
       const n = Math.min(this.zeroes.length, length - done);
       this.write([this.zeroes.subarray(0, n)], offset + done);

@@ -9,9 +9,20 @@
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { readU64 } from '../memory/u64.js';
 import {
-  DESC_ADDR, DESC_FLAGS, DESC_LEN, DESC_NEXT, DESC_SIZE, USED_ELEM_SIZE,
-  VRING_AVAIL_ALIGN_SIZE, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_ALIGN_SIZE, VRING_DESC_F_INDIRECT,
-  VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_ALIGN_SIZE, VRING_USED_F_NO_NOTIFY,
+  DESC_ADDR,
+  DESC_FLAGS,
+  DESC_LEN,
+  DESC_NEXT,
+  DESC_SIZE,
+  USED_ELEM_SIZE,
+  VRING_AVAIL_ALIGN_SIZE,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_DESC_ALIGN_SIZE,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+  VRING_USED_ALIGN_SIZE,
+  VRING_USED_F_NO_NOTIFY,
 } from './abi.js';
 import { DescriptorChain, type Segment } from './descriptor-chain.js';
 
@@ -57,7 +68,12 @@ export class Virtqueue {
   private signalledUsed = 0;
 
   /** Validates the layout the driver programmed; throws VirtqueueError naming the problem. */
-  constructor(readonly memory: GuestMemory, readonly layout: VirtqueueLayout, readonly features: VirtqueueFeatures, readonly maxSize: number) {
+  constructor(
+    readonly memory: GuestMemory,
+    readonly layout: VirtqueueLayout,
+    readonly features: VirtqueueFeatures,
+    readonly maxSize: number,
+  ) {
     const { size, descTable, availRing, usedRing } = layout;
     if (!Number.isInteger(size) || size < 1 || size > maxSize || (size & (size - 1)) !== 0) {
       throw new VirtqueueError(`queue size ${size} is not a power of 2 between 1 and ${maxSize}`);
@@ -156,7 +172,8 @@ export class Virtqueue {
         if (flags & VRING_DESC_F_NEXT) throw new VirtqueueError(`indirect descriptor ${index} also has NEXT set`);
         if (length === 0 || length % DESC_SIZE !== 0) throw new VirtqueueError(`indirect table length ${length} is not a non-zero multiple of ${DESC_SIZE}`);
         if (length / DESC_SIZE > this.size) throw new VirtqueueError(`indirect table of ${length / DESC_SIZE} descriptors exceeds the queue size ${this.size}`);
-        if (!this.memory.contains(address, length)) throw new VirtqueueError(`indirect table 0x${address.toString(16)}+0x${length.toString(16)} is not inside guest RAM`);
+        if (!this.memory.contains(address, length))
+          throw new VirtqueueError(`indirect table 0x${address.toString(16)}+0x${length.toString(16)} is not inside guest RAM`);
         const bytes = this.memory.slice(address, length);
         table = new DataView(bytes.buffer, bytes.byteOffset, length);
         tableSize = ttl = length / DESC_SIZE;
@@ -169,7 +186,9 @@ export class Virtqueue {
       }
       if (flags & VRING_DESC_F_WRITE) {
         if (!this.memory.containsWritable(address, length)) {
-          throw new VirtqueueError(`device-writable buffer 0x${address.toString(16)}+0x${length.toString(16)} of descriptor ${index} is in read-only guest memory`);
+          throw new VirtqueueError(
+            `device-writable buffer 0x${address.toString(16)}+0x${length.toString(16)} of descriptor ${index} is in read-only guest memory`,
+          );
         }
         writableLength += length;
         if (length > 0) writable.push({ address, length });

@@ -17,15 +17,34 @@ export const ExitStatus = {
 
 export function exitStatusOf(exit: MachineExit): number {
   switch (exit.kind) {
-    case 'guest-stopped': return ExitStatus.guestStopped;
-    case 'guest-failed': return ExitStatus.guestFailed;
-    case 'vmm-error': return ExitStatus.vmmError;
+    case 'guest-stopped':
+      return ExitStatus.guestStopped;
+    case 'guest-failed':
+      return ExitStatus.guestFailed;
+    case 'vmm-error':
+      return ExitStatus.vmmError;
   }
 }
 
 const REGISTER_ORDER: (keyof Regs)[] = [
-  'rip', 'rflags', 'rsp', 'rbp', 'rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi',
-  'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15',
+  'rip',
+  'rflags',
+  'rsp',
+  'rbp',
+  'rax',
+  'rbx',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'r8',
+  'r9',
+  'r10',
+  'r11',
+  'r12',
+  'r13',
+  'r14',
+  'r15',
 ];
 
 /** Four registers a line, hex, fixed width. */

@@ -109,7 +109,9 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     // (Linux falls back to a deliberate triple fault a few microseconds after asking for a reset).
     let threads: VcpuThreads | undefined;
     let resolveFinished!: (exit: MachineExit) => void;
-    const finished = new Promise<MachineExit>((resolve) => { resolveFinished = resolve; });
+    const finished = new Promise<MachineExit>((resolve) => {
+      resolveFinished = resolve;
+    });
     let ended = false;
     const finish = (exit: MachineExit): void => {
       if (ended) return;
@@ -152,7 +154,12 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
 /** The PC's own devices: the COM1 UART (the console, watched for a panic), the i8042 and ACPI's sleep registers (stop requests). */
 function attachPlatformDevices(
-  vm: Vm, buses: IoBuses, consoleOutput: (bytes: Uint8Array) => void, watch: ConsoleWatch, stopRequest: StopRequestSink, teardown: Teardown,
+  vm: Vm,
+  buses: IoBuses,
+  consoleOutput: (bytes: Uint8Array) => void,
+  watch: ConsoleWatch,
+  stopRequest: StopRequestSink,
+  teardown: Teardown,
 ): Serial16550 {
   const consoleOut = batchedWriter(consoleOutput);
   teardown.push(() => consoleOut.flush());
@@ -175,7 +182,12 @@ function attachPlatformDevices(
  * InterruptStatus read and ACK after every interrupt are answered in the vCPU thread.
  */
 async function attachVirtioDevices(
-  vm: Vm, buses: IoBuses, memory: GuestMemory, boot: PreparedBoot, specs: readonly VirtioDeviceSpec[], teardown: Teardown,
+  vm: Vm,
+  buses: IoBuses,
+  memory: GuestMemory,
+  boot: PreparedBoot,
+  specs: readonly VirtioDeviceSpec[],
+  teardown: Teardown,
 ): Promise<LocalRange[]> {
   const notifications = new IoeventfdNotifications(vm);
   const localRanges: LocalRange[] = [];
@@ -185,7 +197,8 @@ async function attachVirtioDevices(
     teardown.push(() => interrupt.close());
     const built = await createVirtioMmioDevice(spec, { memory, interrupt, baseAddress: slot.base, notifications, ioThread: { interrupt: interrupt.eventfd } });
     teardown.push(() => built.close());
-    if (built.size > slot.size) throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
+    if (built.size > slot.size)
+      throw new Error(`${built.transport.name} needs 0x${built.size.toString(16)} bytes of MMIO; its slot has 0x${slot.size.toString(16)}`);
     buses.mmio.insert(built.transport, slot.base, built.size, built.transport.name);
     localRanges.push(interruptRegistersRange(slot.base, built.transport.interruptStatus, built.transport.name));
   }

@@ -17,17 +17,19 @@ function plan(memoryMiB: number, initrd?: Uint8Array, cmdline = 'console=ttyS0')
 
 describe('e820 map', () => {
   it('is sorted, non-overlapping, and its RAM is exactly guest RAM minus the BIOS area, for any size', () => {
-    fc.assert(fc.property(fc.integer({ min: 64, max: 16 * 1024 }), fc.boolean(), (mib, firmware) => {
-      const ram = ramRanges(mib * MiB);
-      const map = e820Map(ram, { firmware });
-      for (let i = 1; i < map.length; i++) expect(map[i]!.addr).to.be.at.least(map[i - 1]!.addr + map[i - 1]!.size);
-      const usable = map.filter((e) => e.type === E820Type.RAM).reduce((n, e) => n + e.size, 0);
-      expect(usable).to.equal(mib * MiB - (LowMemory.highMemory - LowMemory.ebdaStart));
-      for (const e of map.filter((x) => x.type === E820Type.RAM)) {
-        const inHole = e.addr < FOUR_GIB && e.addr + e.size > MMIO_HOLE_START;
-        expect(inHole, `RAM entry at 0x${e.addr.toString(16)} reaches into the MMIO hole`).to.equal(false);
-      }
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 64, max: 16 * 1024 }), fc.boolean(), (mib, firmware) => {
+        const ram = ramRanges(mib * MiB);
+        const map = e820Map(ram, { firmware });
+        for (let i = 1; i < map.length; i++) expect(map[i]!.addr).to.be.at.least(map[i - 1]!.addr + map[i - 1]!.size);
+        const usable = map.filter((e) => e.type === E820Type.RAM).reduce((n, e) => n + e.size, 0);
+        expect(usable).to.equal(mib * MiB - (LowMemory.highMemory - LowMemory.ebdaStart));
+        for (const e of map.filter((x) => x.type === E820Type.RAM)) {
+          const inHole = e.addr < FOUR_GIB && e.addr + e.size > MMIO_HOLE_START;
+          expect(inHole, `RAM entry at 0x${e.addr.toString(16)} reaches into the MMIO hole`).to.equal(false);
+        }
+      }),
+    );
   });
 
   it('splits RAM larger than the hole around it, continuing at 4 GiB', () => {
@@ -65,7 +67,18 @@ describe('boot plan and zero page', () => {
   });
 
   it('respects the bzImage initrd_addr_max', () => {
-    const bz = { kind: 'bzImage' as const, setupHeader: new Uint8Array(0x70), protocolVersion: 0x020f, loadAddress: 0x100_0000, entry: 0x100_0200, initSize: 0x100_0000, initrdAddrMax: 0x37ff_ffff, cmdlineMax: 2047, canLoadAbove4G: false, segments: kernel.segments };
+    const bz = {
+      kind: 'bzImage' as const,
+      setupHeader: new Uint8Array(0x70),
+      protocolVersion: 0x020f,
+      loadAddress: 0x100_0000,
+      entry: 0x100_0200,
+      initSize: 0x100_0000,
+      initrdAddrMax: 0x37ff_ffff,
+      cmdlineMax: 2047,
+      canLoadAbove4G: false,
+      segments: kernel.segments,
+    };
     const p = planBoot({ kernel: bz, initrd: new Uint8Array(4096), cmdline: '', ram: ramRanges(2048 * MiB), rsdp: LowMemory.acpi, extra: [], firmware: false });
     expect(p.initrd!.guestAddress + 4096).to.equal(0x3800_0000);
   });
@@ -87,15 +100,33 @@ describe('boot plan and zero page', () => {
 describe('prepared boot', () => {
   it('keeps the user command line as given and appends one virtio_mmio.device= per device', () => {
     expect(deviceCmdline('console=ttyS0 quiet', virtioSlots(2))).to.equal(
-      'console=ttyS0 quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6');
+      'console=ttyS0 quiet virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6',
+    );
     expect(deviceCmdline('root=/dev/vda', [])).to.equal('root=/dev/vda');
   });
 
   it('lists every byte placed before launch, without overlaps, for both entry paths', async () => {
     for (const entry of ['direct', 'firmware'] as const) {
-      const prepared = await prepareBoot({ kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }), cmdline: '', cpus: 2, memoryMiB: 128, virtioDevices: 1, entry });
+      const prepared = await prepareBoot({
+        kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }),
+        cmdline: '',
+        cpus: 2,
+        memoryMiB: 128,
+        virtioDevices: 1,
+        entry,
+      });
       const names = prepared.plan.placements.map((p) => p.what);
-      expect(names).to.include.members(['kernel', 'command line', 'zero page', 'ACPI RSDP', 'ACPI DSDT', 'ACPI FADT', 'ACPI MADT', 'ACPI XSDT', 'BIOS reset vector']);
+      expect(names).to.include.members([
+        'kernel',
+        'command line',
+        'zero page',
+        'ACPI RSDP',
+        'ACPI DSDT',
+        'ACPI FADT',
+        'ACPI MADT',
+        'ACPI XSDT',
+        'BIOS reset vector',
+      ]);
       if (entry === 'firmware') expect(names).to.include.members(['firmware', 'firmware hand-off block']);
       else expect(names).to.include.members(['GDT', 'IDT', 'PML4', 'PDPT', 'page directories']);
       const spans = prepared.plan.placements.map((p) => [p.guestAddress, p.guestAddress + p.bytes.length] as const).sort((a, b) => a[0] - b[0]);
@@ -104,7 +135,14 @@ describe('prepared boot', () => {
   });
 
   it('answers a real-mode reboot at f000:fff0 with a keyboard-controller reset, as a BIOS would', async () => {
-    const prepared = await prepareBoot({ kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }), cmdline: '', cpus: 1, memoryMiB: 64, virtioDevices: 0, entry: 'direct' });
+    const prepared = await prepareBoot({
+      kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }),
+      cmdline: '',
+      cpus: 1,
+      memoryMiB: 64,
+      virtioDevices: 0,
+      entry: 'direct',
+    });
     const reset = prepared.plan.placements.find((p) => p.what === 'BIOS reset vector')!;
     expect(reset.guestAddress).to.equal(0xf_0000 + 0xfff0);
     // mov $0xfe, %al; out %al, $0x64; hlt; jmp back to the out
@@ -115,7 +153,13 @@ describe('prepared boot', () => {
 
   it('rejects vCPU and memory counts out of range', async () => {
     const base = { kernel: elfKernel({ paddr: 0x100_0000, code: Uint8Array.of(0xf4) }), cmdline: '', virtioDevices: 0, entry: 'direct' as const };
-    await prepareBoot({ ...base, cpus: 0, memoryMiB: 128 }).then(() => expect.fail(), (e: Error) => expect(e.message).to.match(/--cpus/));
-    await prepareBoot({ ...base, cpus: 1, memoryMiB: 32 }).then(() => expect.fail(), (e: Error) => expect(e.message).to.match(/--mem/));
+    await prepareBoot({ ...base, cpus: 0, memoryMiB: 128 }).then(
+      () => expect.fail(),
+      (e: Error) => expect(e.message).to.match(/--cpus/),
+    );
+    await prepareBoot({ ...base, cpus: 1, memoryMiB: 32 }).then(
+      () => expect.fail(),
+      (e: Error) => expect(e.message).to.match(/--mem/),
+    );
   });
 });

@@ -2,15 +2,26 @@ import { expect } from 'chai';
 import { normaliseCpuid } from '../../src/boot/cpuid.js';
 import type { CpuidEntry } from '../../src/kvm/types.js';
 
-const entry = (fn: number, index = 0, regs: Partial<CpuidEntry> = {}): CpuidEntry => ({ function: fn, index, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0, ...regs });
+const entry = (fn: number, index = 0, regs: Partial<CpuidEntry> = {}): CpuidEntry => ({
+  function: fn,
+  index,
+  flags: 0,
+  eax: 0,
+  ebx: 0,
+  ecx: 0,
+  edx: 0,
+  ...regs,
+});
 
 const supported: CpuidEntry[] = [
   entry(0x1, 0, { ebx: 0xff00_00ff, ecx: 0x1, edx: 0 }),
-  entry(0xb, 0), entry(0xb, 1), entry(0xb, 2),
+  entry(0xb, 0),
+  entry(0xb, 1),
+  entry(0xb, 2),
   entry(0x8000_0001, 0, { ecx: 0 }),
   entry(0x8000_0008, 0, { ecx: 0xffff }),
   entry(0x8000_001d, 0, { eax: (1 << 5) | (0xfff << 14) }),
-  entry(0x8000_001d, 3, { eax: (3 << 5) }),
+  entry(0x8000_001d, 3, { eax: 3 << 5 }),
   entry(0x8000_001e, 0, { eax: 7, ebx: 0xffff }),
   entry(0x8000_001f, 0, { eax: 0x1b, ebx: 0x16f }),
 ];
@@ -47,12 +58,19 @@ describe('CPUID normalisation', () => {
   });
 
   it('hides SEV from guests that do not run encrypted, and keeps it for those that do', () => {
-    expect(find(normaliseCpuid(supported, { vcpu: 0, vcpus: 1, memoryEncryption: false, tscDeadlineTimer: false }), 0x8000_001f)).to.include({ eax: 0, ebx: 0 });
-    expect(find(normaliseCpuid(supported, { vcpu: 0, vcpus: 1, memoryEncryption: true, tscDeadlineTimer: false }), 0x8000_001f)).to.include({ eax: 0x1b, ebx: 0x16f });
+    expect(find(normaliseCpuid(supported, { vcpu: 0, vcpus: 1, memoryEncryption: false, tscDeadlineTimer: false }), 0x8000_001f)).to.include({
+      eax: 0,
+      ebx: 0,
+    });
+    expect(find(normaliseCpuid(supported, { vcpu: 0, vcpus: 1, memoryEncryption: true, tscDeadlineTimer: false }), 0x8000_001f)).to.include({
+      eax: 0x1b,
+      ebx: 0x16f,
+    });
   });
 
   it('announces the TSC-deadline timer only when KVM emulates it', () => {
-    const bit = (tscDeadlineTimer: boolean): number => (find(normaliseCpuid(supported, { vcpu: 0, vcpus: 1, memoryEncryption: false, tscDeadlineTimer }), 0x1).ecx >>> 24) & 1;
+    const bit = (tscDeadlineTimer: boolean): number =>
+      (find(normaliseCpuid(supported, { vcpu: 0, vcpus: 1, memoryEncryption: false, tscDeadlineTimer }), 0x1).ecx >>> 24) & 1;
     expect(bit(true)).to.equal(1);
     expect(bit(false)).to.equal(0);
   });

@@ -88,6 +88,9 @@ describe('firmware', () => {
   });
 
   it('refuses a ROM image that is not exactly one page', async () => {
-    await loadFirmware(join(firmwareDir, 'reset.s')).then(() => expect.fail(), (e: Error) => expect(e.message).to.match(/exactly 4096/));
+    await loadFirmware(join(firmwareDir, 'reset.s')).then(
+      () => expect.fail(),
+      (e: Error) => expect(e.message).to.match(/exactly 4096/),
+    );
   });
 });

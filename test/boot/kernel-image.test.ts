@@ -84,6 +84,9 @@ describe('kernel image: recognition and ELF vmlinux', () => {
     new DataView(arm.buffer).setUint16(18, 183, true);
     expect(() => parseKernelImage(arm)).to.throw(KernelImageError, /machine 183/);
     expect(() => parseKernelImage(good.subarray(0, good.length - 1))).to.throw(KernelImageError, /truncated/);
-    expect(() => parseKernelImage(elfKernel({ paddr: 0x20_0000, code: Uint8Array.of(0xf4), entry: 0x30_0000 }))).to.throw(KernelImageError, /not inside a loaded segment/);
+    expect(() => parseKernelImage(elfKernel({ paddr: 0x20_0000, code: Uint8Array.of(0xf4), entry: 0x30_0000 }))).to.throw(
+      KernelImageError,
+      /not inside a loaded segment/,
+    );
   });
 });

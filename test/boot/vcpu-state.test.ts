@@ -7,7 +7,13 @@ import { MockVm } from '../kvm/mock/mock-vm.js';
 import type { CpuidEntry } from '../../src/kvm/types.js';
 
 const supportedCpuid: CpuidEntry[] = [{ function: 1, index: 0, flags: 0, eax: 0x00a00f11, ebx: 0, ecx: 0, edx: 0 }];
-const direct = (vcpus: number): VcpuSetup => ({ supportedCpuid, vcpus, memoryEncryption: false, tscDeadlineTimer: true, bsp: { kind: 'direct', entry: 0x100_0200, zeroPage: LowMemory.zeroPage } });
+const direct = (vcpus: number): VcpuSetup => ({
+  supportedCpuid,
+  vcpus,
+  memoryEncryption: false,
+  tscDeadlineTimer: true,
+  bsp: { kind: 'direct', entry: 0x100_0200, zeroPage: LowMemory.zeroPage },
+});
 const lvt = (lapic: Uint8Array, reg: number): number => new DataView(lapic.buffer).getUint32(reg, true);
 
 describe('vCPU start state (mocked KVM)', () => {
@@ -40,12 +46,14 @@ describe('vCPU start state (mocked KVM)', () => {
     setUpVcpu(ap, direct(2));
     expect(ap.getCpuid2()[0]!.ebx >>> 24).to.equal(1);
     expect(ap.getMsrs([Msr.MTRR_DEF_TYPE, Msr.IA32_MISC_ENABLE])).to.deep.equal([
-      { index: Msr.MTRR_DEF_TYPE, data: 0x806n }, { index: Msr.IA32_MISC_ENABLE, data: 1n }]);
+      { index: Msr.MTRR_DEF_TYPE, data: 0x806n },
+      { index: Msr.IA32_MISC_ENABLE, data: 1n },
+    ]);
     const lapic = ap.getLapic();
     expect((lvt(lapic, 0x350) >> 8) & 7).to.equal(7);
     expect((lvt(lapic, 0x360) >> 8) & 7).to.equal(4);
     expect(ap.getMpState()).to.equal(KVM_MP_STATE_UNINITIALIZED);
-    expect(ap.getRegs()).to.deep.equal(before, 'an AP starts where the kernel\'s SIPI says, not at the kernel entry');
+    expect(ap.getRegs()).to.deep.equal(before, "an AP starts where the kernel's SIPI says, not at the kernel entry");
   });
 
   it('leaves the BSP in the reset state on the firmware path', () => {

@@ -7,13 +7,19 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { cliEntry } from '../../src/sys/project-paths.js';
 
-interface Outcome { status: number | null; signal: NodeJS.Signals | null; stderr: string }
+interface Outcome {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+}
 
 function tsVmm(args: string[]): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk; });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
     child.on('error', reject);
     child.on('close', (status, signal) => resolve({ status, signal, stderr }));
   });
@@ -33,12 +39,39 @@ describe('ts-vmm boot: arguments and early failures', function () {
   const refusals: [string, string[], RegExp][] = [
     ['a missing kernel', ['--kernel', '/nonexistent/bzImage'], /^ts-vmm: --kernel \/nonexistent\/bzImage: no such file\n$/],
     ['a missing initrd', ['--kernel', '/dev/null', '--initrd', '/nonexistent/initrd'], /^ts-vmm: --initrd \/nonexistent\/initrd: no such file\n$/],
-    ['more vCPUs than the MADT can name', ['--kernel', '/dev/null', '--cpus', '255'], /option '--cpus <n>' argument '255' is invalid\. 255 vCPUs is more than the 254 supported/],
-    ['more memory than one region view holds', ['--kernel', '/dev/null', '--mem', '1000000'], /option '--mem <MiB>' argument '1000000' is invalid\. 1000000 MiB is outside 64\.\.\d+ MiB/],
-    ['a key broker without a workload id', ['--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', '/nonexistent', '--tee-kbs', 'http://127.0.0.1:9'],
-      /^ts-vmm: --tee-kbs needs --tee-workload-id \(the workload's name at the key broker\)\n$/],
-    ['a key broker and owner files at once', ['--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', '/nonexistent', '--tee-kbs', 'http://127.0.0.1:9', '--tee-workload-id', 'w', '--tee-secret-dir', '/tmp'],
-      /^ts-vmm: --tee-kbs replaces --tee-godh, --tee-session and --tee-secret-dir\n$/],
+    [
+      'more vCPUs than the MADT can name',
+      ['--kernel', '/dev/null', '--cpus', '255'],
+      /option '--cpus <n>' argument '255' is invalid\. 255 vCPUs is more than the 254 supported/,
+    ],
+    [
+      'more memory than one region view holds',
+      ['--kernel', '/dev/null', '--mem', '1000000'],
+      /option '--mem <MiB>' argument '1000000' is invalid\. 1000000 MiB is outside 64\.\.\d+ MiB/,
+    ],
+    [
+      'a key broker without a workload id',
+      ['--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', '/nonexistent', '--tee-kbs', 'http://127.0.0.1:9'],
+      /^ts-vmm: --tee-kbs needs --tee-workload-id \(the workload's name at the key broker\)\n$/,
+    ],
+    [
+      'a key broker and owner files at once',
+      [
+        '--kernel',
+        '/dev/null',
+        '--tee',
+        'sev-sim',
+        '--sim-state',
+        '/nonexistent',
+        '--tee-kbs',
+        'http://127.0.0.1:9',
+        '--tee-workload-id',
+        'w',
+        '--tee-secret-dir',
+        '/tmp',
+      ],
+      /^ts-vmm: --tee-kbs replaces --tee-godh, --tee-session and --tee-secret-dir\n$/,
+    ],
     ['less memory than a kernel needs', ['--kernel', '/dev/null', '--mem', '63'], /63 MiB is outside 64\.\./],
   ];
   for (const [what, args, message] of refusals) {
@@ -53,7 +86,19 @@ describe('ts-vmm boot: arguments and early failures', function () {
   it('names the key broker step that failed: a broker nobody answers for', async () => {
     const state = join(dir, 'sim');
     expect((await tsVmm(['sev', 'sim-init', '--sim-state', state, '--ca-bits', '2048'])).status).to.equal(0);
-    const outcome = await tsVmm(['boot', '--kernel', '/dev/null', '--tee', 'sev-sim', '--sim-state', state, '--tee-kbs', 'http://127.0.0.1:9', '--tee-workload-id', 'w']);
+    const outcome = await tsVmm([
+      'boot',
+      '--kernel',
+      '/dev/null',
+      '--tee',
+      'sev-sim',
+      '--sim-state',
+      state,
+      '--tee-kbs',
+      'http://127.0.0.1:9',
+      '--tee-workload-id',
+      'w',
+    ]);
     expect(outcome.stderr).to.equal('ts-vmm: kbs auth: connection: connect ECONNREFUSED 127.0.0.1:9\n');
     expect(outcome).to.include({ status: 1, signal: null });
   });

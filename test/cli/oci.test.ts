@@ -31,7 +31,9 @@ describe('ts-vmm create/state/kill/delete without a VM', () => {
 
 describe('ts-vmm create options', () => {
   let s: Scratch;
-  beforeEach(() => { s = scratch('ts-vmm-cli-oci-'); });
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+  });
   afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
 
   it('refuses --kernel without --modules rather than dropping it', async () => {
@@ -66,9 +68,19 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
 
   function record(id: string, changes: Partial<ContainerRecord>): string {
     mkdirSync(join(root, id), { recursive: true });
-    writeFileSync(join(root, id, 'state.json'), JSON.stringify({
-      ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle: '/b', annotations: {}, created: 'now', ...changes,
-    }));
+    writeFileSync(
+      join(root, id, 'state.json'),
+      JSON.stringify({
+        ociVersion: RUNTIME_SPEC_VERSION,
+        id,
+        status: 'creating',
+        pid: 0,
+        bundle: '/b',
+        annotations: {},
+        created: 'now',
+        ...changes,
+      }),
+    );
     return join(root, id);
   }
 
@@ -91,7 +103,7 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     const vmm = await sleeper();
     record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
     const processState = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
-    const status = async () => (JSON.parse((await runCli(['--root', root, 'state', 'c1'], s.env)).stdout) as { status: string; pid: number });
+    const status = async () => JSON.parse((await runCli(['--root', root, 'state', 'c1'], s.env)).stdout) as { status: string; pid: number };
     expect((await runCli(['--root', root, 'resume', 'c1'], s.env)).stderr).to.equal('ts-vmm: container "c1" is running, not paused\n');
     const paused = await runCli(['--root', root, 'pause', 'c1'], s.env);
     expect(paused.status, paused.stderr).to.equal(0);
@@ -132,11 +144,16 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
   it('delete --force of a container still creating (pid 0) signals nobody and removes it', async () => {
     record('c0', { status: 'creating', pid: 0 });
     // In a process group of its own with a bystander: kill(0, ...) would end both.
-    const bystander = spawn('/bin/sh', ['-c', `exec "$0" "$1" delete --force --root "$2" c0 & wait $!; echo "cli $?"; sleep 0.2; echo alive`,
-      process.execPath, cliEntry(), root], { env: s.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const bystander = spawn(
+      '/bin/sh',
+      ['-c', `exec "$0" "$1" delete --force --root "$2" c0 & wait $!; echo "cli $?"; sleep 0.2; echo alive`, process.execPath, cliEntry(), root],
+      { env: s.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
-    bystander.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-    const [code, signal] = await once(bystander, 'close') as [number | null, NodeJS.Signals | null];
+    bystander.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    const [code, signal] = (await once(bystander, 'close')) as [number | null, NodeJS.Signals | null];
     expect([code, signal, out]).to.deep.equal([0, null, 'cli 0\nalive\n']);
     expect(entries(root)).to.deep.equal([]);
   });
@@ -183,7 +200,9 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
 
 describe('ts-vmm create --pid-file', () => {
   let s: Scratch;
-  beforeEach(() => { s = scratch('ts-vmm-cli-oci-'); });
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+  });
   afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
 
   it('refuses a pid file in a directory that does not exist, before booting anything', async () => {
@@ -203,16 +222,21 @@ describe('ts-vmm create --pid-file', () => {
 
 describe('ts-vmm as runc: the global options container engines pass', () => {
   let s: Scratch;
-  beforeEach(() => { s = scratch('ts-vmm-cli-runc-'); });
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-runc-');
+  });
   afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
 
-  it('takes --root, --log and --log-format json before the verb, as containerd\'s shim passes them, and logs the error there', async () => {
+  it("takes --root, --log and --log-format json before the verb, as containerd's shim passes them, and logs the error there", async () => {
     const root = join(s.dir, 'root');
     const log = join(s.dir, 'log.json');
     const r = await runCli(['--root', root, '--log', log, '--log-format', 'json', 'state', 'c1'], s.env);
     expect(r.status).to.equal(1);
     expect(r.stderr).to.equal(`ts-vmm: container "c1" does not exist (in ${root})\n`);
-    const lines = readFileSync(log, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; time: string });
+    const lines = readFileSync(log, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { level: string; msg: string; time: string });
     expect(lines.map((l) => [l.level, l.msg])).to.deep.equal([['error', `container "c1" does not exist (in ${root})`]]);
     expect(Number.isNaN(Date.parse(lines[0]!.time))).to.equal(false);
   });
@@ -238,7 +262,7 @@ describe('ts-vmm as runc: the global options container engines pass', () => {
     expect(features.linux.namespaces).to.deep.equal([]);
   });
 
-  it('delete --force of an unknown id succeeds, as runc\'s does; delete without --force does not', async () => {
+  it("delete --force of an unknown id succeeds, as runc's does; delete without --force does not", async () => {
     const root = join(s.dir, 'root');
     expect((await runCli(['--root', root, 'delete', '--force', 'c1'], s.env)).status).to.equal(0);
     const r = await runCli(['--root', root, 'delete', 'c1'], s.env);

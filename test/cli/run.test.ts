@@ -49,7 +49,10 @@ describe('ts-vmm run options', () => {
   });
   afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
 
-  for (const [path, env] of [['lab', { TS_VMM_LAB: 'force' }], ['this host\'s', {}]] as const) {
+  for (const [path, env] of [
+    ['lab', { TS_VMM_LAB: 'force' }],
+    ["this host's", {}],
+  ] as const) {
     it(`refuses a --console-log it cannot write in one line (${path} path)`, async () => {
       const r = await runCli(['run', '--console-log', join(s.dir, 'nonexistent', 'x'), bundle], { ...s.env, ...env, TS_VMM_AGENT: join(s.dir, 'no-agent') });
       expect(r.stderr).to.match(/^ts-vmm: --console-log [^\n]*\/nonexistent\/x: ENOENT: no such file or directory[^\n]*\n$/);
@@ -58,7 +61,10 @@ describe('ts-vmm run options', () => {
     });
 
     it(`refuses --kernel without --modules and --modules without --kernel (${path} path)`, async () => {
-      for (const options of [['--kernel', '/boot/vmlinuz'], ['--modules', '/lib/modules/x']]) {
+      for (const options of [
+        ['--kernel', '/boot/vmlinuz'],
+        ['--modules', '/lib/modules/x'],
+      ]) {
         const r = await runCli(['run', ...options, bundle], { ...s.env, ...env, TS_VMM_AGENT: join(s.dir, 'no-agent') });
         expect(r.stderr).to.equal('ts-vmm: --kernel and --modules go together: a kernel needs its own modules\n');
         expect(r.status).to.equal(125);

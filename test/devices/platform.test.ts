@@ -5,7 +5,12 @@ import type { GuestStopRequest } from '../../src/devices/platform-events.js';
 
 function recorder() {
   const requests: GuestStopRequest[] = [];
-  return { requests, sink: (r: GuestStopRequest) => { requests.push(r); } };
+  return {
+    requests,
+    sink: (r: GuestStopRequest) => {
+      requests.push(r);
+    },
+  };
 }
 
 describe('i8042 keyboard controller', () => {

@@ -1,12 +1,27 @@
 import { expect } from 'chai';
 import { Serial16550, SERIAL_INPUT_LIMIT } from '../../src/devices/serial.js';
 
-const THR = 0, IER = 1, IIR = 2, FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7;
+const THR = 0,
+  IER = 1,
+  IIR = 2,
+  FCR = 2,
+  LCR = 3,
+  MCR = 4,
+  LSR = 5,
+  MSR = 6,
+  SCR = 7;
 
 function uart() {
   const out: number[] = [];
   let interrupts = 0;
-  const serial = new Serial16550({ trigger: () => { interrupts++; } }, (b) => out.push(...b));
+  const serial = new Serial16550(
+    {
+      trigger: () => {
+        interrupts++;
+      },
+    },
+    (b) => out.push(...b),
+  );
   const r = (offset: number): number => {
     const d = new Uint8Array(1);
     serial.read(offset, d);

@@ -8,7 +8,11 @@ import { fileURLToPath } from 'node:url';
 
 const STEPS = new URL('../../examples/bring-up/', import.meta.url);
 
-interface Run { status: number | null; stdout: string; stderr: string }
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 function step(name: string, args: readonly string[] = [], timeoutMs = 60_000): Promise<Run> {
   return new Promise((resolve) => {
@@ -41,7 +45,7 @@ describe('bring-up tutorial steps @kvm', function () {
     expect(out).to.contain('the guest read back DOUBLE = 42');
   });
 
-  it('3: 64-bit code runs on src/boot\'s GDT and page tables', async () => {
+  it("3: 64-bit code runs on src/boot's GDT and page tables", async () => {
     const out = succeeded(await step('3-long-mode'));
     expect(out).to.match(/PD\[0\] at 0xb000 = 0x0000000000000083/);
     expect(out).to.contain('-> guest-physical 0x1000');
@@ -80,13 +84,13 @@ describe('bring-up tutorial steps @kvm', function () {
     const sent = /sends a 16-byte secret \(fingerprint ([0-9a-f]{16})\)/.exec(out)?.[1];
     expect(sent, out).to.be.a('string');
     expect(out).to.contain(`guest: read 16 bytes from its secret page (fingerprint ${sent})`);
-    expect(out).to.contain('the guest read back the owner\'s secret: yes');
+    expect(out).to.contain("the guest read back the owner's secret: yes");
   });
 
   it('6, exercise: a guest changed after the prediction gets no secret', async () => {
     const out = succeeded(await step('6-sev-launch', ['tamper']));
     expect(out).to.contain('owner: measurement does not match the prediction');
     expect(out).to.contain('secret injected at 0x5000: no');
-    expect(out).to.contain('the guest read back the owner\'s secret: no');
+    expect(out).to.contain("the guest read back the owner's secret: no");
   });
 });

@@ -32,12 +32,13 @@ async function archive(build: (cpio: CpioWriter) => Promise<void>): Promise<Buff
 }
 
 /** `cpio -itvn` listing (numeric owners): one line per entry, as GNU cpio prints it. */
-const listVerbose = (data: Buffer): string[] =>
-  execFileSync('cpio', ['-itvn', '--quiet'], { input: data }).toString().trim().split('\n');
+const listVerbose = (data: Buffer): string[] => execFileSync('cpio', ['-itvn', '--quiet'], { input: data }).toString().trim().split('\n');
 
 describe('initramfs: cpio newc writer', () => {
   let dir: string;
-  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'cpio-test-')); });
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cpio-test-'));
+  });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('writes what GNU cpio lists: directories, files, symlinks, device nodes, fifos, modes and owners', async () => {
@@ -81,23 +82,29 @@ describe('initramfs: cpio newc writer', () => {
 
   it('round-trips arbitrary file names, contents and modes through cpio -i', async () => {
     const name = fc.stringMatching(/^[A-Za-z0-9_.-]{1,40}$/).filter((n) => n !== '.' && n !== '..');
-    await fc.assert(fc.asyncProperty(
-      fc.uniqueArray(fc.record({ name, content: fc.uint8Array({ maxLength: 3000 }), mode: fc.integer({ min: 0o400, max: 0o777 }) }),
-        { selector: (f) => f.name, minLength: 1, maxLength: 8 }),
-      async (files) => {
-        const out = mkdtempSync(join(dir, 'x-'));
-        const data = await archive(async (cpio) => {
-          await cpio.directory('d');
-          for (const f of files) await cpio.file(`d/${f.name}`, f.content, { mode: f.mode });
-        });
-        execFileSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: data, cwd: out });
-        for (const f of files) {
-          const path = join(out, 'd', f.name);
-          expect(readFileSync(path).equals(Buffer.from(f.content))).to.equal(true);
-          expect(statSync(path).mode & 0o777).to.equal(f.mode);
-        }
-      },
-    ), { numRuns: 25 });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(fc.record({ name, content: fc.uint8Array({ maxLength: 3000 }), mode: fc.integer({ min: 0o400, max: 0o777 }) }), {
+          selector: (f) => f.name,
+          minLength: 1,
+          maxLength: 8,
+        }),
+        async (files) => {
+          const out = mkdtempSync(join(dir, 'x-'));
+          const data = await archive(async (cpio) => {
+            await cpio.directory('d');
+            for (const f of files) await cpio.file(`d/${f.name}`, f.content, { mode: f.mode });
+          });
+          execFileSync('cpio', ['-idm', '--quiet', '--no-absolute-filenames'], { input: data, cwd: out });
+          for (const f of files) {
+            const path = join(out, 'd', f.name);
+            expect(readFileSync(path).equals(Buffer.from(f.content))).to.equal(true);
+            expect(statSync(path).mode & 0o777).to.equal(f.mode);
+          }
+        },
+      ),
+      { numRuns: 25 },
+    );
   });
 
   it('refuses paths with .., empty paths, duplicates, mode bits beyond permissions and use after finish', async () => {
@@ -128,7 +135,10 @@ describe('initramfs: cpio newc writer', () => {
       await image.mkdirp('opt/app');
     });
     expect(size).to.equal(statSync(path).size);
-    const listing = execFileSync('cpio', ['-t', '--quiet'], { input: gunzipSync(readFileSync(path)) }).toString().trim().split('\n');
+    const listing = execFileSync('cpio', ['-t', '--quiet'], { input: gunzipSync(readFileSync(path)) })
+      .toString()
+      .trim()
+      .split('\n');
     expect(listing).to.deep.equal(['opt', 'opt/app', 'opt/app/config', 'root', 'root/link', 'root/sub', 'root/sub/deeper', 'root/sub/deeper/tool']);
     const out = join(dir, 'out');
     mkdirSync(out);
@@ -139,10 +149,13 @@ describe('initramfs: cpio newc writer', () => {
 
   it('refuses to place a file beneath a path it added as a symlink', async () => {
     const path = join(dir, 'bad.cpio');
-    await expectReject(writeInitramfs(path, 'none', async (image) => {
-      await image.symlink('lib', 'usr/lib');
-      await image.file('lib/x.so', 'elf');
-    }), /lib is a symlink in this archive/);
+    await expectReject(
+      writeInitramfs(path, 'none', async (image) => {
+        await image.symlink('lib', 'usr/lib');
+        await image.file('lib/x.so', 'elf');
+      }),
+      /lib is a symlink in this archive/,
+    );
   });
 });
 
@@ -153,7 +166,10 @@ describe('initramfs: the launch secret slot', () => {
       const { initrd: slotted, slotOffset } = await withSecretSlot(initrd, 4096);
       expect(slotted.subarray(0, length)).to.deep.equal(initrd);
       const archiveStart = Math.ceil(length / 4) * 4;
-      expect(slotted.subarray(length, archiveStart).every((b) => b === 0), 'zero padding to 4 bytes').to.equal(true);
+      expect(
+        slotted.subarray(length, archiveStart).every((b) => b === 0),
+        'zero padding to 4 bytes',
+      ).to.equal(true);
       // What the firmware does: the secret goes into the slot, in place.
       slotted.fill(0xa5, slotOffset, slotOffset + 4096);
       const dir = mkdtempSync(join(tmpdir(), 'ts-vmm-slot-'));

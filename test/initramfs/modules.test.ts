@@ -79,7 +79,10 @@ describe('initramfs: kernel module dependency resolution', () => {
     const info = readModinfo(fakeModule(['depends=a,b', 'alias=x', 'alias=y', 'garbage']));
     expect(info.get('depends')).to.deep.equal(['a,b']);
     expect(info.get('alias')).to.deep.equal(['x', 'y']);
-    expect(() => readModinfo(Buffer.from('not elf at all, but long enough to have a header of sixty-four bytes'))).to.throw(ModuleResolutionError, /not an ELF/);
+    expect(() => readModinfo(Buffer.from('not elf at all, but long enough to have a header of sixty-four bytes'))).to.throw(
+      ModuleResolutionError,
+      /not an ELF/,
+    );
     const truncated = fakeModule(['depends=']).subarray(0, 100);
     expect(() => readModinfo(truncated)).to.throw(ModuleResolutionError, /out of bounds/);
   });
@@ -116,7 +119,13 @@ describe('initramfs: kernel module dependency resolution', () => {
     writeFileSync(join(root, 'kernel/virt/lib/irqbypass.ko'), 'not an ELF file');
     const fromDep = await ModuleTree.open(root);
     expect(names(await fromDep.loadOrder(['kvm_amd', 'vhost_vsock']))).to.deep.equal(names(order));
-    await expectReject(formatModulesDep(tree, order.filter((m) => m.name !== 'kvm')), /needs kvm, which is not in the set/);
+    await expectReject(
+      formatModulesDep(
+        tree,
+        order.filter((m) => m.name !== 'kvm'),
+      ),
+      /needs kvm, which is not in the set/,
+    );
   });
 
   it('reads .ko.xz modules with the system xz', async function () {
@@ -138,7 +147,13 @@ describe('initramfs: kernel module dependency resolution', () => {
     expect(kvm.indexOf('irqbypass')).to.be.lessThan(kvm.indexOf('kvm'));
     expect(kvm.at(-1)).to.equal('kvm_amd');
     const blk = names(await tree.loadOrder(['virtio_blk', 'virtio_mmio', 'ext4']));
-    for (const [before, after] of [['virtio_ring', 'virtio'], ['virtio', 'virtio_blk'], ['virtio', 'virtio_mmio'], ['jbd2', 'ext4'], ['mbcache', 'ext4']]) {
+    for (const [before, after] of [
+      ['virtio_ring', 'virtio'],
+      ['virtio', 'virtio_blk'],
+      ['virtio', 'virtio_mmio'],
+      ['jbd2', 'ext4'],
+      ['mbcache', 'ext4'],
+    ]) {
       expect(blk.indexOf(before ?? ''), `${before} before ${after}`).to.be.within(0, blk.indexOf(after ?? '') - 1);
     }
   });

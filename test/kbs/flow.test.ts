@@ -70,7 +70,12 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
     const page = Buffer.from(image.memory.read(SEV_SECRET_PAGE, 512));
     expect(page.subarray(0, PASSPHRASE.length).toString()).to.equal(PASSPHRASE);
     expect(page.subarray(PASSPHRASE.length).every((b) => b === 0)).to.equal(true);
-    expect(kbs.auditLines().filter((l) => l.workload === 'w-good').map((l) => l.reason)).to.deep.equal(['registered', 'session', 'measurement-verified', 'secret-released']);
+    expect(
+      kbs
+        .auditLines()
+        .filter((l) => l.workload === 'w-good')
+        .map((l) => l.reason),
+    ).to.deep.equal(['registered', 'session', 'measurement-verified', 'secret-released']);
   });
 
   it('string-form extra-params and tee-evidence (kbs-types before 0.7) get string-form answers and the same secret', async () => {
@@ -139,9 +144,14 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
     let measurement: Uint8Array | undefined;
     await measuredLaunch({
       backend: new SevSimulator(platform, { warn: () => undefined }),
-      image: testImage(), policy: session.launch.policy,
+      image: testImage(),
+      policy: session.launch.policy,
       session: { godh: session.launch.godh, session: session.launch.session },
-      secret: async (m) => { measurement = m; await session.attest(m); return undefined; },
+      secret: async (m) => {
+        measurement = m;
+        await session.attest(m);
+        return undefined;
+      },
     });
     let e = await refusal(session.attest(measurement!));
     expect([e.step, e.status, e.reason]).to.deep.equal(['attest', 409, 'attest-replayed']);
@@ -173,7 +183,8 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
     const { launch: start, cookie } = await rawAuth('w-bound');
     await measuredLaunch({
       backend: new SevSimulator(platform, { warn: () => undefined }),
-      image: testImage(), policy: start.policy,
+      image: testImage(),
+      policy: start.policy,
       session: { godh: start.godh, session: start.session },
       secret: async (m) => {
         KbsClient.expectOk('attest', await kbs.client.send('attest', 'POST', '/attest', attestJson(parseMeasurement(m), false), { cookie }));
@@ -189,7 +200,9 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
     const body = { 'tee-pubkey': {}, 'tee-evidence': { measure: new Array(32).fill(0), mnonce: new Array(16).fill(0) } };
     let e = await refusal(kbs.client.send('attest', 'POST', '/attest', body).then((a) => KbsClient.expectOk('attest', a)));
     expect([e.status, e.reason]).to.deep.equal([401, 'no-session']);
-    e = await refusal(kbs.client.send('key', 'GET', '/key/w-good', undefined, { cookie: `session_id=${'ab'.repeat(16)}` }).then((a) => KbsClient.expectOk('key', a)));
+    e = await refusal(
+      kbs.client.send('key', 'GET', '/key/w-good', undefined, { cookie: `session_id=${'ab'.repeat(16)}` }).then((a) => KbsClient.expectOk('key', a)),
+    );
     expect([e.status, e.reason]).to.deep.equal([401, 'unknown-session']);
   });
 
@@ -206,7 +219,10 @@ describe('kbs: auth -> attest -> key with a sev-sim launch', () => {
   it('the audit log holds no passphrase, no session id, no admin token', async () => {
     await register('w-audit');
     const { cookie } = await rawAuth('w-audit');
-    const text = kbs.auditLines().map((l) => JSON.stringify(l)).join('\n');
+    const text = kbs
+      .auditLines()
+      .map((l) => JSON.stringify(l))
+      .join('\n');
     expect(text).to.not.include(PASSPHRASE);
     expect(text).to.not.include(ADMIN_TOKEN);
     expect(text).to.not.include(cookie.split('=')[1]!);

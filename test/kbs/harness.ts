@@ -48,9 +48,18 @@ export async function startTestKbs(identity = SimulatedIdentity.generate({ caBit
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
-    dir, identity, url, broker, server, clock,
+    dir,
+    identity,
+    url,
+    broker,
+    server,
+    clock,
     client: new KbsClient({ url }),
-    auditLines: () => readFileSync(path.join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>),
+    auditLines: () =>
+      readFileSync(path.join(dir, 'audit.log'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -8,7 +8,11 @@ import { caToWire, policyToJson, sessionCookie } from '../../src/kbs/wire.js';
 import { SimulatedPlatform } from '../../src/sev/sev-sim.js';
 import { ADMIN_TOKEN, startTestKbs, testDigest, type TestKbs } from './harness.js';
 
-interface Reply { status: number; headers: Record<string, string | string[] | undefined>; json: Record<string, unknown> | undefined }
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  json: Record<string, unknown> | undefined;
+}
 
 describe('kbs: the wire protocol', () => {
   let kbs: TestKbs;
@@ -27,7 +31,7 @@ describe('kbs: the wire protocol', () => {
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const text = await res.text();
-    return { status: res.status, headers: Object.fromEntries(res.headers), json: text ? JSON.parse(text) as Record<string, unknown> : undefined };
+    return { status: res.status, headers: Object.fromEntries(res.headers), json: text ? (JSON.parse(text) as Record<string, unknown>) : undefined };
   }
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 
@@ -35,7 +39,10 @@ describe('kbs: the wire protocol', () => {
   /** SevRequest as libkrun builds it: certificates as byte arrays, CA certificates padded to serde's 1600 bytes. */
   const sevRequest = (workloadId = 'w') => ({
     build: { version: { major: platform.build.apiMajor, minor: platform.build.apiMinor }, build: platform.build.build },
-    chain: { ca: { ask: caToWire(c().ask), ark: caToWire(c().ark) }, sev: { pdh: [...c().pdh.bytes], pek: [...c().pek.bytes], oca: [...c().oca.bytes], cek: [...c().cek.bytes] } },
+    chain: {
+      ca: { ask: caToWire(c().ask), ark: caToWire(c().ark) },
+      sev: { pdh: [...c().pdh.bytes], pek: [...c().pek.bytes], oca: [...c().oca.bytes], cek: [...c().cek.bytes] },
+    },
     workload_id: workloadId,
   });
   const evidence = () => ({ measure: new Array(32).fill(1), mnonce: new Array(16).fill(2) });
@@ -43,15 +50,44 @@ describe('kbs: the wire protocol', () => {
   describe('register_workload', () => {
     it('takes tee_config as reference-kbs sends it (a JSON string), as an object, or not at all (policy 0)', async () => {
       const base = { launch_measurement: testDigest().toString('hex'), passphrase: 'p' };
-      expect((await call('POST', '/kbs/v0/register_workload', { ...base, workload_id: 'r1', tee_config: '{"flags":{"bits":63},"minfw":{"major":0,"minor":0}}' }, admin)).status).to.equal(200);
-      expect((await call('POST', '/kbs/v0/register_workload', { ...base, workload_id: 'r2', tee_config: { flags: { bits: 1 }, minfw: { major: 0, minor: 0 } } }, admin)).status).to.equal(200);
+      expect(
+        (
+          await call(
+            'POST',
+            '/kbs/v0/register_workload',
+            { ...base, workload_id: 'r1', tee_config: '{"flags":{"bits":63},"minfw":{"major":0,"minor":0}}' },
+            admin,
+          )
+        ).status,
+      ).to.equal(200);
+      expect(
+        (
+          await call(
+            'POST',
+            '/kbs/v0/register_workload',
+            { ...base, workload_id: 'r2', tee_config: { flags: { bits: 1 }, minfw: { major: 0, minor: 0 } } },
+            admin,
+          )
+        ).status,
+      ).to.equal(200);
       expect((await call('POST', '/kbs/v0/register_workload', { ...base, workload_id: 'r3' }, admin)).status).to.equal(200);
-      const policies = await Promise.all(['r1', 'r2', 'r3'].map(async (id) => (await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': sevRequest(id) })).json!));
-      expect(policies.map((p) => (p['extra-params'] as { start: { policy: unknown } }).start.policy)).to.deep.equal([policyToJson(63), policyToJson(1), policyToJson(0)]);
+      const policies = await Promise.all(
+        ['r1', 'r2', 'r3'].map(async (id) => (await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': sevRequest(id) })).json!),
+      );
+      expect(policies.map((p) => (p['extra-params'] as { start: { policy: unknown } }).start.policy)).to.deep.equal([
+        policyToJson(63),
+        policyToJson(1),
+        policyToJson(0),
+      ]);
     });
 
     it('refuses a bad digest, policy, passphrase or id with 400 naming the field', async () => {
-      const good = { workload_id: 'r4', launch_measurement: 'ab'.repeat(32), tee_config: '{"flags":{"bits":1},"minfw":{"major":0,"minor":0}}', passphrase: 'p' };
+      const good = {
+        workload_id: 'r4',
+        launch_measurement: 'ab'.repeat(32),
+        tee_config: '{"flags":{"bits":1},"minfw":{"major":0,"minor":0}}',
+        passphrase: 'p',
+      };
       const cases: [object, string][] = [
         [{ ...good, launch_measurement: 'ab' }, 'body.launch_measurement'],
         [{ ...good, tee_config: '{"flags":{"bits":64},"minfw":{"major":0,"minor":0}}' }, 'tee_config.flags.bits'],
@@ -82,7 +118,13 @@ describe('kbs: the wire protocol', () => {
       const start = JSON.parse(asString.json!['extra-params'] as string) as { id: string; start: { cert: number[]; session: Record<string, number[]> } };
       expect(start.id).to.equal(asString.json!.nonce);
       expect(start.start.cert).to.have.length(2084);
-      expect(Object.fromEntries(Object.entries(start.start.session).map(([k, v]) => [k, v.length]))).to.deep.equal({ nonce: 16, wrap_tk: 32, wrap_iv: 16, wrap_mac: 32, policy_mac: 32 });
+      expect(Object.fromEntries(Object.entries(start.start.session).map(([k, v]) => [k, v.length]))).to.deep.equal({
+        nonce: 16,
+        wrap_tk: 32,
+        wrap_iv: 16,
+        wrap_mac: 32,
+        policy_mac: 32,
+      });
       expect(asObject.json!['extra-params']).to.be.an('object');
     });
 
@@ -110,14 +152,27 @@ describe('kbs: the wire protocol', () => {
         [{ version: '0.0.0', tee: 'sev' }, 'body.extra-params'],
         [{ version: '0.0.0', tee: 'sev', 'extra-params': '{' }, 'extra-params'],
         [{ version: '0.0.0', tee: 'sev', 'extra-params': { ...req, build: { version: { major: 1 }, build: 2 } } }, 'extra-params.build.version.minor'],
-        [{ version: '0.0.0', tee: 'sev', 'extra-params': { ...req, chain: { ...req.chain, sev: { ...req.chain.sev, pdh: req.chain.sev.pdh.slice(1) } } } }, 'extra-params.chain.sev.pdh'],
-        [{ version: '0.0.0', tee: 'sev', 'extra-params': { ...req, chain: { ...req.chain, sev: { ...req.chain.sev, pek: [256, ...req.chain.sev.pek.slice(1)] } } } }, 'extra-params.chain.sev.pek.0'],
-        [{ version: '0.0.0', tee: 'sev', 'extra-params': { ...req, chain: { ...req.chain, sev: { ...req.chain.sev, pdh: req.chain.sev.pek } } } }, 'extra-params.chain'],
+        [
+          { version: '0.0.0', tee: 'sev', 'extra-params': { ...req, chain: { ...req.chain, sev: { ...req.chain.sev, pdh: req.chain.sev.pdh.slice(1) } } } },
+          'extra-params.chain.sev.pdh',
+        ],
+        [
+          {
+            version: '0.0.0',
+            tee: 'sev',
+            'extra-params': { ...req, chain: { ...req.chain, sev: { ...req.chain.sev, pek: [256, ...req.chain.sev.pek.slice(1)] } } },
+          },
+          'extra-params.chain.sev.pek.0',
+        ],
+        [
+          { version: '0.0.0', tee: 'sev', 'extra-params': { ...req, chain: { ...req.chain, sev: { ...req.chain.sev, pdh: req.chain.sev.pek } } } },
+          'extra-params.chain',
+        ],
         [[1, 2], 'body'],
         ['"x"', 'body'],
       ];
       for (const [body, field] of cases) {
-        const r = await call('POST', '/kbs/v0/auth', typeof body === 'string' ? body : body as object);
+        const r = await call('POST', '/kbs/v0/auth', typeof body === 'string' ? body : (body as object));
         expect(r.status, field).to.equal(400);
         expect(String(r.json!.detail), field).to.satisfy((d: string) => d.startsWith(`${field}:`) || d.startsWith(`${field} `));
       }
@@ -131,7 +186,13 @@ describe('kbs: the wire protocol', () => {
     }
 
     it('takes every tee-pubkey form and tee-evidence as a string or an object (a wrong measurement is then 403)', async () => {
-      const pubkeys = [{ kty: '', alg: '', k: '' }, { alg: '', 'k-mod': '', 'k-exp': '' }, { kty: '', alg: '', n: '', e: '' }, { kty: 'RSA', alg: 'RSA1_5', n: 'AQAB', e: 'AQAB' }, ''];
+      const pubkeys = [
+        { kty: '', alg: '', k: '' },
+        { alg: '', 'k-mod': '', 'k-exp': '' },
+        { kty: '', alg: '', n: '', e: '' },
+        { kty: 'RSA', alg: 'RSA1_5', n: 'AQAB', e: 'AQAB' },
+        '',
+      ];
       for (const pubkey of pubkeys) {
         for (const tee of [JSON.stringify(evidence()), evidence()]) {
           const r = await call('POST', '/kbs/v0/attest', { 'tee-pubkey': pubkey, 'tee-evidence': tee }, { cookie: await session() });
@@ -171,7 +232,10 @@ describe('kbs: the wire protocol', () => {
       const big = JSON.stringify({ pad: 'x'.repeat(300 * 1024) });
       expect((await call('POST', '/kbs/v0/auth', big)).status).to.equal(413);
       const streamed = await new Promise<number>((resolve, reject) => {
-        const req = request(`${kbs.url}/kbs/v0/auth`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => { res.resume(); resolve(res.statusCode!); });
+        const req = request(`${kbs.url}/kbs/v0/auth`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
         req.on('error', reject);
         for (let i = 0; i < 40; i++) req.write('x'.repeat(8192));
         req.end();
@@ -195,25 +259,35 @@ describe('kbs: the wire protocol', () => {
     });
 
     it('byte arrays with a value that is not a byte, or the wrong length: 400 naming the certificate', async () => {
-      await fc.assert(fc.asyncProperty(byteArrayMutation, async ({ field, index, value, truncate }) => {
-        const req = sevRequest();
-        const array = req.chain.sev[field as 'pdh'] as unknown[];
-        if (truncate) array.length = index % array.length;
-        else array[index % array.length] = value;
-        const r = await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': req });
-        expect(r.status).to.equal(400);
-        expect(String(r.json!.detail)).to.match(new RegExp(`^extra-params\\.chain\\.sev\\.${field}`));
-      }), { numRuns: 60 });
+      await fc.assert(
+        fc.asyncProperty(byteArrayMutation, async ({ field, index, value, truncate }) => {
+          const req = sevRequest();
+          const array = req.chain.sev[field as 'pdh'] as unknown[];
+          if (truncate) array.length = index % array.length;
+          else array[index % array.length] = value;
+          const r = await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': req });
+          expect(r.status).to.equal(400);
+          expect(String(r.json!.detail)).to.match(new RegExp(`^extra-params\\.chain\\.sev\\.${field}`));
+        }),
+        { numRuns: 60 },
+      );
     });
 
     it('arbitrary JSON and arbitrary text on every endpoint: 400 (401 for attest without a session), never a crash', async () => {
-      const bodies = fc.oneof(fc.json(), fc.string(), fc.jsonValue().map((v) => JSON.stringify({ version: '0.0.0', tee: 'sev', 'extra-params': v })),
-        fc.jsonValue().map((v) => JSON.stringify({ 'tee-evidence': v })));
-      await fc.assert(fc.asyncProperty(bodies, fc.constantFrom('register_workload', 'auth', 'attest'), async (body, endpoint) => {
-        const r = await call('POST', `/kbs/v0/${endpoint}`, body, endpoint === 'register_workload' ? admin : {});
-        // attest checks its session first: a JSON body without one is 401, anything else 400.
-        expect(r.status).to.be.oneOf(endpoint === 'attest' ? [400, 401] : [400]);
-      }), { numRuns: 150 });
+      const bodies = fc.oneof(
+        fc.json(),
+        fc.string(),
+        fc.jsonValue().map((v) => JSON.stringify({ version: '0.0.0', tee: 'sev', 'extra-params': v })),
+        fc.jsonValue().map((v) => JSON.stringify({ 'tee-evidence': v })),
+      );
+      await fc.assert(
+        fc.asyncProperty(bodies, fc.constantFrom('register_workload', 'auth', 'attest'), async (body, endpoint) => {
+          const r = await call('POST', `/kbs/v0/${endpoint}`, body, endpoint === 'register_workload' ? admin : {});
+          // attest checks its session first: a JSON body without one is 401, anything else 400.
+          expect(r.status).to.be.oneOf(endpoint === 'attest' ? [400, 401] : [400]);
+        }),
+        { numRuns: 150 },
+      );
       expect((await call('POST', '/kbs/v0/auth', { version: '0.0.0', tee: 'sev', 'extra-params': sevRequest() })).status).to.equal(200);
     });
   });

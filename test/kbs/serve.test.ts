@@ -16,7 +16,9 @@ function startServer(args: string[]): Promise<{ child: ChildProcess; url: string
   return new Promise((resolve, reject) => {
     let out = '';
     let err = '';
-    child.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+    child.stderr!.on('data', (c: Buffer) => {
+      err += c.toString();
+    });
     child.stdout!.on('data', (c: Buffer) => {
       out += c.toString();
       const m = /listening on (http:\/\/[^,]+),/.exec(out);
@@ -26,7 +28,11 @@ function startServer(args: string[]): Promise<{ child: ChildProcess; url: string
   });
 }
 
-const exited = (child: ChildProcess) => new Promise((resolve) => { if (child.exitCode !== null || child.signalCode !== null) resolve(undefined); else child.once('exit', resolve); });
+const exited = (child: ChildProcess) =>
+  new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(undefined);
+    else child.once('exit', resolve);
+  });
 
 describe('kbs: ts-vmm kbs serve as a process', function () {
   this.timeout(120_000);
@@ -43,7 +49,11 @@ describe('kbs: ts-vmm kbs serve as a process', function () {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('refuses to start without a trust anchor: one line, exit 2', () => {
-    const r = spawnSync(process.execPath, [cliEntry(), 'kbs', 'serve', '--listen', '127.0.0.1:0', '--store', path.join(dir, 's0'), '--admin-token-file', token], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [cliEntry(), 'kbs', 'serve', '--listen', '127.0.0.1:0', '--store', path.join(dir, 's0'), '--admin-token-file', token],
+      { encoding: 'utf8' },
+    );
     expect(r.status).to.equal(2);
     expect(r.stderr.trim().split('\n')).to.have.length(1);
     expect(r.stderr).to.match(/no trust anchor/);
@@ -56,7 +66,22 @@ describe('kbs: ts-vmm kbs serve as a process', function () {
       expect(banner).to.match(/\(SIMULATED\)/);
       const pass = path.join(dir, 'pass');
       writeFileSync(pass, 'disk passphrase\n', { mode: 0o600 });
-      const args = ['kbs', 'register', '--url', url, '--admin-token-file', token, '--workload-id', 'w1', '--launch-digest', 'ab'.repeat(32), '--policy', '0x3', '--passphrase-file', pass];
+      const args = [
+        'kbs',
+        'register',
+        '--url',
+        url,
+        '--admin-token-file',
+        token,
+        '--workload-id',
+        'w1',
+        '--launch-digest',
+        'ab'.repeat(32),
+        '--policy',
+        '0x3',
+        '--passphrase-file',
+        pass,
+      ];
       const ok = spawnSync(process.execPath, [cliEntry(), ...args], { encoding: 'utf8' });
       expect([ok.status, ok.stdout]).to.deep.equal([0, 'registered workload w1 (policy 0x3: NODBG|NOKS, min API 0.0)\n']);
       const bad = spawnSync(process.execPath, [cliEntry(), ...args.map((a) => (a === token ? pass : a))], { encoding: 'utf8' });
@@ -67,8 +92,14 @@ describe('kbs: ts-vmm kbs serve as a process', function () {
     }
     const stored = await new WorkloadStore(store).get('w1');
     expect(stored?.passphrase).to.equal('disk passphrase');
-    const audit = readFileSync(path.join(store, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(audit.map((a) => [a.reason, a.simulated])).to.deep.equal([['registered', true], ['unauthorized', true]]);
+    const audit = readFileSync(path.join(store, 'audit.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(audit.map((a) => [a.reason, a.simulated])).to.deep.equal([
+      ['registered', true],
+      ['unauthorized', true],
+    ]);
     expect(readFileSync(path.join(store, 'audit.log'), 'utf8')).to.not.include('disk passphrase');
   });
 

@@ -1,8 +1,6 @@
 import { expect } from 'chai';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
-import {
-  KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_IOEVENTFD, KVM_CAP_IRQFD, KVM_CAP_USER_MEMORY, KVM_MP_STATE_RUNNABLE,
-} from '../../src/kvm/constants.js';
+import { KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_IOEVENTFD, KVM_CAP_IRQFD, KVM_CAP_USER_MEMORY, KVM_MP_STATE_RUNNABLE } from '../../src/kvm/constants.js';
 import { Kvm } from '../../src/kvm/kvm.js';
 
 const MSR_STAR = 0xc000_0081;
@@ -16,7 +14,9 @@ describe('Kvm, Vm and Vcpu ioctls', () => {
 
 describe('Kvm, Vm and Vcpu ioctls @kvm', () => {
   let kvm: Kvm;
-  before(() => { kvm = Kvm.open(); });
+  before(() => {
+    kvm = Kvm.open();
+  });
   after(() => kvm.close());
 
   it('reports the capabilities ts-vmm relies on', () => {
@@ -89,10 +89,10 @@ describe('Kvm, Vm and Vcpu ioctls @kvm', () => {
     const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }]);
     vm.registerMemory(memory);
     const hostAddress = (memory.regions[0]!.backing as { hostAddress: bigint }).hostAddress;
-    expect(() => vm.setUserMemoryRegion({ slot: 1, guestAddress: 0x8000, size: 0x1000, hostAddress }))
-      .to.throw('KVM_SET_USER_MEMORY_REGION failed: EEXIST — slot 1 at 0x8000 overlaps another slot');
-    expect(() => vm.setUserMemoryRegion({ slot: 2, guestAddress: 0x20800, size: 0x1000, hostAddress }))
-      .to.throw(/must be page-aligned/);
+    expect(() => vm.setUserMemoryRegion({ slot: 1, guestAddress: 0x8000, size: 0x1000, hostAddress })).to.throw(
+      'KVM_SET_USER_MEMORY_REGION failed: EEXIST — slot 1 at 0x8000 overlaps another slot',
+    );
+    expect(() => vm.setUserMemoryRegion({ slot: 2, guestAddress: 0x20800, size: 0x1000, hostAddress })).to.throw(/must be page-aligned/);
     expect(() => vm.registerMemory(GuestMemory.shared([{ guestAddress: 0x100000, size: 0x1000 }]), 3)).to.throw(/not mmap-backed/);
     vm.close();
   });

@@ -2,7 +2,13 @@ import { expect } from 'chai';
 import { EventFd } from '../../src/sys/eventfd.js';
 import { EventFdPoller } from '../../src/sys/eventfd-poller.js';
 
-const nextSignal = (e: EventFd) => new Promise<bigint>((resolve) => e.listen((count) => { e.unlisten(); resolve(count); }));
+const nextSignal = (e: EventFd) =>
+  new Promise<bigint>((resolve) =>
+    e.listen((count) => {
+      e.unlisten();
+      resolve(count);
+    }),
+  );
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('EventFd', () => {
@@ -66,7 +72,10 @@ describe('EventFd', () => {
     const [a, b] = [new EventFd(), new EventFd()];
     const ready: number[] = [];
     const both = new Promise<void>((resolve) => {
-      const note = (fd: number) => { ready.push(fd); if (ready.length === 2) resolve(); };
+      const note = (fd: number) => {
+        ready.push(fd);
+        if (ready.length === 2) resolve();
+      };
       poller.watch(a.fd, note);
       poller.watch(b.fd, note);
     });

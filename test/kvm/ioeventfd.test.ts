@@ -11,11 +11,31 @@ const ENTRY = 0x1000;
 describe('ioeventfd and interrupts on KVM @kvm', () => {
   it('turns matching writes into eventfd signals with no exit, and the rest into bus writes', async () => {
     const code = [
-      0xb8, 0x00, 0x20, 0x8e, 0xd8, //       mov ax, 0x2000 ; mov ds, ax
-      0xc7, 0x06, 0x50, 0x00, 0x03, 0x00, // mov word [0x50], 3    -> datamatch 3: eventfd
-      0xc7, 0x06, 0x50, 0x00, 0x07, 0x00, // mov word [0x50], 7    -> no match: MMIO exit
-      0xb0, 0x01, 0xe6, 0x40, //             mov al, 1 ; out 0x40, al -> PIO eventfd, any value
-      0xb0, 0x09, 0xe6, 0x40, //             mov al, 9 ; out 0x40, al
+      0xb8,
+      0x00,
+      0x20,
+      0x8e,
+      0xd8, //       mov ax, 0x2000 ; mov ds, ax
+      0xc7,
+      0x06,
+      0x50,
+      0x00,
+      0x03,
+      0x00, // mov word [0x50], 3    -> datamatch 3: eventfd
+      0xc7,
+      0x06,
+      0x50,
+      0x00,
+      0x07,
+      0x00, // mov word [0x50], 7    -> no match: MMIO exit
+      0xb0,
+      0x01,
+      0xe6,
+      0x40, //             mov al, 1 ; out 0x40, al -> PIO eventfd, any value
+      0xb0,
+      0x09,
+      0xe6,
+      0x40, //             mov al, 9 ; out 0x40, al
       0xf4,
     ];
     const guest = realModeVm(code, { entry: ENTRY });
@@ -38,8 +58,9 @@ describe('ioeventfd and interrupts on KVM @kvm', () => {
     expect(pioNotify.take()).to.equal(2n);
 
     guest.vm.ioeventfdDeassign(mmioNotify, { space: 'mmio', address: 0x20050, length: 2, datamatch: 3n });
-    expect(() => guest.vm.ioeventfdDeassign(mmioNotify, { space: 'mmio', address: 0x20050, length: 2, datamatch: 3n }))
-      .to.throw(/KVM_IOEVENTFD failed: ENOENT — no ioeventfd at mmio 0x20050/);
+    expect(() => guest.vm.ioeventfdDeassign(mmioNotify, { space: 'mmio', address: 0x20050, length: 2, datamatch: 3n })).to.throw(
+      /KVM_IOEVENTFD failed: ENOENT — no ioeventfd at mmio 0x20050/,
+    );
     mmioNotify.close();
     pioNotify.close();
     guest.close();

@@ -28,21 +28,61 @@ const PAGE_HUGE = 0x80n;
 
 // 64-bit code, hand-assembled.
 const program = [
-  0xb0, 0x42, //                                 mov al, 0x42
-  0xe6, 0x10, //                                 out 0x10, al
-  0xe4, 0x11, //                                 in al, 0x11
-  0x88, 0x04, 0x25, 0x00, 0x80, 0x00, 0x00, //   mov [0x8000], al
-  0xbb, 0x00, 0x00, 0x00, 0xd0, //               mov ebx, 0xd0000000
-  0xc7, 0x43, 0x10, 0xef, 0xbe, 0xad, 0xde, //   mov dword [rbx+0x10], 0xdeadbeef
-  0x48, 0x8b, 0x43, 0x20, //                     mov rax, [rbx+0x20]
-  0x48, 0x89, 0x04, 0x25, 0x08, 0x80, 0x00, 0x00, // mov [0x8008], rax
+  0xb0,
+  0x42, //                                 mov al, 0x42
+  0xe6,
+  0x10, //                                 out 0x10, al
+  0xe4,
+  0x11, //                                 in al, 0x11
+  0x88,
+  0x04,
+  0x25,
+  0x00,
+  0x80,
+  0x00,
+  0x00, //   mov [0x8000], al
+  0xbb,
+  0x00,
+  0x00,
+  0x00,
+  0xd0, //               mov ebx, 0xd0000000
+  0xc7,
+  0x43,
+  0x10,
+  0xef,
+  0xbe,
+  0xad,
+  0xde, //   mov dword [rbx+0x10], 0xdeadbeef
+  0x48,
+  0x8b,
+  0x43,
+  0x20, //                     mov rax, [rbx+0x20]
+  0x48,
+  0x89,
+  0x04,
+  0x25,
+  0x08,
+  0x80,
+  0x00,
+  0x00, // mov [0x8008], rax
   0xf4, //                                       hlt
 ];
 
 function flatSegment(selector: number, type: number, long: boolean): Segment {
   return {
-    base: 0n, limit: 0xffff_ffff, selector, type, present: 1, dpl: 0,
-    db: long ? 0 : 1, s: 1, l: long ? 1 : 0, g: 1, avl: 0, unusable: 0, padding: 0,
+    base: 0n,
+    limit: 0xffff_ffff,
+    selector,
+    type,
+    present: 1,
+    dpl: 0,
+    db: long ? 0 : 1,
+    s: 1,
+    l: long ? 1 : 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+    padding: 0,
   };
 }
 
@@ -63,7 +103,12 @@ function buildLongMode(memory: GuestMemory, sregs: Sregs): Sregs {
   const data = flatSegment(0x10, 0x3, false);
   return {
     ...sregs,
-    cs: code, ds: data, es: data, fs: data, gs: data, ss: data,
+    cs: code,
+    ds: data,
+    es: data,
+    fs: data,
+    gs: data,
+    ss: data,
     gdt: { base: BigInt(GDT), limit: 3 * 8 - 1, padding: [0, 0, 0] },
     cr0: CR0_PE | CR0_ET | CR0_NE | CR0_PG,
     cr3: BigInt(PML4),

@@ -6,7 +6,8 @@ const mailboxModule = new URL('../../src/kvm/mailbox.js', import.meta.url).href;
 
 /** Runs `body` (an async function of (client, ops, shared)) in a worker thread as the vCPU side; resolves with what it returns. */
 function vcpuSide(mailbox: Mailbox, body: string, shared?: SharedArrayBuffer): Promise<unknown> {
-  const worker = new Worker(`
+  const worker = new Worker(
+    `
     const { workerData, parentPort } = require('node:worker_threads');
     import(workerData.module).then(async ({ Mailbox, MailboxClient }) => {
       const client = new MailboxClient(new Mailbox(workerData.buffer, workerData.order));
@@ -16,7 +17,9 @@ function vcpuSide(mailbox: Mailbox, body: string, shared?: SharedArrayBuffer): P
       client.close();
       parentPort.postMessage(result);
     });
-  `, { eval: true, workerData: { module: mailboxModule, buffer: mailbox.buffer, order: mailbox.orderBuffer, shared } });
+  `,
+    { eval: true, workerData: { module: mailboxModule, buffer: mailbox.buffer, order: mailbox.orderBuffer, shared } },
+  );
   return new Promise((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
@@ -33,14 +36,22 @@ describe('vCPU-to-device mailbox', () => {
     const written: number[] = [];
     const device = (r: MailboxRequest) => {
       // Now and then the device thread is busy (as with a disk completion) while both vCPUs go on.
-      if (written.length % 10 === 0) for (const start = Date.now(); Date.now() - start < 1;);
+      if (written.length % 10 === 0) for (const start = Date.now(); Date.now() - start < 1; );
       written.push(new DataView(r.data.buffer, r.data.byteOffset).getUint32(0, true));
     };
     const vcpus = [new Mailbox(undefined, order), new Mailbox(undefined, order)];
-    const served = vcpus.map((m) => server.serve(m, device, () => { throw new Error('no posted write fails here'); }));
+    const served = vcpus.map((m) =>
+      server.serve(m, device, () => {
+        throw new Error('no posted write fails here');
+      }),
+    );
     const turns = 4_000;
     // Strict turns: vCPU i writes the values v with v % 2 === i.
-    await Promise.all(vcpus.map((m, i) => vcpuSide(m, `(client, ops, guest) => {
+    await Promise.all(
+      vcpus.map((m, i) =>
+        vcpuSide(
+          m,
+          `(client, ops, guest) => {
       const words = new Int32Array(guest);
       for (;;) {
         while (Atomics.compareExchange(words, 0, 0, 1) !== 0);
@@ -51,7 +62,11 @@ describe('vCPU-to-device mailbox', () => {
         words[1] = value + 1;
         Atomics.store(words, 0, 0);
       }
-    }`, guest)));
+    }`,
+          guest,
+        ),
+      ),
+    );
     await Promise.all(served);
     const outOfOrder = written.findIndex((v, i) => v !== i);
     expect(outOfOrder, `first write out of order at ${outOfOrder}`).to.equal(-1);
@@ -61,16 +76,25 @@ describe('vCPU-to-device mailbox', () => {
   it('posts writes in order and answers a later read after all of them', async () => {
     const mailbox = new Mailbox();
     const written: number[] = [];
-    const served = serveMailbox(mailbox, (r: MailboxRequest) => {
-      if (r.op === MailboxOp.PioWrite) written.push(r.data[0]! | (r.data[1]! << 8));
-      else new DataView(r.data.buffer, r.data.byteOffset).setUint32(0, written.length, true);
-    }, () => { throw new Error('no posted write fails here'); });
-    const seen = await vcpuSide(mailbox, `(client, ops) => {
+    const served = serveMailbox(
+      mailbox,
+      (r: MailboxRequest) => {
+        if (r.op === MailboxOp.PioWrite) written.push(r.data[0]! | (r.data[1]! << 8));
+        else new DataView(r.data.buffer, r.data.byteOffset).setUint32(0, written.length, true);
+      },
+      () => {
+        throw new Error('no posted write fails here');
+      },
+    );
+    const seen = await vcpuSide(
+      mailbox,
+      `(client, ops) => {
       for (let i = 0; i < 1000; i++) client.access(ops.PioWrite, 0x3f8, 2, 1, new Uint8Array([i & 0xff, i >> 8]));
       const answer = new Uint8Array(4);
       client.access(ops.PioRead, 0x3fd, 4, 1, answer);
       return new DataView(answer.buffer).getUint32(0, true);
-    }`);
+    }`,
+    );
     await served;
     expect(seen, 'the read saw every earlier write').to.equal(1000);
     expect(written).to.deep.equal(Array.from({ length: 1000 }, (_, i) => i));
@@ -79,16 +103,23 @@ describe('vCPU-to-device mailbox', () => {
   it('carries string I/O and 64-bit MMIO addresses through synchronous calls', async () => {
     const mailbox = new Mailbox();
     const requests: { op: number; address: number; size: number; count: number; data: number[] }[] = [];
-    const served = serveMailbox(mailbox, (r) => {
-      requests.push({ op: r.op, address: r.address, size: r.size, count: r.count, data: [...r.data] });
-      if (r.op === MailboxOp.MmioRead) r.data.fill(0xab);
-    }, () => undefined);
-    const read = await vcpuSide(mailbox, `(client, ops) => {
+    const served = serveMailbox(
+      mailbox,
+      (r) => {
+        requests.push({ op: r.op, address: r.address, size: r.size, count: r.count, data: [...r.data] });
+        if (r.op === MailboxOp.MmioRead) r.data.fill(0xab);
+      },
+      () => undefined,
+    );
+    const read = await vcpuSide(
+      mailbox,
+      `(client, ops) => {
       client.access(ops.PioWrite, 0x1f0, 2, 3, new Uint8Array([1, 2, 3, 4, 5, 6]));
       const data = new Uint8Array(8);
       client.access(ops.MmioRead, 0xfd_0000_0010, 8, 1, data);
       return [...data];
-    }`);
+    }`,
+    );
     await served;
     expect(requests).to.deep.equal([
       { op: MailboxOp.PioWrite, address: 0x1f0, size: 2, count: 3, data: [1, 2, 3, 4, 5, 6] },
@@ -101,16 +132,23 @@ describe('vCPU-to-device mailbox', () => {
     const mailbox = new Mailbox();
     let failures = 0;
     const handled: number[] = [];
-    const served = serveMailbox(mailbox, (r) => {
-      handled.push(r.data[0]!);
-      if (r.data[0] === 2) throw new Error('UART divisor latch is read-only');
-    }, () => failures++);
-    const outcome = await vcpuSide(mailbox, `(client, ops) => {
+    const served = serveMailbox(
+      mailbox,
+      (r) => {
+        handled.push(r.data[0]!);
+        if (r.data[0] === 2) throw new Error('UART divisor latch is read-only');
+      },
+      () => failures++,
+    );
+    const outcome = await vcpuSide(
+      mailbox,
+      `(client, ops) => {
       for (let i = 1; i <= 3; i++) client.access(ops.PioWrite, 0x3f8, 1, 1, new Uint8Array([i]));
       client.flush();
       client.access(ops.PioRead, 0x3f8, 1, 1, new Uint8Array(1));
       return 'no error';
-    }`);
+    }`,
+    );
     await served;
     expect(outcome).to.deep.equal({ error: 'UART divisor latch is read-only', name: 'MailboxError' });
     expect(handled, 'a failed device receives nothing more').to.deep.equal([1, 2]);
@@ -119,7 +157,13 @@ describe('vCPU-to-device mailbox', () => {
 
   it('returns a device error on a call to the caller', async () => {
     const mailbox = new Mailbox();
-    const served = serveMailbox(mailbox, () => { throw new Error('no such register 0x44'); }, () => undefined);
+    const served = serveMailbox(
+      mailbox,
+      () => {
+        throw new Error('no such register 0x44');
+      },
+      () => undefined,
+    );
     const outcome = await vcpuSide(mailbox, `(client, ops) => client.access(ops.MmioRead, 0x1000, 4, 1, new Uint8Array(4))`);
     await served;
     expect(outcome).to.deep.equal({ error: 'no such register 0x44', name: 'MailboxError' });

@@ -20,12 +20,14 @@ describe('mocked KVM', () => {
     const window = new RecordingDevice((offset) => [offset & 0xff, 0xbe, 0xba, 0xfe]);
     b.pio.insert(uart, 0x3f8, 8, 'uart');
     b.mmio.insert(window, 0xd000_0000, 0x1000, 'window');
-    const vcpu = vm.createVcpu(0).push(
-      { mmio: 'write', address: 0xd000_0010, size: 4, value: 0x1234_5678 },
-      { io: 'in', port: 0x3fd, size: 1 },
-      { mmio: 'read', address: 0xd000_0020, size: 4 },
-      { io: 'out', port: 0x3f8, size: 1, value: 0x41 },
-    );
+    const vcpu = vm
+      .createVcpu(0)
+      .push(
+        { mmio: 'write', address: 0xd000_0010, size: 4, value: 0x1234_5678 },
+        { io: 'in', port: 0x3fd, size: 1 },
+        { mmio: 'read', address: 0xd000_0020, size: 4 },
+        { io: 'out', port: 0x3f8, size: 1, value: 0x41 },
+      );
     const runner = createVcpuRunner([vcpu], b);
     runner.start();
     const [stop] = await runner.stopped;
@@ -57,11 +59,13 @@ describe('mocked KVM', () => {
     b.mmio.insert(notify, 0xd000_0000, 0x1000, 'virtio');
     const queueNotify = new EventFd();
     vm.ioeventfd(queueNotify, { space: 'mmio', address: 0xd000_0050, length: 4, datamatch: 1n });
-    const vcpu = vm.createVcpu(0).push(
-      { mmio: 'write', address: 0xd000_0050, size: 4, value: 1 },
-      { mmio: 'write', address: 0xd000_0050, size: 4, value: 2 },
-      { mmio: 'write', address: 0xd000_0050, size: 4, value: 1 },
-    );
+    const vcpu = vm
+      .createVcpu(0)
+      .push(
+        { mmio: 'write', address: 0xd000_0050, size: 4, value: 1 },
+        { mmio: 'write', address: 0xd000_0050, size: 4, value: 2 },
+        { mmio: 'write', address: 0xd000_0050, size: 4, value: 1 },
+      );
     const runner = createVcpuRunner([vcpu], b);
     runner.start();
     await runner.stopped;
@@ -81,7 +85,10 @@ describe('mocked KVM', () => {
     expect(vm.takeIrqfdSignals(10)).to.equal(2);
     expect(vm.takeIrqfdSignals(10)).to.equal(0);
     new IrqLineInterrupt(vm, 4).trigger();
-    expect(vm.irqLineCalls).to.deep.equal([{ irq: 4, level: true }, { irq: 4, level: false }]);
+    expect(vm.irqLineCalls).to.deep.equal([
+      { irq: 4, level: true },
+      { irq: 4, level: false },
+    ]);
     irqfd.close();
     expect(vm.irqfds.size).to.equal(0);
   });
@@ -140,7 +147,12 @@ describe('mocked KVM', () => {
     expect(stop!.reason).to.equal('stopped');
 
     const b = buses();
-    const broken: BusDevice = { read: () => { throw new Error('register 0x14 is write-only'); }, write: () => undefined };
+    const broken: BusDevice = {
+      read: () => {
+        throw new Error('register 0x14 is write-only');
+      },
+      write: () => undefined,
+    };
     b.mmio.insert(broken, 0, 0x100, 'broken');
     const reader = vm.createVcpu(1).push({ mmio: 'read', address: 0x14, size: 4 });
     const second = createVcpuRunner([reader], b);
@@ -152,7 +164,9 @@ describe('mocked KVM', () => {
   it('hands the kernel role for KVM_MEMORY_ENCRYPT_OP to the test', () => {
     const vm = new MockVm();
     expect(() => vm.memoryEncryptOp(new Uint8Array(16))).to.throw(/KVM_MEMORY_ENCRYPT_OP failed: ENOTTY/);
-    vm.encryptOpHandler = (command) => { command[12] = 7; };
+    vm.encryptOpHandler = (command) => {
+      command[12] = 7;
+    };
     const command = new Uint8Array(16);
     command[0] = 3;
     vm.memoryEncryptOp(command);
@@ -162,33 +176,48 @@ describe('mocked KVM', () => {
 
   it('registers shared guest memory as slots', () => {
     const vm = new MockVm();
-    const memory = GuestMemory.shared([{ guestAddress: 0, size: 0x10000 }, { guestAddress: 0x100000, size: 0x20000 }]);
+    const memory = GuestMemory.shared([
+      { guestAddress: 0, size: 0x10000 },
+      { guestAddress: 0x100000, size: 0x20000 },
+    ]);
     vm.registerMemory(memory);
-    expect(vm.slots.map((s) => [s.slot, s.guestAddress, s.size])).to.deep.equal([[0, 0, 0x10000], [1, 0x100000, 0x20000]]);
+    expect(vm.slots.map((s) => [s.slot, s.guestAddress, s.size])).to.deep.equal([
+      [0, 0, 0x10000],
+      [1, 0x100000, 0x20000],
+    ]);
     expect(vm.memory).to.equal(memory);
   });
 
   it('delivers any sequence of MMIO writes to the device in order, byte-exact', async () => {
-    await fc.assert(fc.asyncProperty(
-      fc.array(fc.record({
-        offset: fc.integer({ min: 0, max: 0xff8 }),
-        size: fc.constantFrom(1 as const, 2 as const, 4 as const, 8 as const),
-        value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
-      }), { maxLength: 20 }),
-      async (writes) => {
-        const vm = new MockVm();
-        const b = buses();
-        const device = new RecordingDevice();
-        b.mmio.insert(device, 0xfe00_0000, 0x1000, 'device');
-        const vcpu = vm.createVcpu(0).push(...writes.map((w) => ({ mmio: 'write' as const, address: 0xfe00_0000 + w.offset, size: w.size, value: w.value })));
-        const runner = createVcpuRunner([vcpu], b);
-        runner.start();
-        await runner.stopped;
-        expect(device.accesses).to.deep.equal(writes.map((w) => ({
-          op: 'write', offset: w.offset,
-          data: Array.from({ length: w.size }, (_, i) => Number((w.value >> BigInt(8 * i)) & 0xffn)),
-        })));
-      },
-    ), { numRuns: 50 });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            offset: fc.integer({ min: 0, max: 0xff8 }),
+            size: fc.constantFrom(1 as const, 2 as const, 4 as const, 8 as const),
+            value: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+          }),
+          { maxLength: 20 },
+        ),
+        async (writes) => {
+          const vm = new MockVm();
+          const b = buses();
+          const device = new RecordingDevice();
+          b.mmio.insert(device, 0xfe00_0000, 0x1000, 'device');
+          const vcpu = vm.createVcpu(0).push(...writes.map((w) => ({ mmio: 'write' as const, address: 0xfe00_0000 + w.offset, size: w.size, value: w.value })));
+          const runner = createVcpuRunner([vcpu], b);
+          runner.start();
+          await runner.stopped;
+          expect(device.accesses).to.deep.equal(
+            writes.map((w) => ({
+              op: 'write',
+              offset: w.offset,
+              data: Array.from({ length: w.size }, (_, i) => Number((w.value >> BigInt(8 * i)) & 0xffn)),
+            })),
+          );
+        },
+      ),
+      { numRuns: 50 },
+    );
   });
 });

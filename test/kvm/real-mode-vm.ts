@@ -31,7 +31,10 @@ export function realModeVm(code: readonly number[], { entry = 0x1000, vcpus = 1,
     return vcpu;
   });
   return {
-    kvm, vm, memory, vcpus: cpus,
+    kvm,
+    vm,
+    memory,
+    vcpus: cpus,
     close() {
       for (const c of cpus) c.close();
       vm.close();

@@ -1,7 +1,11 @@
 // A bus device for tests: records every access and answers reads with fixed bytes.
 import type { BusDevice } from '../../src/devices/bus.js';
 
-export interface Access { op: 'read' | 'write'; offset: number; data: number[] }
+export interface Access {
+  op: 'read' | 'write';
+  offset: number;
+  data: number[];
+}
 
 export class RecordingDevice implements BusDevice {
   readonly accesses: Access[] = [];

@@ -36,7 +36,10 @@ describe('vCPU threads @kvm', () => {
     expect(seen, 'nothing stops a spinning guest by itself').to.deep.equal([]);
 
     const stops = await threads.stop();
-    expect(stops.map((s) => [s.vcpu, s.reason])).to.deep.equal([[0, 'stopped'], [1, 'stopped']]);
+    expect(stops.map((s) => [s.vcpu, s.reason])).to.deep.equal([
+      [0, 'stopped'],
+      [1, 'stopped'],
+    ]);
     for (const stop of stops) expect(stop.regs!.rip, 'stopped inside the loop').to.be.oneOf([BigInt(ENTRY), BigInt(ENTRY + 5)]);
     expect(seen.map((s) => s.vcpu).sort()).to.deep.equal([0, 1]);
     guest.close();
@@ -50,7 +53,20 @@ describe('vCPU threads @kvm', () => {
     let writes = 0;
     let reads = 0;
     const b = buses();
-    b.pio.insert({ read: (_o, data) => { reads++; data[0] = 0; }, write: () => { writes++; } }, 0x10, 2, 'counter');
+    b.pio.insert(
+      {
+        read: (_o, data) => {
+          reads++;
+          data[0] = 0;
+        },
+        write: () => {
+          writes++;
+        },
+      },
+      0x10,
+      2,
+      'counter',
+    );
     const threads = new VcpuThreads(guest.vcpus, b);
     threads.start();
     const stops = await threads.stopped;
@@ -59,7 +75,7 @@ describe('vCPU threads @kvm', () => {
     guest.close();
   });
 
-  it('applies port writes of two vCPUs taking turns under a guest lock in the guest\'s order', async () => {
+  it("applies port writes of two vCPUs taking turns under a guest lock in the guest's order", async () => {
     // bx = vCPU id; lock word at 0x8000, turn counter at 0x8004. Each vCPU takes the lock (xchg), and on
     // its turn writes the counter to port 0x10 (posted), counts on and releases the lock:
     // top: mov ax,1; xchg ax,[0x8000]; test ax,ax; jnz top; mov eax,[0x8004]; cmp eax,300; jae finish
@@ -68,22 +84,30 @@ describe('vCPU threads @kvm', () => {
     // Few turns: with one lab CPU each turn waits for the other vCPU's thread to be scheduled. The
     // mailbox test drives many more turns between threads on the host.
     const TURNS = 300;
-    const guest = realModeVm([
-      0xb8, 0x01, 0x00, 0x87, 0x06, 0x00, 0x80, 0x85, 0xc0, 0x75, 0xf5, 0x66, 0xa1, 0x04, 0x80, 0x66, 0x3d, 0x2c, 0x01, 0x00, 0x00,
-      0x73, 0x1b, 0x66, 0x89, 0xc2, 0x83, 0xe2, 0x01, 0x39, 0xda, 0x75, 0x09, 0x66, 0xe7, 0x10, 0x66, 0x40, 0x66, 0xa3, 0x04, 0x80,
-      0xc7, 0x06, 0x00, 0x80, 0x00, 0x00, 0xeb, 0xce, 0xc7, 0x06, 0x00, 0x80, 0x00, 0x00, 0xf4,
-    ], { entry: ENTRY, vcpus: 2 });
+    const guest = realModeVm(
+      [
+        0xb8, 0x01, 0x00, 0x87, 0x06, 0x00, 0x80, 0x85, 0xc0, 0x75, 0xf5, 0x66, 0xa1, 0x04, 0x80, 0x66, 0x3d, 0x2c, 0x01, 0x00, 0x00, 0x73, 0x1b, 0x66, 0x89,
+        0xc2, 0x83, 0xe2, 0x01, 0x39, 0xda, 0x75, 0x09, 0x66, 0xe7, 0x10, 0x66, 0x40, 0x66, 0xa3, 0x04, 0x80, 0xc7, 0x06, 0x00, 0x80, 0x00, 0x00, 0xeb, 0xce,
+        0xc7, 0x06, 0x00, 0x80, 0x00, 0x00, 0xf4,
+      ],
+      { entry: ENTRY, vcpus: 2 },
+    );
     for (const [id, vcpu] of guest.vcpus.entries()) vcpu.setRegs({ ...vcpu.getRegs(), rbx: BigInt(id) });
     const written: number[] = [];
     const b = buses();
-    b.pio.insert({
-      read: (_o, data) => void data.fill(0),
-      write: (_o, data) => {
-        // The device thread is busy now and then (a disk completion, a socket) while both vCPUs go on.
-        if (written.length % 10 === 0) for (const start = Date.now(); Date.now() - start < 1;);
-        written.push(new DataView(data.buffer, data.byteOffset).getUint32(0, true));
+    b.pio.insert(
+      {
+        read: (_o, data) => void data.fill(0),
+        write: (_o, data) => {
+          // The device thread is busy now and then (a disk completion, a socket) while both vCPUs go on.
+          if (written.length % 10 === 0) for (const start = Date.now(); Date.now() - start < 1; );
+          written.push(new DataView(data.buffer, data.byteOffset).getUint32(0, true));
+        },
       },
-    }, 0x10, 4, 'turns');
+      0x10,
+      4,
+      'turns',
+    );
     const threads = new VcpuThreads(guest.vcpus, b);
     threads.start();
     const stops = await threads.stopped;
@@ -125,7 +149,12 @@ describe('vCPU threads @kvm', () => {
   it('reports a device that throws as an error stop naming the problem', async () => {
     const guest = realModeVm([0xe6, 0x70, 0xf4], { entry: ENTRY }); // out 0x70, al; hlt
     const b = buses();
-    const broken: BusDevice = { read: () => undefined, write: () => { throw new Error('RTC index 0x80 out of range'); } };
+    const broken: BusDevice = {
+      read: () => undefined,
+      write: () => {
+        throw new Error('RTC index 0x80 out of range');
+      },
+    };
     b.pio.insert(broken, 0x70, 2, 'rtc');
     const threads = new VcpuThreads(guest.vcpus, b);
     threads.start();
@@ -145,7 +174,16 @@ describe('vCPU threads @kvm', () => {
     const threads = new VcpuThreads(guest.vcpus, b, {
       memory: guest.memory,
       localRanges: [
-        { space: 'pio', base: 0x90, size: 1, name: 'counter', kind: 'module', module: new URL('./fixtures/guest-counter.js', import.meta.url).href, exportName: 'guestCounter', options: { address: 0x8000 } },
+        {
+          space: 'pio',
+          base: 0x90,
+          size: 1,
+          name: 'counter',
+          kind: 'module',
+          module: new URL('./fixtures/guest-counter.js', import.meta.url).href,
+          exportName: 'guestCounter',
+          options: { address: 0x8000 },
+        },
         { space: 'pio', base: 0x92, size: 1, name: 'nothing', kind: 'absent' },
       ],
     });
@@ -161,7 +199,17 @@ describe('vCPU threads @kvm', () => {
   it('stops with an error naming a local device module that cannot be built', async () => {
     const guest = realModeVm(SPIN, { entry: ENTRY });
     const threads = new VcpuThreads(guest.vcpus, buses(), {
-      localRanges: [{ space: 'pio', base: 0x90, size: 1, name: 'counter', kind: 'module', module: new URL('./fixtures/guest-counter.js', import.meta.url).href, exportName: 'noSuchFactory' }],
+      localRanges: [
+        {
+          space: 'pio',
+          base: 0x90,
+          size: 1,
+          name: 'counter',
+          kind: 'module',
+          module: new URL('./fixtures/guest-counter.js', import.meta.url).href,
+          exportName: 'noSuchFactory',
+        },
+      ],
     });
     threads.start();
     const [stop] = await threads.stopped;
@@ -172,7 +220,9 @@ describe('vCPU threads @kvm', () => {
 
   it('answers unclaimed reads with all ones and ignores unclaimed writes', async () => {
     // in al, 0x60 ; mov [0x8000], al ; mov ax,0x2000 ; mov ds,ax ; mov bx,[0] ; xor ax,ax ; mov ds,ax ; mov [0x8002],bx ; hlt
-    const code = [0xe4, 0x60, 0xa2, 0x00, 0x80, 0xb8, 0x00, 0x20, 0x8e, 0xd8, 0x8b, 0x1e, 0x00, 0x00, 0x31, 0xc0, 0x8e, 0xd8, 0x89, 0x1e, 0x02, 0x80, 0xe6, 0x61, 0xf4];
+    const code = [
+      0xe4, 0x60, 0xa2, 0x00, 0x80, 0xb8, 0x00, 0x20, 0x8e, 0xd8, 0x8b, 0x1e, 0x00, 0x00, 0x31, 0xc0, 0x8e, 0xd8, 0x89, 0x1e, 0x02, 0x80, 0xe6, 0x61, 0xf4,
+    ];
     const guest = realModeVm(code, { entry: ENTRY });
     const threads = new VcpuThreads(guest.vcpus, buses());
     threads.start();

@@ -41,7 +41,9 @@ async function expectReject(promise: Promise<unknown>, pattern: RegExp): Promise
 
 describe('assets: Debian package cache', () => {
   let cache: string;
-  beforeEach(() => { cache = mkdtempSync(join(tmpdir(), 'assets-test-')); });
+  beforeEach(() => {
+    cache = mkdtempSync(join(tmpdir(), 'assets-test-'));
+  });
   afterEach(() => rmSync(cache, { recursive: true, force: true }));
 
   it('reuses a completely unpacked package without calling apt', async () => {
@@ -64,7 +66,10 @@ describe('assets: Debian package cache', () => {
   });
 
   it('explains what is missing: apt on a bare system, a kernel image, a valid package name', async () => {
-    await expectReject(withoutPrograms(() => ensurePackage('busybox-static', { cacheDir: cache, log: quiet })), /apt-get not found: .*TS_VMM_CACHE/);
+    await expectReject(
+      withoutPrograms(() => ensurePackage('busybox-static', { cacheDir: cache, log: quiet })),
+      /apt-get not found: .*TS_VMM_CACHE/,
+    );
     mkdirSync(join(cache, 'unpacked', 'linux-image-6.1.0-1-amd64'), { recursive: true });
     writeFileSync(join(cache, 'unpacked', 'linux-image-6.1.0-1-amd64', COMPLETE_MARKER), '1\n');
     await expectReject(ensureDebianKernel({ cacheDir: cache, log: quiet }), /no boot\/vmlinuz-<release>/);

@@ -4,9 +4,12 @@ import { fileURLToPath } from 'node:url';
 import { sharedLibraries } from '../../src/lab/host-programs.js';
 
 describe('host programs for the lab', () => {
-  it('finds a program\'s dynamic loader and libraries as its loader resolves them, and none for a static one', async () => {
+  it("finds a program's dynamic loader and libraries as its loader resolves them, and none for a static one", async () => {
     const libs = await sharedLibraries(process.execPath);
-    expect(libs.some((l) => /\/ld-linux-x86-64\.so\.2$/.test(l)), libs.join(' ')).to.equal(true);
+    expect(
+      libs.some((l) => /\/ld-linux-x86-64\.so\.2$/.test(l)),
+      libs.join(' '),
+    ).to.equal(true);
     expect(libs.some((l) => /\/libc\.so\.6$/.test(l))).to.equal(true);
     // busybox-static, which the lab needs anyway, is the static binary at hand.
     if (fs.existsSync('/bin/busybox')) expect(await sharedLibraries('/bin/busybox')).to.deep.equal([]);
@@ -15,7 +18,9 @@ describe('host programs for the lab', () => {
   it('names a file that is not a program', async () => {
     const script = fileURLToPath(import.meta.url);
     let error: unknown;
-    await sharedLibraries(script).catch((e: unknown) => { error = e; });
+    await sharedLibraries(script).catch((e: unknown) => {
+      error = e;
+    });
     expect(String(error)).to.contain(`${script} is not an ELF file`);
   });
 });

@@ -17,10 +17,14 @@ describe('the KVM gate', () => {
     const config = join(dir, 'mocharc.cjs');
     writeFileSync(config, `module.exports = { ...require(${JSON.stringify(join(projectRoot(), '.mocharc.cjs'))}), spec: [${JSON.stringify(fixture)}] };\n`);
     const run = spawnSync(process.execPath, ['node_modules/mocha/bin/mocha.js', '--config', config, '--reporter', 'dot'], {
-      cwd: projectRoot(), env: { ...process.env, TS_VMM_LAB: 'force' }, encoding: 'utf8',
+      cwd: projectRoot(),
+      env: { ...process.env, TS_VMM_LAB: 'force' },
+      encoding: 'utf8',
     });
     rmSync(dir, { recursive: true });
-    expect(run.stdout).to.match(/1 passing/).and.not.match(/hook ran|failing/);
+    expect(run.stdout)
+      .to.match(/1 passing/)
+      .and.not.match(/hook ran|failing/);
     expect(run.status, run.stdout + run.stderr).to.equal(0);
   });
 });

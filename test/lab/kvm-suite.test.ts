@@ -91,7 +91,10 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { argv: ['node', '--input-type=module', '-e', offlineAssetsScript] },
         { script: toolsScript },
         { script: 'echo waiting; sleep 600 & wait', idleTimeoutMs: STUCK_SILENCE_MS },
-        { argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', INNER_GREP, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'], idleTimeoutMs: INNER_SILENCE_MS },
+        {
+          argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', INNER_GREP, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'],
+          idleTimeoutMs: INNER_SILENCE_MS,
+        },
       ],
     });
   }
@@ -102,7 +105,7 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
     expect(JSON.parse(probe?.stdout.toString() ?? '')).to.deep.equal({ available: true, apiVersion: 12 });
   });
 
-  it('returns a command\'s stdout, stderr and exit status exactly', () => {
+  it("returns a command's stdout, stderr and exit status exactly", () => {
     const exact = lab.commands[1];
     expect(exact?.exitStatus).to.equal(42);
     expect(exact?.signal).to.equal(null);
@@ -126,7 +129,17 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
     expect(assets?.exitStatus, assets?.stderr.toString()).to.equal(0);
     const found = JSON.parse(assets?.stdout.toString() ?? '') as { release: string; modules: string[]; busybox: string };
     expect(found.release).to.match(/-amd64$/);
-    expect(found.modules).to.include.members(['virtio', 'virtio_ring', 'virtio_blk', 'virtio_mmio', 'vsock', 'vmw_vsock_virtio_transport_common', 'vmw_vsock_virtio_transport', 'ext4', 'jbd2']);
+    expect(found.modules).to.include.members([
+      'virtio',
+      'virtio_ring',
+      'virtio_blk',
+      'virtio_mmio',
+      'vsock',
+      'vmw_vsock_virtio_transport_common',
+      'vmw_vsock_virtio_transport',
+      'ext4',
+      'jbd2',
+    ]);
     expect(found.busybox).to.equal(`${LAB_PATHS.cache}/unpacked/busybox-static/bin/busybox`);
   });
 

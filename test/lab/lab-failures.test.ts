@@ -34,7 +34,9 @@ describe('lab: failures are reported with their cause @lab', function () {
   it('stops a guest that runs past its time limit, naming the command and showing where each CPU was', async () => {
     // Long enough for the lab to boot and start the command (about 10 s here).
     const error = await labError(runInLab({ commands: [{ script: 'echo waiting; sleep 3600' }], timeoutMs: 90_000, log: quiet }));
-    expect(error.message).to.match(/^lab guest timed out after 90 s while running command 0 \(\/bin\/sh -c echo waiting; sleep 3600\); its last output lines:\nwaiting\n/);
+    expect(error.message).to.match(
+      /^lab guest timed out after 90 s while running command 0 \(\/bin\/sh -c echo waiting; sleep 3600\); its last output lines:\nwaiting\n/,
+    );
     expect(error.message).to.include("last console lines (after an NMI asked for every CPU's backtrace)");
     expect(error.message).to.match(/Kernel panic - not syncing: NMI/);
     expect(error.message).to.match(/NMI backtrace for cpu 0/);

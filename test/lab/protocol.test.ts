@@ -5,7 +5,12 @@ import { RecordParser, decodeRecord, encodeRecord, type LabRecord } from '../../
 const record: fc.Arbitrary<LabRecord> = fc.oneof(
   fc.record({ kind: fc.constant('start' as const), index: fc.nat(999) }),
   fc.record({ kind: fc.constantFrom('out' as const, 'err' as const), index: fc.nat(999), data: fc.uint8Array({ maxLength: 600 }).map((a) => Buffer.from(a)) }),
-  fc.record({ kind: fc.constant('exit' as const), index: fc.nat(999), status: fc.option(fc.nat(255)), signal: fc.option(fc.constantFrom('SIGKILL', 'SIGTERM')) }),
+  fc.record({
+    kind: fc.constant('exit' as const),
+    index: fc.nat(999),
+    status: fc.option(fc.nat(255)),
+    signal: fc.option(fc.constantFrom('SIGKILL', 'SIGTERM')),
+  }),
   fc.constant({ kind: 'done' as const }),
   fc.record({ kind: fc.constant('fail' as const), message: fc.string() }),
 );
@@ -15,10 +20,8 @@ const throughTty = (text: string): string => text.replace(/\n/g, '\r\n');
 
 describe('lab: result channel records', () => {
   it('decodes what it encodes, through a tty that rewrites newlines and split at arbitrary points, ignoring noise', () => {
-    fc.assert(fc.property(
-      fc.array(record, { maxLength: 20 }),
-      fc.array(fc.nat(), { maxLength: 10 }),
-      (records, cuts) => {
+    fc.assert(
+      fc.property(fc.array(record, { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 10 }), (records, cuts) => {
         const stream = Buffer.from(throughTty(`boot noise\n${records.map(encodeRecord).join('random text @@lab\n')}`), 'latin1');
         const got: LabRecord[] = [];
         const parser = new RecordParser((r) => got.push(r));
@@ -29,12 +32,21 @@ describe('lab: result channel records', () => {
           at = point;
         }
         expect(got).to.deep.equal(records);
-      },
-    ));
+      }),
+    );
   });
 
   it('ignores malformed records rather than guessing', () => {
-    for (const line of ['@@lab start x', '@@lab out 1 not*base64', '@@lab exit 1 300 -', '@@lab exit 1 0', '@@lab done now', '@@lab bogus 1', '@@labdone', 'done']) {
+    for (const line of [
+      '@@lab start x',
+      '@@lab out 1 not*base64',
+      '@@lab exit 1 300 -',
+      '@@lab exit 1 0',
+      '@@lab done now',
+      '@@lab bogus 1',
+      '@@labdone',
+      'done',
+    ]) {
       expect(decodeRecord(line), line).to.equal(undefined);
     }
     expect(decodeRecord('@@lab exit 3 - SIGKILL\r')).to.deep.equal({ kind: 'exit', index: 3, status: null, signal: 'SIGKILL' });

@@ -13,8 +13,14 @@ async function run(...args: string[]): Promise<{ status: number; out: string; er
   let err = '';
   const write = process.stdout.write.bind(process.stdout);
   const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => { err += chunk; return true; }) as typeof process.stderr.write;
+  process.stdout.write = ((chunk: string) => {
+    out += chunk;
+    return true;
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => {
+    err += chunk;
+    return true;
+  }) as typeof process.stderr.write;
   const before = process.exitCode;
   try {
     process.exitCode = undefined;
@@ -31,13 +37,21 @@ describe('luks: ts-vmm luks dump', function () {
   this.timeout(60_000);
   let scratch: Scratch;
   const passphrase = Buffer.from('dump passphrase');
-  before(() => { scratch = new Scratch(); });
+  before(() => {
+    scratch = new Scratch();
+  });
   after(() => scratch.dispose());
 
-  it('shows a LUKS2 image\'s header, keyslot and segment, and no secret', async () => {
+  it("shows a LUKS2 image's header, keyslot and segment, and no secret", async () => {
     const image = scratch.file('l2.img');
     const volumeKey = randomBytes(64);
-    const { uuid } = await writeLuks2({ output: image, source: Readable.from([Buffer.alloc(4096)]), passphrase, kdf: { type: 'argon2id', time: 4, memoryKiB: 1024, cpus: 1 }, volumeKey });
+    const { uuid } = await writeLuks2({
+      output: image,
+      source: Readable.from([Buffer.alloc(4096)]),
+      passphrase,
+      kdf: { type: 'argon2id', time: 4, memoryKiB: 1024, cpus: 1 },
+      volumeKey,
+    });
     const { status, out } = await run('luks', 'dump', image);
     expect(status).to.equal(0);
     expect(out).to.include('LUKS2 header').and.include(`uuid:           ${uuid}`);
@@ -66,7 +80,9 @@ describe('luks: ts-vmm luks dump', function () {
     const { status, out } = await run('luks', 'dump', image);
     expect(status).to.equal(0);
     expect(out).to.include('LUKS1 header').and.include('cipher:         aes-xts-plain64, 512-bit key');
-    expect(out).to.match(/ {2}0: enabled, pbkdf2 sha256, 1000 iterations/).and.match(/ {2}7: disabled/);
+    expect(out)
+      .to.match(/ {2}0: enabled, pbkdf2 sha256, 1000 iterations/)
+      .and.match(/ {2}7: disabled/);
   });
 
   it('says what is wrong with a bad image in one line, exit status 1', async () => {

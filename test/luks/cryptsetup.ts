@@ -7,7 +7,11 @@ import path from 'node:path';
 
 export const CRYPTSETUP = '/usr/sbin/cryptsetup';
 
-export interface Result { status: number; stdout: string; stderr: string }
+export interface Result {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
 
 export function cryptsetup(...args: string[]): Result {
   const r = spawnSync(CRYPTSETUP, args, { encoding: 'utf8', timeout: 120_000 });

@@ -10,7 +10,12 @@ import type { Scratch } from './cryptsetup.js';
 /** Limits small enough that no mutated header can make a test slow. */
 export const TEST_LIMITS: KdfLimits = { maxPbkdf2Iterations: 200_000, maxArgon2MemoryKiB: 64 * 1024, maxArgon2Time: 8, maxArgon2Cpus: 4 };
 
-export interface Sample { image: string; plaintext: Buffer; passphrase: Buffer; bytes: Buffer }
+export interface Sample {
+  image: string;
+  plaintext: Buffer;
+  passphrase: Buffer;
+  bytes: Buffer;
+}
 
 /** A small attached-header image (data at 288 KiB) with a PBKDF2 keyslot. */
 export async function sampleImage(scratch: Scratch, name: string, size = 5 * 4096): Promise<Sample> {

@@ -20,7 +20,10 @@ async function readAll(path: string, passphrase: Buffer, header?: string): Promi
 async function expectRefused(path: string, passphrase: Buffer, header?: string): Promise<void> {
   const image = await LuksImage.open(path, { header });
   try {
-    await image.unlock(passphrase).then(() => expect.fail('a wrong passphrase unlocked the image'), (e: unknown) => expect(e).to.be.instanceOf(LuksPassphraseError));
+    await image.unlock(passphrase).then(
+      () => expect.fail('a wrong passphrase unlocked the image'),
+      (e: unknown) => expect(e).to.be.instanceOf(LuksPassphraseError),
+    );
   } finally {
     await image.close();
   }
@@ -31,18 +34,37 @@ describe('luks: reader on images made by cryptsetup', function () {
   let scratch: Scratch;
   const passphrase = Buffer.from('correct horse battery staple');
   const wrong = Buffer.from('correct horse battery stapler');
-  before(() => { scratch = new Scratch(); });
+  before(() => {
+    scratch = new Scratch();
+  });
   after(() => scratch.dispose());
 
-  for (const [kdfName, kdf] of [['pbkdf2', FAST_PBKDF2], ['argon2id', FAST_ARGON2ID]] as const) {
+  for (const [kdfName, kdf] of [
+    ['pbkdf2', FAST_PBKDF2],
+    ['argon2id', FAST_ARGON2ID],
+  ] as const) {
     for (const sectorSize of [512, 4096]) {
       it(`LUKS2, ${kdfName}, ${sectorSize}-byte sectors, data by reencrypt --encrypt: decrypts to the plaintext`, async () => {
         const plaintext = randomBytes(96 * 1024);
         const data = scratch.file(`l2-${kdfName}-${sectorSize}.data`);
         const header = scratch.file(`l2-${kdfName}-${sectorSize}.hdr`);
         writeFileSync(data, plaintext);
-        cryptsetupOk('reencrypt', '--encrypt', '--disable-locks', '-q', '--type', 'luks2', '--header', header, '--sector-size', String(sectorSize),
-          ...kdf, '--key-file', scratch.keyFile(passphrase), data);
+        cryptsetupOk(
+          'reencrypt',
+          '--encrypt',
+          '--disable-locks',
+          '-q',
+          '--type',
+          'luks2',
+          '--header',
+          header,
+          '--sector-size',
+          String(sectorSize),
+          ...kdf,
+          '--key-file',
+          scratch.keyFile(passphrase),
+          data,
+        );
         expect(readFileSync(data).equals(plaintext)).to.equal(false);
         expect((await readAll(data, passphrase, header)).equals(plaintext)).to.equal(true);
         await expectRefused(data, wrong, header);
@@ -55,8 +77,22 @@ describe('luks: reader on images made by cryptsetup', function () {
     const data = scratch.file('l1.data');
     const header = scratch.file('l1.hdr');
     writeFileSync(data, plaintext);
-    cryptsetupOk('reencrypt', '--encrypt', '--disable-locks', '-q', '--type', 'luks2', '--header', header, '--sector-size', '512',
-      ...FAST_PBKDF2, '--key-file', scratch.keyFile(passphrase), data);
+    cryptsetupOk(
+      'reencrypt',
+      '--encrypt',
+      '--disable-locks',
+      '-q',
+      '--type',
+      'luks2',
+      '--header',
+      header,
+      '--sector-size',
+      '512',
+      ...FAST_PBKDF2,
+      '--key-file',
+      scratch.keyFile(passphrase),
+      data,
+    );
     cryptsetupOk('convert', '-q', '--type', 'luks1', header);
     expect(cryptsetupOk('luksDump', header)).to.match(/^Version:\s+1$/m);
     expect((await readAll(data, passphrase, header)).equals(plaintext)).to.equal(true);

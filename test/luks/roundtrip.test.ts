@@ -14,53 +14,66 @@ const FAST = { type: 'pbkdf2', iterations: 1000 } as const;
 describe('luks: writer → reader round trips', function () {
   this.timeout(120_000);
   let scratch: Scratch;
-  before(() => { scratch = new Scratch(); });
+  before(() => {
+    scratch = new Scratch();
+  });
   after(() => scratch.dispose());
 
   it('property: any payload, sector size, key and passphrase reads back, whole and by random sector ranges', async () => {
-    await fc.assert(fc.asyncProperty(
-      fc.record({
-        size: fc.integer({ min: 0, max: 48 * 1024 }),
-        sectorSize: fc.constantFrom(512, 1024, 2048, 4096),
-        volumeKey: fc.uint8Array({ minLength: 64, maxLength: 64 }).filter((k) => !Buffer.from(k.subarray(0, 32)).equals(k.subarray(32))),
-        passphrase: fc.uint8Array({ minLength: 1, maxLength: 80 }),
-        detached: fc.boolean(),
-        pick: fc.tuple(fc.nat(), fc.nat()),
-      }),
-      async ({ size, sectorSize, volumeKey, passphrase, detached, pick }) => {
-        const plaintext = randomBytes(size);
-        const output = scratch.file('round.img');
-        const header = detached ? scratch.file('round.hdr') : undefined;
-        await writeLuks2({
-          output, header, source: Readable.from([plaintext]), passphrase: Buffer.from(passphrase), kdf: FAST, sectorSize,
-          volumeKey: Buffer.from(volumeKey), dataOffset: 294912,
-        });
-        const padded = Buffer.concat([plaintext, Buffer.alloc((sectorSize - (size % sectorSize)) % sectorSize)]);
-        const image = await LuksImage.open(output, { header });
-        try {
-          const volume = await image.unlock(Buffer.from(passphrase));
-          expect(volume.size).to.equal(padded.length);
-          expect((await volume.readSectors(0, volume.size / sectorSize)).equals(padded)).to.equal(true);
-          const sectors = volume.size / sectorSize;
-          if (sectors > 0) {
-            const first = pick[0] % sectors;
-            const count = pick[1] % (sectors - first + 1);
-            expect((await volume.readSectors(first, count)).equals(padded.subarray(first * sectorSize, (first + count) * sectorSize))).to.equal(true);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          size: fc.integer({ min: 0, max: 48 * 1024 }),
+          sectorSize: fc.constantFrom(512, 1024, 2048, 4096),
+          volumeKey: fc.uint8Array({ minLength: 64, maxLength: 64 }).filter((k) => !Buffer.from(k.subarray(0, 32)).equals(k.subarray(32))),
+          passphrase: fc.uint8Array({ minLength: 1, maxLength: 80 }),
+          detached: fc.boolean(),
+          pick: fc.tuple(fc.nat(), fc.nat()),
+        }),
+        async ({ size, sectorSize, volumeKey, passphrase, detached, pick }) => {
+          const plaintext = randomBytes(size);
+          const output = scratch.file('round.img');
+          const header = detached ? scratch.file('round.hdr') : undefined;
+          await writeLuks2({
+            output,
+            header,
+            source: Readable.from([plaintext]),
+            passphrase: Buffer.from(passphrase),
+            kdf: FAST,
+            sectorSize,
+            volumeKey: Buffer.from(volumeKey),
+            dataOffset: 294912,
+          });
+          const padded = Buffer.concat([plaintext, Buffer.alloc((sectorSize - (size % sectorSize)) % sectorSize)]);
+          const image = await LuksImage.open(output, { header });
+          try {
+            const volume = await image.unlock(Buffer.from(passphrase));
+            expect(volume.size).to.equal(padded.length);
+            expect((await volume.readSectors(0, volume.size / sectorSize)).equals(padded)).to.equal(true);
+            const sectors = volume.size / sectorSize;
+            if (sectors > 0) {
+              const first = pick[0] % sectors;
+              const count = pick[1] % (sectors - first + 1);
+              expect((await volume.readSectors(first, count)).equals(padded.subarray(first * sectorSize, (first + count) * sectorSize))).to.equal(true);
+            }
+            // A NUL appended would not do: HMAC pads short keys with zeros, so PBKDF2 cannot tell the two apart.
+            await image.unlock(Buffer.concat([Buffer.from(passphrase), Buffer.from('x')])).then(
+              () => expect.fail('a longer passphrase unlocked the image'),
+              (e: unknown) => expect(e).to.be.instanceOf(LuksPassphraseError),
+            );
+          } finally {
+            await image.close();
           }
-          // A NUL appended would not do: HMAC pads short keys with zeros, so PBKDF2 cannot tell the two apart.
-          await image.unlock(Buffer.concat([Buffer.from(passphrase), Buffer.from('x')])).then(
-            () => expect.fail('a longer passphrase unlocked the image'), (e: unknown) => expect(e).to.be.instanceOf(LuksPassphraseError));
-        } finally {
-          await image.close();
-        }
-      },
-    ), { numRuns: 15 });
+        },
+      ),
+      { numRuns: 15 },
+    );
   });
 
   it('streams a payload of several chunks arriving in odd-sized pieces', async () => {
     const plaintext = randomBytes(2 * 1024 * 1024 + 12345);
     const pieces: Buffer[] = [];
-    for (let at = 0, n = 1; at < plaintext.length; at += n, n = (n * 7 + 3) % 300_000 + 1) pieces.push(plaintext.subarray(at, at + n));
+    for (let at = 0, n = 1; at < plaintext.length; at += n, n = ((n * 7 + 3) % 300_000) + 1) pieces.push(plaintext.subarray(at, at + n));
     const output = scratch.file('stream.img');
     const passphrase = Buffer.from('stream');
     const result = await writeLuks2({ output, source: Readable.from(pieces), passphrase, kdf: FAST });
@@ -76,11 +89,19 @@ describe('luks: writer → reader round trips', function () {
   });
 
   it('refuses a volume key whose two XTS halves are equal, by name', async () => {
-    await writeLuks2({ output: scratch.file('weak.img'), source: Readable.from([Buffer.alloc(4096)]), passphrase: Buffer.from('w'), kdf: FAST, volumeKey: Buffer.alloc(64, 7) })
-      .then(() => expect.fail('a weak XTS key was used'), (e: unknown) => {
+    await writeLuks2({
+      output: scratch.file('weak.img'),
+      source: Readable.from([Buffer.alloc(4096)]),
+      passphrase: Buffer.from('w'),
+      kdf: FAST,
+      volumeKey: Buffer.alloc(64, 7),
+    }).then(
+      () => expect.fail('a weak XTS key was used'),
+      (e: unknown) => {
         expect(e).to.be.instanceOf(LuksUnsupportedError);
         expect((e as Error).message).to.equal('aes-xts-plain64 key whose two halves are equal');
-      });
+      },
+    );
   });
 
   it('refuses reads outside the volume', async () => {
@@ -90,8 +111,16 @@ describe('luks: writer → reader round trips', function () {
     const image = await LuksImage.open(output);
     try {
       const volume = await image.unlock(passphrase);
-      for (const [first, count] of [[2, 1], [0, 3], [-1, 1], [1.5, 1]]) {
-        await volume.readSectors(first!, count!).then(() => expect.fail(`read ${first}+${count}`), (e: unknown) => expect(e).to.be.instanceOf(RangeError));
+      for (const [first, count] of [
+        [2, 1],
+        [0, 3],
+        [-1, 1],
+        [1.5, 1],
+      ]) {
+        await volume.readSectors(first!, count!).then(
+          () => expect.fail(`read ${first}+${count}`),
+          (e: unknown) => expect(e).to.be.instanceOf(RangeError),
+        );
       }
     } finally {
       await image.close();

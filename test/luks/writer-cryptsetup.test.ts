@@ -16,7 +16,9 @@ const KDFS: [string, KdfChoice][] = [
 describe('luks: writer images checked by cryptsetup', function () {
   this.timeout(120_000);
   let scratch: Scratch;
-  before(() => { scratch = new Scratch(); });
+  before(() => {
+    scratch = new Scratch();
+  });
   after(() => scratch.dispose());
 
   for (const [name, kdf] of KDFS) {
@@ -36,7 +38,9 @@ describe('luks: writer images checked by cryptsetup', function () {
 
       it('is LUKS2 to cryptsetup isLuks, with the data at 16 MiB, and mode 0600', () => {
         expect(cryptsetup('isLuks', '--type', 'luks2', image).status).to.equal(0);
-        expect(cryptsetupOk('luksDump', image)).to.match(/offset: 16777216 \[bytes\]/).and.match(/sector: 4096 \[bytes\]/);
+        expect(cryptsetupOk('luksDump', image))
+          .to.match(/offset: 16777216 \[bytes\]/)
+          .and.match(/sector: 4096 \[bytes\]/);
         expect(statSync(image).mode & 0o777).to.equal(0o600);
         expect(statSync(image).size).to.equal(16 * 1024 * 1024 + 4 * 4096);
       });
@@ -55,7 +59,7 @@ describe('luks: writer images checked by cryptsetup', function () {
         expect(wrong.stderr).to.match(/No key available/);
       });
 
-      it('holds the writer\'s volume key (luksDump --dump-volume-key)', () => {
+      it("holds the writer's volume key (luksDump --dump-volume-key)", () => {
         const out = scratch.file(`vk-${name}`);
         cryptsetupOk('luksDump', '-q', '--dump-volume-key', '--volume-key-file', out, '--key-file', scratch.keyFile(passphrase), image);
         expect(readFileSync(out).equals(volumeKey)).to.equal(true);
@@ -74,7 +78,18 @@ describe('luks: writer images checked by cryptsetup', function () {
       writeFileSync(plain, plaintext);
       await writeLuks2({ output: data, header, source: plain, passphrase, kdf: { type: 'pbkdf2', iterations: 1000 }, sectorSize });
       expect(readFileSync(data).equals(plaintext)).to.equal(false);
-      cryptsetupOk('reencrypt', '--decrypt', '--force-offline-reencrypt', '--disable-locks', '-q', '--key-file', scratch.keyFile(passphrase), '--header', header, data);
+      cryptsetupOk(
+        'reencrypt',
+        '--decrypt',
+        '--force-offline-reencrypt',
+        '--disable-locks',
+        '-q',
+        '--key-file',
+        scratch.keyFile(passphrase),
+        '--header',
+        header,
+        data,
+      );
       expect(readFileSync(data).equals(plaintext)).to.equal(true);
     });
   }

@@ -17,7 +17,10 @@ function vmFlags(address: bigint): string[] {
 
 describe('guest memory', () => {
   it('maps anonymous RAM private, not inherited by fork, huge-page advised, congruent with the guest address modulo 2 MiB', () => {
-    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 4 << 20 }, { guestAddress: 0x1_0000_0000 + 0x1000, size: 0x3000 }]);
+    const memory = GuestMemory.anonymous([
+      { guestAddress: 0, size: 4 << 20 },
+      { guestAddress: 0x1_0000_0000 + 0x1000, size: 0x3000 },
+    ]);
     for (const region of memory.regions) {
       if (region.backing.kind !== 'host') throw new Error('expected mmap-backed RAM');
       const host = region.backing.hostAddress;
@@ -45,11 +48,17 @@ describe('guest memory', () => {
     const last = ranges.at(-1)!;
     memory.writeU8(last.guestAddress + last.size - 1, 0xa5);
     expect(memory.readU8(last.guestAddress + last.size - 1)).to.equal(0xa5);
-    expect(() => GuestMemory.anonymous([{ guestAddress: 0x1_0000_0000, size: MAX_REGION_SIZE + 0x1000 }])).to.throw(RangeError, /larger than the \d+ one view can hold/);
+    expect(() => GuestMemory.anonymous([{ guestAddress: 0x1_0000_0000, size: MAX_REGION_SIZE + 0x1000 }])).to.throw(
+      RangeError,
+      /larger than the \d+ one view can hold/,
+    );
   });
 
   it('knows its read-only ranges, in this thread and in a copy rebuilt from its descriptor', () => {
-    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }, { guestAddress: 0xffff_0000, size: 0x10000, readOnly: true }]);
+    const memory = GuestMemory.anonymous([
+      { guestAddress: 0, size: 0x10000 },
+      { guestAddress: 0xffff_0000, size: 0x10000, readOnly: true },
+    ]);
     for (const m of [memory, GuestMemory.fromDescriptor(memory.descriptor())]) {
       expect(m.containsWritable(0x1000, 0x1000)).to.equal(true);
       expect(m.contains(0xffff_0000, 0x10)).to.equal(true);

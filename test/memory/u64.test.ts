@@ -10,9 +10,11 @@ describe('little-endian u64 reader', () => {
   };
 
   it('reads every value below 2^53 exactly and refuses every value from 2^53 on', () => {
-    fc.assert(fc.property(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (v) => {
-      expect(at(v)).to.equal(v < 2n ** 53n ? Number(v) : undefined);
-    }));
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (v) => {
+        expect(at(v)).to.equal(v < 2n ** 53n ? Number(v) : undefined);
+      }),
+    );
     expect(at(2n ** 53n - 1n)).to.equal(Number.MAX_SAFE_INTEGER);
     expect(at(2n ** 53n)).to.equal(undefined);
     expect(at(2n ** 64n - 1n)).to.equal(undefined);

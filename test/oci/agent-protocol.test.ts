@@ -1,29 +1,43 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import {
-  decodeExit, encodeFrame, encodeProcess, encodeStdin, FrameDecoder, FrameType, HEADER_BYTES, MAX_PAYLOAD, MAX_PROCESS_BYTES, ProtocolError, shellStatus,
+  decodeExit,
+  encodeFrame,
+  encodeProcess,
+  encodeStdin,
+  FrameDecoder,
+  FrameType,
+  HEADER_BYTES,
+  MAX_PAYLOAD,
+  MAX_PROCESS_BYTES,
+  ProtocolError,
+  shellStatus,
 } from '../../src/oci/agent-protocol.js';
 
 describe('agent protocol', () => {
   it('decodes any sequence of frames however the stream is split', () => {
-    fc.assert(fc.property(
-      fc.array(fc.record({ type: fc.constantFrom(FrameType.Stdout, FrameType.Stderr, FrameType.Ready), payload: fc.uint8Array({ maxLength: 300 }) }), { maxLength: 20 }),
-      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 50 }),
-      (frames, cuts) => {
-        const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.payload)));
-        const decoder = new FrameDecoder();
-        const got: { type: number; payload: Uint8Array }[] = [];
-        let off = 0;
-        for (let i = 0; off < wire.length; i++) {
-          const n = cuts[i % cuts.length]!;
-          got.push(...decoder.push(wire.subarray(off, off + n)));
-          off += n;
-        }
-        expect(got.map((f) => f.type)).to.deep.equal(frames.map((f) => f.type));
-        for (const [i, f] of got.entries()) expect(Buffer.from(f.payload).equals(Buffer.from(frames[i]!.payload))).to.equal(true);
-        expect(decoder.pendingBytes).to.equal(0);
-      },
-    ));
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ type: fc.constantFrom(FrameType.Stdout, FrameType.Stderr, FrameType.Ready), payload: fc.uint8Array({ maxLength: 300 }) }), {
+          maxLength: 20,
+        }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 50 }),
+        (frames, cuts) => {
+          const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.payload)));
+          const decoder = new FrameDecoder();
+          const got: { type: number; payload: Uint8Array }[] = [];
+          let off = 0;
+          for (let i = 0; off < wire.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            got.push(...decoder.push(wire.subarray(off, off + n)));
+            off += n;
+          }
+          expect(got.map((f) => f.type)).to.deep.equal(frames.map((f) => f.type));
+          for (const [i, f] of got.entries()) expect(Buffer.from(f.payload).equals(Buffer.from(frames[i]!.payload))).to.equal(true);
+          expect(decoder.pendingBytes).to.equal(0);
+        },
+      ),
+    );
   });
 
   it('carries a process description as NUL-terminated words in Process frames of at most MAX_PAYLOAD', () => {

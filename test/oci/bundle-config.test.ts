@@ -28,8 +28,14 @@ describe('bundle config', () => {
       ...minimal(),
       hostname: 'box',
       root: { path: '/abs/rootfs', readonly: true },
-      process: { ...minimal().process, terminal: true, noNewPrivileges: true, capabilities: { bounding: ['CAP_KILL'] },
-        rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }], user: { uid: 1000, gid: 100, additionalGids: [5], umask: 18 } },
+      process: {
+        ...minimal().process,
+        terminal: true,
+        noNewPrivileges: true,
+        capabilities: { bounding: ['CAP_KILL'] },
+        rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+        user: { uid: 1000, gid: 100, additionalGids: [5], umask: 18 },
+      },
       mounts: [
         { destination: '/proc', type: 'proc', source: 'proc' },
         { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
@@ -46,12 +52,22 @@ describe('bundle config', () => {
     expect(c.hostname).to.equal('box');
     expect(c.process).to.deep.include({ uid: 1000, gid: 100, additionalGids: [5], umask: 18, terminal: true, noNewPrivileges: true });
     expect(c.process.rlimits).to.deep.equal([{ type: 'RLIMIT_NOFILE', soft: 1024, hard: 1024 }]);
-    expect(c.mounts.map((m) => `${m.type}:${m.destination}`)).to.deep.equal(
-      ['proc:/proc', 'tmpfs:/dev', 'devpts:/dev/pts', 'mqueue:/dev/mqueue', 'sysfs:/sys', 'cgroup2:/sys/fs/cgroup']);
+    expect(c.mounts.map((m) => `${m.type}:${m.destination}`)).to.deep.equal([
+      'proc:/proc',
+      'tmpfs:/dev',
+      'devpts:/dev/pts',
+      'mqueue:/dev/mqueue',
+      'sysfs:/sys',
+      'cgroup2:/sys/fs/cgroup',
+    ]);
     expect(c.mounts[5]!.options).to.deep.equal(['nosuid', 'noexec', 'nodev', 'relatime', 'ro']);
     expect(c.vm).to.deep.equal({ cpus: 2, memoryMiB: 512 });
     expect(c.warnings.map((w) => w.split(':')[0])).to.deep.equal([
-      'linux.namespaces ignored', 'linux.maskedPaths ignored', 'process.capabilities ignored', 'mounts[5] (/sys/fs/cgroup)']);
+      'linux.namespaces ignored',
+      'linux.maskedPaths ignored',
+      'process.capabilities ignored',
+      'mounts[5] (/sys/fs/cgroup)',
+    ]);
   });
 
   const invalid: [string, unknown, RegExp][] = [
@@ -77,24 +93,37 @@ describe('bundle config', () => {
   for (const [name, config, message] of invalid) {
     it(`refuses ${name}, naming config.json and the field`, () => {
       const text = typeof config === 'string' ? config : JSON.stringify(config);
-      expect(() => parseBundleConfig(text, '/b')).to.throw(BundleError, /^\/b\/config\.json: /).and.match(message);
+      expect(() => parseBundleConfig(text, '/b'))
+        .to.throw(BundleError, /^\/b\/config\.json: /)
+        .and.match(message);
     });
   }
 
   it('refuses what execve(2), setgroups(2), mount(2) or the agent cannot take in the guest, naming the limit', () => {
     const refused = (config: unknown, pattern: RegExp) => expect(() => parse(config)).to.throw(BundleError, pattern);
     const withProcess = (changes: Record<string, unknown>) => ({ ...minimal(), process: { ...minimal().process, ...changes } });
-    refused(withProcess({ args: ['/bin/sh', 'x'.repeat(300_000)] }),
-      /^\/b\/config.json: process.args\[1\]: 300001 bytes \(with its NUL\) is more than execve\(2\) takes in one string \(MAX_ARG_STRLEN, 131072 bytes\)$/);
+    refused(
+      withProcess({ args: ['/bin/sh', 'x'.repeat(300_000)] }),
+      /^\/b\/config.json: process.args\[1\]: 300001 bytes \(with its NUL\) is more than execve\(2\) takes in one string \(MAX_ARG_STRLEN, 131072 bytes\)$/,
+    );
     refused(withProcess({ env: [`A=${'x'.repeat(131_070)}`] }), /process.env\[0\]: 131073 bytes .* \(MAX_ARG_STRLEN/);
     const env = Array.from({ length: 30 }, (_, i) => `V${i}=${'x'.repeat(100_000)}`);
     refused(withProcess({ env }), /process.args and process.env: 30\d{5} bytes .* more than the 2097152 bytes execve\(2\) takes with RLIMIT_STACK 8388608/);
     expect(parse(withProcess({ env, rlimits: [{ type: 'RLIMIT_STACK', soft: 64 << 20, hard: 64 << 20 }] })).process.env).to.have.length(30);
     expect(parse(withProcess({ env: Array.from({ length: 10_000 }, (_, i) => `V${i}=${i}`) })).process.env).to.have.length(10_000);
     refused(withProcess({ user: { uid: 0, gid: 0, additionalGids: Array.from({ length: 65537 }, (_, i) => i) } }), /65537 groups .* \(NGROUPS_MAX, 65536\)/);
-    refused({ ...minimal(), mounts: Array.from({ length: 65 }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs' })) }, /^\/b\/config.json: mounts: 65 mounts are more than the guest agent makes \(64\)$/);
-    refused({ ...minimal(), mounts: [{ destination: `/${'d'.repeat(5000)}`, type: 'tmpfs', source: 'tmpfs' }] }, /mounts\[0\].destination: 5002 bytes .* PATH_MAX/);
-    refused({ ...minimal(), mounts: [{ destination: '/t', type: 'tmpfs', source: 'tmpfs', options: [`size=${'9'.repeat(5000)}`] }] }, /mounts\[0\].options: 5006 bytes of mount data are more than mount\(2\) takes \(one page, 4096 bytes\)/);
+    refused(
+      { ...minimal(), mounts: Array.from({ length: 65 }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs' })) },
+      /^\/b\/config.json: mounts: 65 mounts are more than the guest agent makes \(64\)$/,
+    );
+    refused(
+      { ...minimal(), mounts: [{ destination: `/${'d'.repeat(5000)}`, type: 'tmpfs', source: 'tmpfs' }] },
+      /mounts\[0\].destination: 5002 bytes .* PATH_MAX/,
+    );
+    refused(
+      { ...minimal(), mounts: [{ destination: '/t', type: 'tmpfs', source: 'tmpfs', options: [`size=${'9'.repeat(5000)}`] }] },
+      /mounts\[0\].options: 5006 bytes of mount data are more than mount\(2\) takes \(one page, 4096 bytes\)/,
+    );
   });
 
   it('warns about fields it does not know instead of dropping them silently', () => {
@@ -140,7 +169,10 @@ describe('bundle on disk and entrypoint', () => {
   it('refuses a missing, escaping or non-executable entrypoint, naming the file', () => {
     expect(() => checkEntrypoint(write({ args: ['nothere'] }))).to.throw(BundleError, /entrypoint "nothere" not found/);
     expect(() => checkEntrypoint(write({ args: ['/bin/escape'] }))).to.throw(BundleError, /entrypoint "\/bin\/escape" not found/);
-    expect(() => checkEntrypoint(write({ args: ['/bin/data'] }))).to.throw(BundleError, /rootfs\/bin\/data: entrypoint "\/bin\/data" is not executable by uid 0/);
+    expect(() => checkEntrypoint(write({ args: ['/bin/data'] }))).to.throw(
+      BundleError,
+      /rootfs\/bin\/data: entrypoint "\/bin\/data" is not executable by uid 0/,
+    );
     chmodSync(join(dir, 'rootfs/bin/busybox'), 0o744);
     expect(() => checkEntrypoint(write({ args: ['/bin/hello'], user: { uid: 1000, gid: 1000 } }))).to.throw(BundleError, /not executable by uid 1000/);
   });
@@ -148,7 +180,9 @@ describe('bundle on disk and entrypoint', () => {
 
 describe('bundle config: what container engines bind in', () => {
   let dir: string;
-  before(() => { dir = mkdtempSync(join(tmpdir(), 'ts-vmm-binds-')); });
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-binds-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('copies host files bound in (as podman binds /etc/hosts, resolv.conf, hostname, .containerenv) and gives /dev/shm its own tmpfs', () => {
@@ -160,7 +194,12 @@ describe('bundle config: what container engines bind in', () => {
         { destination: '/etc/resolv.conf', type: 'bind', source: join(dir, 'resolv.conf'), options: ['bind', 'rprivate', 'ro'] },
         { destination: '/etc/hostname', type: 'bind', source: join(dir, 'hostname'), options: ['bind', 'rprivate'] },
         { destination: '/run/.containerenv', type: 'bind', source: join(dir, '.containerenv'), options: ['bind', 'rprivate'] },
-        { destination: '/dev/shm', type: 'bind', source: '/var/lib/containers/storage/overlay-containers/x/userdata/shm', options: ['bind', 'rprivate', 'nosuid', 'noexec', 'nodev'] },
+        {
+          destination: '/dev/shm',
+          type: 'bind',
+          source: '/var/lib/containers/storage/overlay-containers/x/userdata/shm',
+          options: ['bind', 'rprivate', 'nosuid', 'noexec', 'nodev'],
+        },
       ],
     });
     expect(c.mounts.map((m) => [m.destination, m.type, m.source, m.options])).to.deep.equal([
@@ -173,9 +212,17 @@ describe('bundle config: what container engines bind in', () => {
   });
 
   const refused: [string, unknown, RegExp][] = [
-    ['a host directory', { destination: '/data', type: 'bind', source: '/etc', options: ['rbind'] }, /mounts\[0\] \(\/data\): bind mounts of host directories need a shared filesystem/],
+    [
+      'a host directory',
+      { destination: '/data', type: 'bind', source: '/etc', options: ['rbind'] },
+      /mounts\[0\] \(\/data\): bind mounts of host directories need a shared filesystem/,
+    ],
     ['a relative source', { destination: '/etc/hosts', type: 'bind', source: 'hosts', options: ['bind'] }, /bind source "hosts" must be an absolute path/],
-    ['a missing source', { destination: '/etc/hosts', type: 'bind', source: '/nonexistent/hosts', options: ['bind'] }, /bind source \/nonexistent\/hosts: ENOENT/],
+    [
+      'a missing source',
+      { destination: '/etc/hosts', type: 'bind', source: '/nonexistent/hosts', options: ['bind'] },
+      /bind source \/nonexistent\/hosts: ENOENT/,
+    ],
     ['a device', { destination: '/dev/x', type: 'bind', source: '/dev/null', options: ['bind'] }, /is neither a regular file nor a directory/],
   ];
   for (const [what, mount, message] of refused) {
@@ -186,7 +233,9 @@ describe('bundle config: what container engines bind in', () => {
 
   it('refuses a host file larger than it copies', () => {
     writeFileSync(join(dir, 'big'), Buffer.alloc(1024 * 1024 + 1));
-    expect(() => parse({ ...minimal(), mounts: [{ destination: '/big', type: 'bind', source: join(dir, 'big'), options: ['bind'] }] }))
-      .to.throw(BundleError, /is 1048577 bytes; host files are copied into the guest, at most 1048576/);
+    expect(() => parse({ ...minimal(), mounts: [{ destination: '/big', type: 'bind', source: join(dir, 'big'), options: ['bind'] }] })).to.throw(
+      BundleError,
+      /is 1048577 bytes; host files are copied into the guest, at most 1048576/,
+    );
   });
 });

@@ -38,7 +38,11 @@ describe('confidential workload images: ts-vmm mkcw', function () {
   it('writes a 0600 LUKS2 image that cryptsetup opens with the new 0600 passphrase file, and refuses another passphrase', async () => {
     const image = join(dir, 'a.img');
     const pass = join(dir, 'a.pass');
-    const r = await runCli(['mkcw', bundle, image, '--passphrase-file', pass, ...FAST_KDF, '--workload-id', 'hello-a', '--cpus', '2', '--mem', '384'], process.env, 60_000);
+    const r = await runCli(
+      ['mkcw', bundle, image, '--passphrase-file', pass, ...FAST_KDF, '--workload-id', 'hello-a', '--cpus', '2', '--mem', '384'],
+      process.env,
+      60_000,
+    );
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.equal('workload-id hello-a\n');
     expect(statSync(image).mode & 0o777).to.equal(0o600);
@@ -48,11 +52,21 @@ describe('confidential workload images: ts-vmm mkcw', function () {
     await exec('cryptsetup', ['isLuks', '--type', 'luks2', image]);
     await exec('cryptsetup', ['open', '--test-passphrase', '--key-file', pass, image]);
     writeFileSync(join(dir, 'wrong'), 'not the passphrase');
-    await exec('cryptsetup', ['open', '--test-passphrase', '--key-file', join(dir, 'wrong'), image]).then(() => expect.fail('a wrong passphrase opened the image'), () => undefined);
+    await exec('cryptsetup', ['open', '--test-passphrase', '--key-file', join(dir, 'wrong'), image]).then(
+      () => expect.fail('a wrong passphrase opened the image'),
+      () => undefined,
+    );
 
     const bytes = readFileSync(image);
     expect(bytes.length % 4096).to.equal(0);
-    expect(decodeFooter(bytes.subarray(-FOOTER_READ_BYTES))).to.deep.equal({ tee: 'sev', tee_data: '', workload_id: 'hello-a', cpus: 2, ram_mib: 384, attestation_url: '' });
+    expect(decodeFooter(bytes.subarray(-FOOTER_READ_BYTES))).to.deep.equal({
+      tee: 'sev',
+      tee_data: '',
+      workload_id: 'hello-a',
+      cpus: 2,
+      ram_mib: 384,
+      attestation_url: '',
+    });
     expect(bytes.includes(MARKER), 'the rootfs is not in the clear').to.equal(false);
     expect(bytes.includes(SECRET_ENV), 'the config is not in the clear').to.equal(false);
   });

@@ -9,21 +9,34 @@ import { agentArguments, GUEST, initScript, processWords, RUN_MODULES, shellQuot
 import { ensureBaseInitramfs, writeRunInitrd } from '../../src/oci/guest-initramfs.js';
 import { mountCall, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME } from '../../src/oci/mount-options.js';
 
-const bundle = (extra: Record<string, unknown> = {}) => parseBundleConfig(JSON.stringify({
-  ociVersion: '1.0.2',
-  root: { path: 'rootfs' },
-  process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`'], cwd: '/', env: ['A=1 2'], user: { uid: 1, gid: 2 } },
-  ...extra,
-}), '/bundles/x');
+const bundle = (extra: Record<string, unknown> = {}) =>
+  parseBundleConfig(
+    JSON.stringify({
+      ociVersion: '1.0.2',
+      root: { path: 'rootfs' },
+      process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`'], cwd: '/', env: ['A=1 2'], user: { uid: 1, gid: 2 } },
+      ...extra,
+    }),
+    '/bundles/x',
+  );
 
 /** Runs `sh -c` and returns the NUL-separated words it prints. */
 const shWords = (script: string): string[] => execFileSync('/bin/sh', ['-c', script]).toString().split('\0').slice(0, -1);
 
 describe('guest init', () => {
   it('quotes any string so sh reads it back unchanged', () => {
-    fc.assert(fc.property(fc.array(fc.string({ unit: 'grapheme' }).filter((s) => !s.includes('\0')), { minLength: 1, maxLength: 5 }), (words) => {
-      expect(shWords(`printf '%s\\0' ${words.map(shellQuote).join(' ')}`)).to.deep.equal(words);
-    }), { numRuns: 200 });
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.string({ unit: 'grapheme' }).filter((s) => !s.includes('\0')),
+          { minLength: 1, maxLength: 5 },
+        ),
+        (words) => {
+          expect(shWords(`printf '%s\\0' ${words.map(shellQuote).join(' ')}`)).to.deep.equal(words);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   it('splits runtime-spec mount options into mount(2) flags and data', () => {
@@ -33,8 +46,17 @@ describe('guest init', () => {
   });
 
   it('gives the agent the setup on its command line and the process in its description, never on a command line', () => {
-    const config = bundle({ hostname: 'h1', process: { args: ['/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg'], cwd: '/srv', env: ['A=1 2', 'TOKEN=secret-env'],
-      user: { uid: 1, gid: 2, additionalGids: [3], umask: 0o22 }, terminal: true, rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10, hard: 20 }] } });
+    const config = bundle({
+      hostname: 'h1',
+      process: {
+        args: ['/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg'],
+        cwd: '/srv',
+        env: ['A=1 2', 'TOKEN=secret-env'],
+        user: { uid: 1, gid: 2, additionalGids: [3], umask: 0o22 },
+        terminal: true,
+        rlimits: [{ type: 'RLIMIT_NOFILE', soft: 10, hard: 20 }],
+      },
+    });
     const script = initScript(config, ['virtio_mmio.ko']);
     const execLine = script.trimEnd().split('\n').at(-1)!;
     expect(execLine.startsWith('exec /ts-vmm/agent ')).to.equal(true);
@@ -43,16 +65,29 @@ describe('guest init', () => {
     const words = processWords(config.process);
     expect(words.slice(words.indexOf('--'))).to.deep.equal(['--', '/bin/echo', "it's", 'a "test" $HOME `x`', 'secret-arg']);
     const flag = (name: string) => words[words.indexOf(name) + 1];
-    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--rlimit'), flag('--env')])
-      .to.deep.equal(['/srv', '1', '2', '3', '022', 'RLIMIT_NOFILE=10:20', 'A=1 2']);
+    expect([flag('--cwd'), flag('--uid'), flag('--gid'), flag('--group'), flag('--umask'), flag('--rlimit'), flag('--env')]).to.deep.equal([
+      '/srv',
+      '1',
+      '2',
+      '3',
+      '022',
+      'RLIMIT_NOFILE=10:20',
+      'A=1 2',
+    ]);
     expect(words).to.include('--terminal');
     expect(agentArguments(config)).to.include.members(['--hostname', 'h1']);
   });
 
   it('gives the guest a devtmpfs /dev unless the bundle mounts one, and populates a tmpfs /dev', () => {
     const withoutDev = agentArguments(bundle());
-    expect(withoutDev.slice(withoutDev.indexOf('--mount'), withoutDev.indexOf('--mount') + 6)).to.deep.equal(
-      ['--mount', 'devtmpfs', 'devtmpfs', '/dev', String(MS_NOSUID | MS_NOEXEC), '']);
+    expect(withoutDev.slice(withoutDev.indexOf('--mount'), withoutDev.indexOf('--mount') + 6)).to.deep.equal([
+      '--mount',
+      'devtmpfs',
+      'devtmpfs',
+      '/dev',
+      String(MS_NOSUID | MS_NOEXEC),
+      '',
+    ]);
     const tmpfsDev = agentArguments(bundle({ mounts: [{ destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['mode=755'] }] }));
     expect(tmpfsDev.filter((w) => w === '--mount')).to.have.length(1);
     expect(tmpfsDev).to.include('--populate-dev');
@@ -68,7 +103,7 @@ describe('guest init', () => {
 function calls(log: Buffer): string[][] {
   const words = log.toString('utf8').split('\0').slice(0, -1);
   const out: string[][] = [];
-  for (let i = 0; i < words.length;) {
+  for (let i = 0; i < words.length; ) {
     const n = Number(words[i]) + 1;
     out.push(words.slice(i + 1, i + 1 + n));
     i += 1 + n;
@@ -95,35 +130,56 @@ describe('guest init with hostile strings', function () {
   it('runs the generated /init in a stub guest: every value arrives as one word of data, nothing else runs', () => {
     // Each guest program is a stub that logs its arguments; the script runs under dash as it would under busybox sh.
     const layout: GuestLayout = {
-      busybox: join(dir, 'busybox'), agent: join(dir, 'agent'), copiedFiles: join(dir, 'files'), modules: join(dir, 'modules'), newRoot: join(dir, 'newroot'), rootDevice: join(dir, 'vda'),
+      busybox: join(dir, 'busybox'),
+      agent: join(dir, 'agent'),
+      copiedFiles: join(dir, 'files'),
+      modules: join(dir, 'modules'),
+      newRoot: join(dir, 'newroot'),
+      rootDevice: join(dir, 'vda'),
     };
     const log = join(dir, 'log');
     for (const stub of [layout.busybox, layout.agent]) {
       writeFileSync(stub, `#!/bin/sh\nprintf '%s\\0' "$#" "$0" "$@" >> '${log}'\n`, { mode: 0o755 });
     }
-    fc.assert(fc.property(text, text, text, text, fc.array(text.map((t) => t.replaceAll('/', '')).filter((t) => t !== ''), { maxLength: 3 }),
-      (bundleName, destination, option, word, modules) => {
-        const config = parseBundleConfig(JSON.stringify({
-          ociVersion: '1.0.2', root: { path: 'rootfs' },
-          process: { args: ['/bin/app', word], env: [`A=${word}`], cwd: `/${word}` },
-          mounts: [{ destination: `/${destination.replaceAll('..', '')}`, type: 'tmpfs', source: word, options: [option] }],
-        }), `/bundles/${bundleName}`);
-        rmSync(log, { force: true });
-        rmSync(join(dir, 'CANARY'), { force: true });
-        const script = join(dir, 'init');
-        writeFileSync(script, initScript(config, modules, layout));
-        execFileSync('dash', [script], { cwd: dir, env: { HOME: dir }, stdio: 'ignore' });
-        expect(existsSync(join(dir, 'CANARY')), 'a value was run as a command').to.equal(false);
-        expect(calls(readFileSync(log))).to.deep.equal([
-          [layout.busybox, 'mount', '-t', 'proc', 'proc', '/proc'],
-          [layout.busybox, 'mount', '-t', 'devtmpfs', 'devtmpfs', '/dev'],
-          ...modules.map((m) => [layout.busybox, 'insmod', `${layout.modules}/${m}`]),
-          [layout.busybox, 'test', '-b', layout.rootDevice],
-          [layout.busybox, 'mkdir', '-p', layout.newRoot],
-          [layout.busybox, 'mount', '-t', 'ext4', '-o', 'rw', layout.rootDevice, layout.newRoot],
-          [layout.agent, ...agentArguments(config)],
-        ]);
-      }), { numRuns: 60 });
+    fc.assert(
+      fc.property(
+        text,
+        text,
+        text,
+        text,
+        fc.array(
+          text.map((t) => t.replaceAll('/', '')).filter((t) => t !== ''),
+          { maxLength: 3 },
+        ),
+        (bundleName, destination, option, word, modules) => {
+          const config = parseBundleConfig(
+            JSON.stringify({
+              ociVersion: '1.0.2',
+              root: { path: 'rootfs' },
+              process: { args: ['/bin/app', word], env: [`A=${word}`], cwd: `/${word}` },
+              mounts: [{ destination: `/${destination.replaceAll('..', '')}`, type: 'tmpfs', source: word, options: [option] }],
+            }),
+            `/bundles/${bundleName}`,
+          );
+          rmSync(log, { force: true });
+          rmSync(join(dir, 'CANARY'), { force: true });
+          const script = join(dir, 'init');
+          writeFileSync(script, initScript(config, modules, layout));
+          execFileSync('dash', [script], { cwd: dir, env: { HOME: dir }, stdio: 'ignore' });
+          expect(existsSync(join(dir, 'CANARY')), 'a value was run as a command').to.equal(false);
+          expect(calls(readFileSync(log))).to.deep.equal([
+            [layout.busybox, 'mount', '-t', 'proc', 'proc', '/proc'],
+            [layout.busybox, 'mount', '-t', 'devtmpfs', 'devtmpfs', '/dev'],
+            ...modules.map((m) => [layout.busybox, 'insmod', `${layout.modules}/${m}`]),
+            [layout.busybox, 'test', '-b', layout.rootDevice],
+            [layout.busybox, 'mkdir', '-p', layout.newRoot],
+            [layout.busybox, 'mount', '-t', 'ext4', '-o', 'rw', layout.rootDevice, layout.newRoot],
+            [layout.agent, ...agentArguments(config)],
+          ]);
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 
   it('keeps the real guest layout', () => {
@@ -143,8 +199,12 @@ describe('guest initramfs', function () {
     // A module tree shaped like Debian's: ext4 needs jbd2 and mbcache, the rest stand alone.
     const deps: Record<string, string[]> = { ext4: ['jbd2', 'mbcache'], jbd2: [], mbcache: [] };
     for (const m of RUN_MODULES) deps[m] ??= [];
-    writeFileSync(join(modules, 'modules.dep'),
-      Object.entries(deps).map(([m, d]) => `kernel/${m}.ko: ${d.map((x) => `kernel/${x}.ko`).join(' ')}\n`).join(''));
+    writeFileSync(
+      join(modules, 'modules.dep'),
+      Object.entries(deps)
+        .map(([m, d]) => `kernel/${m}.ko: ${d.map((x) => `kernel/${x}.ko`).join(' ')}\n`)
+        .join(''),
+    );
     for (const m of Object.keys(deps)) writeFileSync(join(modules, 'kernel', `${m}.ko`), `module ${m}`);
     writeFileSync(join(dir, 'busybox'), 'busybox', { mode: 0o755 });
     writeFileSync(join(dir, 'agent'), 'agent', { mode: 0o755 });
@@ -160,7 +220,14 @@ describe('guest initramfs', function () {
     expect(base.moduleFiles.indexOf('jbd2.ko')).to.be.lessThan(base.moduleFiles.indexOf('ext4.ko'));
     expect(base.moduleFiles.indexOf('mbcache.ko')).to.be.lessThan(base.moduleFiles.indexOf('ext4.ko'));
     const entries = cpioList(readFileSync(base.path));
-    expect(entries).to.include.members(['bin/busybox', 'ts-vmm/agent', 'dev/console', 'newroot', 'lib/modules/ext4.ko', 'lib/modules/vmw_vsock_virtio_transport.ko']);
+    expect(entries).to.include.members([
+      'bin/busybox',
+      'ts-vmm/agent',
+      'dev/console',
+      'newroot',
+      'lib/modules/ext4.ko',
+      'lib/modules/vmw_vsock_virtio_transport.ko',
+    ]);
     expect((await ensureBaseInitramfs(software(), join(dir, 'cache'))).built).to.equal(false);
   });
 
@@ -176,11 +243,13 @@ describe('guest initramfs', function () {
     const base = await ensureBaseInitramfs(software(), join(dir, 'cache'));
     writeFileSync(join(dir, 'hosts'), '127.0.0.1 localhost\n');
     writeFileSync(join(dir, 'resolv.conf'), 'nameserver 10.0.2.3\n');
-    const config = bundle({ mounts: [
-      { destination: '/etc/hosts', type: 'bind', source: join(dir, 'hosts'), options: ['rbind'] },
-      { destination: '/proc', type: 'proc', source: 'proc' },
-      { destination: '/etc/resolv.conf', type: 'bind', source: join(dir, 'resolv.conf'), options: ['bind', 'ro'] },
-    ] });
+    const config = bundle({
+      mounts: [
+        { destination: '/etc/hosts', type: 'bind', source: join(dir, 'hosts'), options: ['rbind'] },
+        { destination: '/proc', type: 'proc', source: 'proc' },
+        { destination: '/etc/resolv.conf', type: 'bind', source: join(dir, 'resolv.conf'), options: ['bind', 'ro'] },
+      ],
+    });
     const initrd = readFileSync(await writeRunInitrd(base, config, dir));
     const run = initrd.subarray(readFileSync(base.path).length);
     expect(cpioList(run)).to.include.members(['ts-vmm/files/0', 'ts-vmm/files/1']);
@@ -190,7 +259,10 @@ describe('guest initramfs', function () {
     expect(readFileSync(join(extracted, 'ts-vmm/files/0'), 'utf8')).to.equal('127.0.0.1 localhost\n');
     expect(readFileSync(join(extracted, 'ts-vmm/files/1'), 'utf8')).to.equal('nameserver 10.0.2.3\n');
     const args = agentArguments(config);
-    const mountOf = (target: string) => { const i = args.findIndex((a, k) => a === target && args[k - 3] === '--mount'); return args.slice(i - 3, i + 3); };
+    const mountOf = (target: string) => {
+      const i = args.findIndex((a, k) => a === target && args[k - 3] === '--mount');
+      return args.slice(i - 3, i + 3);
+    };
     expect(mountOf('/etc/hosts')).to.deep.equal(['--mount', 'bind', '/ts-vmm/files/0', '/etc/hosts', '0', '']);
     expect(mountOf('/etc/resolv.conf')).to.deep.equal(['--mount', 'bind', '/ts-vmm/files/1', '/etc/resolv.conf', String(MS_RDONLY), '']);
   });
@@ -198,7 +270,9 @@ describe('guest initramfs', function () {
   it('names the missing module and the directory when the kernel lacks a driver', async () => {
     rmSync(join(dir, 'modules/kernel/virtio_blk.ko'));
     writeFileSync(join(dir, 'modules/modules.dep'), readFileSync(join(dir, 'modules/modules.dep'), 'utf8').replace(/^kernel\/virtio_blk.*\n/m, ''));
-    await ensureBaseInitramfs(software(), join(dir, 'cache')).then(() => expect.fail('built without virtio_blk'),
-      (e: Error) => expect(e.message).to.match(/kernel module virtio_blk not found under .*modules: ts-vmm run needs/));
+    await ensureBaseInitramfs(software(), join(dir, 'cache')).then(
+      () => expect.fail('built without virtio_blk'),
+      (e: Error) => expect(e.message).to.match(/kernel module virtio_blk not found under .*modules: ts-vmm run needs/),
+    );
   });
 });

@@ -23,20 +23,36 @@ describe('OCI container monitor with a stand-in VM', function () {
     agent = await ensureGuestAgent(join(dir, 'cache'));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
-  beforeEach(() => { store = new StateStore(mkdtempSync(join(dir, 'root-'))); });
+  beforeEach(() => {
+    store = new StateStore(mkdtempSync(join(dir, 'root-')));
+  });
 
   async function monitor(id: string, args: string[]) {
     await store.create({ ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle: '/b', annotations: {}, created: 'now' });
     const report = new PassThrough();
     const stdout = new PassThrough();
     let output = '';
-    stdout.on('data', (c: Buffer) => { output += c.toString(); });
+    stdout.on('data', (c: Buffer) => {
+      output += c.toString();
+    });
     const stderr = new PassThrough();
     stderr.resume();
     const { run } = standInRun(dir, id, args);
     let scratchDir: string | undefined;
-    const exit = monitorContainer(store, id, report, { stdin: undefined, stdout, stderr }, { log: () => undefined },
-      { prepare: async (_bundle, settings) => { scratchDir = settings.scratchDir; return { ...run, diskLock: '/b/rootfs.ext4.lock' }; }, launch: agentVm(agent).launch });
+    const exit = monitorContainer(
+      store,
+      id,
+      report,
+      { stdin: undefined, stdout, stderr },
+      { log: () => undefined },
+      {
+        prepare: async (_bundle, settings) => {
+          scratchDir = settings.scratchDir;
+          return { ...run, diskLock: '/b/rootfs.ext4.lock' };
+        },
+        launch: agentVm(agent).launch,
+      },
+    );
     let line = '';
     for await (const chunk of report) line += (chunk as Buffer).toString();
     return { exit, line: line.trim(), output: () => output, scratchDir: () => scratchDir };

@@ -7,8 +7,7 @@ import { parseBundleConfig } from '../../src/oci/bundle-config.js';
 import { lockFile, prepareRootDisk } from '../../src/oci/root-disk.js';
 import { hashTree } from '../../src/oci/tree-hash.js';
 
-const debugfs = (image: string, request: string): string =>
-  execFileSync('debugfs', ['-R', request, image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+const debugfs = (image: string, request: string): string => execFileSync('debugfs', ['-R', request, image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
 
 describe('root disk', function () {
   this.timeout(30000);
@@ -28,9 +27,15 @@ describe('root disk', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const config = (readonly: boolean) => parseBundleConfig(JSON.stringify({
-    ociVersion: '1.0.2', root: { path: 'rootfs', readonly }, process: { args: ['/bin/hello'], cwd: '/' },
-  }), join(dir, 'bundle'));
+  const config = (readonly: boolean) =>
+    parseBundleConfig(
+      JSON.stringify({
+        ociVersion: '1.0.2',
+        root: { path: 'rootfs', readonly },
+        process: { args: ['/bin/hello'], cwd: '/' },
+      }),
+      join(dir, 'bundle'),
+    );
 
   it('writes root disks readable by their owner only', async () => {
     for (const readonly of [true, false]) {
@@ -87,10 +92,13 @@ describe('root disk', function () {
     expect((await hashTree(join(dir, 'bundle'))).hash).to.equal(before.hash);
   });
 
-  it('locks a disk against a second user and takes over a dead owner\'s lock', async () => {
+  it("locks a disk against a second user and takes over a dead owner's lock", async () => {
     const lock = join(dir, 'disk.lock');
     const release = await lockFile(lock);
-    await lockFile(lock).then(() => expect.fail('second lock granted'), (e: Error) => expect(e.message).to.match(/in use by ts-vmm process \d+/));
+    await lockFile(lock).then(
+      () => expect.fail('second lock granted'),
+      (e: Error) => expect(e.message).to.match(/in use by ts-vmm process \d+/),
+    );
     await release();
     writeFileSync(lock, '999999999');
     const again = await lockFile(lock);

@@ -15,7 +15,12 @@ import { hashTree } from '../../src/oci/tree-hash.js';
 const project = fileURLToPath(new URL('../../../', import.meta.url));
 const cli = join(project, 'bin', 'ts-vmm.js');
 
-interface Result { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+interface Result {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
 
 interface Collected {
   done: Promise<Result>;
@@ -26,8 +31,12 @@ interface Collected {
 function collect(child: ChildProcess): Collected {
   let stdout = '';
   let stderr = '';
-  child.stdout?.on('data', (c: Buffer) => { stdout += c.toString(); });
-  child.stderr?.on('data', (c: Buffer) => { stderr += c.toString(); });
+  child.stdout?.on('data', (c: Buffer) => {
+    stdout += c.toString();
+  });
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
   const done = new Promise<Result>((resolve) => child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr })));
   return { done, stdout: () => stdout, stderr: () => stderr };
 }
@@ -36,16 +45,23 @@ function collect(child: ChildProcess): Collected {
  * the child ends first and after `timeoutMs` otherwise. */
 async function waitForText(child: Collected, text: string, timeoutMs = 240_000): Promise<void> {
   let ended: Result | undefined;
-  void child.done.then((r) => { ended = r; });
-  for (const start = Date.now(); !child.stdout().includes(text);) {
-    if (ended !== undefined) throw new Error(`the command ended (status ${ended.status}, signal ${ended.signal}) before printing "${text}"; stderr:\n${ended.stderr}`);
+  void child.done.then((r) => {
+    ended = r;
+  });
+  for (const start = Date.now(); !child.stdout().includes(text); ) {
+    if (ended !== undefined)
+      throw new Error(`the command ended (status ${ended.status}, signal ${ended.signal}) before printing "${text}"; stderr:\n${ended.stderr}`);
     if (Date.now() - start > timeoutMs) throw new Error(`no "${text}" within ${timeoutMs} ms; output so far:\n${child.stdout()}\n${child.stderr()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
 /** Lines ts-vmm itself printed (progress), which are not the workload's. */
-const workloadStderr = (text: string): string => text.split('\n').filter((l) => !l.startsWith('ts-vmm: ')).join('\n');
+const workloadStderr = (text: string): string =>
+  text
+    .split('\n')
+    .filter((l) => !l.startsWith('ts-vmm: '))
+    .join('\n');
 
 describe('ts-vmm run and the OCI commands @kvm', function () {
   this.timeout(300_000);
@@ -69,13 +85,16 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     await writeBusyboxRootfs(busybox, join(path, 'rootfs'), {
       'usr/bin/hello': { content: readFileSync(join(project, 'examples/hello/hello.sh'), 'utf8'), mode: 0o755 },
     });
-    writeFileSync(join(path, 'config.json'), JSON.stringify({
-      ociVersion: '1.0.2',
-      process: { cwd: '/', env: ['PATH=/usr/bin:/bin'], user: { uid: 0, gid: 0 }, ...processSpec },
-      root: { path: 'rootfs', readonly: true },
-      mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }],
-      ...extra,
-    }));
+    writeFileSync(
+      join(path, 'config.json'),
+      JSON.stringify({
+        ociVersion: '1.0.2',
+        process: { cwd: '/', env: ['PATH=/usr/bin:/bin'], user: { uid: 0, gid: 0 }, ...processSpec },
+        root: { path: 'rootfs', readonly: true },
+        mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }],
+        ...extra,
+      }),
+    );
     return path;
   }
 
@@ -93,7 +112,11 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
   const run = (...args: string[]): Promise<Result> => collect(start(...args)).done;
 
   it('runs the example bundle: its args and env reach the workload, its output reaches stdout', async () => {
-    const example = JSON.parse(readFileSync(join(project, 'examples/hello/config.json'), 'utf8')) as { process: Record<string, unknown>; hostname: string; mounts: unknown[] };
+    const example = JSON.parse(readFileSync(join(project, 'examples/hello/config.json'), 'utf8')) as {
+      process: Record<string, unknown>;
+      hostname: string;
+      mounts: unknown[];
+    };
     const path = await bundle('hello', example.process, { hostname: example.hostname, mounts: example.mounts });
     const before = await hashTree(path);
     const r = await run('run', path);
@@ -110,16 +133,20 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(r.status, r.stderr).to.equal(42);
   });
 
-  it('binds host files in as copies, read-only where asked, and gives /dev/shm a tmpfs, as podman\'s bundles ask', async () => {
+  it("binds host files in as copies, read-only where asked, and gives /dev/shm a tmpfs, as podman's bundles ask", async () => {
     const hosts = join(dir, 'copied-hosts');
     writeFileSync(hosts, '10.88.0.7 web\n');
-    const path = await bundle('binds', { args: ['sh', '-c', 'cat /etc/hosts; echo x >> /etc/hosts || echo read-only; grep " /dev/shm " /proc/mounts | cut -d" " -f3'] }, {
-      mounts: [
-        { destination: '/proc', type: 'proc', source: 'proc' },
-        { destination: '/etc/hosts', type: 'bind', source: hosts, options: ['bind', 'rprivate', 'ro'] },
-        { destination: '/dev/shm', type: 'bind', source: '/nonexistent/shm', options: ['bind', 'rprivate', 'nosuid', 'noexec', 'nodev'] },
-      ],
-    });
+    const path = await bundle(
+      'binds',
+      { args: ['sh', '-c', 'cat /etc/hosts; echo x >> /etc/hosts || echo read-only; grep " /dev/shm " /proc/mounts | cut -d" " -f3'] },
+      {
+        mounts: [
+          { destination: '/proc', type: 'proc', source: 'proc' },
+          { destination: '/etc/hosts', type: 'bind', source: hosts, options: ['bind', 'rprivate', 'ro'] },
+          { destination: '/dev/shm', type: 'bind', source: '/nonexistent/shm', options: ['bind', 'rprivate', 'nosuid', 'noexec', 'nodev'] },
+        ],
+      },
+    );
     const r = await run('run', path);
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.equal('10.88.0.7 web\nread-only\ntmpfs\n');
@@ -132,9 +159,12 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(workloadStderr(r.stderr)).to.equal('to-err\n');
   });
 
-  it('keeps a read-write rootfs\'s writes across runs', async () => {
-    const path = await bundle('writable', { args: ['sh', '-c', 'cat /kept.txt 2>/dev/null || echo none; cat /proc/sys/kernel/random/uuid > /kept.txt; cat /kept.txt'] },
-      { root: { path: 'rootfs', readonly: false } });
+  it("keeps a read-write rootfs's writes across runs", async () => {
+    const path = await bundle(
+      'writable',
+      { args: ['sh', '-c', 'cat /kept.txt 2>/dev/null || echo none; cat /proc/sys/kernel/random/uuid > /kept.txt; cat /kept.txt'] },
+      { root: { path: 'rootfs', readonly: false } },
+    );
     const first = await run('run', path);
     expect(first.status, first.stderr).to.equal(0);
     const [before, written] = first.stdout.trim().split('\n');
@@ -177,7 +207,7 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     const created = start('create', '--root', root, '--bundle', path, '--pid-file', join(dir, 'pid'), 'c1');
     // create exits once the container is created; the monitor it leaves keeps the container's stdio (these pipes).
     const container = collect(created);
-    const [createStatus] = await once(created, 'exit') as [number];
+    const [createStatus] = (await once(created, 'exit')) as [number];
     expect(createStatus, container.stderr()).to.equal(0);
     const state = async (): Promise<{ status: string; pid: number; id: string; bundle: string }> => {
       const r = await run('state', '--root', root, 'c1');
@@ -202,7 +232,10 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     const big = 'y'.repeat(120 * 1024);
     const env = ['PATH=/usr/bin:/bin', ...Array.from({ length: 10_000 }, (_, i) => `V${i}=${i}`)];
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, for the guest's shell.
-    const r = await run('run', await bundle('big-process', { args: ['sh', '-c', 'echo "$V0 $V9999 ${#1}"; env | grep -c "^V"; grep -c yyyy /proc/cmdline', 'sh', big], env }));
+    const r = await run(
+      'run',
+      await bundle('big-process', { args: ['sh', '-c', 'echo "$V0 $V9999 ${#1}"; env | grep -c "^V"; grep -c yyyy /proc/cmdline', 'sh', big], env }),
+    );
     expect(r.stdout).to.equal(`0 9999 ${big.length}\n10000\n0\n`);
     expect(r.status, r.stderr).to.equal(1); // grep -c found no match in the kernel command line
   });
@@ -223,7 +256,7 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
       // The monitor keeps create's stdio, so create's end is its exit, not the close of its pipes.
       const creating = spawnWithTmp('create', '--root', root, '--bundle', path, 'c2');
       const created = collect(creating);
-      const [createStatus] = await once(creating, 'exit') as [number];
+      const [createStatus] = (await once(creating, 'exit')) as [number];
       expect(createStatus, created.stderr()).to.equal(0);
       const record = JSON.parse(readFileSync(join(root, 'c2', 'state.json'), 'utf8')) as { pid: number; vmm: { pid: number } };
       expect((await withTmp('start', '--root', root, 'c2')).status).to.equal(0);

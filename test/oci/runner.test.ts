@@ -23,14 +23,21 @@ describe('run logic with a stand-in VM', function () {
     agent = await ensureGuestAgent(join(dir, 'cache'));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
-  beforeEach(() => { lastStandIn = undefined; });
+  beforeEach(() => {
+    lastStandIn = undefined;
+  });
 
   /** A "VM" that prints a console line and dies before any agent connects. */
   const dyingVm: VmLauncher = async (request) => {
     const child = spawn('/bin/sh', ['-c', 'echo "Kernel panic - not syncing: VFS: Unable to mount root fs"; exit 2'], { stdio: ['ignore', 'pipe', 'ignore'] });
     child.stdout.on('data', (d: Buffer) => request.consoleOutput(d));
     const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => child.on('close', () => resolve({ ok: false, reason: 'the guest failed' })));
-    return { exited, stop: () => { child.kill('SIGKILL'); } };
+    return {
+      exited,
+      stop: () => {
+        child.kill('SIGKILL');
+      },
+    };
   };
 
   const prepared = (name: string, args?: string[]) => standInRun(dir, name, args);
@@ -49,7 +56,7 @@ describe('run logic with a stand-in VM', function () {
     return { stdin: undefined, stdout, stderr, text: () => Buffer.concat(chunks).toString() };
   }
 
-  it('runs to the workload\'s exit status, stops the VM and cleans up', async () => {
+  it("runs to the workload's exit status, stops the VM and cleans up", async () => {
     const { run, cleaned } = prepared('exit', ['/bin/sh', '-c', 'echo hi; exit 7']);
     const io = stdio();
     const booted = await bootWorkload(run, agentVm(), io, { log: () => undefined });
@@ -83,18 +90,54 @@ describe('run logic with a stand-in VM', function () {
   it('reports a VM that dies before its agent connects, quoting the console', async () => {
     const { run } = prepared('dying');
     const io = stdio();
-    await bootWorkload(run, dyingVm, io, { log: () => undefined }).then(() => expect.fail('booted'), (e: Error) => {
-      expect(e).to.be.instanceOf(RunError);
-      expect(e.message).to.match(/^the VM stopped before the guest agent started: the guest failed; last console lines:\nKernel panic/);
-    });
+    await bootWorkload(run, dyingVm, io, { log: () => undefined }).then(
+      () => expect.fail('booted'),
+      (e: Error) => {
+        expect(e).to.be.instanceOf(RunError);
+        expect(e.message).to.match(/^the VM stopped before the guest agent started: the guest failed; last console lines:\nKernel panic/);
+      },
+    );
   });
 
   it('passes the VM to ts-vmm boot as disks and a vsock device', () => {
-    const args = bootArguments({ kernel: '/k', initrd: '/i', cmdline: 'quiet', cpus: 2, memoryMiB: 128,
-      disks: [{ path: '/d.ext4', readonly: true }], vsock: { cid: 3, udsPath: '/run/v' }, consoleOutput: () => undefined });
-    expect(args).to.deep.equal(['boot', '--kernel', '/k', '--initrd', '/i', '--cmdline', 'quiet', '--cpus', '2', '--mem', '128',
-      '--disk', '/d.ext4,ro', '--vsock', '3,/run/v']);
-    expect(() => bootArguments({ kernel: '/k', initrd: '/i', cmdline: '', cpus: 1, memoryMiB: 64,
-      disks: [{ path: '/a,b', readonly: false }], vsock: { cid: 3, udsPath: '/v' }, consoleOutput: () => undefined })).to.throw(/cannot contain a comma/);
+    const args = bootArguments({
+      kernel: '/k',
+      initrd: '/i',
+      cmdline: 'quiet',
+      cpus: 2,
+      memoryMiB: 128,
+      disks: [{ path: '/d.ext4', readonly: true }],
+      vsock: { cid: 3, udsPath: '/run/v' },
+      consoleOutput: () => undefined,
+    });
+    expect(args).to.deep.equal([
+      'boot',
+      '--kernel',
+      '/k',
+      '--initrd',
+      '/i',
+      '--cmdline',
+      'quiet',
+      '--cpus',
+      '2',
+      '--mem',
+      '128',
+      '--disk',
+      '/d.ext4,ro',
+      '--vsock',
+      '3,/run/v',
+    ]);
+    expect(() =>
+      bootArguments({
+        kernel: '/k',
+        initrd: '/i',
+        cmdline: '',
+        cpus: 1,
+        memoryMiB: 64,
+        disks: [{ path: '/a,b', readonly: false }],
+        vsock: { cid: 3, udsPath: '/v' },
+        consoleOutput: () => undefined,
+      }),
+    ).to.throw(/cannot contain a comma/);
   });
 });

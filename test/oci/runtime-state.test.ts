@@ -6,17 +6,33 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSignal } from '../../src/cli/oci.js';
 import {
-  checkContainerId, processStartTime, publicState, RUNTIME_SPEC_VERSION, signalVerified, StateError, StateStore, UnreadableStateError,
+  checkContainerId,
+  processStartTime,
+  publicState,
+  RUNTIME_SPEC_VERSION,
+  signalVerified,
+  StateError,
+  StateStore,
+  UnreadableStateError,
   type ContainerRecord,
 } from '../../src/oci/runtime-state.js';
 
 describe('OCI runtime state', () => {
   let root: string;
-  beforeEach(() => { root = mkdtempSync(join(tmpdir(), 'ts-vmm-state-')); });
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'ts-vmm-state-'));
+  });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
   const record = (id: string, changes: Partial<ContainerRecord> = {}): ContainerRecord => ({
-    ociVersion: RUNTIME_SPEC_VERSION, id, status: 'creating', pid: 0, bundle: '/b', annotations: { a: 'b' }, created: 'now', ...changes,
+    ociVersion: RUNTIME_SPEC_VERSION,
+    id,
+    status: 'creating',
+    pid: 0,
+    bundle: '/b',
+    annotations: { a: 'b' },
+    created: 'now',
+    ...changes,
   });
 
   it('accepts runc-style ids and refuses ones that are not directory names', () => {
@@ -27,10 +43,16 @@ describe('OCI runtime state', () => {
   it('creates, refuses a duplicate id, reads back and removes', async () => {
     const store = new StateStore(root);
     await store.create(record('c1'));
-    await store.create(record('c1')).then(() => expect.fail('duplicate created'), (e: Error) => expect(e.message).to.match(/"c1" already exists/));
+    await store.create(record('c1')).then(
+      () => expect.fail('duplicate created'),
+      (e: Error) => expect(e.message).to.match(/"c1" already exists/),
+    );
     expect((await store.read('c1')).status).to.equal('creating');
     await store.remove('c1');
-    await store.read('c1').then(() => expect.fail('read after remove'), (e: Error) => expect(e.message).to.match(/"c1" does not exist/));
+    await store.read('c1').then(
+      () => expect.fail('read after remove'),
+      (e: Error) => expect(e.message).to.match(/"c1" does not exist/),
+    );
   });
 
   it('reports a live monitor as recorded, a dead or replaced one as stopped', async () => {
@@ -52,17 +74,28 @@ describe('OCI runtime state', () => {
   it('names a container directory without state, or with unreadable state, and the way to remove it', async () => {
     const store = new StateStore(root);
     mkdirSync(join(root, 'bare'));
-    const refused = async (action: Promise<unknown>, pattern: RegExp): Promise<void> => action.then(() => expect.fail('accepted'), (e: Error) => {
-      expect(e).to.be.instanceOf(UnreadableStateError);
-      expect(e.message).to.match(pattern);
-    });
+    const refused = async (action: Promise<unknown>, pattern: RegExp): Promise<void> =>
+      action.then(
+        () => expect.fail('accepted'),
+        (e: Error) => {
+          expect(e).to.be.instanceOf(UnreadableStateError);
+          expect(e.message).to.match(pattern);
+        },
+      );
     await refused(store.read('bare'), /^container "bare" has no state: .*\/bare\/state.json is missing; ts-vmm delete --force bare removes it$/);
     await refused(store.create(record('bare')), /^container "bare" has no state: /);
-    for (const [content, problem] of [['{"id": "bad", "stat', 'JSON'], [JSON.stringify(record('bad', { pid: -1 })), 'pid -1'],
-      [JSON.stringify(record('other')), 'names container "other"'], [JSON.stringify(record('bad', { status: 'frozen' as never })), 'status "frozen"']]) {
+    for (const [content, problem] of [
+      ['{"id": "bad", "stat', 'JSON'],
+      [JSON.stringify(record('bad', { pid: -1 })), 'pid -1'],
+      [JSON.stringify(record('other')), 'names container "other"'],
+      [JSON.stringify(record('bad', { status: 'frozen' as never })), 'status "frozen"'],
+    ]) {
       mkdirSync(join(root, 'bad'), { recursive: true });
       writeFileSync(join(root, 'bad', 'state.json'), content!);
-      await refused(store.live('bad'), new RegExp(`^container "bad" has unreadable state: .*state.json: .*${problem}.*; ts-vmm delete --force bad removes it$`));
+      await refused(
+        store.live('bad'),
+        new RegExp(`^container "bad" has unreadable state: .*state.json: .*${problem}.*; ts-vmm delete --force bad removes it$`),
+      );
     }
   });
 

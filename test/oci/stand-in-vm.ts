@@ -21,8 +21,16 @@ export function agentVm(agent: string): StandIn {
     const child = spawn(agent, ['--unix', `${request.vsock.udsPath}_${AGENT_PORT}`], { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr.on('data', (d: Buffer) => request.consoleOutput(d));
     const exited = new Promise<{ ok: boolean; reason: string }>((resolve) =>
-      child.on('close', (code, signal) => resolve({ ok: code === 0, reason: `exited ${code ?? signal}` })));
-    const vm: RunningVm = { pid: child.pid!, exited, stop: () => { stops++; child.kill('SIGKILL'); } };
+      child.on('close', (code, signal) => resolve({ ok: code === 0, reason: `exited ${code ?? signal}` })),
+    );
+    const vm: RunningVm = {
+      pid: child.pid!,
+      exited,
+      stop: () => {
+        stops++;
+        child.kill('SIGKILL');
+      },
+    };
     return vm;
   };
   return { launch, stops: () => stops };
@@ -37,7 +45,9 @@ export function standInRun(dir: string, name: string, args: string[] = ['x']): {
     config,
     request: { kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMiB: 64, disks: [], vsock: { cid: 3, udsPath: join(runDir, 'vsock') } },
     agentSocket: join(runDir, `vsock_${AGENT_PORT}`),
-    cleanup: async () => { cleaned = true; },
+    cleanup: async () => {
+      cleaned = true;
+    },
   };
   return { run, cleaned: () => cleaned };
 }

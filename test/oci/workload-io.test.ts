@@ -57,8 +57,24 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
   });
 
   it('passes args, only the given env, cwd and user', async () => {
-    const r = await run(['--env', 'FOO=bar baz', '--env', 'PATH=/usr/bin:/bin', '--cwd', '/tmp', '--uid', '65534', '--gid', '65534',
-      '--', 'sh', '-c', 'echo "$0|$1|$FOO|$(pwd)|$(id -u):$(id -g)"; env | sort', 'arg zero', 'arg one']);
+    const r = await run([
+      '--env',
+      'FOO=bar baz',
+      '--env',
+      'PATH=/usr/bin:/bin',
+      '--cwd',
+      '/tmp',
+      '--uid',
+      '65534',
+      '--gid',
+      '65534',
+      '--',
+      'sh',
+      '-c',
+      'echo "$0|$1|$FOO|$(pwd)|$(id -u):$(id -g)"; env | sort',
+      'arg zero',
+      'arg one',
+    ]);
     expect(r.status).to.equal(0);
     const [first, ...env] = r.stdout.trim().split('\n');
     expect(first).to.equal('arg zero|arg one|bar baz|/tmp|65534:65534');
@@ -102,13 +118,15 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
     await once(abandoned, 'close');
   });
 
-  it('refuses to start when the container cannot be set up, with the agent\'s reason', async () => {
+  it("refuses to start when the container cannot be set up, with the agent's reason", async () => {
     const socket = join(dir, 'setup-failure');
     const io = await WorkloadIo.listen(socket, { stdin: undefined, stdout: new PassThrough(), stderr: new PassThrough() }, () => undefined);
     const target = join(dir, 'mountpoint');
     children.push(spawn(agent, ['--unix', socket, '--mount', 'no-such-fs', 'none', target, '0', ''], { stdio: 'ignore' }));
-    await io.whenReady().then(() => expect.fail('became ready'), (e: Error) =>
-      expect(e.message).to.equal(`the guest could not set up the container: mount ${target}: No such device`));
+    await io.whenReady().then(
+      () => expect.fail('became ready'),
+      (e: Error) => expect(e.message).to.equal(`the guest could not set up the container: mount ${target}: No such device`),
+    );
     io.close();
   });
 
@@ -121,7 +139,18 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
   });
 
   it('applies rlimits and umask, the last of two limits on one resource', async () => {
-    const r0 = await run(['--rlimit', 'RLIMIT_NOFILE=11:22', '--rlimit', 'RLIMIT_NOFILE=77:88', '--umask', '0027', '--', '/bin/sh', '-c', 'ulimit -n; ulimit -Hn; umask']);
+    const r0 = await run([
+      '--rlimit',
+      'RLIMIT_NOFILE=11:22',
+      '--rlimit',
+      'RLIMIT_NOFILE=77:88',
+      '--umask',
+      '0027',
+      '--',
+      '/bin/sh',
+      '-c',
+      'ulimit -n; ulimit -Hn; umask',
+    ]);
     expect(r0).to.deep.include({ status: 0, stdout: '77\n88\n0027\n' });
   });
 

@@ -2,7 +2,16 @@ import { expect } from 'chai';
 import { CaCertificate } from '../../src/sev/ca-certificate.js';
 import { Usage } from '../../src/sev/certificate-key.js';
 import {
-  ChainError, caChainLinks, encodeCaChain, encodeSevChain, parseCaChain, parseFullChain, parseSevChain, sevChainLinks, verifyChain, type FullChain,
+  ChainError,
+  caChainLinks,
+  encodeCaChain,
+  encodeSevChain,
+  parseCaChain,
+  parseFullChain,
+  parseSevChain,
+  sevChainLinks,
+  verifyChain,
+  type FullChain,
 } from '../../src/sev/chain.js';
 import { SEV_CERT_SIZE, SevCertificate } from '../../src/sev/sev-certificate.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
@@ -25,7 +34,10 @@ describe('sev: certificate chains', () => {
   itWithVectors('verifies the real Naples and Rome chains link by link', () => {
     for (const gen of ['naples', 'rome'] as const) {
       const chain = realChain(gen);
-      expect([...caChainLinks(chain, chain.cek), ...sevChainLinks(chain)].every((l) => l.ok), gen).to.equal(true);
+      expect(
+        [...caChainLinks(chain, chain.cek), ...sevChainLinks(chain)].every((l) => l.ok),
+        gen,
+      ).to.equal(true);
       expect(verifyChain(chain)).to.equal(chain.pdh);
     }
   });
@@ -53,7 +65,9 @@ describe('sev: certificate chains', () => {
 
   describe('self-made chains', () => {
     let identity: SimulatedIdentity;
-    before(() => { identity = SimulatedIdentity.generate({ caBits: 2048 }); });
+    before(() => {
+      identity = SimulatedIdentity.generate({ caBits: 2048 });
+    });
 
     it('verifies a freshly generated chain (RSA-2048/SHA-256 CA)', () => {
       expect(verifyChain(identity.chain)).to.equal(identity.chain.pdh);

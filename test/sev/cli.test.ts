@@ -17,8 +17,14 @@ async function run(...args: string[]): Promise<{ status: number; out: string }> 
   let out = '';
   const write = process.stdout.write.bind(process.stdout);
   const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stderr.write;
+  process.stdout.write = ((chunk: string) => {
+    out += chunk;
+    return true;
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => {
+    out += chunk;
+    return true;
+  }) as typeof process.stderr.write;
   const before = process.exitCode;
   try {
     process.exitCode = undefined;
@@ -33,7 +39,9 @@ async function run(...args: string[]): Promise<{ status: number; out: string }> 
 
 describe('sev: ts-vmm sev commands', () => {
   let dir: string;
-  before(() => { dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-sev-cli-')); });
+  before(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-sev-cli-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('owner workflow against sev-sim: pin, verify, session, launch, measurement verify, secret build', async () => {
@@ -52,26 +60,61 @@ describe('sev: ts-vmm sev commands', () => {
     const sim = new SevSimulator(SimulatedIdentity.load(state), { warn: () => undefined });
     let injectedFrom = '';
     const result = await measuredLaunch({
-      backend: sim, policy: 3, session,
+      backend: sim,
+      policy: 3,
+      session,
       image: { memory, regions: [{ kind: 'firmware', guestAddress: 0x10_0000, length: firmware.length }] },
       secret: async (blob) => {
         const m = path.join(dir, 'measurement.bin');
         writeFileSync(m, blob);
         writeFileSync(path.join(dir, 'fw.bin'), firmware);
-        const common = (policy: string) => ['--api-major', '0', '--api-minor', '24', '--build-id', '15', '--policy', policy, '--tik', path.join(dir, 'g_tik.bin')];
+        const common = (policy: string) => [
+          '--api-major',
+          '0',
+          '--api-minor',
+          '24',
+          '--build-id',
+          '15',
+          '--policy',
+          policy,
+          '--tik',
+          path.join(dir, 'g_tik.bin'),
+        ];
         const digest = createHash('sha256').update(firmware).digest('base64');
         const ok = await run('sev', 'measurement', 'verify', ...common('3'), '--launch-digest', digest, '--measurement', m);
         expect(ok.status, ok.out).to.equal(0);
         const otherPolicy = await run('sev', 'measurement', 'verify', ...common('1'), '--launch-digest', digest, '--measurement', m);
         expect(otherPolicy.status).to.equal(1);
         expect(otherPolicy.out).to.contain('does NOT match');
-        const otherDigest = await run('sev', 'measurement', 'verify', ...common('3'), '--launch-digest', Buffer.alloc(32).toString('base64'), '--measurement', m);
+        const otherDigest = await run(
+          'sev',
+          'measurement',
+          'verify',
+          ...common('3'),
+          '--launch-digest',
+          Buffer.alloc(32).toString('base64'),
+          '--measurement',
+          m,
+        );
         expect(otherDigest.status).to.equal(1);
         const built = await run('sev', 'measurement', 'build', ...common('3'), '--launch-digest', digest, '--launch-measure-blob', m);
         expect(built.out.trim()).to.equal(Buffer.from(blob).toString('base64'));
         writeFileSync(path.join(dir, 'secret.txt'), 'open sesame');
-        const s = await run('sev', 'secret', 'build', '--tik', path.join(dir, 'g_tik.bin'), '--tek', path.join(dir, 'g_tek.bin'),
-          '--launch-measure-blob', m, '--secret', `736869e5-84f0-4973-92ec-06879ce3da0b:${path.join(dir, 'secret.txt')}`, path.join(dir, 'h.bin'), path.join(dir, 'p.bin'));
+        const s = await run(
+          'sev',
+          'secret',
+          'build',
+          '--tik',
+          path.join(dir, 'g_tik.bin'),
+          '--tek',
+          path.join(dir, 'g_tek.bin'),
+          '--launch-measure-blob',
+          m,
+          '--secret',
+          `736869e5-84f0-4973-92ec-06879ce3da0b:${path.join(dir, 'secret.txt')}`,
+          path.join(dir, 'h.bin'),
+          path.join(dir, 'p.bin'),
+        );
         expect(s.status, s.out).to.equal(0);
         injectedFrom = 'files';
         return { header: readFileSync(path.join(dir, 'h.bin')), payload: readFileSync(path.join(dir, 'p.bin')) };
@@ -93,7 +136,25 @@ describe('sev: ts-vmm sev commands', () => {
 
   it('refuses bad arguments with a message naming them', async () => {
     expect((await run('sev', 'session', path.join(dir, 'state', 'pdh.cert'), '0x40')).out).to.contain('reserved bits');
-    const r = await run('sev', 'measurement', 'build', '--api-major', '1', '--api-minor', '0', '--build-id', '1', '--policy', '0', '--tik', 'AAAA', '--nonce', 'AAAAAAAAAAAAAAAAAAAAAA==', '--launch-digest', Buffer.alloc(32).toString('base64'));
+    const r = await run(
+      'sev',
+      'measurement',
+      'build',
+      '--api-major',
+      '1',
+      '--api-minor',
+      '0',
+      '--build-id',
+      '1',
+      '--policy',
+      '0',
+      '--tik',
+      'AAAA',
+      '--nonce',
+      'AAAAAAAAAAAAAAAAAAAAAA==',
+      '--launch-digest',
+      Buffer.alloc(32).toString('base64'),
+    );
     expect(r.status).to.equal(1);
     expect(r.out).to.contain('--tik is 3 bytes, expected 16');
   });
@@ -116,10 +177,12 @@ describe('sev: ts-vmm sev commands', () => {
     const oca = path.join(dir, 'oca.cert');
     writeFileSync(oca, readFileSync(path.join(state, 'oca.cert')));
     expect((await run('sev', 'verify', '--sev', sevChain, '--ca', ca, '--oca', oca)).status).to.equal(0);
-    expect((await run('sev', 'verify', '--sev', sevChain, '--ca', ca, '--oca', path.join(state, 'pek.cert'))).out).to.contain('--oca is not an OCA certificate');
+    expect((await run('sev', 'verify', '--sev', sevChain, '--ca', ca, '--oca', path.join(state, 'pek.cert'))).out).to.contain(
+      '--oca is not an OCA certificate',
+    );
   });
 
-  it('makes a session from the SEV chain its own export writes, with sevctl\'s -n, and keeps TEK and TIK at mode 0600', async () => {
+  it("makes a session from the SEV chain its own export writes, with sevctl's -n, and keeps TEK and TIK at mode 0600", async () => {
     const state = path.join(dir, 'state');
     const sevChain = path.join(dir, 'sev-only.cert');
     expect((await run('sev', 'export', '--sim-state', state, sevChain)).status).to.equal(0);
@@ -134,7 +197,9 @@ describe('sev: ts-vmm sev commands', () => {
     const broken = readFileSync(sevChain);
     broken[0x414 + 8 + 3]! ^= 1;
     writeFileSync(path.join(dir, 'broken-sev.cert'), broken);
-    expect((await run('sev', 'session', '--dir', dir, '-n', 'b', path.join(dir, 'broken-sev.cert'), '1')).out).to.contain("the SEV chain's PEK -> PDH signature does not verify");
+    expect((await run('sev', 'session', '--dir', dir, '-n', 'b', path.join(dir, 'broken-sev.cert'), '1')).out).to.contain(
+      "the SEV chain's PEK -> PDH signature does not verify",
+    );
   });
 
   it('decodes base64 strictly everywhere and never echoes a key it could not read', async () => {
@@ -164,10 +229,15 @@ describe('sev: ts-vmm sev commands', () => {
     const file = path.join(dir, 'vmsa-ap');
     expect((await run('sev', 'vmsa', 'build', file, '--cpu', '1', '--userspace', 'krun')).status).to.equal(0);
     const before = readFileSync(file);
-    expect((await run('sev', 'vmsa', 'update', file, '--cpu', '1', '--userspace', 'krun', '--family', '25', '--model', '1', '--stepping', '1')).status).to.equal(0);
+    expect(
+      (await run('sev', 'vmsa', 'update', file, '--cpu', '1', '--userspace', 'krun', '--family', '25', '--model', '1', '--stepping', '1')).status,
+    ).to.equal(0);
     const after = readFileSync(file);
     const changed = [...after.keys()].filter((i) => after[i] !== before[i]);
-    expect(changed.every((i) => i >= 0x310 && i < 0x318), 'only rdx changes').to.equal(true);
+    expect(
+      changed.every((i) => i >= 0x310 && i < 0x318),
+      'only rdx changes',
+    ).to.equal(true);
     const shown = await run('sev', 'vmsa', 'show', file);
     const state = JSON.parse(shown.out) as { rdx: string; cs: { selector: number; base: string } };
     expect(state.rdx).to.equal('0xa00f11');
@@ -176,27 +246,99 @@ describe('sev: ts-vmm sev commands', () => {
     expect((await run('sev', 'vmsa', 'show', path.join(dir, 'short-vmsa'))).out).to.contain('a VMSA is 4096 bytes, not 100');
   });
 
-  itWithVectors('measurement build and secret build agree with sevctl\'s tests', async () => {
+  itWithVectors("measurement build and secret build agree with sevctl's tests", async () => {
     const d = (f: string) => vectorPath(`sevctl/tests/data/${f}`);
-    const m = await run('sev', 'measurement', 'build', '--api-major', '0x01', '--api-minor', '40', '--build-id', '40', '--policy', '0x03',
-      '--tik', d('measurement/tik1.bin'), '--nonce', 'wxP6tRHCFrFQWxsuqZA8QA==', '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'));
+    const m = await run(
+      'sev',
+      'measurement',
+      'build',
+      '--api-major',
+      '0x01',
+      '--api-minor',
+      '40',
+      '--build-id',
+      '40',
+      '--policy',
+      '0x03',
+      '--tik',
+      d('measurement/tik1.bin'),
+      '--nonce',
+      'wxP6tRHCFrFQWxsuqZA8QA==',
+      '--firmware',
+      d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'),
+    );
     expect(m.out.trim()).to.equal('oMDewIouJSpbpNRHj7Mk3p08H2dPZQdsZMU14qIymBnDE/q1EcIWsVBbGy6pkDxA');
-    const es = await run('sev', 'measurement', 'build', '--api-major', '1', '--api-minor', '49', '--build-id', '6', '--policy', '0x05',
-      '--tik', d('measurement/tik1.bin'), '--launch-measure-blob', '/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny',
-      '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'), '--num-cpus', '4', '--vmsa-cpu0', d('vmsa0.bin'), '--vmsa-cpu1', d('vmsa1.bin'));
+    const es = await run(
+      'sev',
+      'measurement',
+      'build',
+      '--api-major',
+      '1',
+      '--api-minor',
+      '49',
+      '--build-id',
+      '6',
+      '--policy',
+      '0x05',
+      '--tik',
+      d('measurement/tik1.bin'),
+      '--launch-measure-blob',
+      '/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny',
+      '--firmware',
+      d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'),
+      '--num-cpus',
+      '4',
+      '--vmsa-cpu0',
+      d('vmsa0.bin'),
+      '--vmsa-cpu1',
+      d('vmsa1.bin'),
+    );
     expect(es.out.trim()).to.equal('/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny');
     for (const cpu of ['0', '1']) {
-      const v = await run('sev', 'vmsa', 'build', path.join(dir, `vmsa${cpu}`), '--cpu', cpu, '--family', '25', '--model', '1', '--stepping', '1',
-        '--userspace', 'qemu', '--firmware', d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'));
+      const v = await run(
+        'sev',
+        'vmsa',
+        'build',
+        path.join(dir, `vmsa${cpu}`),
+        '--cpu',
+        cpu,
+        '--family',
+        '25',
+        '--model',
+        '1',
+        '--stepping',
+        '1',
+        '--userspace',
+        'qemu',
+        '--firmware',
+        d('OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9'),
+      );
       expect(v.status, v.out).to.equal(0);
       expect(readFileSync(path.join(dir, `vmsa${cpu}`))).to.deep.equal(readFileSync(d(`vmsa${cpu}.bin`)));
     }
-    const s = await run('sev', 'secret', 'build', '--tik', d('secret/tik1.bin'), '--tek', d('secret/tek1.bin'),
-      '--launch-measure-blob', 'TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS', '--iv', 'rFR07U3TLH2YnsUj2SVZ7A==',
-      '--secret', `736869e5-84f0-4973-92ec-06879ce3da0b:${d('secret/secret1.txt')}`, '--secret', `736869e5-aaaa-4973-92ec-06879ce3da0b:${d('secret/secret2.txt')}`,
-      path.join(dir, 'vh'), path.join(dir, 'vp'));
+    const s = await run(
+      'sev',
+      'secret',
+      'build',
+      '--tik',
+      d('secret/tik1.bin'),
+      '--tek',
+      d('secret/tek1.bin'),
+      '--launch-measure-blob',
+      'TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS',
+      '--iv',
+      'rFR07U3TLH2YnsUj2SVZ7A==',
+      '--secret',
+      `736869e5-84f0-4973-92ec-06879ce3da0b:${d('secret/secret1.txt')}`,
+      '--secret',
+      `736869e5-aaaa-4973-92ec-06879ce3da0b:${d('secret/secret2.txt')}`,
+      path.join(dir, 'vh'),
+      path.join(dir, 'vp'),
+    );
     expect(s.status).to.equal(0);
     expect(readFileSync(path.join(dir, 'vh')).toString('base64')).to.equal('AAAAAKxUdO1N0yx9mJ7FI9klWeyZ3r0dOEKHUOhIRqzGYYvTJgdMtBPL1nK6GD9aGET7Ng==');
-    expect(readFileSync(path.join(dir, 'vp')).toString('base64')).to.equal('0U3e5PcXv0UW+H4tSBFKObWYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCC+WWs332lpLNUX1ZI3YK7vYgtys4X+uGxEIlkIQ90v8/w8ZFmQMe');
+    expect(readFileSync(path.join(dir, 'vp')).toString('base64')).to.equal(
+      '0U3e5PcXv0UW+H4tSBFKObWYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCC+WWs332lpLNUX1ZI3YK7vYgtys4X+uGxEIlkIQ90v8/w8ZFmQMe',
+    );
   });
 });

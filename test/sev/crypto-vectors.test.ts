@@ -92,10 +92,14 @@ describe('sev: conformance with sevctl secret build', () => {
   itWithVectors('builds the secret table, header and payload', () => {
     const keys = { tik: vector('sevctl/tests/data/secret/tik1.bin'), tek: vector('sevctl/tests/data/secret/tek1.bin') };
     const table = buildSecretTable([{ guid: '736869e5-84f0-4973-92ec-06879ce3da0b', data: vector('sevctl/tests/data/secret/secret1.txt') }]);
-    expect(table.toString('hex')).to.equal('42f5741edd71664d963eef4287ff173b3a000000e5696873f084734992ec06879ce3da0b260000004d592d4c554b532d50415353504852415345000000000000');
+    expect(table.toString('hex')).to.equal(
+      '42f5741edd71664d963eef4287ff173b3a000000e5696873f084734992ec06879ce3da0b260000004d592d4c554b532d50415353504852415345000000000000',
+    );
     const packet = buildSecretPacket(keys, measure, table, iv);
     expect(packet.header.toString('hex')).to.equal('00000000ac5474ed4dd32c7d989ec523d92559ecbc152cde610e17f0aef557334a2d4fca42c22c4312e3b5b85a3d47b0aac857e5');
-    expect(packet.payload.toString('hex')).to.equal('d14ddee4f717bf4516f87e2d48114a39d0987ca135fa3dfc05cd9fb8ed7a9988b223eb16c7b20d7e7fa58188f9e862f5db2ca29c36be9557c20b00ffdb0e5c3c');
+    expect(packet.payload.toString('hex')).to.equal(
+      'd14ddee4f717bf4516f87e2d48114a39d0987ca135fa3dfc05cd9fb8ed7a9988b223eb16c7b20d7e7fa58188f9e862f5db2ca29c36be9557c20b00ffdb0e5c3c',
+    );
   });
 
   it('opens its own packet and refuses a wrong measurement or an altered byte', () => {

@@ -8,13 +8,16 @@ import { SysError, viewAt } from '../../src/sys/sys.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { KernelSevLaunch, type EncryptingVm } from '../../src/sev/kvm-sev.js';
 import { SevDevice } from '../../src/sev/psp.js';
-import {
-  KvmSevCommand, kvmSevCmd, kvmSevLaunchMeasure, kvmSevLaunchSecret, kvmSevLaunchStart, kvmSevLaunchUpdateData,
-} from '../../src/sev/sev-abi.js';
+import { KvmSevCommand, kvmSevCmd, kvmSevLaunchMeasure, kvmSevLaunchSecret, kvmSevLaunchStart, kvmSevLaunchUpdateData } from '../../src/sev/sev-abi.js';
 import { SevFirmwareError, SevStatus } from '../../src/sev/status.js';
 import type { SevPlatform } from '../../src/sev/firmware.js';
 
-interface Cmd { id: number; data: bigint; error: number; sev_fd: number }
+interface Cmd {
+  id: number;
+  data: bigint;
+  error: number;
+  sev_fd: number;
+}
 
 class KvmSevProtocol implements EncryptingVm {
   readonly log: string[] = [];
@@ -47,7 +50,9 @@ class KvmSevProtocol implements EncryptingVm {
       viewAt(m.uaddr, m.len).fill(0xab);
     } else if (cmd.id === KvmSevCommand.LAUNCH_SECRET) {
       const s = decodeExact<{ hdr_uaddr: bigint; hdr_len: number; guest_uaddr: bigint; guest_len: number; trans_uaddr: bigint; trans_len: number }>(
-        kvmSevLaunchSecret, viewAt(cmd.data, kvmSevLaunchSecret.size));
+        kvmSevLaunchSecret,
+        viewAt(cmd.data, kvmSevLaunchSecret.size),
+      );
       viewAt(s.guest_uaddr, s.guest_len).set(viewAt(s.trans_uaddr, s.trans_len));
       this.log.push(`secret hdr=${s.hdr_len} len=${s.guest_len}`);
     }
@@ -64,7 +69,10 @@ describe('sev: KVM launch commands (kernel path)', () => {
   it('passes structs and buffers by host address and follows the measure length query', () => {
     const vm = new KvmSevProtocol();
     const launch = new KernelSevLaunch(vm, platform);
-    const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 0x10000 }, { guestAddress: 0x10_0000, size: 0x2000 }]);
+    const memory = GuestMemory.anonymous([
+      { guestAddress: 0, size: 0x10000 },
+      { guestAddress: 0x10_0000, size: 0x2000 },
+    ]);
     memory.write(0x1000, Buffer.from('kernel bytes 16!'));
     launch.init(false);
     expect(launch.launchStart({ policy: 3, godh: new Uint8Array(0x824).fill(9), session: new Uint8Array(128) })).to.equal(7);
@@ -75,21 +83,32 @@ describe('sev: KVM launch commands (kernel path)', () => {
     launch.launchSecret({ header: Buffer.alloc(52), payload: Buffer.from('sixteen byte sec') }, memory, 0x6000);
     expect(Buffer.from(memory.read(0x6000, 16)).toString()).to.equal('sixteen byte sec');
     expect(vm.log).to.deep.equal([
-      `${KvmSevCommand.INIT} fd=42`, `${KvmSevCommand.LAUNCH_START} fd=42`, 'start policy=3 dh=2084 session=128 dh[0]=9',
-      `${KvmSevCommand.LAUNCH_UPDATE_DATA} fd=42`, 'update kernel bytes 16!', `${KvmSevCommand.LAUNCH_UPDATE_DATA} fd=42`, 'update kernel bytes 16!',
-      `${KvmSevCommand.LAUNCH_MEASURE} fd=42`, `${KvmSevCommand.LAUNCH_MEASURE} fd=42`,
-      `${KvmSevCommand.LAUNCH_SECRET} fd=42`, 'secret hdr=52 len=16',
+      `${KvmSevCommand.INIT} fd=42`,
+      `${KvmSevCommand.LAUNCH_START} fd=42`,
+      'start policy=3 dh=2084 session=128 dh[0]=9',
+      `${KvmSevCommand.LAUNCH_UPDATE_DATA} fd=42`,
+      'update kernel bytes 16!',
+      `${KvmSevCommand.LAUNCH_UPDATE_DATA} fd=42`,
+      'update kernel bytes 16!',
+      `${KvmSevCommand.LAUNCH_MEASURE} fd=42`,
+      `${KvmSevCommand.LAUNCH_MEASURE} fd=42`,
+      `${KvmSevCommand.LAUNCH_SECRET} fd=42`,
+      'secret hdr=52 len=16',
     ]);
     const host = memory.regions.map((r) => (r.backing.kind === 'host' ? r.backing.hostAddress : -1n));
-    expect(vm.regions).to.deep.equal([[host[0], 0x10000], [host[1], 0x2000]]);
+    expect(vm.regions).to.deep.equal([
+      [host[0], 0x10000],
+      [host[1], 0x2000],
+    ]);
   });
 
   it('reports the firmware status by name', () => {
     const vm = new KvmSevProtocol();
     const launch = new KernelSevLaunch(vm, platform);
     vm.failWith = SevStatus.BAD_MEASUREMENT;
-    expect(() => launch.launchSecret({ header: Buffer.alloc(52), payload: Buffer.alloc(16) }, GuestMemory.anonymous([{ guestAddress: 0, size: 0x8000 }]), 0x6000))
-      .to.throw(SevFirmwareError, 'LAUNCH_SECRET failed: BAD_MEASUREMENT (0x0b)');
+    expect(() =>
+      launch.launchSecret({ header: Buffer.alloc(52), payload: Buffer.alloc(16) }, GuestMemory.anonymous([{ guestAddress: 0, size: 0x8000 }]), 0x6000),
+    ).to.throw(SevFirmwareError, 'LAUNCH_SECRET failed: BAD_MEASUREMENT (0x0b)');
   });
 
   it('refuses guest memory the kernel cannot address', () => {

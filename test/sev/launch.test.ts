@@ -2,8 +2,15 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  LaunchLayoutError, MEASUREMENT_ORDER, SEV_SECRET_PAGE, launchDigest, measuredLaunch, measuredRanges, predictLaunchDigest,
-  type LaunchImage, type PlacedRegion,
+  LaunchLayoutError,
+  MEASUREMENT_ORDER,
+  SEV_SECRET_PAGE,
+  launchDigest,
+  measuredLaunch,
+  measuredRanges,
+  predictLaunchDigest,
+  type LaunchImage,
+  type PlacedRegion,
 } from '../../src/sev/launch.js';
 import { parseMeasurement, verifyMeasurement, computeMeasure } from '../../src/sev/measurement.js';
 import { PolicyBit } from '../../src/sev/policy.js';
@@ -44,12 +51,15 @@ describe('sev: measured launch', () => {
     const memory = GuestMemory.shared([{ guestAddress: 0, size: 4 * MiB }]);
 
     it('orders by kind (firmware, kernel, initrd, zero-page, cmdline, acpi) and aligns to 16 bytes', () => {
-      const ranges = measuredRanges([
-        { kind: 'acpi', guestAddress: 0xe_0000, length: 36 },
-        { kind: 'cmdline', guestAddress: 0x2_0003, length: 10 },
-        { kind: 'firmware', guestAddress: 0xf_0000, length: 0x1000 },
-        { kind: 'acpi', guestAddress: 0xe_1000, length: 20 },
-      ], memory);
+      const ranges = measuredRanges(
+        [
+          { kind: 'acpi', guestAddress: 0xe_0000, length: 36 },
+          { kind: 'cmdline', guestAddress: 0x2_0003, length: 10 },
+          { kind: 'firmware', guestAddress: 0xf_0000, length: 0x1000 },
+          { kind: 'acpi', guestAddress: 0xe_1000, length: 20 },
+        ],
+        memory,
+      );
       expect(ranges).to.deep.equal([
         { kind: 'firmware', guestAddress: 0xf_0000, length: 0x1000 },
         { kind: 'cmdline', guestAddress: 0x2_0000, length: 16 },
@@ -59,10 +69,15 @@ describe('sev: measured launch', () => {
     });
 
     it('refuses regions that overlap once aligned, leave guest RAM, or cover the secret page', () => {
-      expect(() => measuredRanges([
-        { kind: 'kernel', guestAddress: 0x10_0000, length: 0x11 },
-        { kind: 'initrd', guestAddress: 0x10_0018, length: 8 },
-      ], memory)).to.throw(LaunchLayoutError, 'overlap');
+      expect(() =>
+        measuredRanges(
+          [
+            { kind: 'kernel', guestAddress: 0x10_0000, length: 0x11 },
+            { kind: 'initrd', guestAddress: 0x10_0018, length: 8 },
+          ],
+          memory,
+        ),
+      ).to.throw(LaunchLayoutError, 'overlap');
       expect(() => measuredRanges([{ kind: 'initrd', guestAddress: 4 * MiB - 8, length: 16 }], memory)).to.throw(LaunchLayoutError, 'not inside guest RAM');
       expect(() => measuredRanges([{ kind: 'acpi', guestAddress: SEV_SECRET_PAGE + 0x100, length: 16 }], memory)).to.throw(LaunchLayoutError, 'secret page');
       expect(() => measuredRanges([{ kind: 'bios' as 'acpi', guestAddress: 0x1000, length: 16 }], memory)).to.throw(LaunchLayoutError, 'unknown region kind');
@@ -74,29 +89,34 @@ describe('sev: measured launch', () => {
         guestAddress: fc.integer({ min: 0x8000, max: 4 * MiB - 0x2000 }),
         length: fc.integer({ min: 1, max: 0x1000 }),
       });
-      fc.assert(fc.property(fc.array(region, { maxLength: 8 }), (regions) => {
-        let ranges: ReturnType<typeof measuredRanges>;
-        try {
-          ranges = measuredRanges(regions, memory);
-        } catch (e) {
-          expect(e).to.be.instanceOf(LaunchLayoutError);
-          return;
-        }
-        const order = ranges.map((r) => MEASUREMENT_ORDER.indexOf(r.kind));
-        expect(order).to.deep.equal([...order].sort((a, b) => a - b));
-        for (const r of ranges) expect(r.guestAddress % 16 === 0 && r.length % 16 === 0).to.equal(true);
-        const sorted = [...ranges].sort((a, b) => a.guestAddress - b.guestAddress);
-        for (let i = 1; i < sorted.length; i++) expect(sorted[i]!.guestAddress).to.be.at.least(sorted[i - 1]!.guestAddress + sorted[i - 1]!.length);
-        for (const p of regions) {
-          expect(ranges.some((r) => r.guestAddress <= p.guestAddress && p.guestAddress + p.length <= r.guestAddress + r.length)).to.equal(true);
-        }
-      }), { numRuns: 300 });
+      fc.assert(
+        fc.property(fc.array(region, { maxLength: 8 }), (regions) => {
+          let ranges: ReturnType<typeof measuredRanges>;
+          try {
+            ranges = measuredRanges(regions, memory);
+          } catch (e) {
+            expect(e).to.be.instanceOf(LaunchLayoutError);
+            return;
+          }
+          const order = ranges.map((r) => MEASUREMENT_ORDER.indexOf(r.kind));
+          expect(order).to.deep.equal([...order].sort((a, b) => a - b));
+          for (const r of ranges) expect(r.guestAddress % 16 === 0 && r.length % 16 === 0).to.equal(true);
+          const sorted = [...ranges].sort((a, b) => a.guestAddress - b.guestAddress);
+          for (let i = 1; i < sorted.length; i++) expect(sorted[i]!.guestAddress).to.be.at.least(sorted[i - 1]!.guestAddress + sorted[i - 1]!.length);
+          for (const p of regions) {
+            expect(ranges.some((r) => r.guestAddress <= p.guestAddress && p.guestAddress + p.length <= r.guestAddress + r.length)).to.equal(true);
+          }
+        }),
+        { numRuns: 300 },
+      );
     });
   });
 
   describe('end to end with sev-sim over shared guest memory', () => {
     let identity: SimulatedIdentity;
-    before(() => { identity = SimulatedIdentity.generate({ caBits: 2048 }); });
+    before(() => {
+      identity = SimulatedIdentity.generate({ caBits: 2048 });
+    });
 
     it('owner session -> VMM launch -> measurement verifies -> secret lands in the reserved page', async () => {
       const platform = new SimulatedPlatform(identity);
@@ -146,20 +166,44 @@ describe('sev: measured launch', () => {
       const recorder: SevLaunchBackend = {
         kind: 'sev-sim',
         platform: new SimulatedPlatform(identity),
-        init: (es: boolean) => { calls.push(es ? 'ES_INIT' : 'INIT'); },
-        launchStart: (s: LaunchStart) => { calls.push(`LAUNCH_START ${s.policy}`); return 1; },
-        launchUpdateData: (_m: GuestMemory, a: number, l: number) => { calls.push(`LAUNCH_UPDATE_DATA ${a.toString(16)}+${l}`); },
-        launchUpdateVmsa: (v: readonly Uint8Array[]) => { calls.push(`LAUNCH_UPDATE_VMSA ${v.length}`); },
-        launchMeasure: () => { calls.push('LAUNCH_MEASURE'); return new Uint8Array(48); },
-        launchSecret: (_p: SecretPacket) => { calls.push('LAUNCH_SECRET'); },
-        launchFinish: () => { calls.push('LAUNCH_FINISH'); },
+        init: (es: boolean) => {
+          calls.push(es ? 'ES_INIT' : 'INIT');
+        },
+        launchStart: (s: LaunchStart) => {
+          calls.push(`LAUNCH_START ${s.policy}`);
+          return 1;
+        },
+        launchUpdateData: (_m: GuestMemory, a: number, l: number) => {
+          calls.push(`LAUNCH_UPDATE_DATA ${a.toString(16)}+${l}`);
+        },
+        launchUpdateVmsa: (v: readonly Uint8Array[]) => {
+          calls.push(`LAUNCH_UPDATE_VMSA ${v.length}`);
+        },
+        launchMeasure: () => {
+          calls.push('LAUNCH_MEASURE');
+          return new Uint8Array(48);
+        },
+        launchSecret: (_p: SecretPacket) => {
+          calls.push('LAUNCH_SECRET');
+        },
+        launchFinish: () => {
+          calls.push('LAUNCH_FINISH');
+        },
         guestStatus: (): GuestStatus => ({ handle: 1, policy: 0, state: 'RUNNING' }),
       };
       const r = await measuredLaunch({ backend: recorder, image: im, policy: PolicyBit.ES, secret: () => undefined });
       expect(r.secretInjected).to.equal(false);
       expect(calls).to.deep.equal([
-        'ES_INIT', 'LAUNCH_START 4', 'LAUNCH_UPDATE_DATA f0000+4096', 'LAUNCH_UPDATE_DATA 100000+64', 'LAUNCH_UPDATE_DATA 800000+64',
-        'LAUNCH_UPDATE_DATA 7000+4096', 'LAUNCH_UPDATE_DATA 20000+16', 'LAUNCH_UPDATE_VMSA 2', 'LAUNCH_MEASURE', 'LAUNCH_FINISH',
+        'ES_INIT',
+        'LAUNCH_START 4',
+        'LAUNCH_UPDATE_DATA f0000+4096',
+        'LAUNCH_UPDATE_DATA 100000+64',
+        'LAUNCH_UPDATE_DATA 800000+64',
+        'LAUNCH_UPDATE_DATA 7000+4096',
+        'LAUNCH_UPDATE_DATA 20000+16',
+        'LAUNCH_UPDATE_VMSA 2',
+        'LAUNCH_MEASURE',
+        'LAUNCH_FINISH',
       ]);
     });
 
@@ -171,7 +215,9 @@ describe('sev: measured launch', () => {
       im.vmsas = [new Uint8Array(4096).fill(0xaa), new Uint8Array(4096).fill(0xbb)];
       const digest = launchDigest(im.memory, measuredRanges(im.regions, im.memory), im.vmsas);
       const r = await measuredLaunch({
-        backend: new SevSimulator(platform, { warn: () => undefined }), image: im, policy,
+        backend: new SevSimulator(platform, { warn: () => undefined }),
+        image: im,
+        policy,
         session: { godh: owner.godh.bytes, session: owner.session },
       });
       const m = parseMeasurement(r.measurement);

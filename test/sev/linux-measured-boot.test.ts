@@ -53,7 +53,7 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('boots through the measured path; the prediction matches; the guest reads the owner\'s secret from its initrd slot, and the page is cleared', async () => {
+  it("boots through the measured path; the prediction matches; the guest reads the owner's secret from its initrd slot, and the page is cleared", async () => {
     const initrd = await guest.initrd('secret-reader', READ_SECRET);
     const stateDir = join(work, 'sev-sim');
     const exchange = join(work, 'exchange');
@@ -69,11 +69,33 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     const predicted = await predictTsVmmLaunchDigest(inputs);
     const secretTable = buildSecretTable([{ guid: SECRET_GUID, data: Buffer.from('correct horse battery staple') }]);
 
-    const booted = tsVmmBoot([
-      '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB),
-      '--tee', 'sev-sim', '--sim-state', stateDir, '--tee-policy', `0x${policy.toString(16)}`,
-      '--tee-godh', files.godh, '--tee-session', files.session, '--tee-secret-dir', exchange, '--tee-secret-timeout', '120',
-    ], BOOT_TIMEOUT_MS);
+    const booted = tsVmmBoot(
+      [
+        '--kernel',
+        guest.kernel,
+        '--initrd',
+        initrd,
+        '--cmdline',
+        CMDLINE,
+        '--mem',
+        String(MEMORY_MIB),
+        '--tee',
+        'sev-sim',
+        '--sim-state',
+        stateDir,
+        '--tee-policy',
+        `0x${policy.toString(16)}`,
+        '--tee-godh',
+        files.godh,
+        '--tee-session',
+        files.session,
+        '--tee-secret-dir',
+        exchange,
+        '--tee-secret-timeout',
+        '120',
+      ],
+      BOOT_TIMEOUT_MS,
+    );
 
     // The owner's side: wait for the measurement, verify it against the prediction, answer with the secret.
     const measurementFile = join(exchange, 'measurement.bin');
@@ -81,8 +103,15 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     while (!existsSync(measurementFile) && Date.now() < deadline) await sleep(100);
     const published = await readFile(measurementFile);
     const measurement = parseMeasurement(published);
-    expect(verifyMeasurement(measurement, owner.keys.tik, platform.build, policy, predicted), 'the launch measurement verifies against the prediction').to.equal(true);
-    writeSecretPacket(join(exchange, 'secret_header.bin'), join(exchange, 'secret_payload.bin'), buildSecretPacket(owner.keys, measurement.measure, secretTable));
+    expect(
+      verifyMeasurement(measurement, owner.keys.tik, platform.build, policy, predicted),
+      'the launch measurement verifies against the prediction',
+    ).to.equal(true);
+    writeSecretPacket(
+      join(exchange, 'secret_header.bin'),
+      join(exchange, 'secret_payload.bin'),
+      buildSecretPacket(owner.keys, measurement.measure, secretTable),
+    );
 
     const r = await booted;
     expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
@@ -102,14 +131,44 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     try {
       const initrd = await guest.initrd('secret-reader', READ_SECRET);
       const policy = PolicyBit.NODBG | PolicyBit.NOKS;
-      const inputs = { kernel: await readFile(guest.kernel), initrd: await readFile(initrd), cmdline: CMDLINE, cpus: 1, memoryMiB: MEMORY_MIB, virtioDevices: 0 };
+      const inputs = {
+        kernel: await readFile(guest.kernel),
+        initrd: await readFile(initrd),
+        cmdline: CMDLINE,
+        cpus: 1,
+        memoryMiB: MEMORY_MIB,
+        virtioDevices: 0,
+      };
       const passphrase = 'correct horse battery staple';
       await kbs.client.register(ADMIN_TOKEN, { workloadId: 'expected', launchDigest: await predictTsVmmLaunchDigest(inputs), policy, passphrase });
-      await kbs.client.register(ADMIN_TOKEN, { workloadId: 'other-cmdline', launchDigest: await predictTsVmmLaunchDigest({ ...inputs, cmdline: `${CMDLINE} x` }), policy, passphrase });
-      const boot = (workloadId: string) => tsVmmBoot([
-        '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB),
-        '--tee', 'sev-sim', '--sim-state', join(kbs.dir, 'sim'), '--tee-kbs', kbs.url, '--tee-workload-id', workloadId,
-      ], BOOT_TIMEOUT_MS);
+      await kbs.client.register(ADMIN_TOKEN, {
+        workloadId: 'other-cmdline',
+        launchDigest: await predictTsVmmLaunchDigest({ ...inputs, cmdline: `${CMDLINE} x` }),
+        policy,
+        passphrase,
+      });
+      const boot = (workloadId: string) =>
+        tsVmmBoot(
+          [
+            '--kernel',
+            guest.kernel,
+            '--initrd',
+            initrd,
+            '--cmdline',
+            CMDLINE,
+            '--mem',
+            String(MEMORY_MIB),
+            '--tee',
+            'sev-sim',
+            '--sim-state',
+            join(kbs.dir, 'sim'),
+            '--tee-kbs',
+            kbs.url,
+            '--tee-workload-id',
+            workloadId,
+          ],
+          BOOT_TIMEOUT_MS,
+        );
 
       const refused = await boot('other-cmdline');
       expect(refused.status, refused.stderr).to.equal(1);

@@ -108,14 +108,22 @@ describe('sev: sev-sim firmware', () => {
   });
 
   it('enforces policy: reserved bits, minimum API version, ES bit against ES_INIT', () => {
-    const sim = () => { const s = new SevSimulator(platform, quiet); s.init(false); return s; };
+    const sim = () => {
+      const s = new SevSimulator(platform, quiet);
+      s.init(false);
+      return s;
+    };
     expectStatus(() => sim().launchStart({ policy: 1 << 6 }), 'LAUNCH_START', 'INVALID_PARAM');
-    expectStatus(() => sim().launchStart({ policy: (1 << 16) }), 'LAUNCH_START', 'POLICY_FAILURE');
+    expectStatus(() => sim().launchStart({ policy: 1 << 16 }), 'LAUNCH_START', 'POLICY_FAILURE');
     expectStatus(() => sim().launchStart({ policy: PolicyBit.ES }), 'LAUNCH_START', 'POLICY_FAILURE');
   });
 
   it('rejects a malformed GODH and a short session', () => {
-    const sim = () => { const s = new SevSimulator(platform, quiet); s.init(false); return s; };
+    const sim = () => {
+      const s = new SevSimulator(platform, quiet);
+      s.init(false);
+      return s;
+    };
     const bad = Uint8Array.from(owner.godh.bytes);
     bad[0x08] = 0x02; // usage field: not PDH
     expectStatus(() => sim().launchStart({ policy, godh: bad, session: owner.session }), 'LAUNCH_START', 'INVALID_CERTIFICATE');

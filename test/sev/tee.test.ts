@@ -13,13 +13,19 @@ import { openLaunchBackend, secretThroughFiles } from '../../src/sev/tee.js';
 import type { EncryptingVm } from '../../src/sev/kvm-sev.js';
 
 const noVm: EncryptingVm = {
-  memoryEncryptOp: () => { throw new Error('sev-sim must not reach KVM'); },
-  registerEncryptedRegion: () => { throw new Error('sev-sim must not reach KVM'); },
+  memoryEncryptOp: () => {
+    throw new Error('sev-sim must not reach KVM');
+  },
+  registerEncryptedRegion: () => {
+    throw new Error('sev-sim must not reach KVM');
+  },
 };
 
 describe('sev: --tee plumbing', () => {
   let dir: string;
-  beforeEach(() => { dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-tee-')); });
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-tee-'));
+  });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('exchanges the measurement and the secret through files with an owner working in parallel', async () => {
@@ -27,7 +33,13 @@ describe('sev: --tee plumbing', () => {
     SimulatedIdentity.loadOrCreate(state, { caBits: 2048 });
     const opened = openLaunchBackend('sev-sim', noVm, state);
     const owner = createSession(SimulatedIdentity.load(state).chain.pdh, 0);
-    const files = { measurementFile: path.join(dir, 'm.bin'), headerFile: path.join(dir, 'h.bin'), payloadFile: path.join(dir, 'p.bin'), timeoutMs: 10_000, pollMs: 10 };
+    const files = {
+      measurementFile: path.join(dir, 'm.bin'),
+      headerFile: path.join(dir, 'h.bin'),
+      payloadFile: path.join(dir, 'p.bin'),
+      timeoutMs: 10_000,
+      pollMs: 10,
+    };
     const memory = GuestMemory.shared([{ guestAddress: 0, size: 0x10_0000 }]);
     memory.fill(0x8000, 32, 0x11);
 
@@ -45,10 +57,14 @@ describe('sev: --tee plumbing', () => {
     })();
     let vcpusCreated = false;
     const result = await measuredLaunch({
-      backend: opened.backend, policy: 0, session: { godh: owner.godh.bytes, session: owner.session },
+      backend: opened.backend,
+      policy: 0,
+      session: { godh: owner.godh.bytes, session: owner.session },
       image: { memory, regions: [{ kind: 'kernel', guestAddress: 0x8000, length: 32 }] },
       secret: secretThroughFiles(files),
-      createVcpus: () => { vcpusCreated = true; },
+      createVcpus: () => {
+        vcpusCreated = true;
+      },
     });
     await ownerSide;
     opened.close();
@@ -58,7 +74,13 @@ describe('sev: --tee plumbing', () => {
   });
 
   it('launches without a secret when the owner does not answer in time', async () => {
-    const source = secretThroughFiles({ measurementFile: path.join(dir, 'm.bin'), headerFile: path.join(dir, 'h.bin'), payloadFile: path.join(dir, 'p.bin'), timeoutMs: 50, pollMs: 10 });
+    const source = secretThroughFiles({
+      measurementFile: path.join(dir, 'm.bin'),
+      headerFile: path.join(dir, 'h.bin'),
+      payloadFile: path.join(dir, 'p.bin'),
+      timeoutMs: 50,
+      pollMs: 10,
+    });
     expect(await source(new Uint8Array(48).fill(1))).to.equal(undefined);
     expect(readFileSync(path.join(dir, 'm.bin'))).to.deep.equal(Buffer.alloc(48, 1));
   });

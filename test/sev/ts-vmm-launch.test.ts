@@ -15,7 +15,9 @@ import { measuredBootInputs, type MeasuredBootInputs } from '../../src/sev/ts-vm
 function tinyVmlinux(body: Uint8Array): Buffer {
   const file = Buffer.alloc(0x1000 + body.length);
   file.writeUInt32LE(0x464c457f, 0);
-  file[4] = 2; file[5] = 1; file[6] = 1;
+  file[4] = 2;
+  file[5] = 1;
+  file[6] = 1;
   file.writeUInt16LE(2, 16);
   file.writeUInt16LE(62, 18);
   file.writeUInt32LE(1, 20);
@@ -50,8 +52,14 @@ describe('sev: ts-vmm launch image from the boot plan', () => {
     expect(boot.entry).to.equal('firmware');
     expect(boot.plan.e820).to.deep.include({ addr: SEV_SECRET_PAGE, size: 0x1000, type: E820Type.RESERVED });
     const ram = boot.plan.e820.filter((e) => e.type === E820Type.RAM);
-    expect(ram.some((e) => e.addr < SEV_SECRET_PAGE + 0x1000 && SEV_SECRET_PAGE < e.addr + e.size), 'no RAM entry covers the secret page').to.equal(false);
-    expect(ram.some((e) => e.addr === 0 && e.size === SEV_SECRET_PAGE), 'RAM below the secret page stays usable').to.equal(true);
+    expect(
+      ram.some((e) => e.addr < SEV_SECRET_PAGE + 0x1000 && SEV_SECRET_PAGE < e.addr + e.size),
+      'no RAM entry covers the secret page',
+    ).to.equal(false);
+    expect(
+      ram.some((e) => e.addr === 0 && e.size === SEV_SECRET_PAGE),
+      'RAM below the secret page stays usable',
+    ).to.equal(true);
     const plain = await prepareBoot({ ...inputs, entry: 'firmware' });
     expect(plain.plan.e820.some((e) => e.addr === SEV_SECRET_PAGE)).to.equal(false);
   });
@@ -73,7 +81,8 @@ describe('sev: ts-vmm launch image from the boot plan', () => {
     const table = buildSecretTable([{ guid: 'e6f5a162-d67f-4750-a67c-5d065f2a9910', data: Buffer.from('secret for init') }]);
     const result = await measuredLaunch({
       backend: new SevSimulator(platform, { warn: () => undefined }),
-      image, policy,
+      image,
+      policy,
       session: { godh: owner.godh.bytes, session: owner.session },
       secret: (blob) => {
         const m = parseMeasurement(blob);

@@ -28,7 +28,7 @@ describe('sev: SEV-ES VMSA', () => {
     expect(cpuSignature({ family: 23, model: 0x31, stepping: 0 })).to.equal(0x830f10n);
   });
 
-  itWithVectors('rebuilds sevctl\'s QEMU/OVMF VMSAs byte for byte and their SEV-ES measurement', () => {
+  itWithVectors("rebuilds sevctl's QEMU/OVMF VMSAs byte for byte and their SEV-ES measurement", () => {
     const ovmf = vector(OVMF);
     const ap = ovmfApResetAddress(ovmf);
     const boot = resetVmsa({ vmm: 'qemu', cpu: 0, sku });
@@ -41,11 +41,11 @@ describe('sev: SEV-ES VMSA', () => {
     expect(computeMeasure(tik, { apiMajor: 1, apiMinor: 49, build: 6 }, 5, ld, expected.subarray(32))).to.deep.equal(expected.subarray(0, 32));
   });
 
-  it('refuses an image without OVMF\'s footer table', () => {
+  it("refuses an image without OVMF's footer table", () => {
     expect(() => ovmfApResetAddress(new Uint8Array(4096))).to.throw('no OVMF GUIDed table footer');
   });
 
-  it('lays out libkrun\'s boot and AP state', () => {
+  it("lays out libkrun's boot and AP state", () => {
     const bsp = Buffer.from(resetVmsa({ vmm: 'krun', cpu: 0 }));
     const ap = Buffer.from(resetVmsa({ vmm: 'krun', cpu: 1 }));
     expect(bsp.readBigUInt64LE(0x330)).to.equal(0x7000n); // rsi: the zero page

@@ -19,13 +19,15 @@ function typescriptFiles(dir: string, found: string[] = []): string[] {
 
 /** Every import between two folders of src/, as `from -> to` with the importing file. */
 function folderImports(src: string): { from: string; to: string; file: string }[] {
-  return typescriptFiles(src).flatMap((file) => {
-    const from = relative(src, file).split('/')[0] ?? '';
-    return [...readFileSync(file, 'utf8').matchAll(RELATIVE_IMPORT)].map((m) => {
-      const target = relative(src, resolve(dirname(file), m[1] ?? ''));
-      return { from, to: target.startsWith('..') ? target : target.split('/')[0] ?? '', file: relative(src, file) };
-    });
-  }).filter(({ from, to }) => from !== to);
+  return typescriptFiles(src)
+    .flatMap((file) => {
+      const from = relative(src, file).split('/')[0] ?? '';
+      return [...readFileSync(file, 'utf8').matchAll(RELATIVE_IMPORT)].map((m) => {
+        const target = relative(src, resolve(dirname(file), m[1] ?? ''));
+        return { from, to: target.startsWith('..') ? target : (target.split('/')[0] ?? ''), file: relative(src, file) };
+      });
+    })
+    .filter(({ from, to }) => from !== to);
 }
 
 describe('the layers of src/', () => {

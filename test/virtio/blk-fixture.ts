@@ -62,7 +62,14 @@ export function blkFixture(options: BlkFixtureOptions = {}): BlkFixture {
   const queue = driver.queue(0, options.queueSize ?? 16);
   driver.driverOk();
   return {
-    file, memory, device, transport, driver, queue, interrupt, errors,
+    file,
+    memory,
+    device,
+    transport,
+    driver,
+    queue,
+    interrupt,
+    errors,
     close: () => {
       if (!fs.existsSync(file)) return;
       device.close();

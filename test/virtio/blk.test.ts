@@ -3,10 +3,26 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR,
-  VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-  VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, VIRTIO_CONFIG_S_NEEDS_RESET,
-  VIRTIO_ID_BLOCK, VIRTIO_MMIO_DEVICE_ID, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, feature,
+  VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_ID_BLOCK,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+  feature,
 } from '../../src/virtio/abi.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { SysError } from '../../src/sys/sys.js';
@@ -88,8 +104,11 @@ describe('virtio-blk', () => {
     const b = heap.alloc(412);
     const c = heap.alloc(513);
     const head = f.queue.chain([
-      { address: hdr, length: 5 }, { address: hdr + 5, length: 11 },
-      { address: a, length: 100, writable: true }, { address: b, length: 412, writable: true }, { address: c, length: 513, writable: true },
+      { address: hdr, length: 5 },
+      { address: hdr + 5, length: 11 },
+      { address: a, length: 100, writable: true },
+      { address: b, length: 412, writable: true },
+      { address: c, length: 513, writable: true },
     ]);
     f.queue.submit(head);
     expect(f.queue.takeUsed()).to.deep.equal([{ id: head, len: 1025 }]);
@@ -98,9 +117,14 @@ describe('virtio-blk', () => {
     expect(f.memory.readU8(c + 512)).to.equal(VIRTIO_BLK_S_OK);
   });
 
-  for (const [memory, segments] of [['mmap', 3], ['mmap', 1100], ['shared', 3], ['shared', 1100]] as const) {
+  for (const [memory, segments] of [
+    ['mmap', 3],
+    ['mmap', 1100],
+    ['shared', 3],
+    ['shared', 1100],
+  ] as const) {
     // Past IOV_MAX (1024) segments a transfer cannot be one preadv/pwritev by host vectors.
-    it(`moves data both ways through ${segments} scattered segments on ${memory === 'mmap' ? 'mmap\'ed guest RAM' : 'guest RAM in SharedArrayBuffers'}`, () => {
+    it(`moves data both ways through ${segments} scattered segments on ${memory === 'mmap' ? "mmap'ed guest RAM" : 'guest RAM in SharedArrayBuffers'}`, () => {
       const image = randomBytes(1 << 20);
       f = blkFixture({ image, memory, queueSize: 2048, maxQueueSize: 2048 });
       const heap = f.driver.heap;
@@ -123,7 +147,12 @@ describe('virtio-blk', () => {
       const data = randomBytes(512 * segments);
       for (const [i, address] of pieces.entries()) f.memory.write(address, data.subarray(512 * i, 512 * (i + 1)));
       expect(transfer(VIRTIO_BLK_T_OUT, false)).to.equal(VIRTIO_BLK_S_OK);
-      expect(fs.readFileSync(f.file).subarray(8192, 8192 + data.length).equals(data)).to.equal(true);
+      expect(
+        fs
+          .readFileSync(f.file)
+          .subarray(8192, 8192 + data.length)
+          .equals(data),
+      ).to.equal(true);
       for (const address of pieces) f.memory.fill(address, 512, 0);
       expect(transfer(VIRTIO_BLK_T_IN, true)).to.equal(VIRTIO_BLK_S_OK);
       expect(Buffer.concat(pieces.map((address) => f.memory.read(address, 512))).equals(data)).to.equal(true);
@@ -181,10 +210,20 @@ describe('virtio-blk', () => {
     f = blkFixture({ image: randomBytes(1 << 20) });
     expect(submit(f, { type: VIRTIO_BLK_T_DISCARD, out: ranges({ sector: 8, count: 8 }, { sector: 64, count: 16 }) }).status).to.equal(VIRTIO_BLK_S_OK);
     expect(submit(f, { type: VIRTIO_BLK_T_WRITE_ZEROES, out: ranges({ sector: 200, count: 3 }) }).status).to.equal(VIRTIO_BLK_S_OK);
-    expect(submit(f, { type: VIRTIO_BLK_T_WRITE_ZEROES, out: ranges({ sector: 300, count: 8, flags: VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP }) }).status).to.equal(VIRTIO_BLK_S_OK);
+    expect(submit(f, { type: VIRTIO_BLK_T_WRITE_ZEROES, out: ranges({ sector: 300, count: 8, flags: VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP }) }).status).to.equal(
+      VIRTIO_BLK_S_OK,
+    );
     const host = fs.readFileSync(f.file);
-    for (const [s, n] of [[8, 8], [64, 16], [200, 3], [300, 8]] as const) {
-      expect(host.subarray(s * 512, (s + n) * 512).every((x) => x === 0), `sectors ${s}+${n}`).to.equal(true);
+    for (const [s, n] of [
+      [8, 8],
+      [64, 16],
+      [200, 3],
+      [300, 8],
+    ] as const) {
+      expect(
+        host.subarray(s * 512, (s + n) * 512).every((x) => x === 0),
+        `sectors ${s}+${n}`,
+      ).to.equal(true);
     }
     expect(host.subarray(203 * 512, 204 * 512).some((x) => x !== 0)).to.equal(true);
   });
@@ -192,7 +231,9 @@ describe('virtio-blk', () => {
   it('validates discard ranges: bounds, flags, count', () => {
     f = blkFixture();
     expect(submit(f, { type: VIRTIO_BLK_T_DISCARD, out: ranges({ sector: 2040, count: 16 }) }).status).to.equal(VIRTIO_BLK_S_IOERR);
-    expect(submit(f, { type: VIRTIO_BLK_T_DISCARD, out: ranges({ sector: 0, count: 8, flags: VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP }) }).status).to.equal(VIRTIO_BLK_S_UNSUPP);
+    expect(submit(f, { type: VIRTIO_BLK_T_DISCARD, out: ranges({ sector: 0, count: 8, flags: VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP }) }).status).to.equal(
+      VIRTIO_BLK_S_UNSUPP,
+    );
     expect(submit(f, { type: VIRTIO_BLK_T_DISCARD, out: new Uint8Array(20) }).status).to.equal(VIRTIO_BLK_S_IOERR);
     const many = ranges(...Array.from({ length: 17 }, (_, i) => ({ sector: i * 8, count: 8 })));
     expect(submit(f, { type: VIRTIO_BLK_T_DISCARD, out: many }).status).to.equal(VIRTIO_BLK_S_IOERR);
@@ -208,7 +249,10 @@ describe('virtio-blk', () => {
     const heap = f.driver.heap;
     const hdr = heap.alloc(8);
     const status = heap.alloc(1);
-    const head = f.queue.chain([{ address: hdr, length: 8 }, { address: status, length: 1, writable: true }]);
+    const head = f.queue.chain([
+      { address: hdr, length: 8 },
+      { address: status, length: 1, writable: true },
+    ]);
     f.queue.submit(head);
     expect(f.queue.takeUsed()).to.deep.equal([{ id: head, len: 1 }]);
     expect(f.memory.readU8(status)).to.equal(VIRTIO_BLK_S_IOERR);
@@ -241,10 +285,14 @@ describe('virtio-blk', () => {
   it('answers an error of the image (an errno) with IOERR, and puts the device in DEVICE_NEEDS_RESET for any other fault', () => {
     f = blkFixture();
     const read = f.device.image.read.bind(f.device.image);
-    f.device.image.read = () => { throw new SysError('pread', 5); };
+    f.device.image.read = () => {
+      throw new SysError('pread', 5);
+    };
     expect(submit(f, { type: VIRTIO_BLK_T_IN, sector: 0, inLength: 512 }).status).to.equal(VIRTIO_BLK_S_IOERR);
     expect(f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.equal(0);
-    f.device.image.read = () => { throw new TypeError('a bug in the device'); };
+    f.device.image.read = () => {
+      throw new TypeError('a bug in the device');
+    };
     const p = prepare(f, { type: VIRTIO_BLK_T_IN, sector: 0, inLength: 512 });
     f.queue.submit(p.head);
     expect(f.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.not.equal(0);
@@ -269,11 +317,13 @@ describe('virtio-blk', () => {
       const g = { file, memory, device, transport, driver, queue } as unknown as BlkFixture;
       const p = prepare(g, { type: VIRTIO_BLK_T_IN, sector: 8, inLength: 4096 });
       let readsWhenTimerRan = -1;
-      setTimeout(() => { readsWhenTimerRan = device.reads; }, 0);
+      setTimeout(() => {
+        readsWhenTimerRan = device.reads;
+      }, 0);
       queue.submit(p.head);
       expect(device.reads, 'requests served within the kick').to.equal(REQUESTS_PER_PASS);
       const used: number[] = [];
-      for (const end = Date.now() + 10_000; used.length < REFILLS + 1 && Date.now() < end;) {
+      for (const end = Date.now() + 10_000; used.length < REFILLS + 1 && Date.now() < end; ) {
         await new Promise((r) => setImmediate(r));
         used.push(...queue.takeUsed().map((u) => u.id));
       }

@@ -4,12 +4,31 @@ import type { BusDevice } from '../../src/devices/bus.js';
 import type { Interrupt } from '../../src/devices/interrupt.js';
 import type { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
-  VIRTIO_MMIO_CONFIG, VIRTIO_MMIO_DEVICE_FEATURES, VIRTIO_MMIO_DEVICE_FEATURES_SEL, VIRTIO_MMIO_DRIVER_FEATURES,
-  VIRTIO_MMIO_DRIVER_FEATURES_SEL, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
-  VIRTIO_MMIO_QUEUE_AVAIL_LOW, VIRTIO_MMIO_QUEUE_DESC_HIGH, VIRTIO_MMIO_QUEUE_DESC_LOW, VIRTIO_MMIO_QUEUE_NOTIFY,
-  VIRTIO_MMIO_QUEUE_NUM, VIRTIO_MMIO_QUEUE_READY, VIRTIO_MMIO_QUEUE_SEL, VIRTIO_MMIO_QUEUE_USED_HIGH,
-  VIRTIO_MMIO_QUEUE_USED_LOW, VIRTIO_MMIO_STATUS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_DEVICE_FEATURES,
+  VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+  VIRTIO_MMIO_DRIVER_FEATURES,
+  VIRTIO_MMIO_DRIVER_FEATURES_SEL,
+  VIRTIO_MMIO_INTERRUPT_ACK,
+  VIRTIO_MMIO_INTERRUPT_STATUS,
+  VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
+  VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+  VIRTIO_MMIO_QUEUE_DESC_HIGH,
+  VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_QUEUE_USED_HIGH,
+  VIRTIO_MMIO_QUEUE_USED_LOW,
+  VIRTIO_MMIO_STATUS,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
 } from '../../src/virtio/abi.js';
 import { ringBytes } from '../../src/virtio/virtqueue.js';
 
@@ -22,7 +41,11 @@ export class InterruptCounter implements Interrupt {
 
 /** Bump allocator over one guest RAM region. */
 export class GuestHeap {
-  constructor(readonly memory: GuestMemory, private next: number, readonly end: number) {}
+  constructor(
+    readonly memory: GuestMemory,
+    private next: number,
+    readonly end: number,
+  ) {}
 
   alloc(size: number, align = 16): number {
     const at = Math.ceil(this.next / align) * align;
@@ -46,7 +69,12 @@ export class DriverQueue {
   availIdx = 0;
   lastUsed = 0;
 
-  constructor(readonly driver: TestDriver, readonly index: number, readonly size: number, heap: GuestHeap) {
+  constructor(
+    readonly driver: TestDriver,
+    readonly index: number,
+    readonly size: number,
+    heap: GuestHeap,
+  ) {
     const bytes = ringBytes(size);
     this.desc = heap.alloc(bytes.desc, 16);
     this.avail = heap.alloc(bytes.avail, 2);
@@ -67,7 +95,11 @@ export class DriverQueue {
 
   /** Lays out `buffers` as a direct chain in free descriptors; returns the head. */
   chain(buffers: Buffer[]): number {
-    const ids = buffers.map(() => { const i = this.nextDesc; this.nextDesc = (this.nextDesc + 1) % this.size; return i; });
+    const ids = buffers.map(() => {
+      const i = this.nextDesc;
+      this.nextDesc = (this.nextDesc + 1) % this.size;
+      return i;
+    });
     for (const [k, b] of buffers.entries()) {
       this.writeDesc(ids[k]!, b.address, b.length, (b.writable ? VRING_DESC_F_WRITE : 0) | (k + 1 < buffers.length ? VRING_DESC_F_NEXT : 0), ids[k + 1] ?? 0);
     }
@@ -138,7 +170,11 @@ export class DriverQueue {
 export class TestDriver {
   readonly heap: GuestHeap;
 
-  constructor(readonly transport: BusDevice, readonly memory: GuestMemory, heapStart = 0x1000) {
+  constructor(
+    readonly transport: BusDevice,
+    readonly memory: GuestMemory,
+    heapStart = 0x1000,
+  ) {
     const r = memory.regions[0]!;
     this.heap = new GuestHeap(memory, Math.max(heapStart, r.guestAddress), r.end);
   }

@@ -27,7 +27,10 @@ describe('virtio device factory', () => {
     const blk = await createVirtioMmioDevice(parseDiskOption(`${file},ro`), { memory, interrupt: new InterruptCounter(), baseAddress: 0xd000_0000 });
     const vsock = await createVirtioMmioDevice(parseVsockOption(`7,${uds}`), { memory, interrupt: new InterruptCounter(), baseAddress: 0xd000_1000 });
     try {
-      for (const [d, id] of [[blk, VIRTIO_ID_BLOCK], [vsock, VIRTIO_ID_VSOCK]] as const) {
+      for (const [d, id] of [
+        [blk, VIRTIO_ID_BLOCK],
+        [vsock, VIRTIO_ID_VSOCK],
+      ] as const) {
         const driver = new TestDriver(d.transport, memory);
         expect(driver.read(VIRTIO_MMIO_MAGIC_VALUE)).to.equal(0x74726976);
         expect(driver.read(VIRTIO_MMIO_DEVICE_ID)).to.equal(id);

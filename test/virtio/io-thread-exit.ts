@@ -8,9 +8,15 @@ import { TestDriver } from './driver.js';
 
 const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 1 << 20 }]);
 const interrupt = new EventFd();
-const built = await createVirtioMmioDevice({ kind: 'blk', path: process.argv[2]! }, {
-  memory, interrupt: { trigger: () => interrupt.signal() }, baseAddress: 0xd000_0000, ioThread: { interrupt },
-});
+const built = await createVirtioMmioDevice(
+  { kind: 'blk', path: process.argv[2]! },
+  {
+    memory,
+    interrupt: { trigger: () => interrupt.signal() },
+    baseAddress: 0xd000_0000,
+    ioThread: { interrupt },
+  },
+);
 const driver = new TestDriver(built.transport, memory);
 if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
 driver.queue(0, 16);

@@ -7,8 +7,16 @@ import { EventFd } from '../../src/sys/eventfd.js';
 import { MockVm } from '../kvm/mock/mock-vm.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_ID_BLOCK, VIRTIO_MMIO_DEVICE_ID,
-  VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING, VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_ID_BLOCK,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_INT_CONFIG,
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
 } from '../../src/virtio/abi.js';
 import { createVirtioMmioDevice, type VirtioMmioDevice } from '../../src/virtio/factory.js';
 import { InterruptStatus } from '../../src/virtio/interrupt-status.js';
@@ -37,17 +45,29 @@ async function threadedBlk(image: Uint8Array | number = 1 << 20): Promise<Thread
   const interrupt = new EventFd();
   const vm = new MockVm();
   const errors: Error[] = [];
-  const built = await createVirtioMmioDevice({ kind: 'blk', path: file }, {
-    memory, interrupt: { trigger: () => interrupt.signal() }, baseAddress: BASE, notifications: new IoeventfdNotifications(vm), ioThread: { interrupt },
-    onError: (e) => errors.push(e),
-  });
+  const built = await createVirtioMmioDevice(
+    { kind: 'blk', path: file },
+    {
+      memory,
+      interrupt: { trigger: () => interrupt.signal() },
+      baseAddress: BASE,
+      notifications: new IoeventfdNotifications(vm),
+      ioThread: { interrupt },
+      onError: (e) => errors.push(e),
+    },
+  );
   const driver = new TestDriver(built.transport, memory);
   if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');
   const queue = driver.queue(0, 16);
   driver.driverOk();
   const fixture = { file, memory, driver, queue, interrupt: new InterruptCounter(), errors } as unknown as BlkFixture;
   return {
-    file, built, fixture, interrupt, vm, errors,
+    file,
+    built,
+    fixture,
+    interrupt,
+    vm,
+    errors,
     close: async () => {
       await built.close();
       interrupt.close();
@@ -152,8 +172,12 @@ describe('virtio-blk on an I/O thread', () => {
     const interrupt = new EventFd();
     try {
       let error: unknown;
-      await createVirtioMmioDevice({ kind: 'blk', path: file }, { memory, interrupt: { trigger: () => undefined }, baseAddress: BASE, ioThread: { interrupt } })
-        .catch((e: unknown) => { error = e; });
+      await createVirtioMmioDevice(
+        { kind: 'blk', path: file },
+        { memory, interrupt: { trigger: () => undefined }, baseAddress: BASE, ioThread: { interrupt } },
+      ).catch((e: unknown) => {
+        error = e;
+      });
       expect(String(error)).to.match(/virtio-blk\(.*disk\.img\): disk image .*disk\.img is 1000 bytes, not a multiple of 512/);
     } finally {
       interrupt.close();
@@ -183,7 +207,10 @@ describe('virtio-blk on an I/O thread', () => {
       // The thread is in the guest's endless stream of requests.
       await until(() => queue.usedIdx() > 1000);
       driver.setStatus(0);
-      expect(errors.map((e) => e.message), 'the reset was acknowledged, not timed out').to.deep.equal([]);
+      expect(
+        errors.map((e) => e.message),
+        'the reset was acknowledged, not timed out',
+      ).to.deep.equal([]);
       const after = queue.usedIdx();
       await sleep(50);
       expect(queue.usedIdx(), 'nothing served after the reset returned').to.equal(after);
@@ -206,9 +233,16 @@ describe('virtio-blk on an I/O thread', () => {
     const memory = GuestMemory.anonymous([{ guestAddress: 0, size: 4 << 20 }]);
     const interrupt = new EventFd();
     const errors: Error[] = [];
-    const built = await createVirtioMmioDevice({ kind: 'blk', path: file }, {
-      memory, interrupt: { trigger: () => undefined }, baseAddress: BASE, ioThread: { interrupt }, onError: (e) => errors.push(e),
-    });
+    const built = await createVirtioMmioDevice(
+      { kind: 'blk', path: file },
+      {
+        memory,
+        interrupt: { trigger: () => undefined },
+        baseAddress: BASE,
+        ioThread: { interrupt },
+        onError: (e) => errors.push(e),
+      },
+    );
     try {
       const driver = new TestDriver(built.transport, memory);
       if (!driver.negotiate(driver.deviceFeatures())) throw new Error('features refused');

@@ -17,8 +17,20 @@ const WINDOW = 0x20000;
 describe('virtio-mmio queue kicks through an ioeventfd @kvm', () => {
   it('a guest QueueNotify write reaches the device with no MMIO exit, and the request completes', async () => {
     const code = [
-      0xb8, 0x00, 0x20, 0x8e, 0xd8, //                         mov ax, 0x2000 ; mov ds, ax
-      0x66, 0xc7, 0x06, 0x50, 0x00, 0x00, 0x00, 0x00, 0x00, // mov dword [0x50], 0   (QueueNotify, queue 0)
+      0xb8,
+      0x00,
+      0x20,
+      0x8e,
+      0xd8, //                         mov ax, 0x2000 ; mov ds, ax
+      0x66,
+      0xc7,
+      0x06,
+      0x50,
+      0x00,
+      0x00,
+      0x00,
+      0x00,
+      0x00, // mov dword [0x50], 0   (QueueNotify, queue 0)
       0xf4, //                                                 hlt
     ];
     const guest = realModeVm(code, { entry: 0x1000 });
@@ -27,7 +39,10 @@ describe('virtio-mmio queue kicks through an ioeventfd @kvm', () => {
     const file = tempImage(image);
     const device = new VirtioBlk({ path: file });
     const transport = new VirtioMmioTransport(device, {
-      memory: guest.memory, interrupt: new InterruptCounter(), baseAddress: WINDOW, notifications: new IoeventfdNotifications(guest.vm),
+      memory: guest.memory,
+      interrupt: new InterruptCounter(),
+      baseAddress: WINDOW,
+      notifications: new IoeventfdNotifications(guest.vm),
     });
     // The test plays the driver for setup, through the bus, with rings in the VM's own RAM.
     const driver = new TestDriver(transport, guest.memory, 0x4000);
@@ -39,11 +54,27 @@ describe('virtio-mmio queue kicks through an ioeventfd @kvm', () => {
     guest.memory.writeU64(header + 8, 2n);
     const data = driver.heap.alloc(512);
     const status = driver.heap.alloc(1);
-    q.offer(q.chain([{ address: header, length: 16 }, { address: data, length: 512, writable: true }, { address: status, length: 1, writable: true }]));
+    q.offer(
+      q.chain([
+        { address: header, length: 16 },
+        { address: data, length: 512, writable: true },
+        { address: status, length: 1, writable: true },
+      ]),
+    );
 
     const mmioExits: number[] = [];
     const buses = { pio: new Bus('pio'), mmio: new Bus('mmio') };
-    buses.mmio.insert({ read: () => {}, write: (offset) => { mmioExits.push(offset); } }, WINDOW, VIRTIO_MMIO_WINDOW, 'virtio-blk');
+    buses.mmio.insert(
+      {
+        read: () => {},
+        write: (offset) => {
+          mmioExits.push(offset);
+        },
+      },
+      WINDOW,
+      VIRTIO_MMIO_WINDOW,
+      'virtio-blk',
+    );
     const threads = new VcpuThreads(guest.vcpus, buses);
     threads.start();
     const [stop] = await threads.stopped;

@@ -29,7 +29,9 @@ describe('Linux virtio_blk on ts-vmm disks @kvm', function () {
       fs.writeFileSync(rw, content);
       fs.writeFileSync(ro, content);
       const init = [
-        'mount -t proc proc /proc', 'mount -t sysfs sys /sys', 'mount -t devtmpfs dev /dev',
+        'mount -t proc proc /proc',
+        'mount -t sysfs sys /sys',
+        'mount -t devtmpfs dev /dev',
         ...modules.map((m) => `insmod /modules/${m.name}.ko`),
         'for i in $(seq 100); do [ -b /dev/vdb ] && break; sleep 0.1; done',
         'echo "vda-sha256=$(sha256sum /dev/vda | cut -d" " -f1)"',
@@ -46,8 +48,10 @@ describe('Linux virtio_blk on ts-vmm disks @kvm', function () {
         for (const m of modules) await b.file(`modules/${m.name}.ko`, await readModuleImage(m.path));
         await b.file('init', `#!/bin/busybox sh\n/bin/busybox --install -s /bin\n${init}\n`, { mode: 0o755 });
       });
-      const r = await tsVmmBoot(['--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet',
-        '--disk', rw, '--disk', `${ro},ro`], BOOT_TIMEOUT_MS);
+      const r = await tsVmmBoot(
+        ['--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet', '--disk', rw, '--disk', `${ro},ro`],
+        BOOT_TIMEOUT_MS,
+      );
       // stdin is /dev/null; the disks' I/O threads must not keep the run from ending cleanly.
       expect(r.status, `${r.stderr}\nconsole tail:\n${r.stdout.slice(-3000)}`).to.equal(ExitStatus.guestStopped);
       expect(r.stdout, r.stderr).to.contain(`vda-sha256=${createHash('sha256').update(content).digest('hex')}`);

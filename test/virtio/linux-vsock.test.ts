@@ -38,7 +38,10 @@ const digest = (algorithm: string, data: Uint8Array): string => createHash(algor
  */
 function initScript(modules: readonly string[]): string {
   return [
-    'mount -t proc proc /proc', 'mount -t sysfs sys /sys', 'mount -t devtmpfs dev /dev', 'mount -t tmpfs tmp /tmp',
+    'mount -t proc proc /proc',
+    'mount -t sysfs sys /sys',
+    'mount -t devtmpfs dev /dev',
+    'mount -t tmpfs tmp /tmp',
     ...modules.map((m) => `insmod /modules/${m}.ko`),
     // -t: wait for md5sum's answer however long the (nested, emulated) guest takes after the host's EOF.
     `socat -t 60 VSOCK-LISTEN:${PORT.hashed},fork SYSTEM:md5sum &`,
@@ -147,7 +150,7 @@ describe('Linux vsock on the ts-vmm vsock device @kvm', function () {
     const modules = await (await ModuleTree.open(kernel.modulesDir)).loadOrder(['virtio_mmio', 'vmw_vsock_virtio_transport']);
     const socat = findProgram('socat');
     if (socat === undefined) throw new Error('socat not found (Debian package socat)');
-    const socatFiles = new Set([socat, ...await sharedLibraries(socat)]);
+    const socatFiles = new Set([socat, ...(await sharedLibraries(socat))]);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ts-vmm-linux-vsock-'));
     const uds = path.join(dir, 'vsock');
     try {
@@ -163,8 +166,12 @@ describe('Linux vsock on the ts-vmm vsock device @kvm', function () {
       const perConnection = Array.from({ length: CONNECTIONS }, () => randomBytes(PER_CONNECTION_BYTES));
 
       let vmRunning = true;
-      const booted = tsVmmBoot(['--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet',
-        '--vsock', `${GUEST_CID},${uds}`], BOOT_TIMEOUT_MS).finally(() => { vmRunning = false; });
+      const booted = tsVmmBoot(
+        ['--kernel', kernel.vmlinuz, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet', '--vsock', `${GUEST_CID},${uds}`],
+        BOOT_TIMEOUT_MS,
+      ).finally(() => {
+        vmRunning = false;
+      });
       const bulkOut = acceptOne(`${uds}_${PORT.bulkOut}`, booted);
       const host = (async () => {
         const bulkIn = await connectToGuest(uds, PORT.bulkIn, () => vmRunning);

@@ -1,12 +1,30 @@
 import { expect } from 'chai';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_BLK_T_IN, VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
-  VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
-  VIRTIO_MMIO_CONFIG_GENERATION, VIRTIO_MMIO_DEVICE_ID, VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING,
-  VIRTIO_MMIO_MAGIC_VALUE, VIRTIO_MMIO_QUEUE_NUM, VIRTIO_MMIO_QUEUE_NUM_MAX, VIRTIO_MMIO_QUEUE_READY,
-  VIRTIO_MMIO_QUEUE_SEL, VIRTIO_MMIO_SHM_LEN_LOW, VIRTIO_MMIO_STATUS, VIRTIO_MMIO_VERSION, VIRTIO_MMIO_VENDOR_ID,
-  VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, feature,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FAILED,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_MMIO_CONFIG_GENERATION,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_INT_CONFIG,
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_MMIO_MAGIC_VALUE,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_NUM_MAX,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_SHM_LEN_LOW,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_MMIO_VERSION,
+  VIRTIO_MMIO_VENDOR_ID,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+  feature,
 } from '../../src/virtio/abi.js';
 import type { ActivatedQueues, DeviceSignals, VirtioDevice } from '../../src/virtio/device.js';
 import { VirtioMmioTransport } from '../../src/virtio/mmio.js';
@@ -32,15 +50,25 @@ class RecordingDevice implements VirtioDevice {
   resets = 0;
   failNotify: Error | undefined;
 
-  attach(signals: DeviceSignals): void { this.signals = signals; }
-  readConfig(offset: number, data: Uint8Array): void { data.set(this.config.subarray(offset, offset + data.length)); }
-  writeConfig(offset: number, data: Uint8Array): void { this.config.set(data, offset); }
-  activate(q: ActivatedQueues): void { this.activations.push(q); }
+  attach(signals: DeviceSignals): void {
+    this.signals = signals;
+  }
+  readConfig(offset: number, data: Uint8Array): void {
+    data.set(this.config.subarray(offset, offset + data.length));
+  }
+  writeConfig(offset: number, data: Uint8Array): void {
+    this.config.set(data, offset);
+  }
+  activate(q: ActivatedQueues): void {
+    this.activations.push(q);
+  }
   queueNotify(index: number): void {
     if (this.failNotify) throw this.failNotify;
     this.notified.push(index);
   }
-  reset(): void { this.resets++; }
+  reset(): void {
+    this.resets++;
+  }
 }
 
 function setup() {
@@ -64,7 +92,9 @@ describe('virtio-mmio transport', () => {
 
   it('offers the device features plus VERSION_1, EVENT_IDX and INDIRECT_DESC', () => {
     const { driver } = setup();
-    expect(driver.deviceFeatures()).to.equal(feature(VIRTIO_F_VERSION_1) | feature(3) | feature(VIRTIO_RING_F_EVENT_IDX) | feature(VIRTIO_RING_F_INDIRECT_DESC));
+    expect(driver.deviceFeatures()).to.equal(
+      feature(VIRTIO_F_VERSION_1) | feature(3) | feature(VIRTIO_RING_F_EVENT_IDX) | feature(VIRTIO_RING_F_INDIRECT_DESC),
+    );
   });
 
   it('refuses FEATURES_OK without VERSION_1 or with a feature it did not offer', () => {
@@ -228,9 +258,13 @@ describe('virtio-mmio transport', () => {
       attach(address, queue, kick) {
         attached.push(address);
         kicks.set(queue, kick);
-        return { detach: () => { detached++; } };
+        return {
+          detach: () => {
+            detached++;
+          },
+        };
       },
-      eventfd: () => expect.fail('a device on the transport\'s thread is given kicks, not eventfds'),
+      eventfd: () => expect.fail("a device on the transport's thread is given kicks, not eventfds"),
     };
     const transport = new VirtioMmioTransport(device, { memory, interrupt: new InterruptCounter(), notifications, baseAddress: 0xd000_0000 });
     expect(attached).to.deep.equal([0xd000_0050, 0xd000_0050]);

@@ -2,9 +2,19 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_MMIO_INT_CONFIG, VIRTIO_RING_F_EVENT_IDX,
-  VIRTIO_RING_F_INDIRECT_DESC, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
-  VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, feature,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_MMIO_INT_CONFIG,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+  VRING_USED_F_NO_NOTIFY,
+  feature,
 } from '../../src/virtio/abi.js';
 import { Virtqueue, VirtqueueError, ringBytes } from '../../src/virtio/virtqueue.js';
 import { type BlkFixture, FIXTURE_ROM, blkFixture, prepare, submit } from './blk-fixture.js';
@@ -139,13 +149,21 @@ describe('split virtqueue', () => {
       const big = 5 * 2 ** 29;
       let memory: GuestMemory;
       try {
-        memory = GuestMemory.shared([{ guestAddress: 0, size: 1 << 20 }, { guestAddress: 2 ** 32, size: big }]);
+        memory = GuestMemory.shared([
+          { guestAddress: 0, size: 1 << 20 },
+          { guestAddress: 2 ** 32, size: big },
+        ]);
       } catch {
         this.skip();
       }
       const heap = new GuestHeap(memory, 0x1000, 1 << 20);
       const rings = { desc: heap.alloc(256, 16), avail: heap.alloc(64, 2), used: heap.alloc(256, 4) };
-      const q = new Virtqueue(memory, { size: 8, descTable: rings.desc, availRing: rings.avail, usedRing: rings.used }, { eventIdx: false, indirect: false }, 8);
+      const q = new Virtqueue(
+        memory,
+        { size: 8, descTable: rings.desc, availRing: rings.avail, usedRing: rings.used },
+        { eventIdx: false, indirect: false },
+        8,
+      );
       const desc = (i: number, addr: number, len: number, flags: number, next: number) => {
         memory.writeU64(rings.desc + 16 * i, BigInt(addr));
         memory.writeU32(rings.desc + 16 * i + 8, len);
@@ -170,7 +188,11 @@ describe('split virtqueue', () => {
       const header = f.driver.heap.alloc(16);
       f.memory.writeU32(header, VIRTIO_BLK_T_IN);
       const status = f.driver.heap.alloc(1, 1);
-      const head = f.queue.chain([{ address: header, length: 16 }, { address: ROM + 0x1000, length: 512, writable: true }, { address: status, length: 1, writable: true }]);
+      const head = f.queue.chain([
+        { address: header, length: 16 },
+        { address: ROM + 0x1000, length: 512, writable: true },
+        { address: status, length: 1, writable: true },
+      ]);
       expectBroken(head, /device-writable buffer 0x1001000\+0x200 of descriptor 1 is in read-only guest memory/);
       expect(romIntact()).to.equal(true);
     });
@@ -194,7 +216,13 @@ describe('split virtqueue', () => {
       const header = f.driver.heap.alloc(16);
       f.memory.writeU32(header, VIRTIO_BLK_T_OUT);
       const status = f.driver.heap.alloc(1, 1);
-      f.queue.submit(f.queue.chain([{ address: header, length: 16 }, { address: ROM, length: 512 }, { address: status, length: 1, writable: true }]));
+      f.queue.submit(
+        f.queue.chain([
+          { address: header, length: 16 },
+          { address: ROM, length: 512 },
+          { address: status, length: 1, writable: true },
+        ]),
+      );
       expect(f.queue.takeUsed()).to.have.length(1);
       expect(f.memory.readU8(status)).to.equal(VIRTIO_BLK_S_OK);
       expect(f.errors).to.deep.equal([]);
@@ -276,37 +304,40 @@ describe('split virtqueue', () => {
       f = blkFixture({ queueSize: QUEUE });
       const { memory, queue, driver, transport } = f;
       const tables = driver.heap.alloc(16 * QUEUE * 4, 16);
-      fc.assert(fc.property(
-        fc.array(arbitraryDesc, { minLength: QUEUE * 5, maxLength: QUEUE * 5 }),
-        fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: QUEUE, maxLength: QUEUE }),
-        fc.integer({ min: 0, max: 0xffff }),
-        fc.boolean(),
-        (descs, ring, availIdx, eventIdx) => {
-          const offered = driver.deviceFeatures();
-          driver.negotiate(eventIdx ? offered : offered & ~feature(VIRTIO_RING_F_EVENT_IDX));
-          driver.queue(0, QUEUE, queue);
-          driver.driverOk();
-          memory.fill(queue.used, ringBytes(QUEUE).used);
-          descs.forEach((d, i) => {
-            // Direct descriptors use the low quarter of the heap; INDIRECT ones point into `tables`.
-            const addr = d.flags & INDIRECT && d.addr < 1 << 16 ? tables + (d.addr % 4) * 16 * QUEUE : d.addr;
-            const at = i < QUEUE ? queue.desc + 16 * i : tables + 16 * (i - QUEUE);
-            memory.writeU64(at, BigInt.asUintN(64, BigInt(addr)));
-            memory.writeU32(at + 8, d.len);
-            memory.writeU16(at + 12, d.flags);
-            memory.writeU16(at + 14, d.next);
-          });
-          for (const [i, h] of ring.entries()) memory.writeU16(queue.avail + 4 + 2 * i, h % (QUEUE + 2));
-          memory.writeU16(queue.avail + 2, availIdx);
-          expect(() => driver.write(0x50, 0)).to.not.throw();
-          const error = transport.lastError;
-          // Every failure is a diagnosed queue violation, never a stray exception from an unchecked access.
-          if (error) expect(error, error.stack).to.be.instanceOf(VirtqueueError);
-          const used = memory.readU16(queue.used + 2);
-          expect(used).to.be.at.most(Math.min(availIdx, QUEUE));
-          f.errors.length = 0;
-        },
-      ), { numRuns: 300 });
+      fc.assert(
+        fc.property(
+          fc.array(arbitraryDesc, { minLength: QUEUE * 5, maxLength: QUEUE * 5 }),
+          fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: QUEUE, maxLength: QUEUE }),
+          fc.integer({ min: 0, max: 0xffff }),
+          fc.boolean(),
+          (descs, ring, availIdx, eventIdx) => {
+            const offered = driver.deviceFeatures();
+            driver.negotiate(eventIdx ? offered : offered & ~feature(VIRTIO_RING_F_EVENT_IDX));
+            driver.queue(0, QUEUE, queue);
+            driver.driverOk();
+            memory.fill(queue.used, ringBytes(QUEUE).used);
+            descs.forEach((d, i) => {
+              // Direct descriptors use the low quarter of the heap; INDIRECT ones point into `tables`.
+              const addr = d.flags & INDIRECT && d.addr < 1 << 16 ? tables + (d.addr % 4) * 16 * QUEUE : d.addr;
+              const at = i < QUEUE ? queue.desc + 16 * i : tables + 16 * (i - QUEUE);
+              memory.writeU64(at, BigInt.asUintN(64, BigInt(addr)));
+              memory.writeU32(at + 8, d.len);
+              memory.writeU16(at + 12, d.flags);
+              memory.writeU16(at + 14, d.next);
+            });
+            for (const [i, h] of ring.entries()) memory.writeU16(queue.avail + 4 + 2 * i, h % (QUEUE + 2));
+            memory.writeU16(queue.avail + 2, availIdx);
+            expect(() => driver.write(0x50, 0)).to.not.throw();
+            const error = transport.lastError;
+            // Every failure is a diagnosed queue violation, never a stray exception from an unchecked access.
+            if (error) expect(error, error.stack).to.be.instanceOf(VirtqueueError);
+            const used = memory.readU16(queue.used + 2);
+            expect(used).to.be.at.most(Math.min(availIdx, QUEUE));
+            f.errors.length = 0;
+          },
+        ),
+        { numRuns: 300 },
+      );
     });
   });
 });

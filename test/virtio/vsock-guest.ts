@@ -2,8 +2,14 @@
 // small stream stack (connect, accept, send with credit, receive, shutdown) on top of it.
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import {
-  VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_CREDIT_UPDATE, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RESPONSE,
-  VIRTIO_VSOCK_OP_RST, VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN, VIRTIO_VSOCK_TYPE_STREAM,
+  VIRTIO_VSOCK_OP_CREDIT_REQUEST,
+  VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+  VIRTIO_VSOCK_OP_REQUEST,
+  VIRTIO_VSOCK_OP_RESPONSE,
+  VIRTIO_VSOCK_OP_RST,
+  VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_TYPE_STREAM,
 } from '../../src/virtio/abi.js';
 import { VirtioMmioTransport } from '../../src/virtio/mmio.js';
 import { VirtioVsock } from '../../src/virtio/vsock/device.js';
@@ -51,7 +57,11 @@ export class VsockGuest {
   refillRx = true;
   private unreturned: number[] = [];
 
-  private constructor(readonly device: VirtioVsock, readonly cid: number, rxBuffers: number) {
+  private constructor(
+    readonly device: VirtioVsock,
+    readonly cid: number,
+    rxBuffers: number,
+  ) {
     this.transport = new VirtioMmioTransport(device, { memory: this.memory, interrupt: this.interrupt, onError: (e) => this.errors.push(e) });
     this.driver = new TestDriver(this.transport, this.memory);
     if (!this.driver.negotiate(this.driver.deviceFeatures())) throw new Error('vsock features refused');
@@ -114,8 +124,14 @@ export class VsockGuest {
   /** Sends one packet as Linux does: header and payload in separate descriptors. */
   send(h: Partial<VsockHeader> & { op: number; srcPort: number; dstPort: number }, payload: Uint8Array = new Uint8Array(0)): void {
     const header: VsockHeader = {
-      srcCid: this.cid, dstCid: HOST_CID, len: payload.length, type: VIRTIO_VSOCK_TYPE_STREAM, flags: 0,
-      bufAlloc: 256 * 1024, fwdCnt: 0, ...h,
+      srcCid: this.cid,
+      dstCid: HOST_CID,
+      len: payload.length,
+      type: VIRTIO_VSOCK_TYPE_STREAM,
+      flags: 0,
+      bufAlloc: 256 * 1024,
+      fwdCnt: 0,
+      ...h,
     };
     const i = this.nextTx;
     this.nextTx = (this.nextTx + 2) % QUEUE;
@@ -142,7 +158,12 @@ export class GuestStream {
   reset = false;
   private advertised = 0;
 
-  constructor(readonly guest: VsockGuest, readonly localPort: number, readonly hostPort: number, readonly bufAlloc = 256 * 1024) {}
+  constructor(
+    readonly guest: VsockGuest,
+    readonly localPort: number,
+    readonly hostPort: number,
+    readonly bufAlloc = 256 * 1024,
+  ) {}
 
   private header(op: number, extra: Partial<VsockHeader> = {}) {
     this.advertised = this.fwdCnt;
@@ -153,9 +174,12 @@ export class GuestStream {
   pump(consume = true): void {
     this.guest.poll();
     const mine = (p: Packet) => p.header.dstPort === this.localPort && p.header.srcPort === this.hostPort;
-    for (let i = 0; i < this.guest.inbox.length;) {
+    for (let i = 0; i < this.guest.inbox.length; ) {
       const p = this.guest.inbox[i]!;
-      if (!mine(p)) { i++; continue; }
+      if (!mine(p)) {
+        i++;
+        continue;
+      }
       this.guest.inbox.splice(i, 1);
       this.peerBufAlloc = p.header.bufAlloc;
       this.peerFwdCnt = p.header.fwdCnt;
@@ -186,8 +210,11 @@ export class GuestStream {
 
   /** Sends all of `data`, waiting for credit as needed. */
   async write(data: Uint8Array, chunk = 16 * 1024): Promise<void> {
-    for (let at = 0; at < data.length;) {
-      const credit = await until(() => { this.pump(); return this.reset ? -1 : this.credit() > 0 && this.credit(); }, 'send credit');
+    for (let at = 0; at < data.length; ) {
+      const credit = await until(() => {
+        this.pump();
+        return this.reset ? -1 : this.credit() > 0 && this.credit();
+      }, 'send credit');
       if (credit < 0) throw new Error('connection reset');
       const n = Math.min(chunk, credit, data.length - at);
       this.guest.send(this.header(VIRTIO_VSOCK_OP_RW), data.subarray(at, at + n));
@@ -197,7 +224,10 @@ export class GuestStream {
   }
 
   async readExactly(n: number): Promise<Uint8Array> {
-    await until(() => { this.pump(); return this.receivedBytes >= n; }, `${n} bytes`);
+    await until(() => {
+      this.pump();
+      return this.receivedBytes >= n;
+    }, `${n} bytes`);
     return Buffer.concat(this.received);
   }
 

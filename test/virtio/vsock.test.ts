@@ -6,8 +6,14 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RST,
-  VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN, VIRTIO_VSOCK_SHUTDOWN_RCV, VIRTIO_VSOCK_SHUTDOWN_SEND,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_VSOCK_OP_CREDIT_REQUEST,
+  VIRTIO_VSOCK_OP_REQUEST,
+  VIRTIO_VSOCK_OP_RST,
+  VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_SHUTDOWN_RCV,
+  VIRTIO_VSOCK_SHUTDOWN_SEND,
 } from '../../src/virtio/abi.js';
 import { PACKETS_PER_PASS } from '../../src/virtio/vsock/device.js';
 import { GuestStream, VsockGuest, until } from './vsock-guest.js';
@@ -76,7 +82,10 @@ describe('virtio-vsock', function () {
     expect(guest.driver.readConfig(0, 8)).to.equal(BigInt(CID));
     const { VirtioVsock } = await import('../../src/virtio/vsock/device.js');
     for (const bad of [0, 1, 2, 2 ** 32]) {
-      await VirtioVsock.create({ guestCid: bad, udsPath: path.join(dir, 'x') }).then(() => expect.fail(), (e: Error) => expect(e.message).to.match(/CID .* is invalid/));
+      await VirtioVsock.create({ guestCid: bad, udsPath: path.join(dir, 'x') }).then(
+        () => expect.fail(),
+        (e: Error) => expect(e.message).to.match(/CID .* is invalid/),
+      );
     }
   });
 
@@ -127,7 +136,9 @@ describe('virtio-vsock', function () {
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
     const firstHostPort = 2 ** 30; // where host-initiated connections start
     let hostSide: net.Socket | undefined;
-    await hostListen(firstHostPort, (sock) => { hostSide = sock; });
+    await hostListen(firstHostPort, (sock) => {
+      hostSide = sock;
+    });
     const guestInitiated = new GuestStream(guest, 5000, firstHostPort);
     expect(await guestInitiated.connect()).to.equal(true);
     await until(() => hostSide, 'the guest-initiated connection at its listener');
@@ -143,11 +154,17 @@ describe('virtio-vsock', function () {
 
   it('counts host programs that have not sent CONNECT yet against the connection limit', async () => {
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds, maxConnections: 4 });
-    const sockets = await Promise.all(Array.from({ length: 10 }, () => new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect(uds);
-      s.on('error', () => undefined);
-      s.once('connect', () => resolve(s)).once('error', reject);
-    })));
+    const sockets = await Promise.all(
+      Array.from(
+        { length: 10 },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const s = net.connect(uds);
+            s.on('error', () => undefined);
+            s.once('connect', () => resolve(s)).once('error', reject);
+          }),
+      ),
+    );
     for (const s of sockets) s.write('CONNECT 9000\n');
     await until(() => sockets.filter((s) => s.destroyed || s.readableEnded).length >= 6, 'the refused programs closed');
     await new Promise((r) => setTimeout(r, 50));
@@ -179,7 +196,9 @@ describe('virtio-vsock', function () {
     await hostListen(6002, (sock) => {
       hostSide = sock;
       sock.on('data', (d: Buffer) => got.push(d));
-      sock.on('end', () => { ended = true; });
+      sock.on('end', () => {
+        ended = true;
+      });
     });
     const s = new GuestStream(guest, 40002, 6002);
     await s.connect();
@@ -187,7 +206,10 @@ describe('virtio-vsock', function () {
     s.shutdown(VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV);
     await until(() => ended, 'EOF at the host');
     expect(Buffer.concat(got).toString()).to.equal('last words');
-    await until(() => { s.pump(); return s.reset; }, 'RST to the guest');
+    await until(() => {
+      s.pump();
+      return s.reset;
+    }, 'RST to the guest');
     expect(guest.device.backend.connectionCount).to.equal(0);
     // The host program keeps its end open (half-open socket): the device still lets go of its own.
     const closed = new Promise<void>((resolve) => hostSide!.once('close', () => resolve()));
@@ -201,7 +223,10 @@ describe('virtio-vsock', function () {
     const s = await GuestStream.accept(guest, 5001);
     await host.reply;
     host.socket.end('bye');
-    await until(() => { s.pump(); return s.shutdownFromHost; }, 'SHUTDOWN');
+    await until(() => {
+      s.pump();
+      return s.shutdownFromHost;
+    }, 'SHUTDOWN');
     expect(Buffer.concat(s.received).toString()).to.equal('bye');
     expect(s.shutdownFromHost).to.equal(VIRTIO_VSOCK_SHUTDOWN_SEND);
     await s.write(Buffer.from('still here'));
@@ -222,14 +247,22 @@ describe('virtio-vsock', function () {
   it('RST to the guest when the host socket fails', async () => {
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
     let hostSide: net.Socket | undefined;
-    await hostListen(6003, (sock) => { hostSide = sock; });
+    await hostListen(6003, (sock) => {
+      hostSide = sock;
+    });
     const s = new GuestStream(guest, 40003, 6003);
     await s.connect();
     await until(() => hostSide, 'host side');
     hostSide!.destroy(); // EOF; our next write fails with EPIPE
-    await until(() => { s.pump(); return s.shutdownFromHost; }, 'SHUTDOWN');
+    await until(() => {
+      s.pump();
+      return s.shutdownFromHost;
+    }, 'SHUTDOWN');
     await s.write(randomBytes(1000)).catch(() => {});
-    await until(() => { s.pump(); return s.reset; }, 'RST after EPIPE');
+    await until(() => {
+      s.pump();
+      return s.reset;
+    }, 'RST after EPIPE');
   });
 
   it('sends the host no more than the guest has credit for, asks for credit, and resumes on CREDIT_UPDATE', async () => {
@@ -247,7 +280,10 @@ describe('virtio-vsock', function () {
     expect(s.receivedBytes).to.equal(8192);
     s.fwdCnt = 8192;
     s.creditUpdate();
-    await until(() => { s.pump(false); return s.receivedBytes === 16384; }, 'the next window');
+    await until(() => {
+      s.pump(false);
+      return s.receivedBytes === 16384;
+    }, 'the next window');
     s.fwdCnt = 16384;
     const all = await s.readExactly(data.length);
     expect(sha(all)).to.equal(sha(data));
@@ -260,14 +296,20 @@ describe('virtio-vsock', function () {
     await s.connect();
     expect(s.peerBufAlloc).to.equal(4096);
     guest.send({ op: VIRTIO_VSOCK_OP_RW, srcPort: 40004, dstPort: 6004 }, new Uint8Array(5000));
-    await until(() => { s.pump(); return s.reset; }, 'RST');
+    await until(() => {
+      s.pump();
+      return s.reset;
+    }, 'RST');
   });
 
   it('a slow host reader bounds what the device buffers: the guest runs out of credit', async () => {
     const bufAlloc = 64 * 1024;
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds, bufAlloc });
     let hostSide: net.Socket | undefined;
-    await hostListen(6005, (sock) => { hostSide = sock; sock.pause(); });
+    await hostListen(6005, (sock) => {
+      hostSide = sock;
+      sock.pause();
+    });
     const s = new GuestStream(guest, 40005, 6005);
     await s.connect();
     await until(() => hostSide, 'host side');
@@ -278,7 +320,9 @@ describe('virtio-vsock', function () {
     const connection = [...(guest.device.backend as unknown as { connections: Map<string, { socket: net.Socket }> }).connections.values()][0]!;
     expect(connection.socket.writableLength).to.be.at.most(bufAlloc);
     let read = 0;
-    hostSide!.on('data', (d: Buffer) => { read += d.length; });
+    hostSide!.on('data', (d: Buffer) => {
+      read += d.length;
+    });
     hostSide!.resume();
     await sending;
     await until(() => read === 32 << 20, 'everything at the host');
@@ -351,7 +395,10 @@ describe('virtio-vsock', function () {
     guest.send({ op: VIRTIO_VSOCK_OP_SHUTDOWN, srcPort: 3, dstPort: 6006, dstCid: 77 });
     guest.send({ op: VIRTIO_VSOCK_OP_RST, srcPort: 4, dstPort: 6006 });
     const rsts = [await guest.receive(), await guest.receive()];
-    expect(rsts.map((p) => [p.header.op, p.header.dstPort])).to.deep.equal([[VIRTIO_VSOCK_OP_RST, 2], [VIRTIO_VSOCK_OP_RST, 3]]);
+    expect(rsts.map((p) => [p.header.op, p.header.dstPort])).to.deep.equal([
+      [VIRTIO_VSOCK_OP_RST, 2],
+      [VIRTIO_VSOCK_OP_RST, 3],
+    ]);
     await new Promise((r) => setTimeout(r, 20));
     guest.poll();
     expect(guest.inbox).to.deep.equal([]);
@@ -372,14 +419,17 @@ describe('virtio-vsock', function () {
       fwdCnt: fc.integer({ min: 0, max: 0xffff_ffff }),
       payload: fc.uint8Array({ maxLength: 6000 }),
     });
-    await fc.assert(fc.asyncProperty(fc.array(packet, { maxLength: 20 }), async (packets) => {
-      for (const { payload, ...h } of packets) guest.send(h, payload);
-      await new Promise((r) => setImmediate(r));
-      guest.poll();
-      guest.inbox.length = 0;
-      expect(guest.errors).to.deep.equal([]);
-      expect(guest.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.equal(0);
-    }), { numRuns: 60 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(packet, { maxLength: 20 }), async (packets) => {
+        for (const { payload, ...h } of packets) guest.send(h, payload);
+        await new Promise((r) => setImmediate(r));
+        guest.poll();
+        guest.inbox.length = 0;
+        expect(guest.errors).to.deep.equal([]);
+        expect(guest.driver.status() & VIRTIO_CONFIG_S_NEEDS_RESET).to.equal(0);
+      }),
+      { numRuns: 60 },
+    );
     // Still a working device afterwards.
     const s = new GuestStream(guest, 50000, 6200);
     expect(await s.connect()).to.equal(true);
@@ -402,7 +452,9 @@ describe('virtio-vsock', function () {
       if (left-- > 0) guest.tx.offer(head);
     };
     let receivedWhenTimerRan = -1;
-    setTimeout(() => { receivedWhenTimerRan = received; }, 0);
+    setTimeout(() => {
+      receivedWhenTimerRan = received;
+    }, 0);
     guest.send({ op: VIRTIO_VSOCK_OP_RST, srcPort: 40100, dstPort: 9100 });
     expect(received, 'packets taken within the kick').to.equal(PACKETS_PER_PASS);
     await until(() => received === REFILLS + 1, 'every packet', 10_000);

@@ -50,8 +50,12 @@ export function tsVmmBoot(args: readonly string[], timeoutMs: number): Promise<B
     const child = spawn(process.execPath, [CLI, 'boot', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString('latin1'); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString('latin1'); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString('latin1');
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString('latin1');
+    });
     const timer = setTimeout(() => {
       // What each thread of the VMM was doing is the first thing to know about a boot that never ended.
       stderr += `ts-vmm boot did not end within ${timeoutMs} ms; its threads:\n${processLines(child.pid!).join('\n')}\n`;

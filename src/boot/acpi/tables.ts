@@ -1,7 +1,22 @@
 // The ACPI tables the VMM writes for the guest: RSDP -> XSDT -> {FADT -> DSDT, MADT}. The platform is
 // "hardware-reduced" (no PM1 blocks, SCI or legacy PIC), as on Firecracker and cloud-hypervisor: the
 // FADT's sleep control/status registers carry poweroff to the VMM, its reset register carries reboot.
-import { amlConcat, device, edgeInterrupt, eisaId, integer, ioPort, irqNoFlags, memory32Fixed, name, packageOf, resourceTemplate, scope, string, type Aml } from './aml.js';
+import {
+  amlConcat,
+  device,
+  edgeInterrupt,
+  eisaId,
+  integer,
+  ioPort,
+  irqNoFlags,
+  memory32Fixed,
+  name,
+  packageOf,
+  resourceTemplate,
+  scope,
+  string,
+  type Aml,
+} from './aml.js';
 import { COM1_IRQ, IOAPIC_ADDRESS, LAPIC_ADDRESS, LowMemory, Ports } from '../layout.js';
 import type { Placement } from '../boot-plan.js';
 
@@ -67,15 +82,14 @@ export function dsdt(virtio: readonly VirtioMmioSlot[]): Uint8Array {
     name('_UID', integer(0)),
     name('_CRS', resourceTemplate([ioPort(Ports.com1, 8), irqNoFlags(COM1_IRQ)])),
   ]);
-  const mmio = virtio.map((slot, i) => device(`V${i.toString(16).toUpperCase().padStart(3, '0')}`, [
-    name('_HID', string('LNRO0005')),
-    name('_UID', integer(i)),
-    name('_CRS', resourceTemplate([memory32Fixed(slot.base, slot.size), edgeInterrupt(slot.irq)])),
-  ]));
-  const body: Aml[] = [
-    scope('\\_SB', [com1, ...mmio]),
-    name('\\_S5', packageOf([integer(S5_SLEEP_TYPE), integer(0)])),
-  ];
+  const mmio = virtio.map((slot, i) =>
+    device(`V${i.toString(16).toUpperCase().padStart(3, '0')}`, [
+      name('_HID', string('LNRO0005')),
+      name('_UID', integer(i)),
+      name('_CRS', resourceTemplate([memory32Fixed(slot.base, slot.size), edgeInterrupt(slot.irq)])),
+    ]),
+  );
+  const body: Aml[] = [scope('\\_SB', [com1, ...mmio]), name('\\_S5', packageOf([integer(S5_SLEEP_TYPE), integer(0)]))];
   return sdt('DSDT', 2, amlConcat(body));
 }
 

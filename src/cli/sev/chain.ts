@@ -2,7 +2,17 @@
 import { readFileSync } from 'node:fs';
 import type { Command, Option } from 'commander';
 import { policyArg } from '../arguments.js';
-import { caChainLinks, parseCaChain, parseFullChain, parseSevChain, sevChainLinks, verifyChain, type LinkResult, type SevChain, type CaChain } from '../../sev/chain.js';
+import {
+  caChainLinks,
+  parseCaChain,
+  parseFullChain,
+  parseSevChain,
+  sevChainLinks,
+  verifyChain,
+  type LinkResult,
+  type SevChain,
+  type CaChain,
+} from '../../sev/chain.js';
 import { sessionFileNames, writeSessionFiles } from '../../sev/owner-files.js';
 import { Usage } from '../../sev/certificate-key.js';
 import { describePolicy } from '../../sev/policy.js';
@@ -34,10 +44,12 @@ function printLinks(links: readonly LinkResult[]): boolean {
 }
 
 export function registerChainCommands(sev: Command, simState: Option): void {
-  sev.command('verify').description('verify a platform\'s certificate chain, link by link, up to AMD\'s ARK; exit status 0 only when every link holds')
+  sev
+    .command('verify')
+    .description("verify a platform's certificate chain, link by link, up to AMD's ARK; exit status 0 only when every link holds")
     .option('--full <file>', 'full chain: PDH, PEK, OCA, CEK, ASK, ARK')
     .option('--sev <file>', 'SEV chain: PDH, PEK, OCA, CEK (default: exported from the platform)')
-    .option('--oca <file>', 'the OCA certificate, in place of the chain\'s (a platform the owner took over)')
+    .option('--oca <file>', "the OCA certificate, in place of the chain's (a platform the owner took over)")
     .option('--ca <file>', 'CA chain: ASK, ARK')
     .addOption(simState)
     .action((o: { full?: string; sev?: string; oca?: string; ca?: string; simState?: string }) => {
@@ -68,7 +80,9 @@ export function registerChainCommands(sev: Command, simState: Option): void {
       process.exitCode = ok ? 0 : 1;
     });
 
-  sev.command('session').description('create a launch session for a platform\'s PDH (writes NAME_godh.b64, NAME_session.b64, NAME_tek.bin, NAME_tik.bin)')
+  sev
+    .command('session')
+    .description("create a launch session for a platform's PDH (writes NAME_godh.b64, NAME_session.b64, NAME_tek.bin, NAME_tik.bin)")
     .argument('<pdh>', 'the PDH certificate, the SEV chain `sev export` writes (its links checked), or a full chain (verified up to its ARK)')
     .argument('<policy>', 'guest policy (decimal or 0x-hex)', policyArg)
     .option('-n, --name <name>', 'file name prefix', 'vm')
@@ -77,6 +91,8 @@ export function registerChainCommands(sev: Command, simState: Option): void {
       const pdh = pdhOf(readFileSync(pdhFile));
       const files = sessionFileNames(o.dir, o.name);
       writeSessionFiles(files, createSession(pdh, policy));
-      say(`session for policy 0x${policy.toString(16)} (${describePolicy(policy)}): ${files.godh}, ${files.session}; keep ${files.tek} and ${files.tik} secret`);
+      say(
+        `session for policy 0x${policy.toString(16)} (${describePolicy(policy)}): ${files.godh}, ${files.session}; keep ${files.tek} and ${files.tik} secret`,
+      );
     });
 }

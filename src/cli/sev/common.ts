@@ -5,7 +5,6 @@ import { SevDevice } from '../../sev/psp.js';
 import { SimulatedPlatform } from '../../sev/sev-sim.js';
 import { SimulatedIdentity } from '../../sev/sim-identity.js';
 
-
 export const say = (line: string): boolean => process.stdout.write(`${line}\n`);
 
 export function exactly(bytes: Buffer, length: number, what: string): Buffer {

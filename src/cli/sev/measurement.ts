@@ -73,7 +73,13 @@ async function launchDigestOf(o: DigestOptions, policy: number): Promise<Buffer>
   return ovmfLaunchDigest(launch);
 }
 
-interface BuildFields { apiMajor: number; apiMinor: number; buildId: number; policy: number; tik: string }
+interface BuildFields {
+  apiMajor: number;
+  apiMinor: number;
+  buildId: number;
+  policy: number;
+  tik: string;
+}
 
 function firmwareBuild(o: BuildFields): FirmwareBuild {
   return { apiMajor: o.apiMajor, apiMinor: o.apiMinor, build: o.buildId };
@@ -85,7 +91,7 @@ function addBuildOptions(cmd: Command): Command {
     .requiredOption('--api-minor <n>', 'firmware API minor', byte)
     .requiredOption('--build-id <n>', 'firmware build', byte)
     .requiredOption('--policy <n>', 'guest policy', policyArg)
-    .requiredOption('--tik <file|base64>', 'the session\'s TIK');
+    .requiredOption('--tik <file|base64>', "the session's TIK");
 }
 
 export function registerMeasurementCommands(sev: Command): void {
@@ -95,8 +101,11 @@ export function registerMeasurementCommands(sev: Command): void {
     .option('--launch-measure-blob <file|base64>', 'take the mnonce from a reported measurement')
     .option('--outfile <file>', 'write the binary measurement here instead of printing base64')
     .action(async (o: DigestOptions & BuildFields & { nonce?: string; launchMeasureBlob?: string; outfile?: string }) => {
-      const nonce = o.nonce ? exactly(pathOrBase64(o.nonce, '--nonce'), 16, '--nonce')
-        : o.launchMeasureBlob ? parseMeasurement(pathOrBase64(o.launchMeasureBlob, '--launch-measure-blob')).mnonce : undefined;
+      const nonce = o.nonce
+        ? exactly(pathOrBase64(o.nonce, '--nonce'), 16, '--nonce')
+        : o.launchMeasureBlob
+          ? parseMeasurement(pathOrBase64(o.launchMeasureBlob, '--launch-measure-blob')).mnonce
+          : undefined;
       if (!nonce) throw new Error('one of --nonce or --launch-measure-blob is needed');
       const digest = await launchDigestOf(o, o.policy);
       const tik = exactly(pathOrBase64(o.tik, '--tik'), 16, '--tik');
@@ -116,10 +125,13 @@ export function registerMeasurementCommands(sev: Command): void {
       process.exitCode = ok ? 0 : 1;
     });
 
-  sev.command('secret').description('launch secrets').command('build')
-    .description('build a LAUNCH_SECRET packet carrying OVMF\'s secret table (as sevctl secret build)')
-    .requiredOption('--tik <file|base64>', 'the session\'s TIK')
-    .requiredOption('--tek <file|base64>', 'the session\'s TEK')
+  sev
+    .command('secret')
+    .description('launch secrets')
+    .command('build')
+    .description("build a LAUNCH_SECRET packet carrying OVMF's secret table (as sevctl secret build)")
+    .requiredOption('--tik <file|base64>', "the session's TIK")
+    .requiredOption('--tek <file|base64>', "the session's TEK")
     .requiredOption('--launch-measure-blob <file|base64>', 'the verified measurement (measure || mnonce)')
     .option('--secret <guid:file>', 'a secret entry (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .addOption(new Option('--iv <base64>', 'fixed IV (reproducible tests only)').hideHelp())

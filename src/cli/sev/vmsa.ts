@@ -5,7 +5,14 @@ import { hexOrInt } from '../arguments.js';
 import { decodeVmsa, ovmfApResetAddress, resetVmsa, updateVmsa } from '../../sev/vmsa.js';
 import { say } from './common.js';
 
-interface VmsaOptions { cpu: number; userspace: 'qemu' | 'krun'; family?: number; model?: number; stepping?: number; firmware?: string }
+interface VmsaOptions {
+  cpu: number;
+  userspace: 'qemu' | 'krun';
+  family?: number;
+  model?: number;
+  stepping?: number;
+  firmware?: string;
+}
 
 function addVmsaOptions(cmd: Command): Command {
   return cmd
@@ -28,15 +35,19 @@ function apResetAddressOf(o: VmsaOptions): number | undefined {
 
 export function registerVmsaCommands(sev: Command): void {
   const vmsa = sev.command('vmsa').description('SEV-ES VMSAs');
-  addVmsaOptions(vmsa.command('build').description('write the reset VMSA of one vCPU as KVM and QEMU or libkrun set it up (as sevctl vmsa build)'))
-    .action((file: string, o: VmsaOptions) => {
+  addVmsaOptions(vmsa.command('build').description('write the reset VMSA of one vCPU as KVM and QEMU or libkrun set it up (as sevctl vmsa build)')).action(
+    (file: string, o: VmsaOptions) => {
       writeFileSync(file, resetVmsa({ vmm: o.userspace, cpu: o.cpu, sku: skuOf(o), apResetAddress: apResetAddressOf(o) }));
-    });
-  addVmsaOptions(vmsa.command('update').description('set the CPU signature and a QEMU AP\'s reset address in an existing VMSA file (as sevctl vmsa update)'))
-    .action((file: string, o: VmsaOptions) => {
-      writeFileSync(file, updateVmsa(readFileSync(file), { sku: skuOf(o), apResetAddress: apResetAddressOf(o) }));
-    });
-  vmsa.command('show').description('print a VMSA file\'s registers and segments as JSON (as sevctl vmsa show)')
+    },
+  );
+  addVmsaOptions(
+    vmsa.command('update').description("set the CPU signature and a QEMU AP's reset address in an existing VMSA file (as sevctl vmsa update)"),
+  ).action((file: string, o: VmsaOptions) => {
+    writeFileSync(file, updateVmsa(readFileSync(file), { sku: skuOf(o), apResetAddress: apResetAddressOf(o) }));
+  });
+  vmsa
+    .command('show')
+    .description("print a VMSA file's registers and segments as JSON (as sevctl vmsa show)")
     .argument('<file>')
     .action((file: string) => {
       const state = decodeVmsa(readFileSync(file));

@@ -93,8 +93,12 @@ export class Connection {
   /** Whether the device has a packet of this connection to send now. */
   hasWork(): boolean {
     if (this.state !== 'established') return false;
-    return (this.pendingBytes > 0 && this.peerCredit() > 0) || this.creditUpdateWanted || this.creditRequestWanted
-      || (this.shutdownToSend !== 0 && this.pendingBytes === 0);
+    return (
+      (this.pendingBytes > 0 && this.peerCredit() > 0) ||
+      this.creditUpdateWanted ||
+      this.creditRequestWanted ||
+      (this.shutdownToSend !== 0 && this.pendingBytes === 0)
+    );
   }
 
   /**
@@ -134,7 +138,7 @@ export class Connection {
       if (error) return;
       this.fwdCnt = (this.fwdCnt + n) >>> 0;
       // Tell the guest about freed space before its credit runs dry, not after every write.
-      if (((this.fwdCnt - this.advertisedFwdCnt) >>> 0) >= this.bufAlloc / 4) {
+      if ((this.fwdCnt - this.advertisedFwdCnt) >>> 0 >= this.bufAlloc / 4) {
         this.creditUpdateWanted = true;
         this.events.ready(this);
       }

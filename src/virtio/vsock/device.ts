@@ -3,9 +3,7 @@
 // loop and are turned into rx packets on the next turn, batched, under the transport's guard. A kick
 // on either data queue runs one pass that alternates between them, up to a budget of packets.
 import { offsetOf } from '../../sys/abi.js';
-import {
-  VIRTIO_F_VERSION_1, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, feature, virtioVsockConfig, virtioVsockEvent,
-} from '../abi.js';
+import { VIRTIO_F_VERSION_1, VIRTIO_ID_VSOCK, VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, feature, virtioVsockConfig, virtioVsockEvent } from '../abi.js';
 import type { DescriptorChain } from '../descriptor-chain.js';
 import type { ActivatedQueues, DeviceSignals, VirtioDevice } from '../device.js';
 import { type Virtqueue, VirtqueueError } from '../virtqueue.js';

@@ -6,8 +6,14 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import {
-  VIRTIO_VSOCK_OP_CREDIT_REQUEST, VIRTIO_VSOCK_OP_CREDIT_UPDATE, VIRTIO_VSOCK_OP_REQUEST, VIRTIO_VSOCK_OP_RESPONSE,
-  VIRTIO_VSOCK_OP_RST, VIRTIO_VSOCK_OP_RW, VIRTIO_VSOCK_OP_SHUTDOWN, VIRTIO_VSOCK_TYPE_STREAM,
+  VIRTIO_VSOCK_OP_CREDIT_REQUEST,
+  VIRTIO_VSOCK_OP_CREDIT_UPDATE,
+  VIRTIO_VSOCK_OP_REQUEST,
+  VIRTIO_VSOCK_OP_RESPONSE,
+  VIRTIO_VSOCK_OP_RST,
+  VIRTIO_VSOCK_OP_RW,
+  VIRTIO_VSOCK_OP_SHUTDOWN,
+  VIRTIO_VSOCK_TYPE_STREAM,
 } from '../abi.js';
 import { Connection, type ConnectionEvents, connectionKey } from './connection.js';
 import { HOST_CID, type OutgoingPacket, type VsockHeader } from './packet.js';
@@ -292,8 +298,16 @@ export class VsockUnixBackend {
     if (h.op === VIRTIO_VSOCK_OP_RST) return;
     this.control.push({
       header: {
-        srcCid: HOST_CID, dstCid: this.guestCid, srcPort: h.dstPort, dstPort: h.srcPort, len: 0,
-        type: VIRTIO_VSOCK_TYPE_STREAM, op: VIRTIO_VSOCK_OP_RST, flags: 0, bufAlloc: 0, fwdCnt: 0,
+        srcCid: HOST_CID,
+        dstCid: this.guestCid,
+        srcPort: h.dstPort,
+        dstPort: h.srcPort,
+        len: 0,
+        type: VIRTIO_VSOCK_TYPE_STREAM,
+        op: VIRTIO_VSOCK_OP_RST,
+        flags: 0,
+        bufAlloc: 0,
+        fwdCnt: 0,
       },
     });
   }
@@ -301,8 +315,16 @@ export class VsockUnixBackend {
   private header(c: Connection, op: number, flags = 0, len = 0): VsockHeader {
     c.advertised();
     return {
-      srcCid: HOST_CID, dstCid: this.guestCid, srcPort: c.hostPort, dstPort: c.guestPort, len,
-      type: VIRTIO_VSOCK_TYPE_STREAM, op, flags, bufAlloc: c.bufAlloc, fwdCnt: c.fwdCnt,
+      srcCid: HOST_CID,
+      dstCid: this.guestCid,
+      srcPort: c.hostPort,
+      dstPort: c.guestPort,
+      len,
+      type: VIRTIO_VSOCK_TYPE_STREAM,
+      op,
+      flags,
+      bufAlloc: c.bufAlloc,
+      fwdCnt: c.fwdCnt,
     };
   }
 

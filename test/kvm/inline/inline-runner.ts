@@ -12,9 +12,14 @@ export class InlineVcpuRunner implements VcpuRunner {
   private stopRequested = false;
   private started = false;
   private resolveStopped!: (stops: VcpuStop[]) => void;
-  readonly stopped = new Promise<VcpuStop[]>((resolve) => { this.resolveStopped = resolve; });
+  readonly stopped = new Promise<VcpuStop[]>((resolve) => {
+    this.resolveStopped = resolve;
+  });
 
-  constructor(private readonly vcpus: readonly VirtualCpu[], private readonly buses: IoBuses) {}
+  constructor(
+    private readonly vcpus: readonly VirtualCpu[],
+    private readonly buses: IoBuses,
+  ) {}
 
   onStop(listener: (stop: VcpuStop) => void): void {
     this.listeners.push(listener);

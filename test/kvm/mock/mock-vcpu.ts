@@ -21,33 +21,82 @@ export interface CompletedStep {
 }
 
 const segment = (selector: number, base: bigint, type: number): Segment => ({
-  base, limit: 0xffff, selector, type, present: 1, dpl: 0, db: 0, s: 1, l: 0, g: 0, avl: 0, unusable: 0, padding: 0,
+  base,
+  limit: 0xffff,
+  selector,
+  type,
+  present: 1,
+  dpl: 0,
+  db: 0,
+  s: 1,
+  l: 0,
+  g: 0,
+  avl: 0,
+  unusable: 0,
+  padding: 0,
 });
 
 /** The architectural state after RESET (Intel SDM vol. 3, 9.1.1). */
 function resetSregs(): Sregs {
   return {
-    cs: segment(0xf000, 0xffff_0000n, 0xb), ds: segment(0, 0n, 3), es: segment(0, 0n, 3), fs: segment(0, 0n, 3),
-    gs: segment(0, 0n, 3), ss: segment(0, 0n, 3),
-    tr: { ...segment(0, 0n, 0xb), s: 0 }, ldt: { ...segment(0, 0n, 2), s: 0 },
-    gdt: { base: 0n, limit: 0xffff, padding: [0, 0, 0] }, idt: { base: 0n, limit: 0xffff, padding: [0, 0, 0] },
-    cr0: 0x6000_0010n, cr2: 0n, cr3: 0n, cr4: 0n, cr8: 0n, efer: 0n, apic_base: 0xfee0_0900n,
+    cs: segment(0xf000, 0xffff_0000n, 0xb),
+    ds: segment(0, 0n, 3),
+    es: segment(0, 0n, 3),
+    fs: segment(0, 0n, 3),
+    gs: segment(0, 0n, 3),
+    ss: segment(0, 0n, 3),
+    tr: { ...segment(0, 0n, 0xb), s: 0 },
+    ldt: { ...segment(0, 0n, 2), s: 0 },
+    gdt: { base: 0n, limit: 0xffff, padding: [0, 0, 0] },
+    idt: { base: 0n, limit: 0xffff, padding: [0, 0, 0] },
+    cr0: 0x6000_0010n,
+    cr2: 0n,
+    cr3: 0n,
+    cr4: 0n,
+    cr8: 0n,
+    efer: 0n,
+    apic_base: 0xfee0_0900n,
     interrupt_bitmap: [0n, 0n, 0n, 0n],
   };
 }
 
 function resetRegs(): Regs {
   return {
-    rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, rsi: 0n, rdi: 0n, rsp: 0n, rbp: 0n,
-    r8: 0n, r9: 0n, r10: 0n, r11: 0n, r12: 0n, r13: 0n, r14: 0n, r15: 0n, rip: 0xfff0n, rflags: 0x2n,
+    rax: 0n,
+    rbx: 0n,
+    rcx: 0n,
+    rdx: 0n,
+    rsi: 0n,
+    rdi: 0n,
+    rsp: 0n,
+    rbp: 0n,
+    r8: 0n,
+    r9: 0n,
+    r10: 0n,
+    r11: 0n,
+    r12: 0n,
+    r13: 0n,
+    r14: 0n,
+    r15: 0n,
+    rip: 0xfff0n,
+    rflags: 0x2n,
   };
 }
 
 /** x87/SSE state after FNINIT and with the MXCSR reset value, as KVM_SET_FPU takes it. */
 function resetFpu(): Fpu {
   return {
-    fpr: new Uint8Array(128), fcw: 0x37f, fsw: 0, ftwx: 0, pad1: 0, last_opcode: 0,
-    last_ip: 0n, last_dp: 0n, xmm: new Uint8Array(256), mxcsr: 0x1f80, pad2: 0,
+    fpr: new Uint8Array(128),
+    fcw: 0x37f,
+    fsw: 0,
+    ftwx: 0,
+    pad1: 0,
+    last_opcode: 0,
+    last_ip: 0n,
+    last_dp: 0n,
+    xmm: new Uint8Array(256),
+    mxcsr: 0x1f80,
+    pad2: 0,
   };
 }
 
@@ -82,7 +131,10 @@ export class MockVcpu implements VirtualCpu {
   private readonly script: ScriptStep[] = [];
   private pending: { step: ScriptStep; data: Uint8Array } | undefined;
 
-  constructor(readonly id: number, private readonly vm: MockVm) {}
+  constructor(
+    readonly id: number,
+    private readonly vm: MockVm,
+  ) {}
 
   /** Appends guest actions; once they run out the guest halts. */
   push(...steps: ScriptStep[]): this {
@@ -90,19 +142,45 @@ export class MockVcpu implements VirtualCpu {
     return this;
   }
 
-  getRegs(): Regs { return { ...this.regs }; }
-  setRegs(regs: Regs): void { this.regs = { ...regs }; }
-  getSregs(): Sregs { return structuredClone(this.sregs); }
-  setSregs(sregs: Sregs): void { this.sregs = structuredClone(sregs); }
-  getFpu(): Fpu { return structuredClone(this.fpu); }
-  setFpu(fpu: Partial<Fpu>): void { this.fpu = { ...resetFpu(), ...structuredClone(fpu) }; }
-  getCpuid2(): CpuidEntry[] { return this.cpuid.map((e) => ({ ...e })); }
-  setCpuid2(entries: readonly CpuidEntry[]): void { this.cpuid = entries.map((e) => ({ ...e })); }
-  getLapic(): Uint8Array { return this.lapic.slice(); }
-  getMpState(): number { return this.mpState; }
-  setMpState(state: number): void { this.mpState = state; }
-  setImmediateExit(on: boolean): void { this.immediateExit = on; }
-  close(): void { this.closed = true; }
+  getRegs(): Regs {
+    return { ...this.regs };
+  }
+  setRegs(regs: Regs): void {
+    this.regs = { ...regs };
+  }
+  getSregs(): Sregs {
+    return structuredClone(this.sregs);
+  }
+  setSregs(sregs: Sregs): void {
+    this.sregs = structuredClone(sregs);
+  }
+  getFpu(): Fpu {
+    return structuredClone(this.fpu);
+  }
+  setFpu(fpu: Partial<Fpu>): void {
+    this.fpu = { ...resetFpu(), ...structuredClone(fpu) };
+  }
+  getCpuid2(): CpuidEntry[] {
+    return this.cpuid.map((e) => ({ ...e }));
+  }
+  setCpuid2(entries: readonly CpuidEntry[]): void {
+    this.cpuid = entries.map((e) => ({ ...e }));
+  }
+  getLapic(): Uint8Array {
+    return this.lapic.slice();
+  }
+  getMpState(): number {
+    return this.mpState;
+  }
+  setMpState(state: number): void {
+    this.mpState = state;
+  }
+  setImmediateExit(on: boolean): void {
+    this.immediateExit = on;
+  }
+  close(): void {
+    this.closed = true;
+  }
 
   setLapic(regs: Uint8Array): void {
     if (regs.length !== kvmLapicState.size) throw new RangeError(`a local APIC page is ${kvmLapicState.size} bytes, got ${regs.length}`);

@@ -9,8 +9,14 @@ import { SysError } from '../../../src/sys/sys.js';
 import type { ClockData, IoEventSpec, MemorySlot, VirtualMachine } from '../../../src/kvm/types.js';
 import { MockVcpu } from './mock-vcpu.js';
 
-export interface IrqLineCall { irq: number; level: boolean }
-export interface IoEventRegistration { eventfd: EventFd; spec: IoEventSpec }
+export interface IrqLineCall {
+  irq: number;
+  level: boolean;
+}
+export interface IoEventRegistration {
+  eventfd: EventFd;
+  spec: IoEventSpec;
+}
 
 export class MockVm implements VirtualMachine {
   readonly slots: MemorySlot[] = [];
@@ -50,15 +56,24 @@ export class MockVm implements VirtualMachine {
   registerMemory(memory: GuestMemory, firstSlot = 0): void {
     for (const [i, r] of memory.regions.entries()) {
       this.setUserMemoryRegion({
-        slot: firstSlot + i, guestAddress: r.guestAddress, size: r.size, hostAddress: r.backing.kind === 'host' ? r.backing.hostAddress : 0n,
+        slot: firstSlot + i,
+        guestAddress: r.guestAddress,
+        size: r.size,
+        hostAddress: r.backing.kind === 'host' ? r.backing.hostAddress : 0n,
       });
     }
     this.memory = memory;
   }
 
-  setTssAddress(address: number): void { this.tssAddress = address; }
-  setIdentityMapAddress(address: number): void { this.identityMapAddress = address; }
-  createPit2(flags = KVM_PIT_SPEAKER_DUMMY): void { this.pitFlags = flags; }
+  setTssAddress(address: number): void {
+    this.tssAddress = address;
+  }
+  setIdentityMapAddress(address: number): void {
+    this.identityMapAddress = address;
+  }
+  createPit2(flags = KVM_PIT_SPEAKER_DUMMY): void {
+    this.pitFlags = flags;
+  }
 
   createIrqchip(): void {
     if (this.vcpus.length > 0) throw new SysError('KVM_CREATE_IRQCHIP', constants.errno.EINVAL, 'the irqchip must be created before any vCPU');
@@ -102,9 +117,13 @@ export class MockVm implements VirtualMachine {
   /** What KVM does on a guest write: signal a matching ioeventfd and report that no exit is needed. */
   signalIoEvent(space: 'pio' | 'mmio', address: number, data: Uint8Array): boolean {
     const value = data.reduceRight((v, b) => (v << 8n) | BigInt(b), 0n);
-    const match = this.ioEvents.find(({ spec }) => spec.space === space && spec.address === address
-      && (spec.length === 0 || spec.length === data.length)
-      && (spec.datamatch === undefined || spec.datamatch === value));
+    const match = this.ioEvents.find(
+      ({ spec }) =>
+        spec.space === space &&
+        spec.address === address &&
+        (spec.length === 0 || spec.length === data.length) &&
+        (spec.datamatch === undefined || spec.datamatch === value),
+    );
     match?.eventfd.signal();
     return match !== undefined;
   }
