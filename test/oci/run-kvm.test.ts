@@ -231,9 +231,9 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
   it('carries 10,000 environment variables and a 120 KB argument to the workload, on no command line', async () => {
     const big = 'y'.repeat(120 * 1024);
     const env = ['PATH=/usr/bin:/bin', ...Array.from({ length: 10_000 }, (_, i) => `V${i}=${i}`)];
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, for the guest's shell.
     const r = await run(
       'run',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, for the guest's shell.
       await bundle('big-process', { args: ['sh', '-c', 'echo "$V0 $V9999 ${#1}"; env | grep -c "^V"; grep -c yyyy /proc/cmdline', 'sh', big], env }),
     );
     expect(r.stdout).to.equal(`0 9999 ${big.length}\n10000\n0\n`);
