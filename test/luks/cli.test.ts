@@ -3,35 +3,11 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
-import { main } from '../../src/cli/main.js';
 import { writeLuks2 } from '../../src/luks/writer.js';
+import { runInProcess } from '../cli/in-process.js';
 import { FAST_PBKDF2, Scratch, cryptsetupOk } from './cryptsetup.js';
 
-/** Runs `ts-vmm ...args` in-process; returns the exit status and its stdout and stderr. */
-async function run(...args: string[]): Promise<{ status: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => {
-    out += chunk;
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => {
-    err += chunk;
-    return true;
-  }) as typeof process.stderr.write;
-  const before = process.exitCode;
-  try {
-    process.exitCode = undefined;
-    const status = await main(['node', 'ts-vmm', ...args]);
-    return { status, out, err };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-    process.exitCode = before;
-  }
-}
+const run = runInProcess;
 
 describe('luks: ts-vmm luks dump', function () {
   this.timeout(60_000);

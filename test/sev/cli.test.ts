@@ -3,38 +3,19 @@ import { createHash } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { main } from '../../src/cli/main.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { measuredLaunch, SEV_SECRET_PAGE } from '../../src/sev/launch.js';
 import { readLaunchSession } from '../../src/sev/owner-files.js';
 import { parseSecretTable } from '../../src/sev/secret.js';
 import { SevSimulator } from '../../src/sev/sev-sim.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
+import { runInProcess } from '../cli/in-process.js';
 import { itWithVectors, vectorPath } from './vectors.js';
 
-/** Runs `ts-vmm ...args` in-process; returns the exit status and what it printed. */
+/** `ts-vmm ...args` in-process; what it printed on stdout, then stderr. */
 async function run(...args: string[]): Promise<{ status: number; out: string }> {
-  let out = '';
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string) => {
-    out += chunk;
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string) => {
-    out += chunk;
-    return true;
-  }) as typeof process.stderr.write;
-  const before = process.exitCode;
-  try {
-    process.exitCode = undefined;
-    const status = await main(['node', 'ts-vmm', ...args]);
-    return { status, out };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-    process.exitCode = before;
-  }
+  const r = await runInProcess(...args);
+  return { status: r.status, out: r.out + r.err };
 }
 
 describe('sev: ts-vmm sev commands', () => {
