@@ -53,6 +53,13 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     if (work) await rm(work, { recursive: true, force: true });
   });
 
+  /** `ts-vmm boot` of the guest through the measured path on sev-sim, with the owner's side given by `owner`. */
+  const measuredBoot = (initrd: string, simState: string, owner: string[]) =>
+    tsVmmBoot(
+      ['--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB), '--tee', 'sev-sim', '--sim-state', simState, ...owner],
+      BOOT_TIMEOUT_MS,
+    );
+
   it("boots through the measured path; the prediction matches; the guest reads the owner's secret from its initrd slot, and the page is cleared", async () => {
     const initrd = await guest.initrd('secret-reader', READ_SECRET);
     const stateDir = join(work, 'sev-sim');
@@ -69,33 +76,18 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
     const predicted = await predictTsVmmLaunchDigest(inputs);
     const secretTable = buildSecretTable([{ guid: SECRET_GUID, data: Buffer.from('correct horse battery staple') }]);
 
-    const booted = tsVmmBoot(
-      [
-        '--kernel',
-        guest.kernel,
-        '--initrd',
-        initrd,
-        '--cmdline',
-        CMDLINE,
-        '--mem',
-        String(MEMORY_MIB),
-        '--tee',
-        'sev-sim',
-        '--sim-state',
-        stateDir,
-        '--tee-policy',
-        `0x${policy.toString(16)}`,
-        '--tee-godh',
-        files.godh,
-        '--tee-session',
-        files.session,
-        '--tee-secret-dir',
-        exchange,
-        '--tee-secret-timeout',
-        '120',
-      ],
-      BOOT_TIMEOUT_MS,
-    );
+    const booted = measuredBoot(initrd, stateDir, [
+      '--tee-policy',
+      `0x${policy.toString(16)}`,
+      '--tee-godh',
+      files.godh,
+      '--tee-session',
+      files.session,
+      '--tee-secret-dir',
+      exchange,
+      '--tee-secret-timeout',
+      '120',
+    ]);
 
     // The owner's side: wait for the measurement, verify it against the prediction, answer with the secret.
     const measurementFile = join(exchange, 'measurement.bin');
@@ -147,28 +139,7 @@ describe('sev: measured boot of the Debian kernel with ts-vmm boot --tee sev-sim
         policy,
         passphrase,
       });
-      const boot = (workloadId: string) =>
-        tsVmmBoot(
-          [
-            '--kernel',
-            guest.kernel,
-            '--initrd',
-            initrd,
-            '--cmdline',
-            CMDLINE,
-            '--mem',
-            String(MEMORY_MIB),
-            '--tee',
-            'sev-sim',
-            '--sim-state',
-            join(kbs.dir, 'sim'),
-            '--tee-kbs',
-            kbs.url,
-            '--tee-workload-id',
-            workloadId,
-          ],
-          BOOT_TIMEOUT_MS,
-        );
+      const boot = (workloadId: string) => measuredBoot(initrd, join(kbs.dir, 'sim'), ['--tee-kbs', kbs.url, '--tee-workload-id', workloadId]);
 
       const refused = await boot('other-cmdline');
       expect(refused.status, refused.stderr).to.equal(1);
