@@ -33,108 +33,141 @@ async function serve(data: IoThreadWorkerData): Promise<void> {
     post({ type: 'error', message: errorMessage(e) });
     return;
   }
-  const memory = GuestMemory.fromDescriptor(data.memory);
-  const status = new InterruptStatus(data.interruptStatus);
-  const interrupt = new EventFd(data.interruptFd);
-  const control = new EventFd(data.controlFd);
-  const acknowledged = new Int32Array(data.ack);
-  const port: MessagePort = data.port;
-  let active = false;
+  const thread = new IoThread(device, data);
+  thread.announce();
+  thread.loop();
+  await thread.close();
+}
+
+/** One device served on this thread: its signals to the main thread, the commands it obeys, the kicks it serves. */
+class IoThread {
+  private readonly memory: GuestMemory;
+  private readonly status: InterruptStatus;
+  private readonly interrupt: EventFd;
+  private readonly control: EventFd;
+  private readonly acknowledged: Int32Array;
+  private readonly port: MessagePort;
+  private active = false;
   /** Queues whose device asked to be served again after a look at the control eventfd. */
-  const deferred = new Set<number>();
-
-  const fail = (e: unknown): void => {
-    active = false;
-    try {
-      device.reset();
-    } catch {
-      // Already failing: the first error is the one to report.
-    }
-    post({ type: 'error', message: errorMessage(e) });
-  };
-  const guard = (work: () => void): void => {
-    try {
-      work();
-    } catch (e) {
-      fail(e);
-    }
-  };
-  const signals: DeviceSignals = {
-    usedBuffers: () => {
-      status.raise(VIRTIO_MMIO_INT_VRING);
-      interrupt.signal();
-    },
-    configChanged: () => post({ type: 'config-changed' }),
-    guard,
-    defer: (queue) => {
-      deferred.add(queue);
-    },
-    stopRequested: () => Atomics.load(acknowledged, STOP_WORD) !== 0,
-  };
-  device.attach(signals);
-  const config = new Uint8Array(device.configSize);
-  device.readConfig(0, config);
-  post({ type: 'ready', deviceType: device.deviceType, features: device.features.toString(), queueMaxSizes: [...device.queueMaxSizes], config });
-
-  const epfd = epollCreate();
-  epollCtl(epfd, EPOLL_CTL_ADD, control.fd);
+  private readonly deferred = new Set<number>();
+  private readonly epfd = epollCreate();
   /** Queue index of each kick eventfd. */
-  const kicks = new Map<number, { queue: number; eventfd: EventFd }>();
-  const events = new Uint8Array(MAX_EVENTS * epollEvent.size);
+  private readonly kicks = new Map<number, { queue: number; eventfd: EventFd }>();
+  private readonly events = new Uint8Array(MAX_EVENTS * epollEvent.size);
 
-  /** Carries out the commands posted so far; false once told to close. */
-  const obey = (command: IoThreadCommand): boolean => {
+  constructor(
+    private readonly device: ClosableDevice,
+    data: IoThreadWorkerData,
+  ) {
+    this.memory = GuestMemory.fromDescriptor(data.memory);
+    this.status = new InterruptStatus(data.interruptStatus);
+    this.interrupt = new EventFd(data.interruptFd);
+    this.control = new EventFd(data.controlFd);
+    this.acknowledged = new Int32Array(data.ack);
+    this.port = data.port;
+    epollCtl(this.epfd, EPOLL_CTL_ADD, this.control.fd);
+  }
+
+  /** Attaches the device and tells the main thread what it is. */
+  announce(): void {
+    const signals: DeviceSignals = {
+      usedBuffers: () => {
+        this.status.raise(VIRTIO_MMIO_INT_VRING);
+        this.interrupt.signal();
+      },
+      configChanged: () => post({ type: 'config-changed' }),
+      guard: (work) => this.guard(work),
+      defer: (queue) => {
+        this.deferred.add(queue);
+      },
+      stopRequested: () => Atomics.load(this.acknowledged, STOP_WORD) !== 0,
+    };
+    this.device.attach(signals);
+    const config = new Uint8Array(this.device.configSize);
+    this.device.readConfig(0, config);
+    post({
+      type: 'ready',
+      deviceType: this.device.deviceType,
+      features: this.device.features.toString(),
+      queueMaxSizes: [...this.device.queueMaxSizes],
+      config,
+    });
+  }
+
+  /** Until told to close: commands first, then the queues kicked or deferred. */
+  loop(): void {
+    let open = true;
+    while (open) {
+      // With deferred work, only look at what is ready (commands first), then go on with it.
+      const ready = epollWait(this.epfd, this.events, this.deferred.size > 0 ? 0 : -1);
+      if (ready.includes(this.control.fd)) {
+        this.control.take();
+        for (let m = receiveMessageOnPort(this.port); m && open; m = receiveMessageOnPort(this.port)) open = this.obey(m.message as IoThreadCommand);
+      }
+      const due = new Set(this.deferred);
+      this.deferred.clear();
+      for (const fd of ready) {
+        const kick = this.kicks.get(fd);
+        // Reading the counter clears it: several guest writes since the last read are one kick.
+        if (kick && kick.eventfd.take() > 0n) due.add(kick.queue);
+      }
+      if (!this.active || !open) continue;
+      for (const queue of due) this.guard(() => this.device.queueNotify(queue));
+    }
+  }
+
+  async close(): Promise<void> {
+    close(this.epfd);
+    this.port.close();
+    await this.device.close();
+  }
+
+  /** Carries out one command of the main thread; false once told to close. */
+  private obey(command: IoThreadCommand): boolean {
     switch (command.type) {
       case 'kicks':
-        command.fds.forEach((fd, queue) => {
-          kicks.set(fd, { queue, eventfd: new EventFd(fd) });
-          epollCtl(epfd, EPOLL_CTL_ADD, fd);
-        });
+        for (const [queue, fd] of command.fds.entries()) {
+          this.kicks.set(fd, { queue, eventfd: new EventFd(fd) });
+          epollCtl(this.epfd, EPOLL_CTL_ADD, fd);
+        }
         break;
       case 'activate':
-        guard(() => {
+        this.guard(() => {
           const features = BigInt(command.features);
-          const queues = command.queues.map((q) => (q ? new Virtqueue(memory, q.layout, q.features, q.maxSize) : null));
-          device.activate({ memory, queues, features });
-          active = true;
+          const queues = command.queues.map((q) => (q ? new Virtqueue(this.memory, q.layout, q.features, q.maxSize) : null));
+          this.device.activate({ memory: this.memory, queues, features });
+          this.active = true;
         });
         break;
       case 'reset':
-        active = false;
-        deferred.clear();
-        guard(() => device.reset());
+        this.active = false;
+        this.deferred.clear();
+        this.guard(() => this.device.reset());
         // The pass the stop request cut short is over; the next activation starts afresh.
-        Atomics.store(acknowledged, STOP_WORD, 0);
+        Atomics.store(this.acknowledged, STOP_WORD, 0);
         break;
       case 'close':
         return false;
     }
-    Atomics.store(acknowledged, ACK_WORD, command.sequence);
-    Atomics.notify(acknowledged, ACK_WORD);
+    Atomics.store(this.acknowledged, ACK_WORD, command.sequence);
+    Atomics.notify(this.acknowledged, ACK_WORD);
     return true;
-  };
-
-  let open = true;
-  while (open) {
-    // With deferred work, only look at what is ready (commands first), then go on with it.
-    const ready = epollWait(epfd, events, deferred.size > 0 ? 0 : -1);
-    if (ready.includes(control.fd)) {
-      control.take();
-      for (let m = receiveMessageOnPort(port); m && open; m = receiveMessageOnPort(port)) open = obey(m.message as IoThreadCommand);
-    }
-    const due = new Set(deferred);
-    deferred.clear();
-    for (const fd of ready) {
-      const kick = kicks.get(fd);
-      // Reading the counter clears it: several guest writes since the last read are one kick.
-      if (kick && kick.eventfd.take() > 0n) due.add(kick.queue);
-    }
-    if (!active || !open) continue;
-    for (const queue of due) guard(() => device.queueNotify(queue));
   }
-  close(epfd);
-  port.close();
-  await device.close();
+
+  /** Runs device work; an exception stops the device (reset) and is reported to the main thread. */
+  private guard(work: () => void): void {
+    try {
+      work();
+    } catch (e) {
+      this.active = false;
+      try {
+        this.device.reset();
+      } catch {
+        // Already failing: the first error is the one to report.
+      }
+      post({ type: 'error', message: errorMessage(e) });
+    }
+  }
 }
 
 if (!isMainThread && (workerData as { role?: unknown } | null)?.role === IO_THREAD_ROLE) {
