@@ -254,7 +254,15 @@ describe('kbs: the wire protocol', () => {
     const byteArrayMutation = fc.record({
       field: fc.constantFrom('pdh', 'pek', 'oca', 'cek'),
       index: fc.nat({ max: 3000 }),
-      value: fc.oneof(fc.integer({ min: -1000, max: -1 }), fc.integer({ min: 256, max: 1e9 }), fc.double(), fc.string(), fc.constant(null), fc.boolean()),
+      value: fc.oneof(
+        fc.integer({ min: -1000, max: -1 }),
+        fc.integer({ min: 256, max: 1e9 }),
+        // A double can be a byte (0, 1, ... 255, and -0 which JSON writes as 0): those are no mutation.
+        fc.double().filter((d) => !(Number.isInteger(d) && d >= 0 && d <= 255)),
+        fc.string(),
+        fc.constant(null),
+        fc.boolean(),
+      ),
       truncate: fc.boolean(),
     });
 
