@@ -4,15 +4,16 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BootInputs } from '../boot/prepare.js';
 import { KbsClient } from '../kbs/client.js';
-import { type FullChain, parseCaChain, parseSevChain } from '../sev/chain.js';
+import { type FullChain, parseCaChain } from '../sev/chain.js';
 import type { SecretSource } from '../sev/launch.js';
+import type { FirmwareBuild } from '../sev/measurement.js';
 import { readLaunchSession } from '../sev/owner-files.js';
 import { PolicyBit } from '../sev/policy.js';
 import { secretThroughFiles, type TeeKind, teeLaunch } from '../sev/tee.js';
 import { type MeasuredBootInputs, measuredBootInputs } from '../sev/ts-vmm-launch.js';
 import type { ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
-import { platformFrom } from './sev/common.js';
+import { exportedSevChain, platformFrom } from './sev/common.js';
 
 /** A measured boot's inputs (firmware entry) and its confidential launch, for `ts-vmm boot --tee`. */
 export async function confidentialBoot(
@@ -85,13 +86,12 @@ async function fromKeyBroker(url: string, options: BootOptions): Promise<LaunchI
 }
 
 /** The platform's certificate chain up to AMD's ARK (sev-sim's own, or `--tee-ca-chain` on hardware) and its firmware build. */
-function platformEvidence(options: BootOptions): { chain: FullChain; build: { apiMajor: number; apiMinor: number; build: number } } {
+function platformEvidence(options: BootOptions): { chain: FullChain; build: FirmwareBuild } {
   const p = platformFrom(options.simState);
   try {
-    const { pdh, chain: rest } = p.platform.pdhCertExport();
     const ca = options.teeCaChain !== undefined ? parseCaChain(readFileSync(options.teeCaChain)) : p.ca;
     if (!ca) throw new Error("--tee-kbs on SEV hardware needs --tee-ca-chain FILE (AMD's ASK and ARK for this platform)");
-    return { chain: { ...parseSevChain(Buffer.concat([pdh.bytes, rest])), ...ca }, build: p.platform.platformStatus() };
+    return { chain: { ...exportedSevChain(p.platform), ...ca }, build: p.platform.platformStatus() };
   } finally {
     p.close();
   }

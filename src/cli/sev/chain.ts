@@ -18,7 +18,7 @@ import { Usage } from '../../sev/certificate-key.js';
 import { describePolicy } from '../../sev/policy.js';
 import { createSession } from '../../sev/session.js';
 import { SEV_CERT_SIZE, SevCertificate } from '../../sev/sev-certificate.js';
-import { platformFrom, say } from './common.js';
+import { exportedSevChain, platformFrom, say } from './common.js';
 
 /** The PDH a session is made for: a lone certificate, or the first of a chain whose links hold. */
 function pdhOf(bytes: Buffer): SevCertificate {
@@ -64,8 +64,7 @@ export function registerChainCommands(sev: Command, simState: Option): void {
       } else {
         const p = platformFrom(o.simState);
         try {
-          const { pdh, chain: rest } = p.platform.pdhCertExport();
-          chain = parseSevChain(Buffer.concat([pdh.bytes, rest]));
+          chain = exportedSevChain(p.platform);
           ca = p.ca;
         } finally {
           p.close();

@@ -1,5 +1,5 @@
 // What the `ts-vmm sev` commands share: output, exact-length arguments, and the platform they talk to.
-import type { CaChain } from '../../sev/chain.js';
+import { type CaChain, parseSevChain, type SevChain } from '../../sev/chain.js';
 import type { SevPlatform } from '../../sev/firmware.js';
 import { SevDevice } from '../../sev/psp.js';
 import { SimulatedPlatform } from '../../sev/sev-sim.js';
@@ -20,4 +20,10 @@ export function platformFrom(simState?: string): { platform: SevPlatform; close(
   }
   const device = SevDevice.open();
   return { platform: device, close: () => device.close() };
+}
+
+/** The platform's own chain as PDH_CERT_EXPORT gives it: PDH, PEK, OCA, CEK. */
+export function exportedSevChain(platform: SevPlatform): SevChain {
+  const { pdh, chain } = platform.pdhCertExport();
+  return parseSevChain(Buffer.concat([pdh.bytes, chain]));
 }

@@ -1,10 +1,10 @@
 // `ts-vmm sev status|export|sim-init`: the platform's own commands, on /dev/sev or sev-sim.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
-import { encodeCaChain, encodeSevChain, parseCaChain, parseSevChain, verifyChain } from '../../sev/chain.js';
+import { encodeCaChain, encodeSevChain, parseCaChain, verifyChain } from '../../sev/chain.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from '../../sev/sev-abi.js';
 import { SimulatedIdentity } from '../../sev/sim-identity.js';
-import { platformFrom, say } from './common.js';
+import { exportedSevChain, platformFrom, say } from './common.js';
 
 export function registerPlatformCommands(sev: Command, simState: Option): void {
   sev
@@ -33,8 +33,7 @@ export function registerPlatformCommands(sev: Command, simState: Option): void {
     .action((file: string, o: { simState?: string; full?: boolean; ca?: string }) => {
       const p = platformFrom(o.simState);
       try {
-        const { pdh, chain } = p.platform.pdhCertExport();
-        const sevChain = parseSevChain(Buffer.concat([pdh.bytes, chain]));
+        const sevChain = exportedSevChain(p.platform);
         const parts = [encodeSevChain(sevChain)];
         if (o.full) {
           const ca = o.ca ? parseCaChain(readFileSync(o.ca)) : p.ca;
