@@ -10,6 +10,10 @@
  * back the other way. When the process exits every other guest process is killed, the root disk is unmounted
  * so its writes are on the disk, and only then is EXIT sent: the host may stop the VM the moment it reads it.
  *
+ * A confidential image carries its setup and process inside the encrypted disk, in words files (`--setup-file`,
+ * `--process-file`); the host then cannot choose the process, and a PROCESS frame from it ends the run. Run as
+ * `agent --take-secret SLOT` it hands the launch secret to cryptsetup and wipes the slot.
+ *
  * Frame: u32 little-endian payload length, u8 type, payload. Both sides reject payloads over MAX_PAYLOAD.
  * Must stay in step with src/oci/agent-protocol.ts.
  */
@@ -51,7 +55,7 @@ static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 struct mount_spec { const char *type, *source, *target, *data; unsigned long flags; };
 
 struct options {
-  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir;
+  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir, *process_file;
   struct mount_spec mounts[MAX_MOUNTS];
   int nmounts;
   uid_t uid;
@@ -148,13 +152,33 @@ static void parse_rlimit(struct options *o, char *spec) {
   usage("unknown --rlimit name");
 }
 
-/* The command line: how to reach the host and how to set the container up (mounts, host name). */
-static void parse_setup(struct options *o, int argc, char **argv) {
-  memset(o, 0, sizeof *o);
-  o->root = "/";
-  o->cwd = "/";
-  o->umask_value = -1;
-  for (int i = 1; i < argc; i++) {
+/*
+ * A file of NUL-terminated words, read whole (at most MAX_PROCESS bytes); `*len` is its size. A confidential
+ * image carries the container's setup and process this way, inside the encrypted disk the host cannot read.
+ */
+static char *read_words_file(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die(path);
+  char *text = malloc(MAX_PROCESS);
+  if (!text) usage("no memory for a words file");
+  size_t n = 0;
+  for (;;) {
+    ssize_t r = read(fd, text + n, MAX_PROCESS - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) die(path);
+    if (r == 0) break;
+    n += (size_t)r;
+    if (n == MAX_PROCESS) usage("words file larger than MAX_PROCESS");
+  }
+  close(fd);
+  if (n == 0 || text[n - 1] != '\0') usage("words file is not NUL-terminated words");
+  *len = n;
+  return text;
+}
+
+/* Setup options (how to reach the host, how to set the container up) from `argv[first..argc)`. */
+static void parse_setup_words(struct options *o, int first, int argc, char **argv, int allow_file) {
+  for (int i = first; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--poweroff") == 0) { o->poweroff = 1; continue; }
@@ -166,7 +190,17 @@ static void parse_setup(struct options *o, int argc, char **argv) {
     else if (strcmp(a, "--unmount") == 0) o->unmount = v;
     else if (strcmp(a, "--hostname") == 0) o->hostname = v;
     else if (strcmp(a, "--populate-dev") == 0) o->dev_dir = v;
-    else if (strcmp(a, "--mount") == 0) {
+    else if (strcmp(a, "--process-file") == 0) o->process_file = v;
+    else if (strcmp(a, "--setup-file") == 0 && allow_file) {
+      size_t len;
+      char *text = read_words_file(v, &len);
+      int nwords = 0;
+      for (size_t k = 0; k < len; k++) nwords += text[k] == '\0';
+      char **words = calloc((size_t)nwords, sizeof *words);
+      if (!words) usage("no memory for the setup file");
+      for (size_t k = 0, w = 0; k < len; k += strlen(text + k) + 1) words[w++] = text + k;
+      parse_setup_words(o, 0, nwords, words, 0); /* the words stay allocated: the options point into them */
+    } else if (strcmp(a, "--mount") == 0) {
       /* --mount TYPE SOURCE TARGET FLAGS DATA: mount(2)'s own arguments, decoded from runtime-spec on the host */
       if (i + 4 >= argc || o->nmounts >= MAX_MOUNTS) usage("--mount wants TYPE SOURCE TARGET FLAGS DATA");
       struct mount_spec *m = &o->mounts[o->nmounts++];
@@ -177,7 +211,51 @@ static void parse_setup(struct options *o, int argc, char **argv) {
       m->data = argv[++i];
     } else usage("unknown option");
   }
+}
+
+/* The command line: how to reach the host and how to set the container up (mounts, host name). */
+static void parse_setup(struct options *o, int argc, char **argv) {
+  memset(o, 0, sizeof *o);
+  o->root = "/";
+  o->cwd = "/";
+  o->umask_value = -1;
+  parse_setup_words(o, 1, argc, argv, 1);
   if (!o->vsock == !o->unix_path) usage("exactly one of --vsock CID:PORT or --unix PATH is required");
+}
+
+/*
+ * `--take-secret FILE`: the launch secret's slot (src/initramfs/secret-slot.ts) holds the passphrase, zero-padded
+ * as libkrun's key broker sends it. Writes the bytes before the first NUL to stdout for cryptsetup, then zeroes the
+ * slot and removes it, so the passphrase is gone from the guest's memory once the disk is open.
+ */
+static int take_secret(const char *path) {
+  static char slot[4096];
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    fprintf(stderr, "ts-vmm-agent: no launch secret slot %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  ssize_t n = read(fd, slot, sizeof slot);
+  size_t len = n > 0 ? strnlen(slot, (size_t)n) : 0;
+  int status = 0;
+  if (len == 0) {
+    fprintf(stderr, "ts-vmm-agent: the launch secret slot is empty: no secret was injected at launch\n");
+    status = 1;
+  } else {
+    for (size_t done = 0; done < len;) {
+      ssize_t w = write(STDOUT_FILENO, slot + done, len - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) { status = 1; break; }
+      done += (size_t)w;
+    }
+  }
+  if (n > 0) {
+    memset(slot, 0, (size_t)n);
+    if (pwrite(fd, slot, (size_t)n, 0) != n) status = 1;
+  }
+  close(fd);
+  unlink(path);
+  return status;
 }
 
 /*
@@ -442,6 +520,7 @@ static int forward_output(struct stream *s) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--take-secret") == 0) return take_secret(argv[2]);
   static struct options o;
   parse_setup(&o, argc, argv);
   signal(SIGPIPE, SIG_IGN);
@@ -460,6 +539,9 @@ int main(int argc, char **argv) {
     if (o.poweroff) reboot(RB_POWER_OFF);
     return 125;
   }
+  char *description = NULL; /* the process description: the PROCESS frames' bytes, up to MAX_PROCESS */
+  size_t description_len = 0;
+  if (o.process_file) description = read_words_file(o.process_file, &description_len);
   send_frame(FRAME_READY, NULL, 0);
 
   static uint8_t in[HEADER + MAX_PAYLOAD + STDIN_BUFFER];
@@ -472,8 +554,6 @@ int main(int argc, char **argv) {
   struct stream out = { -1, FRAME_STDOUT }, err = { -1, FRAME_STDERR };
   int stdin_fd = -1, master = -1;
   struct winsize early_size = { 0 };
-  char *description = NULL; /* the PROCESS frames' bytes, up to MAX_PROCESS */
-  size_t description_len = 0;
 
   for (;;) {
     /* Decode complete frames from the host. */
@@ -487,6 +567,8 @@ int main(int argc, char **argv) {
       if (type == FRAME_STDIN && len > sizeof pending - pending_len) break; /* wait for the process to read */
       off += HEADER + len;
       if (type == FRAME_PROCESS && !started) {
+        /* A confidential image names its own process; the host may not replace or extend it. */
+        if (o.process_file) usage("the host sent a process, but this workload's process comes from its image");
         if (len > MAX_PROCESS - description_len) usage("process description larger than MAX_PROCESS");
         char *grown = realloc(description, description_len + len);
         if (!grown) usage("no memory for the process description");

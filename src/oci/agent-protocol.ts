@@ -54,13 +54,18 @@ export function encodeStdin(data: Uint8Array): Buffer[] {
   return frames;
 }
 
+/** Words as the agent reads them, each NUL-terminated: in Process frames, or in a words file (`--setup-file`, `--process-file`). */
+export function encodeWords(words: readonly string[]): Buffer {
+  if (words.some((w) => w.includes('\0'))) throw new ProtocolError('a word for the guest agent contains a NUL byte');
+  return Buffer.from(words.map((w) => `${w}\0`).join(''), 'utf8');
+}
+
 /**
  * The process description (the agent's process options, `--`, the arguments) as Process frames: the words
  * NUL-terminated, cut into payloads of at most MAX_PAYLOAD. Sent after READY, before START.
  */
 export function encodeProcess(words: readonly string[]): Buffer[] {
-  if (words.some((w) => w.includes('\0'))) throw new ProtocolError('a process word contains a NUL byte');
-  const text = Buffer.from(words.map((w) => `${w}\0`).join(''), 'utf8');
+  const text = encodeWords(words);
   if (text.length > MAX_PROCESS_BYTES) throw new ProtocolError(`process description of ${text.length} bytes exceeds ${MAX_PROCESS_BYTES}`);
   const frames: Buffer[] = [];
   for (let off = 0; off < text.length; off += MAX_PAYLOAD) frames.push(encodeFrame(FrameType.Process, text.subarray(off, off + MAX_PAYLOAD)));

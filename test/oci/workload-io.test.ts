@@ -1,14 +1,14 @@
 // The real guest agent, built from src/guest/agent.c, run on the host over a Unix socket: the same binary and
 // protocol the VM uses, without a VM.
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { shellStatus } from '../../src/oci/agent-protocol.js';
+import { encodeWords, shellStatus } from '../../src/oci/agent-protocol.js';
 import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
 import { WorkloadIo } from '../../src/oci/workload-io.js';
 
@@ -35,13 +35,16 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
   });
 
   /** Runs the process described by `process` (processWords' form) in the agent, started with only `--unix`. */
-  async function run(process: string[], options: { stdin?: Readable; signalAfterMs?: number; window?: { rows: number; columns: number } } = {}) {
+  async function run(
+    process: string[],
+    options: { stdin?: Readable; signalAfterMs?: number; window?: { rows: number; columns: number }; agentArgs?: (socket: string) => string[] } = {},
+  ) {
     const socket = join(dir, `s${children.length}`);
     const out = collector();
     const err = collector();
     const errors: string[] = [];
     const io = await WorkloadIo.listen(socket, { stdin: options.stdin, stdout: out.stream, stderr: err.stream }, (m) => errors.push(m));
-    const child = spawn(agent, ['--unix', socket], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(agent, options.agentArgs?.(socket) ?? ['--unix', socket], { stdio: ['ignore', 'inherit', 'inherit'] });
     children.push(child);
     await io.whenReady();
     io.start(process, options.window);
@@ -128,6 +131,45 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
       (e: Error) => expect(e.message).to.equal(`the guest could not set up the container: mount ${target}: No such device`),
     );
     io.close();
+  });
+
+  it("takes its setup and process from words files (a confidential image's), and refuses a process from the host then", async () => {
+    const processFile = join(dir, 'process.words');
+    writeFileSync(processFile, encodeWords(['--env', 'WHERE=image', '--', '/bin/sh', '-c', 'echo "from the $WHERE"; exit 7']));
+    const setupFile = (socket: string): string => {
+      const file = `${socket}.setup`;
+      writeFileSync(file, encodeWords(['--unix', socket, '--process-file', processFile]));
+      return file;
+    };
+    const fromImage = await run([], { agentArgs: (socket) => ['--setup-file', setupFile(socket)] });
+    expect(fromImage).to.deep.include({ status: 7, stdout: 'from the image\n', stderr: '' });
+
+    const socket = join(dir, 'hostile-host');
+    const errors: string[] = [];
+    const io = await WorkloadIo.listen(socket, { stdin: undefined, stdout: new PassThrough(), stderr: new PassThrough() }, (m) => errors.push(m));
+    const child = spawn(agent, ['--setup-file', setupFile(socket)], { stdio: 'ignore' });
+    children.push(child);
+    await io.whenReady();
+    io.start(['--', '/bin/echo', 'chosen by the host']);
+    const [code] = (await once(child, 'exit')) as [number];
+    io.close();
+    expect(code).to.equal(125);
+    expect(errors.join('\n')).to.contain("the host sent a process, but this workload's process comes from its image");
+  });
+
+  it('takes the launch secret from its slot: the bytes before the first NUL, then the slot is zeroed and removed', async () => {
+    const slot = join(dir, 'slot');
+    writeFileSync(slot, Buffer.concat([Buffer.from('correct horse'), Buffer.alloc(4096 - 13)]));
+    const taken = spawnSync(agent, ['--take-secret', slot]);
+    expect(taken.status).to.equal(0);
+    expect(taken.stdout.toString('latin1')).to.equal('correct horse');
+    expect(existsSync(slot)).to.equal(false);
+
+    writeFileSync(slot, Buffer.alloc(4096));
+    const empty = spawnSync(agent, ['--take-secret', slot]);
+    expect(empty.status).to.equal(1);
+    expect(empty.stdout.length).to.equal(0);
+    expect(empty.stderr.toString()).to.contain('the launch secret slot is empty');
   });
 
   it('passes 10,000 environment variables and a 120 KB argument (no command-line limits on the way)', async () => {
