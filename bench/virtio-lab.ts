@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { ensureBusybox, ensureDebianKernel } from '../src/assets/debian.js';
 import { writeInitramfs } from '../src/initramfs/builder.js';
 import { ModuleTree, readModuleImage } from '../src/initramfs/modules.js';
-import { findProgram, sharedLibraries } from '../src/lab/host-programs.js';
+import { findProgram, sharedLibraries } from '../src/oci/host-programs.js';
 
 const CLI = fileURLToPath(new URL('../../bin/ts-vmm.js', import.meta.url));
 const CMDLINE = 'console=ttyS0 quiet';

@@ -13,7 +13,7 @@ import { secretThroughFiles, type TeeKind, teeLaunch } from '../sev/tee.js';
 import { type MeasuredBootInputs, measuredBootInputs } from '../sev/ts-vmm-launch.js';
 import type { ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
-import { exportedSevChain, platformFrom } from './sev/common.js';
+import { exportedSevChain, platformFrom } from '../sev/platform.js';
 
 /** A measured boot's inputs (firmware entry) and its confidential launch, for `ts-vmm boot --tee`. */
 export async function confidentialBoot(

@@ -7,7 +7,7 @@ import { projectRoot } from '../sys/project-paths.js';
 import { COMPLETE_MARKER, ensureBusybox, ensureDebianKernel, unpackedPath, type AssetOptions, type DebianKernel } from '../assets/debian.js';
 import { writeInitramfs, type InitramfsBuilder } from '../initramfs/builder.js';
 import { ModuleTree, formatModulesDep } from '../initramfs/modules.js';
-import { findProgram, sharedLibraries } from './host-programs.js';
+import { findProgram, sharedLibraries } from '../oci/host-programs.js';
 import type { LabPlan } from './protocol.js';
 
 /** Where things live inside the lab guest. */

@@ -10,7 +10,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AssetOptions, Log } from '../assets/debian.js';
 import { stderrLog } from '../assets/debian.js';
-import { findProgram } from './host-programs.js';
+import { findProgram } from '../oci/host-programs.js';
 import { LAB_PATHS, buildLabImage, type LabFile } from './image.js';
 import { RecordParser, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
 

@@ -4,21 +4,21 @@
 // encrypted as LUKS2 (aes-xts-plain64, 4 KiB sectors), and buildah mkcw's footer closes the image.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeLuks2, type KdfChoice } from '../luks/writer.js';
+import { encodeWords } from './agent-protocol.js';
 import type { BundleConfig } from './bundle-config.js';
+import { IMAGE_FILES } from './confidential-initramfs.js';
+import { containerSetup, GUEST, processWords } from './guest-init.js';
 import { buildExt4Image } from './root-disk.js';
 import { hashTree } from './tree-hash.js';
 import { encodeFooter, type WorkloadConfig } from './workload-footer.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
-
-/** Where the guest finds the bundle's config.json inside the decrypted filesystem. */
-export const CONFIG_IN_IMAGE = '/.ts-vmm/config.json';
 
 export interface ConfidentialImageOptions {
   config: BundleConfig;
@@ -43,7 +43,7 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
     const summary = await hashTree(options.config.rootfs);
     // Room to write, as buildah mkcw leaves: a quarter of the content, at least 10 MiB.
     await buildExt4Image(options.config.rootfs, summary, ext4, true, Math.max(10, Math.ceil((summary.bytes * 0.25) / MiB)));
-    await addConfig(ext4, work, options.configText);
+    await addWorkload(ext4, work, options.config, options.configText);
     await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096 });
     const image = await open(partial, 'r+');
     try {
@@ -61,18 +61,35 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
   }
 }
 
-/** Puts config.json into the filesystem at CONFIG_IN_IMAGE, readable by root only, with debugfs. */
-async function addConfig(ext4: string, work: string, configText: string): Promise<void> {
-  const handle = await open(join(work, 'config.json'), 'wx', 0o600);
-  try {
-    await handle.writeFile(configText);
-  } finally {
-    await handle.close();
+/**
+ * Puts the workload into the filesystem under IMAGE_FILES.dir, readable by root only, with debugfs: config.json as
+ * given, and what the guest agent reads in its place (it has no JSON parser): the container's setup and process as
+ * words files, and copies of the host files the bundle binds in.
+ */
+async function addWorkload(ext4: string, work: string, config: BundleConfig, configText: string): Promise<void> {
+  const copies = config.mounts.filter((m) => m.type === 'bind');
+  const files: { name: string; bytes: Uint8Array; at: string }[] = [
+    { name: 'config.json', bytes: Buffer.from(configText), at: IMAGE_FILES.config },
+    { name: 'agent-setup', bytes: encodeWords(containerSetup(config, `${GUEST.newRoot}${IMAGE_FILES.copiedFiles}`)), at: IMAGE_FILES.setup },
+    { name: 'process', bytes: encodeWords(processWords(config.process)), at: IMAGE_FILES.process },
+  ];
+  for (const [n, m] of copies.entries()) files.push({ name: `file-${n}`, bytes: await readFile(m.source), at: `${IMAGE_FILES.copiedFiles}/${n}` });
+  const script = [`mkdir ${IMAGE_FILES.dir}`, `sif ${IMAGE_FILES.dir} mode 040700`];
+  if (copies.length > 0) script.push(`mkdir ${IMAGE_FILES.copiedFiles}`, `sif ${IMAGE_FILES.copiedFiles} mode 040700`);
+  for (const f of files) {
+    const handle = await open(join(work, f.name), 'wx', 0o600);
+    try {
+      await handle.writeFile(f.bytes);
+    } finally {
+      await handle.close();
+    }
+    script.push(`write ${f.name} ${f.at}`, `sif ${f.at} mode 0100600`);
   }
-  const script = ['mkdir /.ts-vmm', 'sif /.ts-vmm mode 040700', `write config.json ${CONFIG_IN_IMAGE}`, `sif ${CONFIG_IN_IMAGE} mode 0100600`].join('\n');
-  await writeFile(join(work, 'debugfs.cmd'), `${script}\n`);
-  // debugfs reports a failed command on stderr and still exits 0: the result is read back instead.
+  await writeFile(join(work, 'debugfs.cmd'), `${script.join('\n')}\n`);
+  // debugfs reports a failed command on stderr and still exits 0: what was written is read back instead.
   await execFileAsync('debugfs', ['-w', '-f', 'debugfs.cmd', ext4], { cwd: work });
-  const { stdout } = await execFileAsync('debugfs', ['-R', `cat ${CONFIG_IN_IMAGE}`, ext4], { cwd: work, maxBuffer: configText.length * 2 + 4096 });
-  if (stdout !== configText) throw new Error(`debugfs could not put the bundle config at ${CONFIG_IN_IMAGE} in the image`);
+  for (const f of files) {
+    const { stdout } = await execFileAsync('debugfs', ['-R', `cat ${f.at}`, ext4], { cwd: work, encoding: 'buffer', maxBuffer: f.bytes.length * 2 + 4096 });
+    if (!stdout.equals(f.bytes)) throw new Error(`debugfs could not put ${f.at} in the image`);
+  }
 }

@@ -37,19 +37,27 @@ export function guestMounts(config: BundleConfig): GuestMount[] {
   return [{ destination: '/dev', type: 'devtmpfs', source: 'devtmpfs', options: ['nosuid', 'noexec'] }, ...config.mounts];
 }
 
-/** Arguments of the guest agent (after its path) for this bundle: the host connection and the container's setup. */
-export function agentArguments(config: BundleConfig): string[] {
-  const args = ['--vsock', `${HOST_CID}:${AGENT_PORT}`, '--root', GUEST.newRoot, '--unmount', GUEST.newRoot, '--poweroff'];
+/** The agent's connection to the host, and the container root it hands back (unmounted) before powering off. */
+export const AGENT_CONNECTION: readonly string[] = ['--vsock', `${HOST_CID}:${AGENT_PORT}`, '--root', GUEST.newRoot, '--unmount', GUEST.newRoot, '--poweroff'];
+
+/** The container's setup for the agent: host name, mounts (the n-th bind mount's source is `copiedFiles/n`), /dev. */
+export function containerSetup(config: BundleConfig, copiedFiles: string = GUEST.copiedFiles): string[] {
+  const args: string[] = [];
   if (config.hostname !== undefined) args.push('--hostname', config.hostname);
   const mounts = guestMounts(config);
   let copied = 0;
   for (const m of mounts) {
     const { flags, data } = mountCall(m.options);
-    const source = m.type === 'bind' ? `${GUEST.copiedFiles}/${copied++}` : m.source;
+    const source = m.type === 'bind' ? `${copiedFiles}/${copied++}` : m.source;
     args.push('--mount', m.type, source, m.destination, String(flags), data);
   }
   if (mounts.some((m) => m.destination === '/dev' && m.type === 'tmpfs')) args.push('--populate-dev', `${GUEST.newRoot}/dev`);
   return args;
+}
+
+/** Arguments of the guest agent (after its path) for this bundle: the host connection and the container's setup. */
+export function agentArguments(config: BundleConfig): string[] {
+  return [...AGENT_CONNECTION, ...containerSetup(config)];
 }
 
 /** The process description the agent receives in Process frames: its process options, `--`, the arguments. */

@@ -8,7 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { LuksImage } from '../../src/luks/image.js';
-import { CONFIG_IN_IMAGE } from '../../src/oci/confidential-image.js';
+import { IMAGE_FILES } from '../../src/oci/confidential-initramfs.js';
+import { encodeWords } from '../../src/oci/agent-protocol.js';
+import { processWords } from '../../src/oci/guest-init.js';
+import { readBundleConfig } from '../../src/oci/bundle-config.js';
 import { decodeFooter, encodeFooter, FOOTER_READ_BYTES, WorkloadFooterError, type WorkloadConfig } from '../../src/oci/workload-footer.js';
 import { projectFile } from '../../src/sys/project-paths.js';
 import { runCli } from '../cli/cli-process.js';
@@ -91,9 +94,13 @@ describe('confidential workload images: ts-vmm mkcw', function () {
     expect(readFileSync(ext4).includes(MARKER), 'the control: the plaintext holds the marker').to.equal(true);
     const cat = async (path: string) => (await exec('debugfs', ['-R', `cat ${path}`, ext4])).stdout;
     expect(await cat('/marker')).to.equal(`${MARKER}\n`);
-    expect(await cat(CONFIG_IN_IMAGE)).to.equal(readFileSync(join(bundle, 'config.json'), 'utf8'));
-    const stat = (await exec('debugfs', ['-R', `stat ${CONFIG_IN_IMAGE}`, ext4])).stdout;
-    expect(stat).to.match(/Mode:\s+0600/);
+    expect(await cat(IMAGE_FILES.config)).to.equal(readFileSync(join(bundle, 'config.json'), 'utf8'));
+    const processFile = (await exec('debugfs', ['-R', `cat ${IMAGE_FILES.process}`, ext4], { encoding: 'buffer' })).stdout;
+    expect(processFile, "the agent's process words").to.deep.equal(encodeWords(processWords(readBundleConfig(bundle).process)));
+    expect((await cat(IMAGE_FILES.setup)).split('\0')).to.include('--mount');
+    for (const file of [IMAGE_FILES.config, IMAGE_FILES.setup, IMAGE_FILES.process]) {
+      expect((await exec('debugfs', ['-R', `stat ${file}`, ext4])).stdout, file).to.match(/Mode:\s+0600/);
+    }
   });
 
   it('refuses a bad bundle in one line, exit status 1, and leaves no image and no passphrase file', async () => {

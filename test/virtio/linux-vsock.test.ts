@@ -15,7 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { ensureBusybox, ensureDebianKernel } from '../../src/assets/debian.js';
 import { writeInitramfs } from '../../src/initramfs/builder.js';
 import { ModuleTree, readModuleImage } from '../../src/initramfs/modules.js';
-import { findProgram, sharedLibraries } from '../../src/lab/host-programs.js';
+import { findProgram, sharedLibraries } from '../../src/oci/host-programs.js';
 import { tsVmmBoot } from '../vmm/guest-fixtures.js';
 
 // 64 MiB each way under nested TCG: about 90 s on an idle 2-core host, several times that when it is busy.

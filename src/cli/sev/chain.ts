@@ -18,7 +18,8 @@ import { Usage } from '../../sev/certificate-key.js';
 import { describePolicy } from '../../sev/policy.js';
 import { createSession } from '../../sev/session.js';
 import { SEV_CERT_SIZE, SevCertificate } from '../../sev/sev-certificate.js';
-import { exportedSevChain, platformFrom, say } from './common.js';
+import { exportedSevChain, platformFrom } from '../../sev/platform.js';
+import { say } from './common.js';
 
 /** The PDH a session is made for: a lone certificate, or the first of a chain whose links hold. */
 function pdhOf(bytes: Buffer): SevCertificate {

@@ -4,7 +4,8 @@ import { type Command, Option } from 'commander';
 import { encodeCaChain, encodeSevChain, parseCaChain, verifyChain } from '../../sev/chain.js';
 import { SEV_STATUS_FLAGS_CONFIG_ES } from '../../sev/sev-abi.js';
 import { SimulatedIdentity } from '../../sev/sim-identity.js';
-import { exportedSevChain, platformFrom, say } from './common.js';
+import { exportedSevChain, platformFrom } from '../../sev/platform.js';
+import { say } from './common.js';
 
 export function registerPlatformCommands(sev: Command, simState: Option): void {
   sev

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { sharedLibraries } from '../../src/lab/host-programs.js';
+import { sharedLibraries } from '../../src/oci/host-programs.js';
 
 describe('host programs for the lab', () => {
   it("finds a program's dynamic loader and libraries as its loader resolves them, and none for a static one", async () => {

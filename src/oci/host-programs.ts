@@ -1,4 +1,4 @@
-// Host programs carried into the lab guest, and the shared libraries they need there.
+// Host programs carried into a guest (the lab's, or cryptsetup in a confidential run's initramfs), and the shared libraries they need there.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';

@@ -1,0 +1,137 @@
+// The initramfs of a confidential run: the same for every workload, so the launch measurement an owner predicts
+// depends only on the kernel, this archive, the command line, vCPUs and memory — never on the workload, which
+// stays inside the encrypted disk. It carries busybox, the guest agent, the drivers (virtio, ext4, vsock, and
+// device-mapper's crypt and integrity targets with the ciphers they ask for by name) and the host's Debian
+// cryptsetup with its shared libraries. Its /init takes the launch secret from the slot the measured firmware
+// filled, opens the disk with cryptsetup, mounts it and hands over to the agent, which reads the container's
+// setup and process from the disk (written there by `ts-vmm mkcw`).
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Log } from '../assets/debian.js';
+import { writeInitramfs } from '../initramfs/builder.js';
+import { ModuleResolutionError, ModuleTree, readModuleImage } from '../initramfs/modules.js';
+import { SECRET_SLOT_FILE } from '../initramfs/secret-slot.js';
+import { AGENT_CONNECTION, GUEST, RUN_MODULES, shellQuote } from './guest-init.js';
+import type { GuestSoftware } from './guest-initramfs.js';
+import { findProgram, sharedLibraries } from './host-programs.js';
+
+/**
+ * The run's drivers, then device-mapper's crypt target with the templates aes-xts-plain64 needs (aes is built in,
+ * xts and ecb are modules the kernel would otherwise ask modprobe for), the skcipher socket cryptsetup decrypts
+ * keyslots through, and the integrity target with authenc for `mkcw --integrity` images.
+ */
+export const CONFIDENTIAL_MODULES = [...RUN_MODULES, 'dm_mod', 'dm_crypt', 'ecb', 'xts', 'algif_skcipher', 'dm_integrity', 'authenc'] as const;
+
+/** Where the confidential image keeps the container's setup and process, as the agent's words files. */
+export const IMAGE_FILES = {
+  dir: '/.ts-vmm',
+  config: '/.ts-vmm/config.json',
+  setup: '/.ts-vmm/agent-setup',
+  process: '/.ts-vmm/process',
+  /** Host files the bundle binds in, copied into the image at mkcw time: the n-th is `copiedFiles/n`. */
+  copiedFiles: '/.ts-vmm/files',
+} as const;
+
+const CRYPTSETUP = '/sbin/cryptsetup';
+/** The dynamic loader's default directory on x86-64 Debian: no ld.so.cache is needed to find what lies here. */
+const LIBRARY_DIR = '/lib/x86_64-linux-gnu';
+const MAPPED_ROOT = 'ts-vmm-root';
+
+/**
+ * cryptsetup and every shared library it loads: those the loader lists, and libgcc_s, which glibc opens only
+ * when a thread exits (argon2's worker threads do) and which therefore no listing shows.
+ */
+export async function cryptsetupFiles(): Promise<{ cryptsetup: string; loader: string; libraries: string[] }> {
+  const cryptsetup = findProgram('cryptsetup');
+  if (cryptsetup === undefined)
+    throw new Error("cryptsetup not found: a confidential run carries the host's cryptsetup into the guest (Debian: cryptsetup-bin)");
+  const listed = await sharedLibraries(cryptsetup);
+  const loader = listed.find((l) => basename(l).startsWith('ld-linux'));
+  const libc = listed.find((l) => basename(l) === 'libc.so.6');
+  if (loader === undefined || libc === undefined) throw new Error(`${cryptsetup} is not a dynamically linked glibc program`);
+  const gcc = join(dirname(libc), 'libgcc_s.so.1');
+  if (!existsSync(gcc)) throw new Error(`${gcc} not found: cryptsetup's threads need it (Debian: libgcc-s1)`);
+  const libraries = [...listed.filter((l) => l !== loader), gcc].sort((a, b) => basename(a).localeCompare(basename(b)));
+  return { cryptsetup, loader, libraries };
+}
+
+/**
+ * The fixed /init of every confidential run (`moduleFiles` in load order under GUEST.modules). The passphrase goes
+ * from the slot to cryptsetup through a pipe and is wiped from the slot; a failure powers the guest off with one
+ * `ts-vmm-init:` line naming the cause, which ts-vmm reports.
+ */
+export function confidentialInitScript(moduleFiles: readonly string[]): string {
+  const q = shellQuote;
+  const bb = q(GUEST.busybox);
+  const device = q(GUEST.rootDevice);
+  const agent = q(GUEST.agent);
+  const root = q(GUEST.newRoot);
+  const inRoot = (path: string): string => q(`${GUEST.newRoot}${path}`);
+  return `#!${GUEST.busybox} sh
+# ts-vmm confidential guest init: open the encrypted disk with the launch secret, hand over to the agent.
+fail() { echo "ts-vmm-init: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
+${bb} mount -t proc proc /proc || fail "mount /proc"
+${bb} mount -t sysfs sysfs /sys || fail "mount /sys"
+${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+${bb} mkdir -p /run/cryptsetup
+for m in ${moduleFiles.map(q).join(' ')}; do
+  ${bb} insmod ${q(GUEST.modules)}/"$m" || fail "insmod $m"
+done
+n=0
+until ${bb} test -b ${device}; do
+  n=$((n + 1)); [ $n -le 500 ] || fail "the encrypted disk did not appear"; ${bb} usleep 10000
+done
+set -o pipefail
+why=$({ ${agent} --take-secret /${SECRET_SLOT_FILE} | DM_DISABLE_UDEV=1 ${CRYPTSETUP} open --key-file=- ${device} ${MAPPED_ROOT}; } 2>&1) ||
+  fail "cannot open the encrypted disk: $(echo $why)"
+${bb} mkdir -p ${root}
+${bb} mount -t ext4 -o rw /dev/mapper/${MAPPED_ROOT} ${root} || fail "cannot mount the decrypted disk"
+${bb} test -f ${inRoot(IMAGE_FILES.setup)} -a -f ${inRoot(IMAGE_FILES.process)} || fail "the disk holds no workload (${IMAGE_FILES.setup}): not an image from ts-vmm mkcw"
+exec ${agent} ${AGENT_CONNECTION.map(q).join(' ')} --setup-file ${inRoot(IMAGE_FILES.setup)} --process-file ${inRoot(IMAGE_FILES.process)}
+`;
+}
+
+/** Finds or builds the confidential initramfs under `cacheDir`; returns its path. */
+export async function ensureConfidentialInitramfs(software: GuestSoftware, cacheDir: string, log: Log): Promise<string> {
+  let modules: Awaited<ReturnType<ModuleTree['loadOrder']>>;
+  try {
+    modules = await (await ModuleTree.open(software.modulesDir)).loadOrder(CONFIDENTIAL_MODULES);
+  } catch (e) {
+    if (e instanceof ModuleResolutionError) {
+      throw new ModuleResolutionError(`${e.message}: a confidential run needs ${CONFIDENTIAL_MODULES.join(', ')} (as modules or built in)`);
+    }
+    throw e;
+  }
+  const moduleFiles = modules.map((m) => `${m.name}.ko`);
+  const tools = await cryptsetupFiles();
+  const init = confidentialInitScript(moduleFiles);
+  const key = createHash('sha256');
+  for (const file of [software.busybox, software.agent, tools.cryptsetup, tools.loader, ...tools.libraries, ...modules.map((m) => m.path)]) {
+    key.update(file).update(await readFile(file));
+  }
+  const path = join(cacheDir, 'initramfs', `confidential-${key.update(init).digest('hex').slice(0, 24)}.cpio`);
+  if (existsSync(path)) return path;
+  await mkdir(dirname(path), { recursive: true });
+  log(`building the confidential initramfs (busybox, cryptsetup, ${modules.length} kernel modules, guest agent)`);
+  const partial = `${path}.${process.pid}.partial`;
+  try {
+    await writeInitramfs(partial, 'none', async (image) => {
+      for (const d of ['proc', 'sys', 'dev', 'run', 'tmp', GUEST.newRoot.slice(1)]) await image.mkdirp(d);
+      await image.device('dev/console', 'char', 5, 1, { mode: 0o600 });
+      await image.file('init', init, { mode: 0o755 });
+      await image.hostFile(software.busybox, GUEST.busybox.slice(1));
+      await image.hostFile(software.agent, GUEST.agent.slice(1));
+      await image.file(CRYPTSETUP.slice(1), await readFile(tools.cryptsetup), { mode: 0o755 });
+      await image.file(tools.loader.slice(1), await readFile(tools.loader), { mode: 0o755 });
+      for (const lib of tools.libraries) await image.file(`${LIBRARY_DIR.slice(1)}/${basename(lib)}`, await readFile(lib), { mode: 0o644 });
+      for (const [i, m] of modules.entries()) await image.file(`${GUEST.modules.slice(1)}/${moduleFiles[i]}`, await readModuleImage(m.path));
+    });
+    await rename(partial, path);
+  } catch (e) {
+    await rm(partial, { force: true });
+    throw e;
+  }
+  return path;
+}
