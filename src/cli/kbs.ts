@@ -7,6 +7,7 @@ import { positiveInteger, policyArg } from './arguments.js';
 import { AuditLog } from '../kbs/audit.js';
 import { Broker, tokenDigest } from '../kbs/broker.js';
 import { KbsClient } from '../kbs/client.js';
+import { launchPassphrase } from '../kbs/passphrase.js';
 import { createKbsServer } from '../kbs/server.js';
 import { WorkloadStore } from '../kbs/store.js';
 import { TrustStore, loadTrustAnchor } from '../kbs/trust.js';
@@ -120,7 +121,7 @@ export function register(program: Command): void {
           workloadId: o.workloadId,
           launchDigest: o.launchDigest,
           policy: o.policy,
-          passphrase: secretFile(o.passphraseFile, 'passphrase file'),
+          passphrase: launchPassphrase(readFileSync(o.passphraseFile), `--passphrase-file ${o.passphraseFile}`),
         });
         process.stdout.write(`registered workload ${o.workloadId} (policy 0x${o.policy.toString(16)}: ${describePolicy(o.policy)})\n`);
       },

@@ -1,6 +1,6 @@
 // `ts-vmm run <bundle>`: an OCI bundle's process in its own micro-VM, with the process's stdout, stderr and exit
 // status as ts-vmm's own. On a host without usable KVM the same command runs inside the lab, said in one line.
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { createWriteStream, openSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -10,7 +10,10 @@ import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { checkKernelPair } from '../oci/kernel-choice.js';
 import { runCacheDir } from '../oci/paths.js';
-import { checkBundle, runBundle, type RunSettings } from '../oci/runner.js';
+import { checkBundle, prepareRun, runPrepared, type RunSettings } from '../oci/runner.js';
+import { prepareConfidentialRun, readConfidentialImage } from '../oci/confidential-run.js';
+import { SimulatedIdentity } from '../sev/sim-identity.js';
+import type { TeeKind } from '../sev/tee.js';
 import { launchVm } from '../oci/vm-launch.js';
 import { errorMessage } from '../sys/error-message.js';
 
@@ -18,6 +21,11 @@ import { errorMessage } from '../sys/error-message.js';
 export const RUN_FAILED = 125;
 
 export interface RunCommandOptions {
+  tee?: TeeKind;
+  simState?: string;
+  passphraseFile?: string;
+  attestationUrl?: string;
+  kbsCa?: string;
   kernel?: string;
   modules?: string;
   console?: boolean;
@@ -77,6 +85,24 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
   const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
   const include = [resolve(bundle), agent];
   const argv = ['run'];
+  if (options.tee !== undefined) {
+    argv.push('--tee', options.tee);
+    if (options.simState !== undefined) {
+      // Made here, so the identity a key broker pins is the one the lab's launch uses (the lab's writes are lost).
+      SimulatedIdentity.loadOrCreate(options.simState);
+      include.push(resolve(options.simState));
+      argv.push('--sim-state', resolve(options.simState));
+    }
+    for (const [flag, file] of [
+      ['--passphrase-file', options.passphraseFile],
+      ['--kbs-ca', options.kbsCa],
+    ] as const) {
+      if (file === undefined) continue;
+      include.push(resolve(file));
+      argv.push(flag, resolve(file));
+    }
+    if (options.attestationUrl !== undefined) argv.push('--attestation-url', options.attestationUrl);
+  }
   if (options.kernel !== undefined && options.modules !== undefined) {
     include.push(resolve(options.kernel), resolve(options.modules));
     argv.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
@@ -92,11 +118,29 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
   });
 }
 
+function checkTeeOptions(options: RunCommandOptions): void {
+  const teeOnly = [
+    options.passphraseFile && '--passphrase-file',
+    options.attestationUrl && '--attestation-url',
+    options.kbsCa && '--kbs-ca',
+    options.simState && '--sim-state',
+  ];
+  const given = teeOnly.filter(Boolean);
+  if (options.tee === undefined && given.length > 0) throw new Error(`${given[0]} is for a confidential run (--tee sev|sev-sim IMAGE)`);
+  if (options.passphraseFile !== undefined && options.attestationUrl !== undefined)
+    throw new Error('--passphrase-file and --attestation-url are two owners: give one');
+}
+
 export function register(program: Command): void {
   program
     .command('run')
-    .description("run an OCI bundle's process in a micro-VM; its output and exit status become ts-vmm's")
-    .argument('<bundle>', 'OCI runtime bundle directory (config.json and its root filesystem)')
+    .description("run an OCI bundle's process, or a confidential workload image, in a micro-VM; its output and exit status become ts-vmm's")
+    .argument('<bundle>', 'OCI runtime bundle directory (config.json and its root filesystem), or with --tee an image from ts-vmm mkcw')
+    .addOption(new Option('--tee <kind>', 'measured SEV launch of a confidential workload image').choices(['sev', 'sev-sim']))
+    .option('--sim-state <dir>', "sev-sim's platform identity (created if absent)")
+    .option('--passphrase-file <file>', "with --tee: this host is the guest owner; it checks the launch measurement, then releases the file's bytes")
+    .option('--attestation-url <url>', "with --tee: the key broker (default: the image's)")
+    .option('--kbs-ca <file>', "the CA certificate the key broker's TLS certificate must chain to")
     .option('--kernel <vmlinuz>', 'boot this kernel instead of the one from ts-vmm setup (needs --modules)')
     .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
     .option('--console', 'copy the guest console (kernel messages) to stderr')
@@ -106,20 +150,20 @@ export function register(program: Command): void {
       let consoleLog: Writable | undefined;
       try {
         checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
+        checkTeeOptions(options);
         if (options.consoleLog !== undefined) consoleLog = openConsoleLog(options.consoleLog);
         const labReason = kvmUnsuitableReason();
         if (labReason !== undefined) {
           // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
-          checkBundle(bundle, () => undefined);
+          if (options.tee === undefined) checkBundle(bundle, () => undefined);
+          else await readConfidentialImage(bundle);
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
           process.exitCode = await runInLab(bundle, options, consoleLog);
         } else {
-          process.exitCode = await runBundle(
-            bundle,
-            launchVm,
-            { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
-            runSettings(options, consoleLog),
-          );
+          const settings = runSettings(options, consoleLog);
+          const prepared =
+            options.tee === undefined ? await prepareRun(bundle, settings) : await prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
+          process.exitCode = await runPrepared(prepared, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, settings);
         }
       } catch (e) {
         process.exitCode = reportFailure(e);

@@ -8,6 +8,7 @@
 //   key     the passphrase, zero-padded to 512 bytes, as a LAUNCH_SECRET packet under the TEK/TIK and bound
 //           to that MEASURE. The session is then spent.
 // Each step is accepted once and in order; any refusal ends the session, so a peer cannot probe with it.
+import { launchSecret } from './passphrase.js';
 import { randomBytes, randomUUID, timingSafeEqual, createHash } from 'node:crypto';
 import { verifyMeasurement, type FirmwareBuild, type Measurement } from '../sev/measurement.js';
 import { decodePolicy } from '../sev/policy.js';
@@ -16,7 +17,7 @@ import { createSession, type TransportKeys } from '../sev/session.js';
 import { sessionTag, type AuditLog, type Step } from './audit.js';
 import type { WorkloadStore } from './store.js';
 import type { TrustStore } from './trust.js';
-import { SECRET_SIZE, parseAttest, parseAuth, parseChain, parseRegistration, WireError, type LaunchSession } from './wire.js';
+import { parseAttest, parseAuth, parseChain, parseRegistration, WireError, type LaunchSession } from './wire.js';
 
 /** A refused request: the HTTP status, a stable machine-readable reason and a one-line detail. */
 export class KbsRefusal extends Error {
@@ -230,8 +231,7 @@ export class Broker {
       this.spend(sessionId!);
       this.refuse(remote, 'key', 403, 'workload-mismatch', `the session is for workload "${s.workloadId}", not "${workloadId}"`, s.workloadId, sessionId);
     }
-    const secret = Buffer.alloc(SECRET_SIZE);
-    secret.write(s.passphrase, 'utf8');
+    const secret = launchSecret(s.passphrase);
     const packet = buildSecretPacket(s.keys, s.measure!, secret, randomBytes(16));
     secret.fill(0);
     this.spend(sessionId!);

@@ -1,6 +1,7 @@
 // The lab guest's initramfs: the stock Debian kernel's KVM modules, busybox, node with its shared
 // libraries, the tools tests call, this project (built), an offline asset cache for nested guests,
 // the caller's files and the plan, and an /init that loads KVM and hands over to the guest agent.
+import { CONFIDENTIAL_MODULES } from '../oci/confidential-initramfs.js';
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import { dirname, join, posix, relative } from 'node:path';
 import { projectRoot } from '../sys/project-paths.js';
@@ -23,7 +24,8 @@ export const LAB_MODULES = ['irqbypass', 'kvm', 'ccp', 'kvm_amd', 'vhost_iotlb',
 
 /**
  * Modules carried for nested guests (the stock kernel builds these drivers as modules): virtio over
- * MMIO and PCI, block, console, net, rng, vsock, and ext4 with the crc32c it asks for at mount time.
+ * MMIO and PCI, block, console, net, rng, vsock, and ext4 with the crc32c it asks for at mount time;
+ * and what a confidential run's initramfs holds.
  */
 export const NESTED_GUEST_MODULES = [
   'virtio_ring',
@@ -52,6 +54,8 @@ export const LAB_TOOLS: readonly { program: string; debianPackage: string; alias
   { program: 'socat', debianPackage: 'socat' },
   { program: 'cpio', debianPackage: 'cpio' },
   { program: 'xz', debianPackage: 'xz-utils' },
+  // A confidential run builds its initramfs around the host's cryptsetup.
+  { program: 'cryptsetup', debianPackage: 'cryptsetup-bin' },
 ];
 
 /** A host file or directory (copied recursively) or literal content to place in the guest. */
@@ -126,7 +130,7 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
   const busybox = await ensureBusybox(options);
   const tree = await ModuleTree.open(kernel.modulesDir);
   const labModules = await tree.loadOrder(LAB_MODULES);
-  const carried = await tree.loadOrder([...LAB_MODULES, ...NESTED_GUEST_MODULES]);
+  const carried = await tree.loadOrder([...LAB_MODULES, ...NESTED_GUEST_MODULES, ...CONFIDENTIAL_MODULES]);
 
   const programs: { host: string; aliases: readonly string[] }[] = [{ host: process.execPath, aliases: [] }];
   for (const tool of LAB_TOOLS) {

@@ -49,7 +49,13 @@ export interface RunSettings {
 }
 
 export interface PreparedRun {
-  config: BundleConfig;
+  /** The process the agent is sent (none when a confidential image names its own), and whether it has a terminal. */
+  process: { words: string[]; terminal: boolean };
+  /**
+   * A local guest owner's side of a measured launch: settles once it has answered the measurement, rejects when it
+   * refuses to release the secret. Given a promise that settles if the VM stops first.
+   */
+  owner?: (stopped: Promise<unknown>) => Promise<void>;
   request: Omit<VmRequest, 'consoleOutput'>;
   /** The Unix socket the agent's vsock connection arrives on. */
   agentSocket: string;
@@ -91,7 +97,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
     const initrd = await writeRunInitrd(base, config, runDir);
     const udsPath = join(runDir, 'vsock');
     return {
-      config,
+      process: { words: processWords(config.process), terminal: config.process.terminal },
       request: {
         kernel: kernel.vmlinuz,
         initrd,
@@ -143,8 +149,13 @@ function consoleKeeper(copy?: (bytes: Uint8Array) => void): { output: (bytes: Ui
   };
 }
 
-/** Describes a VM that ended early, with the console lines that say why. */
+/**
+ * Describes a VM that ended early: in one line when the guest's init said why (its `ts-vmm-init:` line), else with
+ * the console lines that may tell.
+ */
 function earlyEnd(what: string, reason: string, tail: string): RunError {
+  const initSaid = /^ts-vmm-init: (.*)$/m.exec(tail)?.[1];
+  if (initSaid !== undefined) return new RunError(`${what}: ${initSaid}`);
   return new RunError(`${what}: ${reason}${tail ? `; last console lines:\n${tail}` : ''}`);
 }
 
@@ -163,6 +174,7 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
   try {
     await Promise.race([
       io.whenReady(),
+      ...(prepared.owner ? [prepared.owner(vm.exited).then(() => new Promise<never>(() => undefined))] : []),
       vm.exited.then((end) => {
         throw earlyEnd('the VM stopped before the guest agent started', end.reason, console.tail());
       }),
@@ -193,7 +205,7 @@ const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIG
  */
 export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise<number> {
   const { io, vm, prepared } = booted;
-  const terminal = prepared.config.process.terminal;
+  const terminal = prepared.process.terminal;
   const stdin = stdio.stdin as (Readable & { isTTY?: boolean; setRawMode?: (raw: boolean) => void }) | undefined;
   const stdout = stdio.stdout as Writable & { isTTY?: boolean; rows?: number; columns?: number };
   const raw = terminal && stdin?.isTTY === true && typeof stdin.setRawMode === 'function';
@@ -223,7 +235,7 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   if (terminal && stdout.isTTY) stdout.on('resize', onResize);
   if (raw) stdin!.setRawMode!(true);
   try {
-    io.start(processWords(prepared.config.process), terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
+    io.start(prepared.process.words, terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
     const status = await Promise.race([
       io.whenExited().then(shellStatus),
       tornDown,
@@ -250,9 +262,8 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   }
 }
 
-/** prepareRun + bootWorkload + runWorkload: the whole of `ts-vmm run`. */
-export async function runBundle(bundleDir: string, launch: VmLauncher, stdio: Stdio, settings: RunSettings): Promise<number> {
-  const prepared = await prepareRun(bundleDir, settings);
+/** bootWorkload + runWorkload of a prepared run; its files are cleaned up however it ends. */
+export async function runPrepared(prepared: PreparedRun, launch: VmLauncher, stdio: Stdio, settings: RunSettings): Promise<number> {
   let booted: BootedWorkload;
   try {
     booted = await bootWorkload(prepared, launch, stdio, settings);

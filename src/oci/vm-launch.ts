@@ -5,7 +5,7 @@
 // the VMM. If ts-vmm itself is killed, the guest agent loses its host connection and powers the VM off.
 import { spawn } from 'node:child_process';
 import { cliEntry } from '../sys/project-paths.js';
-import type { RunningVm, VmLauncher, VmRequest } from './vm-request.js';
+import type { RunningVm, TeeRequest, VmLauncher, VmRequest } from './vm-request.js';
 
 /** Exit statuses of `ts-vmm boot` (src/cli/boot.ts). */
 const BOOT_STATUS: Record<number, string> = { 0: 'the guest powered off', 1: 'the VMM failed', 2: 'the guest failed' };
@@ -29,6 +29,22 @@ export function bootArguments(request: VmRequest): string[] {
     args.push('--disk', disk.readonly ? `${disk.path},ro` : disk.path);
   }
   args.push('--vsock', `${request.vsock.cid},${request.vsock.udsPath}`);
+  if (request.tee) args.push(...teeArguments(request.tee));
+  return args;
+}
+
+function teeArguments(tee: TeeRequest): string[] {
+  const args = ['--tee', tee.kind];
+  if (tee.simState !== undefined) args.push('--sim-state', tee.simState);
+  if (tee.kbs) {
+    args.push('--tee-kbs', tee.kbs.url, '--tee-workload-id', tee.kbs.workloadId);
+    if (tee.kbs.ca !== undefined) args.push('--tee-kbs-ca', tee.kbs.ca);
+  }
+  if (tee.owner) {
+    const o = tee.owner;
+    args.push('--tee-policy', `0x${o.policy.toString(16)}`, '--tee-godh', o.godh, '--tee-session', o.session);
+    args.push('--tee-secret-dir', o.secretDir, '--tee-secret-timeout', String(o.secretTimeoutS));
+  }
   return args;
 }
 

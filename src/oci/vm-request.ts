@@ -14,6 +14,16 @@ export interface VmRequest {
   vsock: { cid: number; udsPath: string };
   /** The guest's serial console (kernel messages, init errors). */
   consoleOutput: (bytes: Uint8Array) => void;
+  /** A measured SEV launch, with the owner's side from a key broker or from files a local owner answers. */
+  tee?: TeeRequest;
+}
+
+export interface TeeRequest {
+  kind: 'sev' | 'sev-sim';
+  /** sev-sim's platform identity directory. */
+  simState?: string;
+  kbs?: { url: string; workloadId: string; ca?: string };
+  owner?: { policy: number; godh: string; session: string; secretDir: string; secretTimeoutS: number };
 }
 
 export interface RunningVm {

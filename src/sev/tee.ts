@@ -1,7 +1,7 @@
 // What `ts-vmm boot --tee sev|sev-sim` needs from the SEV side: the launch backend for the chosen firmware,
 // the owner's session from files, and a secret exchange through files (the VMM writes the measurement, the
 // owner answers with a secret packet) until an attestation server plugs in its own SecretSource.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConfidentialLaunch } from '../vmm/machine.js';
 import type { SevLaunchBackend } from './firmware.js';
@@ -53,7 +53,9 @@ export interface SecretFiles {
  */
 export function secretThroughFiles(files: SecretFiles): SecretSource {
   return async (measurement) => {
-    writeFileSync(files.measurementFile, measurement);
+    // Whole or not at all: the owner acts on the file the moment it appears.
+    writeFileSync(`${files.measurementFile}.partial`, measurement);
+    renameSync(`${files.measurementFile}.partial`, files.measurementFile);
     const deadline = Date.now() + files.timeoutMs;
     while (!(existsSync(files.headerFile) && existsSync(files.payloadFile))) {
       if (Date.now() >= deadline) return undefined;

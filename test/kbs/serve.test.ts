@@ -91,7 +91,7 @@ describe('kbs: ts-vmm kbs serve as a process', function () {
       await exited(child);
     }
     const stored = await new WorkloadStore(store).get('w1');
-    expect(stored?.passphrase).to.equal('disk passphrase');
+    expect(stored?.passphrase, "the file's bytes exactly, as ts-vmm mkcw formats the disk with them").to.equal('disk passphrase\n');
     const audit = readFileSync(path.join(store, 'audit.log'), 'utf8')
       .trim()
       .split('\n')

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
-import { AGENT_PORT } from '../../src/oci/guest-init.js';
+import { AGENT_PORT, processWords } from '../../src/oci/guest-init.js';
 import type { PreparedRun } from '../../src/oci/runner.js';
 import type { RunningVm, VmLauncher } from '../../src/oci/vm-request.js';
 
@@ -42,7 +42,7 @@ export function standInRun(dir: string, name: string, args: string[] = ['x']): {
   let cleaned = false;
   const config = parseBundleConfig(JSON.stringify({ ociVersion: '1.0.2', root: { path: 'r' }, process: { args, cwd: '/' } }), dir);
   const run: PreparedRun = {
-    config,
+    process: { words: processWords(config.process), terminal: config.process.terminal },
     request: { kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMiB: 64, disks: [], vsock: { cid: 3, udsPath: join(runDir, 'vsock') } },
     agentSocket: join(runDir, `vsock_${AGENT_PORT}`),
     cleanup: async () => {
