@@ -1,5 +1,6 @@
 // Parsers for command-line values, shared by the subcommands; each rejects with commander's
 // InvalidArgumentError, which names the option and the value.
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import { MAX_CPUS } from '../boot/acpi/tables.js';
 import { maxGuestMemoryMiB, MIN_GUEST_MEMORY_MIB } from '../boot/layout.js';
@@ -43,4 +44,11 @@ export function policyArg(value: string): number {
     throw new InvalidArgumentError(errorMessage(e));
   }
   return policy;
+}
+
+/** A secret kept in a file: its content, without one trailing newline (as `echo` leaves it). */
+export function secretFile(file: string, what: string): string {
+  const text = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  if (text.length === 0) throw new Error(`${what} ${file} is empty`);
+  return text;
 }

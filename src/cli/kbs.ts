@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import { positiveInteger, policyArg } from './arguments.js';
+import { positiveInteger, policyArg, secretFile } from './arguments.js';
 import { AuditLog } from '../kbs/audit.js';
 import { Broker, tokenDigest } from '../kbs/broker.js';
 import { KbsClient } from '../kbs/client.js';
@@ -27,13 +27,6 @@ function hostPort(value: string): { host: string; port: number } {
 function launchDigestArg(value: string): Buffer {
   if (!/^[0-9a-fA-F]{64}$/.test(value)) throw new InvalidArgumentError(`'${value}' is not 64 hex digits (a SHA-256 launch digest)`);
   return Buffer.from(value, 'hex');
-}
-
-/** A secret kept in a file: its content, without one trailing newline (as `echo` leaves it). */
-function secretFile(file: string, what: string): string {
-  const text = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-  if (text.length === 0) throw new Error(`${what} ${file} is empty`);
-  return text;
 }
 
 interface ServeOptions {

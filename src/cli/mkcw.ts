@@ -2,14 +2,26 @@
 // Exit status 0 when the image is written, 1 otherwise (the image is then not there).
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { DEFAULT_KDF, type KdfChoice } from '../luks/writer.js';
 import { readBundleConfig } from '../oci/bundle-config.js';
 import { buildConfidentialImage, newWorkloadId } from '../oci/confidential-image.js';
-import { memoryMiB, positiveInteger, vcpuCount } from './arguments.js';
+import { confidentialBootInputs, confidentialGuest, LOCAL_OWNER_POLICY } from '../oci/confidential-run.js';
+import { checkKernelPair } from '../oci/kernel-choice.js';
+import type { WorkloadConfig } from '../oci/workload-footer.js';
+import { KbsClient } from '../kbs/client.js';
+import { launchPassphrase } from '../kbs/passphrase.js';
+import { predictTsVmmLaunchDigest } from '../sev/ts-vmm-launch.js';
+import { memoryMiB, policyArg, positiveInteger, secretFile, vcpuCount } from './arguments.js';
+import { quietLog } from './run.js';
 
 interface MkcwOptions {
   passphraseFile: string;
+  kernel?: string;
+  modules?: string;
+  adminTokenFile?: string;
+  policy: number;
+  kbsCa?: string;
   cpus?: number;
   mem?: number;
   attestationUrl?: string;
@@ -28,31 +40,54 @@ export function register(program: Command): void {
     .requiredOption('--passphrase-file <file>', "the disk passphrase: an existing file's bytes, or a new file (mode 0600) given 32 random bytes as hex")
     .option('--cpus <n>', "vCPUs the workload runs with (default: the bundle's)", vcpuCount)
     .option('--mem <MiB>', "guest memory the workload runs with (default: the bundle's)", memoryMiB)
-    .option('--attestation-url <url>', 'the key broker that releases the passphrase to the attested guest')
+    .option('--kernel <vmlinuz>', 'the kernel the workload boots, for the launch digest (default: the one from ts-vmm setup; needs --modules)')
+    .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
+    .option('--attestation-url <url>', 'the key broker that releases the passphrase to the attested guest: the workload is registered there')
+    .option('--admin-token-file <file>', "the key broker's admin token, for the registration")
+    .option('--policy <n>', 'the guest policy registered with the key broker (decimal or 0x-hex)', policyArg, LOCAL_OWNER_POLICY)
+    .option('--kbs-ca <file>', "the CA certificate the key broker's TLS certificate must chain to")
     .option('--workload-id <id>', "the workload's name at the key broker (default: 32 random bytes as hex)")
     .addOption(new Option('--pbkdf <kdf>', 'keyslot KDF').choices(['argon2id', 'pbkdf2']).default('argon2id'))
     .option('--pbkdf-memory <KiB>', 'argon2id memory cost', positiveInteger)
     .option('--pbkdf-force-iterations <n>', 'argon2id passes or PBKDF2 iterations', positiveInteger)
     .action(async (bundle: string, image: string, options: MkcwOptions) => {
+      checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
+      if (options.attestationUrl !== undefined && options.adminTokenFile === undefined) {
+        throw new Error('--attestation-url registers the workload: give --admin-token-file FILE too');
+      }
       const config = readBundleConfig(bundle);
+      const workload: WorkloadConfig = {
+        tee: 'sev',
+        tee_data: '',
+        workload_id: options.workloadId ?? newWorkloadId(),
+        cpus: options.cpus ?? config.vm.cpus,
+        ram_mib: options.mem ?? config.vm.memoryMiB,
+        attestation_url: options.attestationUrl ?? '',
+      };
+      const guest = await confidentialGuest({ kernel: { vmlinuz: options.kernel, modulesDir: options.modules }, log: quietLog });
+      const digest = await predictTsVmmLaunchDigest(await confidentialBootInputs(guest.kernel.vmlinuz, guest.initrd, workload.cpus, workload.ram_mib));
       const passphrase = await passphraseFrom(options.passphraseFile);
-      const workloadId = options.workloadId ?? newWorkloadId();
+      // Registered before the image is written, as buildah mkcw does: a broker that refuses leaves nothing behind.
+      if (options.attestationUrl !== undefined && options.adminTokenFile !== undefined) {
+        const client = new KbsClient({ url: options.attestationUrl, ca: options.kbsCa === undefined ? undefined : await readFile(options.kbsCa) });
+        await client.register(secretFile(options.adminTokenFile, 'admin token file'), {
+          workloadId: workload.workload_id,
+          launchDigest: digest,
+          policy: options.policy,
+          passphrase: launchPassphrase(passphrase, `--passphrase-file ${options.passphraseFile}`),
+        });
+      }
       await buildConfidentialImage({
         config,
         configText: await readFile(config.configPath, 'utf8'),
         image,
         passphrase,
         kdf: kdfChoice(options),
-        workload: {
-          tee: 'sev',
-          tee_data: '',
-          workload_id: workloadId,
-          cpus: options.cpus ?? config.vm.cpus,
-          ram_mib: options.mem ?? config.vm.memoryMiB,
-          attestation_url: options.attestationUrl ?? '',
-        },
+        workload,
       });
-      process.stdout.write(`workload-id ${workloadId}\n`);
+      process.stdout.write(`workload-id ${workload.workload_id}\n`);
+      process.stdout.write(`launch-digest ${digest.toString('hex')}\n`);
+      if (options.attestationUrl !== undefined) process.stdout.write(`registered ${options.attestationUrl}\n`);
     });
 }
 
@@ -73,7 +108,7 @@ async function passphraseFrom(file: string): Promise<Buffer> {
 
 function kdfChoice(options: MkcwOptions): KdfChoice {
   if (options.pbkdf === 'pbkdf2') {
-    if (options.pbkdfMemory !== undefined) throw new InvalidArgumentError('--pbkdf-memory is for argon2id');
+    if (options.pbkdfMemory !== undefined) throw new Error('--pbkdf-memory is for argon2id');
     return { type: 'pbkdf2', iterations: options.pbkdfForceIterations ?? 600_000 };
   }
   return { ...DEFAULT_KDF, time: options.pbkdfForceIterations ?? DEFAULT_KDF.time, memoryKiB: options.pbkdfMemory ?? DEFAULT_KDF.memoryKiB };

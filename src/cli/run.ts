@@ -65,7 +65,7 @@ function openConsoleLog(path: string): Writable {
 }
 
 /** Without --verbose only warnings and the progress of slow steps (builds, downloads) are shown. */
-const quietLog = (message: string): void => {
+export const quietLog = (message: string): void => {
   if (/^(warning|downloading|unpacking|building|compiling)/.test(message)) stderrLog(message);
 };
 
