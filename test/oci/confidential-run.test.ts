@@ -1,0 +1,195 @@
+// End to end on real KVM (in the lab where there is none) with sev-sim: `ts-vmm mkcw` makes an encrypted image,
+// `ts-vmm run --tee sev-sim` boots it through the measured launch, the guest opens the disk with Debian's
+// cryptsetup using the passphrase the owner released through LAUNCH_SECRET, and the workload's output and exit
+// status come back. The owner is this host (--passphrase-file) or a key broker the image was registered with.
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureBusybox } from '../../src/assets/debian.js';
+import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
+import { encodeFooter, FOOTER_READ_BYTES, decodeFooter } from '../../src/oci/workload-footer.js';
+import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
+import { cliEntry } from '../../src/sys/project-paths.js';
+import { ADMIN_TOKEN, startTestKbs, type TestKbs } from '../kbs/harness.js';
+
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Only the passes a test needs: the guest runs cryptsetup under TCG. */
+const FAST_KDF = ['--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000'];
+const MARKER = 'marker-a7c3e9f1-only-inside-the-encrypted-disk';
+
+describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kvm', function () {
+  this.timeout(600_000);
+  let dir: string;
+  let bundle: string;
+  let kbs: TestKbs | undefined;
+  let env: NodeJS.ProcessEnv;
+  const children = new Set<ChildProcess>();
+
+  const cli = (...args: string[]): Promise<Result> => {
+    const child = spawn(process.execPath, [cliEntry(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    return new Promise((resolve) =>
+      child.on('close', (status) => {
+        children.delete(child);
+        resolve({ status, stdout, stderr });
+      }),
+    );
+  };
+  /** stderr without ts-vmm's progress lines (downloads, builds). */
+  const said = (r: Result): string =>
+    r.stderr
+      .split('\n')
+      .filter((l) => l !== '' && !/^ts-vmm: (building|compiling|downloading|unpacking)/.test(l))
+      .join('\n');
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-cw-'));
+    env = { ...process.env, TS_VMM_STATE: join(dir, 'state') };
+    // 2048-bit CAs keep key generation short under TCG.
+    SimulatedIdentity.generate({ caBits: 2048 }).save(join(dir, 'sim'));
+    bundle = join(dir, 'bundle');
+    mkdirSync(bundle);
+    await writeBusyboxRootfs((await ensureBusybox()).path, join(bundle, 'rootfs'), { marker: { content: `${MARKER}\n`, mode: 0o644 } });
+    writeFileSync(
+      join(bundle, 'config.json'),
+      JSON.stringify({
+        ociVersion: '1.0.2',
+        process: {
+          cwd: '/',
+          env: ['PATH=/bin', 'SECRET_ENV=only-in-the-image'],
+          user: { uid: 0, gid: 0 },
+          args: ['sh', '-c', 'cat /marker; echo "env $SECRET_ENV"; echo "to stderr" >&2; exit 3'],
+        },
+        root: { path: 'rootfs' },
+        hostname: 'confidential',
+        mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }],
+        annotations: { 'ts-vmm.cpus': '1', 'ts-vmm.memory-mib': '256' },
+      }),
+    );
+  });
+  afterEach(() => {
+    for (const child of children) child.kill('SIGKILL');
+  });
+  after(async () => {
+    await kbs?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The run's leftovers: a lock beside the image, a run directory under the system's temporary directory. */
+  const leftovers = (image: string): string[] => [
+    ...(existsSync(`${image}.lock`) ? [`${image}.lock`] : []),
+    ...readdirSync(tmpdir()).filter((f) => f.startsWith('ts-vmm-run-')),
+  ];
+
+  it('runs the workload from the encrypted image with the passphrase this host releases after checking the measurement', async () => {
+    const image = join(dir, 'local.img');
+    const pass = join(dir, 'local.pass');
+    const made = await cli('mkcw', bundle, image, '--passphrase-file', pass, ...FAST_KDF);
+    expect(made.status, made.stderr).to.equal(0);
+    expect(made.stdout).to.match(/^workload-id [0-9a-f]{64}\nlaunch-digest [0-9a-f]{64}\n$/);
+    expect(readFileSync(image).includes(MARKER), 'the image holds no plaintext of the rootfs').to.equal(false);
+
+    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', pass, image);
+    expect(r.status, r.stderr).to.equal(3);
+    expect(r.stdout).to.equal(`${MARKER}\nenv only-in-the-image\n`);
+    expect(said(r)).to.equal('to stderr');
+    expect(leftovers(image)).to.deep.equal([]);
+  });
+
+  it('a wrong passphrase: the guest cannot open the disk, exit status 125 with the cause in one line', async () => {
+    const image = join(dir, 'wrong.img');
+    const pass = join(dir, 'wrong.pass');
+    expect((await cli('mkcw', bundle, image, '--passphrase-file', pass, ...FAST_KDF)).status).to.equal(0);
+    const other = join(dir, 'other.pass');
+    writeFileSync(other, 'not the passphrase', { mode: 0o600 });
+    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', other, image);
+    expect(r.status).to.equal(125);
+    expect(said(r)).to.equal('ts-vmm: the VM stopped before the guest agent started: cannot open the encrypted disk: No key available with this passphrase.');
+    expect(r.stdout).to.equal('');
+    expect(r.stderr).to.not.contain('not the passphrase');
+    expect(leftovers(image)).to.deep.equal([]);
+  });
+
+  it('refuses a tampered LUKS header and an image without a secret source before booting, exit status 125', async () => {
+    const image = join(dir, 'tampered.img');
+    const pass = join(dir, 'tampered.pass');
+    expect((await cli('mkcw', bundle, image, '--passphrase-file', pass, ...FAST_KDF)).status).to.equal(0);
+    const noSource = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), image);
+    expect([noSource.status, said(noSource)]).to.deep.equal([
+      125,
+      `ts-vmm: ${image}: no way to the passphrase: give --passphrase-file FILE (this host is the owner) or --attestation-url URL (a key broker)`,
+    ]);
+    // LUKS2 keeps two header copies and falls back to the second when the first fails its checksum: damage both.
+    const file = await open(image, 'r+');
+    const secondary = Number((await file.read(Buffer.alloc(8), 0, 8, 8)).buffer.readBigUInt64BE(0));
+    for (const at of [0x300, secondary + 0x300]) await file.write(Buffer.from([0x5a]), 0, 1, at);
+    await file.close();
+    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', pass, image);
+    expect(r.status).to.equal(125);
+    expect(said(r)).to.match(new RegExp(`^ts-vmm: ${image}: .*checksum`));
+  });
+
+  it('with a key broker: mkcw registers the image, run attests from the footer URL; a changed vCPU count is refused at attest', async () => {
+    kbs = await startTestKbs(SimulatedIdentity.generate({ caBits: 2048 }));
+    const token = join(dir, 'token');
+    writeFileSync(token, ADMIN_TOKEN, { mode: 0o600 });
+    const image = join(dir, 'kbs.img');
+    const pass = join(dir, 'kbs.pass');
+    const made = await cli(
+      'mkcw',
+      bundle,
+      image,
+      '--passphrase-file',
+      pass,
+      '--attestation-url',
+      kbs.url,
+      '--admin-token-file',
+      token,
+      '--workload-id',
+      'cw-1',
+      ...FAST_KDF,
+    );
+    expect(made.status, made.stderr).to.equal(0);
+    expect(made.stdout).to.contain(`registered ${kbs.url}\n`);
+    const sim = join(kbs.dir, 'sim');
+
+    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, image);
+    expect(r.status, r.stderr).to.equal(3);
+    expect(r.stdout).to.equal(`${MARKER}\nenv only-in-the-image\n`);
+    expect(kbs.auditLines().some((l) => l.workload === 'cw-1' && l.step === 'key' && l.verdict === 'granted')).to.equal(true);
+
+    // The footer is outside the encryption: a host can change it, and the measurement then gives it away.
+    const file = await open(image, 'r+');
+    const { size } = await file.stat();
+    const tail = Buffer.alloc(FOOTER_READ_BYTES);
+    await file.read(tail, 0, tail.length, size - tail.length);
+    const workload = decodeFooter(tail)!;
+    const footer = encodeFooter({ ...workload, cpus: 2 }, 0);
+    const old = encodeFooter(workload, 0);
+    expect(footer.length).to.equal(old.length);
+    await file.write(footer, 0, footer.length, size - footer.length);
+    await file.close();
+    const refused = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, image);
+    expect(refused.status).to.equal(125);
+    expect(said(refused)).to.match(/^ts-vmm: the VM stopped before the guest agent started: kbs attest: HTTP 403 measurement-mismatch/);
+    expect(refused.stdout).to.equal('');
+    expect(kbs.auditLines().some((l) => l.workload === 'cw-1' && l.verdict === 'refused' && l.reason === 'measurement-mismatch')).to.equal(true);
+    expect(leftovers(image)).to.deep.equal([]);
+  });
+});
