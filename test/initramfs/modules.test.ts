@@ -148,7 +148,9 @@ describe('initramfs: kernel module dependency resolution', () => {
     expect(kvm.at(-1)).to.equal('kvm_amd');
     const blk = names(await tree.loadOrder(['virtio_blk', 'virtio_mmio', 'ext4']));
     for (const [before, after] of [
-      ['virtio_ring', 'virtio'],
+      // Debian's 6.1 kernels differ on whether virtio_ring needs virtio; both come before their users.
+      ['virtio_ring', 'virtio_blk'],
+      ['virtio_ring', 'virtio_mmio'],
       ['virtio', 'virtio_blk'],
       ['virtio', 'virtio_mmio'],
       ['jbd2', 'ext4'],

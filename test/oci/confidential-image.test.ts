@@ -47,7 +47,7 @@ describe('confidential workload images: ts-vmm mkcw', function () {
       60_000,
     );
     expect(r.status, r.stderr).to.equal(0);
-    expect(r.stdout).to.equal('workload-id hello-a\n');
+    expect(r.stdout).to.match(/^workload-id hello-a\nlaunch-digest [0-9a-f]{64}\n$/);
     expect(statSync(image).mode & 0o777).to.equal(0o600);
     expect(statSync(pass).mode & 0o777).to.equal(0o600);
     expect(readFileSync(pass, 'utf8')).to.match(/^[0-9a-f]{64}$/);
@@ -101,6 +101,22 @@ describe('confidential workload images: ts-vmm mkcw', function () {
     for (const file of [IMAGE_FILES.config, IMAGE_FILES.setup, IMAGE_FILES.process]) {
       expect((await exec('debugfs', ['-R', `stat ${file}`, ext4])).stdout, file).to.match(/Mode:\s+0600/);
     }
+  });
+
+  it('prints the launch digest of the image: the same for the same launch, another for other vCPUs or memory', async () => {
+    const digest = async (name: string, ...args: string[]): Promise<string> => {
+      const r = await runCli(
+        ['mkcw', bundle, join(dir, `${name}.img`), '--passphrase-file', join(dir, `${name}.pass`), ...FAST_KDF, ...args],
+        process.env,
+        60_000,
+      );
+      expect(r.status, r.stderr).to.equal(0);
+      return /^launch-digest ([0-9a-f]{64})$/m.exec(r.stdout)![1]!;
+    };
+    const base = await digest('d1', '--cpus', '1', '--mem', '256');
+    expect(await digest('d2', '--cpus', '1', '--mem', '256'), 'the initramfs is rebuilt byte for byte').to.equal(base);
+    const others = [await digest('d3', '--cpus', '2', '--mem', '256'), await digest('d4', '--cpus', '1', '--mem', '320')];
+    expect(new Set([base, ...others]).size).to.equal(3);
   });
 
   it('refuses a bad bundle in one line, exit status 1, and leaves no image and no passphrase file', async () => {
