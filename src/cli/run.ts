@@ -10,7 +10,9 @@ import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { checkKernelPair } from '../oci/kernel-choice.js';
 import { runCacheDir } from '../oci/paths.js';
-import { checkBundle, prepareRun, runPrepared, type RunSettings } from '../oci/runner.js';
+import { checkBundle, runPrepared, type RunSettings } from '../oci/runner.js';
+import { confidentialSelection, prepareBundleRun } from '../oci/run-selection.js';
+import { readBundleConfig } from '../oci/bundle-config.js';
 import { prepareConfidentialRun, readConfidentialImage } from '../oci/confidential-run.js';
 import { SimulatedIdentity } from '../sev/sim-identity.js';
 import type { TeeKind } from '../sev/tee.js';
@@ -85,6 +87,11 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
   const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
   const include = [resolve(bundle), agent];
   const argv = ['run'];
+  const selectedSimState = options.tee === undefined ? confidentialSelection(readBundleConfig(bundle))?.options.simState : undefined;
+  if (selectedSimState !== undefined) {
+    SimulatedIdentity.loadOrCreate(selectedSimState);
+    include.push(resolve(selectedSimState));
+  }
   if (options.tee !== undefined) {
     argv.push('--tee', options.tee);
     if (options.simState !== undefined) {
@@ -155,14 +162,16 @@ export function register(program: Command): void {
         const labReason = kvmUnsuitableReason();
         if (labReason !== undefined) {
           // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
-          if (options.tee === undefined) checkBundle(bundle, () => undefined);
-          else await readConfidentialImage(bundle);
+          if (options.tee !== undefined) await readConfidentialImage(bundle);
+          else if (confidentialSelection(readBundleConfig(bundle)) === undefined) checkBundle(bundle, () => undefined);
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
           process.exitCode = await runInLab(bundle, options, consoleLog);
         } else {
           const settings = runSettings(options, consoleLog);
           const prepared =
-            options.tee === undefined ? await prepareRun(bundle, settings) : await prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
+            options.tee === undefined
+              ? await prepareBundleRun(bundle, settings)
+              : await prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
           process.exitCode = await runPrepared(prepared, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, settings);
         }
       } catch (e) {

@@ -3,12 +3,13 @@
 // is then `created`. `ts-vmm start` asks it over a Unix socket in the state directory to start the process
 // (`running`); when the workload exits it records `stopped` with the exit status and exits with that status.
 // Signals sent by `ts-vmm kill` arrive here: before start they stop the VM, after start they go to the workload.
+import { prepareBundleRun } from './run-selection.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { launchVm } from './vm-launch.js';
 import type { VmLauncher } from './vm-request.js';
-import { bootWorkload, prepareRun, runWorkload, type BootedWorkload, type PreparedRun, type RunSettings, type Stdio } from './runner.js';
+import { bootWorkload, runWorkload, type BootedWorkload, type PreparedRun, type RunSettings, type Stdio } from './runner.js';
 import { processStartTime, type StateStore, type ContainerRecord } from './runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
 
@@ -46,7 +47,7 @@ export interface VmSource {
   launch: VmLauncher;
 }
 
-const realVms: VmSource = { prepare: prepareRun, launch: launchVm };
+const realVms: VmSource = { prepare: prepareBundleRun, launch: launchVm };
 
 /** Runs the container `id`; `report` is the pipe to `ts-vmm create`. Returns the monitor's exit status. */
 export async function monitorContainer(

@@ -4,7 +4,7 @@
 // status come back. The owner is this host (--passphrase-file) or a key broker the image was registered with.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -173,6 +173,23 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     expect(r.status, r.stderr).to.equal(3);
     expect(r.stdout).to.equal(`${MARKER}\nenv only-in-the-image\n`);
     expect(kbs.auditLines().some((l) => l.workload === 'cw-1' && l.step === 'key' && l.verdict === 'granted')).to.equal(true);
+
+    // As Kubernetes selects it: a bundle whose rootfs carries the image as /disk.img, with the pod's annotations.
+    const podBundle = join(dir, 'pod');
+    mkdirSync(join(podBundle, 'rootfs'), { recursive: true });
+    copyFileSync(image, join(podBundle, 'rootfs', 'disk.img'));
+    writeFileSync(
+      join(podBundle, 'config.json'),
+      JSON.stringify({
+        ociVersion: '1.0.2',
+        process: { cwd: '/', args: ['/entrypoint'] },
+        root: { path: 'rootfs' },
+        annotations: { 'run.oci.handler': 'krun-sev', 'libkrun.attestation': kbs.url, 'ts-vmm.tee': 'sev-sim', 'ts-vmm.sev-sim-state': sim },
+      }),
+    );
+    const pod = await cli('run', podBundle);
+    expect(pod.status, pod.stderr).to.equal(3);
+    expect(pod.stdout).to.equal(`${MARKER}\nenv only-in-the-image\n`);
 
     // The footer is outside the encryption: a host can change it, and the measurement then gives it away.
     const file = await open(image, 'r+');
