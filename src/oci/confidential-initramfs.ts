@@ -34,7 +34,7 @@ export const IMAGE_FILES = {
   copiedFiles: '/.ts-vmm/files',
 } as const;
 
-const CRYPTSETUP = '/sbin/cryptsetup';
+export const CRYPTSETUP = '/sbin/cryptsetup';
 /** The dynamic loader's default directory on x86-64 Debian: no ld.so.cache is needed to find what lies here. */
 const LIBRARY_DIR = '/lib/x86_64-linux-gnu';
 const MAPPED_ROOT = 'ts-vmm-root';
@@ -57,12 +57,38 @@ export async function cryptsetupFiles(): Promise<{ cryptsetup: string; loader: s
   return { cryptsetup, loader, libraries };
 }
 
+/** The module file names under GUEST.modules, one per line, in load order: read by every script run on this archive. */
+const LOAD_ORDER = `${GUEST.modules}/load-order`;
+
 /**
- * The fixed /init of every confidential run (`moduleFiles` in load order under GUEST.modules). The passphrase goes
- * from the slot to cryptsetup through a pipe and is wiped from the slot; a failure powers the guest off with one
- * `ts-vmm-init:` line naming the cause, which ts-vmm reports.
+ * The start of every script run on this archive: fail() (one `PREFIX: cause` line, then power off), the kernel's
+ * file systems, the drivers, and a wait for each named block device.
  */
-export function confidentialInitScript(moduleFiles: readonly string[]): string {
+export function guestPreamble(prefix: string, devices: readonly string[]): string {
+  const bb = shellQuote(GUEST.busybox);
+  return `fail() { echo "${prefix}: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
+${bb} mount -t proc proc /proc || fail "mount /proc"
+${bb} mount -t sysfs sysfs /sys || fail "mount /sys"
+${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+${bb} mkdir -p /run/cryptsetup
+for m in $(${bb} cat ${LOAD_ORDER}); do
+  ${bb} insmod ${shellQuote(GUEST.modules)}/"$m" || fail "insmod $m"
+done
+for d in ${devices.map(shellQuote).join(' ')}; do
+  n=0
+  until ${bb} test -b "$d"; do
+    n=$((n + 1)); [ $n -le 500 ] || fail "disk $d did not appear"; ${bb} usleep 10000
+  done
+done
+`;
+}
+
+/**
+ * The fixed /init of every confidential run. The passphrase goes from the slot to cryptsetup through a pipe and is
+ * wiped from the slot; a failure powers the guest off with one `ts-vmm-init:` line naming the cause, which ts-vmm
+ * reports.
+ */
+export function confidentialInitScript(): string {
   const q = shellQuote;
   const bb = q(GUEST.busybox);
   const device = q(GUEST.rootDevice);
@@ -71,19 +97,7 @@ export function confidentialInitScript(moduleFiles: readonly string[]): string {
   const inRoot = (path: string): string => q(`${GUEST.newRoot}${path}`);
   return `#!${GUEST.busybox} sh
 # ts-vmm confidential guest init: open the encrypted disk with the launch secret, hand over to the agent.
-fail() { echo "ts-vmm-init: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
-${bb} mount -t proc proc /proc || fail "mount /proc"
-${bb} mount -t sysfs sysfs /sys || fail "mount /sys"
-${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
-${bb} mkdir -p /run/cryptsetup
-for m in ${moduleFiles.map(q).join(' ')}; do
-  ${bb} insmod ${q(GUEST.modules)}/"$m" || fail "insmod $m"
-done
-n=0
-until ${bb} test -b ${device}; do
-  n=$((n + 1)); [ $n -le 500 ] || fail "the encrypted disk did not appear"; ${bb} usleep 10000
-done
-set -o pipefail
+${guestPreamble('ts-vmm-init', [GUEST.rootDevice])}set -o pipefail
 why=$({ ${agent} --take-secret /${SECRET_SLOT_FILE} | DM_DISABLE_UDEV=1 ${CRYPTSETUP} open --key-file=- ${device} ${MAPPED_ROOT}; } 2>&1) ||
   fail "cannot open the encrypted disk: $(echo $why)"
 ${bb} mkdir -p ${root}
@@ -106,8 +120,8 @@ export async function ensureConfidentialInitramfs(software: GuestSoftware, cache
   }
   const moduleFiles = modules.map((m) => `${m.name}.ko`);
   const tools = await cryptsetupFiles();
-  const init = confidentialInitScript(moduleFiles);
-  const key = createHash('sha256');
+  const init = confidentialInitScript();
+  const key = createHash('sha256').update(moduleFiles.join('\n'));
   for (const file of [software.busybox, software.agent, tools.cryptsetup, tools.loader, ...tools.libraries, ...modules.map((m) => m.path)]) {
     key.update(file).update(await readFile(file));
   }
@@ -127,6 +141,7 @@ export async function ensureConfidentialInitramfs(software: GuestSoftware, cache
       await image.file(tools.loader.slice(1), await readFile(tools.loader), { mode: 0o755 });
       for (const lib of tools.libraries) await image.file(`${LIBRARY_DIR.slice(1)}/${basename(lib)}`, await readFile(lib), { mode: 0o644 });
       for (const [i, m] of modules.entries()) await image.file(`${GUEST.modules.slice(1)}/${moduleFiles[i]}`, await readModuleImage(m.path));
+      await image.file(LOAD_ORDER.slice(1), `${moduleFiles.join('\n')}\n`, { mode: 0o644 });
     });
     await rename(partial, path);
   } catch (e) {
