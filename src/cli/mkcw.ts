@@ -1,22 +1,32 @@
 // `ts-vmm mkcw BUNDLE IMAGE`: a bundle becomes a confidential workload image (src/oci/confidential-image.ts).
 // Exit status 0 when the image is written, 1 otherwise (the image is then not there).
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { DEFAULT_KDF, type KdfChoice } from '../luks/writer.js';
 import { readBundleConfig } from '../oci/bundle-config.js';
 import { buildConfidentialImage, newWorkloadId } from '../oci/confidential-image.js';
 import { confidentialBootInputs, confidentialGuest, LOCAL_OWNER_POLICY } from '../oci/confidential-run.js';
 import { checkKernelPair } from '../oci/kernel-choice.js';
+import { INTEGRITY_CHOICES, type IntegrityChoice } from '../oci/integrity-build.js';
+import { launchVm } from '../oci/vm-launch.js';
 import type { WorkloadConfig } from '../oci/workload-footer.js';
 import { KbsClient } from '../kbs/client.js';
 import { launchPassphrase } from '../kbs/passphrase.js';
 import { predictTsVmmLaunchDigest } from '../sev/ts-vmm-launch.js';
 import { memoryMiB, policyArg, positiveInteger, secretFile, vcpuCount } from './arguments.js';
 import { quietLog } from './run.js';
+import { stderrLog } from '../assets/debian.js';
+import { kvmUnsuitableReason } from '../kvm/probe.js';
+import { relayInLab } from '../lab/relay.js';
+import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
+import { runCacheDir } from '../oci/paths.js';
 
 interface MkcwOptions {
   passphraseFile: string;
+  integrity?: IntegrityChoice;
   kernel?: string;
   modules?: string;
   adminTokenFile?: string;
@@ -38,6 +48,7 @@ export function register(program: Command): void {
     .argument('<bundle>', 'OCI bundle directory (config.json and its rootfs)')
     .argument('<image>', 'the image to write (mode 0600)')
     .requiredOption('--passphrase-file <file>', "the disk passphrase: an existing file's bytes, or a new file (mode 0600) given 32 random bytes as hex")
+    .addOption(new Option('--integrity <mode>', 'LUKS2 with dm-integrity (authenticated encryption), formatted by a build VM').choices(INTEGRITY_CHOICES))
     .option('--cpus <n>', "vCPUs the workload runs with (default: the bundle's)", vcpuCount)
     .option('--mem <MiB>', "guest memory the workload runs with (default: the bundle's)", memoryMiB)
     .option('--kernel <vmlinuz>', 'the kernel the workload boots, for the launch digest (default: the one from ts-vmm setup; needs --modules)')
@@ -54,6 +65,13 @@ export function register(program: Command): void {
       checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
       if (options.attestationUrl !== undefined && options.adminTokenFile === undefined) {
         throw new Error('--attestation-url registers the workload: give --admin-token-file FILE too');
+      }
+      const labReason = options.integrity === undefined ? undefined : kvmUnsuitableReason();
+      if (labReason !== undefined) {
+        readBundleConfig(bundle);
+        process.stderr.write(`ts-vmm: ${labReason}; the integrity build VM runs in the lab (QEMU TCG, slower)\n`);
+        process.exitCode = await mkcwInLab(bundle, image, options);
+        return;
       }
       const config = readBundleConfig(bundle);
       const workload: WorkloadConfig = {
@@ -78,6 +96,7 @@ export function register(program: Command): void {
         });
       }
       await buildConfidentialImage({
+        ...(options.integrity ? { integrity: { choice: options.integrity, kernel: guest.kernel.vmlinuz, initrd: guest.initrd, launch: launchVm } } : {}),
         config,
         configText: await readFile(config.configPath, 'utf8'),
         image,
@@ -89,6 +108,55 @@ export function register(program: Command): void {
       process.stdout.write(`launch-digest ${digest.toString('hex')}\n`);
       if (options.attestationUrl !== undefined) process.stdout.write(`registered ${options.attestationUrl}\n`);
     });
+}
+
+/** Where the lab's mkcw writes the image, which is then copied out to the host. */
+const LAB_IMAGE = '/tmp/ts-vmm-mkcw.img';
+
+/**
+ * The same mkcw inside the lab, for the build VM's KVM: the files it reads carried in, the passphrase file made
+ * here first (the lab's files are discarded), and the image copied out, written aside and renamed when whole.
+ */
+async function mkcwInLab(bundle: string, image: string, options: MkcwOptions): Promise<number> {
+  await passphraseFrom(options.passphraseFile);
+  const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
+  const include = [resolve(bundle), agent];
+  const argv = ['mkcw', resolve(bundle), LAB_IMAGE];
+  const files: [string, string | undefined][] = [
+    ['--passphrase-file', options.passphraseFile],
+    ['--kernel', options.kernel],
+    ['--modules', options.modules],
+    ['--admin-token-file', options.adminTokenFile],
+    ['--kbs-ca', options.kbsCa],
+  ];
+  for (const [flag, file] of files) {
+    if (file === undefined) continue;
+    include.push(resolve(file));
+    argv.push(flag, resolve(file));
+  }
+  const values: [string, string | number | undefined][] = [
+    ['--integrity', options.integrity],
+    ['--cpus', options.cpus],
+    ['--mem', options.mem],
+    ['--attestation-url', options.attestationUrl],
+    ['--policy', `0x${options.policy.toString(16)}`],
+    ['--workload-id', options.workloadId],
+    ['--pbkdf', options.pbkdf],
+    ['--pbkdf-memory', options.pbkdfMemory],
+    ['--pbkdf-force-iterations', options.pbkdfForceIterations],
+  ];
+  for (const [flag, value] of values) if (value !== undefined) argv.push(flag, String(value));
+  const partial = `${image}.${process.pid}.partial`;
+  const out = createWriteStream(partial, { flags: 'wx', mode: 0o600 });
+  try {
+    const status = await relayInLab(argv, { include, env: { [AGENT_ENV]: agent }, copyOut: { guestPath: LAB_IMAGE, to: out } });
+    await new Promise<void>((done, fail) => out.end((e?: Error | null) => (e ? fail(e) : done())));
+    if (status === 0) await rename(partial, image);
+    return status;
+  } finally {
+    out.destroy();
+    await rm(partial, { force: true });
+  }
 }
 
 /** The passphrase's bytes; a file that does not exist yet is created, readable by its owner only. */

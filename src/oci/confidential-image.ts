@@ -8,7 +8,9 @@ import { chmod, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { writeLuks2, type KdfChoice } from '../luks/writer.js';
+import { DEFAULT_KDF, writeLuks2, type KdfChoice } from '../luks/writer.js';
+import { buildIntegrityImage, type IntegrityChoice } from './integrity-build.js';
+import type { VmLauncher } from './vm-request.js';
 import { encodeWords } from './agent-protocol.js';
 import type { BundleConfig } from './bundle-config.js';
 import { IMAGE_FILES } from './confidential-initramfs.js';
@@ -28,6 +30,8 @@ export interface ConfidentialImageOptions {
   passphrase: Buffer;
   kdf?: KdfChoice;
   workload: WorkloadConfig;
+  /** LUKS2 with dm-integrity, formatted by a build VM booting this kernel and the confidential initramfs. */
+  integrity?: { choice: IntegrityChoice; kernel: string; initrd: string; launch: VmLauncher };
 }
 
 /** A workload id as buildah mkcw makes one when none is given: unique per image. */
@@ -44,7 +48,20 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
     // Room to write, as buildah mkcw leaves: a quarter of the content, at least 10 MiB.
     await buildExt4Image(options.config.rootfs, summary, ext4, true, Math.max(10, Math.ceil((summary.bytes * 0.25) / MiB)));
     await addWorkload(ext4, work, options.config, options.configText);
-    await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096 });
+    if (options.integrity) {
+      const { choice, ...vm } = options.integrity;
+      await buildIntegrityImage({
+        ...vm,
+        integrity: choice,
+        plaintext: ext4,
+        passphrase: options.passphrase,
+        kdf: options.kdf ?? DEFAULT_KDF,
+        output: partial,
+        workDir: work,
+      });
+    } else {
+      await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096 });
+    }
     const image = await open(partial, 'r+');
     try {
       const { size } = await image.stat();

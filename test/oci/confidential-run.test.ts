@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBusybox } from '../../src/assets/debian.js';
@@ -143,6 +144,45 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', pass, image);
     expect(r.status).to.equal(125);
     expect(said(r)).to.match(new RegExp(`^ts-vmm: ${image}: .*checksum`));
+  });
+
+  it('an integrity image (a build VM formats it): the workload runs; a ciphertext byte the host flips is an I/O error in the guest', async () => {
+    const integrityBundle = join(dir, 'integrity-bundle');
+    mkdirSync(integrityBundle);
+    await writeBusyboxRootfs((await ensureBusybox()).path, join(integrityBundle, 'rootfs'), { marker: { content: `${MARKER}\n`, mode: 0o644 } });
+    writeFileSync(join(integrityBundle, 'rootfs', 'big'), randomBytes(24 * 1024 * 1024));
+    writeFileSync(
+      join(integrityBundle, 'config.json'),
+      JSON.stringify({
+        ociVersion: '1.0.2',
+        process: { cwd: '/', env: ['PATH=/bin'], args: ['sh', '-c', 'cat /marker; cat /big > /dev/null; echo "big: $?"'] },
+        root: { path: 'rootfs' },
+        annotations: { 'ts-vmm.cpus': '1', 'ts-vmm.memory-mib': '256' },
+      }),
+    );
+    const image = join(dir, 'integrity.img');
+    const pass = join(dir, 'integrity.pass');
+    const made = await cli('mkcw', integrityBundle, image, '--passphrase-file', pass, '--integrity', 'hmac-sha256', ...FAST_KDF);
+    expect(made.status, made.stderr).to.equal(0);
+    const sim = join(dir, 'sim');
+    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, '--passphrase-file', pass, image);
+    expect([r.status, r.stdout], r.stderr).to.deep.equal([0, `${MARKER}\nbig: 0\n`]);
+
+    // The data segment starts after LUKS2's 16 MiB; dm-integrity's journal and tags take under 2% ahead of the
+    // filesystem, whose middle lies inside /big (most of it). Two bytes there, one ciphertext bit each.
+    const file = await open(image, 'r+');
+    const { size } = await file.stat();
+    const filesystem = (size - 24 * 1024 * 1024) / 1.03;
+    for (const share of [0.45, 0.5]) {
+      const at = Math.floor(16 * 1024 * 1024 + 0.016 * size + share * filesystem);
+      const byte = (await file.read(Buffer.alloc(1), 0, 1, at)).buffer;
+      byte[0] = byte[0]! ^ 0x01;
+      await file.write(byte, 0, 1, at);
+    }
+    await file.close();
+    const tampered = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, '--passphrase-file', pass, image);
+    expect([tampered.status, tampered.stdout], tampered.stderr).to.deep.equal([0, `${MARKER}\nbig: 1\n`]);
+    expect(said(tampered)).to.contain('Input/output error');
   });
 
   it('with a key broker: mkcw registers the image, run attests from the footer URL; a changed vCPU count is refused at attest', async () => {
