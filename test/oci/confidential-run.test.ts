@@ -3,7 +3,6 @@
 // cryptsetup using the passphrase the owner released through LAUNCH_SECRET, and the workload's output and exit
 // status come back. The owner is this host (--passphrase-file) or a key broker the image was registered with.
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -13,14 +12,8 @@ import { ensureBusybox } from '../../src/assets/debian.js';
 import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
 import { encodeFooter, FOOTER_READ_BYTES, decodeFooter } from '../../src/oci/workload-footer.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
-import { cliEntry } from '../../src/sys/project-paths.js';
+import { type CliResult, runCli } from '../cli/cli-process.js';
 import { ADMIN_TOKEN, startTestKbs, type TestKbs } from '../kbs/harness.js';
-
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** Only the passes a test needs: the guest runs cryptsetup under TCG. */
 const FAST_KDF = ['--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000'];
@@ -32,28 +25,11 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
   let bundle: string;
   let kbs: TestKbs | undefined;
   let env: NodeJS.ProcessEnv;
-  const children = new Set<ChildProcess>();
 
-  const cli = (...args: string[]): Promise<Result> => {
-    const child = spawn(process.execPath, [cliEntry(), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString();
-    });
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c.toString();
-    });
-    return new Promise((resolve) =>
-      child.on('close', (status) => {
-        children.delete(child);
-        resolve({ status, stdout, stderr });
-      }),
-    );
-  };
+  /** Each command has at most five minutes: a TCG boot, cryptsetup in the guest, a build VM. */
+  const cli = (...args: string[]): Promise<CliResult> => runCli(args, env, 300_000);
   /** stderr without ts-vmm's progress lines (downloads, builds). */
-  const said = (r: Result): string =>
+  const said = (r: CliResult): string =>
     r.stderr
       .split('\n')
       .filter((l) => l !== '' && !/^ts-vmm: (building|compiling|downloading|unpacking)/.test(l))
@@ -83,9 +59,6 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
         annotations: { 'ts-vmm.cpus': '1', 'ts-vmm.memory-mib': '256' },
       }),
     );
-  });
-  afterEach(() => {
-    for (const child of children) child.kill('SIGKILL');
   });
   after(async () => {
     await kbs?.close();
