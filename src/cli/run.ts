@@ -28,6 +28,7 @@ export interface RunCommandOptions {
   passphraseFile?: string;
   attestationUrl?: string;
   kbsCa?: string;
+  caChain?: string;
   kernel?: string;
   modules?: string;
   console?: boolean;
@@ -103,6 +104,7 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
     for (const [flag, file] of [
       ['--passphrase-file', options.passphraseFile],
       ['--kbs-ca', options.kbsCa],
+      ['--ca-chain', options.caChain],
     ] as const) {
       if (file === undefined) continue;
       include.push(resolve(file));
@@ -130,6 +132,7 @@ function checkTeeOptions(options: RunCommandOptions): void {
     options.passphraseFile && '--passphrase-file',
     options.attestationUrl && '--attestation-url',
     options.kbsCa && '--kbs-ca',
+    options.caChain && '--ca-chain',
     options.simState && '--sim-state',
   ];
   const given = teeOnly.filter(Boolean);
@@ -148,6 +151,7 @@ export function register(program: Command): void {
     .option('--passphrase-file <file>', "with --tee: this host is the guest owner; it checks the launch measurement, then releases the file's bytes")
     .option('--attestation-url <url>', "with --tee: the key broker (default: the image's)")
     .option('--kbs-ca <file>', "the CA certificate the key broker's TLS certificate must chain to")
+    .option('--ca-chain <file>', "on SEV hardware: AMD's ASK and ARK for this platform, for the key broker")
     .option('--kernel <vmlinuz>', 'boot this kernel instead of the one from ts-vmm setup (needs --modules)')
     .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
     .option('--console', 'copy the guest console (kernel messages) to stderr')

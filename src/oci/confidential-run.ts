@@ -42,6 +42,8 @@ export interface ConfidentialRunOptions {
   attestationUrl?: string;
   /** The CA certificate the key broker's TLS certificate must chain to. */
   kbsCa?: string;
+  /** On SEV hardware, AMD's ASK and ARK for this platform, sent to the key broker with the platform's chain. */
+  caChain?: string;
 }
 
 /** The kernel and initramfs every confidential run boots; the same for every workload. */
@@ -140,7 +142,13 @@ export async function prepareConfidentialRun(imagePath: string, options: Confide
           },
         );
     } else if (url !== undefined) {
-      tee = { ...tee, kbs: { url, workloadId: workload.workload_id, ...(options.kbsCa !== undefined ? { ca: resolve(options.kbsCa) } : {}) } };
+      const kbs = {
+        url,
+        workloadId: workload.workload_id,
+        ...(options.kbsCa !== undefined ? { ca: resolve(options.kbsCa) } : {}),
+        ...(options.caChain !== undefined ? { caChain: resolve(options.caChain) } : {}),
+      };
+      tee = { ...tee, kbs };
     }
     const udsPath = join(runDir, 'vsock');
     return {

@@ -39,6 +39,7 @@ function teeArguments(tee: TeeRequest): string[] {
   if (tee.kbs) {
     args.push('--tee-kbs', tee.kbs.url, '--tee-workload-id', tee.kbs.workloadId);
     if (tee.kbs.ca !== undefined) args.push('--tee-kbs-ca', tee.kbs.ca);
+    if (tee.kbs.caChain !== undefined) args.push('--tee-ca-chain', tee.kbs.caChain);
   }
   if (tee.owner) {
     const o = tee.owner;

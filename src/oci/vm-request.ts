@@ -22,7 +22,8 @@ export interface TeeRequest {
   kind: 'sev' | 'sev-sim';
   /** sev-sim's platform identity directory. */
   simState?: string;
-  kbs?: { url: string; workloadId: string; ca?: string };
+  /** The key broker; on hardware, `caChain` is AMD's ASK and ARK for the platform (sev-sim has its own). */
+  kbs?: { url: string; workloadId: string; ca?: string; caChain?: string };
   owner?: { policy: number; godh: string; session: string; secretDir: string; secretTimeoutS: number };
 }
 

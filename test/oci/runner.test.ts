@@ -1,6 +1,8 @@
 // The run logic (boot to READY, exit status, signal forwarding, bounded teardown, early VM death) against a
 // stand-in VM: the real guest agent as a host process talking over the Unix socket the vsock device would use.
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { cliEntry } from '../../src/sys/project-paths.js';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -139,5 +141,53 @@ describe('run logic with a stand-in VM', function () {
         consoleOutput: () => undefined,
       }),
     ).to.throw(/cannot contain a comma/);
+  });
+
+  it('passes a measured launch to ts-vmm boot: a key broker, or a local owner through files; boot knows every flag', () => {
+    const base = {
+      kernel: '/k',
+      initrd: '/i',
+      cmdline: '',
+      cpus: 1,
+      memoryMiB: 64,
+      disks: [],
+      vsock: { cid: 3, udsPath: '/v' },
+      consoleOutput: () => undefined,
+    };
+    const kbs = bootArguments({ ...base, tee: { kind: 'sev', kbs: { url: 'https://kbs:8000', workloadId: 'w', ca: '/ca.pem', caChain: '/ask_ark.cert' } } });
+    expect(kbs.slice(kbs.indexOf('--tee'))).to.deep.equal([
+      '--tee',
+      'sev',
+      '--tee-kbs',
+      'https://kbs:8000',
+      '--tee-workload-id',
+      'w',
+      '--tee-kbs-ca',
+      '/ca.pem',
+      '--tee-ca-chain',
+      '/ask_ark.cert',
+    ]);
+    const owner = bootArguments({
+      ...base,
+      tee: { kind: 'sev-sim', simState: '/sim', owner: { policy: 3, godh: '/g', session: '/s', secretDir: '/x', secretTimeoutS: 60 } },
+    });
+    expect(owner.slice(owner.indexOf('--tee'))).to.deep.equal([
+      '--tee',
+      'sev-sim',
+      '--sim-state',
+      '/sim',
+      '--tee-policy',
+      '0x3',
+      '--tee-godh',
+      '/g',
+      '--tee-session',
+      '/s',
+      '--tee-secret-dir',
+      '/x',
+      '--tee-secret-timeout',
+      '60',
+    ]);
+    const help = spawnSync(process.execPath, [cliEntry(), 'boot', '--help'], { encoding: 'utf8' }).stdout;
+    for (const flag of [...kbs, ...owner].filter((a) => a.startsWith('--'))) expect(help, flag).to.contain(`${flag} `);
   });
 });
