@@ -71,10 +71,10 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     ...readdirSync(tmpdir()).filter((f) => f.startsWith('ts-vmm-run-')),
   ];
 
-  it('runs the workload from the encrypted image with the passphrase this host releases after checking the measurement', async () => {
+  it('runs the workload (2 vCPUs) from the encrypted image with the passphrase this host releases after checking the measurement', async () => {
     const image = join(dir, 'local.img');
     const pass = join(dir, 'local.pass');
-    const made = await cli('mkcw', bundle, image, '--passphrase-file', pass, ...FAST_KDF);
+    const made = await cli('mkcw', bundle, image, '--passphrase-file', pass, '--cpus', '2', ...FAST_KDF);
     expect(made.status, made.stderr).to.equal(0);
     expect(made.stdout).to.match(/^workload-id [0-9a-f]{64}\nlaunch-digest [0-9a-f]{64}\n$/);
     expect(readFileSync(image).includes(MARKER), 'the image holds no plaintext of the rootfs').to.equal(false);
