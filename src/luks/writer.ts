@@ -9,6 +9,7 @@ import { AF_STRIPES, afMaterialSize, afSplit } from './af.js';
 import { LuksFormatError } from './errors.js';
 import { DEFAULT_KDF_LIMITS, deriveKey, keyDigest, type Kdf, type KdfLimits } from './kdf.js';
 import { encodeHeaderArea } from './luks2-header.js';
+import { XtsThreads, xtsThreadCount } from './xts-threads.js';
 import { XTS_PLAIN64, XtsSectorCipher } from './xts.js';
 
 const HDR_SIZE = 0x4000;
@@ -16,7 +17,8 @@ const KEYSLOTS_START = 2 * HDR_SIZE;
 const VOLUME_KEY_SIZE = 64;
 /** cryptsetup's default data offset: 16 MiB. */
 export const DEFAULT_DATA_OFFSET = 16 * 1024 * 1024;
-const CHUNK = 1024 * 1024;
+/** Plaintext handed to an XTS thread at a time. */
+const CHUNK = 4 * 1024 * 1024;
 const DIGEST_ITERATIONS = 100_000;
 /** The area one 512-bit keyslot needs: 256000 bytes of AF material, rounded up to 4096. */
 const KEYSLOT_AREA_SIZE = Math.ceil(afMaterialSize(VOLUME_KEY_SIZE, AF_STRIPES) / 4096) * 4096;
@@ -43,6 +45,8 @@ export interface WriteOptions {
   volumeKey?: Buffer;
   label?: string;
   limits?: KdfLimits;
+  /** Called as the payload is written, with the plaintext bytes done so far. */
+  onProgress?: (bytesDone: number) => void;
 }
 
 export interface WriteResult {
@@ -124,44 +128,78 @@ async function writeAll(file: FileHandle, data: Buffer, position: number): Promi
 }
 
 /**
- * Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors). Two
- * chunk buffers alternate, so one chunk is encrypted while the one before it is being written.
+ * Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors).
+ * The main thread reads chunks and writes them; XTS threads encrypt them meanwhile, two chunks per thread in
+ * flight, so memory stays bounded. A payload of one short chunk is encrypted here (no threads for a small image).
  */
-async function encryptPayload(source: Readable, file: FileHandle, position: number, cipher: XtsSectorCipher): Promise<number> {
+async function encryptPayload(
+  source: Readable,
+  file: FileHandle,
+  position: number,
+  cipher: XtsSectorCipher,
+  volumeKey: Buffer,
+  onProgress?: (bytesDone: number) => void,
+): Promise<number> {
   const sectorSize = cipher.sectorSize;
-  const buffers = [Buffer.alloc(CHUNK), Buffer.alloc(CHUNK)];
-  let chunk = buffers[0]!;
-  let filled = 0;
-  let written = 0;
-  let writing: Promise<void> = Promise.resolve();
-  const flush = async (length: number): Promise<void> => {
-    const data = chunk.subarray(0, length);
-    cipher.run(false, data, data, BigInt(written / 512));
-    await writing;
-    writing = writeAll(file, data, position + written);
-    writing.catch(() => {}); // awaited before the next flush or at the end; this only keeps it from counting as unhandled
-    written += length;
-    chunk = chunk === buffers[0] ? buffers[1]! : buffers[0]!;
+  const threadCount = xtsThreadCount();
+  let threads: XtsThreads | undefined;
+  const tasks: Promise<ArrayBuffer>[] = [];
+  let chunks = 0;
+  let dispatched = 0;
+  let done = 0;
+  const nextChunk = async (): Promise<Buffer> => {
+    if (chunks < 2 * threadCount) {
+      chunks++;
+      return Buffer.from(new ArrayBuffer(CHUNK));
+    }
+    return Buffer.from(await tasks.shift()!);
   };
-  for await (const piece of source) {
-    const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece as Uint8Array);
-    for (let used = 0; used < bytes.length; ) {
-      const n = bytes.copy(chunk, filled, used);
-      filled += n;
-      used += n;
-      if (filled === CHUNK) {
-        await flush(CHUNK);
-        filled = 0;
+  const dispatch = (chunk: Buffer, length: number): void => {
+    const at = dispatched;
+    dispatched += length;
+    threads ??= new XtsThreads(volumeKey, sectorSize, threadCount);
+    const encrypting = threads.encrypt(chunk.buffer as ArrayBuffer, length, BigInt(at / 512));
+    const task = encrypting.then(async (encrypted) => {
+      await writeAll(file, Buffer.from(encrypted, 0, length), position + at);
+      done += length;
+      onProgress?.(done);
+      return encrypted;
+    });
+    task.catch(() => {}); // awaited when its chunk is reused or at the end; this only keeps it from counting as unhandled
+    tasks.push(task);
+  };
+  try {
+    let chunk = await nextChunk();
+    let filled = 0;
+    for await (const piece of source) {
+      const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece as Uint8Array);
+      for (let used = 0; used < bytes.length; ) {
+        const n = bytes.copy(chunk, filled, used);
+        filled += n;
+        used += n;
+        if (filled === CHUNK) {
+          dispatch(chunk, CHUNK);
+          chunk = await nextChunk();
+          filled = 0;
+        }
       }
     }
+    if (filled > 0) {
+      const padded = Math.ceil(filled / sectorSize) * sectorSize;
+      chunk.fill(0, filled, padded);
+      if (dispatched === 0) {
+        const data = chunk.subarray(0, padded);
+        cipher.run(false, data, data, 0n);
+        await writeAll(file, data, position);
+        dispatched = padded;
+        onProgress?.(padded);
+      } else dispatch(chunk, padded);
+    }
+    await Promise.all(tasks);
+    return dispatched;
+  } finally {
+    await threads?.close();
   }
-  if (filled > 0) {
-    const padded = Math.ceil(filled / sectorSize) * sectorSize;
-    chunk.fill(0, filled, padded);
-    await flush(padded);
-  }
-  await writing;
-  return written;
 }
 
 /** Writes a LUKS2 image (or a detached header and its data file); files are created with mode 0600. */
@@ -196,7 +234,7 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
       await writeAll(data, header, 0);
       await data.truncate(dataOffset);
     }
-    const payloadBytes = await encryptPayload(source, data, dataOffset, payloadCipher);
+    const payloadBytes = await encryptPayload(source, data, dataOffset, payloadCipher, volumeKey, options.onProgress);
     return { uuid, dataOffset, payloadBytes };
   } finally {
     await data.close();
