@@ -7,6 +7,7 @@ import { DEFAULT_KDF, type KdfChoice } from '../luks/writer.js';
 import { readBundleConfig } from '../oci/bundle-config.js';
 import { buildConfidentialImage, newWorkloadId } from '../oci/confidential-image.js';
 import { memoryMiB, positiveInteger, vcpuCount } from './arguments.js';
+import { terminalProgress } from './progress.js';
 
 interface MkcwOptions {
   passphraseFile: string;
@@ -37,21 +38,27 @@ export function register(program: Command): void {
       const config = readBundleConfig(bundle);
       const passphrase = await passphraseFrom(options.passphraseFile);
       const workloadId = options.workloadId ?? newWorkloadId();
-      await buildConfidentialImage({
-        config,
-        configText: await readFile(config.configPath, 'utf8'),
-        image,
-        passphrase,
-        kdf: kdfChoice(options),
-        workload: {
-          tee: 'sev',
-          tee_data: '',
-          workload_id: workloadId,
-          cpus: options.cpus ?? config.vm.cpus,
-          ram_mib: options.mem ?? config.vm.memoryMiB,
-          attestation_url: options.attestationUrl ?? '',
-        },
-      });
+      const progress = terminalProgress(process.stderr);
+      try {
+        await buildConfidentialImage({
+          config,
+          configText: await readFile(config.configPath, 'utf8'),
+          image,
+          passphrase,
+          kdf: kdfChoice(options),
+          workload: {
+            tee: 'sev',
+            tee_data: '',
+            workload_id: workloadId,
+            cpus: options.cpus ?? config.vm.cpus,
+            ram_mib: options.mem ?? config.vm.memoryMiB,
+            attestation_url: options.attestationUrl ?? '',
+          },
+          onProgress: progress && ((done, total) => progress.update(done, total)),
+        });
+      } finally {
+        progress?.finish();
+      }
       process.stdout.write(`workload-id ${workloadId}\n`);
     });
 }

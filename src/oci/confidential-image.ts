@@ -4,7 +4,7 @@
 // encrypted as LUKS2 (aes-xts-plain64, 4 KiB sectors), and buildah mkcw's footer closes the image.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -28,6 +28,8 @@ export interface ConfidentialImageOptions {
   passphrase: Buffer;
   kdf?: KdfChoice;
   workload: WorkloadConfig;
+  /** Called as the filesystem is encrypted: bytes done of its total. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** A workload id as buildah mkcw makes one when none is given: unique per image. */
@@ -44,7 +46,9 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
     // Room to write, as buildah mkcw leaves: a quarter of the content, at least 10 MiB.
     await buildExt4Image(options.config.rootfs, summary, ext4, true, Math.max(10, Math.ceil((summary.bytes * 0.25) / MiB)));
     await addConfig(ext4, work, options.configText);
-    await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096 });
+    const { size: total } = await stat(ext4);
+    const onProgress = options.onProgress && ((done: number) => options.onProgress!(done, total));
+    await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096, onProgress });
     const image = await open(partial, 'r+');
     try {
       const { size } = await image.stat();
