@@ -18,6 +18,7 @@ export interface XtsThreadJob {
 
 interface Thread {
   worker: Worker;
+  exited: Promise<void>;
   /** Jobs sent and not yet answered, oldest first (a thread answers in order). */
   waiting: { resolve: (chunk: ArrayBuffer) => void; reject: (error: Error) => void }[];
 }
@@ -39,7 +40,7 @@ export class XtsThreads {
         workerData: { key: copy, sectorSize } satisfies XtsThreadData,
         transferList: [copy],
       });
-      const thread: Thread = { worker, waiting: [] };
+      const thread: Thread = { worker, exited: new Promise((resolve) => worker.once('exit', () => resolve())), waiting: [] };
       worker.on('message', (chunk: ArrayBuffer) => thread.waiting.shift()?.resolve(chunk));
       const fail = (error: Error) => {
         for (const job of thread.waiting.splice(0)) job.reject(error);
@@ -60,7 +61,16 @@ export class XtsThreads {
     });
   }
 
+  /**
+   * Lets the threads end. They are asked to leave rather than terminated: a thread stopped while koffi is still
+   * loading (one that never got a chunk) aborts the whole process.
+   */
   async close(): Promise<void> {
-    await Promise.all(this.threads.map((thread) => thread.worker.terminate()));
+    await Promise.all(
+      this.threads.map(async ({ worker, exited }) => {
+        worker.postMessage(null);
+        await exited;
+      }),
+    );
   }
 }

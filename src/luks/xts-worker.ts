@@ -7,7 +7,13 @@ const { key, sectorSize } = workerData as XtsThreadData;
 const cipher = new XtsSectorCipher(Buffer.from(key), sectorSize);
 new Uint8Array(key).fill(0);
 
-parentPort!.on('message', ({ chunk, length, firstIv }: XtsThreadJob) => {
+// null: no more work (the thread then ends once its event loop is empty).
+parentPort!.on('message', (job: XtsThreadJob | null) => {
+  if (job === null) {
+    parentPort!.close();
+    return;
+  }
+  const { chunk, length, firstIv } = job;
   const data = Buffer.from(chunk, 0, length);
   cipher.run(false, data, data, firstIv);
   parentPort!.postMessage(chunk, [chunk]);
