@@ -2,7 +2,6 @@
 // 32 KiB, data at 16 MiB), with aes-xts-plain64 and a 512-bit volume key, then the payload encrypted in chunks
 // from a stream, so memory stays bounded whatever the image size.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { AF_STRIPES, afMaterialSize, afSplit } from './af.js';
@@ -127,13 +126,70 @@ async function writeAll(file: FileHandle, data: Buffer, position: number): Promi
   }
 }
 
+/** Fills `chunk` from the plaintext; fewer bytes than its length only at the end. */
+type Fill = (chunk: Buffer) => Promise<number>;
+
+/** A file is read straight into the chunks (no stream, no copy). */
+function fillFromFile(file: FileHandle): Fill {
+  let position = 0;
+  return async (chunk) => {
+    let filled = 0;
+    for (let n = -1; filled < chunk.length && n !== 0; filled += n, position += n) {
+      ({ bytesRead: n } = await file.read(chunk, filled, chunk.length - filled, position));
+    }
+    return filled;
+  };
+}
+
+/** A stream's pieces, of any sizes, are copied into the chunks. */
+function fillFromStream(pieces: AsyncIterator<unknown>): Fill {
+  let rest: Buffer = Buffer.alloc(0);
+  let ended = false;
+  return async (chunk) => {
+    let filled = 0;
+    while (filled < chunk.length) {
+      if (rest.length === 0) {
+        if (ended) break;
+        const next = await pieces.next();
+        if (next.done) {
+          ended = true;
+          break;
+        }
+        rest = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value as Uint8Array);
+      }
+      const n = rest.copy(chunk, filled);
+      filled += n;
+      rest = rest.subarray(n);
+    }
+    return filled;
+  };
+}
+
+/** Runs `work` over the plaintext source, a file path or a stream, and lets go of the source afterwards. */
+async function withPlaintext(source: string | Readable, work: (fill: Fill) => Promise<number>): Promise<number> {
+  if (typeof source !== 'string') {
+    const pieces = source[Symbol.asyncIterator]();
+    try {
+      return await work(fillFromStream(pieces));
+    } finally {
+      await pieces.return?.();
+    }
+  }
+  const file = await open(source, 'r');
+  try {
+    return await work(fillFromFile(file));
+  } finally {
+    await file.close();
+  }
+}
+
 /**
  * Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors).
  * The main thread reads chunks and writes them; XTS threads encrypt them meanwhile, two chunks per thread in
  * flight, so memory stays bounded. A payload of one short chunk is encrypted here (no threads for a small image).
  */
 async function encryptPayload(
-  source: Readable,
+  fill: Fill,
   file: FileHandle,
   position: number,
   cipher: XtsSectorCipher,
@@ -169,31 +225,25 @@ async function encryptPayload(
     tasks.push(task);
   };
   try {
-    let chunk = await nextChunk();
-    let filled = 0;
-    for await (const piece of source) {
-      const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece as Uint8Array);
-      for (let used = 0; used < bytes.length; ) {
-        const n = bytes.copy(chunk, filled, used);
-        filled += n;
-        used += n;
-        if (filled === CHUNK) {
-          dispatch(chunk, CHUNK);
-          chunk = await nextChunk();
-          filled = 0;
-        }
+    for (;;) {
+      const chunk = await nextChunk();
+      const filled = await fill(chunk);
+      if (filled === CHUNK) {
+        dispatch(chunk, CHUNK);
+        continue;
       }
-    }
-    if (filled > 0) {
-      const padded = Math.ceil(filled / sectorSize) * sectorSize;
-      chunk.fill(0, filled, padded);
-      if (dispatched === 0) {
-        const data = chunk.subarray(0, padded);
-        cipher.run(false, data, data, 0n);
-        await writeAll(file, data, position);
-        dispatched = padded;
-        onProgress?.(padded);
-      } else dispatch(chunk, padded);
+      if (filled > 0) {
+        const padded = Math.ceil(filled / sectorSize) * sectorSize;
+        chunk.fill(0, filled, padded);
+        if (dispatched === 0) {
+          const data = chunk.subarray(0, padded);
+          cipher.run(false, data, data, 0n);
+          await writeAll(file, data, position);
+          dispatched = padded;
+          onProgress?.(padded);
+        } else dispatch(chunk, padded);
+      }
+      break;
     }
     await Promise.all(tasks);
     return dispatched;
@@ -218,7 +268,6 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
   const keyslotsSize = Math.min((detached ? DEFAULT_DATA_OFFSET : dataOffset) - KEYSLOTS_START, 128 * 1024 * 1024);
   const uuid = randomUUID();
   const header = await buildHeader(options, volumeKey, sectorSize, dataOffset, keyslotsSize, uuid);
-  const source = typeof options.source === 'string' ? createReadStream(options.source, { highWaterMark: CHUNK }) : options.source;
   const data = await open(options.output, 'w', 0o600);
   try {
     await data.chmod(0o600);
@@ -234,7 +283,7 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
       await writeAll(data, header, 0);
       await data.truncate(dataOffset);
     }
-    const payloadBytes = await encryptPayload(source, data, dataOffset, payloadCipher, volumeKey, options.onProgress);
+    const payloadBytes = await withPlaintext(options.source, (fill) => encryptPayload(fill, data, dataOffset, payloadCipher, volumeKey, options.onProgress));
     return { uuid, dataOffset, payloadBytes };
   } finally {
     await data.close();
