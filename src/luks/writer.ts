@@ -248,6 +248,8 @@ async function encryptPayload(
     await Promise.all(tasks);
     return dispatched;
   } finally {
+    // On a failure, chunks still in flight are let finish before the threads and the file go.
+    await Promise.allSettled(tasks);
     await threads?.close();
   }
 }

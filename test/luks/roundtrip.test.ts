@@ -93,6 +93,18 @@ describe('luks: writer → reader round trips', function () {
     }
   });
 
+  it('a source that fails after several chunks fails the write with its error, with chunks still in flight', async () => {
+    async function* failing() {
+      for (let i = 0; i < 12; i++) yield randomBytes(1024 * 1024);
+      throw new Error('source went away');
+    }
+    let error: unknown;
+    await writeLuks2({ output: scratch.file('failing.img'), source: Readable.from(failing()), passphrase: Buffer.from('f'), kdf: FAST }).catch((e: unknown) => {
+      error = e;
+    });
+    expect((error as Error).message).to.equal('source went away');
+  });
+
   it('refuses a volume key whose two XTS halves are equal, by name', async () => {
     await writeLuks2({
       output: scratch.file('weak.img'),
