@@ -23,6 +23,7 @@ import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { relayInLab } from '../lab/relay.js';
 import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
 import { runCacheDir } from '../oci/paths.js';
+import { terminalProgress } from './progress.js';
 
 interface MkcwOptions {
   passphraseFile: string;
@@ -95,15 +96,21 @@ export function register(program: Command): void {
           passphrase: launchPassphrase(passphrase, `--passphrase-file ${options.passphraseFile}`),
         });
       }
-      await buildConfidentialImage({
-        ...(options.integrity ? { integrity: { choice: options.integrity, kernel: guest.kernel.vmlinuz, initrd: guest.initrd, launch: launchVm } } : {}),
-        config,
-        configText: await readFile(config.configPath, 'utf8'),
-        image,
-        passphrase,
-        kdf: kdfChoice(options),
-        workload,
-      });
+      const progress = terminalProgress(process.stderr);
+      try {
+        await buildConfidentialImage({
+          ...(options.integrity ? { integrity: { choice: options.integrity, kernel: guest.kernel.vmlinuz, initrd: guest.initrd, launch: launchVm } } : {}),
+          config,
+          configText: await readFile(config.configPath, 'utf8'),
+          image,
+          passphrase,
+          kdf: kdfChoice(options),
+          workload,
+          onProgress: progress && ((done, total) => progress.update(done, total)),
+        });
+      } finally {
+        progress?.finish();
+      }
       process.stdout.write(`workload-id ${workload.workload_id}\n`);
       process.stdout.write(`launch-digest ${digest.toString('hex')}\n`);
       if (options.attestationUrl !== undefined) process.stdout.write(`registered ${options.attestationUrl}\n`);

@@ -2,13 +2,13 @@
 // 32 KiB, data at 16 MiB), with aes-xts-plain64 and a 512-bit volume key, then the payload encrypted in chunks
 // from a stream, so memory stays bounded whatever the image size.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { AF_STRIPES, afMaterialSize, afSplit } from './af.js';
 import { LuksFormatError } from './errors.js';
 import { DEFAULT_KDF_LIMITS, deriveKey, keyDigest, type Kdf, type KdfLimits } from './kdf.js';
 import { encodeHeaderArea } from './luks2-header.js';
+import { XtsThreads, xtsThreadCount } from './xts-threads.js';
 import { XTS_PLAIN64, XtsSectorCipher } from './xts.js';
 
 const HDR_SIZE = 0x4000;
@@ -16,7 +16,8 @@ const KEYSLOTS_START = 2 * HDR_SIZE;
 const VOLUME_KEY_SIZE = 64;
 /** cryptsetup's default data offset: 16 MiB. */
 export const DEFAULT_DATA_OFFSET = 16 * 1024 * 1024;
-const CHUNK = 1024 * 1024;
+/** Plaintext handed to an XTS thread at a time. */
+const CHUNK = 4 * 1024 * 1024;
 const DIGEST_ITERATIONS = 100_000;
 /** The area one 512-bit keyslot needs: 256000 bytes of AF material, rounded up to 4096. */
 const KEYSLOT_AREA_SIZE = Math.ceil(afMaterialSize(VOLUME_KEY_SIZE, AF_STRIPES) / 4096) * 4096;
@@ -43,6 +44,8 @@ export interface WriteOptions {
   volumeKey?: Buffer;
   label?: string;
   limits?: KdfLimits;
+  /** Called as the payload is written, with the plaintext bytes done so far. */
+  onProgress?: (bytesDone: number) => void;
 }
 
 export interface WriteResult {
@@ -123,45 +126,132 @@ async function writeAll(file: FileHandle, data: Buffer, position: number): Promi
   }
 }
 
-/**
- * Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors). Two
- * chunk buffers alternate, so one chunk is encrypted while the one before it is being written.
- */
-async function encryptPayload(source: Readable, file: FileHandle, position: number, cipher: XtsSectorCipher): Promise<number> {
-  const sectorSize = cipher.sectorSize;
-  const buffers = [Buffer.alloc(CHUNK), Buffer.alloc(CHUNK)];
-  let chunk = buffers[0]!;
-  let filled = 0;
-  let written = 0;
-  let writing: Promise<void> = Promise.resolve();
-  const flush = async (length: number): Promise<void> => {
-    const data = chunk.subarray(0, length);
-    cipher.run(false, data, data, BigInt(written / 512));
-    await writing;
-    writing = writeAll(file, data, position + written);
-    writing.catch(() => {}); // awaited before the next flush or at the end; this only keeps it from counting as unhandled
-    written += length;
-    chunk = chunk === buffers[0] ? buffers[1]! : buffers[0]!;
+/** Fills `chunk` from the plaintext; fewer bytes than its length only at the end. */
+type Fill = (chunk: Buffer) => Promise<number>;
+
+/** A file is read straight into the chunks (no stream, no copy). */
+function fillFromFile(file: FileHandle): Fill {
+  let position = 0;
+  return async (chunk) => {
+    let filled = 0;
+    for (let n = -1; filled < chunk.length && n !== 0; filled += n, position += n) {
+      ({ bytesRead: n } = await file.read(chunk, filled, chunk.length - filled, position));
+    }
+    return filled;
   };
-  for await (const piece of source) {
-    const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece as Uint8Array);
-    for (let used = 0; used < bytes.length; ) {
-      const n = bytes.copy(chunk, filled, used);
-      filled += n;
-      used += n;
-      if (filled === CHUNK) {
-        await flush(CHUNK);
-        filled = 0;
+}
+
+/** A stream's pieces, of any sizes, are copied into the chunks. */
+function fillFromStream(pieces: AsyncIterator<unknown>): Fill {
+  let rest: Buffer = Buffer.alloc(0);
+  let ended = false;
+  return async (chunk) => {
+    let filled = 0;
+    while (filled < chunk.length) {
+      if (rest.length === 0) {
+        if (ended) break;
+        const next = await pieces.next();
+        if (next.done) {
+          ended = true;
+          break;
+        }
+        rest = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value as Uint8Array);
       }
+      const n = rest.copy(chunk, filled);
+      filled += n;
+      rest = rest.subarray(n);
+    }
+    return filled;
+  };
+}
+
+/** Runs `work` over the plaintext source, a file path or a stream, and lets go of the source afterwards. */
+async function withPlaintext(source: string | Readable, work: (fill: Fill) => Promise<number>): Promise<number> {
+  if (typeof source !== 'string') {
+    const pieces = source[Symbol.asyncIterator]();
+    try {
+      return await work(fillFromStream(pieces));
+    } finally {
+      await pieces.return?.();
     }
   }
-  if (filled > 0) {
-    const padded = Math.ceil(filled / sectorSize) * sectorSize;
-    chunk.fill(0, filled, padded);
-    await flush(padded);
+  const file = await open(source, 'r');
+  try {
+    return await work(fillFromFile(file));
+  } finally {
+    await file.close();
   }
-  await writing;
-  return written;
+}
+
+/**
+ * Encrypts the source into `file` from `position`; returns the plaintext bytes written (padded to sectors).
+ * The main thread reads chunks and writes them; XTS threads encrypt them meanwhile, two chunks per thread in
+ * flight, so memory stays bounded. A payload of one short chunk is encrypted here (no threads for a small image).
+ */
+async function encryptPayload(
+  fill: Fill,
+  file: FileHandle,
+  position: number,
+  cipher: XtsSectorCipher,
+  volumeKey: Buffer,
+  onProgress?: (bytesDone: number) => void,
+): Promise<number> {
+  const sectorSize = cipher.sectorSize;
+  const threadCount = xtsThreadCount();
+  let threads: XtsThreads | undefined;
+  const tasks: Promise<ArrayBuffer>[] = [];
+  let chunks = 0;
+  let dispatched = 0;
+  let done = 0;
+  const nextChunk = async (): Promise<Buffer> => {
+    if (chunks < 2 * threadCount) {
+      chunks++;
+      return Buffer.from(new ArrayBuffer(CHUNK));
+    }
+    return Buffer.from(await tasks.shift()!);
+  };
+  const dispatch = (chunk: Buffer, length: number): void => {
+    const at = dispatched;
+    dispatched += length;
+    threads ??= new XtsThreads(volumeKey, sectorSize, threadCount);
+    const encrypting = threads.encrypt(chunk.buffer as ArrayBuffer, length, BigInt(at / 512));
+    const task = encrypting.then(async (encrypted) => {
+      await writeAll(file, Buffer.from(encrypted, 0, length), position + at);
+      done += length;
+      onProgress?.(done);
+      return encrypted;
+    });
+    task.catch(() => {}); // awaited when its chunk is reused or at the end; this only keeps it from counting as unhandled
+    tasks.push(task);
+  };
+  try {
+    for (;;) {
+      const chunk = await nextChunk();
+      const filled = await fill(chunk);
+      if (filled === CHUNK) {
+        dispatch(chunk, CHUNK);
+        continue;
+      }
+      if (filled > 0) {
+        const padded = Math.ceil(filled / sectorSize) * sectorSize;
+        chunk.fill(0, filled, padded);
+        if (dispatched === 0) {
+          const data = chunk.subarray(0, padded);
+          cipher.run(false, data, data, 0n);
+          await writeAll(file, data, position);
+          dispatched = padded;
+          onProgress?.(padded);
+        } else dispatch(chunk, padded);
+      }
+      break;
+    }
+    await Promise.all(tasks);
+    return dispatched;
+  } finally {
+    // On a failure, chunks still in flight are let finish before the threads and the file go.
+    await Promise.allSettled(tasks);
+    await threads?.close();
+  }
 }
 
 /** Writes a LUKS2 image (or a detached header and its data file); files are created with mode 0600. */
@@ -180,7 +270,6 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
   const keyslotsSize = Math.min((detached ? DEFAULT_DATA_OFFSET : dataOffset) - KEYSLOTS_START, 128 * 1024 * 1024);
   const uuid = randomUUID();
   const header = await buildHeader(options, volumeKey, sectorSize, dataOffset, keyslotsSize, uuid);
-  const source = typeof options.source === 'string' ? createReadStream(options.source, { highWaterMark: CHUNK }) : options.source;
   const data = await open(options.output, 'w', 0o600);
   try {
     await data.chmod(0o600);
@@ -196,7 +285,7 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
       await writeAll(data, header, 0);
       await data.truncate(dataOffset);
     }
-    const payloadBytes = await encryptPayload(source, data, dataOffset, payloadCipher);
+    const payloadBytes = await withPlaintext(options.source, (fill) => encryptPayload(fill, data, dataOffset, payloadCipher, volumeKey, options.onProgress));
     return { uuid, dataOffset, payloadBytes };
   } finally {
     await data.close();

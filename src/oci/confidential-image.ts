@@ -4,7 +4,7 @@
 // encrypted as LUKS2 (aes-xts-plain64, 4 KiB sectors), and buildah mkcw's footer closes the image.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -32,6 +32,8 @@ export interface ConfidentialImageOptions {
   workload: WorkloadConfig;
   /** LUKS2 with dm-integrity, formatted by a build VM booting this kernel and the confidential initramfs. */
   integrity?: { choice: IntegrityChoice; kernel: string; initrd: string; launch: VmLauncher };
+  /** Called as the filesystem is encrypted: bytes done of its total. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** A workload id as buildah mkcw makes one when none is given: unique per image. */
@@ -60,7 +62,9 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
         workDir: work,
       });
     } else {
-      await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096 });
+      const { size: total } = await stat(ext4);
+      const onProgress = options.onProgress && ((done: number) => options.onProgress!(done, total));
+      await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096, onProgress });
     }
     const image = await open(partial, 'r+');
     try {

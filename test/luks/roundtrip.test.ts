@@ -70,22 +70,39 @@ describe('luks: writer → reader round trips', function () {
     );
   });
 
-  it('streams a payload of several chunks arriving in odd-sized pieces', async () => {
-    const plaintext = randomBytes(2 * 1024 * 1024 + 12345);
+  it('streams a payload of several chunks arriving in odd-sized pieces, reporting its progress', async () => {
+    // More 4 MiB chunks than are in flight at once (two per XTS thread, at most four threads): chunks are reused.
+    const plaintext = randomBytes(37 * 1024 * 1024 + 12345);
     const pieces: Buffer[] = [];
     for (let at = 0, n = 1; at < plaintext.length; at += n, n = ((n * 7 + 3) % 300_000) + 1) pieces.push(plaintext.subarray(at, at + n));
     const output = scratch.file('stream.img');
     const passphrase = Buffer.from('stream');
-    const result = await writeLuks2({ output, source: Readable.from(pieces), passphrase, kdf: FAST });
+    const progress: number[] = [];
+    const result = await writeLuks2({ output, source: Readable.from(pieces), passphrase, kdf: FAST, onProgress: (done) => progress.push(done) });
     expect(result.payloadBytes).to.equal(Math.ceil(plaintext.length / 4096) * 4096);
+    expect(progress.length).to.be.greaterThan(8);
+    expect(progress.every((done, i) => i === 0 || done > progress[i - 1]!)).to.equal(true);
+    expect(progress.at(-1)).to.equal(result.payloadBytes);
     const image = await LuksImage.open(output);
     try {
       const volume = await image.unlock(passphrase);
       expect((await volume.readSectors(0, volume.size / 4096)).subarray(0, plaintext.length).equals(plaintext)).to.equal(true);
-      expect((await volume.readSectors(300, 2)).equals(plaintext.subarray(300 * 4096, 302 * 4096))).to.equal(true);
+      expect((await volume.readSectors(3000, 2)).equals(plaintext.subarray(3000 * 4096, 3002 * 4096))).to.equal(true);
     } finally {
       await image.close();
     }
+  });
+
+  it('a source that fails after several chunks fails the write with its error, with chunks still in flight', async () => {
+    async function* failing() {
+      for (let i = 0; i < 12; i++) yield randomBytes(1024 * 1024);
+      throw new Error('source went away');
+    }
+    let error: unknown;
+    await writeLuks2({ output: scratch.file('failing.img'), source: Readable.from(failing()), passphrase: Buffer.from('f'), kdf: FAST }).catch((e: unknown) => {
+      error = e;
+    });
+    expect((error as Error).message).to.equal('source went away');
   });
 
   it('refuses a volume key whose two XTS halves are equal, by name', async () => {

@@ -48,6 +48,7 @@ describe('confidential workload images: ts-vmm mkcw', function () {
     );
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/^workload-id hello-a\nlaunch-digest [0-9a-f]{64}\n$/);
+    expect(r.stderr, 'stderr is a pipe here: no progress line').to.not.contain('Progress');
     expect(statSync(image).mode & 0o777).to.equal(0o600);
     expect(statSync(pass).mode & 0o777).to.equal(0o600);
     expect(readFileSync(pass, 'utf8')).to.match(/^[0-9a-f]{64}$/);
