@@ -1,25 +1,50 @@
-// On a host without a usable /dev/kvm (or with TS_VMM_LAB=force), boots the lab once and runs there
-// both the lab's self-test and every test whose describe title carries the KVM tag, failing if any
-// inner test fails. Where /dev/kvm works, those tests run directly and this suite is skipped.
+// On a host without a usable /dev/kvm (or with TS_VMM_LAB=force), boots two labs side by side (each
+// emulates one CPU, so two use both of a CI machine's cores) and runs there the lab's self-test and every
+// test file whose describe titles carry the KVM tag, split between the two, failing if any inner test
+// fails. Where /dev/kvm works, those tests run directly and this suite is skipped.
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { realpathSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { labNeeded } from '../../src/kvm/probe.js';
 import { AGENT_ENV, ensureGuestAgent } from '../../src/oci/guest-agent.js';
 import { runCacheDir } from '../../src/oci/paths.js';
 import { LAB_PATHS } from '../../src/lab/image.js';
-import { LabError, runInLab, type LabResult } from '../../src/lab/run.js';
+import { LabError, runInLab, type LabCommand, type LabResult } from '../../src/lab/run.js';
+import { projectRoot } from '../../src/sys/project-paths.js';
 
 const KVM_TAG = '@' + 'kvm'; // spelled apart so that this file's titles never match the inner grep
-const SUITE = 7; // index of the inner mocha run among the lab's commands
-const LAB_TIMEOUT_MS = 30 * 60 * 1000; // a healthy run takes 10 minutes; CI allows 90 for everything
+const SUITE = 7; // index of the inner mocha run among the first lab's commands
+const LAB_TIMEOUT_MS = 40 * 60 * 1000; // a healthy lab takes about 20 minutes; CI allows 90 for everything
 const INNER_TEST_TIMEOUT_MS = 300_000;
 // The inner report prints a line per test; a test retried twice can stay silent for three of its timeouts.
 const INNER_SILENCE_MS = 3 * INNER_TEST_TIMEOUT_MS + 60_000;
 const STUCK_SILENCE_MS = 3000;
 // TS_VMM_LAB_GREP narrows the inner run to the KVM-tagged tests whose titles also match it (a regular expression).
-const INNER_GREP = process.env.TS_VMM_LAB_GREP ? `^(?=.*${KVM_TAG})(?=.*(?:${process.env.TS_VMM_LAB_GREP}))` : KVM_TAG;
+// Then one lab runs them all.
+const NARROWED = process.env.TS_VMM_LAB_GREP !== undefined && process.env.TS_VMM_LAB_GREP !== '';
+const INNER_GREP = NARROWED ? `^(?=.*${KVM_TAG})(?=.*(?:${process.env.TS_VMM_LAB_GREP}))` : KVM_TAG;
+// Test files (relative to the project) that go to the second lab: about half of the inner run's time.
+const SECOND_LAB = /^dist\/test\/(sev|virtio)\/|confidential|engines/;
+
+const KVM_SUITE = new RegExp(`describe\\([^\\n]*${KVM_TAG}`);
+
+/** The compiled test files with a KVM-tagged suite, split between the two labs (one list when narrowed). */
+function innerTestFiles(): string[][] {
+  const files: string[] = [];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.name.endsWith('.test.js') && KVM_SUITE.test(readFileSync(path, 'utf8'))) files.push(relative(projectRoot(), path));
+    }
+  };
+  walk(join(projectRoot(), 'dist', 'test'));
+  files.sort();
+  if (NARROWED) return [files];
+  return [files.filter((f) => !SECOND_LAB.test(f)), files.filter((f) => SECOND_LAB.test(f))];
+}
 
 /** Bytes that a tty or a text channel would mangle: NUL, CR, LF, CRLF, high bytes, invalid UTF-8. */
 const awkwardBytes = Buffer.from([0, 1, 13, 10, 13, 13, 10, 0xff, 0xfe, 0xc3, 0x28, 0x40, 0x40, 0x6c, 0x61, 0x62, 0x20, 10]);
@@ -43,35 +68,57 @@ process.stdout.write(Buffer.from('${awkwardBytes.toString('base64')}', 'base64')
 process.stderr.write(${bulkExpression});
 process.exitCode = 42;`;
 
+/** Marks each line of a stream with a prefix, holding a partial line (or character) until its end arrives. */
+class LinePrefixer {
+  private partial = '';
+  private readonly decoder = new StringDecoder('utf8');
+  constructor(private readonly prefix: string) {}
+  lines(data: Buffer): string {
+    const pieces = (this.partial + this.decoder.write(data)).split('\n');
+    this.partial = pieces.pop() ?? '';
+    return pieces.map((line) => `${this.prefix}${line}\n`).join('');
+  }
+}
+
 describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function () {
-  // A lab that stalls (its emulated CPU halted with an interrupt it never takes: docs/LAB.md) is booted
-  // once more; a second stall, a timeout or any failing test fails the suite.
   this.timeout(2 * LAB_TIMEOUT_MS);
-  let lab: LabResult;
+  let lab: LabResult; // the first lab: the self-test's commands, then its share of the inner run
+  let second: LabResult | undefined;
 
   before(async function () {
     if (!labNeeded()) this.skip();
     // The lab has no compiler: inner tests that run workloads use this host's build of the guest agent.
     const agent = await ensureGuestAgent(runCacheDir());
-    try {
-      lab = await runSuiteLab(agent);
-    } catch (e) {
-      if (!(e instanceof LabError && e.stalled)) throw e;
-      process.stdout.write(`      --- the lab stalled; booting it once more. What it showed: ---\n${e.message}\n`);
-      lab = await runSuiteLab(agent);
-    }
-    process.stdout.write(`      --- boot to first command ${lab.timings.bootMs} ms, lab total ${lab.timings.totalMs} ms ---\n`);
+    const [firstFiles = [], secondFiles] = innerTestFiles();
+    [lab, second] = await Promise.all([
+      runOnce(agent, [...selfTestCommands, innerRun(firstFiles)], 'lab 1'),
+      secondFiles === undefined ? undefined : runOnce(agent, [innerRun(secondFiles)], 'lab 2'),
+    ]);
   });
 
-  function runSuiteLab(agent: string): Promise<LabResult> {
-    let reportStarted = false;
+  /** A lab that stalls (its emulated CPU halted with an interrupt it never takes: docs/LAB.md) is booted
+   * once more; a second stall, a timeout or any failing test fails the suite. */
+  async function runOnce(agent: string, commands: LabCommand[], name: string): Promise<LabResult> {
+    let result: LabResult;
+    try {
+      result = await runSuiteLab(agent, commands, name);
+    } catch (e) {
+      if (!(e instanceof LabError && e.stalled)) throw new Error(`${name}: ${e instanceof Error ? e.message : String(e)}`);
+      process.stdout.write(`      --- ${name} stalled; booting it once more. What it showed: ---\n${e.message}\n`);
+      result = await runSuiteLab(agent, commands, name);
+    }
+    process.stdout.write(`      --- ${name}: boot to first command ${result.timings.bootMs} ms, lab total ${result.timings.totalMs} ms ---\n`);
+    return result;
+  }
+
+  function runSuiteLab(agent: string, commands: LabCommand[], name: string): Promise<LabResult> {
+    const inner = commands.length - 1;
+    const report = new LinePrefixer(`${name} | `);
     return runInLab({
-      // The inner report streams as it comes, so a slow or stuck inner test shows where it is.
+      // The inner reports stream as they come, each line marked with its lab, so a slow or stuck inner
+      // test shows where it is.
       onOutput: (index, stream, data) => {
-        if (index !== SUITE) return;
-        if (!reportStarted) process.stdout.write(`      --- inner report (tests tagged ${KVM_TAG}, run in the lab) ---\n`);
-        reportStarted = true;
-        (stream === 'stdout' ? process.stdout : process.stderr).write(data);
+        if (index === inner) (stream === 'stdout' ? process.stdout : process.stderr).write(report.lines(data));
       },
       timeoutMs: LAB_TIMEOUT_MS - 60_000,
       // Longer than the agent's own watchdog on the inner run, which reports a stuck test itself.
@@ -83,20 +130,25 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { guestPath: join(realpathSync(dirname(process.execPath)), basename(process.execPath)), hostPath: process.execPath },
       ],
       env: { [AGENT_ENV]: agent },
-      commands: [
-        { argv: ['node', '--input-type=module', '-e', probeScript] },
-        { argv: ['node', '-e', exactScript] },
-        { script: 'stat -c "%a %s" /lab/carried.bin && sha256sum /lab/carried.bin' },
-        { script: 'kill -KILL $$' },
-        { argv: ['node', '--input-type=module', '-e', offlineAssetsScript] },
-        { script: toolsScript },
-        { script: 'echo waiting; sleep 600 & wait', idleTimeoutMs: STUCK_SILENCE_MS },
-        {
-          argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', INNER_GREP, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec'],
-          idleTimeoutMs: INNER_SILENCE_MS,
-        },
-      ],
+      commands,
     });
+  }
+
+  const selfTestCommands: LabCommand[] = [
+    { argv: ['node', '--input-type=module', '-e', probeScript] },
+    { argv: ['node', '-e', exactScript] },
+    { script: 'stat -c "%a %s" /lab/carried.bin && sha256sum /lab/carried.bin' },
+    { script: 'kill -KILL $$' },
+    { argv: ['node', '--input-type=module', '-e', offlineAssetsScript] },
+    { script: toolsScript },
+    { script: 'echo waiting; sleep 600 & wait', idleTimeoutMs: STUCK_SILENCE_MS },
+  ];
+
+  function innerRun(files: readonly string[]): LabCommand {
+    return {
+      argv: ['node', 'node_modules/mocha/bin/mocha.js', '--grep', INNER_GREP, '--timeout', String(INNER_TEST_TIMEOUT_MS), '--reporter', 'spec', ...files],
+      idleTimeoutMs: INNER_SILENCE_MS,
+    };
   }
 
   it('gives the guest a working /dev/kvm (KVM_GET_API_VERSION is 12)', () => {
@@ -158,9 +210,14 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
     expect(report).to.match(/^lab: {5}\[<0>\] .+$/m, 'kernel stacks');
   });
 
-  it('passes every KVM-tagged test inside the lab', () => {
-    const suite = lab.commands[SUITE];
-    expect(suite?.exitStatus, 'inner mocha failed: see the inner report above').to.equal(0);
-    expect(suite?.stdout.toString()).to.match(/\d+ passing/);
+  it('passes every KVM-tagged test inside the labs', () => {
+    for (const [name, suite] of [
+      ['lab 1', lab.commands[SUITE]],
+      ['lab 2', second?.commands[0]],
+    ] as const) {
+      if (name === 'lab 2' && second === undefined) continue;
+      expect(suite?.exitStatus, `inner mocha of ${name} failed: see its report above`).to.equal(0);
+      expect(suite?.stdout.toString()).to.match(/\d+ passing/);
+    }
   });
 });
