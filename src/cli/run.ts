@@ -11,13 +11,14 @@ import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { checkKernelPair } from '../oci/kernel-choice.js';
 import { runCacheDir } from '../oci/paths.js';
 import { checkBundle, runBundle, type RunSettings } from '../oci/runner.js';
-import { launchVm } from '../oci/vm-launch.js';
+import { launchVm, launchVmWatched } from '../oci/vm-launch.js';
+import { addWatchOptions, checkWatchOptions, watchBootArguments, watching, type WatchCommandOptions } from './watch-options.js';
 import { errorMessage } from '../sys/error-message.js';
 
 /** Exit status for a failure of ts-vmm or of the VM rather than of the workload (docker and podman use 125 too). */
 export const RUN_FAILED = 125;
 
-export interface RunCommandOptions {
+export interface RunCommandOptions extends WatchCommandOptions {
   kernel?: string;
   modules?: string;
   console?: boolean;
@@ -93,7 +94,7 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('run')
     .description("run an OCI bundle's process in a micro-VM; its output and exit status become ts-vmm's")
     .argument('<bundle>', 'OCI runtime bundle directory (config.json and its root filesystem)')
@@ -106,6 +107,7 @@ export function register(program: Command): void {
       let consoleLog: Writable | undefined;
       try {
         checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
+        checkWatchOptions(options);
         if (options.consoleLog !== undefined) consoleLog = openConsoleLog(options.consoleLog);
         const labReason = kvmUnsuitableReason();
         if (labReason !== undefined) {
@@ -116,7 +118,7 @@ export function register(program: Command): void {
         } else {
           process.exitCode = await runBundle(
             bundle,
-            launchVm,
+            watching(options) ? launchVmWatched(watchBootArguments(options)) : launchVm,
             { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
             runSettings(options, consoleLog),
           );
@@ -128,4 +130,5 @@ export function register(program: Command): void {
       // stdin was read for the workload; it must not keep ts-vmm alive now that the workload is gone.
       process.stdin.destroy();
     });
+  addWatchOptions(command);
 }
