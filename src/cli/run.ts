@@ -113,7 +113,8 @@ export function register(program: Command): void {
         if (labReason !== undefined) {
           // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
           checkBundle(bundle, () => undefined);
-          if (watching(options)) throw new Error(`--trace, --stats and --timeline need a usable /dev/kvm (${labReason}); in the lab, run ts-vmm boot with them`);
+          if (watching(options))
+            throw new Error(`--trace, --stats and --timeline need a usable /dev/kvm (${labReason}); in the lab, run ts-vmm boot with them`);
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
           process.exitCode = await runInLab(bundle, options, consoleLog);
         } else {

@@ -25,7 +25,7 @@ export function runStats(records: readonly VcpuRecord[]): RunStats {
     const devices = record.devices
       .filter((d) => d.exits > 0)
       .map(({ name, exits, bytes }) => ({ name, exits, bytes }))
-      .sort((a, b) => b.exits - a.exits);
+      .sort(busiestFirst);
     for (const d of devices) {
       const total = totals.get(d.name) ?? { name: d.name, exits: 0, bytes: 0 };
       total.exits += d.exits;
@@ -35,9 +35,10 @@ export function runStats(records: readonly VcpuRecord[]): RunStats {
     const exits = Object.values(record.exitsByReason).reduce((a, b) => a + b, 0);
     return { vcpu, exits, exitsByReason: record.exitsByReason, devices, guestMs: round(record.guestMs), vmmMs: round(record.vmmMs) };
   });
-  return { vcpus, devices: [...totals.values()].sort((a, b) => b.exits - a.exits) };
+  return { vcpus, devices: [...totals.values()].sort(busiestFirst) };
 }
 
+const busiestFirst = (a: { name: string; exits: number }, b: { name: string; exits: number }) => b.exits - a.exits || a.name.localeCompare(b.name);
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
 export function formatRunStats(stats: RunStats): string {
