@@ -52,15 +52,17 @@ export interface ExitRecorderDescriptor {
 
 export const HISTOGRAM_BUCKETS = 2048;
 
-// Header words (Float64): events written so far, events the reader has taken, ms in KVM_RUN, ms outside it, first and last exit (epoch ms).
-const WRITTEN = 0;
-const TAKEN = 1;
+// Header words (Float64): ms in KVM_RUN, ms outside it, first and last exit (epoch ms).
 const GUEST_MS = 2;
 const VMM_MS = 3;
 const FIRST_EXIT = 4;
 const LAST_EXIT = 5;
-// Header word 6 holds, as an Int32, the count taken, which a lossless writer sleeps on.
-const SYNC_BYTE_OFFSET = 6 * 8;
+// Header word 6 holds two Int32 counters, modulo 2^32: events published (stored with Atomics after their
+// fields, so a reader that loads the count sees the events whole) and events taken (a lossless writer
+// sleeps on it).
+const COUNTERS_BYTE_OFFSET = 6 * 8;
+const PUBLISHED = 0;
+const TAKEN = 1;
 const HEADER = 8;
 // Per device: exits, bytes, first access (epoch ms).
 const DEVICE_FIELDS = 3;
@@ -102,15 +104,16 @@ const now = (): number => performance.timeOrigin + performance.now();
 /** The vCPU thread's side. */
 export class ExitRecorder {
   private readonly words: Float64Array;
-  private readonly sync: Int32Array;
+  private readonly counters: Int32Array;
   private readonly at: ReturnType<typeof layout>;
+  private written = 0;
   private readonly pio: IndexedRange[];
   private readonly mmio: IndexedRange[];
   private left = now();
 
   constructor(private readonly descriptor: ExitRecorderDescriptor) {
     this.words = new Float64Array(descriptor.buffer);
-    this.sync = new Int32Array(descriptor.buffer, SYNC_BYTE_OFFSET, 1);
+    this.counters = new Int32Array(descriptor.buffer, COUNTERS_BYTE_OFFSET, 2);
     this.at = layout(descriptor.ranges.length, descriptor.ringSlots);
     const indexed = descriptor.ranges.map(({ space, base, size }, index) => ({ space, base, size, index }));
     this.pio = indexed.filter((r) => r.space === 'pio');
@@ -174,10 +177,12 @@ export class ExitRecorder {
   private push(timeMs: number, reason: number, address: number, size: number, count: number, isWrite: boolean, data: Uint8Array | undefined): void {
     const w = this.words;
     const slots = this.descriptor.ringSlots;
-    const written = w[WRITTEN]!;
+    const written = this.written;
     if (this.descriptor.lossless) {
       // A trace file loses nothing: the guest waits while the main thread writes out a full ring.
-      while (written - Atomics.load(this.sync, 0) >= slots) Atomics.wait(this.sync, 0, Atomics.load(this.sync, 0), 10);
+      for (let taken = Atomics.load(this.counters, TAKEN); ((written - taken) | 0) >= slots; taken = Atomics.load(this.counters, TAKEN)) {
+        Atomics.wait(this.counters, TAKEN, taken, 10);
+      }
     }
     const at = this.at.ring + (written % slots) * EVENT_FIELDS;
     let low = 0;
@@ -195,7 +200,8 @@ export class ExitRecorder {
     w[at + 5] = isWrite ? 1 : 0;
     w[at + 6] = low;
     w[at + 7] = high;
-    w[WRITTEN] = written + 1;
+    this.written = written + 1;
+    Atomics.store(this.counters, PUBLISHED, this.written | 0);
   }
 }
 
@@ -217,22 +223,24 @@ export interface VcpuRecord {
 /** The main thread's side: reads counters and takes events from the ring. */
 export class ExitRecordReader {
   private readonly words: Float64Array;
-  private readonly sync: Int32Array;
+  private readonly counters: Int32Array;
   private readonly at: ReturnType<typeof layout>;
+  private taken = 0;
   private lost = 0;
 
   constructor(private readonly descriptor: ExitRecorderDescriptor) {
     this.words = new Float64Array(descriptor.buffer);
-    this.sync = new Int32Array(descriptor.buffer, SYNC_BYTE_OFFSET, 1);
+    this.counters = new Int32Array(descriptor.buffer, COUNTERS_BYTE_OFFSET, 2);
     this.at = layout(descriptor.ranges.length, descriptor.ringSlots);
   }
 
   /** Takes every event not yet taken, oldest first (of those the ring still holds). */
   take(): ExitEvent[] {
     const w = this.words;
-    const written = w[WRITTEN]!;
+    // Fewer than 2^31 events between two takes: the difference of the 32-bit counters is exact.
+    const written = this.taken + ((Atomics.load(this.counters, PUBLISHED) - this.taken) | 0);
     const slots = this.descriptor.ringSlots;
-    let taken = w[TAKEN]!;
+    let taken = this.taken;
     if (written - taken > slots) {
       this.lost += written - taken - slots;
       taken = written - slots;
@@ -250,9 +258,9 @@ export class ExitRecordReader {
         value: (BigInt(w[at + 7]!) << 32n) | BigInt(w[at + 6]!),
       });
     }
-    w[TAKEN] = written;
-    Atomics.store(this.sync, 0, written % 0x8000_0000);
-    Atomics.notify(this.sync, 0);
+    this.taken = written;
+    Atomics.store(this.counters, TAKEN, written | 0);
+    Atomics.notify(this.counters, TAKEN);
     return events;
   }
 
