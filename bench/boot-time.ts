@@ -3,7 +3,10 @@
 // same stock Debian kernel and initramfs in the same run. Needs a host whose KVM runs guests natively:
 // run it in the lab (docs/BOOT.md gives the command).
 //
-//   node dist/bench/boot-time.js [runs]
+// A second ts-vmm build (its bin/ts-vmm.js) can be timed in the same run, interleaved: the A/B for a change
+// that must not move the boot (tracing compiled in but off, against the commit before it).
+//
+//   node dist/bench/boot-time.js [runs] [other-build/bin/ts-vmm.js]
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -70,9 +73,11 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 5);
+  const otherCli = process.argv[3];
   const guest = await guestAssets();
   const initrd = await guest.initrd('bench', `echo ${MARKER}\npoweroff -f`);
-  const tsVmm = [CLI, 'boot', '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB)];
+  const bootArgs = ['boot', '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB)];
+  const tsVmm = [CLI, ...bootArgs];
   const qemu = [
     '-M',
     'microvm,acpi=on',
@@ -97,11 +102,12 @@ async function main(): Promise<void> {
     '-append',
     CMDLINE,
   ];
-  const results = { tsVmm: [] as Sample[], qemu: [] as Sample[] };
+  const results = { tsVmm: [] as Sample[], qemu: [] as Sample[], other: [] as Sample[] };
   // Interleaved, so drift in the host (page cache, frequency) hits both alike.
   for (let i = 0; i < runs; i++) {
     results.tsVmm.push(await measure(process.execPath, tsVmm));
     results.qemu.push(await measure('qemu-system-x86_64', qemu));
+    if (otherCli !== undefined) results.other.push(await measure(process.execPath, [otherCli, ...bootArgs]));
   }
   const row = (name: string, s: Sample[]) =>
     `${name.padEnd(22)} ${median(s.map((x) => x.firstLineMs))
@@ -113,6 +119,11 @@ async function main(): Promise<void> {
   process.stdout.write(`${row('ts-vmm boot', results.tsVmm)}\n${row('qemu -M microvm', results.qemu)}\n`);
   const ratio = median(results.tsVmm.map((x) => x.firstLineMs)) / median(results.qemu.map((x) => x.firstLineMs));
   process.stdout.write(`ratio ts-vmm / qemu: ${ratio.toFixed(2)} (target <= 1.00)\n`);
+  if (otherCli !== undefined) {
+    process.stdout.write(`${row('other build', results.other)}  (${otherCli})\n`);
+    const againstOther = median(results.tsVmm.map((x) => x.firstLineMs)) / median(results.other.map((x) => x.firstLineMs));
+    process.stdout.write(`ratio ts-vmm / other build: ${againstOther.toFixed(3)}\n`);
+  }
   await guest.dispose();
 }
 

@@ -23,6 +23,7 @@ import type { IoBuses } from '../src/kvm/types.js';
 import type { Vcpu } from '../src/kvm/vcpu.js';
 import type { Vm } from '../src/kvm/vm.js';
 import { VcpuThreads } from '../src/kvm/vcpu-threads.js';
+import { createRecorderDescriptor, type ExitRecorderDescriptor } from '../src/kvm/exit-recorder.js';
 
 const exits = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 3);
@@ -112,14 +113,26 @@ function tsInline(): number {
 }
 
 type ThreadPath = 'local' | 'posted write' | 'read';
+/** What the VMM watches: nothing (no recorder, as without --trace/--stats), counters only (--stats), or a ring of port events too (--trace pio). */
+type Watch = 'off' | 'stats' | 'trace';
+
+function recorders(watch: Watch): ExitRecorderDescriptor[] | undefined {
+  if (watch === 'off') return undefined;
+  const events = { exits: false, pio: watch === 'trace', mmio: false };
+  const ranges = [{ space: 'pio' as const, base: PORT, size: 1, name: 'post-code' }];
+  return [
+    createRecorderDescriptor({ ringSlots: watch === 'trace' ? 1000 : 1, lossless: false, events, ranges, bucketMs: 10, originMs: performance.timeOrigin }),
+  ];
+}
 
 /** Microseconds from start() until the vCPU halted. */
-async function threadsRun(iterations: number, path: ThreadPath): Promise<number> {
+async function threadsRun(iterations: number, path: ThreadPath, watch: Watch): Promise<number> {
   const local = path === 'local';
   const { vcpu, close } = guestWith(iterations, path === 'read' ? IN : OUT);
   const device = new Counter();
   const threads = new VcpuThreads([vcpu], local ? buses() : buses(device), {
     localRanges: local ? [{ space: 'pio', base: PORT, size: 1, name: 'post-code', kind: 'absent' }] : [],
+    recorders: recorders(watch),
   });
   const start = process.hrtime.bigint();
   threads.start();
@@ -131,9 +144,9 @@ async function threadsRun(iterations: number, path: ThreadPath): Promise<number>
   return us;
 }
 
-async function tsThreads(path: ThreadPath): Promise<number> {
-  const fixed = await threadsRun(1, path);
-  return ((await threadsRun(exits, path)) - fixed) / (exits - 1);
+async function tsThreads(path: ThreadPath, watch: Watch = 'off'): Promise<number> {
+  const fixed = await threadsRun(1, path, watch);
+  return ((await threadsRun(exits, path, watch)) - fixed) / (exits - 1);
 }
 
 /** Microseconds per guest notification answered by the device thread. */
@@ -178,7 +191,10 @@ const samples = {
   c: [] as number[],
   inline: [] as number[],
   local: [] as number[],
+  localStats: [] as number[],
+  localTrace: [] as number[],
   posted: [] as number[],
+  postedStats: [] as number[],
   read: [] as number[],
   cIoctl: [] as number[],
   tsIoctl: [] as number[],
@@ -190,7 +206,10 @@ try {
     samples.c.push(runC(c.binary, [String(exits)]));
     samples.inline.push(tsInline());
     samples.local.push(await tsThreads('local'));
+    samples.localStats.push(await tsThreads('local', 'stats'));
+    samples.localTrace.push(await tsThreads('local', 'trace'));
     samples.posted.push(await tsThreads('posted write'));
+    samples.postedStats.push(await tsThreads('posted write', 'stats'));
     samples.read.push(await tsThreads('read'));
     samples.cIoctl.push(runC(c.binary, ['ioctl', String(exits)]));
     samples.tsIoctl.push(tsIoctl());
@@ -214,6 +233,12 @@ console.log(row('ts-vmm, vCPU thread, device on the main thread: posted write', 
 console.log(row('ts-vmm, vCPU thread, device on the main thread: read (round trip)', m.read, m.c));
 console.log(row('bare ioctl, C (KVM_CHECK_EXTENSION)', m.cIoctl, m.cIoctl));
 console.log(row('bare ioctl, ts-vmm via koffi', m.tsIoctl, m.cIoctl));
+console.log('\nwatching the exits (--stats: counters and guest/VMM time; --trace pio: also a ring of events), against the same path unwatched\n');
+console.log('| path | µs/exit | vs unwatched |');
+console.log('| --- | ---: | ---: |');
+console.log(row('vCPU-local range, --stats', m.localStats, m.local));
+console.log(row('vCPU-local range, --trace pio', m.localTrace, m.local));
+console.log(row('posted write, --stats', m.postedStats, m.posted));
 console.log(`\nguest notification answered by the device thread, ${Math.max(2, Math.floor(exits / 10))} per run (µs each; ratio against the ioeventfd path)\n`);
 console.log('| path | µs/notification | vs ioeventfd |');
 console.log('| --- | ---: | ---: |');

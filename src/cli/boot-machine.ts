@@ -6,8 +6,10 @@ import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { parseDiskOption, parseVsockOption } from './device-options.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
+import { MachineWatch } from '../vmm/machine-watch.js';
 import { runMachine, type ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
+import { watching } from './watch-options.js';
 
 export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): Promise<number> {
   // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
@@ -34,6 +36,7 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   if (raw) stdin.setRawMode(true);
+  const watch = watching(options) ? new MachineWatch(options) : undefined;
   let exit: MachineExit;
   try {
     exit = await runMachine({
@@ -43,10 +46,12 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
       consoleOutput: (bytes) => process.stdout.write(bytes),
       consoleInput: stdin,
       vcpuWorkers,
+      watch,
     });
   } finally {
     if (raw) stdin.setRawMode(false);
   }
+  watch?.finish();
   report(exit, options.dumpRegs ?? false);
   return exitStatusOf(exit);
 }

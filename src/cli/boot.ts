@@ -7,11 +7,12 @@ import { PolicyBit } from '../sev/policy.js';
 import type { TeeKind } from '../sev/tee.js';
 import { errorMessage } from '../sys/error-message.js';
 import { access, constants as fsConstants } from 'node:fs/promises';
+import { addWatchOptions, checkWatchOptions, type WatchCommandOptions } from './watch-options.js';
 import { memoryMiB, positiveInteger, policyArg, vcpuCount } from './arguments.js';
 
 export const DEFAULT_MEMORY_MIB = 512;
 
-export interface BootOptions {
+export interface BootOptions extends WatchCommandOptions {
   kernel: string;
   initrd?: string;
   cmdline: string;
@@ -35,7 +36,7 @@ export interface BootOptions {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('boot')
     .description('boot a Linux kernel on KVM; the guest serial console is stdin/stdout')
     .requiredOption('--kernel <file>', 'bzImage or ELF vmlinux')
@@ -65,6 +66,7 @@ export function register(program: Command): void {
     .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
     .action(async (options: BootOptions) => {
       await checkReadable(options);
+      checkWatchOptions(options);
       // The vCPU threads start their JavaScript contexts while this thread loads the VMM and builds the VM.
       const workers = VcpuWorkerPool.prestart(options.cpus);
       try {
@@ -74,6 +76,7 @@ export function register(program: Command): void {
         await workers.close();
       }
     });
+  addWatchOptions(command);
 }
 
 /** Input files are checked before any vCPU worker starts, so a mistyped path costs nothing to report. */

@@ -16,13 +16,14 @@ import { readBundleConfig } from '../oci/bundle-config.js';
 import { prepareConfidentialRun, readConfidentialImage } from '../oci/confidential-run.js';
 import { SimulatedIdentity } from '../sev/sim-identity.js';
 import type { TeeKind } from '../sev/tee.js';
-import { launchVm } from '../oci/vm-launch.js';
+import { launchVm, launchVmWatched } from '../oci/vm-launch.js';
+import { addWatchOptions, checkWatchOptions, watchBootArguments, watching, type WatchCommandOptions } from './watch-options.js';
 import { errorMessage } from '../sys/error-message.js';
 
 /** Exit status for a failure of ts-vmm or of the VM rather than of the workload (docker and podman use 125 too). */
 export const RUN_FAILED = 125;
 
-export interface RunCommandOptions {
+export interface RunCommandOptions extends WatchCommandOptions {
   tee?: TeeKind;
   simState?: string;
   passphraseFile?: string;
@@ -142,7 +143,7 @@ function checkTeeOptions(options: RunCommandOptions): void {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('run')
     .description("run an OCI bundle's process, or a confidential workload image, in a micro-VM; its output and exit status become ts-vmm's")
     .argument('<bundle>', 'OCI runtime bundle directory (config.json and its root filesystem), or with --tee an image from ts-vmm mkcw')
@@ -162,10 +163,13 @@ export function register(program: Command): void {
       try {
         checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
         checkTeeOptions(options);
+        checkWatchOptions(options);
         if (options.consoleLog !== undefined) consoleLog = openConsoleLog(options.consoleLog);
         const labReason = kvmUnsuitableReason();
         if (labReason !== undefined) {
           // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
+          if (watching(options))
+            throw new Error(`--trace, --stats and --timeline need a usable /dev/kvm (${labReason}); in the lab, run ts-vmm boot with them`);
           if (options.tee !== undefined) await readConfidentialImage(bundle);
           else if (confidentialSelection(readBundleConfig(bundle)) === undefined) checkBundle(bundle, () => undefined);
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
@@ -176,7 +180,8 @@ export function register(program: Command): void {
             options.tee === undefined
               ? await prepareBundleRun(bundle, settings)
               : await prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
-          process.exitCode = await runPrepared(prepared, launchVm, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, settings);
+          const launch = watching(options) ? launchVmWatched(watchBootArguments(options)) : launchVm;
+          process.exitCode = await runPrepared(prepared, launch, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, settings);
         }
       } catch (e) {
         process.exitCode = reportFailure(e);
@@ -185,4 +190,5 @@ export function register(program: Command): void {
       // stdin was read for the workload; it must not keep ts-vmm alive now that the workload is gone.
       process.stdin.destroy();
     });
+  addWatchOptions(command);
 }

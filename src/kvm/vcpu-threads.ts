@@ -8,6 +8,7 @@ import { constants } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { busAccess } from './io-dispatch.js';
+import type { ExitRecorderDescriptor } from './exit-recorder.js';
 import type { LocalRange } from './local-devices.js';
 import { createAccessOrder, Mailbox, MailboxOp, MailboxServer, type MailboxRequest } from './mailbox.js';
 import { SysError, tgkill } from '../sys/sys.js';
@@ -32,6 +33,8 @@ export interface VcpuThreadsOptions {
   memory?: GuestMemory;
   /** Workers started earlier (they then start faster); new ones are started otherwise. */
   workers?: VcpuWorkerPool;
+  /** Where each vCPU records its exits (by vCPU id), when the VMM watches them. */
+  recorders?: readonly ExitRecorderDescriptor[];
 }
 
 /** One vCPU's thread as the main thread sees it. */
@@ -58,6 +61,7 @@ class VcpuThread {
       control: this.control.buffer as SharedArrayBuffer,
       localRanges: options.localRanges ?? [],
       memory: options.memory?.descriptor(),
+      recorder: options.recorders?.[vcpu.id],
     };
     // A vCPU stopped by an earlier runner still has immediate_exit set; it may run again (resume).
     vcpu.setImmediateExit(false);

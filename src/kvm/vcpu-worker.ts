@@ -14,6 +14,8 @@ import type { VcpuStop } from './types.js';
 import { Vcpu, type VcpuDescriptor } from './vcpu.js';
 import { VCPU_WORKER_ROLE, type VcpuWorkerCommand } from './vcpu-worker-pool.js';
 import { errorMessage } from '../sys/error-message.js';
+import { ExitRecorder, type ExitRecorderDescriptor } from './exit-recorder.js';
+import type { VcpuExit } from './types.js';
 
 /** The vCPU a started worker is to run, sent once it is needed. */
 export interface VcpuWorkerData {
@@ -25,6 +27,8 @@ export interface VcpuWorkerData {
   control: SharedArrayBuffer;
   localRanges: LocalRange[];
   memory?: GuestMemoryDescriptor;
+  /** Present when the VMM watches its exits (--trace, --stats, --timeline). */
+  recorder?: ExitRecorderDescriptor;
 }
 
 export const STOP_REQUESTED = 0;
@@ -46,7 +50,8 @@ async function main(data: VcpuWorkerData): Promise<void> {
     const local = await buildLocalBuses(data.localRanges, vcpu.id, data.memory);
     // Published before the stop flag is first read: a stop() that misses the tid finds the flag instead.
     Atomics.store(control, THREAD_ID, gettid());
-    stop = runLoop(vcpu, local.pio, local.mmio, mailbox, control);
+    const handle = (exit: VcpuExit) => handleExit(exit, vcpu.id, local.pio, local.mmio, mailbox);
+    stop = data.recorder ? recordedLoop(vcpu, handle, control, new ExitRecorder(data.recorder)) : runLoop(vcpu, handle, control);
     // The stop is reported after every posted write took effect, and a device error outranks it.
     mailbox.flush();
     mailbox.throwIfPostedFailed();
@@ -64,22 +69,43 @@ async function main(data: VcpuWorkerData): Promise<void> {
   post({ type: 'stopped', stop });
 }
 
-function runLoop(vcpu: Vcpu, localPio: Bus, localMmio: Bus, mailbox: MailboxClient, control: Int32Array): VcpuStop {
+type ExitHandler = (exit: VcpuExit) => VcpuStop | undefined;
+
+function runLoop(vcpu: Vcpu, handle: ExitHandler, control: Int32Array): VcpuStop {
   for (;;) {
-    if (Atomics.load(control, STOP_REQUESTED) !== 0) return { vcpu: vcpu.id, reason: 'stopped', message: `vCPU ${vcpu.id}: stopped by the VMM` };
-    const exit = vcpu.run();
-    if (exit.kind === 'io') {
-      const isWrite = exit.direction === 'out';
-      if (localPio.find(exit.port)) busAccess(localPio, exit.port, isWrite, exit.size, exit.count, exit.data);
-      else mailbox.access(isWrite ? MailboxOp.PioWrite : MailboxOp.PioRead, exit.port, exit.size, exit.count, exit.data);
-    } else if (exit.kind === 'mmio') {
-      if (localMmio.find(exit.address)) busAccess(localMmio, exit.address, exit.isWrite, exit.data.length, 1, exit.data);
-      else mailbox.access(exit.isWrite ? MailboxOp.MmioWrite : MailboxOp.MmioRead, exit.address, exit.data.length, 1, exit.data);
-    } else {
-      const stop = stopForExit(exit, vcpu.id);
-      if (stop) return stop;
-    }
+    if (Atomics.load(control, STOP_REQUESTED) !== 0) return stoppedByVmm(vcpu.id);
+    const stop = handle(vcpu.run());
+    if (stop) return stop;
   }
+}
+
+/** The same loop, each exit timed and recorded once handled (a read's value is then known). */
+function recordedLoop(vcpu: Vcpu, handle: ExitHandler, control: Int32Array, recorder: ExitRecorder): VcpuStop {
+  const enter = () => vcpu.run();
+  for (;;) {
+    if (Atomics.load(control, STOP_REQUESTED) !== 0) return stoppedByVmm(vcpu.id);
+    const { exit, timeMs } = recorder.run(enter);
+    const stop = handle(exit);
+    recorder.record(exit, timeMs);
+    if (stop) return stop;
+  }
+}
+
+const stoppedByVmm = (vcpu: number): VcpuStop => ({ vcpu, reason: 'stopped', message: `vCPU ${vcpu}: stopped by the VMM` });
+
+function handleExit(exit: VcpuExit, vcpu: number, localPio: Bus, localMmio: Bus, mailbox: MailboxClient): VcpuStop | undefined {
+  if (exit.kind === 'io') {
+    const isWrite = exit.direction === 'out';
+    if (localPio.find(exit.port)) busAccess(localPio, exit.port, isWrite, exit.size, exit.count, exit.data);
+    else mailbox.access(isWrite ? MailboxOp.PioWrite : MailboxOp.PioRead, exit.port, exit.size, exit.count, exit.data);
+    return undefined;
+  }
+  if (exit.kind === 'mmio') {
+    if (localMmio.find(exit.address)) busAccess(localMmio, exit.address, exit.isWrite, exit.data.length, 1, exit.data);
+    else mailbox.access(exit.isWrite ? MailboxOp.MmioWrite : MailboxOp.MmioRead, exit.address, exit.data.length, 1, exit.data);
+    return undefined;
+  }
+  return stopForExit(exit, vcpu);
 }
 
 if (!isMainThread && (workerData as { role?: unknown } | null)?.role === VCPU_WORKER_ROLE) {

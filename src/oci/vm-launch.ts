@@ -49,14 +49,25 @@ function teeArguments(tee: TeeRequest): string[] {
   return args;
 }
 
-export const launchVm: VmLauncher = async (request) => {
-  const child = spawn(process.execPath, [cliEntry(), ...bootArguments(request)], {
+/**
+ * A launcher whose `ts-vmm boot` also takes `watchArguments` (--trace, --stats, --timeline): what they
+ * print at exit comes before the VMM's own last line, and is copied to this process's stderr.
+ */
+export function launchVmWatched(watchArguments: readonly string[]): VmLauncher {
+  return (request) => launch(request, watchArguments);
+}
+
+export const launchVm: VmLauncher = (request) => launch(request, []);
+
+async function launch(request: VmRequest, watchArguments: readonly string[]): Promise<RunningVm> {
+  const child = spawn(process.execPath, [cliEntry(), ...bootArguments(request), ...watchArguments], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
   child.stdout.on('data', (chunk: Buffer) => request.consoleOutput(chunk));
   let diagnostics = '';
   child.stderr.on('data', (chunk: Buffer) => {
+    if (watchArguments.length > 0) process.stderr.write(chunk);
     diagnostics = (diagnostics + chunk.toString()).slice(-4096);
   });
   const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => {
@@ -79,4 +90,4 @@ export const launchVm: VmLauncher = async (request) => {
     },
   };
   return vm;
-};
+}

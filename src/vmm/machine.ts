@@ -15,6 +15,7 @@ import { KVM_CAP_TSC_DEADLINE_TIMER, KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, K
 import { EventFd } from '../sys/eventfd.js';
 import { IrqfdInterrupt } from '../kvm/interrupts.js';
 import { Kvm } from '../kvm/kvm.js';
+import type { RecordedRange } from '../kvm/exit-recorder.js';
 import type { LocalRange } from '../kvm/local-devices.js';
 import type { IoBuses, IoEventSpec, VcpuStop } from '../kvm/types.js';
 import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
@@ -26,6 +27,7 @@ import { createVirtioMmioDevice, type VirtioDeviceSpec } from '../virtio/factory
 import { interruptRegistersRange } from '../virtio/interrupt-status.js';
 import { IoeventfdNotifications } from '../virtio/ioeventfd.js';
 import { ConsoleWatch } from './console-watch.js';
+import type { MachineWatch } from './machine-watch.js';
 import type { MachineExit } from './exit-status.js';
 
 /**
@@ -53,6 +55,8 @@ export interface MachineOptions {
   kvmPath?: string;
   /** vCPU worker threads started ahead of the VM. */
   vcpuWorkers?: VcpuWorkerPool;
+  /** Watches the run's exits and milestones (--trace, --stats, --timeline); absent, nothing is recorded. */
+  watch?: MachineWatch;
 }
 
 /**
@@ -126,13 +130,14 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     };
 
     const buses = { pio: new Bus('PIO'), mmio: new Bus('MMIO') };
-    const serial = attachPlatformDevices(vm, buses, options.consoleOutput, watch, stopRequest, teardown);
+    const serial = attachPlatformDevices(vm, buses, options.consoleOutput, watch, options.watch, stopRequest, teardown);
     const localRanges = [...ABSENT_PORTS, ...(await attachVirtioDevices(vm, buses, memory, boot, specs, teardown))];
     const vcpus = createVcpus(kvm, vm, boot, options.confidential?.encryptsMemory === true, teardown);
 
     await options.confidential?.launch({ vm, memory, boot, vcpus });
 
-    threads = new VcpuThreads(vcpus, buses, { localRanges, workers: options.vcpuWorkers });
+    const recorders = options.watch?.recorders(vcpus.length, recordedRanges(localRanges, buses));
+    threads = new VcpuThreads(vcpus, buses, { localRanges, workers: options.vcpuWorkers, recorders });
     threads.onStop((stop) => {
       if (stop.reason !== 'stopped') finish(exitForStop(stop, watch.panic));
     });
@@ -143,6 +148,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       options.consoleInput?.pause();
     });
 
+    options.watch?.mark(boot.entry === 'firmware' ? 'vCPUs start: firmware reset vector' : 'vCPUs start: kernel 64-bit entry');
     threads.start();
     const exit = await finished;
     await threads.stop();
@@ -158,6 +164,7 @@ function attachPlatformDevices(
   buses: IoBuses,
   consoleOutput: (bytes: Uint8Array) => void,
   watch: ConsoleWatch,
+  machineWatch: MachineWatch | undefined,
   stopRequest: StopRequestSink,
   teardown: Teardown,
 ): Serial16550 {
@@ -167,6 +174,7 @@ function attachPlatformDevices(
   teardown.push(() => serialIrq.close());
   const serial = new Serial16550(serialIrq, (bytes) => {
     watch.feed(bytes);
+    machineWatch?.console(bytes);
     consoleOut.write(bytes);
   });
   buses.pio.insert(serial, Ports.com1, UART_REGISTERS, 'COM1 16550A');
@@ -203,6 +211,12 @@ async function attachVirtioDevices(
     localRanges.push(interruptRegistersRange(slot.base, built.transport.interruptStatus, built.transport.name));
   }
   return localRanges;
+}
+
+/** Every range an exit can reach, vCPU-local ones first as the vCPU thread consults them first. */
+function recordedRanges(localRanges: readonly LocalRange[], buses: IoBuses): RecordedRange[] {
+  const range = (space: 'pio' | 'mmio') => (r: { base: number; size: number; name: string }) => ({ space, base: r.base, size: r.size, name: r.name });
+  return [...localRanges.map((r) => range(r.space)(r)), ...buses.pio.list().map(range('pio')), ...buses.mmio.list().map(range('mmio'))];
 }
 
 /** The vCPUs in their reset or boot-protocol state: the boot CPU at the firmware or the kernel's 64-bit entry. */

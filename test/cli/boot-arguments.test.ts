@@ -73,6 +73,12 @@ describe('ts-vmm boot: arguments and early failures', function () {
       /^ts-vmm: --tee-kbs replaces --tee-godh, --tee-session and --tee-secret-dir\n$/,
     ],
     ['less memory than a kernel needs', ['--kernel', '/dev/null', '--mem', '63'], /63 MiB is outside 64\.\./],
+    [
+      'an unknown trace category',
+      ['--kernel', '/dev/null', '--trace', 'pio,irq'],
+      /--trace pio,irq: unknown category "irq" \(one or more of exits,pio,mmio,virtio\)/,
+    ],
+    ['a trace file without --trace', ['--kernel', '/dev/null', '--trace-file', '/tmp/x'], /^ts-vmm: --trace-file needs --trace\n$/],
   ];
   for (const [what, args, message] of refusals) {
     it(`refuses ${what} in one line, exit status 1`, async () => {
