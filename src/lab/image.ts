@@ -52,6 +52,18 @@ export const LAB_TOOLS: readonly { program: string; debianPackage: string; alias
   { program: 'socat', debianPackage: 'socat' },
   { program: 'cpio', debianPackage: 'cpio' },
   { program: 'xz', debianPackage: 'xz-utils' },
+  // Real container engines driving ts-vmm as their OCI runtime (test/oci/engines-kvm.test.ts).
+  { program: 'containerd', debianPackage: 'containerd' },
+  { program: 'containerd-shim-runc-v2', debianPackage: 'containerd' },
+  { program: 'ctr', debianPackage: 'containerd' },
+  { program: 'podman', debianPackage: 'podman' },
+  { program: 'conmon', debianPackage: 'conmon' },
+];
+
+/** Host configuration the carried engines read at fixed paths (podman's policy, registries and defaults). */
+export const LAB_CONFIGS: readonly { path: string; debianPackage: string }[] = [
+  { path: '/etc/containers', debianPackage: 'golang-github-containers-common' },
+  { path: '/usr/share/containers', debianPackage: 'golang-github-containers-common' },
 ];
 
 /** A host file or directory (copied recursively) or literal content to place in the guest. */
@@ -156,6 +168,10 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
     await image.file('etc/hosts', '127.0.0.1 localhost\n::1 localhost\n');
     await image.file('etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n');
     if (existsSync('/etc/mke2fs.conf')) await image.hostFile('/etc/mke2fs.conf', 'etc/mke2fs.conf');
+    for (const config of LAB_CONFIGS) {
+      if (!existsSync(config.path)) throw new LabImageError(`${config.path} not found on this host: install the Debian package ${config.debianPackage}`);
+      await image.hostTree(config.path, config.path);
+    }
 
     await image.hostFile(busybox.path, 'usr/bin/busybox');
     // Host files the lab carries at their own path: a caller may name them again (a program's libraries).
