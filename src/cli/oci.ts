@@ -5,7 +5,7 @@
 // up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, readFileSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, readFileSync, statSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -33,6 +33,8 @@ import {
   type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
+import { sendFd } from '../sys/fd-passing.js';
+import { openPty } from '../sys/pty.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 import { addRuntimeGlobals, logToRuntimeLog, type RuntimeGlobals } from './runtime-log.js';
 
@@ -76,9 +78,9 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
   const bundle = resolve(options.bundle);
   const config = checkBundle(bundle, (message) => process.stderr.write(`ts-vmm: ${message}\n`));
-  if (config.process.terminal || options.consoleSocket) {
-    throw new BundleError(`${config.configPath}: process.terminal with --console-socket is not supported by ts-vmm create; use ts-vmm run for a terminal`);
-  }
+  // As runc: a terminal is handed to the engine over --console-socket, and only a terminal is.
+  if (config.process.terminal && options.consoleSocket === undefined) throw new BundleError(`${config.configPath}: process.terminal needs --console-socket`);
+  if (!config.process.terminal && options.consoleSocket !== undefined) throw new BundleError(`--console-socket needs process.terminal in ${config.configPath}`);
   const pidFile = options.pidFile === undefined ? undefined : resolve(options.pidFile);
   if (pidFile !== undefined) checkPidFileDirectory(pidFile);
   const unsuitable = kvmUnsuitableReason();
@@ -96,10 +98,21 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   await store.create(record);
   const args = [cliEntry(), 'oci-monitor', '--root', store.root, id];
   if (options.kernel !== undefined && options.modules !== undefined) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
-  // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
-  const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
+  // The monitor keeps create's stdio (the container's stdio, as with runc), or with a console socket has a new
+  // pty's slave as its terminal, and reports on fd 3.
+  const pty = options.consoleSocket === undefined ? undefined : openPty();
+  const stdio = pty === undefined ? 'inherit' : pty.slave;
+  const monitor = spawn(process.execPath, args, { stdio: [stdio, stdio, stdio, 'pipe'], detached: true });
   const report = monitor.stdio[3] as Readable;
   try {
+    if (pty !== undefined && options.consoleSocket !== undefined) {
+      try {
+        sendFd(resolve(options.consoleSocket), pty.master, pty.slavePath);
+      } finally {
+        closeSync(pty.master);
+        closeSync(pty.slave);
+      }
+    }
     const outcome = await readLine(report);
     if (outcome !== CREATED_LINE) {
       throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
@@ -283,7 +296,9 @@ export function register(program: Command): void {
     .argument('<id>', 'container id')
     .option('-b, --bundle <dir>', 'OCI bundle directory', '.')
     .option('--pid-file <file>', "write the container's pid (its monitor process) here")
-    .option('--console-socket <path>', 'not supported (for process.terminal)')
+    .option('--console-socket <path>', "Unix socket to send the terminal's pty master to (SCM_RIGHTS), for process.terminal")
+    .option('--no-pivot', "accepted for runc compatibility: the root is the guest's own")
+    .option('--no-new-keyring', "accepted for runc compatibility: the guest kernel's keyrings are the workload's alone")
     .option('--kernel <vmlinuz>', 'boot this kernel (needs --modules)')
     .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
     .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root })));

@@ -220,6 +220,46 @@ describe('ts-vmm create --pid-file', () => {
   });
 });
 
+describe('ts-vmm create --console-socket', () => {
+  let s: Scratch;
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+  });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  function bundleWithTerminal(terminal: boolean): string {
+    const bundle = join(s.dir, 'b');
+    mkdirSync(join(bundle, 'rootfs'), { recursive: true });
+    writeFileSync(join(bundle, 'rootfs', 'app'), '', { mode: 0o755 });
+    writeFileSync(
+      join(bundle, 'config.json'),
+      JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { terminal, args: ['/app'], cwd: '/' } }),
+    );
+    return bundle;
+  }
+
+  it('pairs process.terminal with --console-socket, as runc does, before booting anything', async () => {
+    const root = join(s.dir, 'root');
+    const env = { ...s.env, TS_VMM_LAB: 'force' };
+    const noSocket = await runCli(['create', '--root', root, '--bundle', bundleWithTerminal(true), 'c1'], env);
+    expect(noSocket.stderr).to.equal(`ts-vmm: ${join(s.dir, 'b', 'config.json')}: process.terminal needs --console-socket\n`);
+    expect(noSocket.status).to.equal(1);
+    const noTerminal = await runCli(['create', '--root', root, '--bundle', bundleWithTerminal(false), '--console-socket', join(s.dir, 'sock'), 'c1'], env);
+    expect(noTerminal.stderr).to.equal(`ts-vmm: --console-socket needs process.terminal in ${join(s.dir, 'b', 'config.json')}\n`);
+    expect(noTerminal.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it("accepts runc's --no-pivot and --no-new-keyring (the bundle is checked next)", async () => {
+    const r = await runCli(['create', '--no-pivot', '--no-new-keyring', '--root', join(s.dir, 'root'), '--bundle', join(s.dir, 'none'), 'c1'], {
+      ...s.env,
+      TS_VMM_LAB: 'force',
+    });
+    expect(r.stderr).to.match(/none\/config.json: no such file/);
+    expect(r.status).to.equal(1);
+  });
+});
+
 describe('ts-vmm as runc: the global options container engines pass', () => {
   let s: Scratch;
   beforeEach(() => {

@@ -229,6 +229,13 @@ describe('real container engines drive ts-vmm: containerd and podman @kvm', func
       expectNoPodmanContainers();
     });
 
+    it('podman run -t: the workload runs on a terminal (the pty master passed to conmon over --console-socket)', async () => {
+      const r = await run([...podman, 'run', '--rm', '-t', '--network', 'none', image, 'sh', '-c', 'test -t 0 && test -t 1 && echo on a terminal; exit 5']);
+      expect(r.stdout, r.stderr).to.equal('on a terminal\r\n');
+      expect(r.status).to.equal(5);
+      expectNoPodmanContainers();
+    });
+
     it('podman stop delivers SIGTERM and the container stops within its timeout', async () => {
       const id = (await ok([...podman, 'run', '-d', '--network', 'none', '--name', 'trapping', image, 'sh', '-c', TRAPPING])).trim();
       const deadline = Date.now() + 240_000;
