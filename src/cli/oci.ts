@@ -73,11 +73,17 @@ interface CreateOptions extends RootOption, RunCommandOptions {
   consoleSocket?: string;
 }
 
-async function create(id: string, options: CreateOptions): Promise<void> {
+async function create(id: string, options: CreateOptions, globals: RuntimeGlobals): Promise<void> {
   checkContainerId(id);
   checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
   const bundle = resolve(options.bundle);
-  const config = checkBundle(bundle, (message) => process.stderr.write(`ts-vmm: ${message}\n`));
+  // create's stderr is the container's (an engine reads it as the workload's output): with --log, as runc, the
+  // runtime's own warnings go there instead.
+  const warn = (message: string): void => {
+    if (globals.log === undefined) process.stderr.write(`ts-vmm: ${message}\n`);
+    else logToRuntimeLog(globals, 'warning', message.replace(/^warning: /, ''));
+  };
+  const config = checkBundle(bundle, warn);
   // As runc: a terminal is handed to the engine over --console-socket, and only a terminal is.
   if (config.process.terminal && options.consoleSocket === undefined) throw new BundleError(`${config.configPath}: process.terminal needs --console-socket`);
   if (!config.process.terminal && options.consoleSocket !== undefined) throw new BundleError(`--console-socket needs process.terminal in ${config.configPath}`);
@@ -301,7 +307,7 @@ export function register(program: Command): void {
     .option('--no-new-keyring', "accepted for runc compatibility: the guest kernel's keyrings are the workload's alone")
     .option('--kernel <vmlinuz>', 'boot this kernel (needs --modules)')
     .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
-    .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root })));
+    .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root }, globals)));
   program
     .command('start')
     .description('start the process of a created container')

@@ -250,6 +250,25 @@ describe('ts-vmm create --console-socket', () => {
     expect(entries(root)).to.deep.equal([]);
   });
 
+  it("with --log, writes the bundle's warnings there, not on create's stderr (the container's, to an engine)", async () => {
+    const bundle = bundleWithTerminal(false);
+    const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify({ ...config, linux: { sysctl: { 'net.ipv4.ip_forward': '1' } } }));
+    const log = join(s.dir, 'log.json');
+    const r = await runCli(['--log', log, '--log-format', 'json', 'create', '--root', join(s.dir, 'root'), '--bundle', bundle, 'c1'], {
+      ...s.env,
+      TS_VMM_LAB: 'force',
+    });
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/^ts-vmm: ts-vmm create needs KVM[^\n]*\n$/);
+    const lines = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { level: string; msg: string });
+    expect(lines[0]).to.deep.include({ level: 'warning', msg: `${join(bundle, 'config.json')}: linux.sysctl ignored: not applied inside the guest` });
+    expect(lines.at(-1)?.level).to.equal('error');
+  });
+
   it("accepts runc's --no-pivot and --no-new-keyring (the bundle is checked next)", async () => {
     const r = await runCli(['create', '--no-pivot', '--no-new-keyring', '--root', join(s.dir, 'root'), '--bundle', join(s.dir, 'none'), 'c1'], {
       ...s.env,

@@ -149,6 +149,7 @@ describe('real container engines drive ts-vmm: containerd and podman @kvm', func
     it('ctr run --rm: the workload output and its exit status', async () => {
       const r = await run(ctrRun('hello', 'sh', '-c', 'echo hello from ctr; exit 7'));
       expect(r.stdout, r.stderr).to.equal('hello from ctr\n');
+      expect(r.stderr, "the runtime's warnings belong in its --log, not in the container's stderr").to.not.include('ts-vmm');
       expect(r.status).to.equal(7);
       expectNothingLeft(shimRoot, 'hello', bundleOf('hello'));
     });
