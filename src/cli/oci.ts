@@ -228,11 +228,21 @@ function features(out: Writable): void {
   );
 }
 
-async function kill(id: string, signal: number, options: RootOption): Promise<void> {
+/**
+ * runc kill. With --all (runc: every process of the container), which containerd's shim sends to clean up after
+ * the workload, a stopped container is not an error: its processes all lived in the VM, gone with it. SIGKILL with
+ * --all also ends the VMM at once rather than through the monitor.
+ */
+async function kill(id: string, signal: number, options: RootOption & { all?: boolean }): Promise<void> {
   const record = await storeOf(options).live(id);
-  if (record.status !== 'created' && record.status !== 'running' && record.status !== 'paused')
+  const live = record.status === 'created' || record.status === 'running' || record.status === 'paused';
+  if (!live) {
+    if (options.all) return;
     throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
-  if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
+  }
+  const signalled = signalVerified(record.pid, record.pidStartTime, signal);
+  if (options.all && signal === osConstants.signals.SIGKILL && record.vmm) signalVerified(record.vmm.pid, record.vmm.startTime, signal);
+  if (!signalled && !options.all) throw new StateError(`container "${id}" is stopped: nothing to signal`);
 }
 
 /**
@@ -323,7 +333,8 @@ export function register(program: Command): void {
     .description("send a signal to a container's process (before start: stop the container)")
     .argument('<id>', 'container id')
     .argument('[signal]', 'signal name or number', parseSignal, osConstants.signals.SIGTERM)
-    .action(action((globals, id: string, signal: number) => kill(id, signal, globals)));
+    .option('-a, --all', 'every process of the container (all are in its VM): a stopped container is no error; KILL ends the VM at once')
+    .action(action((globals, id: string, signal: number, options: { all?: boolean }) => kill(id, signal, { ...options, root: globals.root })));
   program
     .command('delete')
     .description("delete a stopped container's state")

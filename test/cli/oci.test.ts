@@ -98,6 +98,24 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     expect(JSON.parse((await runCli(['--root', root, 'ps', '-f', 'json', 'c1'], s.env)).stdout)).to.deep.equal([]);
   });
 
+  it('kill --all (as containerd sends it): KILL ends the monitor and the VMM; a stopped container is no error, as without --all it is', async () => {
+    const monitor = await sleeper();
+    const vmm = await sleeper();
+    record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
+    const killed = await runCli(['--root', root, 'kill', '--all', 'c1', '9'], s.env);
+    expect(killed.status, killed.stderr).to.equal(0);
+    // The children may have ended (and been reaped) while the command ran.
+    const endSignal = async (child: ChildProcess) => (child.exitCode !== null || child.signalCode !== null ? child.signalCode : (await once(child, 'exit'))[1]);
+    expect(await endSignal(monitor.child)).to.equal('SIGKILL');
+    expect(await endSignal(vmm.child)).to.equal('SIGKILL');
+    record('c2', { status: 'stopped' });
+    expect(await runCli(['--root', root, 'kill', '--all', 'c2', '9'], s.env)).to.include({ status: 0, stderr: '' });
+    expect(await runCli(['--root', root, 'kill', 'c2', '9'], s.env)).to.include({
+      status: 1,
+      stderr: 'ts-vmm: container "c2" is stopped: nothing to signal\n',
+    });
+  });
+
   it('pause stops the VM process and resume lets it go on, as state reports; each refuses the wrong status', async () => {
     const monitor = await sleeper();
     const vmm = await sleeper();
