@@ -5,7 +5,7 @@
 // up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, readFileSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, readFileSync, statSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -33,6 +33,8 @@ import {
   type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
+import { sendFd } from '../sys/fd-passing.js';
+import { openPty } from '../sys/pty.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
 import { addRuntimeGlobals, logToRuntimeLog, type RuntimeGlobals } from './runtime-log.js';
 
@@ -71,14 +73,20 @@ interface CreateOptions extends RootOption, RunCommandOptions {
   consoleSocket?: string;
 }
 
-async function create(id: string, options: CreateOptions): Promise<void> {
+async function create(id: string, options: CreateOptions, globals: RuntimeGlobals): Promise<void> {
   checkContainerId(id);
   checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
   const bundle = resolve(options.bundle);
-  const config = checkBundle(bundle, (message) => process.stderr.write(`ts-vmm: ${message}\n`));
-  if (config.process.terminal || options.consoleSocket) {
-    throw new BundleError(`${config.configPath}: process.terminal with --console-socket is not supported by ts-vmm create; use ts-vmm run for a terminal`);
-  }
+  // create's stderr is the container's (an engine reads it as the workload's output): with --log, as runc, the
+  // runtime's own warnings go there instead.
+  const warn = (message: string): void => {
+    if (globals.log === undefined) process.stderr.write(`ts-vmm: ${message}\n`);
+    else logToRuntimeLog(globals, 'warning', message.replace(/^warning: /, ''));
+  };
+  const config = checkBundle(bundle, warn);
+  // As runc: a terminal is handed to the engine over --console-socket, and only a terminal is.
+  if (config.process.terminal && options.consoleSocket === undefined) throw new BundleError(`${config.configPath}: process.terminal needs --console-socket`);
+  if (!config.process.terminal && options.consoleSocket !== undefined) throw new BundleError(`--console-socket needs process.terminal in ${config.configPath}`);
   const pidFile = options.pidFile === undefined ? undefined : resolve(options.pidFile);
   if (pidFile !== undefined) checkPidFileDirectory(pidFile);
   const unsuitable = kvmUnsuitableReason();
@@ -96,10 +104,21 @@ async function create(id: string, options: CreateOptions): Promise<void> {
   await store.create(record);
   const args = [cliEntry(), 'oci-monitor', '--root', store.root, id];
   if (options.kernel !== undefined && options.modules !== undefined) args.push('--kernel', resolve(options.kernel), '--modules', resolve(options.modules));
-  // The monitor keeps create's stdio (the container's stdio, as with runc) and reports on fd 3.
-  const monitor = spawn(process.execPath, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: true });
+  // The monitor keeps create's stdio (the container's stdio, as with runc), or with a console socket has a new
+  // pty's slave as its terminal, and reports on fd 3.
+  const pty = options.consoleSocket === undefined ? undefined : openPty();
+  const stdio = pty === undefined ? 'inherit' : pty.slave;
+  const monitor = spawn(process.execPath, args, { stdio: [stdio, stdio, stdio, 'pipe'], detached: true });
   const report = monitor.stdio[3] as Readable;
   try {
+    if (pty !== undefined && options.consoleSocket !== undefined) {
+      try {
+        sendFd(resolve(options.consoleSocket), pty.master, pty.slavePath);
+      } finally {
+        closeSync(pty.master);
+        closeSync(pty.slave);
+      }
+    }
     const outcome = await readLine(report);
     if (outcome !== CREATED_LINE) {
       throw new StateError(outcome.startsWith('error: ') ? outcome.slice(7) : `the monitor exited before the container was created`);
@@ -209,11 +228,21 @@ function features(out: Writable): void {
   );
 }
 
-async function kill(id: string, signal: number, options: RootOption): Promise<void> {
+/**
+ * runc kill. With --all (runc: every process of the container), which containerd's shim sends to clean up after
+ * the workload, a stopped container is not an error: its processes all lived in the VM, gone with it. SIGKILL with
+ * --all also ends the VMM at once rather than through the monitor.
+ */
+async function kill(id: string, signal: number, options: RootOption & { all?: boolean }): Promise<void> {
   const record = await storeOf(options).live(id);
-  if (record.status !== 'created' && record.status !== 'running' && record.status !== 'paused')
+  const live = record.status === 'created' || record.status === 'running' || record.status === 'paused';
+  if (!live) {
+    if (options.all) return;
     throw new StateError(`container "${id}" is ${record.status}: nothing to signal`);
-  if (!signalVerified(record.pid, record.pidStartTime, signal)) throw new StateError(`container "${id}" is stopped: nothing to signal`);
+  }
+  const signalled = signalVerified(record.pid, record.pidStartTime, signal);
+  if (options.all && signal === osConstants.signals.SIGKILL && record.vmm) signalVerified(record.vmm.pid, record.vmm.startTime, signal);
+  if (!signalled && !options.all) throw new StateError(`container "${id}" is stopped: nothing to signal`);
 }
 
 /**
@@ -283,10 +312,12 @@ export function register(program: Command): void {
     .argument('<id>', 'container id')
     .option('-b, --bundle <dir>', 'OCI bundle directory', '.')
     .option('--pid-file <file>', "write the container's pid (its monitor process) here")
-    .option('--console-socket <path>', 'not supported (for process.terminal)')
+    .option('--console-socket <path>', "Unix socket to send the terminal's pty master to (SCM_RIGHTS), for process.terminal")
+    .option('--no-pivot', "accepted for runc compatibility: the root is the guest's own")
+    .option('--no-new-keyring', "accepted for runc compatibility: the guest kernel's keyrings are the workload's alone")
     .option('--kernel <vmlinuz>', 'boot this kernel (needs --modules)')
     .option('--modules <dir>', "the kernel's lib/modules/<release> directory")
-    .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root })));
+    .action(action((globals, id: string, options: CreateOptions) => create(id, { ...options, root: globals.root }, globals)));
   program
     .command('start')
     .description('start the process of a created container')
@@ -302,7 +333,8 @@ export function register(program: Command): void {
     .description("send a signal to a container's process (before start: stop the container)")
     .argument('<id>', 'container id')
     .argument('[signal]', 'signal name or number', parseSignal, osConstants.signals.SIGTERM)
-    .action(action((globals, id: string, signal: number) => kill(id, signal, globals)));
+    .option('-a, --all', 'every process of the container (all are in its VM): a stopped container is no error; KILL ends the VM at once')
+    .action(action((globals, id: string, signal: number, options: { all?: boolean }) => kill(id, signal, { ...options, root: globals.root })));
   program
     .command('delete')
     .description("delete a stopped container's state")

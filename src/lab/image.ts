@@ -44,7 +44,13 @@ export const NESTED_GUEST_MODULES = [
 ];
 
 /** Host programs tests run inside the lab, with the Debian package that provides each. */
-export const LAB_TOOLS: readonly { program: string; debianPackage: string; aliases?: readonly string[] }[] = [
+export interface LabTool {
+  readonly program: string;
+  readonly debianPackage: string;
+  readonly aliases?: readonly string[];
+}
+
+export const LAB_TOOLS: readonly LabTool[] = [
   // busybox-static's sh prefers its own applets to programs on PATH (FEATURE_SH_STANDALONE), so a
   // script's `mke2fs` would be busybox's; dash as /bin/sh runs what PATH names, as on the host.
   { program: 'dash', debianPackage: 'dash', aliases: ['sh'] },
@@ -56,6 +62,22 @@ export const LAB_TOOLS: readonly { program: string; debianPackage: string; alias
   { program: 'xz', debianPackage: 'xz-utils' },
   // A confidential run builds its initramfs around the host's cryptsetup.
   { program: 'cryptsetup', debianPackage: 'cryptsetup-bin' },
+];
+
+/** Real container engines driving ts-vmm as their OCI runtime (test/oci/engines-kvm.test.ts), carried only
+ * into a lab that asks for them: about 115 MB that every other lab would unpack for nothing. */
+export const LAB_ENGINES: readonly LabTool[] = [
+  { program: 'containerd', debianPackage: 'containerd' },
+  { program: 'containerd-shim-runc-v2', debianPackage: 'containerd' },
+  { program: 'ctr', debianPackage: 'containerd' },
+  { program: 'podman', debianPackage: 'podman' },
+  { program: 'conmon', debianPackage: 'conmon' },
+];
+
+/** Host configuration the carried engines read at fixed paths (podman's policy, registries and defaults). */
+export const LAB_CONFIGS: readonly { path: string; debianPackage: string }[] = [
+  { path: '/etc/containers', debianPackage: 'golang-github-containers-common' },
+  { path: '/usr/share/containers', debianPackage: 'golang-github-containers-common' },
 ];
 
 /** A host file or directory (copied recursively) or literal content to place in the guest. */
@@ -116,6 +138,8 @@ poweroff -f
 export interface LabImageOptions extends AssetOptions {
   readonly plan: LabPlan;
   readonly files?: readonly LabFile[];
+  /** Carry the container engines (LAB_ENGINES) and their configuration. */
+  readonly engines?: boolean;
 }
 
 export interface LabImage {
@@ -133,7 +157,7 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
   const carried = await tree.loadOrder([...LAB_MODULES, ...NESTED_GUEST_MODULES, ...CONFIDENTIAL_MODULES]);
 
   const programs: { host: string; aliases: readonly string[] }[] = [{ host: process.execPath, aliases: [] }];
-  for (const tool of LAB_TOOLS) {
+  for (const tool of [...LAB_TOOLS, ...(options.engines ? LAB_ENGINES : [])]) {
     const host = findProgram(tool.program);
     if (host === undefined) throw new LabImageError(`${tool.program} not found on this host: install the Debian package ${tool.debianPackage}`);
     programs.push({ host, aliases: tool.aliases ?? [] });
@@ -160,6 +184,10 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
     await image.file('etc/hosts', '127.0.0.1 localhost\n::1 localhost\n');
     await image.file('etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n');
     if (existsSync('/etc/mke2fs.conf')) await image.hostFile('/etc/mke2fs.conf', 'etc/mke2fs.conf');
+    for (const config of options.engines ? LAB_CONFIGS : []) {
+      if (!existsSync(config.path)) throw new LabImageError(`${config.path} not found on this host: install the Debian package ${config.debianPackage}`);
+      await image.hostTree(config.path, config.path);
+    }
 
     await image.hostFile(busybox.path, 'usr/bin/busybox');
     // Host files the lab carries at their own path: a caller may name them again (a program's libraries).

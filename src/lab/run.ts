@@ -28,6 +28,8 @@ export type LabCommand = ({ argv: readonly string[] } | { script: string }) & {
 export interface LabOptions extends AssetOptions {
   readonly commands: readonly LabCommand[];
   readonly files?: readonly LabFile[];
+  /** Carry the container engines (src/lab/image.ts LAB_ENGINES). */
+  readonly engines?: boolean;
   /** Environment for every command, over the lab's defaults (PATH, HOME, TS_VMM_CACHE...). */
   readonly env?: Readonly<Record<string, string>>;
   /** Whole boot, all commands included; 10 minutes by default. */

@@ -1,9 +1,10 @@
 // A reusable `struct iovec` array pointing straight into guest RAM: a scatter/gather transfer of a
 // request with hundreds of segments becomes one preadv/pwritev, with no typed-array view per segment.
-import { cStruct, offsetOf } from '../sys/abi.js';
+import { offsetOf } from '../sys/abi.js';
+import { iovec } from '../sys/iovec.js';
 import { readU64 } from './u64.js';
 
-export const iovec = cStruct('struct iovec', 'sys/uio.h', { iov_base: 'uint64', iov_len: 'uint64' });
+export { iovec };
 const BASE = offsetOf(iovec, 'iov_base');
 const LENGTH = offsetOf(iovec, 'iov_len');
 const U32 = 0x1_0000_0000;

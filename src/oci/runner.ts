@@ -230,12 +230,13 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
       );
     }
   };
-  const onResize = (): void => io.resize(stdout.rows ?? 24, stdout.columns ?? 80);
+  // A new pty (create --console-socket) has no size until the engine sets one.
+  const onResize = (): void => io.resize(stdout.rows || 24, stdout.columns || 80);
   for (const s of FORWARDED_SIGNALS) process.on(s, onSignal);
   if (terminal && stdout.isTTY) stdout.on('resize', onResize);
   if (raw) stdin!.setRawMode!(true);
   try {
-    io.start(prepared.process.words, terminal && stdout.isTTY ? { rows: stdout.rows ?? 24, columns: stdout.columns ?? 80 } : undefined);
+    io.start(prepared.process.words, terminal && stdout.isTTY ? { rows: stdout.rows || 24, columns: stdout.columns || 80 } : undefined);
     const status = await Promise.race([
       io.whenExited().then(shellStatus),
       tornDown,

@@ -71,7 +71,8 @@ export class SysError extends Error {
 /** Per-errno explanations a caller can supply where the generic text would mislead. */
 export type ErrnoHints = Partial<Record<string, string>>;
 
-function check(result: number, call: string, hints?: ErrnoHints): number {
+/** The result of a libc call, or a SysError naming the call and its errno. */
+export function check(result: number, call: string, hints?: ErrnoHints): number {
   if (result >= 0) return result;
   const errno = koffi.errno();
   throw new SysError(call, errno, hints?.[errnoName(errno)]);

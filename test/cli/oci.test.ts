@@ -98,6 +98,24 @@ describe('ts-vmm state/kill/delete of recorded containers', () => {
     expect(JSON.parse((await runCli(['--root', root, 'ps', '-f', 'json', 'c1'], s.env)).stdout)).to.deep.equal([]);
   });
 
+  it('kill --all (as containerd sends it): KILL ends the monitor and the VMM; a stopped container is no error, as without --all it is', async () => {
+    const monitor = await sleeper();
+    const vmm = await sleeper();
+    record('c1', { status: 'running', pid: monitor.pid, pidStartTime: monitor.startTime, vmm: { pid: vmm.pid, startTime: vmm.startTime } });
+    const killed = await runCli(['--root', root, 'kill', '--all', 'c1', '9'], s.env);
+    expect(killed.status, killed.stderr).to.equal(0);
+    // The children may have ended (and been reaped) while the command ran.
+    const endSignal = async (child: ChildProcess) => (child.exitCode !== null || child.signalCode !== null ? child.signalCode : (await once(child, 'exit'))[1]);
+    expect(await endSignal(monitor.child)).to.equal('SIGKILL');
+    expect(await endSignal(vmm.child)).to.equal('SIGKILL');
+    record('c2', { status: 'stopped' });
+    expect(await runCli(['--root', root, 'kill', '--all', 'c2', '9'], s.env)).to.include({ status: 0, stderr: '' });
+    expect(await runCli(['--root', root, 'kill', 'c2', '9'], s.env)).to.include({
+      status: 1,
+      stderr: 'ts-vmm: container "c2" is stopped: nothing to signal\n',
+    });
+  });
+
   it('pause stops the VM process and resume lets it go on, as state reports; each refuses the wrong status', async () => {
     const monitor = await sleeper();
     const vmm = await sleeper();
@@ -217,6 +235,65 @@ describe('ts-vmm create --pid-file', () => {
     expect(r.status).to.equal(1);
     expect(entries(root)).to.deep.equal([]);
     expect(entries(join(s.dir, 'tmp'))).to.deep.equal([]);
+  });
+});
+
+describe('ts-vmm create --console-socket', () => {
+  let s: Scratch;
+  beforeEach(() => {
+    s = scratch('ts-vmm-cli-oci-');
+  });
+  afterEach(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  function bundleWithTerminal(terminal: boolean): string {
+    const bundle = join(s.dir, 'b');
+    mkdirSync(join(bundle, 'rootfs'), { recursive: true });
+    writeFileSync(join(bundle, 'rootfs', 'app'), '', { mode: 0o755 });
+    writeFileSync(
+      join(bundle, 'config.json'),
+      JSON.stringify({ ociVersion: '1.0.2', root: { path: 'rootfs' }, process: { terminal, args: ['/app'], cwd: '/' } }),
+    );
+    return bundle;
+  }
+
+  it('pairs process.terminal with --console-socket, as runc does, before booting anything', async () => {
+    const root = join(s.dir, 'root');
+    const env = { ...s.env, TS_VMM_LAB: 'force' };
+    const noSocket = await runCli(['create', '--root', root, '--bundle', bundleWithTerminal(true), 'c1'], env);
+    expect(noSocket.stderr).to.equal(`ts-vmm: ${join(s.dir, 'b', 'config.json')}: process.terminal needs --console-socket\n`);
+    expect(noSocket.status).to.equal(1);
+    const noTerminal = await runCli(['create', '--root', root, '--bundle', bundleWithTerminal(false), '--console-socket', join(s.dir, 'sock'), 'c1'], env);
+    expect(noTerminal.stderr).to.equal(`ts-vmm: --console-socket needs process.terminal in ${join(s.dir, 'b', 'config.json')}\n`);
+    expect(noTerminal.status).to.equal(1);
+    expect(entries(root)).to.deep.equal([]);
+  });
+
+  it("with --log, writes the bundle's warnings there, not on create's stderr (the container's, to an engine)", async () => {
+    const bundle = bundleWithTerminal(false);
+    const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify({ ...config, linux: { sysctl: { 'net.ipv4.ip_forward': '1' } } }));
+    const log = join(s.dir, 'log.json');
+    const r = await runCli(['--log', log, '--log-format', 'json', 'create', '--root', join(s.dir, 'root'), '--bundle', bundle, 'c1'], {
+      ...s.env,
+      TS_VMM_LAB: 'force',
+    });
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/^ts-vmm: ts-vmm create needs KVM[^\n]*\n$/);
+    const lines = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { level: string; msg: string });
+    expect(lines[0]).to.deep.include({ level: 'warning', msg: `${join(bundle, 'config.json')}: linux.sysctl ignored: not applied inside the guest` });
+    expect(lines.at(-1)?.level).to.equal('error');
+  });
+
+  it("accepts runc's --no-pivot and --no-new-keyring (the bundle is checked next)", async () => {
+    const r = await runCli(['create', '--no-pivot', '--no-new-keyring', '--root', join(s.dir, 'root'), '--bundle', join(s.dir, 'none'), 'c1'], {
+      ...s.env,
+      TS_VMM_LAB: 'force',
+    });
+    expect(r.stderr).to.match(/none\/config.json: no such file/);
+    expect(r.status).to.equal(1);
   });
 });
 

@@ -27,6 +27,8 @@ const NARROWED = process.env.TS_VMM_LAB_GREP !== undefined && process.env.TS_VMM
 const INNER_GREP = NARROWED ? `^(?=.*${KVM_TAG})(?=.*(?:${process.env.TS_VMM_LAB_GREP}))` : KVM_TAG;
 // Test files (relative to the project) that go to the second lab: about half of the inner run's time.
 const SECOND_LAB = /^dist\/test\/(sev|virtio)\/|confidential|engines/;
+// A lab that runs these carries the container engines.
+const ENGINE_TESTS = /engines[^/]*\.test\.js$/;
 
 const KVM_SUITE = new RegExp(`describe\\([^\\n]*${KVM_TAG}`);
 
@@ -130,6 +132,7 @@ describe('lab: KVM-tagged tests inside qemu (TCG, nested SVM) @lab', function ()
         { guestPath: join(realpathSync(dirname(process.execPath)), basename(process.execPath)), hostPath: process.execPath },
       ],
       env: { [AGENT_ENV]: agent },
+      engines: commands.some((c) => 'argv' in c && c.argv.some((a) => ENGINE_TESTS.test(a))),
       commands,
     });
   }
