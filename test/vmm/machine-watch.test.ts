@@ -45,7 +45,7 @@ describe('machine watch', () => {
     const { printed } = watched({ trace: ['virtio'], traceLast: 2 }, [out(0x41), magic, out(0x42), ack, { kind: 'hlt' }]);
     const lines = printed.trim().split('\n');
     expect(lines[0]).to.equal('ts-vmm: trace: the last 2 events');
-    expect(lines[1]).to.match(/^ +\d+\.\d{3}ms vcpu0 mmio +read +0xd0000000 size 4 value 0x74726976 virtio-blk\(\/tmp\/x\/disk\.img\)$/);
+    expect(lines[1]).to.match(/^ *\d+\.\d{3}ms vcpu0 mmio +read +0xd0000000 size 4 value 0x74726976 virtio-blk\(\/tmp\/x\/disk\.img\)$/);
     expect(lines[2]).to.match(/ mmio +write 0xd0000064 size 4 value 0x00000001 virtio-blk\(\/tmp\/x\/disk\.img\) interrupt status$/);
     expect(lines).to.have.length(3);
   });
