@@ -3,7 +3,7 @@
 // The kernel log and init messages go to the first serial port (relayed as `console`); the guest
 // agent's framed records (src/lab/protocol.ts) come back on the second, over a unix socket.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
@@ -39,6 +39,11 @@ export interface LabOptions extends AssetOptions {
    * (see docs/LAB.md) is then reported as `stalled` without waiting for `timeoutMs`.
    */
   readonly silenceTimeoutMs?: number;
+  /**
+   * Give up sooner when, besides printing nothing, QEMU has used (almost) no CPU for this long: the lab's
+   * CPU halted for good (see docs/LAB.md), where a busy but quiet lab keeps QEMU's CPU time growing.
+   */
+  readonly idleStallMs?: number;
   readonly memoryMiB?: number;
   readonly cpus?: number;
   /** The qemu-system-x86_64 binary; found on PATH by default. */
@@ -238,7 +243,12 @@ interface QemuExit {
   signal: string | null;
   timedOut: boolean;
   stalled: boolean;
+  /** How a stall showed itself. */
+  stallSign?: string;
 }
+
+/** USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on every x86 Linux. */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 /**
  * Runs QEMU to its end, relaying the console. At `timeoutMs`, or after `silenceTimeoutMs` without output
@@ -262,9 +272,11 @@ function watchQemu(
     process.once('exit', killQemu);
     let timedOut = false;
     let stalled = false;
+    let stallSign: string | undefined;
     const stopWatching = (): void => {
       clearTimeout(timer);
       clearInterval(silence);
+      clearInterval(idle);
     };
     const giveUp = (): void => {
       stopWatching();
@@ -282,9 +294,31 @@ function watchQemu(
             () => {
               if (Date.now() - output.lastOutputAt < silenceTimeoutMs) return;
               stalled = true;
+              stallSign = `no output for ${Math.round(silenceTimeoutMs / 1000)} s`;
               giveUp();
             },
             Math.min(silenceTimeoutMs, 60_000),
+          );
+    const idleStallMs = options.idleStallMs;
+    const idleSince = { at: Date.now(), cpuMs: 0 };
+    const idle =
+      idleStallMs === undefined
+        ? undefined
+        : setInterval(
+            () => {
+              const cpuMs = processCpuMs(child.pid);
+              const now = Date.now();
+              // Output, or CPU time beyond 1% of the time passed, starts the watch again.
+              if (cpuMs === undefined || output.lastOutputAt > idleSince.at || cpuMs - idleSince.cpuMs > (now - idleSince.at) / 100) {
+                idleSince.at = now;
+                idleSince.cpuMs = cpuMs ?? 0;
+              } else if (now - idleSince.at >= idleStallMs) {
+                stalled = true;
+                stallSign = `no output and QEMU idle for ${Math.round(idleStallMs / 1000)} s`;
+                giveUp();
+              }
+            },
+            Math.min(idleStallMs / 6, 10_000),
           );
     const onConsoleData = (data: Buffer): void => {
       output.lastOutputAt = Date.now();
@@ -301,9 +335,22 @@ function watchQemu(
     child.on('close', (code, signal) => {
       stopWatching();
       process.off('exit', killQemu);
-      resolve({ code, signal, timedOut, stalled });
+      resolve({ code, signal, timedOut, stalled, stallSign });
     });
   });
+}
+
+/** User and system CPU time of a live process from /proc, in ms; undefined once it is gone. */
+function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The commands' results once QEMU has ended, or the reason the lab did not finish them. */
@@ -311,7 +358,7 @@ function labOutcome(options: LabOptions, labPlan: LabPlan, records: LabRecords, 
   if (exit.timedOut || exit.stalled) {
     // A stuck command is the usual cause: name it and show where its own output stopped.
     const what = exit.stalled
-      ? `lab guest stalled: no output for ${Math.round((options.silenceTimeoutMs ?? 0) / 1000)} s`
+      ? `lab guest stalled: ${exit.stallSign}`
       : `lab guest timed out after ${Math.round((options.timeoutMs ?? DEFAULTS.timeoutMs) / 1000)} s`;
     throw new LabError(
       `${what}${records.runningTail(labPlan.commands)}; last console lines (after an NMI asked for every CPU's backtrace):\n${tail(consoleText, BACKTRACE_TAIL_LINES)}`,

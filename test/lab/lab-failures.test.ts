@@ -41,4 +41,13 @@ describe('lab: failures are reported with their cause @lab', function () {
     expect(error.message).to.match(/Kernel panic - not syncing: NMI/);
     expect(error.message).to.match(/NMI backtrace for cpu 0/);
   });
+
+  it('gives up a silent lab whose QEMU stays idle as stalled, while a silent but busy command goes on', async () => {
+    const busyQuietly = 'end=$(($(date +%s) + 45)); while [ "$(date +%s)" -lt "$end" ]; do :; done';
+    const error = await labError(
+      runInLab({ commands: [{ script: busyQuietly }, { script: 'sleep 3600' }], idleStallMs: 30_000, timeoutMs: 280_000, log: quiet }),
+    );
+    expect(error.stalled, error.message).to.equal(true);
+    expect(error.message).to.match(/^lab guest stalled: no output and QEMU idle for 30 s while running command 1 \(\/bin\/sh -c sleep 3600\)/);
+  });
 });
