@@ -70,6 +70,7 @@ export function guestPreamble(prefix: string, devices: readonly string[]): strin
 ${bb} mount -t proc proc /proc || fail "mount /proc"
 ${bb} mount -t sysfs sysfs /sys || fail "mount /sys"
 ${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+${bb} mkdir -p /dev/pts && ${bb} mount -t devpts -o ptmxmode=0666 devpts /dev/pts || fail "mount /dev/pts"
 ${bb} mkdir -p /run/cryptsetup
 for m in $(${bb} cat ${LOAD_ORDER}); do
   ${bb} insmod ${shellQuote(GUEST.modules)}/"$m" || fail "insmod $m"

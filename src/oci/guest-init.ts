@@ -87,10 +87,12 @@ export function initScript(config: BundleConfig, moduleFiles: readonly string[],
   const device = q(layout.rootDevice);
   const rootOptions = config.readonlyRoot ? 'ro,noload' : 'rw';
   return `#!${GUEST.busybox} sh
-# ts-vmm guest init: load the drivers, mount the root disk, hand over to the agent.
+# ts-vmm guest init: load the drivers, mount the root disk, hand over to the agent (which opens a terminal
+# workload's pty through /dev/ptmx, and that finds its devpts at /dev/pts).
 fail() { echo "ts-vmm-init: $*" >&2; ${bb} sync; ${bb} poweroff -f; }
 ${bb} mount -t proc proc /proc || fail "mount /proc"
 ${bb} mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
+${bb} mkdir -p /dev/pts && ${bb} mount -t devpts -o ptmxmode=0666 devpts /dev/pts || fail "mount /dev/pts"
 for m in ${moduleFiles.map(q).join(' ')}; do
   ${bb} insmod ${q(layout.modules)}/"$m" || fail "insmod $m"
 done

@@ -170,6 +170,8 @@ describe('guest init with hostile strings', function () {
           expect(calls(readFileSync(log))).to.deep.equal([
             [layout.busybox, 'mount', '-t', 'proc', 'proc', '/proc'],
             [layout.busybox, 'mount', '-t', 'devtmpfs', 'devtmpfs', '/dev'],
+            [layout.busybox, 'mkdir', '-p', '/dev/pts'],
+            [layout.busybox, 'mount', '-t', 'devpts', '-o', 'ptmxmode=0666', 'devpts', '/dev/pts'],
             ...modules.map((m) => [layout.busybox, 'insmod', `${layout.modules}/${m}`]),
             [layout.busybox, 'test', '-b', layout.rootDevice],
             [layout.busybox, 'mkdir', '-p', layout.newRoot],
