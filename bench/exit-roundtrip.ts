@@ -7,12 +7,15 @@
 // and 1 exit. Also times a bare ioctl (KVM_CHECK_EXTENSION) through koffi against C, and a guest
 // notification ping-pong (guest notifies, the device thread answers in guest memory) through an
 // ioeventfd and the eventfd poller against the same through a posted mailbox write.
-//   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds]
+// Given another build's directory (built, e.g. a worktree of an earlier commit), the vCPU-thread paths are
+// also timed, interleaved, with that build's vCPU threads: the A/B of a change to the vCPU loop.
+// EXIT_ROUNDTRIP_C names a C peer built elsewhere (gcc -O2 -static), for a machine without a compiler (the lab).
+//   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds] [other-build-dir]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Bus, type BusDevice } from '../src/devices/bus.js';
 import { EventFd } from '../src/sys/eventfd.js';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -27,6 +30,7 @@ import { createRecorderDescriptor, type ExitRecorderDescriptor } from '../src/kv
 
 const exits = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 3);
+const otherBuild = process.argv[4];
 const PORT = 0x80;
 const OUT = 0xe6; // out imm8, al
 const IN = 0xe4; // in al, imm8
@@ -82,6 +86,8 @@ function buses(device?: BusDevice): IoBuses {
 }
 
 function compileC(): { binary: string; cleanup(): void } {
+  const prebuilt = process.env.EXIT_ROUNDTRIP_C;
+  if (prebuilt) return { binary: path.resolve(prebuilt), cleanup: () => {} };
   const dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-exit-bench-'));
   const source = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'exit-roundtrip.c');
   const binary = path.join(dir, 'exit-roundtrip');
@@ -125,12 +131,16 @@ function recorders(watch: Watch): ExitRecorderDescriptor[] | undefined {
   ];
 }
 
+const OtherVcpuThreads: typeof VcpuThreads | undefined = otherBuild
+  ? (await import(pathToFileURL(path.resolve(otherBuild, 'dist', 'src', 'kvm', 'vcpu-threads.js')).href)).VcpuThreads
+  : undefined;
+
 /** Microseconds from start() until the vCPU halted. */
-async function threadsRun(iterations: number, path: ThreadPath, watch: Watch): Promise<number> {
+async function threadsRun(iterations: number, path: ThreadPath, watch: Watch, Threads = VcpuThreads): Promise<number> {
   const local = path === 'local';
   const { vcpu, close } = guestWith(iterations, path === 'read' ? IN : OUT);
   const device = new Counter();
-  const threads = new VcpuThreads([vcpu], local ? buses() : buses(device), {
+  const threads = new Threads([vcpu], local ? buses() : buses(device), {
     localRanges: local ? [{ space: 'pio', base: PORT, size: 1, name: 'post-code', kind: 'absent' }] : [],
     recorders: recorders(watch),
   });
@@ -144,9 +154,9 @@ async function threadsRun(iterations: number, path: ThreadPath, watch: Watch): P
   return us;
 }
 
-async function tsThreads(path: ThreadPath, watch: Watch = 'off'): Promise<number> {
-  const fixed = await threadsRun(1, path, watch);
-  return ((await threadsRun(exits, path, watch)) - fixed) / (exits - 1);
+async function tsThreads(path: ThreadPath, watch: Watch = 'off', Threads = VcpuThreads): Promise<number> {
+  const fixed = await threadsRun(1, path, watch, Threads);
+  return ((await threadsRun(exits, path, watch, Threads)) - fixed) / (exits - 1);
 }
 
 /** Microseconds per guest notification answered by the device thread. */
@@ -200,6 +210,9 @@ const samples = {
   tsIoctl: [] as number[],
   pingIoeventfd: [] as number[],
   pingMailbox: [] as number[],
+  otherLocal: [] as number[],
+  otherPosted: [] as number[],
+  otherRead: [] as number[],
 };
 try {
   for (let r = 0; r < rounds; r++) {
@@ -215,6 +228,11 @@ try {
     samples.tsIoctl.push(tsIoctl());
     samples.pingIoeventfd.push(await tsPingPong('ioeventfd'));
     samples.pingMailbox.push(await tsPingPong('mailbox'));
+    if (OtherVcpuThreads) {
+      samples.otherLocal.push(await tsThreads('local', 'off', OtherVcpuThreads));
+      samples.otherPosted.push(await tsThreads('posted write', 'off', OtherVcpuThreads));
+      samples.otherRead.push(await tsThreads('read', 'off', OtherVcpuThreads));
+    }
   }
 } finally {
   c.cleanup();
@@ -244,3 +262,13 @@ console.log('| path | µs/notification | vs ioeventfd |');
 console.log('| --- | ---: | ---: |');
 console.log(row('ioeventfd (no exit) + eventfd poller thread', m.pingIoeventfd, m.pingIoeventfd));
 console.log(row('port write exit + posted mailbox write', m.pingMailbox, m.pingIoeventfd));
+if (otherBuild) {
+  console.log(`\nthe same vCPU-thread paths, unwatched, with the vCPU threads of ${otherBuild} (ratio: this build against that one)\n`);
+  console.log('| path | this build µs/exit | other build µs/exit | this / other |');
+  console.log('| --- | ---: | ---: | ---: |');
+  const ab = (name: string, ours: number, theirs: number) =>
+    console.log(`| ${name} | ${ours.toFixed(2)} | ${theirs.toFixed(2)} | ${(ours / theirs).toFixed(3)} |`);
+  ab('vCPU-local range', m.local, m.otherLocal);
+  ab('posted write', m.posted, m.otherPosted);
+  ab('read (round trip)', m.read, m.otherRead);
+}
