@@ -20,9 +20,22 @@ import { findProgram, sharedLibraries } from './host-programs.js';
 /**
  * The run's drivers, then device-mapper's crypt target with the templates aes-xts-plain64 needs (aes is built in,
  * xts and ecb are modules the kernel would otherwise ask modprobe for), the skcipher socket cryptsetup decrypts
- * keyslots through, and the integrity target with authenc for `mkcw --integrity` images.
+ * keyslots through, and the integrity target with authenc (hmac-sha256 over XTS) and gcm with its ctr and ghash
+ * templates (aes-gcm-random) for `mkcw --integrity` images.
  */
-export const CONFIDENTIAL_MODULES = [...RUN_MODULES, 'dm_mod', 'dm_crypt', 'ecb', 'xts', 'algif_skcipher', 'dm_integrity', 'authenc'] as const;
+export const CONFIDENTIAL_MODULES = [
+  ...RUN_MODULES,
+  'dm_mod',
+  'dm_crypt',
+  'ecb',
+  'xts',
+  'algif_skcipher',
+  'dm_integrity',
+  'authenc',
+  'ctr',
+  'ghash_generic',
+  'gcm',
+] as const;
 
 /** Where the confidential image keeps the container's setup and process, as the agent's words files. */
 export const IMAGE_FILES = {

@@ -12,8 +12,18 @@ import { CRYPTSETUP, guestPreamble } from './confidential-initramfs.js';
 import { GUEST, shellQuote } from './guest-init.js';
 import type { VmLauncher } from './vm-request.js';
 
-export type IntegrityChoice = 'hmac-sha256';
-export const INTEGRITY_CHOICES: readonly IntegrityChoice[] = ['hmac-sha256'];
+export type IntegrityChoice = 'hmac-sha256' | 'aead';
+export const INTEGRITY_CHOICES: readonly IntegrityChoice[] = ['hmac-sha256', 'aead'];
+
+/**
+ * The data cipher each choice pairs with: hmac-sha256 authenticates aes-xts-plain64 sectors (a 32-byte tag each);
+ * aead is AES-GCM itself, which needs a nonce that never repeats under one key, hence a random IV per sector write
+ * kept beside the 16-byte tag in dm-integrity's metadata (cryptsetup's `aes-gcm-random`, a 256-bit key).
+ */
+const DATA_CIPHER: Record<IntegrityChoice, { cipher: string; keyBits: number }> = {
+  'hmac-sha256': { cipher: 'aes-xts-plain64', keyBits: 512 },
+  aead: { cipher: 'aes-gcm-random', keyBits: 256 },
+};
 
 const MiB = 1024 * 1024;
 const PASSPHRASE_FILE = '/build/passphrase';
@@ -36,9 +46,9 @@ export function integrityBuildScript(integrity: IntegrityChoice, kdf: KdfChoice,
     '--type',
     'luks2',
     '--cipher',
-    'aes-xts-plain64',
+    DATA_CIPHER[integrity].cipher,
     '--key-size',
-    '512',
+    String(DATA_CIPHER[integrity].keyBits),
     '--sector-size',
     '4096',
     '--integrity',
@@ -83,7 +93,7 @@ export interface IntegrityBuild {
 }
 
 /**
- * Room for dm-integrity beside the data: a 32-byte tag per 4 KiB sector and a journal of 1/128 of the device (the
+ * Room for dm-integrity beside the data: at most 32 bytes of tag (and IV) per 4 KiB sector and a journal of 1/128 of the device (the
  * kernel's default), under 2% together, its superblock, and LUKS2's 16 MiB header, with margin; the build VM checks
  * the formatted size against the filesystem's.
  */

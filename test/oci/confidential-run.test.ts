@@ -19,6 +19,16 @@ import { ADMIN_TOKEN, startTestKbs, type TestKbs } from '../kbs/harness.js';
 const FAST_KDF = ['--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000'];
 const MARKER = 'marker-a7c3e9f1-only-inside-the-encrypted-disk';
 
+/** The primary LUKS2 header's JSON (after the 4 KiB binary header, up to its first NUL). */
+async function luks2Json(image: string): Promise<{ segments: Record<string, { encryption: string; integrity?: { type: string } }> }> {
+  const file = await open(image, 'r');
+  try {
+    const { buffer } = await file.read(Buffer.alloc(0x4000), 0, 0x4000, 0);
+    return JSON.parse(buffer.subarray(0x1000, buffer.indexOf(0, 0x1000)).toString('utf8'));
+  } finally {
+    await file.close();
+  }
+}
 describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kvm', function () {
   this.timeout(600_000);
   let dir: string;
@@ -119,44 +129,51 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     expect(said(r)).to.match(new RegExp(`^ts-vmm: ${image}: .*checksum`));
   });
 
-  it('an integrity image (a build VM formats it): the workload runs; a ciphertext byte the host flips is an I/O error in the guest', async () => {
-    const integrityBundle = join(dir, 'integrity-bundle');
-    mkdirSync(integrityBundle);
-    await writeBusyboxRootfs((await ensureBusybox()).path, join(integrityBundle, 'rootfs'), { marker: { content: `${MARKER}\n`, mode: 0o644 } });
-    writeFileSync(join(integrityBundle, 'rootfs', 'big'), randomBytes(24 * 1024 * 1024));
-    writeFileSync(
-      join(integrityBundle, 'config.json'),
-      JSON.stringify({
-        ociVersion: '1.0.2',
-        process: { cwd: '/', env: ['PATH=/bin'], args: ['sh', '-c', 'cat /marker; cat /big > /dev/null; echo "big: $?"'] },
-        root: { path: 'rootfs' },
-        annotations: { 'ts-vmm.cpus': '1', 'ts-vmm.memory-mib': '256' },
-      }),
-    );
-    const image = join(dir, 'integrity.img');
-    const pass = join(dir, 'integrity.pass');
-    const made = await cli('mkcw', integrityBundle, image, '--passphrase-file', pass, '--integrity', 'hmac-sha256', ...FAST_KDF);
-    expect(made.status, made.stderr).to.equal(0);
-    const sim = join(dir, 'sim');
-    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, '--passphrase-file', pass, image);
-    expect([r.status, r.stdout], r.stderr).to.deep.equal([0, `${MARKER}\nbig: 0\n`]);
+  for (const [integrity, cipher] of [
+    ['hmac-sha256', 'aes-xts-plain64'],
+    ['aead', 'aes-gcm-random'],
+  ] as const) {
+    it(`an integrity image, ${integrity} (a build VM formats it): the workload runs; a ciphertext byte the host flips is an I/O error in the guest`, async () => {
+      const integrityBundle = join(dir, `integrity-bundle-${integrity}`);
+      mkdirSync(integrityBundle);
+      await writeBusyboxRootfs((await ensureBusybox()).path, join(integrityBundle, 'rootfs'), { marker: { content: `${MARKER}\n`, mode: 0o644 } });
+      writeFileSync(join(integrityBundle, 'rootfs', 'big'), randomBytes(24 * 1024 * 1024));
+      writeFileSync(
+        join(integrityBundle, 'config.json'),
+        JSON.stringify({
+          ociVersion: '1.0.2',
+          process: { cwd: '/', env: ['PATH=/bin'], args: ['sh', '-c', 'cat /marker; cat /big > /dev/null; echo "big: $?"'] },
+          root: { path: 'rootfs' },
+          annotations: { 'ts-vmm.cpus': '1', 'ts-vmm.memory-mib': '256' },
+        }),
+      );
+      const image = join(dir, `integrity-${integrity}.img`);
+      const pass = join(dir, `integrity-${integrity}.pass`);
+      const made = await cli('mkcw', integrityBundle, image, '--passphrase-file', pass, '--integrity', integrity, ...FAST_KDF);
+      expect(made.status, made.stderr).to.equal(0);
+      const segment = (await luks2Json(image)).segments['0'];
+      expect([segment?.encryption, segment?.integrity?.type]).to.deep.equal([cipher, integrity]);
+      const sim = join(dir, 'sim');
+      const r = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, '--passphrase-file', pass, image);
+      expect([r.status, r.stdout], r.stderr).to.deep.equal([0, `${MARKER}\nbig: 0\n`]);
 
-    // The data segment starts after LUKS2's 16 MiB; dm-integrity's journal and tags take under 2% ahead of the
-    // filesystem, whose middle lies inside /big (most of it). Two bytes there, one ciphertext bit each.
-    const file = await open(image, 'r+');
-    const { size } = await file.stat();
-    const filesystem = (size - 24 * 1024 * 1024) / 1.03;
-    for (const share of [0.45, 0.5]) {
-      const at = Math.floor(16 * 1024 * 1024 + 0.016 * size + share * filesystem);
-      const byte = (await file.read(Buffer.alloc(1), 0, 1, at)).buffer;
-      byte[0] = byte[0]! ^ 0x01;
-      await file.write(byte, 0, 1, at);
-    }
-    await file.close();
-    const tampered = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, '--passphrase-file', pass, image);
-    expect([tampered.status, tampered.stdout], tampered.stderr).to.deep.equal([0, `${MARKER}\nbig: 1\n`]);
-    expect(said(tampered)).to.contain('Input/output error');
-  });
+      // The data segment starts after LUKS2's 16 MiB; dm-integrity's journal and tags take under 2% ahead of the
+      // filesystem, whose middle lies inside /big (most of it). Two bytes there, one ciphertext bit each.
+      const file = await open(image, 'r+');
+      const { size } = await file.stat();
+      const filesystem = (size - 24 * 1024 * 1024) / 1.03;
+      for (const share of [0.45, 0.5]) {
+        const at = Math.floor(16 * 1024 * 1024 + 0.016 * size + share * filesystem);
+        const byte = (await file.read(Buffer.alloc(1), 0, 1, at)).buffer;
+        byte[0] = byte[0]! ^ 0x01;
+        await file.write(byte, 0, 1, at);
+      }
+      await file.close();
+      const tampered = await cli('run', '--tee', 'sev-sim', '--sim-state', sim, '--passphrase-file', pass, image);
+      expect([tampered.status, tampered.stdout], tampered.stderr).to.deep.equal([0, `${MARKER}\nbig: 1\n`]);
+      expect(said(tampered)).to.contain('Input/output error');
+    });
+  }
 
   it('with a key broker: mkcw registers the image, run attests from the footer URL; a changed vCPU count is refused at attest', async () => {
     kbs = await startTestKbs(SimulatedIdentity.generate({ caBits: 2048 }));
