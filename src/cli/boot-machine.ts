@@ -6,7 +6,6 @@ import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { parseDiskOption, parseVsockOption } from './device-options.js';
 import { exitStatusOf, formatRegisters, type MachineExit } from '../vmm/exit-status.js';
-import { MachineWatch } from '../vmm/machine-watch.js';
 import { runMachine, type ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
 import { watching } from './watch-options.js';
@@ -36,7 +35,8 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   if (raw) stdin.setRawMode(true);
-  const watch = watching(options) ? new MachineWatch(options) : undefined;
+  // Loaded only when asked for: an unwatched boot pays nothing for the watch's modules.
+  const watch = watching(options) ? new (await import('../vmm/machine-watch.js')).MachineWatch(options) : undefined;
   let exit: MachineExit;
   try {
     exit = await runMachine({

@@ -14,7 +14,7 @@ import type { VcpuStop } from './types.js';
 import { Vcpu, type VcpuDescriptor } from './vcpu.js';
 import { VCPU_WORKER_ROLE, type VcpuWorkerCommand } from './vcpu-worker-pool.js';
 import { errorMessage } from '../sys/error-message.js';
-import { ExitRecorder, type ExitRecorderDescriptor } from './exit-recorder.js';
+import type { ExitRecorder, ExitRecorderDescriptor } from './exit-recorder.js';
 import type { VcpuExit } from './types.js';
 
 /** The vCPU a started worker is to run, sent once it is needed. */
@@ -48,10 +48,12 @@ async function main(data: VcpuWorkerData): Promise<void> {
   let stop: VcpuStop;
   try {
     const local = await buildLocalBuses(data.localRanges, vcpu.id, data.memory);
+    // The recorder's module is loaded only when the VMM watches: an unwatched vCPU starts without it.
+    const recorder = data.recorder ? new (await import('./exit-recorder.js')).ExitRecorder(data.recorder) : undefined;
     // Published before the stop flag is first read: a stop() that misses the tid finds the flag instead.
     Atomics.store(control, THREAD_ID, gettid());
     const handle = (exit: VcpuExit) => handleExit(exit, vcpu.id, local.pio, local.mmio, mailbox);
-    stop = data.recorder ? recordedLoop(vcpu, handle, control, new ExitRecorder(data.recorder)) : runLoop(vcpu, handle, control);
+    stop = recorder ? recordedLoop(vcpu, handle, control, recorder) : runLoop(vcpu, handle, control);
     // The stop is reported after every posted write took effect, and a device error outranks it.
     mailbox.flush();
     mailbox.throwIfPostedFailed();
