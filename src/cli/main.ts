@@ -6,6 +6,8 @@ import { VALUED_GLOBAL_OPTIONS } from './runtime-log.js';
 
 interface CommandModule {
   register(program: Command): void;
+  /** Adjusts the arguments before commander sees them (given the verb's index), where a verb's grammar needs it. */
+  rewriteArguments?(argv: string[], verbIndex: number): string[];
 }
 
 const commandModules: Record<string, () => Promise<CommandModule>> = {
@@ -32,6 +34,8 @@ const moduleOf: Record<string, string> = {
   pause: 'oci',
   resume: 'oci',
   'oci-monitor': 'oci',
+  exec: 'oci',
+  'oci-exec-relay': 'oci',
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -39,13 +43,19 @@ export async function main(argv: string[]): Promise<number> {
     .description('A virtual machine monitor in TypeScript: KVM, virtio, Linux boot and AMD SEV confidential workloads')
     .version('0.1.0')
     .exitOverride();
-  const name = verbOf(argv.slice(2));
+  const verbIndex = verbAt(argv, 2);
+  const name = verbIndex === undefined ? undefined : argv[verbIndex];
   const wanted = name === undefined ? undefined : (moduleOf[name] ?? (name in commandModules ? name : undefined));
   // Help, a version query or an unknown word: load every subcommand so commander can list or reject them.
   const modules = wanted === undefined ? Object.values(commandModules) : [commandModules[wanted]!];
-  for (const load of modules) (await load()).register(program);
+  let args = argv;
+  for (const load of modules) {
+    const module = await load();
+    module.register(program);
+    if (verbIndex !== undefined && wanted !== undefined) args = module.rewriteArguments?.(args, verbIndex) ?? args;
+  }
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(args);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
@@ -54,12 +64,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** The first word that is neither an option nor the value of a runtime global option (`--root DIR create`). */
-function verbOf(args: readonly string[]): string | undefined {
-  for (let i = 0; i < args.length; i++) {
+/** Where the first word from `from` on is that is neither an option nor the value of a runtime global option (`--root DIR create`). */
+function verbAt(args: readonly string[], from: number): number | undefined {
+  for (let i = from; i < args.length; i++) {
     const arg = args[i]!;
     if (VALUED_GLOBAL_OPTIONS.includes(arg)) i++;
-    else if (!arg.startsWith('-')) return arg;
+    else if (!arg.startsWith('-')) return i;
   }
   return undefined;
 }

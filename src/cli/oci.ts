@@ -1,16 +1,17 @@
 // The OCI runtime command line (runc/crun convention, as containerd's shim and CRI-O call it):
 //   ts-vmm create [--bundle DIR] [--pid-file FILE] [--root DIR] <id>
 //   ts-vmm start|state|kill|delete [--root DIR] <id> ...
+//   ts-vmm exec [--process FILE] [--detach --pid-file FILE] [--tty --console-socket S] <id> [command...]
 // `create` leaves a monitor process (the container's pid) holding a booted VM whose agent has set the container
 // up; `start` lets the process run. State lives under --root (default /run/ts-vmm for root).
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, createWriteStream, readFileSync, statSync } from 'node:fs';
+import { Socket, connect } from 'node:net';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
 import { BundleError } from '../oci/bundle-config.js';
@@ -19,6 +20,7 @@ import { checkKernelPair } from '../oci/kernel-choice.js';
 import { KNOWN_MOUNT_OPTIONS } from '../oci/mount-options.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
+import { ExecError, execProcess, parseExecUser, parseRelayPlan, relayExec, toPlan, type ExecRelayPlan } from '../oci/exec.js';
 import {
   checkContainerId,
   defaultStateRoot,
@@ -36,7 +38,7 @@ import { errorMessage } from '../sys/error-message.js';
 import { sendFd } from '../sys/fd-passing.js';
 import { openPty } from '../sys/pty.js';
 import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
-import { addRuntimeGlobals, logToRuntimeLog, type RuntimeGlobals } from './runtime-log.js';
+import { addRuntimeGlobals, logToRuntimeLog, VALUED_GLOBAL_OPTIONS, type RuntimeGlobals } from './runtime-log.js';
 
 interface RootOption {
   root?: string;
@@ -202,6 +204,153 @@ async function ps(id: string, options: RootOption & { format: string }, out: Wri
     );
 }
 
+interface ExecOptions extends RootOption {
+  process?: string;
+  tty?: boolean;
+  consoleSocket?: string;
+  detach?: boolean;
+  pidFile?: string;
+  cwd?: string;
+  env: string[];
+  user?: string;
+  additionalGids: string[];
+  /** false with --no-new-privs (commander's reading of a --no- option). */
+  newPrivs: boolean;
+  preserveFds: string;
+}
+
+/** runc exec: a further process in the container's guest, relayed by this process or, detached, by a child of it. */
+async function exec(id: string, command: string[], options: ExecOptions, globals: RuntimeGlobals): Promise<void> {
+  const record = await storeOf(options).live(id);
+  if (record.status !== 'running' && record.status !== 'created')
+    throw new StateError(`container "${id}" is ${record.status}: no process can be started in it`);
+  if (record.exec === undefined) throw new StateError(`container "${id}" takes no further process: its image names the only one (a confidential workload)`);
+  if (options.preserveFds !== '0') throw new ExecError('--preserve-fds: host file descriptors cannot reach a process in the guest');
+  const warn = (message: string): void => logToRuntimeLog(globals, 'warning', message.replace(/^warning: /, ''));
+  const spec = execProcess(
+    record.bundle,
+    options.process === undefined ? undefined : resolve(options.process),
+    {
+      args: command,
+      env: options.env,
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      ...(options.user === undefined ? {} : { user: parseExecUser(options.user) }),
+      additionalGids: options.additionalGids.map((g) => parseExecUser(g).uid),
+      terminal: options.tty === true,
+      noNewPrivileges: options.newPrivs === false,
+    },
+    warn,
+  );
+  // runc's rules: a terminal for a detached process goes to the engine over the console socket, and only a terminal does.
+  if (spec.terminal && options.detach && options.consoleSocket === undefined) throw new ExecError('exec --detach with a terminal needs --console-socket');
+  if (!spec.terminal && options.consoleSocket !== undefined) throw new ExecError('--console-socket needs a terminal (--tty, or terminal in the process)');
+  const plan = toPlan(record.exec, spec);
+  if (!options.detach && options.consoleSocket === undefined) {
+    process.exitCode = await relayExec(plan.target, plan, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, guestSaid, (failure) => {
+      if (failure !== undefined) logToRuntimeLog(globals, 'error', failure.message);
+    });
+    process.stdin.destroy();
+    return;
+  }
+  const pidFile = options.pidFile === undefined ? undefined : resolve(options.pidFile);
+  if (pidFile !== undefined) checkPidFileDirectory(pidFile);
+  const relay = await startRelay(plan, options.consoleSocket);
+  if (!options.detach) {
+    const [code, signal] = (await once(relay, 'exit')) as [number | null, NodeJS.Signals | null];
+    process.exitCode = code ?? 128 + (signal === null ? 0 : osConstants.signals[signal]);
+    return;
+  }
+  if (pidFile !== undefined) {
+    await writeFile(pidFile, String(relay.pid)).catch((e: unknown) => {
+      relay.kill('SIGKILL');
+      throw new StateError(`--pid-file ${pidFile}: ${errorMessage(e)}`);
+    });
+  }
+  relay.unref();
+}
+
+const guestSaid = (message: string): void => {
+  process.stderr.write(`ts-vmm: guest: ${message}\n`);
+};
+
+/**
+ * Starts the relay process (its stdio: this process's, or a new pty's slave whose master goes to the console
+ * socket) and waits until the program runs in the guest. The plan travels over a private socket pair, not argv.
+ */
+async function startRelay(plan: ExecRelayPlan, consoleSocket: string | undefined): Promise<ChildProcess> {
+  const pty = consoleSocket === undefined ? undefined : openPty();
+  const stdio = pty === undefined ? 'inherit' : pty.slave;
+  const relay = spawn(process.execPath, [cliEntry(), 'oci-exec-relay'], { stdio: [stdio, stdio, stdio, 'pipe'], detached: true });
+  const channel = relay.stdio[3] as Duplex;
+  try {
+    if (pty !== undefined && consoleSocket !== undefined) {
+      try {
+        sendFd(resolve(consoleSocket), pty.master, pty.slavePath);
+      } finally {
+        closeSync(pty.master);
+        closeSync(pty.slave);
+      }
+    }
+    channel.write(`${JSON.stringify(plan)}\n`);
+    const outcome = await readLine(channel);
+    if (outcome !== EXEC_STARTED_LINE)
+      throw new ExecError(outcome.startsWith('error: ') ? outcome.slice(7) : 'the exec relay ended before the process started');
+    return relay;
+  } catch (e) {
+    relay.kill('SIGKILL');
+    throw e;
+  } finally {
+    channel.destroy();
+  }
+}
+
+const EXEC_STARTED_LINE = 'started';
+
+/** The first line from a stream that stays open for the answer (readLine's loop would end it). */
+function firstLine(stream: Readable): Promise<string> {
+  return new Promise((resolveLine, reject) => {
+    const chunks: Buffer[] = [];
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      const text = Buffer.concat(chunks);
+      const eol = text.indexOf(0x0a);
+      if (eol < 0) return;
+      stream.off('data', onData);
+      stream.pause();
+      resolveLine(text.subarray(0, eol).toString('utf8'));
+    };
+    stream.on('data', onData);
+    stream.once('end', () => reject(new ExecError('exec relay: no plan')));
+    stream.once('error', reject);
+  });
+}
+
+/** The relay: takes its plan from fd 3, says there whether the program started, then relays until it exits. */
+async function execRelay(): Promise<number> {
+  const channel = new Socket({ fd: 3, readable: true, writable: true });
+  let reported = false;
+  const report = (line: string): void => {
+    if (reported) return;
+    reported = true;
+    channel.end(`${line}\n`);
+  };
+  try {
+    const plan = parseRelayPlan(await firstLine(channel));
+    return await relayExec(
+      plan.target,
+      plan,
+      { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+      () => undefined,
+      (failure) => report(failure === undefined ? EXEC_STARTED_LINE : `error: ${failure.message}`),
+    );
+  } catch (e) {
+    report(`error: ${errorMessage(e)}`);
+    return 1;
+  } finally {
+    process.stdin.destroy();
+  }
+}
+
 /** runtime-spec's features document: what this runtime honours in a bundle. */
 function features(out: Writable): void {
   out.write(
@@ -304,6 +453,42 @@ function action<A extends unknown[]>(fn: (globals: RuntimeGlobals, ...args: A) =
   };
 }
 
+/** exec's options that take a value (runc's), and the runtime's global ones: the container id is the first other word. */
+const EXEC_VALUED_OPTIONS = new Set([
+  '-p',
+  '--process',
+  '--console-socket',
+  '--pid-file',
+  '--cwd',
+  '-e',
+  '--env',
+  '-u',
+  '--user',
+  '-g',
+  '--additional-gids',
+  '--preserve-fds',
+  '--process-label',
+  '--apparmor',
+  '-c',
+  '--cap',
+  ...VALUED_GLOBAL_OPTIONS,
+]);
+
+/** As runc reads exec: options up to the container id, then the command, options of its own and all (`sh -c ...`). */
+export function rewriteArguments(argv: string[], verbIndex: number): string[] {
+  if (argv[verbIndex] !== 'exec') return argv;
+  for (let i = verbIndex + 1; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return argv;
+    if (arg.startsWith('-')) {
+      if (EXEC_VALUED_OPTIONS.has(arg)) i++;
+      continue;
+    }
+    return argv[i + 1] === '--' ? argv : [...argv.slice(0, i + 1), '--', ...argv.slice(i + 1)];
+  }
+  return argv;
+}
+
 export function register(program: Command): void {
   addRuntimeGlobals(program);
   program
@@ -358,6 +543,29 @@ export function register(program: Command): void {
     .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'))
     .action(action((globals, id: string, options: { format: string }) => ps(id, { ...options, root: globals.root }, process.stdout)));
   program
+    .command('exec')
+    .description('run a further process in a container (its guest): the command, or a runtime-spec process file')
+    .argument('<id>', 'container id')
+    .argument('[command...]', 'program and arguments (without --process)')
+    .option('-p, --process <file>', "the process as runtime-spec JSON (the engines' way); the other process options then do not apply")
+    .option('-t, --tty', 'give the process a terminal')
+    .option('--console-socket <path>', "Unix socket to send the terminal's pty master to (SCM_RIGHTS)")
+    .option('-d, --detach', 'return once the process runs; its relay process (pid in --pid-file) exits with its status')
+    .option('--pid-file <file>', "write the pid of the process's relay here")
+    .option('--cwd <dir>', 'working directory in the container')
+    .option('-e, --env <NAME=value>', 'add an environment variable (repeatable)', collect, [])
+    .option('-u, --user <uid[:gid]>', 'user and group ids in the container')
+    .option('-g, --additional-gids <gid>', 'an additional group id (repeatable)', collect, [])
+    .option('--no-new-privs', 'set no_new_privs for the process')
+    .option('--preserve-fds <n>', 'accepted for runc compatibility when 0: host descriptors do not reach the guest', '0')
+    .option('--process-label <label>', 'accepted for runc compatibility: the guest has no host SELinux label')
+    .option('--apparmor <profile>', 'accepted for runc compatibility: the guest has no host AppArmor profile')
+    .option('-c, --cap <cap>', 'accepted for runc compatibility: the process has the capabilities its user has in the guest', collect, [])
+    .action(action((globals, id: string, command: string[], options: ExecOptions) => exec(id, command, { ...options, root: globals.root }, globals)));
+  program.command('oci-exec-relay', { hidden: true }).action(async () => {
+    process.exitCode = await execRelay();
+  });
+  program
     .command('features')
     .description('print the runtime-spec features JSON: what this runtime honours')
     .action(action(async () => features(process.stdout)));
@@ -379,3 +587,5 @@ export function register(program: Command): void {
       process.stdin.destroy();
     });
 }
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];

@@ -11,7 +11,12 @@
  * so its writes are on the disk, and only then is EXIT sent: the host may stop the VM the moment it reads it.
  *
  * A confidential image carries its setup and process inside the encrypted disk, in words files (`--setup-file`,
- * `--process-file`); the host then cannot choose the process, and a PROCESS frame from it ends the run. Run as
+ * `--process-file`); the host then cannot choose the process, and a PROCESS frame from it ends the run.
+ *
+ * With `--exec-listen PORT` (vsock; a path: a Unix socket) the agent also takes further processes into the running
+ * container (`ts-vmm exec`): each connection there gets a forked session of its own speaking the same frames (READY,
+ * PROCESS, START, ...), whose process runs in the same root, and ends with the container's process like every
+ * other. An image that names its own process takes none. Run as
  * `agent --take-secret SLOT` it hands the launch secret to cryptsetup and wipes the slot.
  *
  * Frame: u32 little-endian payload length, u8 type, payload. Both sides reject payloads over MAX_PAYLOAD.
@@ -45,7 +50,7 @@
 #include <unistd.h>
 
 enum {
-  FRAME_READY = 1, FRAME_STDOUT = 2, FRAME_STDERR = 3, FRAME_EXIT = 4, FRAME_ERROR = 5,
+  FRAME_READY = 1, FRAME_STDOUT = 2, FRAME_STDERR = 3, FRAME_EXIT = 4, FRAME_ERROR = 5, FRAME_STARTED = 6,
   FRAME_START = 16, FRAME_STDIN = 17, FRAME_STDIN_EOF = 18, FRAME_SIGNAL = 19, FRAME_WINSIZE = 20, FRAME_PROCESS = 21,
 };
 /* MAX_PROCESS bounds the process description (NUL-terminated words); MAX_MOUNTS is checked on the host too. */
@@ -55,7 +60,7 @@ static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 struct mount_spec { const char *type, *source, *target, *data; unsigned long flags; };
 
 struct options {
-  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir, *process_file;
+  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir, *process_file, *exec_listen;
   struct mount_spec mounts[MAX_MOUNTS];
   int nmounts;
   uid_t uid;
@@ -71,6 +76,8 @@ struct options {
 };
 
 static int sock = -1;
+/* In an exec session: its own pid, so that its process can tell whether the session is still there. */
+static pid_t exec_session_pid = 0;
 
 static void die(const char *what) {
   fprintf(stderr, "ts-vmm-agent: %s: %s\n", what, strerror(errno));
@@ -191,6 +198,7 @@ static void parse_setup_words(struct options *o, int first, int argc, char **arg
     else if (strcmp(a, "--hostname") == 0) o->hostname = v;
     else if (strcmp(a, "--populate-dev") == 0) o->dev_dir = v;
     else if (strcmp(a, "--process-file") == 0) o->process_file = v;
+    else if (strcmp(a, "--exec-listen") == 0) o->exec_listen = v;
     else if (strcmp(a, "--setup-file") == 0 && allow_file) {
       size_t len;
       char *text = read_words_file(v, &len);
@@ -221,6 +229,7 @@ static void parse_setup(struct options *o, int argc, char **argv) {
   o->umask_value = -1;
   parse_setup_words(o, 1, argc, argv, 1);
   if (!o->vsock == !o->unix_path) usage("exactly one of --vsock CID:PORT or --unix PATH is required");
+  if (o->exec_listen && o->process_file) usage("--exec-listen with --process-file: an image that names its process takes no other");
 }
 
 /*
@@ -337,6 +346,25 @@ static int connect_host(const struct options *o) {
   return fd;
 }
 
+/* Where further processes come in (`--exec-listen`): a vsock port any CID may reach, or a Unix socket path. */
+static int listen_exec(const char *where) {
+  int fd;
+  if (strchr(where, '/')) {
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(where) >= sizeof addr.sun_path) usage("--exec-listen path too long");
+    strcpy(addr.sun_path, where);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("--exec-listen on a unix socket");
+  } else {
+    struct sockaddr_vm addr = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY };
+    addr.svm_port = (unsigned)parse_number(where, UINT32_MAX, "bad --exec-listen port");
+    fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("--exec-listen on vsock");
+  }
+  if (listen(fd, 8) < 0) die("listen for exec");
+  return fd;
+}
+
 /* execvp(3) semantics, but with PATH taken from the process's own environment, not the agent's. */
 static void exec_program(const struct options *o) {
   const char *prog = o->argv[0];
@@ -383,6 +411,11 @@ static void child_main(const struct options *o, int report_fd, int slave_fd, int
   if (setgroups((size_t)o->ngroups, o->groups) < 0) { e.err = errno; strcpy(e.step, "setgroups"); goto fail; }
   if (setgid(o->gid) < 0) { e.err = errno; strcpy(e.step, "setgid"); goto fail; }
   if (setuid(o->uid) < 0) { e.err = errno; strcpy(e.step, "setuid"); goto fail; }
+  /*
+   * An exec'd process ends with its session, which ends with the agent (PID 1 in the guest kills everything anyway;
+   * this holds where the agent is not PID 1 too). Set after setuid, which clears it; the session may be gone already.
+   */
+  if (exec_session_pid && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != exec_session_pid)) _exit(128 + SIGKILL);
   if (o->umask_value >= 0) umask((mode_t)o->umask_value);
   if (o->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) { e.err = errno; strcpy(e.step, "no_new_privs"); goto fail; }
   exec_program(o);
@@ -519,31 +552,37 @@ static int forward_output(struct stream *s) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--take-secret") == 0) return take_secret(argv[2]);
+static void report_exit(int status) {
+  uint8_t exit_payload[5] = { WIFSIGNALED(status) ? 1 : 0 };
+  uint32_t v = WIFSIGNALED(status) ? (uint32_t)WTERMSIG(status) : (uint32_t)WEXITSTATUS(status);
+  exit_payload[1] = v & 0xff; exit_payload[2] = (v >> 8) & 0xff; exit_payload[3] = (v >> 16) & 0xff; exit_payload[4] = v >> 24;
+  send_frame(FRAME_EXIT, exit_payload, sizeof exit_payload);
+  shutdown(sock, SHUT_WR);
+  await_host_close();
+}
+
+struct session_end { int started, host_gone, status; };
+
+static struct session_end serve(struct options *o, const struct options *base, int listener, int sigfd, char *description, size_t description_len);
+
+/* A forked session for one `ts-vmm exec` connection: its own process, from options as they were before any process. */
+static void exec_session(const struct options *base, int conn, int sigfd, pid_t agent) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != agent) _exit(0);
+  exec_session_pid = getpid();
   static struct options o;
-  parse_setup(&o, argc, argv);
-  signal(SIGPIPE, SIG_IGN);
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, NULL);
-  int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sigfd < 0) die("signalfd");
-
-  sock = connect_host(&o);
-  if (set_up(&o) < 0) {
-    shutdown(sock, SHUT_WR);
-    await_host_close(); /* so the ERROR frame is not lost at power-off */
-    sync();
-    if (o.poweroff) reboot(RB_POWER_OFF);
-    return 125;
-  }
-  char *description = NULL; /* the process description: the PROCESS frames' bytes, up to MAX_PROCESS */
-  size_t description_len = 0;
-  if (o.process_file) description = read_words_file(o.process_file, &description_len);
+  o = *base;
+  sock = conn;
   send_frame(FRAME_READY, NULL, 0);
+  struct session_end end = serve(&o, base, -1, sigfd, NULL, 0);
+  if (end.started && !end.host_gone) report_exit(end.status);
+  _exit(0);
+}
 
+/*
+ * One process's session over `sock`: the PROCESS frames and START, then its I/O until it has exited and its output
+ * is drained. With a listener (the container's own session), connections there become exec sessions.
+ */
+static struct session_end serve(struct options *o, const struct options *base, int listener, int sigfd, char *description, size_t description_len) {
   static uint8_t in[HEADER + MAX_PAYLOAD + STDIN_BUFFER];
   size_t in_len = 0;
   static uint8_t pending[STDIN_BUFFER];
@@ -568,7 +607,7 @@ int main(int argc, char **argv) {
       off += HEADER + len;
       if (type == FRAME_PROCESS && !started) {
         /* A confidential image names its own process; the host may not replace or extend it. */
-        if (o.process_file) usage("the host sent a process, but this workload's process comes from its image");
+        if (o->process_file) usage("the host sent a process, but this workload's process comes from its image");
         if (len > MAX_PROCESS - description_len) usage("process description larger than MAX_PROCESS");
         char *grown = realloc(description, description_len + len);
         if (!grown) usage("no memory for the process description");
@@ -577,10 +616,10 @@ int main(int argc, char **argv) {
         description_len += len;
       } else if (type == FRAME_START && !started) {
         started = 1;
-        parse_process(&o, description, description_len);
+        parse_process(o, description, description_len);
         int report[2], pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 }, slave = -1;
         if (pipe2(report, O_CLOEXEC) < 0) die("pipe");
-        if (o.terminal) {
+        if (o->terminal) {
           master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
           if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) die("posix_openpt");
           slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -591,15 +630,18 @@ int main(int argc, char **argv) {
         }
         child = fork();
         if (child < 0) die("fork");
-        if (child == 0) child_main(&o, report[1], slave, pin[0], pout[1], perr[1]);
+        if (child == 0) child_main(o, report[1], slave, pin[0], pout[1], perr[1]);
         close(report[1]);
         struct child_error e;
+        /* The pipe closes on exec (O_CLOEXEC): nothing read means the program runs. */
         if (read(report[0], &e, sizeof e) == (ssize_t)sizeof e) {
           e.step[sizeof e.step - 1] = '\0';
           send_error("%s: %s", e.step, e.err);
+        } else {
+          send_frame(FRAME_STARTED, NULL, 0);
         }
         close(report[0]);
-        if (o.terminal) {
+        if (o->terminal) {
           close(slave);
           out.fd = master;
           stdin_fd = dup(master);
@@ -635,7 +677,7 @@ int main(int argc, char **argv) {
       else if (n < 0 && errno != EAGAIN && errno != EINTR) { close(stdin_fd); stdin_fd = -1; pending_len = 0; }
     }
     if (stdin_fd >= 0 && stdin_eof && pending_len == 0) {
-      if (o.terminal) {
+      if (o->terminal) {
         static const char eot = 4; /* a pty has no half-close; ^D at line start is how a terminal says EOF */
         if (write(master, &eot, 1) < 0) { /* the process already left */ }
       }
@@ -646,7 +688,7 @@ int main(int argc, char **argv) {
     if (child_done && out.fd < 0 && err.fd < 0) break;
     if (host_gone && !started) break;
 
-    struct pollfd fds[5];
+    struct pollfd fds[6];
     int nfds = 0, isock = -1, iout = -1, ierr = -1, iin = -1;
     int room = sizeof in - in_len >= HEADER + MAX_PAYLOAD;
     if (!host_gone && room) { isock = nfds; fds[nfds++] = (struct pollfd){ sock, POLLIN, 0 }; }
@@ -655,6 +697,8 @@ int main(int argc, char **argv) {
     if (stdin_fd >= 0 && pending_len > 0) { iin = nfds; fds[nfds++] = (struct pollfd){ stdin_fd, POLLOUT, 0 }; }
     int isig = nfds;
     fds[nfds++] = (struct pollfd){ sigfd, POLLIN, 0 };
+    int ilisten = -1;
+    if (listener >= 0 && !child_done) { ilisten = nfds; fds[nfds++] = (struct pollfd){ listener, POLLIN, 0 }; }
     if (poll(fds, (nfds_t)nfds, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
@@ -670,6 +714,20 @@ int main(int argc, char **argv) {
     if (iout >= 0 && fds[iout].revents) forward_output(&out);
     if (ierr >= 0 && fds[ierr].revents) forward_output(&err);
     if (iin >= 0 && (fds[iin].revents & (POLLERR | POLLHUP))) { close(stdin_fd); stdin_fd = -1; pending_len = 0; }
+    if (ilisten >= 0 && fds[ilisten].revents) {
+      int conn = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+      if (conn >= 0) {
+        pid_t agent = getpid();
+        pid_t handler = fork();
+        if (handler == 0) {
+          /* Only the new connection: the container process's pipes must reach EOF without this session. */
+          int inherited[] = { listener, sock, out.fd, err.fd, stdin_fd, master };
+          for (size_t k = 0; k < sizeof inherited / sizeof *inherited; k++) if (inherited[k] >= 0) close(inherited[k]);
+          exec_session(base, conn, sigfd, agent);
+        }
+        close(conn);
+      }
+    }
     if (fds[isig].revents) {
       struct signalfd_siginfo si;
       while (read(sigfd, &si, sizeof si) > 0) {}
@@ -686,16 +744,42 @@ int main(int argc, char **argv) {
     }
   }
 
+  return (struct session_end){ started, host_gone, status };
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--take-secret") == 0) return take_secret(argv[2]);
+  static struct options o;
+  parse_setup(&o, argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) die("signalfd");
+
+  sock = connect_host(&o);
+  if (set_up(&o) < 0) {
+    shutdown(sock, SHUT_WR);
+    await_host_close(); /* so the ERROR frame is not lost at power-off */
+    sync();
+    if (o.poweroff) reboot(RB_POWER_OFF);
+    return 125;
+  }
+  char *description = NULL; /* the process description: the PROCESS frames' bytes, up to MAX_PROCESS */
+  size_t description_len = 0;
+  if (o.process_file) description = read_words_file(o.process_file, &description_len);
+  int listener = o.exec_listen ? listen_exec(o.exec_listen) : -1;
+  static struct options base;
+  base = o;
+  send_frame(FRAME_READY, NULL, 0);
+  struct session_end end = serve(&o, &base, listener, sigfd, description, description_len);
+  if (listener >= 0) close(listener);
+
   if (getpid() == 1) while (waitpid(-1, NULL, 0) > 0) {}
   if (o.unmount) unmount_tree(o.unmount);
-  if (started && !host_gone) {
-    uint8_t exit_payload[5] = { WIFSIGNALED(status) ? 1 : 0 };
-    uint32_t v = WIFSIGNALED(status) ? (uint32_t)WTERMSIG(status) : (uint32_t)WEXITSTATUS(status);
-    exit_payload[1] = v & 0xff; exit_payload[2] = (v >> 8) & 0xff; exit_payload[3] = (v >> 16) & 0xff; exit_payload[4] = v >> 24;
-    send_frame(FRAME_EXIT, exit_payload, sizeof exit_payload);
-    shutdown(sock, SHUT_WR);
-    await_host_close();
-  }
+  if (end.started && !end.host_gone) report_exit(end.status);
   if (o.poweroff) {
     sync();
     reboot(RB_POWER_OFF);

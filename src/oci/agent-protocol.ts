@@ -7,6 +7,8 @@ export const FrameType = {
   Stderr: 3,
   Exit: 4,
   Error: 5,
+  /** The process's exec(2) succeeded. */
+  Started: 6,
   Start: 16,
   Stdin: 17,
   StdinEof: 18,
@@ -15,6 +17,9 @@ export const FrameType = {
   Process: 21,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+/** The signals ts-vmm passes on to the workload (or, before it starts, takes as "do not run"). */
+export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 export const HEADER_BYTES = 5;
 export const MAX_PAYLOAD = 65536;

@@ -505,6 +505,18 @@ export function parseBundleConfig(text: string, bundle: string, configPath = joi
   };
 }
 
+/** Parses a process description on its own (runc exec --process FILE): the same object as config.json's process. */
+export function parseProcessSpec(text: string, path: string): { process: ProcessSpec; warnings: string[] } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new BundleError(`${path}: not valid JSON: ${errorMessage(e)}`);
+  }
+  const r = new Reader(path);
+  return { process: readProcess(r, json), warnings: r.warnings };
+}
+
 /** Reads `<bundle>/config.json` and checks that the root filesystem it names is a directory. */
 export function readBundleConfig(bundleDir: string): BundleConfig {
   const bundle = resolve(bundleDir);

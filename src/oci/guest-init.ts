@@ -15,9 +15,10 @@ export const GUEST = {
   rootDevice: '/dev/vda',
 } as const;
 
-/** The host's vsock CID as seen from any guest, and the port the agent connects to. */
+/** The host's vsock CID as seen from any guest, the port the agent connects to, and the one it takes `exec`s on. */
 export const HOST_CID = 2;
 export const AGENT_PORT = 1024;
+export const EXEC_PORT = 1025;
 
 /**
  * Drivers a run needs from the stock kernel, loaded in dependency order: virtio over MMIO (ACPI-enumerated),
@@ -55,9 +56,9 @@ export function containerSetup(config: BundleConfig, copiedFiles: string = GUEST
   return args;
 }
 
-/** Arguments of the guest agent (after its path) for this bundle: the host connection and the container's setup. */
+/** Arguments of the guest agent (after its path) for this bundle: the host connection, exec's port, the container's setup. */
 export function agentArguments(config: BundleConfig): string[] {
-  return [...AGENT_CONNECTION, ...containerSetup(config)];
+  return [...AGENT_CONNECTION, '--exec-listen', String(EXEC_PORT), ...containerSetup(config)];
 }
 
 /** The process description the agent receives in Process frames: its process options, `--`, the arguments. */

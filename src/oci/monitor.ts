@@ -11,6 +11,7 @@ import { launchVm } from './vm-launch.js';
 import type { VmLauncher } from './vm-request.js';
 import { bootWorkload, runWorkload, type BootedWorkload, type PreparedRun, type RunSettings, type Stdio } from './runner.js';
 import { processStartTime, type StateStore, type ContainerRecord } from './runtime-state.js';
+import { FORWARDED_SIGNALS } from './agent-protocol.js';
 import { errorMessage } from '../sys/error-message.js';
 
 export const CONTROL_SOCKET = 'control.sock';
@@ -19,8 +20,6 @@ export const START_REPLY = 'started\n';
 
 /** How the monitor tells `ts-vmm create` the outcome: one line on its fd 3, `created` or `error: ...`. */
 export const CREATED_LINE = 'created';
-
-const STOPPING_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /** Resolves with the connection of the first well-formed start request (answered once the state says running). */
 async function waitForStart(server: Server): Promise<Socket> {
@@ -72,6 +71,7 @@ export async function monitorContainer(
     const prepared = await vms.prepare(record.bundle, { ...settings, scratchDir: store.dir(id) });
     try {
       if (prepared.diskLock !== undefined) await save({ diskLock: prepared.diskLock });
+      if (prepared.exec !== undefined) await save({ exec: prepared.exec });
       // The VMM is recorded as soon as it exists, so that `delete` can end it even while it boots.
       const launchRecorded: VmLauncher = async (request) => {
         const vm = await vms.launch(request);
@@ -103,12 +103,12 @@ export async function monitorContainer(
     stopSignal = signal;
     stopBeforeStart();
   };
-  for (const s of STOPPING_SIGNALS) process.on(s, onSignal);
+  for (const s of FORWARDED_SIGNALS) process.on(s, onSignal);
   await save({ status: 'created' });
   report.end(`${CREATED_LINE}\n`);
 
   const requester = await Promise.race([waitForStart(control), stopped]);
-  for (const s of STOPPING_SIGNALS) process.off(s, onSignal);
+  for (const s of FORWARDED_SIGNALS) process.off(s, onSignal);
   if (stopSignal !== undefined) {
     control.close();
     booted.io.close();

@@ -10,14 +10,15 @@ import { ensureBusybox, type Log } from '../assets/debian.js';
 import { readBundleConfig, type BundleConfig } from './bundle-config.js';
 import { checkEntrypoint } from './entrypoint.js';
 import { ensureGuestAgent } from './guest-agent.js';
-import { AGENT_PORT, processWords } from './guest-init.js';
+import { AGENT_PORT, EXEC_PORT, processWords } from './guest-init.js';
 import { ensureBaseInitramfs, writeRunInitrd } from './guest-initramfs.js';
 import { chooseKernel, type GuestKernel } from './kernel-choice.js';
 import { runCacheDir } from './paths.js';
 import { lockFile, prepareRootDisk } from './root-disk.js';
-import { shellStatus } from './agent-protocol.js';
+import { FORWARDED_SIGNALS, shellStatus } from './agent-protocol.js';
 import { RUN_CMDLINE, type RunningVm, type VmLauncher, type VmRequest } from './vm-request.js';
 import { WorkloadIo } from './workload-io.js';
+import type { ExecTarget } from './runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
 
 /** The guest's vsock context id; any value from 3 up works, each VM has its own device. */
@@ -59,6 +60,8 @@ export interface PreparedRun {
   request: Omit<VmRequest, 'consoleOutput'>;
   /** The Unix socket the agent's vsock connection arrives on. */
   agentSocket: string;
+  /** Where `ts-vmm exec` reaches the agent: the vsock device's host socket and the guest port (none: no exec). */
+  exec?: ExecTarget;
   /** The read-write root disk's lock file, held by this process until cleanup. */
   diskLock?: string;
   /** Removes the run's temporary files and releases the disk lock. */
@@ -108,6 +111,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
         vsock: { cid: GUEST_CID, udsPath },
       },
       agentSocket: `${udsPath}_${AGENT_PORT}`,
+      exec: { socket: udsPath, port: EXEC_PORT },
       ...(disk.readonly ? {} : { diskLock: `${disk.path}.lock` }),
       cleanup,
     };
@@ -195,8 +199,6 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
   }
   return { prepared, io, vm, consoleTail: console.tail };
 }
-
-const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /**
  * Starts the workload and returns its exit status (128+n for a signal). Signals to ts-vmm go to the workload; if

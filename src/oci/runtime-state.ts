@@ -31,6 +31,12 @@ export interface OwnedProcess {
   startTime: string;
 }
 
+/** Where `ts-vmm exec` reaches a container's agent: the vsock device's host socket and the guest port (or, without a port, the agent's own Unix socket). */
+export interface ExecTarget {
+  socket: string;
+  port?: number;
+}
+
 /** What ts-vmm keeps beside the runtime-spec state. */
 export interface ContainerRecord extends ContainerState {
   created: string;
@@ -40,6 +46,8 @@ export interface ContainerRecord extends ContainerState {
   vmm?: OwnedProcess;
   /** The read-write root disk's lock file, held by the monitor's pid. */
   diskLock?: string;
+  /** How to run further processes in the guest; absent when the workload takes none (a confidential image). */
+  exec?: ExecTarget;
   /** The workload's exit status once stopped (128+n for a signal). */
   exitStatus?: number;
   /** Why the container stopped without an exit status. */
@@ -118,6 +126,10 @@ function checkRecord(value: unknown, id: string): ContainerRecord {
   if (r.pidStartTime !== undefined && typeof r.pidStartTime !== 'string') throw new Error('pidStartTime is not a string');
   if (r.vmm !== undefined && !(pidOk(r.vmm.pid) && r.vmm.pid > 0 && typeof r.vmm.startTime === 'string')) throw new Error('vmm is not a pid and start time');
   if (r.diskLock !== undefined && typeof r.diskLock !== 'string') throw new Error('diskLock is not a path');
+  const port = r.exec?.port;
+  if (r.exec !== undefined && !(typeof r.exec.socket === 'string' && (port === undefined || (Number.isInteger(port) && port > 0 && port <= 0xffffffff)))) {
+    throw new Error('exec is not a socket path and vsock port');
+  }
   if (typeof r.bundle !== 'string') throw new Error('no bundle');
   return r as ContainerRecord;
 }

@@ -1,8 +1,9 @@
 // Host side of the workload's I/O: accepts the guest agent's one connection on the Unix socket that the vsock
-// device maps its host port to, and turns frames into the workload's stdout/stderr, exit status and error
+// device maps its host port to (or, for `ts-vmm exec`, connects to the agent's exec port through the device's
+// socket), and turns frames into the workload's stdout/stderr, exit status and error
 // reports, and ts-vmm's stdin, signals and terminal size into frames. Output is written with backpressure: while
 // the host's stdout is full the socket is paused, so a fast guest cannot make ts-vmm buffer without bound.
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import {
@@ -50,6 +51,7 @@ export class WorkloadIo {
   private socket: Socket | undefined;
   private readonly ready = deferred<void>();
   private readonly exit = deferred<ExitStatus>();
+  private readonly execed = deferred<void>();
   private started = false;
   /** Every connection not yet closed; `socket` is the one that said READY. */
   private readonly connections = new Set<Socket>();
@@ -58,11 +60,11 @@ export class WorkloadIo {
   private exitStatus: ExitStatus | undefined;
 
   private constructor(
-    private readonly server: Server,
+    private readonly server: Server | undefined,
     private readonly streams: WorkloadStreams,
     private readonly onAgentError: AgentErrorHandler,
   ) {
-    server.on('connection', (s) => this.accept(s));
+    server?.on('connection', (s) => this.accept(s));
   }
 
   /** Listens on `socketPath` (the host end of the agent's vsock port) for the agent's connection. */
@@ -71,6 +73,27 @@ export class WorkloadIo {
     server.listen(socketPath);
     await once(server, 'listening');
     return new WorkloadIo(server, streams, onAgentError);
+  }
+
+  /**
+   * Connects to an agent's exec listener: a Unix socket, or with `vsockPort` the vsock device's host socket, through
+   * its `CONNECT <port>` handshake (Firecracker's protocol).
+   */
+  static async connect(socketPath: string, vsockPort: number | undefined, streams: WorkloadStreams, onAgentError: AgentErrorHandler): Promise<WorkloadIo> {
+    const socket = connect(socketPath);
+    socket.on('error', () => undefined); // reported below, or by the close handler once accepted
+    await once(socket, 'connect');
+    if (vsockPort !== undefined) {
+      socket.write(`CONNECT ${vsockPort}\n`);
+      const reply = await readHandshake(socket);
+      if (!/^OK [0-9]+$/.test(reply)) {
+        socket.destroy();
+        throw new ProtocolError(`the guest did not accept a connection to vsock port ${vsockPort}`);
+      }
+    }
+    const io = new WorkloadIo(undefined, streams, onAgentError);
+    io.accept(socket);
+    return io;
   }
 
   /** Resolves when the agent has connected and is waiting for START. */
@@ -83,6 +106,11 @@ export class WorkloadIo {
     return this.exit.promise;
   }
 
+  /** Resolves once the process is running (its exec succeeded); rejects if it could not be started. */
+  whenStarted(): Promise<void> {
+    return this.execed.promise;
+  }
+
   /** Fails both promises, e.g. because the VM stopped before the agent reported. */
   abort(reason: Error): void {
     this.fail(reason);
@@ -92,6 +120,7 @@ export class WorkloadIo {
   /** Settles whatever is still pending; settled promises stay as they are. */
   private fail(reason: Error): void {
     this.ready.reject(reason);
+    this.execed.reject(reason);
     this.exit.reject(reason);
   }
 
@@ -137,7 +166,7 @@ export class WorkloadIo {
   close(): void {
     this.streams.stdin?.pause();
     for (const socket of this.connections) socket.destroy();
-    this.server.close();
+    this.server?.close();
   }
 
   /**
@@ -182,7 +211,7 @@ export class WorkloadIo {
           return;
         }
         this.socket = from;
-        this.server.close(); // the agent is connected: nothing else may connect
+        this.server?.close(); // the agent is connected: nothing else may connect
         this.ready.resolve();
         break;
       case FrameType.Stdout:
@@ -197,6 +226,7 @@ export class WorkloadIo {
           .replace(/[^\x20-\x7e]/g, '?');
         if (this.socket !== undefined) {
           this.onAgentError(message);
+          this.execed.reject(new Error(message));
           break;
         }
         // Before READY an error means the container could not be set up; the agent waits for this close.
@@ -204,6 +234,9 @@ export class WorkloadIo {
         from.end();
         break;
       }
+      case FrameType.Started:
+        this.execed.resolve();
+        break;
       case FrameType.Exit:
         try {
           this.exitStatus = decodeExit(frame.payload);
@@ -241,5 +274,21 @@ export class WorkloadIo {
       if (stream.writableNeedDrain) stream.once('drain', one);
       else one();
     }
+  }
+}
+
+/** The vsock device's answer to CONNECT: one short line, read byte by byte so no stream data is consumed. */
+async function readHandshake(socket: Socket): Promise<string> {
+  let line = '';
+  for (;;) {
+    const byte = socket.read(1) as Buffer | null;
+    if (byte === null) {
+      if (socket.readableEnded || socket.destroyed) return line;
+      await Promise.race([once(socket, 'readable'), once(socket, 'close')]);
+      continue;
+    }
+    if (byte[0] === 0x0a) return line;
+    line += byte.toString('latin1');
+    if (line.length > 32) return line;
   }
 }

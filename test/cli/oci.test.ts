@@ -3,10 +3,13 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { processStartTime, RUNTIME_SPEC_VERSION, type ContainerRecord } from '../../src/oci/runtime-state.js';
 import { cliEntry } from '../../src/sys/project-paths.js';
+import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
+import { WorkloadIo } from '../../src/oci/workload-io.js';
 import { entries, runCli, scratch, type Scratch } from './cli-process.js';
 
 describe('ts-vmm create/state/kill/delete without a VM', () => {
@@ -345,5 +348,105 @@ describe('ts-vmm as runc: the global options container engines pass', () => {
     const r = await runCli(['--root', root, 'delete', 'c1'], s.env);
     expect(r.status).to.equal(1);
     expect(r.stderr).to.equal(`ts-vmm: container "c1" does not exist (in ${root})\n`);
+  });
+});
+
+describe('ts-vmm exec, against the guest agent run on the host (Unix sockets in place of vsock)', function () {
+  this.timeout(60_000);
+  let s: Scratch;
+  let root: string;
+  let agent: string;
+  let main: WorkloadIo;
+  let agentProcess: ChildProcess;
+  let mainInput: PassThrough;
+
+  before(async () => {
+    s = scratch('ts-vmm-cli-exec-');
+    root = join(s.dir, 'root');
+    agent = await ensureGuestAgent(join(s.dir, 'agent'));
+  });
+  after(() => rmSync(s.dir, { recursive: true, force: true }));
+
+  /** A running container "c1": the agent, its process waiting for its stdin, and the state exec reads. */
+  beforeEach(async () => {
+    const bundle = join(s.dir, 'bundle');
+    mkdirSync(join(bundle, 'rootfs'), { recursive: true });
+    writeFileSync(
+      join(bundle, 'config.json'),
+      JSON.stringify({ ociVersion: '1.0.2', process: { cwd: '/', env: ['PATH=/usr/bin:/bin', 'FROM=bundle'], args: ['sh'] }, root: { path: 'rootfs' } }),
+    );
+    const socket = join(s.dir, 'main.sock');
+    const execSocket = join(s.dir, 'exec.sock');
+    rmSync(execSocket, { force: true });
+    mainInput = new PassThrough();
+    main = await WorkloadIo.listen(socket, { stdin: mainInput, stdout: new PassThrough(), stderr: new PassThrough() }, () => undefined);
+    agentProcess = spawn(agent, ['--unix', socket, '--exec-listen', execSocket], { stdio: 'ignore' });
+    await main.whenReady();
+    main.start(['--', '/bin/sh', '-c', 'cat > /dev/null']);
+    mkdirSync(join(root, 'c1'), { recursive: true });
+    const pid = agentProcess.pid!;
+    const record: ContainerRecord = {
+      ociVersion: RUNTIME_SPEC_VERSION,
+      id: 'c1',
+      status: 'running',
+      pid,
+      pidStartTime: processStartTime(pid)!,
+      bundle,
+      annotations: {},
+      created: 'now',
+      exec: { socket: execSocket },
+    };
+    writeFileSync(join(root, 'c1', 'state.json'), JSON.stringify(record));
+  });
+  afterEach(async () => {
+    mainInput.end();
+    await main.whenExited().catch(() => undefined);
+    main.close();
+    agentProcess.kill('SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it("runs a command as runc does: the bundle's environment and -e, options after the id belong to the command, its status is exec's", async () => {
+    const r = await runCli(['--root', root, 'exec', '-e', 'EXTRA=x', 'c1', 'sh', '-c', 'echo "$FROM $EXTRA"; echo err >&2; exit 5'], s.env);
+    expect([r.status, r.stdout, r.stderr]).to.deep.equal([5, 'bundle x\n', 'err\n']);
+  });
+
+  it('takes a runtime-spec process file (--process), as containerd and podman pass it', async () => {
+    const file = join(s.dir, 'process.json');
+    writeFileSync(file, JSON.stringify({ cwd: '/tmp', env: ['ONLY=file'], args: ['/bin/sh', '-c', 'echo "$ONLY $FROM $(pwd)"'], user: { uid: 0, gid: 0 } }));
+    const r = await runCli(['--root', root, 'exec', '--process', file, 'c1'], s.env);
+    expect([r.status, r.stdout]).to.deep.equal([0, 'file  /tmp\n']);
+  });
+
+  it('--detach returns once the program runs and writes the pid of the relay, which carries its output', async () => {
+    const out = join(s.dir, 'detached.out');
+    const pidFile = join(s.dir, 'exec.pid');
+    const child = spawn(process.execPath, [cliEntry(), '--root', root, 'exec', '--detach', '--pid-file', pidFile, 'c1', 'sh', '-c', 'sleep 0.5; echo later'], {
+      env: s.env,
+      stdio: ['ignore', openSync(out, 'w'), 'inherit'],
+    });
+    const [status] = (await once(child, 'exit')) as [number];
+    expect(status).to.equal(0);
+    const relay = Number(readFileSync(pidFile, 'utf8'));
+    expect(readFileSync(`/proc/${relay}/cmdline`, 'utf8')).to.contain('oci-exec-relay');
+    while (existsSync(`/proc/${relay}`) && !readFileSync(`/proc/${relay}/stat`, 'utf8').includes(') Z ')) await new Promise((r) => setTimeout(r, 50));
+    expect(readFileSync(out, 'utf8')).to.equal('later\n');
+  });
+
+  it('refuses, in one line each: a program that cannot start (detached), a terminal without a console socket, a stopped container, a confidential one', async () => {
+    const missing = await runCli(['--root', root, 'exec', '--detach', 'c1', '/no/such/program'], s.env);
+    expect([missing.status, missing.stderr]).to.deep.equal([1, 'ts-vmm: exec /no/such/program: No such file or directory\n']);
+    const tty = await runCli(['--root', root, 'exec', '--detach', '--tty', 'c1', 'sh'], s.env);
+    expect([tty.status, tty.stderr]).to.deep.equal([1, 'ts-vmm: exec --detach with a terminal needs --console-socket\n']);
+    const state = JSON.parse(readFileSync(join(root, 'c1', 'state.json'), 'utf8')) as ContainerRecord;
+    writeFileSync(join(root, 'c1', 'state.json'), JSON.stringify({ ...state, exec: undefined }));
+    const confidential = await runCli(['--root', root, 'exec', 'c1', 'sh'], s.env);
+    expect([confidential.status, confidential.stderr]).to.deep.equal([
+      1,
+      'ts-vmm: container "c1" takes no further process: its image names the only one (a confidential workload)\n',
+    ]);
+    writeFileSync(join(root, 'c1', 'state.json'), JSON.stringify({ ...state, status: 'stopped' }));
+    const stopped = await runCli(['--root', root, 'exec', 'c1', 'sh'], s.env);
+    expect([stopped.status, stopped.stderr]).to.deep.equal([1, 'ts-vmm: container "c1" is stopped: no process can be started in it\n']);
   });
 });

@@ -154,7 +154,7 @@ describe('real container engines drive ts-vmm: containerd and podman @kvm', func
       expectNothingLeft(shimRoot, 'hello', bundleOf('hello'));
     });
 
-    it('ctr task ps lists the monitor and the VMM; ctr task kill delivers SIGTERM to the workload', async () => {
+    it('ctr task ps lists the monitor and the VMM; ctr task exec runs a second process; ctr task kill delivers SIGTERM', async () => {
       const [program, ...args] = ctrRun('trapping', 'sh', '-c', TRAPPING);
       const attached = new Attached(spawn(program ?? '', args));
       await attached.waitFor('up\n');
@@ -163,6 +163,8 @@ describe('real container engines drive ts-vmm: containerd and podman @kvm', func
       const pids = ps.slice(1).map((line) => Number(line.split(/\s+/)[0]));
       expect(pids).to.have.length(2);
       for (const pid of pids) expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).to.include(cliEntry());
+      const exec = await run([...ctr, 'task', 'exec', '--exec-id', 'second', 'trapping', 'sh', '-c', 'echo "exec in $(hostname)"; ls /no-such >&2; exit 4']);
+      expect([exec.status, exec.stdout, exec.stderr]).to.deep.equal([4, 'exec in trapping\n', 'ls: /no-such: No such file or directory\n']);
       await ok([...ctr, 'task', 'kill', 'trapping']);
       expect(await attached.exited).to.equal(3);
       expect(attached.stdout).to.equal('up\ngot TERM\n');
@@ -238,13 +240,20 @@ describe('real container engines drive ts-vmm: containerd and podman @kvm', func
       expectNoPodmanContainers();
     });
 
-    it('podman stop delivers SIGTERM and the container stops within its timeout', async () => {
+    it('podman exec runs further processes (with -t on a terminal); podman stop delivers SIGTERM within its timeout', async () => {
       const id = (await ok([...podman, 'run', '-d', '--network', 'none', '--name', 'trapping', image, 'sh', '-c', TRAPPING])).trim();
       const deadline = Date.now() + 240_000;
       while (!(await ok([...podman, 'logs', 'trapping'])).includes('up\n')) {
         if (Date.now() > deadline) throw new Error('the container never said "up"');
         await new Promise((r) => setTimeout(r, 500));
       }
+      const exec = await run([...podman, 'exec', 'trapping', 'sh', '-c', 'echo exec says hi; exit 4']);
+      expect([exec.status, exec.stdout], exec.stderr).to.deep.equal([4, 'exec says hi\n']);
+      const onTerminal = await run([...podman, 'exec', '-t', 'trapping', 'sh', '-c', 'test -t 0 && test -t 1 && echo on a terminal']);
+      expect([onTerminal.status, onTerminal.stdout], onTerminal.stderr).to.deep.equal([0, 'on a terminal\r\n']);
+      const missing = await run([...podman, 'exec', 'trapping', '/no/such/program']);
+      expect(missing.status, missing.stderr).to.not.equal(0);
+      expect(missing.stderr).to.include('/no/such/program');
       const started = Date.now();
       await ok([...podman, 'stop', '-t', '60', 'trapping']);
       expect(Date.now() - started).to.be.below(60_000);

@@ -192,7 +192,7 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect(Date.now() - sent).to.be.lessThan(30_000);
   });
 
-  it('walks the OCI lifecycle: create, state, start, kill, delete', async () => {
+  it('walks the OCI lifecycle: create, state, start, exec, kill, delete', async () => {
     const root = join(dir, 'oci-root');
     // The container's monitor is detached from this process: a failure part-way must still stop it.
     try {
@@ -220,6 +220,12 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect((await run('start', '--root', root, 'c1')).status).to.equal(0);
     expect((await state()).status).to.equal('running');
     await waitForText(container, 'started');
+    // Two further processes at once, each with its own output and status.
+    const [first, second] = await Promise.all([
+      run('exec', '--root', root, 'c1', 'sh', '-c', 'echo first; exit 4'),
+      run('exec', '--root', root, '-e', 'WHO=second', 'c1', 'sh', '-c', 'echo "$WHO" >&2; exit 5'),
+    ]);
+    expect([first.status, first.stdout, second.status, second.stderr]).to.deep.equal([4, 'first\n', 5, 'second\n']);
     expect((await run('delete', '--root', root, 'c1')).stderr).to.match(/is running/);
     expect((await run('kill', '--root', root, 'c1', 'TERM')).status).to.equal(0);
     expect((await container.done).stdout).to.equal('started\ngot-term\n');
