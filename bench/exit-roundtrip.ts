@@ -7,15 +7,16 @@
 // and 1 exit. Also times a bare ioctl (KVM_CHECK_EXTENSION) through koffi against C, and a guest
 // notification ping-pong (guest notifies, the device thread answers in guest memory) through an
 // ioeventfd and the eventfd poller against the same through a posted mailbox write.
-// Given another build's directory (built, e.g. a worktree of an earlier commit), the vCPU-thread paths are
-// also timed, interleaved, with that build's vCPU threads: the A/B of a change to the vCPU loop.
+// Given another build's directory (e.g. a worktree of an earlier commit, built, with this file's build copied
+// to its dist/bench/), each round also times the unwatched vCPU-thread paths in two fresh processes, this
+// build's and that one's (`--threads-only`): the A/B of a change to the vCPU loop, same harness, other modules.
 // EXIT_ROUNDTRIP_C names a C peer built elsewhere (gcc -O2 -static), for a machine without a compiler (the lab).
 //   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds] [other-build-dir]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { Bus, type BusDevice } from '../src/devices/bus.js';
 import { EventFd } from '../src/sys/eventfd.js';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -26,11 +27,12 @@ import type { IoBuses } from '../src/kvm/types.js';
 import type { Vcpu } from '../src/kvm/vcpu.js';
 import type { Vm } from '../src/kvm/vm.js';
 import { VcpuThreads } from '../src/kvm/vcpu-threads.js';
-import { createRecorderDescriptor, type ExitRecorderDescriptor } from '../src/kvm/exit-recorder.js';
+import type { ExitRecorderDescriptor } from '../src/kvm/exit-recorder.js';
 
 const exits = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 3);
-const otherBuild = process.argv[4];
+const threadsOnly = process.argv[4] === '--threads-only';
+const otherBuild = threadsOnly ? undefined : process.argv[4];
 const PORT = 0x80;
 const OUT = 0xe6; // out imm8, al
 const IN = 0xe4; // in al, imm8
@@ -122,8 +124,10 @@ type ThreadPath = 'local' | 'posted write' | 'read';
 /** What the VMM watches: nothing (no recorder, as without --trace/--stats), counters only (--stats), or a ring of port events too (--trace pio). */
 type Watch = 'off' | 'stats' | 'trace';
 
-function recorders(watch: Watch): ExitRecorderDescriptor[] | undefined {
+// Imported only when watching, so that this harness also runs on a build from before the recorder.
+async function recorders(watch: Watch): Promise<ExitRecorderDescriptor[] | undefined> {
   if (watch === 'off') return undefined;
+  const { createRecorderDescriptor } = await import('../src/kvm/exit-recorder.js');
   const events = { exits: false, pio: watch === 'trace', mmio: false };
   const ranges = [{ space: 'pio' as const, base: PORT, size: 1, name: 'post-code' }];
   return [
@@ -131,18 +135,14 @@ function recorders(watch: Watch): ExitRecorderDescriptor[] | undefined {
   ];
 }
 
-const OtherVcpuThreads: typeof VcpuThreads | undefined = otherBuild
-  ? (await import(pathToFileURL(path.resolve(otherBuild, 'dist', 'src', 'kvm', 'vcpu-threads.js')).href)).VcpuThreads
-  : undefined;
-
 /** Microseconds from start() until the vCPU halted. */
-async function threadsRun(iterations: number, path: ThreadPath, watch: Watch, Threads = VcpuThreads): Promise<number> {
+async function threadsRun(iterations: number, path: ThreadPath, watch: Watch): Promise<number> {
   const local = path === 'local';
   const { vcpu, close } = guestWith(iterations, path === 'read' ? IN : OUT);
   const device = new Counter();
-  const threads = new Threads([vcpu], local ? buses() : buses(device), {
+  const threads = new VcpuThreads([vcpu], local ? buses() : buses(device), {
     localRanges: local ? [{ space: 'pio', base: PORT, size: 1, name: 'post-code', kind: 'absent' }] : [],
-    recorders: recorders(watch),
+    recorders: await recorders(watch),
   });
   const start = process.hrtime.bigint();
   threads.start();
@@ -154,9 +154,28 @@ async function threadsRun(iterations: number, path: ThreadPath, watch: Watch, Th
   return us;
 }
 
-async function tsThreads(path: ThreadPath, watch: Watch = 'off', Threads = VcpuThreads): Promise<number> {
-  const fixed = await threadsRun(1, path, watch, Threads);
-  return ((await threadsRun(exits, path, watch, Threads)) - fixed) / (exits - 1);
+async function tsThreads(path: ThreadPath, watch: Watch = 'off'): Promise<number> {
+  const fixed = await threadsRun(1, path, watch);
+  return ((await threadsRun(exits, path, watch)) - fixed) / (exits - 1);
+}
+
+interface ThreadPaths {
+  local: number;
+  posted: number;
+  read: number;
+}
+
+/** The unwatched vCPU-thread paths timed by a build's copy of this harness, in a process of its own. */
+function threadPathsIn(buildDir: string): ThreadPaths {
+  const harness = path.join(buildDir, 'dist', 'bench', 'exit-roundtrip.js');
+  return JSON.parse(execFileSync(process.execPath, [harness, String(exits), '1', '--threads-only'], { encoding: 'utf8' }));
+}
+
+if (threadsOnly) {
+  const paths: ThreadPaths = { local: await tsThreads('local'), posted: await tsThreads('posted write'), read: await tsThreads('read') };
+  kvm.close();
+  process.stdout.write(`${JSON.stringify(paths)}\n`);
+  process.exit(0);
 }
 
 /** Microseconds per guest notification answered by the device thread. */
@@ -210,6 +229,9 @@ const samples = {
   tsIoctl: [] as number[],
   pingIoeventfd: [] as number[],
   pingMailbox: [] as number[],
+  ownLocal: [] as number[],
+  ownPosted: [] as number[],
+  ownRead: [] as number[],
   otherLocal: [] as number[],
   otherPosted: [] as number[],
   otherRead: [] as number[],
@@ -228,10 +250,14 @@ try {
     samples.tsIoctl.push(tsIoctl());
     samples.pingIoeventfd.push(await tsPingPong('ioeventfd'));
     samples.pingMailbox.push(await tsPingPong('mailbox'));
-    if (OtherVcpuThreads) {
-      samples.otherLocal.push(await tsThreads('local', 'off', OtherVcpuThreads));
-      samples.otherPosted.push(await tsThreads('posted write', 'off', OtherVcpuThreads));
-      samples.otherRead.push(await tsThreads('read', 'off', OtherVcpuThreads));
+    if (otherBuild) {
+      const [ours, theirs] = [threadPathsIn(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')), threadPathsIn(otherBuild)];
+      samples.ownLocal.push(ours.local);
+      samples.ownPosted.push(ours.posted);
+      samples.ownRead.push(ours.read);
+      samples.otherLocal.push(theirs.local);
+      samples.otherPosted.push(theirs.posted);
+      samples.otherRead.push(theirs.read);
     }
   }
 } finally {
@@ -263,12 +289,12 @@ console.log('| --- | ---: | ---: |');
 console.log(row('ioeventfd (no exit) + eventfd poller thread', m.pingIoeventfd, m.pingIoeventfd));
 console.log(row('port write exit + posted mailbox write', m.pingMailbox, m.pingIoeventfd));
 if (otherBuild) {
-  console.log(`\nthe same vCPU-thread paths, unwatched, with the vCPU threads of ${otherBuild} (ratio: this build against that one)\n`);
+  console.log(`\nthe unwatched vCPU-thread paths, this build and ${otherBuild}, each round in a fresh process of each (ratio: this build against that one)\n`);
   console.log('| path | this build µs/exit | other build µs/exit | this / other |');
   console.log('| --- | ---: | ---: | ---: |');
   const ab = (name: string, ours: number, theirs: number) =>
     console.log(`| ${name} | ${ours.toFixed(2)} | ${theirs.toFixed(2)} | ${(ours / theirs).toFixed(3)} |`);
-  ab('vCPU-local range', m.local, m.otherLocal);
-  ab('posted write', m.posted, m.otherPosted);
-  ab('read (round trip)', m.read, m.otherRead);
+  ab('vCPU-local range', m.ownLocal, m.otherLocal);
+  ab('posted write', m.ownPosted, m.otherPosted);
+  ab('read (round trip)', m.ownRead, m.otherRead);
 }
