@@ -458,12 +458,7 @@ function readAnnotations(r: Reader, raw: unknown): Record<string, string> {
 
 /** Parses config.json text; `bundle` is the absolute bundle directory root.path is relative to. */
 export function parseBundleConfig(text: string, bundle: string, configPath = join(bundle, 'config.json')): BundleConfig {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new BundleError(`${configPath}: not valid JSON: ${errorMessage(e)}`);
-  }
+  const json = parseJson(text, configPath);
   const r = new Reader(configPath);
   const top = r.object(json, '(top level)');
   r.screen(top, '', KNOWN_TOP);
@@ -507,14 +502,16 @@ export function parseBundleConfig(text: string, bundle: string, configPath = joi
 
 /** Parses a process description on its own (runc exec --process FILE): the same object as config.json's process. */
 export function parseProcessSpec(text: string, path: string): { process: ProcessSpec; warnings: string[] } {
-  let json: unknown;
+  const r = new Reader(path);
+  return { process: readProcess(r, parseJson(text, path)), warnings: r.warnings };
+}
+
+function parseJson(text: string, path: string): unknown {
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (e) {
     throw new BundleError(`${path}: not valid JSON: ${errorMessage(e)}`);
   }
-  const r = new Reader(path);
-  return { process: readProcess(r, json), warnings: r.warnings };
 }
 
 /** Reads `<bundle>/config.json` and checks that the root filesystem it names is a directory. */

@@ -196,98 +196,87 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
     ]);
     expect(r0).to.deep.include({ status: 0, stdout: '77\n88\n0027\n' });
   });
-});
 
-describe("exec: further processes through the guest agent's exec listener (over Unix sockets)", function () {
-  this.timeout(60000);
-  let dir: string;
-  let agent: string;
-  const children: ChildProcess[] = [];
+  describe("exec: further processes through the agent's exec listener", () => {
+    /** A container whose process waits for its stdin to end; `finish()` ends it and returns its status. */
+    async function container(name: string) {
+      const socket = join(dir, name);
+      const execSocket = `${socket}.exec`;
+      const stdin = new PassThrough();
+      const out = collector();
+      const io = await WorkloadIo.listen(socket, { stdin, stdout: out.stream, stderr: new PassThrough() }, () => undefined);
+      children.push(spawn(agent, ['--unix', socket, '--exec-listen', execSocket], { stdio: 'ignore' }));
+      await io.whenReady();
+      io.start(['--', '/bin/sh', '-c', 'cat > /dev/null; echo main done']);
+      return {
+        target: { socket: execSocket },
+        finish: async () => {
+          stdin.end();
+          const status = shellStatus(await io.whenExited());
+          io.close();
+          return { status, stdout: out.text() };
+        },
+      };
+    }
 
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'ts-vmm-exec-'));
-    agent = await ensureGuestAgent(join(dir, 'cache'));
-  });
-  after(() => {
-    for (const c of children) c.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  });
+    async function exec(target: { socket: string }, words: string[], options: { terminal?: boolean; stdin?: Readable } = {}) {
+      const out = collector();
+      const err = collector();
+      const errors: string[] = [];
+      /** What `started` was told: 'running', or the reason the program could not start. */
+      let start = 'not told';
+      const status = await relayExec(
+        target,
+        { words, terminal: options.terminal === true },
+        { stdin: options.stdin, stdout: out.stream, stderr: err.stream },
+        (m) => errors.push(m),
+        (failure) => {
+          start = failure === undefined ? 'running' : failure.message;
+        },
+      );
+      return { status, stdout: out.text(), stderr: err.text(), errors, start };
+    }
 
-  /** A container whose process waits for its stdin to end; `finish()` ends it and returns its status. */
-  async function container(name: string) {
-    const socket = join(dir, name);
-    const execSocket = `${socket}.exec`;
-    const stdin = new PassThrough();
-    const out = collector();
-    const io = await WorkloadIo.listen(socket, { stdin, stdout: out.stream, stderr: new PassThrough() }, () => undefined);
-    children.push(spawn(agent, ['--unix', socket, '--exec-listen', execSocket], { stdio: 'ignore' }));
-    await io.whenReady();
-    io.start(['--', '/bin/sh', '-c', 'cat > /dev/null; echo main done']);
-    return {
-      target: { socket: execSocket },
-      finish: async () => {
-        stdin.end();
-        const status = shellStatus(await io.whenExited());
-        io.close();
-        return { status, stdout: out.text() };
-      },
-    };
-  }
+    it("runs processes beside the container's, each with its own output, stdin and exit status, several at once", async () => {
+      const c = await container('several');
+      const [a, b] = await Promise.all([
+        exec(c.target, ['--env', 'WHO=a', '--', '/bin/sh', '-c', 'echo "out $WHO"; echo "err $WHO" >&2; exit 7']),
+        exec(c.target, ['--', '/bin/sh', '-c', 'read line; echo "got $line"'], { stdin: Readable.from([Buffer.from('hello\n')]) }),
+      ]);
+      expect(a).to.deep.include({ status: 7, stdout: 'out a\n', stderr: 'err a\n', start: 'running' });
+      expect(b).to.deep.include({ status: 0, stdout: 'got hello\n' });
+      expect(await c.finish()).to.deep.equal({ status: 0, stdout: 'main done\n' });
+    });
 
-  async function exec(target: { socket: string }, words: string[], options: { terminal?: boolean; stdin?: Readable } = {}) {
-    const out = collector();
-    const err = collector();
-    const errors: string[] = [];
-    /** What `started` was told: 'running', or the reason the program could not start. */
-    let start = 'not told';
-    const status = await relayExec(
-      target,
-      { words, terminal: options.terminal === true },
-      { stdin: options.stdin, stdout: out.stream, stderr: err.stream },
-      (m) => errors.push(m),
-      (failure) => {
-        start = failure === undefined ? 'running' : failure.message;
-      },
-    );
-    return { status, stdout: out.text(), stderr: err.text(), errors, start };
-  }
+    it('says when the program cannot be started (status 127), and the container goes on', async () => {
+      const c = await container('missing');
+      const r = await exec(c.target, ['--env', 'PATH=/nonexistent', '--', 'no-such-program']);
+      expect(r.status).to.equal(127);
+      expect(r.start).to.equal('exec no-such-program: No such file or directory');
+      expect(await c.finish()).to.deep.equal({ status: 0, stdout: 'main done\n' });
+    });
 
-  it("runs processes beside the container's, each with its own output, stdin and exit status, several at once", async () => {
-    const c = await container('several');
-    const [a, b] = await Promise.all([
-      exec(c.target, ['--env', 'WHO=a', '--', '/bin/sh', '-c', 'echo "out $WHO"; echo "err $WHO" >&2; exit 7']),
-      exec(c.target, ['--', '/bin/sh', '-c', 'read line; echo "got $line"'], { stdin: Readable.from([Buffer.from('hello\n')]) }),
-    ]);
-    expect(a).to.deep.include({ status: 7, stdout: 'out a\n', stderr: 'err a\n', start: 'running' });
-    expect(b).to.deep.include({ status: 0, stdout: 'got hello\n' });
-    expect(await c.finish()).to.deep.equal({ status: 0, stdout: 'main done\n' });
-  });
+    it('gives an exec its own terminal', async () => {
+      const c = await container('terminal');
+      const r = await exec(c.target, ['--terminal', '--', '/bin/sh', '-c', 'test -t 0 && test -t 1 && echo on a terminal']);
+      expect(r).to.deep.include({ status: 0, stdout: 'on a terminal\r\n' });
+      await c.finish();
+    });
 
-  it('says when the program cannot be started (status 127), and the container goes on', async () => {
-    const c = await container('missing');
-    const r = await exec(c.target, ['--env', 'PATH=/nonexistent', '--', 'no-such-program']);
-    expect(r.status).to.equal(127);
-    expect(r.start).to.equal('exec no-such-program: No such file or directory');
-    expect(await c.finish()).to.deep.equal({ status: 0, stdout: 'main done\n' });
-  });
+    it('ends an exec with the container: its status is that of SIGKILL', async () => {
+      const c = await container('ends');
+      const running = exec(c.target, ['--', '/bin/sh', '-c', 'echo up; exec sleep 30']);
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await c.finish()).status).to.equal(0);
+      expect(await running).to.deep.include({ status: 137, stdout: 'up\n' });
+    });
 
-  it('gives an exec its own terminal', async () => {
-    const c = await container('terminal');
-    const r = await exec(c.target, ['--terminal', '--', '/bin/sh', '-c', 'test -t 0 && test -t 1 && echo on a terminal']);
-    expect(r).to.deep.include({ status: 0, stdout: 'on a terminal\r\n' });
-    await c.finish();
-  });
-
-  it('ends an exec with the container: its status is that of SIGKILL', async () => {
-    const c = await container('ends');
-    const running = exec(c.target, ['--', '/bin/sh', '-c', 'echo up; exec sleep 30']);
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await c.finish()).status).to.equal(0);
-    expect(await running).to.deep.include({ status: 137, stdout: 'up\n' });
-  });
-
-  it('refuses an exec listener beside a process from the image', () => {
-    const r = spawnSync(agent, ['--unix', join(dir, 'x'), '--process-file', join(dir, 'p'), '--exec-listen', join(dir, 'y')], { encoding: 'utf8' });
-    expect([r.status, r.stderr.trim()]).to.deep.equal([125, 'ts-vmm-agent: --exec-listen with --process-file: an image that names its process takes no other']);
+    it('refuses an exec listener beside a process from the image', () => {
+      const r = spawnSync(agent, ['--unix', join(dir, 'x'), '--process-file', join(dir, 'p'), '--exec-listen', join(dir, 'y')], { encoding: 'utf8' });
+      expect([r.status, r.stderr.trim()]).to.deep.equal([
+        125,
+        'ts-vmm-agent: --exec-listen with --process-file: an image that names its process takes no other',
+      ]);
+    });
   });
 });
