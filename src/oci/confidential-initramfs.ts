@@ -21,7 +21,7 @@ import { findProgram, sharedLibraries } from './host-programs.js';
  * The run's drivers, then device-mapper's crypt target with the templates aes-xts-plain64 needs (aes is built in,
  * xts and ecb are modules the kernel would otherwise ask modprobe for), the skcipher socket cryptsetup decrypts
  * keyslots through, and the integrity target with authenc (hmac-sha256 over XTS) and gcm with its ctr and ghash
- * templates (aes-gcm-random) for `mkcw --integrity` images.
+ * templates (aes-gcm-random) for `mkcw --integrity` images, with the AEAD socket cryptsetup checks that cipher through.
  */
 export const CONFIDENTIAL_MODULES = [
   ...RUN_MODULES,
@@ -35,6 +35,7 @@ export const CONFIDENTIAL_MODULES = [
   'ctr',
   'ghash_generic',
   'gcm',
+  'algif_aead',
 ] as const;
 
 /** Where the confidential image keeps the container's setup and process, as the agent's words files. */
