@@ -236,22 +236,31 @@ const samples = {
   otherPosted: [] as number[],
   otherRead: [] as number[],
 };
+/** Says on stderr what is measured next, so that a run which stops shows where. */
+async function step<T>(round: number, what: string, measure: () => T | Promise<T>): Promise<T> {
+  process.stderr.write(`exit-roundtrip: round ${round + 1}/${rounds}: ${what}\n`);
+  return measure();
+}
+
 try {
   for (let r = 0; r < rounds; r++) {
-    samples.c.push(runC(c.binary, [String(exits)]));
-    samples.inline.push(tsInline());
-    samples.local.push(await tsThreads('local'));
-    samples.localStats.push(await tsThreads('local', 'stats'));
-    samples.localTrace.push(await tsThreads('local', 'trace'));
-    samples.posted.push(await tsThreads('posted write'));
-    samples.postedStats.push(await tsThreads('posted write', 'stats'));
-    samples.read.push(await tsThreads('read'));
-    samples.cIoctl.push(runC(c.binary, ['ioctl', String(exits)]));
-    samples.tsIoctl.push(tsIoctl());
-    samples.pingIoeventfd.push(await tsPingPong('ioeventfd'));
-    samples.pingMailbox.push(await tsPingPong('mailbox'));
+    samples.c.push(await step(r, 'c', () => runC(c.binary, [String(exits)])));
+    samples.inline.push(await step(r, 'inline', () => tsInline()));
+    samples.local.push(await step(r, 'local', () => tsThreads('local')));
+    samples.localStats.push(await step(r, 'localStats', () => tsThreads('local', 'stats')));
+    samples.localTrace.push(await step(r, 'localTrace', () => tsThreads('local', 'trace')));
+    samples.posted.push(await step(r, 'posted', () => tsThreads('posted write')));
+    samples.postedStats.push(await step(r, 'postedStats', () => tsThreads('posted write', 'stats')));
+    samples.read.push(await step(r, 'read', () => tsThreads('read')));
+    samples.cIoctl.push(await step(r, 'cIoctl', () => runC(c.binary, ['ioctl', String(exits)])));
+    samples.tsIoctl.push(await step(r, 'tsIoctl', () => tsIoctl()));
+    samples.pingIoeventfd.push(await step(r, 'pingIoeventfd', () => tsPingPong('ioeventfd')));
+    samples.pingMailbox.push(await step(r, 'pingMailbox', () => tsPingPong('mailbox')));
     if (otherBuild) {
-      const [ours, theirs] = [threadPathsIn(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')), threadPathsIn(otherBuild)];
+      const ours = await step(r, 'this build in a process of its own', () =>
+        threadPathsIn(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')),
+      );
+      const theirs = await step(r, `${otherBuild} in a process of its own`, () => threadPathsIn(otherBuild));
       samples.ownLocal.push(ours.local);
       samples.ownPosted.push(ours.posted);
       samples.ownRead.push(ours.read);
