@@ -172,7 +172,11 @@ function threadPathsIn(buildDir: string): ThreadPaths {
 }
 
 if (threadsOnly) {
-  const paths: ThreadPaths = { local: await tsThreads('local'), posted: await tsThreads('posted write'), read: await tsThreads('read') };
+  const timed = (path: ThreadPath): Promise<number> => {
+    process.stderr.write(`exit-roundtrip: --threads-only: ${path}\n`);
+    return tsThreads(path);
+  };
+  const paths: ThreadPaths = { local: await timed('local'), posted: await timed('posted write'), read: await timed('read') };
   kvm.close();
   process.stdout.write(`${JSON.stringify(paths)}\n`);
   process.exit(0);
