@@ -17,9 +17,20 @@ export const ATTESTATION_ANNOTATION = 'libkrun.attestation';
 export const TEE_ANNOTATION = 'ts-vmm.tee';
 export const SIM_STATE_ANNOTATION = 'ts-vmm.sev-sim-state';
 
+/**
+ * The container-type annotations of Kubernetes' engines (containerd's CRI plugin, CRI-O): a pod's sandbox ("pause")
+ * container holds no workload and its image no encrypted disk, though a pod annotation selecting krun-sev reaches it
+ * too; it runs as a plain VM.
+ */
+const POD_SANDBOX_MARKERS: readonly (readonly [string, string])[] = [
+  ['io.kubernetes.cri.container-type', 'sandbox'],
+  ['io.kubernetes.cri-o.ContainerType', 'sandbox'],
+];
+
 /** The confidential run a bundle selects: its image and launch options; undefined for a plain bundle. */
 export function confidentialSelection(config: BundleConfig): { image: string; options: ConfidentialRunOptions } | undefined {
   const a = config.annotations;
+  if (POD_SANDBOX_MARKERS.some(([key, value]) => a[key] === value)) return undefined;
   const handler = a[HANDLER_ANNOTATION];
   const marked = existsSync(join(config.rootfs, 'krun-sev.json'));
   if (handler !== CONFIDENTIAL_HANDLER && !(handler === undefined && marked)) return undefined;

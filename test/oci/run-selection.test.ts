@@ -40,6 +40,14 @@ describe('oci: selecting a confidential run from the bundle', () => {
     expect(confidentialSelection(marked)?.image).to.equal(join(marked.rootfs, 'disk.img'));
   });
 
+  it("a Kubernetes pod's sandbox container runs plain even when the pod's annotation selects krun-sev", () => {
+    const markers: Record<string, string>[] = [{ 'io.kubernetes.cri.container-type': 'sandbox' }, { 'io.kubernetes.cri-o.ContainerType': 'sandbox' }];
+    for (const marker of markers)
+      expect(confidentialSelection(bundle({ 'run.oci.handler': 'krun-sev', ...marker })), JSON.stringify(marker)).to.equal(undefined);
+    const workload = bundle({ 'run.oci.handler': 'krun-sev', 'io.kubernetes.cri.container-type': 'container' }, ['disk.img']);
+    expect(confidentialSelection(workload)?.image).to.equal(join(workload.rootfs, 'disk.img'));
+  });
+
   it('takes the key broker from libkrun.attestation when it is a URL, and sev-sim with its state from ts-vmm annotations', () => {
     const config = bundle(
       { 'run.oci.handler': 'krun-sev', 'libkrun.attestation': 'https://kbs.example:8000', 'ts-vmm.tee': 'sev-sim', 'ts-vmm.sev-sim-state': '/var/lib/sim' },
