@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { guestAssets } from '../test/vmm/guest-fixtures.js';
+import { median } from './measure.js';
 
 const MARKER = 'bench-init-first-line';
 const CMDLINE = 'console=ttyS0 quiet';
@@ -68,8 +69,6 @@ function measure(command: string, args: readonly string[]): Promise<Sample> {
     });
   });
 }
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 5);

@@ -13,6 +13,7 @@ import { ensureBusybox } from '../src/assets/debian.js';
 import { writeBusyboxRootfs } from '../src/oci/example-rootfs.js';
 import { SimulatedIdentity } from '../src/sev/sim-identity.js';
 import { cliEntry } from '../src/sys/project-paths.js';
+import { median } from './measure.js';
 
 const runs = Number(process.argv[2] ?? 3);
 const FILE_MIB = 64;
@@ -29,8 +30,6 @@ function ddRate(output: string): number {
   if (!m) throw new Error(`no timing line in:\n${output}`);
   return (FILE_MIB * 1024 * 1024) / (Number(m[2]) - Number(m[1])) / 1e6;
 }
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const work = mkdtempSync(join(tmpdir(), 'ts-vmm-bench-cw-'));
 try {

@@ -28,6 +28,7 @@ import type { Vcpu } from '../src/kvm/vcpu.js';
 import type { Vm } from '../src/kvm/vm.js';
 import { VcpuThreads } from '../src/kvm/vcpu-threads.js';
 import type { ExitRecorderDescriptor } from '../src/kvm/exit-recorder.js';
+import { median } from './measure.js';
 
 const exits = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 3);
@@ -216,8 +217,6 @@ function tsIoctl(): number {
   for (let i = 0; i < exits; i++) kvm.checkExtension(KVM_CAP_USER_MEMORY);
   return Number(process.hrtime.bigint() - start) / 1000 / exits;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const c = compileC();
 const samples = {

@@ -15,6 +15,7 @@ import { writeLuks2 } from '../src/luks/writer.js';
 import { buildExt4Image } from '../src/oci/root-disk.js';
 import { hashTree } from '../src/oci/tree-hash.js';
 import { cliEntry, projectFile } from '../src/sys/project-paths.js';
+import { median } from './measure.js';
 
 const exec = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -36,8 +37,6 @@ function makeBundle(dir: string): string {
   for (let i = 0; i < sizeMiB / 4; i++) writeFileSync(join(bundle, 'rootfs', 'data', `f${i}`), randomBytes(4 * MiB));
   return bundle;
 }
-
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ts-vmm-mkcw-bench-'));

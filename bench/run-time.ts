@@ -5,7 +5,6 @@
 // byte of that output is the peer's number. Medians of N runs.
 //   npx tsc -p . && node dist/bench/run-time.js [runs]
 // Needs /dev/kvm, qemu-system-x86_64, and `ts-vmm setup` done (kernel and busybox cached).
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,50 +20,22 @@ import { runCacheDir } from '../src/oci/paths.js';
 import { prepareRootDisk } from '../src/oci/root-disk.js';
 import { RUN_CMDLINE } from '../src/oci/vm-request.js';
 import { errorMessage } from '../src/sys/error-message.js';
+import { median, timeToOutput, type OutputSample } from './measure.js';
 
 const runs = Number(process.argv[2] ?? 5);
 const project = fileURLToPath(new URL('../../', import.meta.url));
 const bundle = join(project, 'examples', 'hello');
 const MARKER = 'Hello from';
 
-interface Sample {
-  firstOutputMs: number;
-  totalMs: number;
-}
-
-/** Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout. */
-function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string, timeoutMs = 120_000): Promise<Sample> {
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const ms = (): number => Number(process.hrtime.bigint() - started) / 1e6;
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let seen = '';
-    let first: number | undefined;
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (first !== undefined) return;
-      seen += chunk.toString('latin1');
-      if (seen.includes(marker)) first = ms();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (first === undefined) reject(new Error(`${command} exited (${code}) without printing "${marker}":\n${stderr.slice(-2000)}`));
-      else resolve({ firstOutputMs: first, totalMs: ms() });
-    });
-  });
-}
+type Sample = OutputSample;
 
 let failedRuns = 0;
 
-/** timeRun, retried up to twice: a run that fails is counted and reported, not silently dropped. */
+/** timeToOutput, retried up to twice: a run that fails is counted and reported, not silently dropped. */
 async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string): Promise<Sample> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await timeRun(command, args, env, marker);
+      return await timeToOutput(command, args, env, marker);
     } catch (e) {
       failedRuns++;
       console.log(`run failed (${attempt}/3): ${errorMessage(e).split('\n').slice(0, 4).join(' | ')}`);
@@ -72,11 +43,6 @@ async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, m
     }
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 function summary(name: string, samples: Sample[]): { name: string; first: number; total: number } {
   const first = median(samples.map((s) => s.firstOutputMs));

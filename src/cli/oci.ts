@@ -158,7 +158,7 @@ async function start(id: string, options: RootOption): Promise<void> {
   const store = storeOf(options);
   const record = await store.live(id);
   if (record.status !== 'created') throw new StateError(`container "${id}" is ${record.status}, not created`);
-  const socket = connect(store.file(id, CONTROL_SOCKET));
+  const socket = connect(store.socket(id, CONTROL_SOCKET));
   await once(socket, 'connect');
   // Not end(): the monitor's side would then close before it could answer.
   socket.write(START_REQUEST);

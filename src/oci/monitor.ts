@@ -67,8 +67,9 @@ export async function monitorContainer(
   let booted: BootedWorkload;
   let control: Server;
   try {
-    // The run's files live in the container's directory, so that `delete` removes them whatever ended this process.
-    const prepared = await vms.prepare(record.bundle, { ...settings, scratchDir: store.dir(id) });
+    // The run's files (its sockets among them) live in the container's socket directory, which `delete` removes
+    // with the container's state whatever ended this process.
+    const prepared = await vms.prepare(record.bundle, { ...settings, scratchDir: store.socketDir(id) });
     try {
       if (prepared.diskLock !== undefined) await save({ diskLock: prepared.diskLock });
       if (prepared.exec !== undefined) await save({ exec: prepared.exec });
@@ -85,7 +86,7 @@ export async function monitorContainer(
       throw e;
     }
     control = createServer();
-    control.listen(store.file(id, CONTROL_SOCKET));
+    control.listen(store.socket(id, CONTROL_SOCKET));
     await once(control, 'listening');
   } catch (e) {
     report.end(`error: ${errorMessage(e).split('\n')[0]}\n`);

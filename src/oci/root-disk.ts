@@ -8,7 +8,8 @@
 // run and reused afterwards, so what the workload writes is there on the next run (and can be inspected with
 // e.g. `debugfs` or a loop mount).
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -46,8 +47,63 @@ export function imageSizeBytes(summary: TreeSummary, freeMiB: number): number {
   return Math.ceil((used * 1.1 + (freeMiB + 8) * MiB) / MiB) * MiB;
 }
 
-/** Builds `output` as ext4 holding `rootfs`. The file appears only complete (built aside, then renamed). */
-export async function buildExt4Image(rootfs: string, summary: TreeSummary, output: string, writable: boolean, freeMiB: number): Promise<void> {
+/** A mount point a read-only root disk carries because the guest could not make it there. */
+export interface MountPoint {
+  path: string;
+  kind: 'file' | 'directory';
+}
+
+/**
+ * The bundle's mount destinations, with their parents, that the rootfs lacks. runc makes them in the rootfs before
+ * it remounts it read-only (a Kubernetes pod's sandbox has a read-only root and is given /etc/resolv.conf); the
+ * guest cannot write a read-only disk, so such a disk is built with them. A symlink or a file on the way ends the
+ * walk (the guest resolves it inside the root), as does a name debugfs cannot take.
+ */
+export function missingMountPoints(config: BundleConfig): MountPoint[] {
+  const points = new Map<string, MountPoint['kind']>();
+  for (const mount of config.mounts) {
+    const parts = mount.destination.split('/').filter((part) => part !== '' && part !== '.');
+    if (parts.includes('..')) continue;
+    for (let i = 1; i <= parts.length; i++) {
+      const path = `/${parts.slice(0, i).join('/')}`;
+      if (/[\s"'\\]/.test(path)) break;
+      if (points.has(path)) continue;
+      const stat = lstatSync(join(config.rootfs, path), { throwIfNoEntry: false });
+      if (stat === undefined) points.set(path, i === parts.length && mount.type === 'bind' ? 'file' : 'directory');
+      else if (!stat.isDirectory()) break;
+    }
+  }
+  return [...points].map(([path, kind]) => ({ path, kind }));
+}
+
+/** Adds empty files and directories to an unmounted ext4 image with debugfs (which reports errors only in its output). */
+async function addMountPoints(image: string, points: readonly MountPoint[]): Promise<void> {
+  const empty = `${image}.empty`;
+  const commands = `${image}.debugfs`;
+  try {
+    await writeFile(empty, '', { mode: 0o644 });
+    await writeFile(commands, points.map((p) => (p.kind === 'directory' ? `mkdir ${p.path}` : `write ${empty} ${p.path}`)).join('\n'));
+    const { stderr } = await execFileAsync('debugfs', ['-w', '-f', commands, image]);
+    const failures = stderr.split('\n').filter((line) => line !== '' && !line.startsWith('debugfs') && !line.startsWith('Allocated inode'));
+    if (failures.length > 0) throw new Error(`debugfs: ${failures.join('; ')}`);
+  } finally {
+    await rm(empty, { force: true });
+    await rm(commands, { force: true });
+  }
+}
+
+/**
+ * Builds `output` as ext4 holding `rootfs` (and `mountPoints`). The file appears only complete (built aside, then
+ * renamed).
+ */
+export async function buildExt4Image(
+  rootfs: string,
+  summary: TreeSummary,
+  output: string,
+  writable: boolean,
+  freeMiB: number,
+  mountPoints: readonly MountPoint[] = [],
+): Promise<void> {
   const partial = `${output}.${process.pid}.partial`;
   const size = imageSizeBytes(summary, freeMiB);
   const args = [
@@ -78,11 +134,12 @@ export async function buildExt4Image(rootfs: string, summary: TreeSummary, outpu
     // The image holds the workload's files (and later what it writes): readable by its owner only, from the start.
     await writeFile(partial, '', { mode: 0o600 });
     await execFileAsync('mke2fs', args, { env: { ...process.env, MKE2FS_CONFIG: '/dev/null' } });
+    if (mountPoints.length > 0) await addMountPoints(partial, mountPoints);
   } catch (e) {
     await rm(partial, { force: true });
     const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') throw new Error('mke2fs not found: root disks are built with mke2fs -d (Debian package e2fsprogs)');
-    throw new Error(`mke2fs -d ${rootfs} failed: ${(err.stderr ?? err.message).trim()}`);
+    if (err.code === 'ENOENT') throw new Error('mke2fs or debugfs not found: root disks are built with Debian package e2fsprogs');
+    throw new Error(`building the root disk from ${rootfs} failed: ${(err.stderr ?? err.message).trim()}`);
   }
   await rename(partial, output);
 }
@@ -125,11 +182,18 @@ export async function prepareRootDisk(config: BundleConfig, options: RootDiskOpt
   const summary = await hashTree(config.rootfs);
   if (config.readonlyRoot) {
     const dir = join(options.cacheDir, 'rootfs');
-    const path = join(dir, `${summary.hash.slice(0, 32)}.ext4`);
+    const mountPoints = missingMountPoints(config);
+    const key =
+      mountPoints.length === 0
+        ? summary.hash
+        : createHash('sha256')
+            .update(`${summary.hash}\n${JSON.stringify(mountPoints)}`)
+            .digest('hex');
+    const path = join(dir, `${key.slice(0, 32)}.ext4`);
     if (existsSync(path)) return { path, readonly: true, built: false };
     await mkdir(dir, { recursive: true, mode: 0o700 });
     log(`building the root disk from ${config.rootfs} (${formatMiB(summary.bytes)}, ${summary.entries} entries)`);
-    await buildExt4Image(config.rootfs, summary, path, false, 0);
+    await buildExt4Image(config.rootfs, summary, path, false, 0, mountPoints);
     return { path, readonly: true, built: true };
   }
   const dir = bundleStateDir(config.bundle);

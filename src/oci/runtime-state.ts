@@ -2,14 +2,18 @@
 // under /run/runc. The stored status is what the monitor last wrote; the live status also checks that the
 // monitor process is still the one that wrote it (pid and start time), so a crashed monitor reads as stopped and
 // a reused pid is never mistaken for the container.
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { errorMessage } from '../sys/error-message.js';
+import { checkSocketPath } from '../sys/socket-path.js';
 
 /** The runtime-spec version whose state format and lifecycle this implements. */
 export const RUNTIME_SPEC_VERSION = '1.2.0';
+/** Under the state root, the containers' socket directories. */
+const SOCKET_DIRS = '.sockets';
 
 /** runtime-spec's statuses; `paused` is runc's addition (its VMM is stopped with SIGSTOP). */
 export type ContainerStatus = 'creating' | 'created' | 'running' | 'paused' | 'stopped';
@@ -151,9 +155,18 @@ export class StateStore {
     return join(this.root, checkContainerId(id));
   }
 
-  /** Path of a file in a container's directory (e.g. its control socket). */
-  file(id: string, name: string): string {
-    return join(this.dir(id), name);
+  /**
+   * The container's socket directory: a short path of its own, since sun_path holds 107 bytes and an id may have
+   * 1024 (Kubernetes' have 64). The run's files live there too. Not a container id: ids start with a letter or digit.
+   */
+  socketDir(id: string): string {
+    const short = createHash('sha256').update(checkContainerId(id)).digest('hex').slice(0, 16);
+    return join(this.root, SOCKET_DIRS, short);
+  }
+
+  /** Path of a socket of the container's (e.g. its control socket), checked to fit a socket address. */
+  socket(id: string, name: string): string {
+    return checkSocketPath(join(this.socketDir(id), name));
   }
 
   /** Creates the container's directory and first record; fails if the id is taken. */
@@ -161,6 +174,7 @@ export class StateStore {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     try {
       await mkdir(this.dir(record.id), { mode: 0o700 });
+      await mkdir(this.socketDir(record.id), { recursive: true, mode: 0o700 });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       await this.read(record.id); // a directory without readable state is reported as such
@@ -190,6 +204,7 @@ export class StateStore {
   }
 
   async remove(id: string): Promise<void> {
+    await rm(this.socketDir(id), { recursive: true, force: true });
     await rm(this.dir(id), { recursive: true, force: true });
   }
 

@@ -22,9 +22,9 @@ async function blob(layout: string, content: Buffer | string): Promise<{ digest:
 
 /**
  * Writes at `out` an OCI image (one uncompressed layer: `rootfs`) named `name` (e.g. docker.io/library/x:tag), as
- * `ctr images import` reads it; `workDir` is scratch space.
+ * `ctr images import` reads it; `workDir` is scratch space; `cmd` is the image's default command.
  */
-export async function writeOciImageTar(rootfs: string, name: string, workDir: string, out: string): Promise<void> {
+export async function writeOciImageTar(rootfs: string, name: string, workDir: string, out: string, cmd = ['/bin/sh']): Promise<void> {
   const layout = join(workDir, 'layout');
   await rm(layout, { recursive: true, force: true });
   await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
@@ -37,7 +37,7 @@ export async function writeOciImageTar(rootfs: string, name: string, workDir: st
     JSON.stringify({
       architecture: 'amd64',
       os: 'linux',
-      config: { Env: ['PATH=/bin:/usr/bin'], Cmd: ['/bin/sh'] },
+      config: { Env: ['PATH=/bin:/usr/bin'], Cmd: cmd },
       rootfs: { type: 'layers', diff_ids: [layer.digest] },
     }),
   );

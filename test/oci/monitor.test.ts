@@ -37,7 +37,7 @@ describe('OCI container monitor with a stand-in VM', function () {
     });
     const stderr = new PassThrough();
     stderr.resume();
-    const { run } = standInRun(dir, id, args);
+    const { run } = standInRun(dir, id.slice(0, 8), args);
     let scratchDir: string | undefined;
     const exit = monitorContainer(
       store,
@@ -59,7 +59,7 @@ describe('OCI container monitor with a stand-in VM', function () {
   }
 
   async function requestStart(id: string): Promise<string> {
-    const socket = connect(store.file(id, CONTROL_SOCKET));
+    const socket = connect(store.socket(id, CONTROL_SOCKET));
     await once(socket, 'connect');
     socket.write(START_REQUEST);
     let reply = '';
@@ -72,9 +72,9 @@ describe('OCI container monitor with a stand-in VM', function () {
     expect(m.line).to.equal(CREATED_LINE);
     const created = await store.live('c1');
     expect(created).to.deep.include({ status: 'created', pid: process.pid, diskLock: '/b/rootfs.ext4.lock' });
-    // What `delete` needs to leave nothing behind: the VMM's identity, and the run's files inside the container's directory.
+    // What `delete` needs to leave nothing behind: the VMM's identity, and the run's files in the container's socket directory.
     expect(created.vmm?.startTime).to.equal(processStartTime(created.vmm!.pid));
-    expect(m.scratchDir()).to.equal(store.dir('c1'));
+    expect(m.scratchDir()).to.equal(store.socketDir('c1'));
     expect(m.output()).to.equal('');
     expect(await requestStart('c1')).to.equal(START_REPLY);
     expect(await m.exit).to.equal(5);
@@ -91,9 +91,20 @@ describe('OCI container monitor with a stand-in VM', function () {
     expect(await store.live('c2')).to.deep.include({ status: 'stopped', failure: 'stopped by SIGTERM before start' });
   });
 
+  it("serves a Kubernetes container id (64 characters) under a deep state root: the sockets' paths stay short", async () => {
+    store = new StateStore(join(store.root, 'run', 'containerd', 'runc', 'k8s.io'));
+    const id = 'f'.repeat(64);
+    expect(Buffer.byteLength(join(store.dir(id), CONTROL_SOCKET)), 'the container directory is too deep for a socket').to.be.above(107);
+    const m = await monitor(id, ['/bin/sh', '-c', 'echo long id']);
+    expect(m.line).to.equal(CREATED_LINE);
+    expect(await requestStart(id)).to.equal(START_REPLY);
+    expect(await m.exit).to.equal(0);
+    expect(m.output()).to.equal('long id\n');
+  });
+
   it('ignores a malformed control request', async () => {
     const m = await monitor('c3', ['/bin/true']);
-    const socket = connect(store.file('c3', CONTROL_SOCKET));
+    const socket = connect(store.socket('c3', CONTROL_SOCKET));
     await once(socket, 'connect');
     socket.write('stop\n');
     await once(socket, 'close');

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
-import { lockFile, prepareRootDisk } from '../../src/oci/root-disk.js';
+import { lockFile, missingMountPoints, prepareRootDisk } from '../../src/oci/root-disk.js';
 import { hashTree } from '../../src/oci/tree-hash.js';
 
 const debugfs = (image: string, request: string): string => execFileSync('debugfs', ['-R', request, image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
@@ -27,12 +27,13 @@ describe('root disk', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const config = (readonly: boolean) =>
+  const config = (readonly: boolean, mounts: object[] = []) =>
     parseBundleConfig(
       JSON.stringify({
         ociVersion: '1.0.2',
         root: { path: 'rootfs', readonly },
         process: { args: ['/bin/hello'], cwd: '/' },
+        mounts,
       }),
       join(dir, 'bundle'),
     );
@@ -67,6 +68,32 @@ describe('root disk', function () {
     expect(debugfs(first.path, 'features')).to.not.match(/has_journal/);
     const second = await prepareRootDisk(config(true), { cacheDir });
     expect(second).to.deep.include({ path: first.path, built: false });
+  });
+
+  it('carries on a read-only disk the mount points the rootfs lacks (runc makes them before the root turns read-only)', async () => {
+    const hostFile = join(dir, 'resolv.conf');
+    writeFileSync(hostFile, 'nameserver 10.0.0.1\n');
+    const mounts = [
+      { destination: '/etc/resolv.conf', type: 'bind', source: hostFile, options: ['rbind', 'ro'] },
+      { destination: '/dev/shm', type: 'bind', source: dir, options: ['rbind'] },
+      { destination: '/bin/hi/x', type: 'tmpfs', source: 'tmpfs' },
+      { destination: '/bin', type: 'tmpfs', source: 'tmpfs' },
+    ];
+    const withMounts = config(true, mounts);
+    expect(missingMountPoints(withMounts)).to.deep.equal([
+      { path: '/etc', kind: 'directory' },
+      { path: '/etc/resolv.conf', kind: 'file' },
+      { path: '/dev', kind: 'directory' },
+      { path: '/dev/shm', kind: 'directory' },
+    ]);
+    const cacheDir = join(dir, 'cache');
+    const disk = await prepareRootDisk(withMounts, { cacheDir });
+    expect(debugfs(disk.path, 'stat /etc/resolv.conf')).to.match(/Type: regular\s+Mode:\s+0644/);
+    expect(debugfs(disk.path, 'stat /etc/resolv.conf')).to.match(/Size: 0\b/);
+    expect(debugfs(disk.path, 'stat /dev/shm')).to.match(/Type: directory\s+Mode:\s+0755/);
+    execFileSync('e2fsck', ['-fn', disk.path], { stdio: 'ignore' });
+    expect((await prepareRootDisk(config(true), { cacheDir })).path, 'the same rootfs without those mounts has a disk of its own').to.not.equal(disk.path);
+    expect(existsSync(join(dir, 'bundle/rootfs/etc')), 'nothing written into the bundle').to.equal(false);
   });
 
   it('gives a read-write rootfs its own journaled disk in the bundle state dir, kept across runs', async () => {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSignal } from '../../src/cli/oci.js';
@@ -40,15 +40,17 @@ describe('OCI runtime state', () => {
     for (const id of ['', '.', '..', 'a/b', '-x', 'a b']) expect(() => checkContainerId(id)).to.throw(StateError, 'not a valid container id');
   });
 
-  it('creates, refuses a duplicate id, reads back and removes', async () => {
+  it('creates, refuses a duplicate id, reads back and removes (its socket directory too)', async () => {
     const store = new StateStore(root);
     await store.create(record('c1'));
+    expect(statSync(store.socketDir('c1')).mode & 0o777).to.equal(0o700);
     await store.create(record('c1')).then(
       () => expect.fail('duplicate created'),
       (e: Error) => expect(e.message).to.match(/"c1" already exists/),
     );
     expect((await store.read('c1')).status).to.equal('creating');
     await store.remove('c1');
+    expect(existsSync(store.socketDir('c1'))).to.equal(false);
     await store.read('c1').then(
       () => expect.fail('read after remove'),
       (e: Error) => expect(e.message).to.match(/"c1" does not exist/),

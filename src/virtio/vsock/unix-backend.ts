@@ -15,6 +15,7 @@ import {
   VIRTIO_VSOCK_OP_SHUTDOWN,
   VIRTIO_VSOCK_TYPE_STREAM,
 } from '../abi.js';
+import { checkSocketPath } from '../../sys/socket-path.js';
 import { Connection, type ConnectionEvents, connectionKey } from './connection.js';
 import { HOST_CID, type OutgoingPacket, type VsockHeader } from './packet.js';
 
@@ -36,6 +37,8 @@ const CONTROL_LIMIT = 1024;
 const CONNECT_LINE_MAX = 32;
 /** Host-side ports for host-initiated connections start here, away from well-known guest ports. */
 const FIRST_HOST_PORT = 1 << 30;
+/** The longest suffix a guest listener's path adds to UDS_PATH: `_` and a 32-bit port. */
+const MAX_PORT_SUFFIX = '_4294967295';
 
 export class VsockUnixBackend {
   readonly guestCid: number;
@@ -83,6 +86,7 @@ export class VsockUnixBackend {
   /** Listens on `udsPath` (replacing a stale socket file, refusing to replace anything else). */
   static async listen(options: VsockUnixBackendOptions): Promise<VsockUnixBackend> {
     const b = new VsockUnixBackend(options);
+    checkSocketPath(b.udsPath, MAX_PORT_SUFFIX.length); // and the guest's listeners beside it, UDS_PATH_PORT
     const st = fs.statSync(b.udsPath, { throwIfNoEntry: false });
     if (st && !st.isSocket()) throw new Error(`vsock: ${b.udsPath} exists and is not a Unix socket`);
     if (st) fs.unlinkSync(b.udsPath);

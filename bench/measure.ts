@@ -1,0 +1,39 @@
+// What the benchmarks share: the median of samples, and the time from spawning a program to a marker in its output.
+import { spawn } from 'node:child_process';
+
+export const median = (xs: readonly number[]): number => {
+  if (xs.length === 0) throw new Error('median of no samples');
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+export interface OutputSample {
+  firstOutputMs: number;
+  totalMs: number;
+}
+
+/** Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout. */
+export function timeToOutput(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string, timeoutMs = 120_000): Promise<OutputSample> {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const ms = (): number => Number(process.hrtime.bigint() - started) / 1e6;
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    let first: number | undefined;
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (first !== undefined) return;
+      seen += chunk.toString('latin1');
+      if (seen.includes(marker)) first = ms();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (first === undefined) reject(new Error(`${command} exited (${code}) without printing "${marker}":\n${stderr.slice(-2000)}`));
+      else resolve({ firstOutputMs: first, totalMs: ms() });
+    });
+  });
+}
