@@ -21,14 +21,21 @@ export function register(program: Command): void {
     .option('--memory <MiB>', 'lab guest memory', positiveInteger, 2048)
     .option('--cpus <n>', 'lab guest vCPUs (more than one has been seen to hang the lab kernel)', positiveInteger, LAB_DEFAULT_CPUS)
     .option('--console', 'also show the lab guest serial console on stderr')
-    .action(async (args: string[], options: { exec?: boolean; include: string[]; timeout: number; memory: number; cpus: number; console?: boolean }) => {
-      process.exitCode = await relayInLab(args, {
-        exec: options.exec ?? false,
-        include: options.include,
-        timeoutMs: options.timeout * 1000,
-        memoryMiB: options.memory,
-        cpus: options.cpus,
-        showConsole: options.console ?? false,
-      });
-    });
+    .option('--engines', 'also carry the container engines (containerd, podman, conmon, runc) and their configuration')
+    .action(
+      async (
+        args: string[],
+        options: { exec?: boolean; include: string[]; timeout: number; memory: number; cpus: number; console?: boolean; engines?: boolean },
+      ) => {
+        process.exitCode = await relayInLab(args, {
+          exec: options.exec ?? false,
+          include: options.include,
+          timeoutMs: options.timeout * 1000,
+          memoryMiB: options.memory,
+          cpus: options.cpus,
+          showConsole: options.console ?? false,
+          engines: options.engines ?? false,
+        });
+      },
+    );
 }

@@ -72,6 +72,8 @@ export const LAB_ENGINES: readonly LabTool[] = [
   { program: 'ctr', debianPackage: 'containerd' },
   { program: 'podman', debianPackage: 'podman' },
   { program: 'conmon', debianPackage: 'conmon' },
+  // The engines' usual runtime, the peer when comparing with ts-vmm.
+  { program: 'runc', debianPackage: 'runc' },
 ];
 
 /** Host configuration the carried engines read at fixed paths (podman's policy, registries and defaults). */
