@@ -14,13 +14,8 @@ import { dirname, resolve } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { cliEntry } from '../sys/project-paths.js';
-import { BundleError } from '../oci/bundle-config.js';
-import { checkBundle } from '../oci/runner.js';
-import { checkKernelPair } from '../oci/kernel-choice.js';
-import { KNOWN_MOUNT_OPTIONS } from '../oci/mount-options.js';
-import { kvmUnsuitableReason } from '../kvm/probe.js';
-import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../oci/monitor.js';
-import { ExecError, execProcess, parseExecUser, parseRelayPlan, relayExec, toPlan, type ExecRelayPlan } from '../oci/exec.js';
+import { CONTROL_SOCKET, CREATED_LINE, START_REPLY, START_REQUEST } from '../oci/control-protocol.js';
+import type { ExecRelayPlan } from '../oci/exec.js';
 import {
   checkContainerId,
   defaultStateRoot,
@@ -35,9 +30,8 @@ import {
   type ContainerRecord,
 } from '../oci/runtime-state.js';
 import { errorMessage } from '../sys/error-message.js';
-import { sendFd } from '../sys/fd-passing.js';
-import { openPty } from '../sys/pty.js';
-import { reportFailure, runSettings, type RunCommandOptions } from './run.js';
+import { reportFailure } from './report-failure.js';
+import type { RunCommandOptions } from './run.js';
 import { addRuntimeGlobals, logToRuntimeLog, VALUED_GLOBAL_OPTIONS, type RuntimeGlobals } from './runtime-log.js';
 
 interface RootOption {
@@ -76,6 +70,15 @@ interface CreateOptions extends RootOption, RunCommandOptions {
 }
 
 async function create(id: string, options: CreateOptions, globals: RuntimeGlobals): Promise<void> {
+  // Loaded here, not with the command line: the verbs an engine calls most (state, kill, delete) need none of it.
+  const [{ checkKernelPair }, { checkBundle }, { BundleError }, { kvmUnsuitableReason }, { openPty }, { sendFd }] = await Promise.all([
+    import('../oci/kernel-choice.js'),
+    import('../oci/runner.js'),
+    import('../oci/bundle-config.js'),
+    import('../kvm/probe.js'),
+    import('../sys/pty.js'),
+    import('../sys/fd-passing.js'),
+  ]);
   checkContainerId(id);
   checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
   const bundle = resolve(options.bundle);
@@ -221,6 +224,7 @@ interface ExecOptions extends RootOption {
 
 /** runc exec: a further process in the container's guest, relayed by this process or, detached, by a child of it. */
 async function exec(id: string, command: string[], options: ExecOptions, globals: RuntimeGlobals): Promise<void> {
+  const { ExecError, execProcess, parseExecUser, relayExec, toPlan } = await import('../oci/exec.js');
   const record = await storeOf(options).live(id);
   if (record.status !== 'running' && record.status !== 'created')
     throw new StateError(`container "${id}" is ${record.status}: no process can be started in it`);
@@ -278,6 +282,7 @@ const guestSaid = (message: string): void => {
  * socket) and waits until the program runs in the guest. The plan travels over a private socket pair, not argv.
  */
 async function startRelay(plan: ExecRelayPlan, consoleSocket: string | undefined): Promise<ChildProcess> {
+  const [{ ExecError }, { openPty }, { sendFd }] = await Promise.all([import('../oci/exec.js'), import('../sys/pty.js'), import('../sys/fd-passing.js')]);
   const pty = consoleSocket === undefined ? undefined : openPty();
   const stdio = pty === undefined ? 'inherit' : pty.slave;
   const relay = spawn(process.execPath, [cliEntry(), 'oci-exec-relay'], { stdio: [stdio, stdio, stdio, 'pipe'], detached: true });
@@ -306,8 +311,8 @@ async function startRelay(plan: ExecRelayPlan, consoleSocket: string | undefined
 
 const EXEC_STARTED_LINE = 'started';
 
-/** The first line from a stream that stays open for the answer (readLine's loop would end it). */
-function firstLine(stream: Readable): Promise<string> {
+/** The first line from a stream that stays open for the answer (readLine's loop would end it); `ended` if none. */
+function firstLine(stream: Readable, ended: () => Error): Promise<string> {
   return new Promise((resolveLine, reject) => {
     const chunks: Buffer[] = [];
     const onData = (chunk: Buffer): void => {
@@ -320,13 +325,14 @@ function firstLine(stream: Readable): Promise<string> {
       resolveLine(text.subarray(0, eol).toString('utf8'));
     };
     stream.on('data', onData);
-    stream.once('end', () => reject(new ExecError('exec relay: no plan')));
+    stream.once('end', () => reject(ended()));
     stream.once('error', reject);
   });
 }
 
 /** The relay: takes its plan from fd 3, says there whether the program started, then relays until it exits. */
 async function execRelay(): Promise<number> {
+  const { ExecError, parseRelayPlan, relayExec } = await import('../oci/exec.js');
   const channel = new Socket({ fd: 3, readable: true, writable: true });
   let reported = false;
   const report = (line: string): void => {
@@ -335,7 +341,7 @@ async function execRelay(): Promise<number> {
     channel.end(`${line}\n`);
   };
   try {
-    const plan = parseRelayPlan(await firstLine(channel));
+    const plan = parseRelayPlan(await firstLine(channel, () => new ExecError('exec relay: no plan')));
     return await relayExec(
       plan.target,
       plan,
@@ -352,7 +358,8 @@ async function execRelay(): Promise<number> {
 }
 
 /** runtime-spec's features document: what this runtime honours in a bundle. */
-function features(out: Writable): void {
+async function features(out: Writable): Promise<void> {
+  const { KNOWN_MOUNT_OPTIONS } = await import('../oci/mount-options.js');
   out.write(
     `${JSON.stringify(
       {
@@ -568,7 +575,7 @@ export function register(program: Command): void {
   program
     .command('features')
     .description('print the runtime-spec features JSON: what this runtime honours')
-    .action(action(async () => features(process.stdout)));
+    .action(action(() => features(process.stdout)));
   program
     .command('oci-monitor', { hidden: true })
     .argument('<id>')
@@ -577,6 +584,7 @@ export function register(program: Command): void {
     .action(async (id: string, options: RunCommandOptions, command: Command) => {
       // fd 3 is the pipe to `ts-vmm create`; stdout and stderr belong to the container, so no progress goes there.
       const report = createWriteStream('', { fd: 3 });
+      const [{ monitorContainer }, { runSettings }] = await Promise.all([import('../oci/monitor.js'), import('./run.js')]);
       process.exitCode = await monitorContainer(
         storeOf(command.optsWithGlobals<RuntimeGlobals>()),
         id,

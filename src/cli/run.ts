@@ -19,9 +19,7 @@ import type { TeeKind } from '../sev/tee.js';
 import { launchVm, launchVmWatched } from '../oci/vm-launch.js';
 import { addWatchOptions, checkWatchOptions, watchBootArguments, watching, type WatchCommandOptions } from './watch-options.js';
 import { errorMessage } from '../sys/error-message.js';
-
-/** Exit status for a failure of ts-vmm or of the VM rather than of the workload (docker and podman use 125 too). */
-export const RUN_FAILED = 125;
+import { reportFailure } from './report-failure.js';
 
 export interface RunCommandOptions extends WatchCommandOptions {
   tee?: TeeKind;
@@ -72,13 +70,6 @@ function openConsoleLog(path: string): Writable {
 export const quietLog = (message: string): void => {
   if (/^(warning|downloading|unpacking|building|compiling)/.test(message)) stderrLog(message);
 };
-
-/** Reports an error in one line (VM failures add the last console lines) and returns the exit status. */
-export function reportFailure(e: unknown): number {
-  if (!(e instanceof Error)) throw e;
-  process.stderr.write(`ts-vmm: ${e.message}\n`);
-  return RUN_FAILED;
-}
 
 /** Where the run inside the lab writes the console; copied out to --console-log when the lab is done. */
 const LAB_CONSOLE_LOG = '/tmp/ts-vmm-console.log';

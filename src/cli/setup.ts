@@ -11,7 +11,7 @@ import { ensureGuestAgent } from '../oci/guest-agent.js';
 import { ensureBaseInitramfs } from '../oci/guest-initramfs.js';
 import { chooseKernel, rememberKernel } from '../oci/kernel-choice.js';
 import { runCacheDir } from '../oci/paths.js';
-import { reportFailure } from './run.js';
+import { reportFailure } from './report-failure.js';
 
 /** The example bundle whose rootfs setup generates; its entrypoint script is committed next to config.json. */
 export const EXAMPLE_BUNDLE = 'examples/hello';

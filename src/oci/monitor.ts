@@ -13,13 +13,7 @@ import { bootWorkload, runWorkload, type BootedWorkload, type PreparedRun, type 
 import { processStartTime, type StateStore, type ContainerRecord } from './runtime-state.js';
 import { FORWARDED_SIGNALS } from './agent-protocol.js';
 import { errorMessage } from '../sys/error-message.js';
-
-export const CONTROL_SOCKET = 'control.sock';
-export const START_REQUEST = 'start\n';
-export const START_REPLY = 'started\n';
-
-/** How the monitor tells `ts-vmm create` the outcome: one line on its fd 3, `created` or `error: ...`. */
-export const CREATED_LINE = 'created';
+import { CONTROL_SOCKET, CREATED_LINE, START_REPLY, START_REQUEST } from './control-protocol.js';
 
 /** Resolves with the connection of the first well-formed start request (answered once the state says running). */
 async function waitForStart(server: Server): Promise<Socket> {

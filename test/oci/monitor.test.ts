@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { ensureGuestAgent } from '../../src/oci/guest-agent.js';
-import { CONTROL_SOCKET, CREATED_LINE, monitorContainer, START_REPLY, START_REQUEST } from '../../src/oci/monitor.js';
+import { CONTROL_SOCKET, CREATED_LINE, START_REPLY, START_REQUEST } from '../../src/oci/control-protocol.js';
+import { monitorContainer } from '../../src/oci/monitor.js';
 import { processStartTime, RUNTIME_SPEC_VERSION, StateStore } from '../../src/oci/runtime-state.js';
 import { agentVm, standInRun } from './stand-in-vm.js';
 
