@@ -72,7 +72,7 @@ export const LAB_ENGINES: readonly LabTool[] = [
   { program: 'ctr', debianPackage: 'containerd' },
   { program: 'podman', debianPackage: 'podman' },
   { program: 'conmon', debianPackage: 'conmon' },
-  // The engines' usual runtime, the peer when comparing with ts-vmm.
+  // The engine benchmark's peer runtime (bench/engines.ts).
   { program: 'runc', debianPackage: 'runc' },
 ];
 

@@ -4,12 +4,13 @@
 import { expect } from 'chai';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBusybox } from '../../src/assets/debian.js';
 import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
 import { cliEntry } from '../../src/sys/project-paths.js';
+import { CriClient, type PodSandboxConfig } from './cri-client.js';
 import { type Containerd, importImage, podmanCommand, podmanImport, startContainerd, writeRuntimeWrapper } from './engines.js';
 
 interface Outcome {
@@ -231,5 +232,162 @@ describe('real container engines drive ts-vmm: containerd and podman @kvm', func
       expectNothingLeft(stateRoot, id);
       expectNoPodmanContainers();
     });
+  });
+
+  describe("containerd's CRI plugin, driven as kubelet drives it (RuntimeClass handler, pod annotations)", () => {
+    let containerd: Containerd;
+    let cri: CriClient;
+    const shimRoot = '/run/ts-vmm-cri'; // the handler's Root, which the shim passes as --root
+    const image = 'docker.io/library/ts-vmm-busybox:cri';
+    const pauseImage = 'docker.io/library/ts-vmm-pause:cri';
+    /** Every runtime call the shim makes, with its start and end (seconds of uptime) and exit status. */
+    const verbLog = (): string => join(tmp, 'cri-runtime-calls.log');
+    /** A failed test says what containerd logged at error level (the shim's and the runtime's reasons). */
+    const withContainerdErrors = async (body: () => Promise<void>): Promise<void> => {
+      try {
+        await body();
+      } catch (error) {
+        const errors = readFileSync(join(tmp, 'containerd-cri.log'), 'utf8')
+          .split('\n')
+          .filter((line) => line.includes('level=error'));
+        const verbs = existsSync(verbLog()) ? readFileSync(verbLog(), 'utf8') : '';
+        const tasks = join(containerd.state, 'io.containerd.runtime.v2.task', 'k8s.io');
+        const runtimeLogs = (existsSync(tasks) ? readdirSync(tasks) : [])
+          .map((id) => join(tasks, id, 'log.json'))
+          .filter((path) => existsSync(path))
+          .map((path) => readFileSync(path, 'utf8'))
+          .join('');
+        if (error instanceof Error)
+          error.message += `\ncontainerd's errors:\n${errors.slice(-10).join('\n')}\nruntime calls:\n${verbs}\nruntime logs:\n${runtimeLogs}`;
+        throw error;
+      }
+    };
+
+    let madeResolvConf = false;
+
+    before(async () => {
+      writeRuntimeWrapper(join(tmp, 'ts-vmm-cri'), { verbLog: verbLog() });
+      // A host-network pod gets the node's resolv.conf, which the CRI plugin copies; the lab has none.
+      if (!existsSync('/etc/resolv.conf')) {
+        writeFileSync('/etc/resolv.conf', 'nameserver 10.96.0.10\n');
+        madeResolvConf = true;
+      }
+      const plugin = 'plugins."io.containerd.grpc.v1.cri"';
+      containerd = await startContainerd(
+        tmp,
+        'containerd-cri',
+        `version = 2
+[${plugin}]
+  sandbox_image = "${pauseImage}"
+[${plugin}.containerd]
+  snapshotter = "native"
+  default_runtime_name = "runc"
+[${plugin}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[${plugin}.cni]
+  bin_dir = "${join(tmp, 'cni-bin')}"
+  conf_dir = "${join(tmp, 'cni-conf')}"
+[${plugin}.containerd.runtimes.ts-vmm]
+  runtime_type = "io.containerd.runc.v2"
+  pod_annotations = ["ts-vmm.cpus", "ts-vmm.memory-mib"]
+[${plugin}.containerd.runtimes.ts-vmm.options]
+  BinaryName = "${join(tmp, 'ts-vmm-cri')}"
+  Root = "${shimRoot}"
+`,
+      );
+      cri = new CriClient(containerd.socket);
+      // The CRI plugin loads with containerd or not at all (a bad config only shows in containerd's log).
+      expect(await cri.version(), 'the CRI plugin answers').to.deep.include({ runtime_name: 'containerd', runtime_api_version: 'v1' });
+      // kubelet's images live in containerd's k8s.io namespace; none can be pulled here, so they are imported.
+      await importImage(containerd, 'k8s.io', join(tmp, 'rootfs'), image, tmp);
+      await importImage(containerd, 'k8s.io', join(tmp, 'rootfs'), pauseImage, tmp, ['sleep', '2147483647']);
+    });
+
+    after(async () => {
+      cri?.close();
+      await containerd?.stop();
+      if (madeResolvConf) rmSync('/etc/resolv.conf');
+    });
+
+    /** The container's lines in its CRI log (`<time> <stream> <F|P> <text>`), as `stream: text`. */
+    const criLog = (path: string): string[] =>
+      existsSync(path)
+        ? readFileSync(path, 'utf8')
+            .split('\n')
+            .filter((line) => line !== '')
+            .map((line) => {
+              const [, stream, , ...text] = line.split(' ');
+              return `${stream}: ${text.join(' ')}`;
+            })
+        : [];
+
+    it('RunPodSandbox, CreateContainer, StartContainer, ContainerStatus, ExecSync, StopContainer, RemovePodSandbox', () =>
+      withContainerdErrors(async () => {
+        const logDirectory = join(tmp, 'pods', 'hello');
+        const pod: PodSandboxConfig = {
+          metadata: { name: 'hello', uid: 'f3c4a1d2-hello', namespace: 'default', attempt: 0 },
+          hostname: 'hello-pod',
+          log_directory: logDirectory,
+          annotations: { 'ts-vmm.cpus': '2', 'ts-vmm.memory-mib': '320' },
+          linux: { security_context: { namespace_options: { network: 'NODE' } } },
+        };
+        const sandbox = await cri.runPodSandbox(pod, 'ts-vmm');
+        expect(await cri.podSandboxState(sandbox)).to.deep.include({ state: 'SANDBOX_READY', runtime_handler: 'ts-vmm' });
+        const container = await cri.createContainer(
+          sandbox,
+          {
+            metadata: { name: 'app', attempt: 0 },
+            image: { image },
+            command: ['sh', '-c'],
+            args: [`echo "cpus $(nproc) host $(cat /etc/hostname) greeting $GREETING"; grep nameserver /etc/resolv.conf; ${TRAPPING}`],
+            envs: [{ key: 'GREETING', value: 'hi there' }],
+            log_path: 'app.log',
+          },
+          pod,
+        );
+        expect((await cri.containerStatus(container)).state).to.equal('CONTAINER_CREATED');
+        await cri.startContainer(container);
+        const log = join(logDirectory, 'app.log');
+        const deadline = Date.now() + 240_000;
+        while (!criLog(log).includes('stdout: up')) {
+          if (Date.now() > deadline) throw new Error(`the container never said "up": ${criLog(log).join('\n')}`);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        // The pod's annotations sized the VM (two vCPUs); the pod's hostname and resolv.conf were copied in.
+        const nameserver = readFileSync('/etc/resolv.conf', 'utf8')
+          .split('\n')
+          .filter((line) => line.startsWith('nameserver'));
+        expect(criLog(log)).to.deep.equal(['stdout: cpus 2 host hello-pod greeting hi there', ...nameserver.map((line) => `stdout: ${line}`), 'stdout: up']);
+        expect((await cri.containerStatus(container)).state).to.equal('CONTAINER_RUNNING');
+
+        const exec = await cri.execSync(container, ['sh', '-c', 'echo exec says hi; echo to stderr >&2; exit 4'], 120);
+        expect([exec.exit_code, exec.stdout.toString(), exec.stderr.toString()]).to.deep.equal([4, 'exec says hi\n', 'to stderr\n']);
+        const missing = await cri.execSync(container, ['/no/such/program'], 120).then(
+          (r) => `exit ${r.exit_code}: ${r.stderr.toString()}`,
+          (error: Error) => error.message,
+        );
+        expect(missing).to.include('/no/such/program');
+
+        await cri.stopContainer(container, 60);
+        const stopped = await cri.containerStatus(container);
+        expect([stopped.state, stopped.exit_code]).to.deep.equal(['CONTAINER_EXITED', 3]);
+        expect(criLog(log).at(-1)).to.equal('stdout: got TERM');
+        await cri.removeContainer(container);
+        await cri.stopPodSandbox(sandbox);
+        await cri.removePodSandbox(sandbox);
+        // containerd finishes a pod's removal in the background: when its wait for the shim to shut down runs out
+        // (as it does in the lab, where every runtime call starts Node under TCG), its cleanup runs the runtime's
+        // `delete --force` after RemovePodSandbox has returned. Nothing may be left once that is done.
+        const cleanupDeadline = Date.now() + 120_000;
+        while (tsVmmProcesses().length > 0 && Date.now() < cleanupDeadline) await new Promise((r) => setTimeout(r, 500));
+        expect(tsVmmProcesses().join('\n'), 'ts-vmm processes left').to.equal('');
+        expect(containersIn(join(shimRoot, 'k8s.io')), `${shimRoot}: the runtime's state`).to.deep.equal([]);
+        for (const dir of [
+          join(containerd.state, 'io.containerd.runtime.v2.task', 'k8s.io'),
+          join(containerd.root, 'io.containerd.grpc.v1.cri', 'sandboxes'),
+          join(containerd.state, 'io.containerd.grpc.v1.cri', 'sandboxes'),
+        ])
+          expect(existsSync(dir) ? readdirSync(dir) : [], dir).to.deep.equal([]);
+      }));
   });
 });

@@ -16,7 +16,7 @@ const FORWARDED_ENV = ['TS_VMM_AGENT', 'TS_VMM_CACHE', 'TS_VMM_RUN_CACHE', 'HOME
 
 /**
  * Writes an executable at `path` that runs ts-vmm (or `program`) with the caller's ts-vmm environment. With
- * `verbLog`, it appends `<start> <end> <arguments>` per invocation (seconds of /proc/uptime) to that file.
+ * `verbLog`, it appends `<start> <end> <exit status> <arguments>` per invocation (seconds of /proc/uptime) to that file.
  */
 export function writeRuntimeWrapper(path: string, options: { program?: string; verbLog?: string } = {}): void {
   const env = FORWARDED_ENV.filter((name) => process.env[name] !== undefined).map((name) => `${name}='${process.env[name]}'`);
@@ -24,7 +24,7 @@ export function writeRuntimeWrapper(path: string, options: { program?: string; v
   const script =
     options.verbLog === undefined
       ? `#!/bin/sh\nexec ${command} "$@"\n`
-      : `#!/bin/sh\nread t0 _ < /proc/uptime\n${command} "$@"\nrc=$?\nread t1 _ < /proc/uptime\necho "$t0 $t1 $*" >> '${options.verbLog}'\nexit $rc\n`;
+      : `#!/bin/sh\nread t0 _ < /proc/uptime\n${command} "$@"\nrc=$?\nread t1 _ < /proc/uptime\necho "$t0 $t1 $rc $*" >> '${options.verbLog}'\nexit $rc\n`;
   writeFileSync(path, script, { mode: 0o755 });
 }
 
