@@ -4,18 +4,18 @@
 // end, which splits the time to first output into the engine's own work before `create`, `create`, the engine
 // between `create` and `start`, `start`, and `start` to the first output.
 //   npx tsc -p . && node dist/bench/engines.js [runs]      (as root; in the lab where there is no /dev/kvm)
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBusybox } from '../src/assets/debian.js';
 import { writeBusyboxRootfs } from '../src/oci/example-rootfs.js';
+import { findProgram } from '../src/oci/host-programs.js';
+import { errorMessage } from '../src/sys/error-message.js';
 import { importImage, podmanCommand, podmanImport, startContainerd, writeRuntimeWrapper } from '../test/oci/engines.js';
 import { median, timeToOutput } from './measure.js';
 
 const runs = Number(process.argv[2] ?? 5);
 const MARKER = 'first output';
-const RUNC = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
 const VERBS = new Set(['create', 'start', 'delete', 'kill', 'state', 'ps', 'features']);
 
 interface Phases {
@@ -62,6 +62,8 @@ async function timed(argv: string[], verbLog: string): Promise<Phases> {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the engines run containers as root: run this as root');
+  const runc = findProgram('runc');
+  if (runc === undefined) throw new Error('runc not found: it is the peer runtime (Debian: runc)');
   const dir = mkdtempSync(join(tmpdir(), 'ts-vmm-engines-bench-'));
   const containerd = await startContainerd(dir, 'containerd', 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n');
   try {
@@ -75,7 +77,7 @@ async function main(): Promise<void> {
     const runcNoPivot = join(dir, 'runc-no-pivot');
     writeFileSync(
       runcNoPivot,
-      `#!/bin/sh\nfor a; do shift; if [ "$a" = create ]; then set -- "$@" create --no-pivot; else set -- "$@" "$a"; fi; done\nexec '${RUNC}' "$@"\n`,
+      `#!/bin/sh\nfor a; do shift; if [ "$a" = create ]; then set -- "$@" create --no-pivot; else set -- "$@" "$a"; fi; done\nexec '${runc}' "$@"\n`,
       { mode: 0o755 },
     );
     writeRuntimeWrapper(runtimes.runc, { program: runcNoPivot, verbLog });
@@ -133,6 +135,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error(`engines bench: ${error instanceof Error ? error.message : String(error)}`);
+  console.error(`engines bench: ${errorMessage(error)}`);
   process.exit(1);
 });
