@@ -11,7 +11,8 @@
  * so its writes are on the disk, and only then is EXIT sent: the host may stop the VM the moment it reads it.
  *
  * A confidential image carries its setup and process inside the encrypted disk, in words files (`--setup-file`,
- * `--process-file`); the host then cannot choose the process, and a PROCESS frame from it ends the run.
+ * `--process-file`), or, made by buildah mkcw, as the OCI image's configuration (`--image-config`, read by
+ * image-config.c); the host then cannot choose the process, and a PROCESS frame from it ends the run.
  *
  * With `--exec-listen PORT` (vsock; a path: a Unix socket) the agent also takes further processes into the running
  * container (`ts-vmm exec`): each connection there gets a forked session of its own speaking the same frames (READY,
@@ -49,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "image-config.h"
+
 enum {
   FRAME_READY = 1, FRAME_STDOUT = 2, FRAME_STDERR = 3, FRAME_EXIT = 4, FRAME_ERROR = 5, FRAME_STARTED = 6,
   FRAME_START = 16, FRAME_STDIN = 17, FRAME_STDIN_EOF = 18, FRAME_SIGNAL = 19, FRAME_WINSIZE = 20, FRAME_PROCESS = 21,
@@ -60,7 +63,7 @@ static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 struct mount_spec { const char *type, *source, *target, *data; unsigned long flags; };
 
 struct options {
-  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir, *process_file, *exec_listen;
+  const char *vsock, *unix_path, *root, *cwd, *unmount, *hostname, *dev_dir, *process_file, *image_config, *exec_listen;
   struct mount_spec mounts[MAX_MOUNTS];
   int nmounts;
   uid_t uid;
@@ -198,6 +201,7 @@ static void parse_setup_words(struct options *o, int first, int argc, char **arg
     else if (strcmp(a, "--hostname") == 0) o->hostname = v;
     else if (strcmp(a, "--populate-dev") == 0) o->dev_dir = v;
     else if (strcmp(a, "--process-file") == 0) o->process_file = v;
+    else if (strcmp(a, "--image-config") == 0) o->image_config = v;
     else if (strcmp(a, "--exec-listen") == 0) o->exec_listen = v;
     else if (strcmp(a, "--setup-file") == 0 && allow_file) {
       size_t len;
@@ -229,7 +233,9 @@ static void parse_setup(struct options *o, int argc, char **argv) {
   o->umask_value = -1;
   parse_setup_words(o, 1, argc, argv, 1);
   if (!o->vsock == !o->unix_path) usage("exactly one of --vsock CID:PORT or --unix PATH is required");
-  if (o->exec_listen && o->process_file) usage("--exec-listen with --process-file: an image that names its process takes no other");
+  if (o->process_file && o->image_config) usage("--process-file with --image-config: one process, from one place");
+  if (o->exec_listen && (o->process_file || o->image_config))
+    usage("--exec-listen with --process-file or --image-config: an image that names its process takes no other");
 }
 
 /*
@@ -607,7 +613,7 @@ static struct session_end serve(struct options *o, const struct options *base, i
       off += HEADER + len;
       if (type == FRAME_PROCESS && !started) {
         /* A confidential image names its own process; the host may not replace or extend it. */
-        if (o->process_file) usage("the host sent a process, but this workload's process comes from its image");
+        if (o->process_file || o->image_config) usage("the host sent a process, but this workload's process comes from its image");
         if (len > MAX_PROCESS - description_len) usage("process description larger than MAX_PROCESS");
         char *grown = realloc(description, description_len + len);
         if (!grown) usage("no memory for the process description");
@@ -770,6 +776,11 @@ int main(int argc, char **argv) {
   char *description = NULL; /* the process description: the PROCESS frames' bytes, up to MAX_PROCESS */
   size_t description_len = 0;
   if (o.process_file) description = read_words_file(o.process_file, &description_len);
+  if (o.image_config) {
+    char why[512];
+    description = image_config_process(o.image_config, o.root, &description_len, why, sizeof why);
+    if (!description) usage(why);
+  }
   int listener = o.exec_listen ? listen_exec(o.exec_listen) : -1;
   static struct options base;
   base = o;

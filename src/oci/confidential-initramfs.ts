@@ -4,7 +4,8 @@
 // device-mapper's crypt and integrity targets with the ciphers they ask for by name) and the host's Debian
 // cryptsetup with its shared libraries. Its /init takes the launch secret from the slot the measured firmware
 // filled, opens the disk with cryptsetup, mounts it and hands over to the agent, which reads the container's
-// setup and process from the disk (written there by `ts-vmm mkcw`).
+// setup and process from the disk (written there by `ts-vmm mkcw`), or the process alone from the OCI image
+// configuration buildah mkcw stores there.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
@@ -13,7 +14,8 @@ import type { Log } from '../assets/debian.js';
 import { writeInitramfs } from '../initramfs/builder.js';
 import { ModuleResolutionError, ModuleTree, readModuleImage } from '../initramfs/modules.js';
 import { SECRET_SLOT_FILE } from '../initramfs/secret-slot.js';
-import { AGENT_CONNECTION, GUEST, RUN_MODULES, shellQuote } from './guest-init.js';
+import type { GuestMount } from './bundle-config.js';
+import { AGENT_CONNECTION, GUEST, mountSetup, RUN_MODULES, shellQuote } from './guest-init.js';
 import type { GuestSoftware } from './guest-initramfs.js';
 import { findProgram, sharedLibraries } from './host-programs.js';
 
@@ -47,6 +49,22 @@ export const IMAGE_FILES = {
   /** Host files the bundle binds in, copied into the image at mkcw time: the n-th is `copiedFiles/n`. */
   copiedFiles: '/.ts-vmm/files',
 } as const;
+
+/** Where buildah mkcw's disk keeps the image's OCI configuration (`json.Marshal` of the image), which names the process. */
+export const BUILDAH_IMAGE_CONFIG = '/.krun_config.json';
+
+/**
+ * The container a buildah mkcw image gets, whose disk names its process but no mounts: those `runc spec` gives every
+ * container (a tmpfs /dev with the standard devices, not the guest's devtmpfs with the disk under it).
+ */
+const BUILDAH_IMAGE_MOUNTS: readonly GuestMount[] = [
+  { destination: '/proc', type: 'proc', source: 'proc', options: [] },
+  { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+  { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+  { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+  { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+  { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+];
 
 export const CRYPTSETUP = '/sbin/cryptsetup';
 /** The dynamic loader's default directory on x86-64 Debian: no ld.so.cache is needed to find what lies here. */
@@ -117,8 +135,12 @@ why=$({ ${agent} --take-secret /${SECRET_SLOT_FILE} | DM_DISABLE_UDEV=1 ${CRYPTS
   fail "cannot open the encrypted disk: $(echo $why)"
 ${bb} mkdir -p ${root}
 ${bb} mount -t ext4 -o rw /dev/mapper/${MAPPED_ROOT} ${root} || fail "cannot mount the decrypted disk"
-${bb} test -f ${inRoot(IMAGE_FILES.setup)} -a -f ${inRoot(IMAGE_FILES.process)} || fail "the disk holds no workload (${IMAGE_FILES.setup}): not an image from ts-vmm mkcw"
-exec ${agent} ${AGENT_CONNECTION.map(q).join(' ')} --setup-file ${inRoot(IMAGE_FILES.setup)} --process-file ${inRoot(IMAGE_FILES.process)}
+if ${bb} test -f ${inRoot(IMAGE_FILES.setup)} -a -f ${inRoot(IMAGE_FILES.process)}; then
+  exec ${agent} ${AGENT_CONNECTION.map(q).join(' ')} --setup-file ${inRoot(IMAGE_FILES.setup)} --process-file ${inRoot(IMAGE_FILES.process)}
+elif ${bb} test -f ${inRoot(BUILDAH_IMAGE_CONFIG)}; then
+  exec ${agent} ${[...AGENT_CONNECTION, ...mountSetup(BUILDAH_IMAGE_MOUNTS)].map(q).join(' ')} --image-config ${inRoot(BUILDAH_IMAGE_CONFIG)}
+fi
+fail "the disk holds no workload: neither ${IMAGE_FILES.setup} (ts-vmm mkcw) nor ${BUILDAH_IMAGE_CONFIG} (buildah mkcw)"
 `;
 }
 

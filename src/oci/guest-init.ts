@@ -43,9 +43,12 @@ export const AGENT_CONNECTION: readonly string[] = ['--vsock', `${HOST_CID}:${AG
 
 /** The container's setup for the agent: host name, mounts (the n-th bind mount's source is `copiedFiles/n`), /dev. */
 export function containerSetup(config: BundleConfig, copiedFiles: string = GUEST.copiedFiles): string[] {
+  return [...(config.hostname === undefined ? [] : ['--hostname', config.hostname]), ...mountSetup(guestMounts(config), copiedFiles)];
+}
+
+/** The agent's `--mount` words for these mounts (and `--populate-dev` for a tmpfs /dev). */
+export function mountSetup(mounts: readonly GuestMount[], copiedFiles: string = GUEST.copiedFiles): string[] {
   const args: string[] = [];
-  if (config.hostname !== undefined) args.push('--hostname', config.hostname);
-  const mounts = guestMounts(config);
   let copied = 0;
   for (const m of mounts) {
     const { flags, data } = mountCall(m.options);

@@ -13,6 +13,7 @@ import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
 import { encodeFooter, FOOTER_READ_BYTES, decodeFooter } from '../../src/oci/workload-footer.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
 import { type CliResult, runCli } from '../cli/cli-process.js';
+import { writeBuildahImage } from './buildah-image.js';
 import { ADMIN_TOKEN, startTestKbs, type TestKbs } from '../kbs/harness.js';
 
 /** Only the passes a test needs: the guest runs cryptsetup under TCG. */
@@ -93,6 +94,49 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     expect(r.status, r.stderr).to.equal(3);
     expect(r.stdout).to.equal(`${MARKER}\nenv only-in-the-image\n`);
     expect(said(r)).to.equal('to stderr');
+    expect(leftovers(image)).to.deep.equal([]);
+  });
+
+  it("runs an image laid out as buildah mkcw writes it (LUKS1, the OCI image configuration inside): the image's process, env, user and working directory", async () => {
+    const rootfs = join(dir, 'buildah-rootfs');
+    await writeBusyboxRootfs((await ensureBusybox()).path, rootfs, {
+      marker: { content: `${MARKER}\n`, mode: 0o644 },
+      'srv/.keep': { content: '', mode: 0o644 },
+    });
+    const image = join(dir, 'buildah.img');
+    const passphrase = randomBytes(32).toString('hex');
+    const pass = join(dir, 'buildah.pass');
+    writeFileSync(pass, passphrase, { mode: 0o600 });
+    await writeBuildahImage({
+      rootfs,
+      image,
+      passphrase: Buffer.from(passphrase),
+      imageConfig: {
+        architecture: 'amd64',
+        os: 'linux',
+        config: {
+          User: '1000:1000',
+          Env: ['PATH=/bin', 'GREETING=hello'],
+          Entrypoint: ['/bin/sh', '-c'],
+          Cmd: ['echo "$GREETING from $(pwd) as $(id -u):$(id -g)"; test -c /dev/null && cat /marker; exit 5'],
+          WorkingDir: '/srv',
+        },
+      },
+      workload: {
+        tee: 'sev',
+        tee_data: '{"vendor_chain":"/sev.chain","attestation_server_pubkey":""}',
+        workload_id: 'buildah-1',
+        cpus: 1,
+        ram_mib: 256,
+        attestation_url: '',
+      },
+    });
+    expect(readFileSync(image).includes(MARKER), 'the image holds no plaintext of the rootfs').to.equal(false);
+
+    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', pass, image);
+    expect(r.status, r.stderr).to.equal(5);
+    expect(r.stdout).to.equal(`hello from /srv as 1000:1000\n${MARKER}\n`);
+    expect(said(r)).to.equal('');
     expect(leftovers(image)).to.deep.equal([]);
   });
 

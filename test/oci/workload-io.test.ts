@@ -275,7 +275,7 @@ describe('workload I/O with the guest agent over a Unix socket', function () {
       const r = spawnSync(agent, ['--unix', join(dir, 'x'), '--process-file', join(dir, 'p'), '--exec-listen', join(dir, 'y')], { encoding: 'utf8' });
       expect([r.status, r.stderr.trim()]).to.deep.equal([
         125,
-        'ts-vmm-agent: --exec-listen with --process-file: an image that names its process takes no other',
+        'ts-vmm-agent: --exec-listen with --process-file or --image-config: an image that names its process takes no other',
       ]);
     });
   });
