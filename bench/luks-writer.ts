@@ -1,8 +1,9 @@
 // LUKS2 writer throughput (header, keyslot and a payload of SIZE MiB streamed through aes-xts-plain64 with
-// 4096-byte sectors into a file, on disk and on tmpfs) against `openssl speed -evp aes-256-xts -bytes 4096` in the
-// same run (single-threaded; the writer uses one XTS thread per CPU), and the writer's peak resident memory, which
-// must not grow with the image.
-//   npx tsc -p . && node dist/bench/luks-writer.js [MiB=1024]
+// 4096-byte sectors into a new file) against the same bytes written unencrypted into a new file on the same file
+// system (on disk and on tmpfs), and its sector cipher alone against `openssl speed -evp aes-256-xts -bytes 4096`
+// (both one thread), in the same run; medians of RUNS interleaved rounds. Also the writer's peak resident memory,
+// which must not grow with the image.
+//   npm run build && node dist/bench/luks-writer.js [MiB=1024] [RUNS=3]
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -11,11 +12,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { writeLuks2 } from '../src/luks/writer.js';
+import { median } from './measure.js';
 import { xtsThreadCount } from '../src/luks/xts-threads.js';
 import { XtsSectorCipher } from '../src/luks/xts.js';
 
 const MIB = 1024 * 1024;
 const sizeMiB = Number(process.argv[2] ?? 1024);
+const runs = Number(process.argv[3] ?? 3);
 
 /** SIZE MiB of plaintext, one random MiB repeated, produced as it is consumed. */
 function payload(): Readable {
@@ -77,32 +80,42 @@ async function plainWriteSpeed(dir: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-luks-bench-'));
+  const dirs = [mkdtempSync(path.join(tmpdir(), 'ts-vmm-luks-bench-'))];
   // tmpfs: the same writer with the disk taken out.
-  const memoryDir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/ts-vmm-luks-bench-') : undefined;
+  if (existsSync('/dev/shm')) dirs.push(mkdtempSync('/dev/shm/ts-vmm-luks-bench-'));
+  const samples = dirs.map(() => ({ writer: [] as number[], plain: [] as number[] }));
+  const cipher: number[] = [];
+  const openssl: number[] = [];
+  let peakRssMiB = 0;
   try {
-    // Each file measurement starts with nothing dirty in the page cache, or it would pay for the one before it.
-    execFileSync('sync');
-    const toFile = await writerSpeed(dir);
-    const peakRssMiB = process.resourceUsage().maxRSS / 1024;
-    execFileSync('sync');
-    const plainToFile = await plainWriteSpeed(dir);
-    const toMemory = memoryDir ? await writerSpeed(memoryDir) : undefined;
-    const cipherOnly = sectorCipherSpeed();
-    const openssl = opensslSpeed();
-    const line = (text: string) => process.stdout.write(`${text}\n`);
-    line(`openssl speed -evp aes-256-xts -bytes 4096 (one thread): ${openssl.toFixed(0)} MB/s`);
-    line(
-      `LUKS2 writer, ${sizeMiB} MiB payload, 4096-byte sectors, ${xtsThreadCount()} XTS threads, into a file in ${tmpdir()}: ${toFile.toFixed(0)} MB/s, ratio ${(toFile / openssl).toFixed(2)}, peak RSS ${peakRssMiB.toFixed(0)} MiB`,
-    );
-    line(`the same bytes unencrypted into a file there (4 MiB writes): ${plainToFile.toFixed(0)} MB/s; writer / that: ${(toFile / plainToFile).toFixed(2)}`);
-    if (toMemory !== undefined) line(`the same into a file in /dev/shm (tmpfs): ${toMemory.toFixed(0)} MB/s, ratio ${(toMemory / openssl).toFixed(2)}`);
-    line(`its sector cipher alone, one thread, in memory: ${cipherOnly.toFixed(0)} MB/s, ratio ${(cipherOnly / openssl).toFixed(2)}`);
-    line('target: writer / openssl >= 0.80');
+    for (let round = 0; round < runs; round++) {
+      for (const [i, dir] of dirs.entries()) {
+        // Each file measurement starts with nothing dirty in the page cache, or it would pay for the one before it.
+        execFileSync('sync');
+        samples[i]!.writer.push(await writerSpeed(dir));
+        peakRssMiB = Math.max(peakRssMiB, process.resourceUsage().maxRSS / 1024);
+        execFileSync('sync');
+        samples[i]!.plain.push(await plainWriteSpeed(dir));
+      }
+      cipher.push(sectorCipherSpeed());
+      openssl.push(opensslSpeed());
+    }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
-    if (memoryDir) rmSync(memoryDir, { recursive: true, force: true });
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   }
+  const line = (text: string) => process.stdout.write(`${text}\n`);
+  const mbs = (xs: number[]) => `${median(xs).toFixed(0)} MB/s (${xs.map((x) => x.toFixed(0)).join(', ')})`;
+  line(`medians of ${runs} interleaved rounds, ${sizeMiB} MiB payload, 4096-byte sectors, ${xtsThreadCount()} XTS threads; samples in brackets`);
+  line(`sector cipher alone, one thread, in memory: ${mbs(cipher)}`);
+  line(`openssl speed -evp aes-256-xts -bytes 4096, one thread: ${mbs(openssl)}`);
+  line(`  cipher / openssl: ${(median(cipher) / median(openssl)).toFixed(2)} (target >= 0.80)`);
+  for (const [i, dir] of dirs.entries()) {
+    const { writer, plain } = samples[i]!;
+    line(`LUKS2 writer into a new file in ${path.dirname(dir)}: ${mbs(writer)}`);
+    line(`the same bytes unencrypted into a new file there (4 MiB writes): ${mbs(plain)}`);
+    line(`  writer / unencrypted: ${(median(writer) / median(plain)).toFixed(2)}; writer / openssl: ${(median(writer) / median(openssl)).toFixed(2)}`);
+  }
+  line(`writer peak resident memory: ${peakRssMiB.toFixed(0)} MiB`);
 }
 
 await main();

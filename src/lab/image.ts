@@ -4,6 +4,7 @@
 import { CONFIDENTIAL_MODULES } from '../oci/confidential-initramfs.js';
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import { dirname, join, posix, relative } from 'node:path';
+import { ensureXtsLibrary } from '../luks/xts.js';
 import { projectRoot } from '../sys/project-paths.js';
 import { COMPLETE_MARKER, ensureBusybox, ensureDebianKernel, unpackedPath, type AssetOptions, type DebianKernel } from '../assets/debian.js';
 import { writeInitramfs, type InitramfsBuilder } from '../initramfs/builder.js';
@@ -166,8 +167,14 @@ export async function buildLabImage(path: string, options: LabImageOptions): Pro
   }
   const koffiNative = join(projectRoot(), 'node_modules', 'koffi', 'build', 'koffi', `linux_${process.arch}`, 'koffi.node');
   const libraries = new Set<string>();
-  for (const binary of [...programs.map((p) => p.host), ...(existsSync(koffiNative) ? [koffiNative] : [])]) {
+  // The lab has no gcc: what the project compiles on first use is compiled here, carried in with dist/, and its
+  // libraries with it.
+  const xtsLibrary = ensureXtsLibrary();
+  for (const binary of programs.map((p) => p.host)) {
     for (const lib of await sharedLibraries(binary)) libraries.add(lib);
+  }
+  for (const object of [...(existsSync(koffiNative) ? [koffiNative] : []), xtsLibrary]) {
+    for (const lib of await sharedLibraries(object, true)) libraries.add(lib);
   }
 
   const bytes = await writeInitramfs(path, 'none', async (image: InitramfsBuilder) => {

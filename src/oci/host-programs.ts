@@ -36,10 +36,10 @@ async function programInterpreter(binary: string): Promise<string | undefined> {
 /**
  * Shared libraries (including the dynamic loader) a binary needs, as its own loader resolves them
  * (`ld.so --list`, what ldd runs; ldd itself is a bash script the lab does not carry); none for
- * static binaries.
+ * static binaries. A shared library names no loader: give `sharedObject` and this process's loader lists it.
  */
-export async function sharedLibraries(binary: string): Promise<string[]> {
-  const loader = await programInterpreter(binary);
+export async function sharedLibraries(binary: string, sharedObject = false): Promise<string[]> {
+  const loader = await programInterpreter(sharedObject ? process.execPath : binary);
   if (loader === undefined) return [];
   let out: string;
   try {

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { ensureXtsLibrary } from '../../src/luks/xts.js';
 import { sharedLibraries } from '../../src/oci/host-programs.js';
 
 describe('host programs for the lab', () => {
@@ -13,6 +14,13 @@ describe('host programs for the lab', () => {
     expect(libs.some((l) => /\/libc\.so\.6$/.test(l))).to.equal(true);
     // busybox-static, which the lab needs anyway, is the static binary at hand.
     if (fs.existsSync('/bin/busybox')) expect(await sharedLibraries('/bin/busybox')).to.deep.equal([]);
+  });
+
+  it("lists a shared library's own libraries, which name no loader, through this process's loader", async () => {
+    const xts = ensureXtsLibrary();
+    expect(await sharedLibraries(xts)).to.deep.equal([]);
+    const libs = await sharedLibraries(xts, true);
+    expect(libs.some((l) => /\/libcrypto\.so\.3$/.test(l)), libs.join(' ')).to.equal(true);
   });
 
   it('names a file that is not a program', async () => {
