@@ -20,7 +20,10 @@ describe('host programs for the lab', () => {
     const xts = ensureXtsLibrary();
     expect(await sharedLibraries(xts)).to.deep.equal([]);
     const libs = await sharedLibraries(xts, true);
-    expect(libs.some((l) => /\/libcrypto\.so\.3$/.test(l)), libs.join(' ')).to.equal(true);
+    expect(
+      libs.some((l) => /\/libcrypto\.so\.3$/.test(l)),
+      libs.join(' '),
+    ).to.equal(true);
   });
 
   it('names a file that is not a program', async () => {
