@@ -30,8 +30,12 @@ export const DEFAULT_KDF = { type: 'argon2id' as const, time: 4, memoryKiB: 128 
 export interface WriteOptions {
   /** The image (header then data), or only the data when `header` is given. */
   output: string;
-  /** Plaintext: a file path or a readable stream; a last partial sector is padded with zeros. */
-  source: string | Readable;
+  /**
+   * Plaintext: a file path or a readable stream; or `{ inPlace: bytes }`, that many bytes already in `output` where the
+   * data goes, encrypted where they lie (as cryptsetup reencrypt does: no second copy of the image is written). A
+   * last partial sector is padded with zeros.
+   */
+  source: string | Readable | { inPlace: number };
   passphrase: Buffer;
   kdf?: KdfChoice;
   /** 512, 1024, 2048 or 4096 (default). */
@@ -129,13 +133,14 @@ async function writeAll(file: FileHandle, data: Buffer, position: number): Promi
 /** Fills `chunk` from the plaintext; fewer bytes than its length only at the end. */
 type Fill = (chunk: Buffer) => Promise<number>;
 
-/** A file is read straight into the chunks (no stream, no copy). */
-function fillFromFile(file: FileHandle): Fill {
-  let position = 0;
+/** A file is read straight into the chunks (no stream, no copy), from `start` for at most `limit` bytes. */
+function fillFromFile(file: FileHandle, start = 0, limit = Number.POSITIVE_INFINITY): Fill {
+  let position = start;
+  const end = start + limit;
   return async (chunk) => {
     let filled = 0;
-    for (let n = -1; filled < chunk.length && n !== 0; filled += n, position += n) {
-      ({ bytesRead: n } = await file.read(chunk, filled, chunk.length - filled, position));
+    for (let n = -1; filled < chunk.length && position < end && n !== 0; filled += n, position += n) {
+      ({ bytesRead: n } = await file.read(chunk, filled, Math.min(chunk.length - filled, end - position), position));
     }
     return filled;
   };
@@ -270,9 +275,16 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
   const keyslotsSize = Math.min((detached ? DEFAULT_DATA_OFFSET : dataOffset) - KEYSLOTS_START, 128 * 1024 * 1024);
   const uuid = randomUUID();
   const header = await buildHeader(options, volumeKey, sectorSize, dataOffset, keyslotsSize, uuid);
-  const data = await open(options.output, 'w', 0o600);
+  const inPlace = typeof options.source === 'object' && 'inPlace' in options.source ? options.source.inPlace : undefined;
+  const data = await open(options.output, inPlace === undefined ? 'w' : 'r+', 0o600);
   try {
     await data.chmod(0o600);
+    if (inPlace !== undefined) {
+      const { size } = await data.stat();
+      if (!Number.isSafeInteger(inPlace) || inPlace < 0 || dataOffset + inPlace > size) {
+        throw new LuksFormatError(`${options.output} holds ${size} bytes: no ${inPlace} bytes of plaintext at ${dataOffset} to encrypt in place`);
+      }
+    }
     if (detached) {
       const headerFile = await open(options.header!, 'w', 0o600);
       try {
@@ -283,9 +295,11 @@ export async function writeLuks2(options: WriteOptions): Promise<WriteResult> {
       }
     } else {
       await writeAll(data, header, 0);
-      await data.truncate(dataOffset);
+      if (inPlace === undefined) await data.truncate(dataOffset);
     }
-    const payloadBytes = await withPlaintext(options.source, (fill) => encryptPayload(fill, data, dataOffset, payloadCipher, volumeKey, options.onProgress));
+    const encrypt = (fill: Fill) => encryptPayload(fill, data, dataOffset, payloadCipher, volumeKey, options.onProgress);
+    const payloadBytes =
+      inPlace === undefined ? await withPlaintext(options.source as string | Readable, encrypt) : await encrypt(fillFromFile(data, dataOffset, inPlace));
     return { uuid, dataOffset, payloadBytes };
   } finally {
     await data.close();

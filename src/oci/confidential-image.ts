@@ -5,18 +5,17 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { DEFAULT_KDF, writeLuks2, type KdfChoice } from '../luks/writer.js';
+import { DEFAULT_DATA_OFFSET, DEFAULT_KDF, writeLuks2, type KdfChoice } from '../luks/writer.js';
 import { buildIntegrityImage, type IntegrityChoice } from './integrity-build.js';
 import type { VmLauncher } from './vm-request.js';
 import { encodeWords } from './agent-protocol.js';
 import type { BundleConfig } from './bundle-config.js';
 import { IMAGE_FILES } from './confidential-initramfs.js';
 import { containerSetup, GUEST, processWords } from './guest-init.js';
-import { buildExt4Image } from './root-disk.js';
-import { hashTree } from './tree-hash.js';
+import { buildExt4Image, ext4At } from './root-disk.js';
+import { sizeTree } from './tree-hash.js';
 import { encodeFooter, type WorkloadConfig } from './workload-footer.js';
 
 const execFileAsync = promisify(execFile);
@@ -42,15 +41,17 @@ export function newWorkloadId(): string {
 }
 
 export async function buildConfidentialImage(options: ConfidentialImageOptions): Promise<void> {
-  const work = await mkdtemp(join(tmpdir(), 'ts-vmm-mkcw-'));
-  const partial = `${options.image}.${process.pid}.partial`;
+  // Built beside the image, so that it is renamed into place; e2fsprogs' tools are given names relative to here.
+  const work = await mkdtemp(join(dirname(resolve(options.image)), '.ts-vmm-mkcw-'));
   try {
-    const ext4 = join(work, 'rootfs.ext4');
-    const summary = await hashTree(options.config.rootfs);
+    const summary = await sizeTree(options.config.rootfs);
     // Room to write, as buildah mkcw leaves: a quarter of the content, at least 10 MiB.
-    await buildExt4Image(options.config.rootfs, summary, ext4, true, Math.max(10, Math.ceil((summary.bytes * 0.25) / MiB)));
-    await addWorkload(ext4, work, options.config, options.configText);
+    const freeMiB = Math.max(10, Math.ceil((summary.bytes * 0.25) / MiB));
+    const partial = join(work, 'image');
     if (options.integrity) {
+      const ext4 = join(work, 'rootfs.ext4');
+      await buildExt4Image(options.config.rootfs, summary, ext4, true, freeMiB);
+      await addWorkload(work, basename(ext4), 0, options.config, options.configText);
       const { choice, ...vm } = options.integrity;
       await buildIntegrityImage({
         ...vm,
@@ -62,9 +63,13 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
         workDir: work,
       });
     } else {
-      const { size: total } = await stat(ext4);
+      // The filesystem is made where the LUKS2 data goes and encrypted there, as cryptsetup reencrypt does: the
+      // image is written once, not built in one file and copied encrypted into another.
+      await buildExt4Image(options.config.rootfs, summary, partial, true, freeMiB, [], DEFAULT_DATA_OFFSET);
+      await addWorkload(work, basename(partial), DEFAULT_DATA_OFFSET, options.config, options.configText);
+      const total = (await stat(partial)).size - DEFAULT_DATA_OFFSET;
       const onProgress = options.onProgress && ((done: number) => options.onProgress!(done, total));
-      await writeLuks2({ output: partial, source: ext4, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096, onProgress });
+      await writeLuks2({ output: partial, source: { inPlace: total }, passphrase: options.passphrase, kdf: options.kdf, sectorSize: 4096, onProgress });
     }
     const image = await open(partial, 'r+');
     try {
@@ -77,17 +82,16 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
     await chmod(partial, 0o600);
     await rename(partial, options.image);
   } finally {
-    await rm(partial, { force: true });
     await rm(work, { recursive: true, force: true });
   }
 }
 
 /**
  * Puts the workload into the filesystem under IMAGE_FILES.dir, readable by root only, with debugfs: config.json as
- * given, and what the guest agent reads in its place (it has no JSON parser): the container's setup and process as
+ * given, and what the guest agent reads in its place (it reads no runtime-spec JSON): the container's setup and process as
  * words files, and copies of the host files the bundle binds in.
  */
-async function addWorkload(ext4: string, work: string, config: BundleConfig, configText: string): Promise<void> {
+async function addWorkload(work: string, ext4: string, at: number, config: BundleConfig, configText: string): Promise<void> {
   const copies = config.mounts.filter((m) => m.type === 'bind');
   const files: { name: string; bytes: Uint8Array; at: string }[] = [
     { name: 'config.json', bytes: Buffer.from(configText), at: IMAGE_FILES.config },
@@ -108,9 +112,14 @@ async function addWorkload(ext4: string, work: string, config: BundleConfig, con
   }
   await writeFile(join(work, 'debugfs.cmd'), `${script.join('\n')}\n`);
   // debugfs reports a failed command on stderr and still exits 0: what was written is read back instead.
-  await execFileAsync('debugfs', ['-w', '-f', 'debugfs.cmd', ext4], { cwd: work });
+  const filesystem = ext4At(ext4, at);
+  await execFileAsync('debugfs', ['-w', '-f', 'debugfs.cmd', filesystem], { cwd: work });
   for (const f of files) {
-    const { stdout } = await execFileAsync('debugfs', ['-R', `cat ${f.at}`, ext4], { cwd: work, encoding: 'buffer', maxBuffer: f.bytes.length * 2 + 4096 });
+    const { stdout } = await execFileAsync('debugfs', ['-R', `cat ${f.at}`, filesystem], {
+      cwd: work,
+      encoding: 'buffer',
+      maxBuffer: f.bytes.length * 2 + 4096,
+    });
     if (!stdout.equals(f.bytes)) throw new Error(`debugfs could not put ${f.at} in the image`);
   }
 }

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { BundleConfig } from './bundle-config.js';
 import { bundleStateDir } from './paths.js';
-import { hashTree, type TreeSummary } from './tree-hash.js';
+import { hashTree, type TreeSize } from './tree-hash.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -42,7 +42,7 @@ export interface RootDiskOptions {
 export const DEFAULT_WRITABLE_FREE_MIB = 512;
 
 /** Image size for a tree: content rounded to blocks plus one block per entry, 10% slack, the free space asked for. */
-export function imageSizeBytes(summary: TreeSummary, freeMiB: number): number {
+export function imageSizeBytes(summary: TreeSize, freeMiB: number): number {
   const used = summary.bytes + summary.entries * BLOCK;
   return Math.ceil((used * 1.1 + (freeMiB + 8) * MiB) / MiB) * MiB;
 }
@@ -77,13 +77,23 @@ export function missingMountPoints(config: BundleConfig): MountPoint[] {
 }
 
 /** Adds empty files and directories to an unmounted ext4 image with debugfs (which reports errors only in its output). */
-async function addMountPoints(image: string, points: readonly MountPoint[]): Promise<void> {
+/**
+ * How e2fsprogs' tools name a filesystem that starts `at` bytes into `image`: the io option after a `?`, which is why
+ * such an image's own name may not hold one.
+ */
+export function ext4At(image: string, at: number): string {
+  if (at === 0) return image;
+  if (image.includes('?')) throw new Error(`${image}: e2fsprogs cannot name a filesystem inside a file whose name holds "?"`);
+  return `${image}?offset=${at}`;
+}
+
+async function addMountPoints(image: string, at: number, points: readonly MountPoint[]): Promise<void> {
   const empty = `${image}.empty`;
   const commands = `${image}.debugfs`;
   try {
     await writeFile(empty, '', { mode: 0o644 });
     await writeFile(commands, points.map((p) => (p.kind === 'directory' ? `mkdir ${p.path}` : `write ${empty} ${p.path}`)).join('\n'));
-    const { stderr } = await execFileAsync('debugfs', ['-w', '-f', commands, image]);
+    const { stderr } = await execFileAsync('debugfs', ['-w', '-f', commands, ext4At(image, at)]);
     const failures = stderr.split('\n').filter((line) => line !== '' && !line.startsWith('debugfs') && !line.startsWith('Allocated inode'));
     if (failures.length > 0) throw new Error(`debugfs: ${failures.join('; ')}`);
   } finally {
@@ -98,11 +108,13 @@ async function addMountPoints(image: string, points: readonly MountPoint[]): Pro
  */
 export async function buildExt4Image(
   rootfs: string,
-  summary: TreeSummary,
+  summary: TreeSize,
   output: string,
   writable: boolean,
   freeMiB: number,
   mountPoints: readonly MountPoint[] = [],
+  /** Where in `output` the filesystem starts (what comes before stays a hole): room for a LUKS header. */
+  at = 0,
 ): Promise<void> {
   const partial = `${output}.${process.pid}.partial`;
   const size = imageSizeBytes(summary, freeMiB);
@@ -124,7 +136,7 @@ export async function buildExt4Image(
     '-O',
     writable ? 'has_journal' : '^has_journal',
     '-E',
-    'nodiscard,lazy_itable_init=0',
+    `nodiscard,lazy_itable_init=0${at > 0 ? `,offset=${at}` : ''}`,
     '-m',
     '0',
     partial,
@@ -134,7 +146,7 @@ export async function buildExt4Image(
     // The image holds the workload's files (and later what it writes): readable by its owner only, from the start.
     await writeFile(partial, '', { mode: 0o600 });
     await execFileAsync('mke2fs', args, { env: { ...process.env, MKE2FS_CONFIG: '/dev/null' } });
-    if (mountPoints.length > 0) await addMountPoints(partial, mountPoints);
+    if (mountPoints.length > 0) await addMountPoints(partial, at, mountPoints);
   } catch (e) {
     await rm(partial, { force: true });
     const err = e as NodeJS.ErrnoException & { stderr?: string };

@@ -3,29 +3,54 @@
 // same image or touching a file yields the same hash, and a disk built from the tree can be reused.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export interface TreeSummary {
-  /** sha256 hex of the tree. */
-  hash: string;
+/** What a filesystem holding the tree needs room for. */
+export interface TreeSize {
   /** Bytes of regular-file content. */
   bytes: number;
   /** Entries of any type, the root included. */
   entries: number;
 }
 
+export interface TreeSummary extends TreeSize {
+  /** sha256 hex of the tree. */
+  hash: string;
+}
+
 async function hashFile(hash: Hash, path: string): Promise<void> {
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+}
+
+/** Calls `visit` for every entry, the root first, each directory's entries in name order, parents before children. */
+async function walkTree(root: string, visit: (relative: string, path: string, s: Stats) => Promise<void>): Promise<void> {
+  const enter = async (relative: string): Promise<void> => {
+    const path = relative === '' ? root : join(root, relative);
+    const s = await lstat(path);
+    await visit(relative, path, s);
+    if (!s.isDirectory()) return;
+    for (const name of (await readdir(path)).sort()) await enter(relative === '' ? name : `${relative}/${name}`);
+  };
+  await enter('');
+}
+
+/** The tree's size alone, from its entries' metadata: no file is read. */
+export async function sizeTree(root: string): Promise<TreeSize> {
+  const size = { bytes: 0, entries: 0 };
+  await walkTree(root, async (_relative, _path, s) => {
+    size.entries++;
+    if (s.isFile()) size.bytes += s.size;
+  });
+  return size;
 }
 
 export async function hashTree(root: string): Promise<TreeSummary> {
   const hash = createHash('sha256');
   let bytes = 0;
   let entries = 0;
-  const visit = async (relative: string): Promise<void> => {
-    const path = relative === '' ? root : join(root, relative);
-    const s = await lstat(path);
+  await walkTree(root, async (relative, path, s) => {
     entries++;
     // One record per entry; NUL cannot occur in a path, so records cannot be confused with each other.
     const record = (type: string, extra: string): void => {
@@ -33,8 +58,6 @@ export async function hashTree(root: string): Promise<TreeSummary> {
     };
     if (s.isDirectory()) {
       record('d', '');
-      const names = (await readdir(path)).sort();
-      for (const name of names) await visit(relative === '' ? name : `${relative}/${name}`);
     } else if (s.isFile()) {
       record('f', String(s.size));
       bytes += s.size;
@@ -48,7 +71,6 @@ export async function hashTree(root: string): Promise<TreeSummary> {
     } else {
       record('s', ''); // a socket: mke2fs -d skips these, but it still belongs to the tree's identity
     }
-  };
-  await visit('');
+  });
   return { hash: hash.digest('hex'), bytes, entries };
 }

@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { LuksPassphraseError, LuksUnsupportedError } from '../../src/luks/errors.js';
 import { LuksImage } from '../../src/luks/image.js';
@@ -91,6 +92,33 @@ describe('luks: writer → reader round trips', function () {
     } finally {
       await image.close();
     }
+  });
+
+  it('encrypts in place, as cryptsetup reencrypt does: the same ciphertext as a second copy, the bytes around it untouched', async () => {
+    const plaintext = randomBytes(13 * 1024 * 1024 + 4096);
+    const dataOffset = 16 * 1024 * 1024;
+    const volumeKey = randomBytes(64);
+    const passphrase = Buffer.from('in place');
+    const copied = scratch.file('copied.img');
+    await writeLuks2({ output: copied, source: Readable.from([plaintext]), passphrase, kdf: FAST, volumeKey });
+    const inPlace = scratch.file('in-place.img');
+    const trailer = randomBytes(5000);
+    writeFileSync(inPlace, Buffer.concat([Buffer.alloc(dataOffset), plaintext, trailer]));
+    await writeLuks2({ output: inPlace, source: { inPlace: plaintext.length }, passphrase, kdf: FAST, volumeKey, dataOffset });
+    const written = readFileSync(inPlace);
+    expect(written.length).to.equal(dataOffset + plaintext.length + trailer.length);
+    expect(written.subarray(dataOffset).equals(Buffer.concat([readFileSync(copied).subarray(dataOffset), trailer]))).to.equal(true);
+    const image = await LuksImage.open(inPlace);
+    try {
+      const volume = await image.unlock(passphrase);
+      expect((await volume.readSectors(0, plaintext.length / 4096)).equals(plaintext)).to.equal(true);
+    } finally {
+      await image.close();
+    }
+    await writeLuks2({ output: inPlace, source: { inPlace: written.length }, passphrase, kdf: FAST, dataOffset }).then(
+      () => expect.fail('encrypted past the end of the file'),
+      (e: unknown) => expect(String(e)).to.match(/holds \d+ bytes: no \d+ bytes of plaintext at 16777216 to encrypt in place/),
+    );
   });
 
   it('a source that fails after several chunks fails the write with its error, with chunks still in flight', async () => {

@@ -2,7 +2,7 @@
 // bundle's config only encrypted, ends with buildah mkcw's footer, and the passphrase file is the user's.
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +73,7 @@ describe('confidential workload images: ts-vmm mkcw', function () {
     });
     expect(bytes.includes(MARKER), 'the rootfs is not in the clear').to.equal(false);
     expect(bytes.includes(SECRET_ENV), 'the config is not in the clear').to.equal(false);
+    expect(readdirSync(dir).sort(), 'nothing left beside the image').to.deep.equal(['a.img', 'a.pass', 'bundle', 'wrong']);
   });
 
   it('holds the rootfs and the bundle config byte for byte inside the encrypted ext4; an existing passphrase file is used as is', async () => {

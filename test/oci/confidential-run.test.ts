@@ -71,6 +71,12 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
       }),
     );
   });
+  // The lab's files live in its memory: each test's images and trees go when it ends.
+  afterEach(() => {
+    for (const name of readdirSync(dir)) {
+      if (/\.img$/.test(name) || name === 'buildah-rootfs' || name === 'pod') rmSync(join(dir, name), { recursive: true, force: true });
+    }
+  });
   after(async () => {
     await kbs?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });

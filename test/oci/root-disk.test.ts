@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
 import { lockFile, missingMountPoints, prepareRootDisk } from '../../src/oci/root-disk.js';
-import { hashTree } from '../../src/oci/tree-hash.js';
+import { hashTree, sizeTree } from '../../src/oci/tree-hash.js';
 
 const debugfs = (image: string, request: string): string => execFileSync('debugfs', ['-R', request, image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
 
@@ -50,6 +50,7 @@ describe('root disk', function () {
     const first = await hashTree(root);
     expect(first.entries).to.equal(4);
     expect(first.bytes).to.equal(12);
+    expect(await sizeTree(root), 'the size alone, without reading the files').to.deep.equal({ entries: 4, bytes: 12 });
     utimesSync(join(root, 'bin/hello'), new Date(0), new Date(0));
     expect((await hashTree(root)).hash).to.equal(first.hash);
     chmodSync(join(root, 'bin/hello'), 0o700);
