@@ -10,6 +10,8 @@ export const median = (xs: readonly number[]): number => {
 export interface OutputSample {
   firstOutputMs: number;
   totalMs: number;
+  /** What the program wrote on stderr. */
+  stderr: string;
 }
 
 /** Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout. */
@@ -33,7 +35,7 @@ export function timeToOutput(command: string, args: string[], env: NodeJS.Proces
     child.on('close', (code) => {
       clearTimeout(timer);
       if (first === undefined) reject(new Error(`${command} exited (${code}) without printing "${marker}":\n${stderr.slice(-2000)}`));
-      else resolve({ firstOutputMs: first, totalMs: ms() });
+      else resolve({ firstOutputMs: first, totalMs: ms(), stderr });
     });
   });
 }

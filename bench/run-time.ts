@@ -2,8 +2,9 @@
 // the guest agent, initramfs base and root disk are built) and warm (all cached), next to QEMU microvm booting the
 // same kernel, the same initramfs base and the same root disk, in the same run. QEMU has no vsock on hosts without
 // vhost-vsock, so its guest runs the workload from /init with output on the serial console; the time to the first
-// byte of that output is the peer's number. Medians of N runs.
-//   npx tsc -p . && node dist/bench/run-time.js [runs]
+// byte of that output is the peer's number. Medians of N runs. The ts-vmm runs also print `--timings`: the run's
+// timeline, each step's median time since ts-vmm started, for the cold and the warm runs.
+//   npm run build && node dist/bench/run-time.js [runs]
 // Needs /dev/kvm, qemu-system-x86_64, and `ts-vmm setup` done (kernel and busybox cached).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,6 +45,22 @@ async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, m
   }
 }
 
+/** The median time of each `--timings` step over the runs, in the order the steps came. */
+function timeline(name: string, samples: Sample[]): void {
+  const steps = new Map<string, number[]>();
+  for (const s of samples) {
+    for (const m of s.stderr.matchAll(/^ts-vmm: timings: +(\d+) ms {2}(.+)$/gm)) {
+      const times = steps.get(m[2]!) ?? [];
+      times.push(Number(m[1]));
+      steps.set(m[2]!, times);
+    }
+  }
+  console.log(`\n${name}: the run's timeline (median ms since ts-vmm started, of ${samples.length} runs)`);
+  for (const [step, times] of [...steps].sort((a, b) => median(a[1]) - median(b[1]))) {
+    console.log(`${median(times).toFixed(0).padStart(8)}  ${step}${times.length < samples.length ? ` (in ${times.length} runs)` : ''}`);
+  }
+}
+
 function summary(name: string, samples: Sample[]): { name: string; first: number; total: number } {
   const first = median(samples.map((s) => s.firstOutputMs));
   const total = median(samples.map((s) => s.totalMs));
@@ -72,7 +89,7 @@ async function peerGuest(dir: string): Promise<{ config: BundleConfig; kernel: s
 }
 
 const scratch = mkdtempSync(join(tmpdir(), 'ts-vmm-run-bench-'));
-const tsVmm = [join(project, 'bin', 'ts-vmm.js'), 'run', bundle];
+const tsVmm = [join(project, 'bin', 'ts-vmm.js'), 'run', '--timings', bundle];
 try {
   const cold: Sample[] = [];
   for (let i = 0; i < runs; i++) {
@@ -124,6 +141,8 @@ try {
   const q = summary('QEMU microvm (KVM), same guest', qemu);
   console.log(`\nratio to QEMU, first output: cold ${(c.first / q.first).toFixed(2)}x, warm ${(w.first / q.first).toFixed(2)}x`);
   console.log(`failed runs (retried): ${failedRuns}`);
+  timeline('ts-vmm run, cold', cold);
+  timeline('ts-vmm run, warm', warm);
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }

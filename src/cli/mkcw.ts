@@ -83,19 +83,11 @@ export function register(program: Command): void {
         ram_mib: options.mem ?? config.vm.memoryMiB,
         attestation_url: options.attestationUrl ?? '',
       };
+      const { passphrase, keep } = await passphraseFrom(options.passphraseFile);
       const guest = await confidentialGuest({ kernel: { vmlinuz: options.kernel, modulesDir: options.modules }, log: quietLog });
-      const digest = await predictTsVmmLaunchDigest(await confidentialBootInputs(guest.kernel.vmlinuz, guest.initrd, workload.cpus, workload.ram_mib));
-      const passphrase = await passphraseFrom(options.passphraseFile);
-      // Registered before the image is written, as buildah mkcw does: a broker that refuses leaves nothing behind.
-      if (options.attestationUrl !== undefined && options.adminTokenFile !== undefined) {
-        const client = new KbsClient({ url: options.attestationUrl, ca: options.kbsCa === undefined ? undefined : await readFile(options.kbsCa) });
-        await client.register(secretFile(options.adminTokenFile, 'admin token file'), {
-          workloadId: workload.workload_id,
-          launchDigest: digest,
-          policy: options.policy,
-          passphrase: launchPassphrase(passphrase, `--passphrase-file ${options.passphraseFile}`),
-        });
-      }
+      // The prediction (hashing the kernel and the initramfs) runs while mke2fs builds the filesystem.
+      const digest = confidentialBootInputs(guest.kernel.vmlinuz, guest.initrd, workload.cpus, workload.ram_mib).then(predictTsVmmLaunchDigest);
+      digest.catch(() => undefined); // awaited below; a build that fails first is the error reported
       const progress = terminalProgress(process.stderr);
       try {
         await buildConfidentialImage({
@@ -107,12 +99,25 @@ export function register(program: Command): void {
           kdf: kdfChoice(options),
           workload,
           onProgress: progress && ((done, total) => progress.update(done, total)),
+          // Registered before the image is in place, as buildah mkcw does: a broker that refuses leaves nothing behind.
+          beforePlacing: async () => {
+            if (options.attestationUrl !== undefined && options.adminTokenFile !== undefined) {
+              const client = new KbsClient({ url: options.attestationUrl, ca: options.kbsCa === undefined ? undefined : await readFile(options.kbsCa) });
+              await client.register(secretFile(options.adminTokenFile, 'admin token file'), {
+                workloadId: workload.workload_id,
+                launchDigest: await digest,
+                policy: options.policy,
+                passphrase: launchPassphrase(passphrase, `--passphrase-file ${options.passphraseFile}`),
+              });
+            }
+            await keep();
+          },
         });
       } finally {
         progress?.finish();
       }
       process.stdout.write(`workload-id ${workload.workload_id}\n`);
-      process.stdout.write(`launch-digest ${digest.toString('hex')}\n`);
+      process.stdout.write(`launch-digest ${(await digest).toString('hex')}\n`);
       if (options.attestationUrl !== undefined) process.stdout.write(`registered ${options.attestationUrl}\n`);
     });
 }
@@ -125,7 +130,8 @@ const LAB_IMAGE = '/tmp/ts-vmm-mkcw.img';
  * here first (the lab's files are discarded), and the image copied out, written aside and renamed when whole.
  */
 async function mkcwInLab(bundle: string, image: string, options: MkcwOptions): Promise<number> {
-  await passphraseFrom(options.passphraseFile);
+  // Made here, where it stays: the lab's files are discarded.
+  await (await passphraseFrom(options.passphraseFile)).keep();
   const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
   const include = [resolve(bundle), agent];
   const argv = ['mkcw', resolve(bundle), LAB_IMAGE];
@@ -166,19 +172,21 @@ async function mkcwInLab(bundle: string, image: string, options: MkcwOptions): P
   }
 }
 
-/** The passphrase's bytes; a file that does not exist yet is created, readable by its owner only. */
-async function passphraseFrom(file: string): Promise<Buffer> {
+/**
+ * The passphrase: an existing file's bytes, or for a file that does not exist yet 32 random bytes as hex, which
+ * `keep` writes there (readable by its owner only) once the image is made, so a failed mkcw leaves no file.
+ */
+async function passphraseFrom(file: string): Promise<{ passphrase: Buffer; keep: () => Promise<void> }> {
   try {
     const existing = await readFile(file);
     if (existing.length === 0) throw new Error(`--passphrase-file ${file} is empty`);
-    return existing;
+    return { passphrase: existing, keep: async () => undefined };
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   const passphrase = Buffer.from(randomBytes(32).toString('hex'));
   // 'wx': never replace a file that appeared meanwhile.
-  await writeFile(file, passphrase, { flag: 'wx', mode: 0o600 });
-  return passphrase;
+  return { passphrase, keep: () => writeFile(file, passphrase, { flag: 'wx', mode: 0o600 }) };
 }
 
 function kdfChoice(options: MkcwOptions): KdfChoice {

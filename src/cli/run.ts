@@ -33,9 +33,24 @@ export interface RunCommandOptions extends WatchCommandOptions {
   console?: boolean;
   consoleLog?: string;
   verbose?: boolean;
+  timings?: boolean;
 }
 
-export function runSettings(options: RunCommandOptions, consoleLog?: Writable): RunSettings {
+/** Each step's time since this process started, for `--timings`; printed on stderr when the run ends. */
+export class RunTimings {
+  private readonly steps: [number, string][] = [];
+
+  readonly mark = (step: string): void => {
+    this.steps.push([performance.now(), step]);
+  };
+
+  print(): void {
+    const lines = this.steps.map(([ms, step]) => `ts-vmm: timings: ${ms.toFixed(0).padStart(7)} ms  ${step}\n`);
+    process.stderr.write(lines.join(''));
+  }
+}
+
+export function runSettings(options: RunCommandOptions, consoleLog?: Writable, timings?: RunTimings): RunSettings {
   const copy =
     options.console || consoleLog
       ? (bytes: Uint8Array): void => {
@@ -47,6 +62,7 @@ export function runSettings(options: RunCommandOptions, consoleLog?: Writable): 
     kernel: { vmlinuz: options.kernel, modulesDir: options.modules },
     log: options.verbose ? stderrLog : quietLog,
     ...(copy ? { consoleOutput: copy } : {}),
+    ...(timings ? { mark: timings.mark } : {}),
   };
 }
 
@@ -111,6 +127,7 @@ async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: 
   if (options.console) argv.push('--console');
   if (consoleLog) argv.push('--console-log', LAB_CONSOLE_LOG);
   if (options.verbose) argv.push('--verbose');
+  if (options.timings) argv.push('--timings');
   argv.push(resolve(bundle));
   return relayInLab(argv, {
     include,
@@ -149,8 +166,12 @@ export function register(program: Command): void {
     .option('--console', 'copy the guest console (kernel messages) to stderr')
     .option('--console-log <file>', 'write the guest console to a file')
     .option('-v, --verbose', 'report each step, including where the root disk is')
+    .option('--timings', 'at the end, print on stderr when each step of the run was done (ms since ts-vmm started)')
     .action(async (bundle: string, options: RunCommandOptions) => {
       let consoleLog: Writable | undefined;
+      const timings = options.timings ? new RunTimings() : undefined;
+      timings?.mark('command line read (Node started, modules loaded)');
+      let relayed = false; // the run in the lab prints its own timings
       try {
         checkKernelPair({ vmlinuz: options.kernel, modulesDir: options.modules });
         checkTeeOptions(options);
@@ -164,9 +185,10 @@ export function register(program: Command): void {
           if (options.tee !== undefined) await readConfidentialImage(bundle);
           else if (confidentialSelection(readBundleConfig(bundle)) === undefined) checkBundle(bundle, () => undefined);
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
+          relayed = true;
           process.exitCode = await runInLab(bundle, options, consoleLog);
         } else {
-          const settings = runSettings(options, consoleLog);
+          const settings = runSettings(options, consoleLog, timings);
           const prepared =
             options.tee === undefined
               ? await prepareBundleRun(bundle, settings)
@@ -177,6 +199,7 @@ export function register(program: Command): void {
       } catch (e) {
         process.exitCode = reportFailure(e);
       }
+      if (!relayed) timings?.print();
       consoleLog?.end();
       // stdin was read for the workload; it must not keep ts-vmm alive now that the workload is gone.
       process.stdin.destroy();

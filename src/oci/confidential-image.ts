@@ -33,6 +33,8 @@ export interface ConfidentialImageOptions {
   integrity?: { choice: IntegrityChoice; kernel: string; initrd: string; launch: VmLauncher };
   /** Called as the filesystem is encrypted: bytes done of its total. */
   onProgress?: (done: number, total: number) => void;
+  /** Awaited before the finished image is renamed into place; if it fails, no image is left. */
+  beforePlacing?: () => Promise<void>;
 }
 
 /** A workload id as buildah mkcw makes one when none is given: unique per image. */
@@ -80,6 +82,7 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
       await image.close();
     }
     await chmod(partial, 0o600);
+    await options.beforePlacing?.();
     await rename(partial, options.image);
   } finally {
     await rm(work, { recursive: true, force: true });

@@ -47,6 +47,8 @@ export interface RunSettings {
   consoleOutput?: (bytes: Uint8Array) => void;
   /** Where the run's directory (initrd, vsock sockets) is made; the system's temporary directory by default. */
   scratchDir?: string;
+  /** Told as each step of the run is done (`ts-vmm run --timings`). */
+  mark?: (step: string) => void;
 }
 
 export interface PreparedRun {
@@ -81,13 +83,18 @@ export function checkBundle(bundleDir: string, log: Log): BundleConfig {
 
 /** Reads the bundle and builds what the VM boots from; nothing is written into the bundle. */
 export async function prepareRun(bundleDir: string, settings: RunSettings): Promise<PreparedRun> {
+  const mark = settings.mark ?? (() => undefined);
   const config = checkBundle(bundleDir, settings.log);
+  mark('bundle read and checked');
   const cache = runCacheDir();
   const kernel = await chooseKernel(settings.kernel ?? {}, { log: settings.log });
   const busybox = await ensureBusybox({ log: settings.log });
   const agent = await ensureGuestAgent(cache, settings.log);
+  mark('kernel, busybox and guest agent found');
   const base = await ensureBaseInitramfs({ modulesDir: kernel.modulesDir, busybox: busybox.path, agent }, cache, settings.log);
+  mark('initramfs base ready');
   const disk = await prepareRootDisk(config, { cacheDir: cache, log: settings.log });
+  mark(disk.built ? 'root disk built' : 'root disk found');
   settings.log(`root disk: ${disk.path}${disk.readonly ? ' (read-only)' : ''}`);
   if (disk.staleWarning) settings.log(`warning: ${disk.staleWarning}`);
   const releaseDisk = disk.readonly ? async () => undefined : await lockFile(`${disk.path}.lock`);
@@ -98,6 +105,7 @@ export async function prepareRun(bundleDir: string, settings: RunSettings): Prom
   };
   try {
     const initrd = await writeRunInitrd(base, config, runDir);
+    mark("the run's initramfs written");
     const udsPath = join(runDir, 'vsock');
     return {
       process: { words: processWords(config.process), terminal: config.process.terminal },
@@ -133,6 +141,7 @@ export interface BootedWorkload {
   io: WorkloadIo;
   vm: RunningVm;
   consoleTail(): string;
+  mark: (step: string) => void;
 }
 
 function consoleKeeper(copy?: (bytes: Uint8Array) => void): { output: (bytes: Uint8Array) => void; tail: () => string } {
@@ -165,7 +174,13 @@ function earlyEnd(what: string, reason: string, tail: string): RunError {
 
 /** Boots the VM and waits until its agent has set up the container and is ready to start the process. */
 export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, stdio: Stdio, settings: RunSettings): Promise<BootedWorkload> {
-  const console = consoleKeeper(settings.consoleOutput);
+  const mark = settings.mark ?? (() => undefined);
+  let consoleSeen = false;
+  const console = consoleKeeper((bytes) => {
+    if (!consoleSeen) mark('first guest console output');
+    consoleSeen = true;
+    settings.consoleOutput?.(bytes);
+  });
   const io = await WorkloadIo.listen(prepared.agentSocket, stdio, (message) => stdio.stderr.write(`ts-vmm: guest: ${message}\n`));
   let vm: RunningVm;
   try {
@@ -174,6 +189,7 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
     io.close();
     throw e;
   }
+  mark('VMM process started');
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -197,7 +213,8 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
   } finally {
     clearTimeout(timer);
   }
-  return { prepared, io, vm, consoleTail: console.tail };
+  mark('guest agent connected');
+  return { prepared, io, vm, consoleTail: console.tail, mark };
 }
 
 /**
@@ -239,6 +256,15 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   if (raw) stdin!.setRawMode!(true);
   try {
     io.start(prepared.process.words, terminal && stdout.isTTY ? { rows: stdout.rows || 24, columns: stdout.columns || 80 } : undefined);
+    booted.mark('workload sent');
+    io.whenStarted().then(
+      () => booted.mark('workload started'),
+      () => undefined,
+    );
+    io.whenOutput().then(
+      () => booted.mark('first workload output'),
+      () => undefined,
+    );
     const status = await Promise.race([
       io.whenExited().then(shellStatus),
       tornDown,
@@ -249,6 +275,7 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
         throw earlyEnd('the VM stopped before the workload reported its exit status', end.reason, booted.consoleTail());
       }),
     ]);
+    booted.mark('workload exited');
     if (forced === undefined) await Promise.race([vm.exited, delay(POWEROFF_GRACE_MS)]);
     return status;
   } catch (e) {
@@ -261,6 +288,7 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
     io.close();
     vm.stop();
     await vm.exited;
+    booted.mark('VM gone');
     await prepared.cleanup();
   }
 }

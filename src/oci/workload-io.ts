@@ -52,6 +52,7 @@ export class WorkloadIo {
   private readonly ready = deferred<void>();
   private readonly exit = deferred<ExitStatus>();
   private readonly execed = deferred<void>();
+  private readonly firstOutput = deferred<void>();
   private started = false;
   /** Every connection not yet closed; `socket` is the one that said READY. */
   private readonly connections = new Set<Socket>();
@@ -109,6 +110,11 @@ export class WorkloadIo {
   /** Resolves once the process is running (its exec succeeded); rejects if it could not be started. */
   whenStarted(): Promise<void> {
     return this.execed.promise;
+  }
+
+  /** Resolves when the workload's first output (stdout or stderr) arrives. */
+  whenOutput(): Promise<void> {
+    return this.firstOutput.promise;
   }
 
   /** Fails both promises, e.g. because the VM stopped before the agent reported. */
@@ -259,6 +265,7 @@ export class WorkloadIo {
   }
 
   private output(stream: Writable, data: Uint8Array): void {
+    this.firstOutput.resolve();
     if (!stream.write(data)) {
       this.socket?.pause();
       stream.once('drain', () => this.socket?.resume());

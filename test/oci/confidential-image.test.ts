@@ -15,6 +15,7 @@ import { readBundleConfig } from '../../src/oci/bundle-config.js';
 import { decodeFooter, encodeFooter, FOOTER_READ_BYTES, WorkloadFooterError, type WorkloadConfig } from '../../src/oci/workload-footer.js';
 import { projectFile } from '../../src/sys/project-paths.js';
 import { runCli } from '../cli/cli-process.js';
+import { startTestKbs } from '../kbs/harness.js';
 
 const exec = promisify(execFile);
 const MARKER = 'MARKER-PLAINTEXT-7f3a';
@@ -129,6 +130,26 @@ describe('confidential workload images: ts-vmm mkcw', function () {
     expect(r.stderr).to.match(/^ts-vmm: .*no-such-bundle\/config\.json: no such file \(is this an OCI bundle directory\?\)\n$/);
     expect(() => statSync(image)).to.throw();
     expect(() => statSync(pass)).to.throw();
+  });
+
+  it('a key broker that refuses the registration leaves no image and no passphrase file (status 1, one line)', async () => {
+    const kbs = await startTestKbs();
+    try {
+      const token = join(dir, 'wrong-token');
+      writeFileSync(token, 'not-the-admin-token', { mode: 0o600 });
+      const before = readdirSync(dir).sort();
+      const r = await runCli(
+        ['mkcw', bundle, join(dir, 'k.img'), '--passphrase-file', join(dir, 'k.pass'), '--attestation-url', kbs.url, '--admin-token-file', token, ...FAST_KDF],
+        process.env,
+        60_000,
+      );
+      expect(r.status).to.equal(1);
+      expect(r.stderr).to.match(/^ts-vmm: .*HTTP 401.*\n$/);
+      expect(r.stdout).to.equal('');
+      expect(readdirSync(dir).sort()).to.deep.equal(before);
+    } finally {
+      await kbs.close();
+    }
   });
 
   it('footer: round-trips, aligns the image to 4 KiB, and refuses a damaged one by name', () => {

@@ -128,9 +128,24 @@ describe('ts-vmm run and the OCI commands @kvm', function () {
     expect((await hashTree(path)).hash, 'the bundle was modified').to.equal(before.hash);
   });
 
-  it('propagates exit status 42', async () => {
-    const r = await run('run', await bundle('exit42', { args: ['sh', '-c', 'exit 42'] }));
+  it('propagates exit status 42; --timings says when each step of the run was done, in order', async () => {
+    const r = await run('run', '--timings', await bundle('exit42', { args: ['sh', '-c', 'echo out; exit 42'] }));
     expect(r.status, r.stderr).to.equal(42);
+    expect(r.stdout).to.equal('out\n');
+    const steps = [...r.stderr.matchAll(/^ts-vmm: timings: +(\d+) ms {2}(.+)$/gm)].map((m) => ({ ms: Number(m[1]), step: m[2] }));
+    expect(steps.map((s) => s.step)).to.include.members([
+      'command line read (Node started, modules loaded)',
+      'bundle read and checked',
+      'VMM process started',
+      'guest agent connected',
+      'workload sent',
+      'workload started',
+      'first workload output',
+      'workload exited',
+      'VM gone',
+    ]);
+    expect(steps.map((s) => s.ms)).to.deep.equal([...steps.map((s) => s.ms)].sort((x, y) => x - y));
+    expect(r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('ts-vmm: timings: '))).to.deep.equal([]);
   });
 
   it("binds host files in as copies, read-only where asked, and gives /dev/shm a tmpfs, as podman's bundles ask", async () => {
