@@ -5,7 +5,6 @@ import { createWriteStream, openSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { stderrLog } from '../assets/debian.js';
-import { relayInLab } from '../lab/relay.js';
 import { AGENT_ENV, ensureGuestAgent } from '../oci/guest-agent.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
 import { checkKernelPair } from '../oci/kernel-choice.js';
@@ -13,8 +12,6 @@ import { runCacheDir } from '../oci/paths.js';
 import { checkBundle, runPrepared, type RunSettings } from '../oci/runner.js';
 import { confidentialSelection, prepareBundleRun } from '../oci/run-selection.js';
 import { readBundleConfig } from '../oci/bundle-config.js';
-import { prepareConfidentialRun, readConfidentialImage } from '../oci/confidential-run.js';
-import { SimulatedIdentity } from '../sev/sim-identity.js';
 import type { TeeKind } from '../sev/tee.js';
 import { launchVm, launchVmWatched } from '../oci/vm-launch.js';
 import { addWatchOptions, checkWatchOptions, watchBootArguments, watching, type WatchCommandOptions } from './watch-options.js';
@@ -92,6 +89,7 @@ const LAB_CONSOLE_LOG = '/tmp/ts-vmm-console.log';
 
 /** The same run inside the lab, with every host path it names carried in at the same place. */
 async function runInLab(bundle: string, options: RunCommandOptions, consoleLog: Writable | undefined): Promise<number> {
+  const [{ relayInLab }, { SimulatedIdentity }] = await Promise.all([import('../lab/relay.js'), import('../sev/sim-identity.js')]);
   // The lab has no compiler: carry this host's build of the guest agent in with the bundle.
   const agent = await ensureGuestAgent(runCacheDir(), stderrLog);
   const include = [resolve(bundle), agent];
@@ -182,7 +180,7 @@ export function register(program: Command): void {
           // The run in the lab checks the bundle again and reports its warnings; here only errors matter.
           if (watching(options))
             throw new Error(`--trace, --stats and --timeline need a usable /dev/kvm (${labReason}); in the lab, run ts-vmm boot with them`);
-          if (options.tee !== undefined) await readConfidentialImage(bundle);
+          if (options.tee !== undefined) await (await import('../oci/confidential-run.js')).readConfidentialImage(bundle);
           else if (confidentialSelection(readBundleConfig(bundle)) === undefined) checkBundle(bundle, () => undefined);
           process.stderr.write(`ts-vmm: ${labReason}; running in the lab (QEMU TCG, slower)\n`);
           relayed = true;
@@ -192,7 +190,7 @@ export function register(program: Command): void {
           const prepared =
             options.tee === undefined
               ? await prepareBundleRun(bundle, settings)
-              : await prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
+              : await (await import('../oci/confidential-run.js')).prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
           const launch = watching(options) ? launchVmWatched(watchBootArguments(options)) : launchVm;
           process.exitCode = await runPrepared(prepared, launch, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, settings);
         }

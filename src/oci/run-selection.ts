@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readBundleConfig, type BundleConfig } from './bundle-config.js';
-import { prepareConfidentialRun, type ConfidentialRunOptions } from './confidential-run.js';
+import type { ConfidentialRunOptions } from './confidential-run.js';
 import { stateDir } from './paths.js';
 import { prepareRun, RunError, type PreparedRun, type RunSettings } from './runner.js';
 
@@ -53,5 +53,8 @@ export function confidentialSelection(config: BundleConfig): { image: string; op
 /** prepareRun, or prepareConfidentialRun for a bundle that selects it. */
 export async function prepareBundleRun(bundle: string, settings: RunSettings): Promise<PreparedRun> {
   const selected = confidentialSelection(readBundleConfig(bundle));
-  return selected ? prepareConfidentialRun(selected.image, selected.options, settings) : prepareRun(bundle, settings);
+  if (selected === undefined) return prepareRun(bundle, settings);
+  // Loaded only for a confidential run: the SEV, LUKS and key broker code is start-up time a plain run need not pay.
+  const { prepareConfidentialRun } = await import('./confidential-run.js');
+  return prepareConfidentialRun(selected.image, selected.options, settings);
 }

@@ -3,13 +3,15 @@
 // cryptsetup using the passphrase the owner released through LAUNCH_SECRET, and the workload's output and exit
 // status come back. The owner is this host (--passphrase-file) or a key broker the image was registered with.
 import { expect } from 'chai';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureBusybox } from '../../src/assets/debian.js';
+import { confidentialBootInputs, confidentialGuest } from '../../src/oci/confidential-run.js';
 import { writeBusyboxRootfs } from '../../src/oci/example-rootfs.js';
+import { predictTsVmmLaunchDigest } from '../../src/sev/ts-vmm-launch.js';
 import { encodeFooter, FOOTER_READ_BYTES, decodeFooter } from '../../src/oci/workload-footer.js';
 import { SimulatedIdentity } from '../../src/sev/sim-identity.js';
 import { type CliResult, runCli } from '../cli/cli-process.js';
@@ -74,7 +76,7 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
   // The lab's files live in its memory: each test's images and trees go when it ends.
   afterEach(() => {
     for (const name of readdirSync(dir)) {
-      if (/\.img$/.test(name) || name === 'buildah-rootfs' || name === 'pod') rmSync(join(dir, name), { recursive: true, force: true });
+      if (/\.img$/.test(name) || ['buildah-rootfs', 'buildah-bundle', 'pod'].includes(name)) rmSync(join(dir, name), { recursive: true, force: true });
     }
   });
   after(async () => {
@@ -103,47 +105,78 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     expect(leftovers(image)).to.deep.equal([]);
   });
 
-  it("runs an image laid out as buildah mkcw writes it (LUKS1, the OCI image configuration inside): the image's process, env, user and working directory", async () => {
-    const rootfs = join(dir, 'buildah-rootfs');
-    await writeBusyboxRootfs((await ensureBusybox()).path, rootfs, {
-      marker: { content: `${MARKER}\n`, mode: 0o644 },
-      'srv/.keep': { content: '', mode: 0o644 },
-    });
-    const image = join(dir, 'buildah.img');
-    const passphrase = randomBytes(32).toString('hex');
-    const pass = join(dir, 'buildah.pass');
-    writeFileSync(pass, passphrase, { mode: 0o600 });
-    await writeBuildahImage({
-      rootfs,
-      image,
-      passphrase: Buffer.from(passphrase),
-      imageConfig: {
-        architecture: 'amd64',
-        os: 'linux',
-        config: {
-          User: '1000:1000',
-          Env: ['PATH=/bin', 'GREETING=hello'],
-          Entrypoint: ['/bin/sh', '-c'],
-          Cmd: ['echo "$GREETING from $(pwd) as $(id -u):$(id -g)"; test -c /dev/null && cat /marker; exit 5'],
-          WorkingDir: '/srv',
-        },
-      },
-      workload: {
-        tee: 'sev',
+  it("runs an image laid out as buildah mkcw writes it (LUKS1, the OCI image configuration inside), from its file and as crun hands it over: the image's process, env, user and working directory", async () => {
+    const broker = await startTestKbs(SimulatedIdentity.generate({ caBits: 2048 }));
+    try {
+      const rootfs = join(dir, 'buildah-rootfs');
+      await writeBusyboxRootfs((await ensureBusybox()).path, rootfs, {
+        marker: { content: `${MARKER}\n`, mode: 0o644 },
+        'srv/.keep': { content: '', mode: 0o644 },
+      });
+      const image = join(dir, 'buildah.img');
+      const passphrase = randomBytes(32).toString('hex');
+      const pass = join(dir, 'buildah.pass');
+      writeFileSync(pass, passphrase, { mode: 0o600 });
+      const workload = {
+        tee: 'sev' as const,
         tee_data: '{"vendor_chain":"/sev.chain","attestation_server_pubkey":""}',
         workload_id: 'buildah-1',
         cpus: 1,
         ram_mib: 256,
-        attestation_url: '',
-      },
-    });
-    expect(readFileSync(image).includes(MARKER), 'the image holds no plaintext of the rootfs').to.equal(false);
+        attestation_url: broker.url,
+      };
+      await writeBuildahImage({
+        rootfs,
+        image,
+        passphrase: Buffer.from(passphrase),
+        imageConfig: {
+          architecture: 'amd64',
+          os: 'linux',
+          config: {
+            User: '1000:1000',
+            Env: ['PATH=/bin', 'GREETING=hello'],
+            Entrypoint: ['/bin/sh', '-c'],
+            Cmd: ['echo "$GREETING from $(pwd) as $(id -u):$(id -g)"; test -c /dev/null && cat /marker; exit 5'],
+            WorkingDir: '/srv',
+          },
+        },
+        workload,
+      });
+      expect(readFileSync(image).includes(MARKER), 'the image holds no plaintext of the rootfs').to.equal(false);
+      const expected = `hello from /srv as 1000:1000\n${MARKER}\n`;
 
-    const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', pass, image);
-    expect(r.status, r.stderr).to.equal(5);
-    expect(r.stdout).to.equal(`hello from /srv as 1000:1000\n${MARKER}\n`);
-    expect(said(r)).to.equal('');
-    expect(leftovers(image)).to.deep.equal([]);
+      const r = await cli('run', '--tee', 'sev-sim', '--sim-state', join(dir, 'sim'), '--passphrase-file', pass, image);
+      expect(r.status, r.stderr).to.equal(5);
+      expect(r.stdout).to.equal(expected);
+      expect(said(r)).to.equal('');
+      expect(leftovers(image)).to.deep.equal([]);
+
+      // As buildah mkcw registers it and crun runs it: the broker holds the passphrase for the expected launch; the
+      // bundle's rootfs holds /krun-sev.json (which selects the confidential run) and /disk.img, whose footer names
+      // the broker.
+      const guest = await confidentialGuest({ log: () => undefined });
+      const launchDigest = await predictTsVmmLaunchDigest(await confidentialBootInputs(guest.kernel.vmlinuz, guest.initrd, 1, 256));
+      await broker.client.register(ADMIN_TOKEN, { workloadId: 'buildah-1', launchDigest, policy: 3, passphrase });
+      const crunBundle = join(dir, 'buildah-bundle');
+      mkdirSync(join(crunBundle, 'rootfs'), { recursive: true });
+      renameSync(image, join(crunBundle, 'rootfs', 'disk.img'));
+      writeFileSync(join(crunBundle, 'rootfs', 'krun-sev.json'), JSON.stringify(workload), { mode: 0o600 });
+      writeFileSync(
+        join(crunBundle, 'config.json'),
+        JSON.stringify({
+          ociVersion: '1.0.2',
+          process: { cwd: '/', args: ['/entrypoint'] },
+          root: { path: 'rootfs' },
+          annotations: { 'ts-vmm.tee': 'sev-sim', 'ts-vmm.sev-sim-state': join(broker.dir, 'sim') },
+        }),
+      );
+      const crun = await cli('run', crunBundle);
+      expect(crun.status, crun.stderr).to.equal(5);
+      expect(crun.stdout).to.equal(expected);
+      expect(broker.auditLines().some((l) => l.workload === 'buildah-1' && l.step === 'key' && l.verdict === 'granted')).to.equal(true);
+    } finally {
+      await broker.close();
+    }
   });
 
   it('a wrong passphrase: the guest cannot open the disk, exit status 125 with the cause in one line', async () => {
