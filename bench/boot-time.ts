@@ -7,108 +7,23 @@
 // that must not move the boot (tracing compiled in but off, against the commit before it).
 //
 //   node dist/bench/boot-time.js [runs] [other-build/bin/ts-vmm.js]
-import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { guestAssets } from '../test/vmm/guest-fixtures.js';
+import { BOOT_MARKER, bootSample, qemuBoot, tsVmmBoot, type BootSample, type BootShape } from './boot-sample.js';
 import { median } from './measure.js';
-
-const MARKER = 'bench-init-first-line';
-const CMDLINE = 'console=ttyS0 quiet';
-const MEMORY_MIB = 512;
-const CLI = fileURLToPath(new URL('../../bin/ts-vmm.js', import.meta.url));
-const TIMEOUT_MS = 600_000;
-
-interface Sample {
-  /** Milliseconds from spawn to the marker on the console. */
-  firstLineMs: number;
-  /** Resident memory of the VMM process minus the resident part of guest RAM, in KiB. */
-  overheadKiB: number;
-}
-
-/** VmRSS minus the Rss of the guest-RAM mapping (the one mapping exactly MEMORY_MIB in size). */
-async function overheadKiB(pid: number): Promise<number> {
-  const smaps = await readFile(`/proc/${pid}/smaps`, 'utf8');
-  let total = 0;
-  let guest = 0;
-  let inGuestRam = false;
-  for (const line of smaps.split('\n')) {
-    const size = /^Size:\s+(\d+) kB/.exec(line);
-    if (size) inGuestRam = Number(size[1]) === MEMORY_MIB * 1024;
-    const rss = /^Rss:\s+(\d+) kB/.exec(line);
-    if (rss) {
-      total += Number(rss[1]);
-      if (inGuestRam) guest += Number(rss[1]);
-    }
-  }
-  return total - guest;
-}
-
-function measure(command: string, args: readonly string[]): Promise<Sample> {
-  return new Promise((resolve, reject) => {
-    const start = process.hrtime.bigint();
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    let sample: Promise<Sample> | undefined;
-    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
-    child.stdout.on('data', (d: Buffer) => {
-      output += d.toString('latin1');
-      if (!sample && output.includes(MARKER)) {
-        const firstLineMs = Number(process.hrtime.bigint() - start) / 1e6;
-        sample = overheadKiB(child.pid!).then((kib) => ({ firstLineMs, overheadKiB: kib }));
-      }
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      output += d.toString('latin1');
-    });
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      if (!sample) reject(new Error(`${command} exited with ${status} before init's first line:\n${output.slice(-2000)}`));
-      else void sample.then(resolve, reject);
-    });
-  });
-}
 
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 5);
   const otherCli = process.argv[3];
   const guest = await guestAssets();
-  const initrd = await guest.initrd('bench', `echo ${MARKER}\npoweroff -f`);
-  const bootArgs = ['boot', '--kernel', guest.kernel, '--initrd', initrd, '--cmdline', CMDLINE, '--mem', String(MEMORY_MIB)];
-  const tsVmm = [CLI, ...bootArgs];
-  const qemu = [
-    '-M',
-    'microvm,acpi=on',
-    '-accel',
-    'kvm',
-    '-cpu',
-    'host',
-    '-m',
-    String(MEMORY_MIB),
-    '-smp',
-    '1',
-    '-nodefaults',
-    '-no-user-config',
-    '-nographic',
-    '-serial',
-    'stdio',
-    '-no-reboot',
-    '-kernel',
-    guest.kernel,
-    '-initrd',
-    initrd,
-    '-append',
-    CMDLINE,
-  ];
-  const results = { tsVmm: [] as Sample[], qemu: [] as Sample[], other: [] as Sample[] };
+  const shape: BootShape = { kernel: guest.kernel, initrd: await guest.initrd('bench', `echo ${BOOT_MARKER}\npoweroff -f`), cpus: 1, memoryMiB: 512 };
+  const results = { tsVmm: [] as BootSample[], qemu: [] as BootSample[], other: [] as BootSample[] };
   // Interleaved, so drift in the host (page cache, frequency) hits both alike.
   for (let i = 0; i < runs; i++) {
-    results.tsVmm.push(await measure(process.execPath, tsVmm));
-    results.qemu.push(await measure('qemu-system-x86_64', qemu));
-    if (otherCli !== undefined) results.other.push(await measure(process.execPath, [otherCli, ...bootArgs]));
+    results.tsVmm.push(await bootSample(tsVmmBoot(shape)));
+    results.qemu.push(await bootSample(qemuBoot(shape)));
+    if (otherCli !== undefined) results.other.push(await bootSample(tsVmmBoot(shape, otherCli)));
   }
-  const row = (name: string, s: Sample[]) =>
+  const row = (name: string, s: BootSample[]) =>
     `${name.padEnd(22)} ${median(s.map((x) => x.firstLineMs))
       .toFixed(0)
       .padStart(8)} ms   ${median(s.map((x) => x.overheadKiB))
