@@ -6,16 +6,17 @@
 // A second ts-vmm build (its bin/ts-vmm.js) can be timed in the same run, interleaved: the A/B for a change
 // that must not move the boot (tracing compiled in but off, against the commit before it).
 //
-//   node dist/bench/boot-time.js [runs] [other-build/bin/ts-vmm.js]
+//   node dist/bench/boot-time.js [runs] [other-build/bin/ts-vmm.js] [vCPUs=1]
 import { guestAssets } from '../test/vmm/guest-fixtures.js';
 import { BOOT_MARKER, bootSample, qemuBoot, tsVmmBoot, type BootSample, type BootShape } from './boot-sample.js';
 import { median } from './measure.js';
 
 async function main(): Promise<void> {
   const runs = Number(process.argv[2] ?? 5);
-  const otherCli = process.argv[3];
+  const otherCli = process.argv[3] || undefined;
+  const cpus = Number(process.argv[4] ?? 1);
   const guest = await guestAssets();
-  const shape: BootShape = { kernel: guest.kernel, initrd: await guest.initrd('bench', `echo ${BOOT_MARKER}\npoweroff -f`), cpus: 1, memoryMiB: 512 };
+  const shape: BootShape = { kernel: guest.kernel, initrd: await guest.initrd('bench', `echo ${BOOT_MARKER}\npoweroff -f`), cpus, memoryMiB: 512 };
   const results = { tsVmm: [] as BootSample[], qemu: [] as BootSample[], other: [] as BootSample[] };
   // Interleaved, so drift in the host (page cache, frequency) hits both alike.
   for (let i = 0; i < runs; i++) {
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
       .padStart(8)} ms   ${median(s.map((x) => x.overheadKiB))
       .toString()
       .padStart(8)} KiB`;
-  process.stdout.write(`boot to init's first line (median of ${runs}), VMM resident memory beyond guest RAM\n`);
+  process.stdout.write(`boot to init's first line (median of ${runs}, ${cpus} vCPU), VMM resident memory beyond guest RAM\n`);
   process.stdout.write(`${row('ts-vmm boot', results.tsVmm)}\n${row('qemu -M microvm', results.qemu)}\n`);
   const ratio = median(results.tsVmm.map((x) => x.firstLineMs)) / median(results.qemu.map((x) => x.firstLineMs));
   process.stdout.write(`ratio ts-vmm / qemu: ${ratio.toFixed(2)} (target <= 1.00)\n`);

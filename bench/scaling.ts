@@ -4,12 +4,13 @@
 // memory beyond guest RAM added up). Boot time and memory are measured as bench/boot-time.ts does. Medians of
 // RUNS interleaved runs per point; the ten-at-once point is run once per VMM. Needs a host whose KVM runs guests
 // natively; in the lab give it room for the guests: `ts-vmm lab --memory 8192 ...` (docs/PERFORMANCE.md).
-//   npm run build && node dist/bench/scaling.js [RUNS=3]
+//   npm run build && node dist/bench/scaling.js [RUNS=3] [vCPU counts, comma-separated: 1,2,4,8; '-' for none]
 import { guestAssets } from '../test/vmm/guest-fixtures.js';
 import { BOOT_MARKER, bootSample, qemuBoot, tsVmmBoot, type BootSample, type BootShape, type VmmCommand } from './boot-sample.js';
 import { median } from './measure.js';
 
 const runs = Number(process.argv[2] ?? 3);
+const cpuCounts = (process.argv[3] ?? '1,2,4,8') === '-' ? [] : (process.argv[3] ?? '1,2,4,8').split(',').map(Number);
 const line = (text: string): void => {
   process.stdout.write(`${text}\n`);
 };
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
     line(`medians of ${runs} interleaved runs per point; boot = spawn to init's first line; memory = VMM resident memory beyond guest RAM`);
     line('| point | ts-vmm boot | QEMU microvm | ratio | ts-vmm memory | QEMU memory | ratio |');
     line('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const cpus of [1, 2, 4, 8]) line(row(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, await point(shape(cpus, 512))));
+    for (const cpus of cpuCounts) line(row(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, await point(shape(cpus, 512))));
     for (const memoryMiB of [256, 1024, 2048, 4096]) line(row(`1 vCPU, ${memoryMiB} MiB`, await point(shape(1, memoryMiB))));
     const ten = shape(1, 256);
     const t = await together(tsVmmBoot, ten);
