@@ -3,7 +3,7 @@
 // cryptsetup using the passphrase the owner released through LAUNCH_SECRET, and the workload's output and exit
 // status come back. The owner is this host (--passphrase-file) or a key broker the image was registered with.
 import { expect } from 'chai';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -84,6 +84,20 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
+  /**
+   * A bundle whose rootfs carries `image` as /disk.img, as crun and Kubernetes hand a confidential image over, with
+   * more files in the rootfs (0600) and the bundle's annotations.
+   */
+  const diskBundle = (name: string, image: string, annotations: Record<string, string>, rootfsFiles: Record<string, string> = {}): string => {
+    const path = join(dir, name);
+    mkdirSync(join(path, 'rootfs'), { recursive: true });
+    copyFileSync(image, join(path, 'rootfs', 'disk.img'));
+    for (const [file, content] of Object.entries(rootfsFiles)) writeFileSync(join(path, 'rootfs', file), content, { mode: 0o600 });
+    const config = { ociVersion: '1.0.2', process: { cwd: '/', args: ['/entrypoint'] }, root: { path: 'rootfs' }, annotations };
+    writeFileSync(join(path, 'config.json'), JSON.stringify(config));
+    return path;
+  };
+
   /** The run's leftovers: a lock beside the image, a run directory under the system's temporary directory. */
   const leftovers = (image: string): string[] => [
     ...(existsSync(`${image}.lock`) ? [`${image}.lock`] : []),
@@ -157,18 +171,11 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
       const guest = await confidentialGuest({ log: () => undefined });
       const launchDigest = await predictTsVmmLaunchDigest(await confidentialBootInputs(guest.kernel.vmlinuz, guest.initrd, 1, 256));
       await broker.client.register(ADMIN_TOKEN, { workloadId: 'buildah-1', launchDigest, policy: 3, passphrase });
-      const crunBundle = join(dir, 'buildah-bundle');
-      mkdirSync(join(crunBundle, 'rootfs'), { recursive: true });
-      renameSync(image, join(crunBundle, 'rootfs', 'disk.img'));
-      writeFileSync(join(crunBundle, 'rootfs', 'krun-sev.json'), JSON.stringify(workload), { mode: 0o600 });
-      writeFileSync(
-        join(crunBundle, 'config.json'),
-        JSON.stringify({
-          ociVersion: '1.0.2',
-          process: { cwd: '/', args: ['/entrypoint'] },
-          root: { path: 'rootfs' },
-          annotations: { 'ts-vmm.tee': 'sev-sim', 'ts-vmm.sev-sim-state': join(broker.dir, 'sim') },
-        }),
+      const crunBundle = diskBundle(
+        'buildah-bundle',
+        image,
+        { 'ts-vmm.tee': 'sev-sim', 'ts-vmm.sev-sim-state': join(broker.dir, 'sim') },
+        { 'krun-sev.json': JSON.stringify(workload) },
       );
       const crun = await cli('run', crunBundle);
       expect(crun.status, crun.stderr).to.equal(5);
@@ -289,18 +296,12 @@ describe('confidential workloads: ts-vmm mkcw, then ts-vmm run --tee sev-sim @kv
     expect(kbs.auditLines().some((l) => l.workload === 'cw-1' && l.step === 'key' && l.verdict === 'granted')).to.equal(true);
 
     // As Kubernetes selects it: a bundle whose rootfs carries the image as /disk.img, with the pod's annotations.
-    const podBundle = join(dir, 'pod');
-    mkdirSync(join(podBundle, 'rootfs'), { recursive: true });
-    copyFileSync(image, join(podBundle, 'rootfs', 'disk.img'));
-    writeFileSync(
-      join(podBundle, 'config.json'),
-      JSON.stringify({
-        ociVersion: '1.0.2',
-        process: { cwd: '/', args: ['/entrypoint'] },
-        root: { path: 'rootfs' },
-        annotations: { 'run.oci.handler': 'krun-sev', 'libkrun.attestation': kbs.url, 'ts-vmm.tee': 'sev-sim', 'ts-vmm.sev-sim-state': sim },
-      }),
-    );
+    const podBundle = diskBundle('pod', image, {
+      'run.oci.handler': 'krun-sev',
+      'libkrun.attestation': kbs.url,
+      'ts-vmm.tee': 'sev-sim',
+      'ts-vmm.sev-sim-state': sim,
+    });
     const pod = await cli('run', podBundle);
     expect(pod.status, pod.stderr).to.equal(3);
     expect(pod.stdout).to.equal(`${MARKER}\nenv only-in-the-image\n`);
