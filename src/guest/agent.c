@@ -58,7 +58,6 @@ enum {
 };
 /* MAX_PROCESS bounds the process description (NUL-terminated words); MAX_MOUNTS is checked on the host too. */
 enum { HEADER = 5, MAX_PAYLOAD = 65536, STDIN_BUFFER = 4 * MAX_PAYLOAD, MAX_MOUNTS = 64, MAX_PROCESS = 8 << 20 };
-static const char DEFAULT_PATH[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 struct mount_spec { const char *type, *source, *target, *data; unsigned long flags; };
 

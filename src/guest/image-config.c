@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 enum { MAX_CONFIG = 4 << 20, MAX_DEPTH = 64, MAX_DESCRIPTION = 8 << 20, MAX_GROUPS = 64 };
-static const char DEFAULT_PATH[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 struct words {
   char **items;
@@ -487,7 +486,7 @@ static char *describe(const struct image_process *p, const char *root, size_t *l
   /* What runc and podman add when the image leaves them out. */
   if (!has_variable(&p->env, "PATH=")) {
     add_word(&d, "--env");
-    add_word(&d, DEFAULT_PATH);
+    add_word(&d, "PATH=" DEFAULT_PATH);
   }
   if (!has_variable(&p->env, "HOME=")) {
     char home[4096 + 8];

@@ -7,6 +7,9 @@
 #define TS_VMM_IMAGE_CONFIG_H
 #include <stddef.h>
 
+/* The PATH a process gets whose environment names none (runc's and podman's), and where the agent's exec looks. */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 /*
  * Reads the configuration at `path` and returns the agent's process description (NUL-terminated words: process
  * options, `--`, arguments; malloc'd, `*len` bytes). User and group names are looked up in `root`/etc/passwd and
