@@ -67,7 +67,7 @@ async function main(): Promise<void> {
       const freeMiB = (bytes: number) => Math.max(10, Math.ceil((bytes * 0.25) / MiB));
       times.ext4.push(
         await step(async () => {
-          const summary = await sizeTree(rootfs);
+          const summary = sizeTree(rootfs);
           contentBytes = summary.bytes;
           await buildExt4Image(rootfs, summary, written, true, freeMiB(summary.bytes), [], DEFAULT_DATA_OFFSET);
         }),
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
       rmSync(written);
       // The same filesystem on its own, for the peer.
       rmSync(ext4, { force: true });
-      await buildExt4Image(rootfs, await sizeTree(rootfs), ext4, true, freeMiB(contentBytes));
+      await buildExt4Image(rootfs, sizeTree(rootfs), ext4, true, freeMiB(contentBytes));
       // The peer: cryptsetup encrypts the ext4 image in place, shifting it to make room for the header at its start.
       copyFileSync(ext4, peer);
       truncateSync(peer, statSync(ext4).size + 32 * MiB);

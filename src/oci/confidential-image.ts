@@ -46,7 +46,7 @@ export async function buildConfidentialImage(options: ConfidentialImageOptions):
   // Built beside the image, so that it is renamed into place; e2fsprogs' tools are given names relative to here.
   const work = await mkdtemp(join(dirname(resolve(options.image)), '.ts-vmm-mkcw-'));
   try {
-    const summary = await sizeTree(options.config.rootfs);
+    const summary = sizeTree(options.config.rootfs);
     // Room to write, as buildah mkcw leaves: a quarter of the content, at least 10 MiB.
     const freeMiB = Math.max(10, Math.ceil((summary.bytes * 0.25) / MiB));
     const partial = join(work, 'image');

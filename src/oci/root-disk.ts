@@ -191,7 +191,7 @@ function processAlive(pid: number): boolean {
 /** Finds or builds the root disk for a bundle. */
 export async function prepareRootDisk(config: BundleConfig, options: RootDiskOptions): Promise<RootDisk> {
   const log = options.log ?? (() => undefined);
-  const summary = await hashTree(config.rootfs);
+  const summary = hashTree(config.rootfs);
   if (config.readonlyRoot) {
     const dir = join(options.cacheDir, 'rootfs');
     const mountPoints = missingMountPoints(config);

@@ -1,10 +1,10 @@
 // A content hash of a directory tree: every entry's relative path, type, permission bits, owner, and its
 // content (file bytes, symlink target, device numbers). Timestamps are left out on purpose, so re-extracting the
 // same image or touching a file yields the same hash, and a disk built from the tree can be reused.
+// The walk makes its system calls synchronously: a tree is thousands of small lstat/readlink calls, and handing
+// each to libuv's thread pool and back costs more than the call itself.
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import type { Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 
 /** What a filesystem holding the tree needs room for. */
@@ -20,37 +20,43 @@ export interface TreeSummary extends TreeSize {
   hash: string;
 }
 
-async function hashFile(hash: Hash, path: string): Promise<void> {
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+function hashFile(hash: Hash, path: string, buffer: Buffer): void {
+  const fd = openSync(path, 'r');
+  try {
+    for (let n = readSync(fd, buffer); n > 0; n = readSync(fd, buffer)) hash.update(buffer.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Calls `visit` for every entry, the root first, each directory's entries in name order, parents before children. */
-async function walkTree(root: string, visit: (relative: string, path: string, s: Stats) => Promise<void>): Promise<void> {
-  const enter = async (relative: string): Promise<void> => {
+function walkTree(root: string, visit: (relative: string, path: string, s: Stats) => void): void {
+  const enter = (relative: string): void => {
     const path = relative === '' ? root : join(root, relative);
-    const s = await lstat(path);
-    await visit(relative, path, s);
+    const s = lstatSync(path);
+    visit(relative, path, s);
     if (!s.isDirectory()) return;
-    for (const name of (await readdir(path)).sort()) await enter(relative === '' ? name : `${relative}/${name}`);
+    for (const name of readdirSync(path).sort()) enter(relative === '' ? name : `${relative}/${name}`);
   };
-  await enter('');
+  enter('');
 }
 
 /** The tree's size alone, from its entries' metadata: no file is read. */
-export async function sizeTree(root: string): Promise<TreeSize> {
+export function sizeTree(root: string): TreeSize {
   const size = { bytes: 0, entries: 0 };
-  await walkTree(root, async (_relative, _path, s) => {
+  walkTree(root, (_relative, _path, s) => {
     size.entries++;
     if (s.isFile()) size.bytes += s.size;
   });
   return size;
 }
 
-export async function hashTree(root: string): Promise<TreeSummary> {
+export function hashTree(root: string): TreeSummary {
   const hash = createHash('sha256');
+  const buffer = Buffer.allocUnsafe(1 << 20);
   let bytes = 0;
   let entries = 0;
-  await walkTree(root, async (relative, path, s) => {
+  walkTree(root, (relative, path, s) => {
     entries++;
     // One record per entry; NUL cannot occur in a path, so records cannot be confused with each other.
     const record = (type: string, extra: string): void => {
@@ -61,9 +67,9 @@ export async function hashTree(root: string): Promise<TreeSummary> {
     } else if (s.isFile()) {
       record('f', String(s.size));
       bytes += s.size;
-      await hashFile(hash, path);
+      hashFile(hash, path, buffer);
     } else if (s.isSymbolicLink()) {
-      record('l', await readlink(path));
+      record('l', readlinkSync(path));
     } else if (s.isCharacterDevice() || s.isBlockDevice()) {
       record(s.isCharacterDevice() ? 'c' : 'b', String(s.rdev));
     } else if (s.isFIFO()) {

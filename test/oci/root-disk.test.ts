@@ -47,17 +47,17 @@ describe('root disk', function () {
 
   it('hashes content, modes and links but not timestamps', async () => {
     const root = join(dir, 'bundle/rootfs');
-    const first = await hashTree(root);
+    const first = hashTree(root);
     expect(first.entries).to.equal(4);
     expect(first.bytes).to.equal(12);
-    expect(await sizeTree(root), 'the size alone, without reading the files').to.deep.equal({ entries: 4, bytes: 12 });
+    expect(sizeTree(root), 'the size alone, without reading the files').to.deep.equal({ entries: 4, bytes: 12 });
     utimesSync(join(root, 'bin/hello'), new Date(0), new Date(0));
-    expect((await hashTree(root)).hash).to.equal(first.hash);
+    expect(hashTree(root).hash).to.equal(first.hash);
     chmodSync(join(root, 'bin/hello'), 0o700);
-    const afterChmod = (await hashTree(root)).hash;
+    const afterChmod = hashTree(root).hash;
     expect(afterChmod).to.not.equal(first.hash);
     writeFileSync(join(root, 'bin/hello'), 'hello World\n');
-    expect((await hashTree(root)).hash).to.not.equal(afterChmod);
+    expect(hashTree(root).hash).to.not.equal(afterChmod);
   });
 
   it('builds a read-only ext4 image once per content and reuses it', async () => {
@@ -114,10 +114,10 @@ describe('root disk', function () {
   });
 
   it('never writes into the bundle', async () => {
-    const before = await hashTree(join(dir, 'bundle'));
+    const before = hashTree(join(dir, 'bundle'));
     await prepareRootDisk(config(true), { cacheDir: join(dir, 'cache') });
     await prepareRootDisk(config(false), { cacheDir: join(dir, 'cache'), writableFreeMiB: 16 });
-    expect((await hashTree(join(dir, 'bundle'))).hash).to.equal(before.hash);
+    expect(hashTree(join(dir, 'bundle')).hash).to.equal(before.hash);
   });
 
   it("locks a disk against a second user and takes over a dead owner's lock", async () => {
