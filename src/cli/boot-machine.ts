@@ -1,6 +1,8 @@
 // The run behind `ts-vmm boot`, loaded once its options are parsed and its vCPU workers started: the
-// guest prepared from the kernel, initrd and command line, the machine run, the outcome reported.
+// guest prepared from the kernel, initrd and command line, the machine run, the outcome reported. `ts-vmm run`
+// runs its VM here too, in its own process, with the console its own and a way to stop the VM.
 import { readFile } from 'node:fs/promises';
+import { stderrLog } from '../assets/debian.js';
 import { prepareBoot, type BootInputs } from '../boot/prepare.js';
 import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { kvmUnsuitableReason } from '../kvm/probe.js';
@@ -10,14 +12,25 @@ import { runMachine, type ConfidentialLaunch } from '../vmm/machine.js';
 import type { BootOptions } from './boot.js';
 import { watching } from './watch-options.js';
 
-export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): Promise<number> {
+/** Where a machine's console goes and comes from, where its notices go, and what stops it from outside. */
+export interface MachineIo {
+  consoleOutput: (bytes: Uint8Array) => void;
+  consoleInput?: NodeJS.ReadableStream;
+  stop?: AbortSignal;
+  /** A measured launch's measurement and sev-sim's notice (`ts-vmm boot`: stderr). */
+  report: (message: string) => void;
+}
+
+/** Prepares the guest the options describe and runs it to its end. */
+export async function bootMachine(options: BootOptions, vcpuWorkers: VcpuWorkerPool, io: MachineIo): Promise<MachineExit> {
   // Disks first, in command-line order, so the guest names them vda, vdb, ... in that order.
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
   // The SEV stack is loaded only for a confidential launch: start-up time is part of every boot.
   const tee = options.tee ? await import('./boot-tee.js') : undefined;
   const inputs = {
     kernel: new Uint8Array(await readFile(options.kernel)),
-    initrd: options.initrd ? new Uint8Array(await readFile(options.initrd)) : undefined,
+    // Archives one after the other, as a bootloader loads several initrds.
+    initrd: options.initrd.length > 0 ? new Uint8Array(Buffer.concat(await Promise.all(options.initrd.map((file) => readFile(file))))) : undefined,
     cmdline: options.cmdline,
     cpus: options.cpus,
     memoryMiB: options.mem,
@@ -25,33 +38,32 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
   };
   const { bootInputs, confidential }: { bootInputs: BootInputs; confidential?: ConfidentialLaunch } =
     tee && options.tee
-      ? await tee.confidentialBoot(options.tee, options, inputs)
+      ? await tee.confidentialBoot(options.tee, options, inputs, io.report)
       : { bootInputs: { ...inputs, entry: options.firmware ? 'firmware' : 'direct' } };
   const prepared = await prepareBoot(bootInputs);
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {
     process.stderr.write(`ts-vmm: warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead\n`);
   }
+  // Loaded only when asked for: an unwatched boot pays nothing for the watch's modules.
+  const watch = watching(options) ? new (await import('../vmm/machine-watch.js')).MachineWatch(options) : undefined;
+  const { consoleOutput, consoleInput, stop } = io;
+  const exit = await runMachine({ confidential, boot: prepared, virtio, consoleOutput, consoleInput, stop, vcpuWorkers, watch });
+  watch?.finish();
+  return exit;
+}
+
+/** `ts-vmm boot`: the console on stdin and stdout, the end reported on stderr; returns the exit status. */
+export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): Promise<number> {
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   if (raw) stdin.setRawMode(true);
-  // Loaded only when asked for: an unwatched boot pays nothing for the watch's modules.
-  const watch = watching(options) ? new (await import('../vmm/machine-watch.js')).MachineWatch(options) : undefined;
   let exit: MachineExit;
   try {
-    exit = await runMachine({
-      confidential,
-      boot: prepared,
-      virtio,
-      consoleOutput: (bytes) => process.stdout.write(bytes),
-      consoleInput: stdin,
-      vcpuWorkers,
-      watch,
-    });
+    exit = await bootMachine(options, vcpuWorkers, { consoleOutput: (bytes) => process.stdout.write(bytes), consoleInput: stdin, report: stderrLog });
   } finally {
     if (raw) stdin.setRawMode(false);
   }
-  watch?.finish();
   report(exit, options.dumpRegs ?? false);
   return exitStatusOf(exit);
 }
@@ -59,5 +71,5 @@ export async function boot(options: BootOptions, vcpuWorkers: VcpuWorkerPool): P
 function report(exit: MachineExit, dumpRegs: boolean): void {
   if (exit.kind === 'guest-stopped') return;
   process.stderr.write(`ts-vmm: ${exit.reason}\n`);
-  if (dumpRegs && exit.regs) process.stderr.write(`${formatRegisters(exit.regs)}\n`);
+  if (dumpRegs && 'regs' in exit && exit.regs) process.stderr.write(`${formatRegisters(exit.regs)}\n`);
 }

@@ -20,8 +20,9 @@ export async function confidentialBoot(
   kind: TeeKind,
   options: BootOptions,
   inputs: MeasuredBootInputs,
+  report: (message: string) => void,
 ): Promise<{ bootInputs: BootInputs; confidential: ConfidentialLaunch }> {
-  return { confidential: await confidentialLaunch(kind, options), bootInputs: measuredBootInputs(inputs) };
+  return { confidential: await confidentialLaunch(kind, options, report), bootInputs: measuredBootInputs(inputs) };
 }
 
 interface LaunchInputs {
@@ -34,9 +35,9 @@ interface LaunchInputs {
  * `--tee`: the owner's session and secret come from a key broker (`--tee-kbs`), which releases the secret only
  * for the measurement it expects, or from sevctl-style files (`--tee-godh`, `--tee-session`, and with a secret
  * directory, `measurement.bin` written there while the VMM waits for `secret_header.bin` and
- * `secret_payload.bin`). The measurement is printed on stderr (stdout is the guest console).
+ * `secret_payload.bin`). The measurement is reported (`ts-vmm boot`: on stderr, as stdout is the guest console).
  */
-async function confidentialLaunch(kind: TeeKind, options: BootOptions): Promise<ConfidentialLaunch> {
+async function confidentialLaunch(kind: TeeKind, options: BootOptions, report: (message: string) => void): Promise<ConfidentialLaunch> {
   if (options.teePolicy & PolicyBit.ES) throw new Error('--tee-policy: ts-vmm launches SEV guests, not SEV-ES (drop bit 2)');
   if (kind === 'sev-sim' && !options.simState) throw new Error('--tee sev-sim needs --sim-state DIR (its platform identity)');
   const inputs = options.teeKbs !== undefined ? await fromKeyBroker(options.teeKbs, options) : fromFiles(options);
@@ -45,9 +46,10 @@ async function confidentialLaunch(kind: TeeKind, options: BootOptions): Promise<
     simState: options.simState,
     ...inputs,
     onMeasured: (result) => {
-      process.stderr.write(`ts-vmm: ${kind} launch measurement ${Buffer.from(result.measurement).toString('base64')}\n`);
-      process.stderr.write(`ts-vmm: ${kind} secret ${result.secretInjected ? 'injected' : 'not injected'}\n`);
+      report(`${kind} launch measurement ${Buffer.from(result.measurement).toString('base64')}`);
+      report(`${kind} secret ${result.secretInjected ? 'injected' : 'not injected'}`);
     },
+    warn: report,
   });
 }
 

@@ -1,7 +1,7 @@
 // `ts-vmm boot`: start a Linux kernel (bzImage or vmlinux) with an optional initrd on KVM, the serial
 // console on stdin/stdout. Exit status: 0 when the guest powers off or reboots, 2 when it fails
 // (triple fault, kernel panic, failed VM entry, KVM internal error), 1 when ts-vmm itself fails.
-import { type Command, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
 import { PolicyBit } from '../sev/policy.js';
 import type { TeeKind } from '../sev/tee.js';
@@ -14,7 +14,7 @@ export const DEFAULT_MEMORY_MIB = 512;
 
 export interface BootOptions extends WatchCommandOptions {
   kernel: string;
-  initrd?: string;
+  initrd: string[];
   cmdline: string;
   cpus: number;
   mem: number;
@@ -35,12 +35,16 @@ export interface BootOptions extends WatchCommandOptions {
   teeCaChain?: string;
 }
 
-export function register(program: Command): void {
-  const command = program
-    .command('boot')
-    .description('boot a Linux kernel on KVM; the guest serial console is stdin/stdout')
+/** The `boot` command's options, on `command`: for the command line, and for a run whose VM is in its own process. */
+function defineBootOptions(command: Command): Command {
+  command
     .requiredOption('--kernel <file>', 'bzImage or ELF vmlinux')
-    .option('--initrd <file>', 'initial ramdisk (cpio archive, optionally compressed)')
+    .option(
+      '--initrd <file>',
+      'initial ramdisk (cpio archive, optionally compressed); repeatable: the kernel unpacks the archives in turn',
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .option('--cmdline <string>', 'kernel command line, kept as given (device parameters are appended)', '')
     .option('--cpus <n>', 'vCPUs', vcpuCount, 1)
     .option('--mem <MiB>', 'guest RAM in MiB', memoryMiB, DEFAULT_MEMORY_MIB)
@@ -63,8 +67,27 @@ export function register(program: Command): void {
     .option('--tee-workload-id <id>', "the workload's name at the key broker")
     .option('--tee-kbs-ca <file>', 'PEM CA certificate to trust for an https key broker')
     .option('--tee-ca-chain <file>', "AMD's ASK and ARK for this platform (SEV hardware with --tee-kbs)")
-    .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)")
-    .action(async (options: BootOptions) => {
+    .option('--sim-state <dir>', "sev-sim's platform identity (created if absent; `ts-vmm sev sim-init`)");
+  return addWatchOptions(command);
+}
+
+/**
+ * Reads `ts-vmm boot` arguments (after the verb) as the command line would, for a VM run inside this process: one
+ * grammar, so a run's VM is the same whether it has a process of its own or not. A bad word is an error, not an exit.
+ */
+export function parseBootArguments(words: readonly string[]): BootOptions {
+  const command = defineBootOptions(new Command('boot'))
+    .exitOverride()
+    .configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
+  command.parse(words, { from: 'user' });
+  const options = command.opts<BootOptions>();
+  checkWatchOptions(options);
+  return options;
+}
+
+export function register(program: Command): void {
+  defineBootOptions(program.command('boot').description('boot a Linux kernel on KVM; the guest serial console is stdin/stdout')).action(
+    async (options: BootOptions) => {
       await checkReadable(options);
       checkWatchOptions(options);
       // The vCPU threads start their JavaScript contexts while this thread loads the VMM and builds the VM.
@@ -75,18 +98,14 @@ export function register(program: Command): void {
       } finally {
         await workers.close();
       }
-    });
-  addWatchOptions(command);
+    },
+  );
 }
 
 /** Input files are checked before any vCPU worker starts, so a mistyped path costs nothing to report. */
-async function checkReadable(options: BootOptions): Promise<void> {
-  const files: [string, string | undefined][] = [
-    ['--kernel', options.kernel],
-    ['--initrd', options.initrd],
-  ];
+export async function checkReadable(options: BootOptions): Promise<void> {
+  const files: [string, string][] = [['--kernel', options.kernel], ...options.initrd.map((file): [string, string] => ['--initrd', file])];
   for (const [option, file] of files) {
-    if (file === undefined) continue;
     try {
       await access(file, fsConstants.R_OK);
     } catch (e) {

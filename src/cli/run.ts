@@ -13,10 +13,10 @@ import { checkBundle, runPrepared, type RunSettings } from '../oci/runner.js';
 import { confidentialSelection, prepareBundleRun } from '../oci/run-selection.js';
 import { readBundleConfig } from '../oci/bundle-config.js';
 import type { TeeKind } from '../sev/tee.js';
-import { launchVm, launchVmWatched } from '../oci/vm-launch.js';
 import { addWatchOptions, checkWatchOptions, watchBootArguments, watching, type WatchCommandOptions } from './watch-options.js';
 import { errorMessage } from '../sys/error-message.js';
 import { reportFailure } from './report-failure.js';
+import { launchVmInProcess } from './vm-in-process.js';
 
 export interface RunCommandOptions extends WatchCommandOptions {
   tee?: TeeKind;
@@ -191,7 +191,7 @@ export function register(program: Command): void {
             options.tee === undefined
               ? await prepareBundleRun(bundle, settings)
               : await (await import('../oci/confidential-run.js')).prepareConfidentialRun(bundle, { ...options, tee: options.tee }, settings);
-          const launch = watching(options) ? launchVmWatched(watchBootArguments(options)) : launchVm;
+          const launch = launchVmInProcess(watchBootArguments(options), settings.log);
           process.exitCode = await runPrepared(prepared, launch, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, settings);
         }
       } catch (e) {

@@ -156,7 +156,7 @@ export async function prepareConfidentialRun(imagePath: string, options: Confide
       ...(owner ? { owner } : {}),
       request: {
         kernel: guest.kernel.vmlinuz,
-        initrd: guest.initrd,
+        initrd: [guest.initrd],
         cmdline: RUN_CMDLINE,
         cpus: workload.cpus,
         memoryMiB: workload.ram_mib,

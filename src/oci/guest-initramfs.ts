@@ -3,7 +3,7 @@
 // few-hundred-byte archive with this run's /init. A warm start therefore writes only the small one.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, copyFile, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeInitramfs } from '../initramfs/builder.js';
 import { ModuleTree, ModuleResolutionError, readModuleImage, type KernelModule } from '../initramfs/modules.js';
@@ -71,8 +71,8 @@ export async function ensureBaseInitramfs(software: GuestSoftware, cacheDir: str
   return { path, moduleFiles, built: true };
 }
 
-/** Writes `<dir>/initrd`: the base archive followed by one holding this run's /init. Returns its path. */
-export async function writeRunInitrd(base: BaseInitramfs, config: BundleConfig, dir: string): Promise<string> {
+/** Writes `<dir>/run.cpio`, holding this run's /init; returns the run's initrd: the base archive, then that one. */
+export async function writeRunInitrd(base: BaseInitramfs, config: BundleConfig, dir: string): Promise<string[]> {
   const runPart = join(dir, 'run.cpio');
   await writeInitramfs(runPart, 'none', async (image) => {
     await image.file('init', new TextEncoder().encode(initScript(config, base.moduleFiles)), { mode: 0o755 });
@@ -80,9 +80,5 @@ export async function writeRunInitrd(base: BaseInitramfs, config: BundleConfig, 
     const copies = config.mounts.filter((m) => m.type === 'bind');
     for (const [n, m] of copies.entries()) await image.file(`${GUEST.copiedFiles.slice(1)}/${n}`, await readFile(m.source), { mode: 0o644 });
   });
-  const initrd = join(dir, 'initrd');
-  await copyFile(base.path, initrd);
-  await appendFile(initrd, await readFile(runPart));
-  await rm(runPart);
-  return initrd;
+  return [base.path, runPart];
 }

@@ -4,7 +4,7 @@
 // with another /init, the plaintext ext4 as /dev/vda (read-only) and the new image as /dev/vdb. It runs cryptsetup
 // `luksFormat --integrity`, opens the result and copies the filesystem in; the passphrase travels only in the build
 // VM's initramfs, on the owner's machine.
-import { appendFile, open, readFile, rm, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeInitramfs } from '../initramfs/builder.js';
 import type { KdfChoice } from '../luks/writer.js';
@@ -104,18 +104,14 @@ export function integrityImageSize(plaintextBytes: number): number {
 /** Formats `output` in the build VM; throws with the VM's own account of a failure. */
 export async function buildIntegrityImage(b: IntegrityBuild): Promise<void> {
   const plaintextBytes = (await stat(b.plaintext)).size;
-  // Both files hold the passphrase: readable by their owner only from the start.
-  const initrd = join(b.workDir, 'build-initrd');
+  // It holds the passphrase: readable by its owner only from the start.
   const extra = join(b.workDir, 'build.cpio');
-  for (const file of [initrd, extra]) await (await open(file, 'wx', 0o600)).close();
-  await appendFile(initrd, await readFile(b.initrd));
+  await (await open(extra, 'wx', 0o600)).close();
   await writeInitramfs(extra, 'none', async (image) => {
     // Later archives replace earlier files: this /init is the build's.
     await image.file('init', integrityBuildScript(b.integrity, b.kdf, plaintextBytes), { mode: 0o755 });
     await image.file(PASSPHRASE_FILE.slice(1), b.passphrase, { mode: 0o600 });
   });
-  await appendFile(initrd, await readFile(extra));
-  await rm(extra);
   const out = await open(b.output, 'wx', 0o600);
   await out.truncate(integrityImageSize(plaintextBytes));
   await out.close();
@@ -123,7 +119,7 @@ export async function buildIntegrityImage(b: IntegrityBuild): Promise<void> {
   try {
     const vm = await b.launch({
       kernel: b.kernel,
-      initrd,
+      initrd: [b.initrd, extra],
       cmdline: 'console=ttyS0 quiet loglevel=1 panic=-1 pci=off',
       cpus: 1,
       memoryMiB: BASE_MEMORY_MIB + Math.ceil((b.kdf.type === 'argon2id' ? b.kdf.memoryKiB : 0) / 1024),
@@ -142,6 +138,6 @@ export async function buildIntegrityImage(b: IntegrityBuild): Promise<void> {
       throw new Error(`the integrity build VM failed: ${said ?? end.reason}`);
     }
   } finally {
-    await rm(initrd, { force: true });
+    await rm(extra, { force: true });
   }
 }

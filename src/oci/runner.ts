@@ -189,7 +189,7 @@ export async function bootWorkload(prepared: PreparedRun, launch: VmLauncher, st
     io.close();
     throw e;
   }
-  mark('VMM process started');
+  mark('VM launched');
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -234,7 +234,10 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
   const tornDown = new Promise<number>((resolve) => {
     tearDown = resolve;
   });
+  let workloadEnded = false;
   const onSignal = (name: NodeJS.Signals): void => {
+    // Once the workload has exited there is nobody to forward to (and the VM's own vCPU kicks are SIGUSR2s).
+    if (workloadEnded) return;
     const number = osConstants.signals[name];
     io.signal(number);
     const finalSignal = deadline !== undefined && (name === 'SIGINT' || name === 'SIGTERM');
@@ -263,6 +266,12 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
     );
     io.whenOutput().then(
       () => booted.mark('first workload output'),
+      () => undefined,
+    );
+    io.whenExited().then(
+      () => {
+        workloadEnded = true;
+      },
       () => undefined,
     );
     const status = await Promise.race([

@@ -1,8 +1,10 @@
-// Runs each VM in its own `ts-vmm boot` process, as Firecracker runs one VMM process per microVM: the vCPU
-// threads, guest memory and devices live and die with that process, so tearing a VM down is one SIGKILL that
-// the kernel completes (KVM, memory and descriptors released) whatever state the VM is in. The process is put in
-// its own process group, so a Ctrl-C at the terminal reaches ts-vmm (which forwards it to the workload) and not
-// the VMM. If ts-vmm itself is killed, the guest agent loses its host connection and powers the VM off.
+// Runs a VM in its own `ts-vmm boot` process, as Firecracker runs one VMM process per microVM: for a container
+// whose VM outlives the command that made it (create/start, whose monitor records the VM's pid) and for mkcw's
+// integrity build. The vCPU threads, guest memory and devices live and die with that process, so tearing a VM
+// down is one SIGKILL that the kernel completes (KVM, memory and descriptors released) whatever state the VM is
+// in. The process is put in its own process group, so a Ctrl-C at the terminal reaches ts-vmm (which forwards it
+// to the workload) and not the VMM. If ts-vmm itself is killed, the guest agent loses its host connection and
+// powers the VM off. `ts-vmm run` runs its VM in its own process instead (src/cli/vm-in-process.ts).
 import { spawn } from 'node:child_process';
 import { cliEntry } from '../sys/project-paths.js';
 import type { RunningVm, TeeRequest, VmLauncher, VmRequest } from './vm-request.js';
@@ -15,8 +17,7 @@ export function bootArguments(request: VmRequest): string[] {
     'boot',
     '--kernel',
     request.kernel,
-    '--initrd',
-    request.initrd,
+    ...request.initrd.flatMap((archive) => ['--initrd', archive]),
     '--cmdline',
     request.cmdline,
     '--cpus',
@@ -49,25 +50,14 @@ function teeArguments(tee: TeeRequest): string[] {
   return args;
 }
 
-/**
- * A launcher whose `ts-vmm boot` also takes `watchArguments` (--trace, --stats, --timeline): what they
- * print at exit comes before the VMM's own last line, and is copied to this process's stderr.
- */
-export function launchVmWatched(watchArguments: readonly string[]): VmLauncher {
-  return (request) => launch(request, watchArguments);
-}
-
-export const launchVm: VmLauncher = (request) => launch(request, []);
-
-async function launch(request: VmRequest, watchArguments: readonly string[]): Promise<RunningVm> {
-  const child = spawn(process.execPath, [cliEntry(), ...bootArguments(request), ...watchArguments], {
+export const launchVm: VmLauncher = async (request: VmRequest): Promise<RunningVm> => {
+  const child = spawn(process.execPath, [cliEntry(), ...bootArguments(request)], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
   child.stdout.on('data', (chunk: Buffer) => request.consoleOutput(chunk));
   let diagnostics = '';
   child.stderr.on('data', (chunk: Buffer) => {
-    if (watchArguments.length > 0) process.stderr.write(chunk);
     diagnostics = (diagnostics + chunk.toString()).slice(-4096);
   });
   const exited = new Promise<{ ok: boolean; reason: string }>((resolve) => {
@@ -90,4 +80,4 @@ async function launch(request: VmRequest, watchArguments: readonly string[]): Pr
     },
   };
   return vm;
-}
+};

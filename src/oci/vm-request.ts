@@ -4,7 +4,8 @@
 
 export interface VmRequest {
   kernel: string;
-  initrd: string;
+  /** cpio archives, unpacked by the kernel one after the other (later files replace earlier ones). */
+  initrd: readonly string[];
   cmdline: string;
   cpus: number;
   memoryMiB: number;

@@ -19,11 +19,14 @@ export interface OpenedBackend {
   close(): void;
 }
 
-/** The hardware firmware (through /dev/sev and this VM) or sev-sim with the identity kept in `simState`. */
-export function openLaunchBackend(kind: TeeKind, vm: EncryptingVm, simState?: string): OpenedBackend {
+/**
+ * The hardware firmware (through /dev/sev and this VM) or sev-sim with the identity kept in `simState`, which says
+ * through `warn` (default: stderr) that it encrypts nothing.
+ */
+export function openLaunchBackend(kind: TeeKind, vm: EncryptingVm, simState?: string, warn?: (message: string) => void): OpenedBackend {
   if (kind === 'sev-sim') {
     if (!simState) throw new Error('sev-sim needs a state directory for its platform identity');
-    return { backend: new SevSimulator(SimulatedIdentity.loadOrCreate(simState)), close: () => undefined };
+    return { backend: new SevSimulator(SimulatedIdentity.loadOrCreate(simState), warn ? { warn } : {}), close: () => undefined };
   }
   const device = SevDevice.open();
   const launch = new KernelSevLaunch(vm, device);
@@ -75,6 +78,8 @@ export interface TeeLaunchOptions {
   secret?: SecretSource;
   /** Told the launch's result (the measurement, whether a secret went in) before any vCPU runs. */
   onMeasured?: (result: MeasuredLaunchResult) => void;
+  /** Where sev-sim's notice that it encrypts nothing goes (default: stderr). */
+  warn?: (message: string) => void;
 }
 
 /**
@@ -88,7 +93,7 @@ export function teeLaunch(options: TeeLaunchOptions): ConfidentialLaunch {
     // sev-sim encrypts nothing: a C-bit in the guest's page tables would be a reserved physical-address bit.
     encryptsMemory: options.kind === 'sev',
     initVm(vm) {
-      opened = openLaunchBackend(options.kind, vm, options.simState);
+      opened = openLaunchBackend(options.kind, vm, options.simState, options.warn);
       opened.backend.init(false);
     },
     async launch({ memory, boot }) {

@@ -7,7 +7,9 @@ export type MachineExit =
   /** The guest cannot go on: a triple fault, a kernel panic, a failed VM entry, a KVM internal error. */
   | { kind: 'guest-failed'; reason: string; regs?: Regs }
   /** The VMM itself failed (a device or vCPU thread error). */
-  | { kind: 'vmm-error'; reason: string; regs?: Regs };
+  | { kind: 'vmm-error'; reason: string; regs?: Regs }
+  /** Whoever runs the machine stopped it (a run tearing its VM down). */
+  | { kind: 'stopped'; reason: string };
 
 export const ExitStatus = {
   guestStopped: 0,
@@ -22,6 +24,7 @@ export function exitStatusOf(exit: MachineExit): number {
     case 'guest-failed':
       return ExitStatus.guestFailed;
     case 'vmm-error':
+    case 'stopped':
       return ExitStatus.vmmError;
   }
 }

@@ -57,6 +57,8 @@ export interface MachineOptions {
   vcpuWorkers?: VcpuWorkerPool;
   /** Watches the run's exits and milestones (--trace, --stats, --timeline); absent, nothing is recorded. */
   watch?: MachineWatch;
+  /** Stops the machine from outside: its vCPUs are kicked out of the guest and it is torn down. */
+  stop?: AbortSignal;
 }
 
 /**
@@ -150,6 +152,11 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
 
     options.watch?.mark(boot.entry === 'firmware' ? 'vCPUs start: firmware reset vector' : 'vCPUs start: kernel 64-bit entry');
     threads.start();
+    // Taken once the vCPUs run, so a stop asked for while the VM was built ends it here.
+    const onStop = (): void => finish({ kind: 'stopped', reason: 'the VM was stopped' });
+    if (options.stop?.aborted) onStop();
+    options.stop?.addEventListener('abort', onStop, { once: true });
+    teardown.push(() => options.stop?.removeEventListener('abort', onStop));
     const exit = await finished;
     await threads.stop();
     return exit;

@@ -104,7 +104,7 @@ describe('run logic with a stand-in VM', function () {
   it('passes the VM to ts-vmm boot as disks and a vsock device', () => {
     const args = bootArguments({
       kernel: '/k',
-      initrd: '/i',
+      initrd: ['/i'],
       cmdline: 'quiet',
       cpus: 2,
       memoryMiB: 128,
@@ -132,7 +132,7 @@ describe('run logic with a stand-in VM', function () {
     expect(() =>
       bootArguments({
         kernel: '/k',
-        initrd: '/i',
+        initrd: ['/i'],
         cmdline: '',
         cpus: 1,
         memoryMiB: 64,
@@ -146,7 +146,7 @@ describe('run logic with a stand-in VM', function () {
   it('passes a measured launch to ts-vmm boot: a key broker, or a local owner through files; boot knows every flag', () => {
     const base = {
       kernel: '/k',
-      initrd: '/i',
+      initrd: ['/i'],
       cmdline: '',
       cpus: 1,
       memoryMiB: 64,

@@ -43,7 +43,7 @@ export function standInRun(dir: string, name: string, args: string[] = ['x']): {
   const config = parseBundleConfig(JSON.stringify({ ociVersion: '1.0.2', root: { path: 'r' }, process: { args, cwd: '/' } }), dir);
   const run: PreparedRun = {
     process: { words: processWords(config.process), terminal: config.process.terminal },
-    request: { kernel: 'k', initrd: 'i', cmdline: '', cpus: 1, memoryMiB: 64, disks: [], vsock: { cid: 3, udsPath: join(runDir, 'vsock') } },
+    request: { kernel: 'k', initrd: ['i'], cmdline: '', cpus: 1, memoryMiB: 64, disks: [], vsock: { cid: 3, udsPath: join(runDir, 'vsock') } },
     agentSocket: join(runDir, `vsock_${AGENT_PORT}`),
     cleanup: async () => {
       cleaned = true;
