@@ -32,7 +32,15 @@ export const READY_TIMEOUT_MS = 120_000;
 const CONSOLE_TAIL_BYTES = 16 * 1024;
 const LATE_EXIT_MS = 1_000;
 
-const delay = (ms: number): Promise<undefined> => new Promise((resolve) => setTimeout(() => resolve(undefined), ms));
+/** `promise`'s value, or undefined once `ms` have passed; the timer never outlives the wait (nor keeps ts-vmm alive). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A failure of ts-vmm or the VM (not of the workload): reported in one line, exit status 125. */
 export class RunError extends Error {
@@ -279,13 +287,16 @@ export async function runWorkload(booted: BootedWorkload, stdio: Stdio): Promise
       tornDown,
       vm.exited.then(async (end) => {
         // The EXIT frame and the power-off travel separate paths; give the frame a moment to arrive.
-        const late = await Promise.race([io.whenExited().then(shellStatus, () => undefined), delay(LATE_EXIT_MS)]);
+        const late = await within(
+          io.whenExited().then(shellStatus, () => undefined),
+          LATE_EXIT_MS,
+        );
         if (late !== undefined) return late;
         throw earlyEnd('the VM stopped before the workload reported its exit status', end.reason, booted.consoleTail());
       }),
     ]);
     booted.mark('workload exited');
-    if (forced === undefined) await Promise.race([vm.exited, delay(POWEROFF_GRACE_MS)]);
+    if (forced === undefined) await within(vm.exited, POWEROFF_GRACE_MS);
     return status;
   } catch (e) {
     throw e instanceof RunError ? e : earlyEnd('lost the workload', errorMessage(e), booted.consoleTail());

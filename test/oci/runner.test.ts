@@ -58,13 +58,18 @@ describe('run logic with a stand-in VM', function () {
     return { stdin: undefined, stdout, stderr, text: () => Buffer.concat(chunks).toString() };
   }
 
-  it("runs to the workload's exit status, stops the VM and cleans up", async () => {
+  it("runs to the workload's exit status, stops the VM and cleans up, leaving no timer behind", async () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length;
+    await Promise.resolve(); // mocha arms its own timer once the test has returned its promise
+    const timersBefore = timers();
     const { run, cleaned } = prepared('exit', ['/bin/sh', '-c', 'echo hi; exit 7']);
     const io = stdio();
     const booted = await bootWorkload(run, agentVm(), io, { log: () => undefined });
     expect(await runWorkload(booted, io)).to.equal(7);
     expect(io.text()).to.equal('hi\n');
     expect(cleaned()).to.equal(true);
+    // A grace timer left running would keep ts-vmm alive after the VM is gone.
+    expect(timers(), 'timers of the run still armed').to.equal(timersBefore);
   });
 
   it('forwards SIGTERM to the workload', async () => {
