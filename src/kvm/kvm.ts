@@ -16,6 +16,7 @@ import { kvmMsrList } from './structs.js';
 import type { CpuidEntry } from './types.js';
 import { O_RDWR, SysError, close, ioctlBuffer, ioctlRaw, ioctlValue, open } from '../sys/sys.js';
 import { Vm } from './vm.js';
+const { EINTR, EINVAL } = constants.errno;
 
 const OPEN_HINTS = {
   ENOENT: 'no /dev/kvm: load kvm-intel or kvm-amd, or enable nested virtualization for this VM',
@@ -51,9 +52,13 @@ export class Kvm {
   }
 
   createVm(machineType = 0): Vm {
-    const fd = ioctlValue(this.fd, 'KVM_CREATE_VM', KVM_CREATE_VM, machineType, {
-      EINVAL: 'KVM refused the machine type (or the host lacks virtualization support)',
-    });
+    // A signal that arrives while KVM sets the VM up (a terminal's SIGWINCH, a profiler's SIGPROF, a child's
+    // SIGCHLD) fails the call with EINTR; nothing was made, so it is made again, as QEMU does.
+    let fd: number;
+    do fd = ioctlRaw(this.fd, KVM_CREATE_VM, machineType);
+    while (fd === -EINTR);
+    if (fd < 0)
+      throw new SysError('KVM_CREATE_VM', -fd, fd === -EINVAL ? 'KVM refused the machine type (or the host lacks virtualization support)' : undefined);
     return new Vm(fd, this.vcpuMmapSize);
   }
 

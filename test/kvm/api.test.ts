@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { expect } from 'chai';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_IOEVENTFD, KVM_CAP_IRQFD, KVM_CAP_USER_MEMORY, KVM_MP_STATE_RUNNABLE } from '../../src/kvm/constants.js';
@@ -34,6 +35,20 @@ describe('Kvm, Vm and Vcpu ioctls @kvm', () => {
     expect(vendor).to.be.oneOf(['AuthenticAMD', 'GenuineIntel', 'HygonGenuine']);
     expect(kvm.getMsrIndexList()).to.include.members([MSR_STAR, MSR_LSTAR]);
     expect(kvm.getMsrFeatureIndexList()).to.be.an('array');
+  });
+
+  it('makes VMs while signals keep arriving (a KVM_CREATE_VM a signal interrupts is made again)', async () => {
+    // A handled signal interrupts the ioctl; SIGWINCH is what a terminal sends a run whose window changes size.
+    const handled = (): void => undefined;
+    process.on('SIGWINCH', handled);
+    const storm = spawn('/bin/sh', ['-c', `while kill -WINCH ${process.pid} 2>/dev/null; do :; done`], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      for (let i = 0; i < 100; i++) kvm.createVm().close();
+    } finally {
+      storm.kill('SIGKILL');
+      process.off('SIGWINCH', handled);
+    }
   });
 
   it('round-trips vCPU state through the kernel', () => {
