@@ -4,9 +4,9 @@
 // same `depends=` field depmod reads — parsed here from the ELF file. That avoids needing kmod on the
 // host. Compressed modules (.ko.xz, .ko.zst) are inflated with the system `xz`/`zstd`; .ko.gz with zlib.
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
-import { basename, join, relative } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 
@@ -123,14 +123,16 @@ export class ModuleTree {
         dependencies.set(module.name, deps.reverse());
       }
     } else {
-      const walk = async (dir: string): Promise<void> => {
-        for (const entry of await readdir(dir, { withFileTypes: true })) {
-          const full = join(dir, entry.name);
-          if (entry.isDirectory()) await walk(full);
-          else if (MODULE_SUFFIX.test(entry.name)) add(relative(directory, full));
+      // Synchronous: a kernel's tree is thousands of entries (Debian's package ships no modules.dep), and a
+      // round trip through libuv's thread pool per directory cost a run 0.2 s against 0.02 s.
+      const walk = (relativeDir: string): void => {
+        for (const entry of readdirSync(join(directory, relativeDir), { withFileTypes: true })) {
+          const relativePath = `${relativeDir}/${entry.name}`;
+          if (entry.isDirectory()) walk(relativePath);
+          else if (MODULE_SUFFIX.test(entry.name)) add(relativePath);
         }
       };
-      for (const top of ['kernel', 'updates', 'extra']) if (existsSync(join(directory, top))) await walk(join(directory, top));
+      for (const top of ['kernel', 'updates', 'extra']) if (existsSync(join(directory, top))) walk(top);
     }
     const builtinFile = join(directory, 'modules.builtin');
     const builtin = new Set(existsSync(builtinFile) ? (await readFile(builtinFile, 'utf8')).split('\n').filter(Boolean).map(canonicalModuleName) : []);
