@@ -54,7 +54,7 @@ export function qemuBoot(shape: BootShape): VmmCommand {
 }
 
 /** VmRSS minus the Rss of the guest-RAM mappings (one mapping of each of the given sizes). */
-async function overheadKiB(pid: number, guestRamKiB: readonly number[]): Promise<number> {
+export async function overheadKiB(pid: number, guestRamKiB: readonly number[]): Promise<number> {
   const smaps = await readFile(`/proc/${pid}/smaps`, 'utf8');
   const wanted = [...guestRamKiB];
   let total = 0;

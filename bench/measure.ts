@@ -12,10 +12,22 @@ export interface OutputSample {
   totalMs: number;
   /** What the program wrote on stderr. */
   stderr: string;
+  /** What `atMarker` measured of the running program when the marker appeared. */
+  atMarker?: number;
 }
 
-/** Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout. */
-export function timeToOutput(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string, timeoutMs = 120_000): Promise<OutputSample> {
+/**
+ * Starts `command`, resolves when it exits, with the time until `marker` first appeared on its stdout (and what
+ * `atMarker` then measured of the process, given its pid).
+ */
+export function timeToOutput(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  marker: string,
+  timeoutMs = 120_000,
+  atMarker?: (pid: number) => Promise<number>,
+): Promise<OutputSample> {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
     const ms = (): number => Number(process.hrtime.bigint() - started) / 1e6;
@@ -23,10 +35,13 @@ export function timeToOutput(command: string, args: string[], env: NodeJS.Proces
     let seen = '';
     let first: number | undefined;
     let stderr = '';
+    let measured: Promise<number> | undefined;
     child.stdout.on('data', (chunk: Buffer) => {
       if (first !== undefined) return;
       seen += chunk.toString('latin1');
-      if (seen.includes(marker)) first = ms();
+      if (!seen.includes(marker)) return;
+      first = ms();
+      measured = atMarker?.(child.pid!);
     });
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
@@ -35,7 +50,11 @@ export function timeToOutput(command: string, args: string[], env: NodeJS.Proces
     child.on('close', (code) => {
       clearTimeout(timer);
       if (first === undefined) reject(new Error(`${command} exited (${code}) without printing "${marker}":\n${stderr.slice(-2000)}`));
-      else resolve({ firstOutputMs: first, totalMs: ms(), stderr });
+      else {
+        const sample = { firstOutputMs: first, totalMs: ms(), stderr };
+        if (measured === undefined) resolve(sample);
+        else measured.then((value) => resolve({ ...sample, atMarker: value }), reject);
+      }
     });
   });
 }

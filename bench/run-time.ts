@@ -3,7 +3,8 @@
 // same kernel, the same initramfs base and the same root disk, in the same run. QEMU has no vsock on hosts without
 // vhost-vsock, so its guest runs the workload from /init with output on the serial console; the time to the first
 // byte of that output is the peer's number. Medians of N runs. The ts-vmm runs also print `--timings`: the run's
-// timeline, each step's median time since ts-vmm started, for the cold and the warm runs.
+// timeline, each step's median time since ts-vmm started, for the cold and the warm runs. At the first output, the
+// resident memory beyond guest RAM of the warm run's process (the VM runs inside it) and of QEMU is read too.
 //   npm run build && node dist/bench/run-time.js [runs]
 // Needs /dev/kvm, qemu-system-x86_64, and `ts-vmm setup` done (kernel and busybox cached).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +22,8 @@ import { runCacheDir } from '../src/oci/paths.js';
 import { prepareRootDisk } from '../src/oci/root-disk.js';
 import { RUN_CMDLINE } from '../src/oci/vm-request.js';
 import { errorMessage } from '../src/sys/error-message.js';
+import { ramRanges } from '../src/boot/layout.js';
+import { overheadKiB } from './boot-sample.js';
 import { median, timeToOutput, type OutputSample } from './measure.js';
 
 const runs = Number(process.argv[2] ?? 5);
@@ -33,10 +36,11 @@ type Sample = OutputSample;
 let failedRuns = 0;
 
 /** timeToOutput, retried up to twice: a run that fails is counted and reported, not silently dropped. */
-async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string): Promise<Sample> {
+async function sample(command: string, args: string[], env: NodeJS.ProcessEnv, marker: string, guestRamKiB?: number[]): Promise<Sample> {
+  const memory = guestRamKiB && ((pid: number) => overheadKiB(pid, guestRamKiB));
   for (let attempt = 1; ; attempt++) {
     try {
-      return await timeToOutput(command, args, env, marker);
+      return await timeToOutput(command, args, env, marker, undefined, memory);
     } catch (e) {
       failedRuns++;
       console.log(`run failed (${attempt}/3): ${errorMessage(e).split('\n').slice(0, 4).join(' | ')}`);
@@ -98,8 +102,10 @@ try {
   }
   const warmEnv = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, 'warm'), TS_VMM_STATE: join(scratch, 'state-warm') };
   await sample(process.execPath, tsVmm, warmEnv, MARKER);
+  const memoryMiB = readBundleConfig(bundle).vm.memoryMiB;
   const warm: Sample[] = [];
-  for (let i = 0; i < runs; i++) warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER));
+  const tsVmmRamKiB = ramRanges(memoryMiB * 1024 * 1024).map((r) => r.size / 1024);
+  for (let i = 0; i < runs; i++) warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER, tsVmmRamKiB));
 
   // The peer: same kernel, initramfs base and disk as the warm ts-vmm runs; its /init runs the workload itself.
   process.env.TS_VMM_RUN_CACHE = warmEnv.TS_VMM_RUN_CACHE;
@@ -133,13 +139,17 @@ try {
     'virtio-blk-device,drive=root',
   ];
   const qemu: Sample[] = [];
-  for (let i = 0; i < runs; i++) qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER));
+  for (let i = 0; i < runs; i++) qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER, [memoryMiB * 1024]));
 
   console.log(`\nts-vmm run ${bundle} vs QEMU microvm, same kernel, initramfs base and disk; ${runs} runs each`);
   const c = summary('ts-vmm run, cold (empty run cache)', cold);
   const w = summary('ts-vmm run, warm', warm);
   const q = summary('QEMU microvm (KVM), same guest', qemu);
   console.log(`\nratio to QEMU, first output: cold ${(c.first / q.first).toFixed(2)}x, warm ${(w.first / q.first).toFixed(2)}x`);
+  const memory = (samples: Sample[]): number => median(samples.map((s) => s.atMarker!)) / 1024;
+  console.log(
+    `resident memory beyond guest RAM at the first output: ts-vmm run (warm) ${memory(warm).toFixed(1)} MiB, QEMU ${memory(qemu).toFixed(1)} MiB, ratio ${(memory(warm) / memory(qemu)).toFixed(2)}x`,
+  );
   console.log(`failed runs (retried): ${failedRuns}`);
   timeline('ts-vmm run, cold', cold);
   timeline('ts-vmm run, warm', warm);
