@@ -250,6 +250,9 @@ interface QemuExit {
 /** USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on every x86 Linux. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
+/** Signals whose default action ends this process, and with it the lab's QEMU. */
+const ENDING_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 /**
  * Runs QEMU to its end, relaying the console. At `timeoutMs`, or after `silenceTimeoutMs` without output
  * (`lastOutputAt` is also moved by the results channel), it asks the lab for backtraces and kills QEMU.
@@ -270,6 +273,17 @@ function watchQemu(
       child.kill('SIGKILL');
     };
     process.once('exit', killQemu);
+    // A signal that ends this process skips 'exit' handlers: QEMU is killed first, then the signal takes its
+    // default course (unless someone else in this process handles it).
+    const onSignal = (signal: NodeJS.Signals): void => {
+      killQemu();
+      stopHandlingSignals();
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    const stopHandlingSignals = (): void => {
+      for (const signal of ENDING_SIGNALS) process.off(signal, onSignal);
+    };
+    for (const signal of ENDING_SIGNALS) process.on(signal, onSignal);
     let timedOut = false;
     let stalled = false;
     let stallSign: string | undefined;
@@ -329,11 +343,13 @@ function watchQemu(
     child.stderr.on('data', onConsoleData);
     child.on('error', (e) => {
       stopWatching();
+      stopHandlingSignals();
       process.off('exit', killQemu);
       reject(new LabError(`cannot start ${qemu}: ${e.message}`));
     });
     child.on('close', (code, signal) => {
       stopWatching();
+      stopHandlingSignals();
       process.off('exit', killQemu);
       resolve({ code, signal, timedOut, stalled, stallSign });
     });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliEntry } from '../../src/sys/project-paths.js';
@@ -22,5 +22,27 @@ describe('lab: ts-vmm lab relays a command run in the lab @lab', function () {
     expect(run.stdout.toString()).to.equal(`${dir}\ncarried\n`);
     expect(run.stderr.toString()).to.include('to-stderr\n');
     expect(run.status).to.equal(7);
+  });
+
+  it('takes its QEMU along when it is ended by SIGTERM, which skips exit handlers', async () => {
+    const lab = spawn(process.execPath, [cliEntry(), 'lab', '--exec', '--', 'sh', '-c', 'echo up; sleep 600'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const ended = new Promise<NodeJS.Signals | null>((resolve) => lab.on('close', (_code, signal) => resolve(signal)));
+    await new Promise<void>((resolve) => lab.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('up') && resolve()));
+    // The lab's QEMU is a child of ts-vmm lab (/proc/PID/task/PID/children lists it).
+    const children = readFileSync(`/proc/${lab.pid}/task/${lab.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    const qemu = children.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!.endsWith('qemu-system-x86_64'));
+    expect(qemu, `a QEMU among the children ${children.join(' ')}`).to.be.a('string');
+    lab.kill('SIGTERM');
+    expect(await ended).to.equal('SIGTERM');
+    // SIGKILLed, QEMU is gone once reaped: no /proc entry, or a zombie's until init reaps it.
+    const state = (): string => {
+      try {
+        return readFileSync(`/proc/${qemu}/stat`, 'utf8').split(') ')[1]![0]!;
+      } catch {
+        return 'gone';
+      }
+    };
+    for (let i = 0; i < 50 && !['gone', 'Z'].includes(state()); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(state(), 'QEMU outlived ts-vmm lab').to.be.oneOf(['gone', 'Z']);
   });
 });
