@@ -4,13 +4,17 @@
 // memory beyond guest RAM added up). Boot time and memory are measured as bench/boot-time.ts does. Medians of
 // RUNS interleaved runs per point; the ten-at-once point is run once per VMM. Needs a host whose KVM runs guests
 // natively; in the lab give it room for the guests: `ts-vmm lab --memory 8192 ...` (docs/PERFORMANCE.md).
-//   npm run build && node dist/bench/scaling.js [RUNS=3] [vCPU counts, comma-separated: 1,2,4,8; '-' for none]
+//   npm run build && node dist/bench/scaling.js [RUNS=3] [vCPU counts: 1,2,4,8] [guest RAM MiB: 256,1024,2048,4096]
+//     [ten|-]   (a list may be '-' for none, so that one point can be measured again alone)
 import { guestAssets } from '../test/vmm/guest-fixtures.js';
 import { BOOT_MARKER, bootSample, qemuBoot, tsVmmBoot, type BootSample, type BootShape, type VmmCommand } from './boot-sample.js';
 import { median } from './measure.js';
 
 const runs = Number(process.argv[2] ?? 3);
-const cpuCounts = (process.argv[3] ?? '1,2,4,8') === '-' ? [] : (process.argv[3] ?? '1,2,4,8').split(',').map(Number);
+const list = (arg: string | undefined, all: string): number[] => ((arg ?? all) === '-' ? [] : (arg ?? all).split(',').map(Number));
+const cpuCounts = list(process.argv[3], '1,2,4,8');
+const memorySizes = list(process.argv[4], '256,1024,2048,4096');
+const tenAtOnce = (process.argv[5] ?? 'ten') !== '-';
 const line = (text: string): void => {
   process.stdout.write(`${text}\n`);
 };
@@ -58,7 +62,8 @@ async function main(): Promise<void> {
     line('| point | ts-vmm boot | QEMU microvm | ratio | ts-vmm memory | QEMU memory | ratio |');
     line('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const cpus of cpuCounts) line(row(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, await point(shape(cpus, 512))));
-    for (const memoryMiB of [256, 1024, 2048, 4096]) line(row(`1 vCPU, ${memoryMiB} MiB`, await point(shape(1, memoryMiB))));
+    for (const memoryMiB of memorySizes) line(row(`1 vCPU, ${memoryMiB} MiB`, await point(shape(1, memoryMiB))));
+    if (!tenAtOnce) return;
     const ten = shape(1, 256);
     const t = await together(tsVmmBoot, ten);
     const q = await together(qemuBoot, ten);
