@@ -1,6 +1,6 @@
 // The run behind `ts-vmm boot`, loaded once its options are parsed and its vCPU workers started: the
 // guest prepared from the kernel, initrd and command line, the machine run, the outcome reported. `ts-vmm run`
-// runs its VM here too, in its own process, with the console its own and a way to stop the VM.
+// runs its VM here too, inside the run's own process, with the console its own and a way to stop the VM.
 import { readFile } from 'node:fs/promises';
 import { stderrLog } from '../assets/debian.js';
 import { prepareBoot, type BootInputs } from '../boot/prepare.js';
@@ -17,7 +17,7 @@ export interface MachineIo {
   consoleOutput: (bytes: Uint8Array) => void;
   consoleInput?: NodeJS.ReadableStream;
   stop?: AbortSignal;
-  /** A measured launch's measurement and sev-sim's notice (`ts-vmm boot`: stderr). */
+  /** Warnings, a measured launch's measurement and sev-sim's notice (`ts-vmm boot`: stderr). */
   report: (message: string) => void;
 }
 
@@ -43,7 +43,7 @@ export async function bootMachine(options: BootOptions, vcpuWorkers: VcpuWorkerP
   const prepared = await prepareBoot(bootInputs);
   const unsuitable = kvmUnsuitableReason();
   if (unsuitable !== undefined) {
-    process.stderr.write(`ts-vmm: warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead\n`);
+    io.report(`warning: ${unsuitable}; \`ts-vmm lab -- boot ...\` runs this boot in the lab instead`);
   }
   // Loaded only when asked for: an unwatched boot pays nothing for the watch's modules.
   const watch = watching(options) ? new (await import('../vmm/machine-watch.js')).MachineWatch(options) : undefined;

@@ -35,7 +35,7 @@ export interface BootOptions extends WatchCommandOptions {
   teeCaChain?: string;
 }
 
-/** The `boot` command's options, on `command`: for the command line, and for a run whose VM is in its own process. */
+/** The `boot` command's options, on `command`: for the command line, and for a run whose VM runs inside it. */
 function defineBootOptions(command: Command): Command {
   command
     .requiredOption('--kernel <file>', 'bzImage or ELF vmlinux')
