@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
 import { lockFile, missingMountPoints, prepareRootDisk } from '../../src/oci/root-disk.js';
 import { hashTree, sizeTree } from '../../src/oci/tree-hash.js';
@@ -69,6 +69,37 @@ describe('root disk', function () {
     expect(debugfs(first.path, 'features')).to.not.match(/has_journal/);
     const second = await prepareRootDisk(config(true), { cacheDir });
     expect(second).to.deep.include({ path: first.path, built: false });
+  });
+
+  it('finds a settled rootfs by its stat fingerprint, and still sees a change that keeps size and mtime', async () => {
+    const cacheDir = join(dir, 'cache');
+    const records = (): string[] => (existsSync(join(cacheDir, 'rootfs/by-stat')) ? readdirSync(join(cacheDir, 'rootfs/by-stat')) : []);
+    // Just written: not settled, so nothing is recorded (a change within the timestamps' step could go unseen).
+    const fresh = await prepareRootDisk(config(true), { cacheDir });
+    expect(records()).to.deep.equal([]);
+    const later = (): number => Date.now() + 60_000;
+    const first = await prepareRootDisk(config(true), { cacheDir, now: later });
+    expect(first.path).to.equal(fresh.path);
+    expect(records()).to.have.length(1);
+    const record = join(cacheDir, 'rootfs/by-stat', records()[0]!);
+    expect(statSync(record).mode & 0o777).to.equal(0o600);
+    expect((await prepareRootDisk(config(true), { cacheDir, now: later })).path).to.equal(first.path);
+    // The record is what answers: one naming another content gets that content's disk, no file of the tree read.
+    const honest = readFileSync(record, 'utf8');
+    writeFileSync(record, JSON.stringify({ ...JSON.parse(honest), hash: 'a'.repeat(64) }));
+    expect(basename((await prepareRootDisk(config(true), { cacheDir, now: later })).path)).to.equal(`${'a'.repeat(32)}.ext4`);
+    writeFileSync(record, honest);
+    // Same size, mtime put back: only the change time (which nothing sets back) tells.
+    const hello = join(dir, 'bundle/rootfs/bin/hello');
+    const { atime, mtime } = statSync(hello);
+    writeFileSync(hello, 'HELLO WORLD\n');
+    utimesSync(hello, atime, mtime);
+    const changed = await prepareRootDisk(config(true), { cacheDir, now: later });
+    expect(changed.path).to.not.equal(first.path);
+    expect(debugfs(changed.path, 'cat /bin/hello')).to.equal('HELLO WORLD\n');
+    // A record that is not one is ignored: the content is hashed again.
+    for (const name of records()) writeFileSync(join(cacheDir, 'rootfs/by-stat', name), '{"hash":"00"}');
+    expect((await prepareRootDisk(config(true), { cacheDir, now: later })).path).to.equal(changed.path);
   });
 
   it('carries on a read-only disk the mount points the rootfs lacks (runc makes them before the root turns read-only)', async () => {
