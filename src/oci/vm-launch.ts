@@ -4,7 +4,7 @@
 // down is one SIGKILL that the kernel completes (KVM, memory and descriptors released) whatever state the VM is
 // in. The process is put in its own process group, so a Ctrl-C at the terminal reaches ts-vmm (which forwards it
 // to the workload) and not the VMM. If ts-vmm itself is killed, the guest agent loses its host connection and
-// powers the VM off. `ts-vmm run` runs its VM in its own process instead (src/cli/vm-in-process.ts).
+// powers the VM off. `ts-vmm run` runs its VM inside the run's own process instead (src/cli/vm-in-process.ts).
 import { spawn } from 'node:child_process';
 import { cliEntry } from '../sys/project-paths.js';
 import type { RunningVm, TeeRequest, VmLauncher, VmRequest } from './vm-request.js';
