@@ -1,8 +1,22 @@
-// Where the project's own files are: this module is compiled to dist/src/sys/, three levels below the root.
-import { join } from 'node:path';
+// Where the project's own files are: the nearest directory above this module with a package.json. The module runs
+// compiled (dist/src/sys/) and bundled (dist/bundle/), at different depths below the root.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const projectRoot = (): string => fileURLToPath(new URL('../../../', import.meta.url));
+let root: string | undefined;
+
+export function projectRoot(): string {
+  if (root !== undefined) return root;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}: the project's files cannot be found`);
+    dir = parent;
+  }
+  root = dir;
+  return root;
+}
 
 /** A file of the project's, by its path from the project root. */
 export const projectFile = (...parts: string[]): string => join(projectRoot(), ...parts);

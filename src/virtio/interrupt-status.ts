@@ -71,7 +71,7 @@ export function interruptRegistersRange(base: number, status: InterruptStatus, n
     size: ACK_OFFSET + 4,
     name: `${name} interrupt status`,
     kind: 'module',
-    module: import.meta.url,
+    module: new URL('./interrupt-status.js', import.meta.url).href,
     exportName: 'localInterruptRegisters',
     options: status.buffer,
   };
