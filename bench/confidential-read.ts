@@ -2,7 +2,7 @@
 // root disk, from a `ts-vmm mkcw` image opened by cryptsetup in the guest (aes-xts-plain64, 4 KiB sectors), and
 // from an integrity image (hmac-sha256 tags checked on every read); guest-side MB/s timed by the guest's uptime,
 // medians of N runs each, in the same run. The confidential runs are measured launches on sev-sim.
-//   npx tsc -p . && node dist/bench/confidential-read.js [runs]
+//   npm run build && node dist/bench/confidential-read.js [runs]
 // Needs /dev/kvm (run it in the lab where there is none) and `ts-vmm setup` done.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

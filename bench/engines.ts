@@ -3,7 +3,7 @@
 // shim) and `podman run --rm` (through conmon). Each runtime runs behind a wrapper that logs every verb's start and
 // end, which splits the time to first output into the engine's own work before `create`, `create`, the engine
 // between `create` and `start`, `start`, and `start` to the first output.
-//   npx tsc -p . && node dist/bench/engines.js [runs]      (as root; in the lab where there is no /dev/kvm)
+//   npm run build && node dist/bench/engines.js [runs]      (as root; in the lab where there is no /dev/kvm)
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -11,7 +11,7 @@
 // to its dist/bench/), each round also times the unwatched vCPU-thread paths in two fresh processes, this
 // build's and that one's (`--threads-only`): the A/B of a change to the vCPU loop, same harness, other modules.
 // EXIT_ROUNDTRIP_C names a C peer built elsewhere (gcc -O2 -static), for a machine without a compiler (the lab).
-//   npx tsc -p . && node dist/bench/exit-roundtrip.js [exits] [rounds] [other-build-dir]
+//   npm run build && node dist/bench/exit-roundtrip.js [exits] [rounds] [other-build-dir]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -8,7 +8,7 @@
 // laid out the same way in guest RAM mapped as the VMM maps it (one reused buffer would stay in the
 // CPU cache and measure the cache, not the I/O path). The file is written once first so both sides
 // work on the page cache.
-//   npx tsc -p . && node dist/bench/virtio-blk.js [MiB per case]
+//   npm run build && node dist/bench/virtio-blk.js [MiB per case]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

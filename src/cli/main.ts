@@ -46,8 +46,10 @@ export async function main(argv: string[]): Promise<number> {
   const verbIndex = verbAt(argv, 2);
   const name = verbIndex === undefined ? undefined : argv[verbIndex];
   const wanted = name === undefined ? undefined : (moduleOf[name] ?? (name in commandModules ? name : undefined));
-  // Help, a version query or an unknown word: load every subcommand so commander can list or reject them.
-  const modules = wanted === undefined ? Object.values(commandModules) : [commandModules[wanted]!];
+  // `ts-vmm --version` alone (podman asks its runtime that) needs no subcommand; help or an unknown word loads
+  // every subcommand so commander can list or reject them.
+  const versionQuery = argv.length === 3 && (argv[2] === '--version' || argv[2] === '-V');
+  const modules = versionQuery ? [] : wanted === undefined ? Object.values(commandModules) : [commandModules[wanted]!];
   let args = argv;
   for (const load of modules) {
     const module = await load();

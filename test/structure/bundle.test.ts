@@ -53,5 +53,6 @@ describe('the bundle bin/ts-vmm.js runs', () => {
     expect(readFileSync(cliEntry(), 'utf8')).to.match(/from '\.\.\/dist\/bundle\/main\.js'/);
     const result = spawnSync(process.execPath, [cliEntry(), '--version'], { encoding: 'utf8' });
     expect(result.status, result.stderr).to.equal(0);
+    expect(result.stdout).to.equal('0.1.0\n');
   });
 });
