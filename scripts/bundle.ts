@@ -5,8 +5,9 @@
 // Every output lies flat in dist/bundle, so a module found at run time by `new URL('./name.js', import.meta.url)`
 // (a worker's entry, a device module a thread imports by URL) is found there whichever chunk the code asking for
 // it went into. Each such module is therefore an entry point here; test/scripts/bundle.test.ts checks the list
-// against the code. npm packages stay outside (koffi is a native module).
-import { rmSync } from 'node:fs';
+// against the code. npm packages stay outside (koffi is a native module). meta.json records which compiled modules
+// each output holds (esbuild's metafile), for bench/start-up.ts.
+import { rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -24,7 +25,7 @@ const compiled = fileURLToPath(new URL('../src/', import.meta.url));
 const outdir = fileURLToPath(new URL('../bundle/', import.meta.url));
 
 rmSync(outdir, { recursive: true, force: true });
-await build({
+const { metafile } = await build({
   entryPoints: ENTRY_POINTS.map((entry) => compiled + entry),
   outdir,
   entryNames: '[name]',
@@ -38,4 +39,6 @@ await build({
   // Class names are data here: a threaded device is looked up in its module by its class's name.
   keepNames: true,
   logLevel: 'warning',
+  metafile: true,
 });
+writeFileSync(`${outdir}meta.json`, JSON.stringify(metafile));
