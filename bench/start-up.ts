@@ -1,7 +1,7 @@
 // What a `ts-vmm run` pays before its VM starts for loading its code: a Node.js process that imports the command
 // `run` and the VMM (src/cli/run.ts, src/cli/boot-machine.ts), from the bundle bin/ts-vmm.js runs
 // (scripts/bundle.ts) and from the compiled modules it is made of (dist/src), next to `node -e 0`; interleaved,
-// medians and quartiles of N. Under TCG (the lab) module loading is a large part of a run's own start.
+// medians and quartiles of N; and koffi loaded both ways. Under TCG (the lab) module loading is a large part of a run's own start.
 //   npm run build && node dist/bench/start-up.js [runs=20]
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -24,6 +24,9 @@ function bundleOutputs(): string[] {
 const importing = (files: string[]): string[] => ['--input-type=module', '-e', files.map((f) => `await import(${JSON.stringify(f)});`).join(' ')];
 const cases: Record<string, string[]> = {
   'node -e 0': ['-e', '0'],
+  // How every thread loads koffi (src/sys/koffi.ts): a require, not an ES-module import of the CommonJS package.
+  'koffi, ES-module import': ['--input-type=module', '-e', "await import('koffi');"],
+  'koffi, require': ['-e', "require('koffi');"],
   'compiled modules (dist/src)': importing(LOADED.map((m) => projectFile(m))),
   'bundle (dist/bundle)': importing(bundleOutputs()),
 };
@@ -43,7 +46,8 @@ for (const [name, xs] of times) {
     `${name.padEnd(30)} ${median(xs).toFixed(0).padStart(6)} ms  (quartiles ${quartile(xs, 0.25).toFixed(0)}–${quartile(xs, 0.75).toFixed(0)}, ${xs.length} runs)`,
   );
 }
-const [base, compiled, bundled] = [...times.values()].map(median) as [number, number, number];
-console.log(
-  `loading beyond node -e 0: bundle ${(bundled - base).toFixed(0)} ms, compiled modules ${(compiled - base).toFixed(0)} ms, ratio ${((bundled - base) / (compiled - base)).toFixed(2)}`,
-);
+const beyondNode = (name: string): number => median(times.get(name)!) - median(times.get('node -e 0')!);
+const [compiled, bundled] = [beyondNode('compiled modules (dist/src)'), beyondNode('bundle (dist/bundle)')];
+console.log(`loading beyond node -e 0: bundle ${bundled.toFixed(0)} ms, compiled modules ${compiled.toFixed(0)} ms, ratio ${(bundled / compiled).toFixed(2)}`);
+const [imported, required] = [beyondNode('koffi, ES-module import'), beyondNode('koffi, require')];
+console.log(`koffi beyond node -e 0: require ${required.toFixed(0)} ms, ES-module import ${imported.toFixed(0)} ms, ratio ${(required / imported).toFixed(2)}`);

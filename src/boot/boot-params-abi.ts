@@ -1,6 +1,6 @@
 // The x86 boot protocol structures (asm/bootparam.h), declared through the ABI registry so the
 // conformance test compiles the real header and checks every size and offset used here.
-import koffi from 'koffi';
+import { koffi } from '../sys/koffi.js';
 import { cStruct, constant, offsetOf } from '../sys/abi.js';
 
 const HEADER = 'asm/bootparam.h';

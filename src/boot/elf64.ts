@@ -1,7 +1,7 @@
 // ELF64 little-endian file and program headers, laid out as <elf.h> has them (the ABI test checks
 // both structs), read with every offset and size checked against the bytes at hand. The kernel loader
 // takes the PT_LOAD segments of a vmlinux; the lab finds a host program's dynamic loader (PT_INTERP).
-import koffi from 'koffi';
+import { koffi } from '../sys/koffi.js';
 import { cStruct, constant, offsetOf } from '../sys/abi.js';
 
 const ELF = 'elf.h';

@@ -1,6 +1,6 @@
 // The KVM structs ts-vmm exchanges with the kernel, declared once with their C names so the ABI test
 // checks each size and member offset against linux/kvm.h and asm/kvm.h.
-import koffi from 'koffi';
+import { koffi } from '../sys/koffi.js';
 import { cStruct } from '../sys/abi.js';
 
 const KVM = 'linux/kvm.h';

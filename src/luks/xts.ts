@@ -3,7 +3,7 @@
 // The sectors are run by xts-sectors.c through OpenSSL's XTS (libcrypto.so.3, the OpenSSL node:crypto also is):
 // node:crypto can start a message only with a new Cipheriv (about 5 µs against 0.6 µs of AES for 4 KiB), and one
 // call per sector from JavaScript through koffi still costs more than the AES, so the per-sector loop is native.
-import koffi from 'koffi';
+import { koffi } from '../sys/koffi.js';
 import { buildC } from '../sys/c-build.js';
 import { projectFile } from '../sys/project-paths.js';
 import { LuksUnsupportedError } from './errors.js';

@@ -1,9 +1,10 @@
 // Kernel ABI declarations. Every struct and ioctl number the project hands to the kernel is declared
 // here-through, so one conformance test (test/abi.test.ts) can compile the real C headers with gcc and
 // compare sizes, field offsets and ioctl values against what koffi computed.
-import koffi from 'koffi';
+import type { IKoffiCType } from 'koffi';
+import { koffi } from './koffi.js';
 
-export type CType = koffi.IKoffiCType;
+export type CType = IKoffiCType;
 
 export interface StructDecl {
   /** C spelling, e.g. `struct kvm_regs`. */

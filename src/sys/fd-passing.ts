@@ -1,7 +1,7 @@
 // Passing a file descriptor to another process over a Unix socket (SCM_RIGHTS), as runc hands the pty master of
 // `create --console-socket` to the engine (conmon, containerd's shim): one message whose data is the pty's path
 // and whose control message carries the descriptor.
-import koffi from 'koffi';
+import { koffi } from './koffi.js';
 import { constant, cStruct, encodeExact } from './abi.js';
 import { iovec } from './iovec.js';
 import { check, close } from './sys.js';

@@ -1,6 +1,6 @@
 // A host pseudo-terminal pair, as runc makes for `create --console-socket`: the master goes to the engine, the
 // slave is the terminal the container's process (here, the VM's monitor relaying to the guest) reads and writes.
-import koffi from 'koffi';
+import { koffi } from './koffi.js';
 import { cStruct } from './abi.js';
 import { check, close, O_CLOEXEC, O_RDWR, open } from './sys.js';
 

@@ -1,6 +1,6 @@
 // Thin, typed wrappers over the libc calls a VMM needs. Every failure becomes a SysError that names
 // the call and the errno in words; nothing here ever returns a bare -1.
-import koffi from 'koffi';
+import { koffi } from './koffi.js';
 import { constants } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import { cStruct, constant } from './abi.js';
