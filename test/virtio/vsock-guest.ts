@@ -121,8 +121,11 @@ export class VsockGuest {
     }, what);
   }
 
-  /** Sends one packet as Linux does: header and payload in separate descriptors. */
-  send(h: Partial<VsockHeader> & { op: number; srcPort: number; dstPort: number }, payload: Uint8Array = new Uint8Array(0)): void {
+  /**
+   * Sends one packet as Linux does: header and payload in separate descriptors. Without `kick`, the packet is
+   * only offered, and goes with the next kick (kickTx).
+   */
+  send(h: Partial<VsockHeader> & { op: number; srcPort: number; dstPort: number }, payload: Uint8Array = new Uint8Array(0), kick = true): void {
     const header: VsockHeader = {
       srcCid: this.cid,
       dstCid: HOST_CID,
@@ -140,7 +143,12 @@ export class VsockGuest {
     this.memory.write(at + HEADER_SIZE, payload);
     this.tx.writeDesc(i, at, HEADER_SIZE, payload.length > 0 ? 1 : 0, i + 1);
     if (payload.length > 0) this.tx.writeDesc(i + 1, at + HEADER_SIZE, payload.length, 0, 0);
-    this.tx.submit(i);
+    this.tx.offer(i);
+    if (kick) this.kickTx();
+  }
+
+  kickTx(): void {
+    this.tx.notify();
     this.tx.takeUsed();
   }
 }
@@ -165,7 +173,7 @@ export class GuestStream {
     readonly bufAlloc = 256 * 1024,
   ) {}
 
-  private header(op: number, extra: Partial<VsockHeader> = {}) {
+  header(op: number, extra: Partial<VsockHeader> = {}) {
     this.advertised = this.fwdCnt;
     return { op, srcPort: this.localPort, dstPort: this.hostPort, bufAlloc: this.bufAlloc, fwdCnt: this.fwdCnt, ...extra };
   }

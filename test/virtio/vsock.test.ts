@@ -119,6 +119,32 @@ describe('virtio-vsock', function () {
     expect(Buffer.from(await s.readExactly(4)).toString()).to.equal('pong');
   });
 
+  it('hands the host socket the packets of one pass over the tx ring in one write', async () => {
+    guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
+    const got: Buffer[] = [];
+    await hostListen(6001, (sock) => sock.on('data', (d: Buffer) => got.push(d)));
+    const s = new GuestStream(guest, 40001, 6001);
+    expect(await s.connect()).to.equal(true);
+    const payloads = Array.from({ length: 8 }, () => randomBytes(1000));
+    const { _write, _writev } = net.Socket.prototype as unknown as Record<string, (...args: unknown[]) => unknown>;
+    let writes = 0;
+    const counting = (write: (...args: unknown[]) => unknown) =>
+      function (this: unknown, ...args: unknown[]) {
+        writes++;
+        return write.apply(this, args);
+      };
+    Object.assign(net.Socket.prototype, { _write: counting(_write!), _writev: counting(_writev!) });
+    try {
+      for (const payload of payloads) guest.send(s.header(VIRTIO_VSOCK_OP_RW), payload, false);
+      guest.kickTx();
+      await until(() => Buffer.concat(got).length === 8000, 'the 8 packets at the host');
+    } finally {
+      Object.assign(net.Socket.prototype, { _write, _writev });
+    }
+    expect(sha(Buffer.concat(got))).to.equal(sha(Buffer.concat(payloads)));
+    expect(writes).to.equal(1);
+  });
+
   it('answers a connect to a port nobody listens on with RST', async () => {
     guest = await VsockGuest.start({ guestCid: CID, udsPath: uds });
     expect(await new GuestStream(guest, 40001, 6001).connect()).to.equal(false);

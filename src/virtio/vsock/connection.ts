@@ -40,6 +40,11 @@ export class Connection {
   /** What the guest said it will no longer do. */
   private guestShutdown = 0;
   private paused = false;
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   constructor(
     readonly socket: net.Socket,
@@ -134,6 +139,12 @@ export class Connection {
     if (((this.rxCnt - this.fwdCnt) >>> 0) + payload.length > this.bufAlloc) return false;
     this.rxCnt = (this.rxCnt + payload.length) >>> 0;
     const n = payload.length;
+    // The packets of one pass over the tx ring go to the socket in one writev, after the pass.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
     this.socket.write(payload, (error) => {
       if (error) return;
       this.fwdCnt = (this.fwdCnt + n) >>> 0;
