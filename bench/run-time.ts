@@ -1,6 +1,6 @@
 // Time from process start to the workload's first output for `ts-vmm run examples/hello`, cold (empty run cache:
 // the guest agent, initramfs base and root disk are built) and warm (all cached), next to QEMU microvm booting the
-// same kernel, the same initramfs base and the same root disk, in the same run. QEMU has no vsock on hosts without
+// same kernel, the same initramfs base and the same root disk, in the same run, in interleaved rounds. QEMU has no vsock on hosts without
 // vhost-vsock, so its guest runs the workload from /init with output on the serial console; the time to the first
 // byte of that output is the peer's number. Medians of N runs. The ts-vmm runs also print `--timings`: the run's
 // timeline, each step's median time since ts-vmm started, for the cold and the warm runs. At the first output, the
@@ -95,17 +95,10 @@ async function peerGuest(dir: string): Promise<{ config: BundleConfig; kernel: s
 const scratch = mkdtempSync(join(tmpdir(), 'ts-vmm-run-bench-'));
 const tsVmm = [join(project, 'bin', 'ts-vmm.js'), 'run', '--timings', bundle];
 try {
-  const cold: Sample[] = [];
-  for (let i = 0; i < runs; i++) {
-    const env = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, `cold-${i}`), TS_VMM_STATE: join(scratch, `state-cold-${i}`) };
-    cold.push(await sample(process.execPath, tsVmm, env, MARKER));
-  }
   const warmEnv = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, 'warm'), TS_VMM_STATE: join(scratch, 'state-warm') };
   await sample(process.execPath, tsVmm, warmEnv, MARKER);
   const memoryMiB = readBundleConfig(bundle).vm.memoryMiB;
-  const warm: Sample[] = [];
   const tsVmmRamKiB = ramRanges(memoryMiB * 1024 * 1024).map((r) => r.size / 1024);
-  for (let i = 0; i < runs; i++) warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER, tsVmmRamKiB));
 
   // The peer: same kernel, initramfs base and disk as the warm ts-vmm runs; its /init runs the workload itself.
   process.env.TS_VMM_RUN_CACHE = warmEnv.TS_VMM_RUN_CACHE;
@@ -138,14 +131,24 @@ try {
     '-device',
     'virtio-blk-device,drive=root',
   ];
+  const cold: Sample[] = [];
+  const warm: Sample[] = [];
   const qemu: Sample[] = [];
-  for (let i = 0; i < runs; i++) qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER, [memoryMiB * 1024]));
+  // Interleaved rounds: the lab's speed drifts by seconds over minutes, and the drift must hit all three alike.
+  for (let i = 0; i < runs; i++) {
+    const coldEnv = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, `cold-${i}`), TS_VMM_STATE: join(scratch, `state-cold-${i}`) };
+    cold.push(await sample(process.execPath, tsVmm, coldEnv, MARKER));
+    warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER, tsVmmRamKiB));
+    qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER, [memoryMiB * 1024]));
+  }
 
   console.log(`\nts-vmm run ${bundle} vs QEMU microvm, same kernel, initramfs base and disk; ${runs} runs each`);
   const c = summary('ts-vmm run, cold (empty run cache)', cold);
   const w = summary('ts-vmm run, warm', warm);
   const q = summary('QEMU microvm (KVM), same guest', qemu);
   console.log(`\nratio to QEMU, first output: cold ${(c.first / q.first).toFixed(2)}x, warm ${(w.first / q.first).toFixed(2)}x`);
+  const paired = (samples: Sample[]): string => median(samples.map((s, i) => s.firstOutputMs / qemu[i]!.firstOutputMs)).toFixed(2);
+  console.log(`median of the rounds' own ratios: cold ${paired(cold)}x, warm ${paired(warm)}x`);
   const memory = (samples: Sample[]): number => median(samples.map((s) => s.atMarker!)) / 1024;
   console.log(
     `resident memory beyond guest RAM at the first output: ts-vmm run (warm) ${memory(warm).toFixed(1)} MiB, QEMU ${memory(qemu).toFixed(1)} MiB, ratio ${(memory(warm) / memory(qemu)).toFixed(2)}x`,
