@@ -3,29 +3,21 @@
 // start a worker or import a device from a file that does not exist.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cliEntry, projectFile } from '../../src/sys/project-paths.js';
+import { filesUnder } from './files-under.js';
 
 const FOUND_BY_URL = /new URL\('\.\/([^'/]+\.js)', import\.meta\.url\)/g;
 const RELATIVE_IMPORT = /(?:\bfrom|\bimport\s*\(|\bimport)\s*['"](\.{1,2}\/[^'"]+)['"]/g;
-
-function javascriptFiles(dir: string, found: string[] = []): string[] {
-  for (const entry of readdirSync(dir)) {
-    const path = join(dir, entry);
-    if (statSync(path).isDirectory()) javascriptFiles(path, found);
-    else if (path.endsWith('.js')) found.push(path);
-  }
-  return found;
-}
 
 describe('the bundle bin/ts-vmm.js runs', () => {
   const bundle = projectFile('dist', 'bundle');
 
   it('has an entry for every module the code finds by URL', () => {
     const wanted = new Set(
-      javascriptFiles(projectFile('dist', 'src')).flatMap((file) => [...readFileSync(file, 'utf8').matchAll(FOUND_BY_URL)].map((m) => m[1]!)),
+      filesUnder(projectFile('dist', 'src'), '.js').flatMap((file) => [...readFileSync(file, 'utf8').matchAll(FOUND_BY_URL)].map((m) => m[1]!)),
     );
     expect([...wanted]).to.include.members(['vcpu-worker.js', 'io-thread-worker.js', 'blk.js', 'interrupt-status.js']);
     const built = new Set(readdirSync(bundle));

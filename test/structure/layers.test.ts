@@ -4,22 +4,14 @@ import { expect } from 'chai';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { projectFile } from '../../src/sys/project-paths.js';
+import { filesUnder } from './files-under.js';
 
 const LAYERS_LINE = /^Layers, lowest first: (.+)$/m;
 const RELATIVE_IMPORT = /(?:\bfrom|\bimport\s*\(|\bimport)\s*['"](\.{1,2}\/[^'"]+)['"]/g;
 
-function typescriptFiles(dir: string, found: string[] = []): string[] {
-  for (const entry of readdirSync(dir)) {
-    const path = join(dir, entry);
-    if (statSync(path).isDirectory()) typescriptFiles(path, found);
-    else if (path.endsWith('.ts')) found.push(path);
-  }
-  return found;
-}
-
 /** Every import between two folders of src/, as `from -> to` with the importing file. */
 function folderImports(src: string): { from: string; to: string; file: string }[] {
-  return typescriptFiles(src)
+  return filesUnder(src, '.ts')
     .flatMap((file) => {
       const from = relative(src, file).split('/')[0] ?? '';
       return [...readFileSync(file, 'utf8').matchAll(RELATIVE_IMPORT)].map((m) => {
@@ -35,7 +27,7 @@ describe('the layers of src/', () => {
   const layers = LAYERS_LINE.exec(readFileSync(projectFile('docs', 'ARCHITECTURE.md'), 'utf8'))?.[1]?.split(' · ') ?? [];
 
   it('docs/ARCHITECTURE.md names every folder of src/ exactly once', () => {
-    const folders = readdirSync(src).filter((entry) => statSync(join(src, entry)).isDirectory() && typescriptFiles(join(src, entry)).length > 0);
+    const folders = readdirSync(src).filter((entry) => statSync(join(src, entry)).isDirectory() && filesUnder(join(src, entry), '.ts').length > 0);
     expect([...layers].sort()).to.deep.equal(folders.sort());
   });
 
