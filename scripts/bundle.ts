@@ -17,7 +17,6 @@ const ENTRY_POINTS = [
   'virtio/interrupt-status.js',
   'virtio/io-thread-worker.js',
   'virtio/blk.js',
-  'sys/eventfd-poller-worker.js',
   'luks/xts-worker.js',
 ];
 

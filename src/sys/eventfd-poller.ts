@@ -1,63 +1,81 @@
-// Delivers eventfd signals to the main thread without blocking its event loop. Node cannot poll an
-// arbitrary fd, so one worker thread sits in epoll_wait and posts the numbers of ready fds; the main
-// thread then reads (and so clears) each counter itself. The fds are edge-triggered: the worker never
-// touches them, so it cannot read an fd that the main thread has meanwhile closed and reused.
-import { Worker } from 'node:worker_threads';
-import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, close, epollCreate, epollCtl, eventfd, write } from './sys.js';
-import { EVENTFD_POLLER_ROLE, type PollerWorkerData } from './eventfd-poller-worker.js';
+// Delivers eventfd signals to the main thread without blocking its event loop. Node cannot poll an arbitrary fd,
+// so one epoll_wait at a time runs on a thread of libuv's pool (koffi's asynchronous call) and hands the ready fds
+// back to the event loop; the main thread then reads (and so clears) each counter itself. A wait is pending only
+// while some fd is watched: a pending call keeps Node's event loop alive, and a process with nothing watched must
+// be free to end. The fds are edge-triggered and the wait never reads them, so it cannot read an fd that the main
+// thread has meanwhile closed and reused. No worker thread: a JavaScript context of its own costs a VM 8.5 MiB.
+import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, close, epollCreate, epollCtl, epollEvent, epollWaitAsync, eventfd, write } from './sys.js';
 
 type Ready = (fd: number) => void;
 
+const MAX_EVENTS = 64;
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
 export class EventFdPoller {
   private readonly epfd = epollCreate();
-  /** Written to stop the worker; the shared flag says whether that is what it means. */
+  /** Written to end the pending wait (nothing left to watch, or closing); never read, so every write is an edge. */
   private readonly wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  private readonly stopFlag = new Int32Array(new SharedArrayBuffer(4));
+  private readonly events = new Uint8Array(MAX_EVENTS * epollEvent.size);
   private readonly watched = new Map<number, Ready>();
-  private readonly worker: Worker;
+  private waiting = false;
+  private closed = false;
+  private waitEnded: (() => void) | undefined;
 
   constructor() {
     epollCtl(this.epfd, EPOLL_CTL_ADD, this.wake, EPOLLIN | EPOLLET);
-    const data: PollerWorkerData = { role: EVENTFD_POLLER_ROLE, epfd: this.epfd, wake: this.wake, stopFlag: this.stopFlag.buffer as SharedArrayBuffer };
-    this.worker = new Worker(new URL('./eventfd-poller-worker.js', import.meta.url), { workerData: data });
-    this.worker.on('message', (fds: number[]) => {
-      for (const fd of fds) this.watched.get(fd)?.(fd);
-    });
-    // The poller serves whoever listens; it alone must not keep the process alive. At exit Node joins
-    // every worker, which cannot happen while this one sits in epoll_wait: wake it first.
-    this.worker.unref();
-    process.once('exit', this.wakeToStop);
   }
 
-  private readonly wakeToStop = (): void => {
-    Atomics.store(this.stopFlag, 0, 1);
-    write(this.wake, new Uint8Array(new BigUint64Array([1n]).buffer), 'eventfd write');
-  };
-
   watch(fd: number, ready: Ready): void {
+    if (this.closed) throw new Error('the eventfd poller is closed');
     if (this.watched.has(fd)) throw new Error(`eventfd ${fd} is already watched`);
     epollCtl(this.epfd, EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLET);
     this.watched.set(fd, ready);
+    this.wait();
   }
 
   unwatch(fd: number): void {
     if (!this.watched.delete(fd)) return;
     epollCtl(this.epfd, EPOLL_CTL_DEL, fd);
+    if (this.watched.size === 0) this.endWait();
   }
 
-  /** Ends the worker and releases the epoll instance. */
+  /** Whether an epoll_wait is pending (and so holds the event loop). */
+  get pending(): boolean {
+    return this.waiting;
+  }
+
+  /** Ends the pending wait and releases the epoll instance; watched fds are forgotten. */
   async close(): Promise<void> {
-    process.off('exit', this.wakeToStop);
-    this.wakeToStop();
-    await new Promise((resolve) => this.worker.once('exit', resolve));
+    if (this.closed) return;
+    this.closed = true;
+    this.watched.clear();
+    if (this.waiting) await new Promise<void>((resolve) => {
+      this.waitEnded = resolve;
+      this.endWait();
+    });
     close(this.wake);
     close(this.epfd);
+  }
+
+  private wait(): void {
+    if (this.waiting || this.closed || this.watched.size === 0) return;
+    this.waiting = true;
+    epollWaitAsync(this.epfd, this.events, (fds) => {
+      this.waiting = false;
+      this.waitEnded?.();
+      for (const fd of fds) this.watched.get(fd)?.(fd);
+      this.wait();
+    });
+  }
+
+  private endWait(): void {
+    if (this.waiting) write(this.wake, ONE, 'eventfd write');
   }
 }
 
 let shared: EventFdPoller | undefined;
 
-/** The process-wide poller, started on first use. */
+/** The process-wide poller, made on first use. */
 export function eventFdPoller(): EventFdPoller {
   shared ??= new EventFdPoller();
   return shared;

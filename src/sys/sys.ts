@@ -214,6 +214,21 @@ export function epollWait(epfd: number, events: Uint8Array, timeoutMs = -1): num
     if (errno === constants.errno.EINTR) return [];
     throw new SysError('epoll_wait', errno);
   }
+  return readyFds(events, n);
+}
+
+/**
+ * epoll_wait without a timeout on a thread of libuv's pool; `done` gets the ready fds on this thread's event
+ * loop. A failed or interrupted wait (its errno stays on the pool's thread) reports no fds. `events` must not be
+ * touched until then.
+ */
+export function epollWaitAsync(epfd: number, events: Uint8Array, done: (fds: number[]) => void): void {
+  c.epollWait.async(epfd, events, Math.floor(events.length / epollEvent.size), -1, (error: unknown, n: number) => {
+    done(error || n < 0 ? [] : readyFds(events, n));
+  });
+}
+
+function readyFds(events: Uint8Array, n: number): number[] {
   const view = new DataView(events.buffer, events.byteOffset, events.byteLength);
   return Array.from({ length: n }, (_, i) => Number(view.getBigUint64(i * epollEvent.size + 4, true)));
 }

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import { EventFd } from '../../src/sys/eventfd.js';
 import { EventFdPoller } from '../../src/sys/eventfd-poller.js';
 
@@ -65,6 +66,28 @@ describe('EventFd', () => {
     e.listen(() => undefined);
     expect(() => e.listen(() => undefined)).to.throw(/already has a listener/);
     e.close();
+  });
+
+  it('holds a wait only while an fd is watched, so a process that stopped listening ends by itself', async () => {
+    const poller = new EventFdPoller();
+    const e = new EventFd();
+    expect(poller.pending).to.equal(false);
+    const got = new Promise<void>((resolve) => poller.watch(e.fd, () => resolve()));
+    expect(poller.pending).to.equal(true);
+    e.signal();
+    await got;
+    poller.unwatch(e.fd);
+    while (poller.pending) await sleep(5);
+    await poller.close();
+    e.close();
+    // The same through EventFd.listen, in a process of its own, which must exit with nothing left to do.
+    const script = `import { EventFd } from ${JSON.stringify(new URL('../../src/sys/eventfd.js', import.meta.url).href)};
+      const e = new EventFd();
+      e.listen(() => { e.close(); console.log('signalled'); });
+      setTimeout(() => e.signal(), 10);`;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 });
+    expect(child.signal, 'the process did not end by itself').to.equal(null);
+    expect([child.status, child.stdout]).to.deep.equal([0, 'signalled\n']);
   });
 
   it('runs a poller of its own that reports ready fds and shuts down cleanly', async () => {
