@@ -4,7 +4,21 @@
 // while some fd is watched: a pending call keeps Node's event loop alive, and a process with nothing watched must
 // be free to end. The fds are edge-triggered and the wait never reads them, so it cannot read an fd that the main
 // thread has meanwhile closed and reused. No worker thread: a JavaScript context of its own costs a VM 8.5 MiB.
-import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, close, epollCreate, epollCtl, epollEvent, epollWaitAsync, eventfd, write } from './sys.js';
+import {
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  EPOLLET,
+  EPOLLIN,
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_DEL,
+  close,
+  epollCreate,
+  epollCtl,
+  epollEvent,
+  epollWaitAsync,
+  eventfd,
+  write,
+} from './sys.js';
 
 type Ready = (fd: number) => void;
 
@@ -49,10 +63,11 @@ export class EventFdPoller {
     if (this.closed) return;
     this.closed = true;
     this.watched.clear();
-    if (this.waiting) await new Promise<void>((resolve) => {
-      this.waitEnded = resolve;
-      this.endWait();
-    });
+    if (this.waiting)
+      await new Promise<void>((resolve) => {
+        this.waitEnded = resolve;
+        this.endWait();
+      });
     close(this.wake);
     close(this.epfd);
   }
