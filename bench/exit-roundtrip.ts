@@ -277,7 +277,12 @@ try {
   kvm.close();
 }
 
-const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)])) as { [K in keyof typeof samples]: number };
+// The A/B's samples exist only when another build was given.
+const m = Object.fromEntries(
+  Object.entries(samples)
+    .filter(([, v]) => v.length > 0)
+    .map(([k, v]) => [k, median(v)]),
+) as { [K in keyof typeof samples]: number };
 const row = (name: string, us: number, peer: number) => `| ${name} | ${us.toFixed(2)} | ${(us / peer).toFixed(2)}x |`;
 console.log(`exit round trip, ${exits} exits per run, median of ${rounds} rounds (µs per exit; ratio against C)\n`);
 console.log('| path | µs/exit | vs C |');
@@ -298,7 +303,7 @@ console.log(row('posted write, --stats', m.postedStats, m.posted));
 console.log(`\nguest notification answered by the device thread, ${Math.max(2, Math.floor(exits / 10))} per run (µs each; ratio against the ioeventfd path)\n`);
 console.log('| path | µs/notification | vs ioeventfd |');
 console.log('| --- | ---: | ---: |');
-console.log(row('ioeventfd (no exit) + eventfd poller thread', m.pingIoeventfd, m.pingIoeventfd));
+console.log(row('ioeventfd (no exit) + eventfd poller (epoll_wait on a libuv pool thread)', m.pingIoeventfd, m.pingIoeventfd));
 console.log(row('port write exit + posted mailbox write', m.pingMailbox, m.pingIoeventfd));
 if (otherBuild) {
   console.log(`\nthe unwatched vCPU-thread paths, this build and ${otherBuild}, each round in a fresh process of each (ratio: this build against that one)\n`);
