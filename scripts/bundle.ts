@@ -4,7 +4,7 @@
 //
 // Every output lies flat in dist/bundle, so a module found at run time by `new URL('./name.js', import.meta.url)`
 // (a worker's entry, a device module a thread imports by URL) is found there whichever chunk the code asking for
-// it went into. Each such module is therefore an entry point here; test/scripts/bundle.test.ts checks the list
+// it went into. Each such module is therefore an entry point here; test/structure/bundle.test.ts checks the list
 // against the code. npm packages stay outside (koffi is a native module). meta.json records which compiled modules
 // each output holds (esbuild's metafile), for bench/start-up.ts.
 import { rmSync, writeFileSync } from 'node:fs';
