@@ -7,10 +7,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cliEntry, projectFile } from '../../src/sys/project-paths.js';
-import { filesUnder } from './files-under.js';
+import { RELATIVE_IMPORT, filesUnder } from './source-files.js';
 
 const FOUND_BY_URL = /new URL\('\.\/([^'/]+\.js)', import\.meta\.url\)/g;
-const RELATIVE_IMPORT = /(?:\bfrom|\bimport\s*\(|\bimport)\s*['"](\.{1,2}\/[^'"]+)['"]/g;
 
 describe('the bundle bin/ts-vmm.js runs', () => {
   const bundle = projectFile('dist', 'bundle');

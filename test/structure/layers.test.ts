@@ -4,10 +4,9 @@ import { expect } from 'chai';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { projectFile } from '../../src/sys/project-paths.js';
-import { filesUnder } from './files-under.js';
+import { RELATIVE_IMPORT, filesUnder } from './source-files.js';
 
 const LAYERS_LINE = /^Layers, lowest first: (.+)$/m;
-const RELATIVE_IMPORT = /(?:\bfrom|\bimport\s*\(|\bimport)\s*['"](\.{1,2}\/[^'"]+)['"]/g;
 
 /** Every import between two folders of src/, as `from -> to` with the importing file. */
 function folderImports(src: string): { from: string; to: string; file: string }[] {
