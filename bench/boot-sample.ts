@@ -23,6 +23,8 @@ export interface BootShape {
   initrd: string;
   cpus: number;
   memoryMiB: number;
+  /** BOOT_CMDLINE unless given. */
+  cmdline?: string;
 }
 
 /** A VMM's command line, and the sizes in KiB of the mappings that hold its guest RAM. */
@@ -37,7 +39,7 @@ export function tsVmmBoot(shape: BootShape, cli = CLI): VmmCommand {
   const memory = ['--mem', String(shape.memoryMiB), '--cpus', String(shape.cpus)];
   return {
     command: process.execPath,
-    args: [cli, 'boot', '--kernel', shape.kernel, '--initrd', shape.initrd, '--cmdline', BOOT_CMDLINE, ...memory],
+    args: [cli, 'boot', '--kernel', shape.kernel, '--initrd', shape.initrd, '--cmdline', shape.cmdline ?? BOOT_CMDLINE, ...memory],
     guestRamKiB: ramRanges(shape.memoryMiB * 1024 * 1024).map((r) => r.size / 1024),
   };
 }
@@ -48,7 +50,7 @@ export function qemuBoot(shape: BootShape): VmmCommand {
   const io = ['-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot'];
   return {
     command: 'qemu-system-x86_64',
-    args: [...machine, ...io, '-kernel', shape.kernel, '-initrd', shape.initrd, '-append', BOOT_CMDLINE],
+    args: [...machine, ...io, '-kernel', shape.kernel, '-initrd', shape.initrd, '-append', shape.cmdline ?? BOOT_CMDLINE],
     guestRamKiB: [shape.memoryMiB * 1024],
   };
 }

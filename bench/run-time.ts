@@ -135,11 +135,16 @@ try {
   const warm: Sample[] = [];
   const qemu: Sample[] = [];
   // Interleaved rounds: the lab's speed drifts by seconds over minutes, and the drift must hit all three alike.
+  // The order turns each round: a run slowed by what the run before it left behind (a cold run's writes still
+  // going to disk, say) is a different one each time.
   for (let i = 0; i < runs; i++) {
     const coldEnv = { ...process.env, TS_VMM_RUN_CACHE: join(scratch, `cold-${i}`), TS_VMM_STATE: join(scratch, `state-cold-${i}`) };
-    cold.push(await sample(process.execPath, tsVmm, coldEnv, MARKER));
-    warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER, tsVmmRamKiB));
-    qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER, [memoryMiB * 1024]));
+    const round = [
+      async () => cold.push(await sample(process.execPath, tsVmm, coldEnv, MARKER)),
+      async () => warm.push(await sample(process.execPath, tsVmm, warmEnv, MARKER, tsVmmRamKiB)),
+      async () => qemu.push(await sample('qemu-system-x86_64', qemuArgs, process.env, MARKER, [memoryMiB * 1024])),
+    ];
+    for (let k = 0; k < round.length; k++) await round[(i + k) % round.length]!();
   }
 
   console.log(`\nts-vmm run ${bundle} vs QEMU microvm, same kernel, initramfs base and disk; ${runs} runs each`);

@@ -11,7 +11,15 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
-const ENTRY_POINTS = ['cli/main.js', 'kvm/vcpu-worker.js', 'virtio/interrupt-status.js', 'virtio/io-thread-worker.js', 'virtio/blk.js', 'luks/xts-worker.js'];
+const ENTRY_POINTS = [
+  'cli/main.js',
+  'kvm/vcpu-worker.js',
+  'devices/serial.js',
+  'virtio/interrupt-status.js',
+  'virtio/io-thread-worker.js',
+  'virtio/blk.js',
+  'luks/xts-worker.js',
+];
 
 const compiled = fileURLToPath(new URL('../src/', import.meta.url));
 const outdir = fileURLToPath(new URL('../bundle/', import.meta.url));

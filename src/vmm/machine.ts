@@ -10,7 +10,7 @@ import { ACPI_SLEEP_PORTS, AcpiSleepRegisters } from '../devices/acpi-sleep.js';
 import { Bus } from '../devices/bus.js';
 import { I8042, I8042_PORTS } from '../devices/i8042.js';
 import type { StopRequestSink } from '../devices/platform-events.js';
-import { Serial16550, UART_REGISTERS } from '../devices/serial.js';
+import { type LocalSerialOptions, SERIAL_MODULE, Serial16550, UART_REGISTERS } from '../devices/serial.js';
 import { KVM_CAP_TSC_DEADLINE_TIMER, KVM_MEM_READONLY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN } from '../kvm/constants.js';
 import { EventFd } from '../sys/eventfd.js';
 import { IrqfdInterrupt } from '../kvm/interrupts.js';
@@ -126,14 +126,19 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
       resolveFinished(exit);
     };
     const watch = new ConsoleWatch((panic) => finish({ kind: 'guest-failed', reason: `guest kernel panic: ${panic}` }));
+    // The console reaches this thread through a ring: what the guest printed before it asked to stop
+    // (a panic message, say) is taken first.
+    let deliverConsole = (): void => undefined;
     const stopRequest: StopRequestSink = (request, detail) => {
+      deliverConsole();
       const panic = watch.panic;
       finish(panic !== undefined ? { kind: 'guest-failed', reason: `guest kernel panic: ${panic}` } : { kind: 'guest-stopped', request, detail });
     };
 
     const buses = { pio: new Bus('PIO'), mmio: new Bus('MMIO') };
     const serial = attachPlatformDevices(vm, buses, options.consoleOutput, watch, options.watch, stopRequest, teardown);
-    const localRanges = [...ABSENT_PORTS, ...(await attachVirtioDevices(vm, buses, memory, boot, specs, teardown))];
+    deliverConsole = serial.deliverOutput;
+    const localRanges = [serial.range, ...ABSENT_PORTS, ...(await attachVirtioDevices(vm, buses, memory, boot, specs, teardown))];
     const vcpus = createVcpus(kvm, vm, boot, options.confidential?.encryptsMemory === true, teardown);
 
     await options.confidential?.launch({ vm, memory, boot, vcpus });
@@ -141,9 +146,11 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     const recorders = options.watch?.recorders(vcpus.length, recordedRanges(localRanges, buses));
     threads = new VcpuThreads(vcpus, buses, { localRanges, workers: options.vcpuWorkers, recorders });
     threads.onStop((stop) => {
-      if (stop.reason !== 'stopped') finish(exitForStop(stop, watch.panic));
+      if (stop.reason === 'stopped') return;
+      deliverConsole();
+      finish(exitForStop(stop, watch.panic));
     });
-    const onInput = (chunk: Buffer | string): void => serial.enqueueInput(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    const onInput = (chunk: Buffer | string): void => serial.uart.enqueueInput(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
     options.consoleInput?.on('data', onInput);
     teardown.push(() => {
       options.consoleInput?.off('data', onInput);
@@ -165,7 +172,18 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
   }
 }
 
-/** The PC's own devices: the COM1 UART (the console, watched for a panic), the i8042 and ACPI's sleep registers (stop requests). */
+/** The COM1 UART, answered in the vCPU threads, and how its output reaches the console. */
+interface PlatformSerial {
+  uart: Serial16550;
+  range: LocalRange;
+  /** Hands the console what the guest has transmitted so far. */
+  deliverOutput(): void;
+}
+
+/**
+ * The PC's own devices: the COM1 UART (the console, watched for a panic; its registers answered in
+ * the vCPU threads), the i8042 and ACPI's sleep registers (stop requests).
+ */
 function attachPlatformDevices(
   vm: Vm,
   buses: IoBuses,
@@ -174,20 +192,32 @@ function attachPlatformDevices(
   machineWatch: MachineWatch | undefined,
   stopRequest: StopRequestSink,
   teardown: Teardown,
-): Serial16550 {
+): PlatformSerial {
   const consoleOut = batchedWriter(consoleOutput);
   teardown.push(() => consoleOut.flush());
   const serialIrq = new IrqfdInterrupt(vm, COM1_IRQ);
   teardown.push(() => serialIrq.close());
-  const serial = new Serial16550(serialIrq, (bytes) => {
+  const serial = new Serial16550(serialIrq);
+  const output = serial.watchOutput((bytes) => {
     watch.feed(bytes);
     machineWatch?.console(bytes);
     consoleOut.write(bytes);
   });
-  buses.pio.insert(serial, Ports.com1, UART_REGISTERS, 'COM1 16550A');
+  teardown.push(() => output.stop());
+  const options: LocalSerialOptions = { state: serial.state, interruptFd: serialIrq.eventfd.fd };
+  const range: LocalRange = {
+    space: 'pio',
+    base: Ports.com1,
+    size: UART_REGISTERS,
+    name: 'COM1 16550A',
+    kind: 'module',
+    module: SERIAL_MODULE,
+    exportName: 'localSerial',
+    options,
+  };
   buses.pio.insert(new I8042(stopRequest), Ports.i8042, I8042_PORTS, 'i8042');
   buses.pio.insert(new AcpiSleepRegisters(S5_SLEEP_TYPE, stopRequest), Ports.acpiSleepControl, ACPI_SLEEP_PORTS, 'ACPI sleep registers');
-  return serial;
+  return { uart: serial, range, deliverOutput: output.deliver };
 }
 
 /**

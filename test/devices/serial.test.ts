@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { Serial16550, SERIAL_INPUT_LIMIT } from '../../src/devices/serial.js';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { SERIAL_INPUT_LIMIT, SERIAL_MODULE, SERIAL_OUTPUT_RING, Serial16550 } from '../../src/devices/serial.js';
+import { EventFd } from '../../src/sys/eventfd.js';
 
 const THR = 0,
   IER = 1,
@@ -14,20 +17,20 @@ const THR = 0,
 function uart() {
   const out: number[] = [];
   let interrupts = 0;
-  const serial = new Serial16550(
-    {
-      trigger: () => {
-        interrupts++;
-      },
+  const serial = new Serial16550({
+    trigger: () => {
+      interrupts++;
     },
-    (b) => out.push(...b),
-  );
+  });
   const r = (offset: number): number => {
     const d = new Uint8Array(1);
     serial.read(offset, d);
     return d[0]!;
   };
-  const w = (offset: number, value: number): void => serial.write(offset, Uint8Array.of(value));
+  const w = (offset: number, value: number): void => {
+    serial.write(offset, Uint8Array.of(value));
+    out.push(...serial.takeOutput());
+  };
   return { serial, out, r, w, interrupts: () => interrupts };
 }
 
@@ -133,5 +136,59 @@ describe('16550A UART', () => {
     serial.enqueueInput(Buffer.from('xyz'));
     w(FCR, 0x03);
     expect(r(LSR) & 1).to.equal(0);
+  });
+
+  describe('shared between threads', () => {
+    it('is one UART seen from two views of its state, as two vCPU threads see it', () => {
+      const first = uart();
+      const second = new Serial16550({ trigger: () => undefined }, first.serial.state);
+      first.w(IER, 0x05);
+      const d = new Uint8Array(1);
+      second.read(IER, d);
+      expect(d[0]).to.equal(0x05);
+      first.w(THR, 0x61);
+      second.write(THR, Uint8Array.of(0x62));
+      expect(Buffer.from(first.serial.takeOutput()).toString()).to.equal('b', 'the first byte was taken by the first view');
+      first.serial.enqueueInput(Buffer.from('z'));
+      second.read(THR, d);
+      expect(String.fromCharCode(d[0]!)).to.equal('z');
+    });
+
+    it('drops a byte only after the ring stayed full, and never blocks the transmitting thread for good', () => {
+      const { serial } = uart();
+      for (let i = 0; i < SERIAL_OUTPUT_RING + 2; i++) serial.write(THR, Uint8Array.of(i & 0xff));
+      expect(serial.droppedOutput).to.equal(2);
+      const taken = serial.takeOutput();
+      expect(taken.length).to.equal(SERIAL_OUTPUT_RING);
+      expect(taken[SERIAL_OUTPUT_RING - 1]).to.equal((SERIAL_OUTPUT_RING - 1) & 0xff);
+      serial.write(THR, Uint8Array.of(0x21));
+      expect([...serial.takeOutput()]).to.deep.equal([0x21], 'room again once taken');
+    });
+
+    it('carries every byte a vCPU thread transmits to the watching thread, in order, with its interrupts', async () => {
+      const irq = new EventFd();
+      const received: number[] = [];
+      const serial = new Serial16550({ trigger: () => irq.signal() });
+      const watch = serial.watchOutput((bytes) => received.push(...bytes));
+      const total = 3 * SERIAL_OUTPUT_RING;
+      // The vCPU side, in a thread of its own as the VMM builds it: IER's THRI on, then a stream of bytes.
+      const worker = new Worker(
+        `const { workerData } = require('node:worker_threads');
+         import(workerData.module).then(({ localSerial }) => {
+           const uart = localSerial({ options: workerData.options });
+           uart.write(1, Uint8Array.of(0x02));
+           for (let i = 0; i < workerData.total; i++) uart.write(0, Uint8Array.of(i % 251));
+         });`,
+        { eval: true, workerData: { module: SERIAL_MODULE, options: { state: serial.state, interruptFd: irq.fd }, total } },
+      );
+      const [code] = await once(worker, 'exit');
+      watch.stop();
+      expect(code).to.equal(0);
+      expect(serial.droppedOutput).to.equal(0);
+      expect(received.length).to.equal(total);
+      expect(received.every((b, i) => b === i % 251)).to.equal(true, 'bytes out of order');
+      expect(irq.take() > 0n).to.equal(true, 'THRE raised through the eventfd');
+      irq.close();
+    });
   });
 });

@@ -18,7 +18,7 @@ describe('the bundle bin/ts-vmm.js runs', () => {
     const wanted = new Set(
       filesUnder(projectFile('dist', 'src'), '.js').flatMap((file) => [...readFileSync(file, 'utf8').matchAll(FOUND_BY_URL)].map((m) => m[1]!)),
     );
-    expect([...wanted]).to.include.members(['vcpu-worker.js', 'io-thread-worker.js', 'blk.js', 'interrupt-status.js']);
+    expect([...wanted]).to.include.members(['vcpu-worker.js', 'io-thread-worker.js', 'blk.js', 'interrupt-status.js', 'serial.js']);
     const built = new Set(readdirSync(bundle));
     expect([...wanted].filter((name) => !built.has(name))).to.deep.equal([]);
   });
@@ -27,10 +27,11 @@ describe('the bundle bin/ts-vmm.js runs', () => {
     // In a process of its own: koffi's type names are per process, and this one has loaded the compiled modules.
     const url = (name: string) => JSON.stringify(pathToFileURL(join(bundle, name)).href);
     const script = `const blk = await import(${url('blk.js')}); const interrupts = await import(${url('interrupt-status.js')});
-      console.log(JSON.stringify([blk.VirtioBlk?.name, typeof interrupts.localInterruptRegisters]));`;
+      const serial = await import(${url('serial.js')});
+      console.log(JSON.stringify([blk.VirtioBlk?.name, typeof interrupts.localInterruptRegisters, typeof serial.localSerial]));`;
     const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
     expect(result.status, result.stderr).to.equal(0);
-    expect(JSON.parse(result.stdout)).to.deep.equal(['VirtioBlk', 'function']);
+    expect(JSON.parse(result.stdout)).to.deep.equal(['VirtioBlk', 'function', 'function']);
   });
 
   it('imports nothing outside itself but packages and Node', () => {
