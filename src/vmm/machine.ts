@@ -193,15 +193,13 @@ function attachPlatformDevices(
   stopRequest: StopRequestSink,
   teardown: Teardown,
 ): PlatformSerial {
-  const consoleOut = batchedWriter(consoleOutput);
-  teardown.push(() => consoleOut.flush());
   const serialIrq = new IrqfdInterrupt(vm, COM1_IRQ);
   teardown.push(() => serialIrq.close());
   const serial = new Serial16550(serialIrq);
   const output = serial.watchOutput((bytes) => {
     watch.feed(bytes);
     machineWatch?.console(bytes);
-    consoleOut.write(bytes);
+    consoleOutput(bytes);
   });
   teardown.push(() => output.stop());
   const options: LocalSerialOptions = { state: serial.state, interruptFd: serialIrq.eventfd.fd };
@@ -308,27 +306,4 @@ function exitForStop(stop: VcpuStop, panic: string | undefined): MachineExit {
     default:
       return { kind: 'guest-failed', reason: stop.message, regs };
   }
-}
-
-/** Console bytes arrive one per vCPU exit; hand them on in chunks, once per event-loop turn. */
-function batchedWriter(sink: (bytes: Uint8Array) => void): { write(bytes: Uint8Array): void; flush(): void } {
-  let pending: Uint8Array[] = [];
-  let scheduled = false;
-  const flush = (): void => {
-    scheduled = false;
-    if (pending.length === 0) return;
-    const chunk = Buffer.concat(pending);
-    pending = [];
-    sink(chunk);
-  };
-  return {
-    write(bytes) {
-      pending.push(bytes);
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush);
-      }
-    },
-    flush,
-  };
 }
