@@ -40,6 +40,22 @@ describe('Linux boot on KVM @kvm', function () {
     expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
   });
 
+  it('keeps every line whole and in order when two vCPUs print at once through the one UART', async () => {
+    // Each vCPU thread answers the UART from the shared state: a writer pinned to each CPU, both at once.
+    const lines = 100;
+    const writer = (cpu: number) =>
+      `taskset -c ${cpu} sh -c 'i=0; while [ $i -lt ${lines} ]; do echo "cpu${cpu} line $i abcdefghijklmnopqrstuvwxyz"; i=$((i+1)); done' &`;
+    // Background jobs read /dev/null, which only devtmpfs provides here.
+    const init = await guest.initrd('two-printers', `mount -t devtmpfs dev /dev\n${writer(0)}\n${writer(1)}\nwait\necho ${MARKER}\npoweroff -f`);
+    const r = await tsVmmBoot(['--kernel', guest.kernel, '--initrd', init, '--cmdline', CMDLINE, '--cpus', '2'], BOOT_TIMEOUT_MS);
+    expect(r.status, r.stderr).to.equal(ExitStatus.guestStopped);
+    expect(r.stdout).to.contain(MARKER);
+    for (const cpu of [0, 1]) {
+      const printed = r.stdout.split(/\r?\n/).filter((line) => line.startsWith(`cpu${cpu} `));
+      expect(printed, `cpu${cpu} in: ${r.stdout.slice(-600)}`).to.deep.equal(Array.from({ length: lines }, (_, i) => `cpu${cpu} line ${i} abcdefghijklmnopqrstuvwxyz`));
+    }
+  });
+
   it('reaches init through the firmware at the reset vector, with the same kernel', async () => {
     const r = await tsVmmBoot(['--firmware', '--kernel', guest.kernel, '--initrd', report, '--cmdline', CMDLINE, '--cpus', '2'], BOOT_TIMEOUT_MS);
     expect(r.stdout).to.contain(MARKER);
