@@ -52,7 +52,9 @@ describe('Linux boot on KVM @kvm', function () {
     expect(r.stdout).to.contain(MARKER);
     for (const cpu of [0, 1]) {
       const printed = r.stdout.split(/\r?\n/).filter((line) => line.startsWith(`cpu${cpu} `));
-      expect(printed, `cpu${cpu} in: ${r.stdout.slice(-600)}`).to.deep.equal(Array.from({ length: lines }, (_, i) => `cpu${cpu} line ${i} abcdefghijklmnopqrstuvwxyz`));
+      expect(printed, `cpu${cpu} in: ${r.stdout.slice(-600)}`).to.deep.equal(
+        Array.from({ length: lines }, (_, i) => `cpu${cpu} line ${i} abcdefghijklmnopqrstuvwxyz`),
+      );
     }
   });
 
