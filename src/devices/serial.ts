@@ -206,14 +206,21 @@ export class Serial16550 implements BusDevice {
   }
 
   private locked<T>(access: () => T): T {
-    const w = this.words;
-    while (Atomics.compareExchange(w, LOCK, UNLOCKED, LOCKED) !== UNLOCKED) Atomics.wait(w, LOCK, LOCKED);
+    this.lock();
     try {
       return access();
     } finally {
-      Atomics.store(w, LOCK, UNLOCKED);
-      Atomics.notify(w, LOCK, 1);
+      this.unlock();
     }
+  }
+
+  private lock(): void {
+    while (Atomics.compareExchange(this.words, LOCK, UNLOCKED, LOCKED) !== UNLOCKED) Atomics.wait(this.words, LOCK, LOCKED);
+  }
+
+  private unlock(): void {
+    Atomics.store(this.words, LOCK, UNLOCKED);
+    Atomics.notify(this.words, LOCK, 1);
   }
 
   private pendingInput(): number {
@@ -319,10 +326,9 @@ export class Serial16550 implements BusDevice {
         Atomics.add(w, OUT_DROPPED, 1);
         return;
       }
-      Atomics.store(w, LOCK, UNLOCKED);
-      Atomics.notify(w, LOCK, 1);
+      this.unlock();
       Atomics.wait(w, OUT_HEAD, head, left);
-      while (Atomics.compareExchange(w, LOCK, UNLOCKED, LOCKED) !== UNLOCKED) Atomics.wait(w, LOCK, LOCKED);
+      this.lock();
     }
   }
 
