@@ -2,6 +2,7 @@
 // with nested SVM, hence a working /dev/kvm) and relays its output and exit status.
 import type { Command } from 'commander';
 import { positiveInteger } from './arguments.js';
+import { reportFailure } from './report-failure.js';
 import { relayInLab } from '../lab/relay.js';
 import { LAB_DEFAULT_CPUS } from '../lab/run.js';
 
@@ -18,6 +19,11 @@ export function register(program: Command): void {
       [] as string[],
     )
     .option('--timeout <seconds>', 'give up after this many seconds', positiveInteger, 600)
+    .option(
+      '--idle-stall <seconds>',
+      'give up sooner when the lab prints nothing and its QEMU uses no CPU for this long (a stalled lab; an idle command looks the same)',
+      positiveInteger,
+    )
     .option('--memory <MiB>', 'lab guest memory', positiveInteger, 2048)
     .option('--cpus <n>', 'lab guest vCPUs (more than one has been seen to hang the lab kernel)', positiveInteger, LAB_DEFAULT_CPUS)
     .option('--console', 'also show the lab guest serial console on stderr')
@@ -25,17 +31,28 @@ export function register(program: Command): void {
     .action(
       async (
         args: string[],
-        options: { exec?: boolean; include: string[]; timeout: number; memory: number; cpus: number; console?: boolean; engines?: boolean },
+        options: {
+          exec?: boolean;
+          include: string[];
+          timeout: number;
+          idleStall?: number;
+          memory: number;
+          cpus: number;
+          console?: boolean;
+          engines?: boolean;
+        },
       ) => {
+        // The command's own status is relayed; the lab failing (timed out, stalled, no QEMU) is 125, as a run's failure.
         process.exitCode = await relayInLab(args, {
           exec: options.exec ?? false,
           include: options.include,
           timeoutMs: options.timeout * 1000,
+          ...(options.idleStall === undefined ? {} : { idleStallMs: options.idleStall * 1000 }),
           memoryMiB: options.memory,
           cpus: options.cpus,
           showConsole: options.console ?? false,
           engines: options.engines ?? false,
-        });
+        }).catch(reportFailure);
       },
     );
 }

@@ -7,7 +7,7 @@ import type { Writable } from 'node:stream';
 import { LAB_PATHS } from './image.js';
 import { runInLab, type LabOptions } from './run.js';
 
-export interface RelayOptions extends Pick<LabOptions, 'timeoutMs' | 'memoryMiB' | 'cpus' | 'log' | 'env' | 'engines'> {
+export interface RelayOptions extends Pick<LabOptions, 'timeoutMs' | 'idleStallMs' | 'memoryMiB' | 'cpus' | 'log' | 'env' | 'engines'> {
   /** Host files or directories the command reads, carried into the guest at the same path. */
   readonly include?: readonly string[];
   /** Run `argv` as a program instead of as ts-vmm arguments. */

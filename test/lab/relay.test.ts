@@ -24,6 +24,17 @@ describe('lab: ts-vmm lab relays a command run in the lab @lab', function () {
     expect(run.status).to.equal(7);
   });
 
+  it('gives up a lab that prints nothing with its QEMU idle after --idle-stall, with the status of a failure', () => {
+    // An idle command looks like a stalled lab (docs/LAB.md), which is why the watch is asked for.
+    const started = Date.now();
+    const run = spawnSync(process.execPath, [cliEntry(), 'lab', '--idle-stall', '20', '--exec', '--', 'sh', '-c', 'echo up; sleep 600'], { cwd: dir });
+    expect(run.stdout.toString()).to.equal('up\n');
+    expect(run.stderr.toString()).to.match(/^ts-vmm: lab guest stalled: no output and QEMU idle for 20 s while running command 0 /m);
+    expect(run.stderr.toString()).to.not.match(/^\s+at /m);
+    expect(run.status).to.equal(125);
+    expect(Date.now() - started, 'given up long before the sleep ended').to.be.below(280_000);
+  });
+
   it('takes its QEMU along when it is ended by SIGTERM, which skips exit handlers', async () => {
     const lab = spawn(process.execPath, [cliEntry(), 'lab', '--exec', '--', 'sh', '-c', 'echo up; sleep 600'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const ended = new Promise<NodeJS.Signals | null>((resolve) => lab.on('close', (_code, signal) => resolve(signal)));
