@@ -1,10 +1,11 @@
 // One boot of the stock kernel to init's first line under a VMM (`ts-vmm boot` or QEMU microvm): the time from
-// spawning the VMM, and the VMM's resident memory beyond guest RAM at that moment. Shared by the boot-time and
+// spawning the VMM, and the VMM's resident memory beyond guest RAM and its CPU time at that moment. Shared by the boot-time and
 // scaling benchmarks, so both measure the same thing the same way.
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ramRanges } from '../src/boot/layout.js';
+import { statTimes } from './measure.js';
 
 export const BOOT_MARKER = 'bench-init-first-line';
 export const BOOT_CMDLINE = 'console=ttyS0 quiet';
@@ -16,6 +17,8 @@ export interface BootSample {
   firstLineMs: number;
   /** Resident memory of the VMM process minus the resident part of guest RAM, in KiB. */
   overheadKiB: number;
+  /** CPU time of the VMM process (all its threads) until then, in ms: outside guest mode (user, system) and in it. */
+  cpuMs: { user: number; system: number; guest: number };
 }
 
 export interface BootShape {
@@ -91,7 +94,9 @@ export function bootSample({ command, args, guestRamKiB }: VmmCommand): Promise<
       output += d.toString('latin1');
       if (!sample && output.includes(BOOT_MARKER)) {
         const firstLineMs = Number(process.hrtime.bigint() - start) / 1e6;
-        sample = overheadKiB(child.pid!, guestRamKiB).then((kib) => ({ firstLineMs, overheadKiB: kib }));
+        const cpu = statTimes(`/proc/${child.pid}/stat`);
+        const cpuMs = { user: cpu.user - cpu.guest, system: cpu.system, guest: cpu.guest };
+        sample = overheadKiB(child.pid!, guestRamKiB).then((kib) => ({ firstLineMs, overheadKiB: kib, cpuMs }));
       }
     });
     child.stderr.on('data', (d: Buffer) => {

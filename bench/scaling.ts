@@ -1,8 +1,9 @@
 // How boot time and VMM memory grow, `ts-vmm boot` against QEMU microvm booting the same stock kernel and
 // initramfs: over vCPUs (1, 2, 4, 8 at 512 MiB), over guest RAM (256 MiB to 4 GiB at one vCPU), and with ten VMs
 // started at once (one vCPU, 256 MiB each: the time until all ten have printed init's first line, and their
-// memory beyond guest RAM added up). Boot time and memory are measured as bench/boot-time.ts does. Medians of
-// RUNS interleaved runs per point; the ten-at-once point is run once per VMM. Needs a host whose KVM runs guests
+// memory beyond guest RAM added up); then, per point, where the VMM process's CPU time went until that line. Boot
+// time and memory are measured as bench/boot-time.ts does. Medians of RUNS interleaved runs per point; the
+// ten-at-once point is run once per VMM. Needs a host whose KVM runs guests
 // natively; in the lab give it room for the guests: `ts-vmm lab --memory 8192 ...` (docs/PERFORMANCE.md).
 //   npm run build && node dist/bench/scaling.js [RUNS=3] [vCPU counts: 1,2,4,8] [guest RAM MiB: 256,1024,2048,4096]
 //     [ten|-]   (a list may be '-' for none, so that one point can be measured again alone)
@@ -47,6 +48,13 @@ function row(label: string, p: Point): string {
   return `| ${label} | ${cells.join(' | ')} |`;
 }
 
+/** Where a point's CPU went until init's first line: the VMM outside guest mode (user, system) and the guest, in s. */
+function cpuRow(label: string, p: Point): string {
+  const cpu = (s: BootSample[], part: keyof BootSample['cpuMs']) => (median(s.map((x) => x.cpuMs[part])) / 1000).toFixed(2);
+  const cells = (s: BootSample[]) => [cpu(s, 'user'), cpu(s, 'system'), cpu(s, 'guest')];
+  return `| ${label} | ${[...cells(p.tsVmm), ...cells(p.qemu)].join(' | ')} |`;
+}
+
 /** Ten VMs spawned together: the last first line, and the memory beyond guest RAM of all ten. */
 async function together(boot: (shape: BootShape) => VmmCommand, shape: BootShape): Promise<{ ms: number; mib: number }> {
   const samples = await Promise.all(Array.from({ length: 10 }, () => bootSample(boot(shape))));
@@ -61,8 +69,18 @@ async function main(): Promise<void> {
     line(`medians of ${runs} interleaved runs per point; boot = spawn to init's first line; memory = VMM resident memory beyond guest RAM`);
     line('| point | ts-vmm boot | QEMU microvm | ratio | ts-vmm memory | QEMU memory | ratio |');
     line('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const cpus of cpuCounts) line(row(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, await point(shape(cpus, 512))));
-    for (const memoryMiB of memorySizes) line(row(`1 vCPU, ${memoryMiB} MiB`, await point(shape(1, memoryMiB))));
+    const points: [string, Point][] = [];
+    const measure = async (label: string, p: Promise<Point>): Promise<void> => {
+      const taken = await p;
+      points.push([label, taken]);
+      line(row(label, taken));
+    };
+    for (const cpus of cpuCounts) await measure(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, point(shape(cpus, 512)));
+    for (const memoryMiB of memorySizes) await measure(`1 vCPU, ${memoryMiB} MiB`, point(shape(1, memoryMiB)));
+    line("\nCPU time of the VMM process until init's first line, s (medians): outside guest mode (user, system) and in it");
+    line('| point | ts-vmm user | ts-vmm system | ts-vmm guest | QEMU user | QEMU system | QEMU guest |');
+    line('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const [label, p] of points) line(cpuRow(label, p));
     if (!tenAtOnce) return;
     const ten = shape(1, 256);
     const t = await together(tsVmmBoot, ten);

@@ -20,6 +20,7 @@ import { ensureBusybox, ensureDebianKernel } from '../src/assets/debian.js';
 import { writeInitramfs } from '../src/initramfs/builder.js';
 import { ModuleTree, readModuleImage } from '../src/initramfs/modules.js';
 import { findProgram, sharedLibraries } from '../src/oci/host-programs.js';
+import { statTimes } from './measure.js';
 
 const CLI = fileURLToPath(new URL('../../bin/ts-vmm.js', import.meta.url));
 const CMDLINE = 'console=ttyS0 quiet';
@@ -51,17 +52,6 @@ interface Sample {
   mbPerSecond: number;
   /** Counter deltas per MiB moved. */
   perMiB: Counters & Cpu;
-}
-
-const TICK_MS = 10; // USER_HZ is 100 on Linux
-
-/** utime, stime and guest_time (part of utime) of a /proc stat line, in ms. */
-function statTimes(statPath: string): { user: number; system: number; total: number; guest: number } {
-  const stat = fs.readFileSync(statPath, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // After "pid (comm) ": state is field 3, utime 14, stime 15, guest_time 43.
-  const [user, system, guest] = [fields[11], fields[12], fields[40]].map((f) => Number(f) * TICK_MS) as [number, number, number];
-  return { user, system, total: user + system, guest };
 }
 
 /** In-kernel vhost workers are kernel threads named vhost-<owner pid>. */
