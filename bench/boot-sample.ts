@@ -1,11 +1,11 @@
 // One boot of the stock kernel to init's first line under a VMM (`ts-vmm boot` or QEMU microvm): the time from
-// spawning the VMM, and the VMM's resident memory beyond guest RAM and its CPU time at that moment. Shared by the boot-time and
-// scaling benchmarks, so both measure the same thing the same way.
+// spawning the VMM, and the VMM's resident memory beyond guest RAM and its CPU time at that moment. Shared by the
+// boot-time and scaling benchmarks, so both measure the same thing the same way.
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ramRanges } from '../src/boot/layout.js';
-import { statTimes } from './measure.js';
+import { cpuTimes } from '../src/sys/cpu-times.js';
 
 export const BOOT_MARKER = 'bench-init-first-line';
 export const BOOT_CMDLINE = 'console=ttyS0 quiet';
@@ -94,7 +94,7 @@ export function bootSample({ command, args, guestRamKiB }: VmmCommand): Promise<
       output += d.toString('latin1');
       if (!sample && output.includes(BOOT_MARKER)) {
         const firstLineMs = Number(process.hrtime.bigint() - start) / 1e6;
-        const cpu = statTimes(`/proc/${child.pid}/stat`);
+        const cpu = cpuTimes(`/proc/${child.pid}/stat`);
         const cpuMs = { user: cpu.user - cpu.guest, system: cpu.system, guest: cpu.guest };
         sample = overheadKiB(child.pid!, guestRamKiB).then((kib) => ({ firstLineMs, overheadKiB: kib, cpuMs }));
       }

@@ -5,7 +5,7 @@
 // the KDFs, wrap and policy HMACs and AES of the session, the measurement HMAC, the secret's AES and HMAC.
 //   node dist/bench/kbs-flows.js [flows=1000] [clients=50]
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,12 +17,12 @@ import { buildSecretPacket } from '../src/sev/secret.js';
 import { createSession } from '../src/sev/session.js';
 import { SevSimulator, SimulatedPlatform } from '../src/sev/sev-sim.js';
 import { SimulatedIdentity } from '../src/sev/sim-identity.js';
+import { cpuTimes } from '../src/sys/cpu-times.js';
 import { cliEntry } from '../src/sys/project-paths.js';
 
 const flows = Number(process.argv[2] ?? 1000);
 const clients = Number(process.argv[3] ?? 50);
 const PASSPHRASE = 'bench passphrase';
-const TICKS_PER_SECOND = 100; // USER_HZ
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ts-vmm-kbs-bench-'));
 const identity = SimulatedIdentity.generate({ caBits: 4096 });
@@ -34,11 +34,6 @@ function image(): LaunchImage {
   const memory = GuestMemory.shared([{ guestAddress: 0, size: 0x10_0000 }]);
   memory.write(0xf_0000, Buffer.alloc(0x1_0000, 0x90));
   return { memory, regions: [{ kind: 'firmware', guestAddress: 0xf_0000, length: 0x1_0000 }] };
-}
-
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime, stime
 }
 
 /** The floor: what one flow's cryptography costs the broker, in ms. */
@@ -109,7 +104,7 @@ async function main(): Promise<void> {
     const latencies: number[] = [];
     let errors = 0;
     let next = 0;
-    const ticks0 = cpuTicks(child.pid!);
+    const cpu0 = cpuTimes(`/proc/${child.pid}/stat`).total;
     const start = performance.now();
     await Promise.all(
       Array.from({ length: clients }, async () => {
@@ -125,7 +120,7 @@ async function main(): Promise<void> {
       }),
     );
     const seconds = (performance.now() - start) / 1000;
-    const serverCpuMs = (((cpuTicks(child.pid!) - ticks0) / TICKS_PER_SECOND) * 1000) / flows;
+    const serverCpuMs = (cpuTimes(`/proc/${child.pid}/stat`).total - cpu0) / flows;
     const floor = floorMs();
     latencies.sort((a, b) => a - b);
     const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;

@@ -1,24 +1,11 @@
-// What the benchmarks share: the median of samples, the time from spawning a program to a marker in its output, and
-// a process's CPU time.
+// What the benchmarks share: the median of samples, and the time from spawning a program to a marker in its output.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 
 export const median = (xs: readonly number[]): number => {
   if (xs.length === 0) throw new Error('median of no samples');
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
-
-const TICK_MS = 10; // USER_HZ is 100 on Linux
-
-/** utime, stime and guest_time (part of utime) of a /proc stat file, in ms; a process's includes its ended threads. */
-export function statTimes(statPath: string): { user: number; system: number; total: number; guest: number } {
-  const stat = readFileSync(statPath, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // After "pid (comm) ": state is field 3, utime 14, stime 15, guest_time 43.
-  const [user, system, guest] = [fields[11], fields[12], fields[40]].map((f) => Number(f) * TICK_MS) as [number, number, number];
-  return { user, system, total: user + system, guest };
-}
 
 export interface OutputSample {
   firstOutputMs: number;

@@ -3,8 +3,8 @@
 // started at once (one vCPU, 256 MiB each: the time until all ten have printed init's first line, and their
 // memory beyond guest RAM added up); then, per point, where the VMM process's CPU time went until that line. Boot
 // time and memory are measured as bench/boot-time.ts does. Medians of RUNS interleaved runs per point; the
-// ten-at-once point is run once per VMM. Needs a host whose KVM runs guests
-// natively; in the lab give it room for the guests: `ts-vmm lab --memory 8192 ...` (docs/PERFORMANCE.md).
+// ten-at-once point is run once per VMM. Needs a host whose KVM runs guests natively; in the lab give it room for
+// the guests: `ts-vmm lab --memory 8192 ...` (docs/PERFORMANCE.md).
 //   npm run build && node dist/bench/scaling.js [RUNS=3] [vCPU counts: 1,2,4,8] [guest RAM MiB: 256,1024,2048,4096]
 //     [ten|-]   (a list may be '-' for none, so that one point can be measured again alone)
 import { guestAssets } from '../test/vmm/guest-fixtures.js';
@@ -70,13 +70,12 @@ async function main(): Promise<void> {
     line('| point | ts-vmm boot | QEMU microvm | ratio | ts-vmm memory | QEMU memory | ratio |');
     line('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     const points: [string, Point][] = [];
-    const measure = async (label: string, p: Promise<Point>): Promise<void> => {
-      const taken = await p;
-      points.push([label, taken]);
-      line(row(label, taken));
+    const report = (label: string, p: Point): void => {
+      points.push([label, p]);
+      line(row(label, p));
     };
-    for (const cpus of cpuCounts) await measure(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, point(shape(cpus, 512)));
-    for (const memoryMiB of memorySizes) await measure(`1 vCPU, ${memoryMiB} MiB`, point(shape(1, memoryMiB)));
+    for (const cpus of cpuCounts) report(`${cpus} vCPU${cpus > 1 ? 's' : ''}, 512 MiB`, await point(shape(cpus, 512)));
+    for (const memoryMiB of memorySizes) report(`1 vCPU, ${memoryMiB} MiB`, await point(shape(1, memoryMiB)));
     line("\nCPU time of the VMM process until init's first line, s (medians): outside guest mode (user, system) and in it");
     line('| point | ts-vmm user | ts-vmm system | ts-vmm guest | QEMU user | QEMU system | QEMU guest |');
     line('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');

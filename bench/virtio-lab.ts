@@ -20,7 +20,7 @@ import { ensureBusybox, ensureDebianKernel } from '../src/assets/debian.js';
 import { writeInitramfs } from '../src/initramfs/builder.js';
 import { ModuleTree, readModuleImage } from '../src/initramfs/modules.js';
 import { findProgram, sharedLibraries } from '../src/oci/host-programs.js';
-import { statTimes } from './measure.js';
+import { cpuTimes } from '../src/sys/cpu-times.js';
 
 const CLI = fileURLToPath(new URL('../../bin/ts-vmm.js', import.meta.url));
 const CMDLINE = 'console=ttyS0 quiet';
@@ -70,9 +70,9 @@ function vhostWorkers(pid: number): string[] {
 
 function readCpu(pid: number): Cpu {
   // The process's own stat includes threads that already exited (QEMU's I/O workers come and go).
-  const all = statTimes(`/proc/${pid}/stat`);
-  const main = statTimes(`/proc/${pid}/task/${pid}/stat`);
-  const vhost = vhostWorkers(pid).reduce((n, w) => n + statTimes(`/proc/${w}/stat`).total, 0);
+  const all = cpuTimes(`/proc/${pid}/stat`);
+  const main = cpuTimes(`/proc/${pid}/task/${pid}/stat`);
+  const vhost = vhostWorkers(pid).reduce((n, w) => n + cpuTimes(`/proc/${w}/stat`).total, 0);
   return { mainUser: main.user - main.guest, mainSystem: main.system, host: all.total - all.guest + vhost, guest: all.guest };
 }
 

@@ -3,7 +3,7 @@
 // The kernel log and init messages go to the first serial port (relayed as `console`); the guest
 // agent's framed records (src/lab/protocol.ts) come back on the second, over a unix socket.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { stderrLog } from '../assets/debian.js';
 import { findProgram } from '../oci/host-programs.js';
 import { LAB_PATHS, buildLabImage, type LabFile } from './image.js';
 import { RecordParser, type LabPlan, type LabRecord, type PlannedCommand } from './protocol.js';
+import { cpuTimes } from '../sys/cpu-times.js';
 
 export const QEMU = 'qemu-system-x86_64';
 
@@ -247,9 +248,6 @@ interface QemuExit {
   stallSign?: string;
 }
 
-/** USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on every x86 Linux. */
-const CLOCK_TICKS_PER_SECOND = 100;
-
 /** Signals whose default action ends this process, and with it the lab's QEMU. */
 const ENDING_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
@@ -360,10 +358,7 @@ function watchQemu(
 function processCpuMs(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are 14 and 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+    return cpuTimes(`/proc/${pid}/stat`).total;
   } catch {
     return undefined;
   }
