@@ -79,7 +79,8 @@ function readCpu(pid: number): Cpu {
 /**
  * The guest's /init: each measurement is timed with the kernel's monotonic clock (`now at ... nsecs`
  * of /proc/timer_list; busybox's date has no sub-second format) and reported as
- * `bench <name> <start ns> <end ns> <bytes>`, announced by `bench-start <name>`.
+ * `bench <name> <start ns> <end ns> <bytes> (status <exit status>)`, announced by `bench-start <name>`; a
+ * measurement that failed has no byte count, and its status and socat's complaint say why.
  */
 function initScript(modules: readonly string[], diskMiB: number, vsockMiB: number): string {
   const blocks64k = vsockMiB * 16;
@@ -88,11 +89,12 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 ${modules.map((m) => `insmod /modules/${m}.ko`).join('\n')}
 for i in $(seq 200); do [ -b /dev/vda ] && ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport | grep -q virtio && break; sleep 0.1; done
 now() { sed -n '3{s/^now at \\([0-9]*\\) nsecs$/\\1/p;q}' /proc/timer_list; }
-measure() { name=$1; shift; echo "bench-start $name"; t0=$(now); bytes=$(sh -c "$*"); t1=$(now); echo "bench $name $t0 $t1 $bytes"; }
+measure() { name=$1; shift; echo "bench-start $name"; t0=$(now); bytes=$(sh -c "$*"); status=$?; t1=$(now); echo "bench $name $t0 $t1 $bytes (status $status)"; }
 measure disk-write 'dd if=/dev/zero of=/dev/vda bs=1M count=${diskMiB} oflag=direct 2>/dev/null && echo ${diskMiB * 1048576}'
 measure disk-read 'dd if=/dev/vda of=/dev/null bs=1M count=${diskMiB} iflag=direct 2>/dev/null && echo ${diskMiB * 1048576}'
 measure vsock-to-guest 'socat -u VSOCK-CONNECT:2:${PORT.toGuest} - | wc -c'
 measure vsock-from-guest 'dd if=/dev/zero bs=64k count=${blocks64k} 2>/dev/null | socat -t 600 - VSOCK-CONNECT:2:${PORT.fromGuest}'
+sleep 1 # the console's last lines (a failed measurement's status, socat's complaint) drain before power-off
 poweroff -f
 `;
 }
@@ -182,13 +184,21 @@ async function tsVmmVsockPeers(uds: string, bytes: number): Promise<() => void> 
 }
 
 /** QEMU's host end of vhost-vsock: socat on AF_VSOCK doing the same as tsVmmVsockPeers. */
-function qemuVsockPeers(blobPath: string): () => void {
+function qemuVsockPeers(blobPath: string): { stop: () => void; log: () => string } {
+  let log = '';
   const peers: ChildProcess[] = [
-    spawn('socat', ['-u', `OPEN:${blobPath}`, `VSOCK-LISTEN:${PORT.toGuest},reuseaddr`], { stdio: 'ignore' }),
-    spawn('socat', ['-t', '600', `VSOCK-LISTEN:${PORT.fromGuest},reuseaddr`, 'SYSTEM:wc -c'], { stdio: 'ignore' }),
+    spawn('socat', ['-d', '-d', '-u', `OPEN:${blobPath}`, `VSOCK-LISTEN:${PORT.toGuest},reuseaddr`], { stdio: ['ignore', 'ignore', 'pipe'] }),
+    spawn('socat', ['-d', '-d', '-t', '600', `VSOCK-LISTEN:${PORT.fromGuest},reuseaddr`, 'SYSTEM:wc -c'], { stdio: ['ignore', 'ignore', 'pipe'] }),
   ];
-  return () => {
-    for (const p of peers) p.kill('SIGKILL');
+  for (const p of peers)
+    p.stderr?.on('data', (d: Buffer) => {
+      log += d.toString('latin1');
+    });
+  return {
+    stop: () => {
+      for (const p of peers) p.kill('SIGKILL');
+    },
+    log: () => log,
   };
 }
 
@@ -298,11 +308,13 @@ async function main(): Promise<void> {
     // Interleaved, so drift in the host (other jobs, page cache) hits both alike.
     for (let i = 0; i < runs; i++) {
       results.tsVmm.push(await runGuest(process.execPath, tsVmm));
-      const stopPeers = qemuVsockPeers(blob);
+      const peers = qemuVsockPeers(blob);
       try {
         results.qemu.push(await runGuest('qemu-system-x86_64', qemu));
+      } catch (e) {
+        throw new Error(`${(e as Error).message}\nthe host's socat peers said:\n${peers.log().slice(-3000)}`);
       } finally {
-        stopPeers();
+        peers.stop();
       }
     }
 
