@@ -34,6 +34,27 @@ describe('the bundle bin/ts-vmm.js runs', () => {
     expect(JSON.parse(result.stdout)).to.deep.equal(['VirtioBlk', 'function', 'function']);
   });
 
+  it("keeps the threads' modules apart from the command's: each side loads only its own chunks", () => {
+    const loads = (entry: string): string[] => {
+      const seen = new Set<string>();
+      const queue = [entry];
+      for (let file = queue.pop(); file !== undefined; file = queue.pop()) {
+        if (seen.has(file)) continue;
+        seen.add(file);
+        for (const m of readFileSync(join(bundle, file), 'utf8').matchAll(RELATIVE_IMPORT)) queue.push(m[1]!.replace(/^\.\//, ''));
+      }
+      return [...seen].filter((file) => file !== entry);
+    };
+    const threadSide = ['vcpu-worker.js', 'serial.js', 'interrupt-status.js', 'io-thread-worker.js', 'blk.js', 'xts-worker.js'];
+    expect(loads('main.js').filter((file) => !file.startsWith('chunk-'))).to.deep.equal([]);
+    for (const entry of threadSide)
+      expect(
+        loads(entry).filter((file) => !file.startsWith('thread-')),
+        entry,
+      ).to.deep.equal([]);
+    expect(loads('vcpu-worker.js')).to.not.be.empty;
+  });
+
   it('imports nothing outside itself but packages and Node', () => {
     const outside = readdirSync(bundle)
       .filter((file) => file.endsWith('.js'))
