@@ -6,10 +6,10 @@
 // (a worker's entry, a device module a thread imports by URL) is found there whichever chunk the code asking for
 // it went into. Each such module is therefore an entry point of its own; test/structure/bundle.test.ts checks the
 // list against the code. Those modules only ever run in worker threads, so they are bundled apart from the
-// command's entry: a worker then loads the few chunks the thread side shares (a vCPU thread 11 files instead of 17,
-// which took a tenth off its start and 0.9 MiB off its memory), and the main thread never loads a second copy of anything. npm packages stay
-// outside (koffi is a native module). meta.json records which compiled modules each output holds (esbuild's
-// metafile, both builds), for bench/start-up.ts.
+// command's entry: a worker then loads the few chunks the thread side shares (a vCPU thread 11 files instead of
+// 17, which took a tenth off its start and 0.9 MiB off its memory), and the main thread never loads a second copy
+// of anything. npm packages stay outside (koffi is a native module). meta.json records which compiled modules
+// each output holds (esbuild's metafile, both builds), for bench/start-up.ts.
 import { rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type BuildOptions, type Metafile, build } from 'esbuild';

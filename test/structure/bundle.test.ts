@@ -14,10 +14,12 @@ const FOUND_BY_URL = /new URL\('\.\/([^'/]+\.js)', import\.meta\.url\)/g;
 describe('the bundle bin/ts-vmm.js runs', () => {
   const bundle = projectFile('dist', 'bundle');
 
+  /** The modules the code finds at run time by URL: what the threads run. */
+  const foundByUrl = (): Set<string> =>
+    new Set(filesUnder(projectFile('dist', 'src'), '.js').flatMap((file) => [...readFileSync(file, 'utf8').matchAll(FOUND_BY_URL)].map((m) => m[1]!)));
+
   it('has an entry for every module the code finds by URL', () => {
-    const wanted = new Set(
-      filesUnder(projectFile('dist', 'src'), '.js').flatMap((file) => [...readFileSync(file, 'utf8').matchAll(FOUND_BY_URL)].map((m) => m[1]!)),
-    );
+    const wanted = foundByUrl();
     expect([...wanted]).to.include.members(['vcpu-worker.js', 'io-thread-worker.js', 'blk.js', 'interrupt-status.js', 'serial.js']);
     const built = new Set(readdirSync(bundle));
     expect([...wanted].filter((name) => !built.has(name))).to.deep.equal([]);
@@ -45,9 +47,8 @@ describe('the bundle bin/ts-vmm.js runs', () => {
       }
       return [...seen].filter((file) => file !== entry);
     };
-    const threadSide = ['vcpu-worker.js', 'serial.js', 'interrupt-status.js', 'io-thread-worker.js', 'blk.js', 'xts-worker.js'];
     expect(loads('main.js').filter((file) => !file.startsWith('chunk-'))).to.deep.equal([]);
-    for (const entry of threadSide)
+    for (const entry of foundByUrl())
       expect(
         loads(entry).filter((file) => !file.startsWith('thread-')),
         entry,
