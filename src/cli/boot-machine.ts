@@ -2,6 +2,7 @@
 // guest prepared from the kernel, initrd and command line, the machine run, the outcome reported. `ts-vmm run`
 // runs its VM here too, inside the run's own process, with the console its own and a way to stop the VM.
 import { readFile } from 'node:fs/promises';
+import { mapFile, mapFiles } from '../sys/mapped-file.js';
 import { stderrLog } from '../assets/debian.js';
 import { prepareBoot, type BootInputs } from '../boot/prepare.js';
 import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
@@ -27,10 +28,15 @@ export async function bootMachine(options: BootOptions, vcpuWorkers: VcpuWorkerP
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
   // The SEV stack is loaded only for a confidential launch: start-up time is part of every boot.
   const tee = options.tee ? await import('./boot-tee.js') : undefined;
+  // Mapped rather than read, and released once in guest RAM: no copy of them stays resident for the run.
+  const kernel = mapFile(options.kernel);
+  // Several archives one after the other, as a bootloader loads several initrds; joined in the heap (a copy left to
+  // the collector) when one that another follows does not end on a page boundary.
+  const initrd = options.initrd.length > 0 ? mapFiles(options.initrd) : undefined;
   const inputs = {
-    kernel: new Uint8Array(await readFile(options.kernel)),
-    // Archives one after the other, as a bootloader loads several initrds.
-    initrd: options.initrd.length > 0 ? new Uint8Array(Buffer.concat(await Promise.all(options.initrd.map((file) => readFile(file))))) : undefined,
+    kernel: kernel.bytes,
+    initrd:
+      initrd?.bytes ?? (options.initrd.length > 0 ? new Uint8Array(Buffer.concat(await Promise.all(options.initrd.map((file) => readFile(file))))) : undefined),
     cmdline: options.cmdline,
     cpus: options.cpus,
     memoryMiB: options.mem,
@@ -48,7 +54,11 @@ export async function bootMachine(options: BootOptions, vcpuWorkers: VcpuWorkerP
   // Loaded only when asked for: an unwatched boot pays nothing for the watch's modules.
   const watch = watching(options) ? new (await import('../vmm/machine-watch.js')).MachineWatch(options) : undefined;
   const { consoleOutput, consoleInput, stop } = io;
-  const exit = await runMachine({ confidential, boot: prepared, virtio, consoleOutput, consoleInput, stop, vcpuWorkers, watch });
+  const bootPlaced = (): void => {
+    kernel.release();
+    initrd?.release();
+  };
+  const exit = await runMachine({ confidential, boot: prepared, virtio, consoleOutput, consoleInput, stop, vcpuWorkers, watch, bootPlaced });
   watch?.finish();
   return exit;
 }

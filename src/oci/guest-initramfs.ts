@@ -1,11 +1,13 @@
 // The initramfs of a run, in two cpio archives the kernel unpacks one after the other: a base shared by every run
 // with the same kernel, busybox and agent (static busybox, the drivers, the agent; built once and cached), and a
-// few-hundred-byte archive with this run's /init. A warm start therefore writes only the small one.
+// few-hundred-byte archive with this run's /init. A warm start therefore writes only the small one. The base ends
+// on a page boundary, so the VMM maps both files side by side and keeps no copy of either.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeInitramfs } from '../initramfs/builder.js';
+import { PAGE_SIZE } from '../sys/mapped-file.js';
 import { ModuleTree, ModuleResolutionError, readModuleImage, type KernelModule } from '../initramfs/modules.js';
 import type { BundleConfig } from './bundle-config.js';
 import { GUEST, initScript, RUN_MODULES } from './guest-init.js';
@@ -39,13 +41,15 @@ export async function runModules(modulesDir: string): Promise<KernelModule[]> {
 }
 
 const moduleFileName = (m: KernelModule): string => `${m.name}.ko`;
+/** Part of the cache key: a base built before its archive was padded to whole pages is built again. */
+const BASE_LAYOUT = 'page-padded';
 
 /** Finds or builds the shared part of the initramfs under `cacheDir`. */
 export async function ensureBaseInitramfs(software: GuestSoftware, cacheDir: string, log: (m: string) => void = () => undefined): Promise<BaseInitramfs> {
   const modules = await runModules(software.modulesDir);
   const moduleFiles = modules.map(moduleFileName);
   const key = createHash('sha256')
-    .update(JSON.stringify([software.modulesDir, software.busybox, software.agent, moduleFiles]))
+    .update(JSON.stringify([BASE_LAYOUT, software.modulesDir, software.busybox, software.agent, moduleFiles]))
     .digest('hex')
     .slice(0, 24);
   const dir = join(cacheDir, 'initramfs');
@@ -55,7 +59,7 @@ export async function ensureBaseInitramfs(software: GuestSoftware, cacheDir: str
   log(`building the initramfs (busybox, ${modules.length} kernel modules, guest agent)`);
   const partial = `${path}.${process.pid}.partial`;
   try {
-    await writeInitramfs(partial, 'none', async (image) => {
+    const written = await writeInitramfs(partial, 'none', async (image) => {
       for (const d of ['proc', 'sys', 'dev', 'tmp', GUEST.newRoot.slice(1)]) await image.mkdirp(d);
       await image.device('dev/console', 'char', 5, 1, { mode: 0o600 });
       await image.hostFile(software.busybox, GUEST.busybox.slice(1));
@@ -63,6 +67,9 @@ export async function ensureBaseInitramfs(software: GuestSoftware, cacheDir: str
       // Stored decompressed, so insmod needs neither a decompressor nor kernel module decompression support.
       for (const [i, m] of modules.entries()) await image.file(`${GUEST.modules.slice(1)}/${moduleFiles[i]}`, await readModuleImage(m.path));
     });
+    // Zeros up to a whole number of pages, which the kernel skips between archives: the VMM can then map the run's
+    // archive right after this one instead of joining the two in its heap (src/sys/mapped-file.ts).
+    await truncate(partial, Math.ceil(written / PAGE_SIZE) * PAGE_SIZE);
     await rename(partial, path);
   } catch (e) {
     await rm(partial, { force: true });

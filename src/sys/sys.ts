@@ -33,12 +33,15 @@ const c = {
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
+export const PROT_NONE = constant('PROT_NONE', 'sys/mman.h', 0);
 export const PROT_READ = constant('PROT_READ', 'sys/mman.h', 1);
 export const PROT_WRITE = constant('PROT_WRITE', 'sys/mman.h', 2);
 export const MAP_SHARED = constant('MAP_SHARED', 'sys/mman.h', 1);
 export const MAP_PRIVATE = constant('MAP_PRIVATE', 'sys/mman.h', 2);
+export const MAP_FIXED = constant('MAP_FIXED', 'sys/mman.h', 0x10);
 export const MAP_ANONYMOUS = constant('MAP_ANONYMOUS', 'sys/mman.h', 0x20);
 export const MAP_NORESERVE = constant('MAP_NORESERVE', 'sys/mman.h', 0x4000);
+export const MADV_DONTNEED = constant('MADV_DONTNEED', 'sys/mman.h', 4);
 export const MADV_DONTFORK = constant('MADV_DONTFORK', 'sys/mman.h', 10);
 export const MADV_HUGEPAGE = constant('MADV_HUGEPAGE', 'sys/mman.h', 14);
 export const EFD_CLOEXEC = 0o2000000;
@@ -119,6 +122,12 @@ export function mmapAddress(length: number, prot: number, flags: number, fd = -1
   const address = koffi.address(c.mmap(null, length, prot, flags, fd, offset)) as bigint;
   if (address === 0xffff_ffff_ffff_ffffn) check(-1, call);
   return address;
+}
+
+/** mmap(2) at `address`, replacing whatever this process had mapped there (MAP_FIXED): into a range it reserved. */
+export function mmapFixed(address: bigint, length: number, prot: number, flags: number, fd: number, offset: number, call: string): void {
+  const placed = koffi.address(c.mmap(c.pointerAt(address, 0, 0), length, prot, flags | MAP_FIXED, fd, offset)) as bigint;
+  if (placed === 0xffff_ffff_ffff_ffffn) check(-1, call);
 }
 
 /** A view of memory this process already mapped, e.g. guest RAM re-opened in a worker thread. */

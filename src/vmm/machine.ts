@@ -59,6 +59,8 @@ export interface MachineOptions {
   watch?: MachineWatch;
   /** Stops the machine from outside: its vCPUs are kicked out of the guest and it is torn down. */
   stop?: AbortSignal;
+  /** Called once the boot plan is in guest RAM (and measured): the host's copies of its bytes are no longer read. */
+  bootPlaced?: () => void;
 }
 
 /**
@@ -142,6 +144,7 @@ export async function runMachine(options: MachineOptions): Promise<MachineExit> 
     const vcpus = createVcpus(kvm, vm, boot, options.confidential?.encryptsMemory === true, teardown);
 
     await options.confidential?.launch({ vm, memory, boot, vcpus });
+    options.bootPlaced?.();
 
     const recorders = options.watch?.recorders(vcpus.length, recordedRanges(localRanges, buses));
     threads = new VcpuThreads(vcpus, buses, { localRanges, workers: options.vcpuWorkers, recorders });

@@ -239,6 +239,11 @@ describe('guest initramfs', function () {
     expect(first).to.equal(base.path);
     expect(more).to.deep.equal([]);
     expect(cpioList(readFileSync(run!))).to.deep.equal(['init']);
+    // The base ends on a page boundary (zeros after its trailer) so the VMM can map the run's archive right after it.
+    const baseBytes = readFileSync(base.path);
+    expect(baseBytes.length % 4096).to.equal(0);
+    const trailerEnd = baseBytes.lastIndexOf('TRAILER!!!') + 'TRAILER!!!'.length + 1;
+    expect(baseBytes.subarray(trailerEnd).every((b) => b === 0)).to.equal(true);
   });
 
   it('carries host files the bundle binds in as copies in the per-run archive, and has the agent bind each copy', async () => {

@@ -1,0 +1,74 @@
+// Files mapped read-only instead of read into the heap. The kernel and the initrd are copied into guest RAM once,
+// and a heap copy of them would stay resident for the whole run (until a major GC that may never come): 8 MiB of
+// kernel and megabytes of initrd in every VMM. `release` drops the mapping's pages from this process
+// (MADV_DONTNEED); a read after it is still correct, since a private read-only file mapping faults its pages back
+// in from the page cache. The mapping itself is undone once its bytes are unreachable. As with QEMU's mapped
+// initrd, a read past the end of a file truncated while mapped raises SIGBUS, so the bytes are read only while
+// the VM is built.
+import { fstatSync } from 'node:fs';
+import {
+  MADV_DONTNEED,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  O_RDONLY,
+  PROT_NONE,
+  PROT_READ,
+  close,
+  madvise,
+  mmapAddress,
+  mmapFixed,
+  munmap,
+  open,
+  viewAt,
+} from './sys.js';
+
+export interface MappedFile {
+  readonly bytes: Uint8Array;
+  /** Drops the pages from this process's resident memory; `bytes` stays readable. */
+  release(): void;
+}
+
+/** Where mmap can place a file: a file that another follows in one mapping must be a multiple of this long. */
+export const PAGE_SIZE = 4096;
+const unmapWhenUnreachable = new FinalizationRegistry<{ address: bigint; length: number }>((mapping) => munmap(mapping));
+const EMPTY: MappedFile = { bytes: new Uint8Array(0), release: () => undefined };
+
+export function mapFile(path: string): MappedFile {
+  // One file is never refused: only a file followed by another must end on a page boundary.
+  return mapFiles([path])!;
+}
+
+/**
+ * Files one after the other in one mapping, as a bootloader loads several initrds, without copying them. mmap
+ * places a file only at a page boundary, so every file but the last must be a whole number of pages long;
+ * `undefined` if one is not.
+ */
+export function mapFiles(paths: readonly string[]): MappedFile | undefined {
+  const fds: number[] = [];
+  try {
+    for (const path of paths) fds.push(open(path, O_RDONLY));
+    const sizes = fds.map((fd) => fstatSync(fd).size);
+    if (sizes.slice(0, -1).some((size) => size % PAGE_SIZE !== 0)) return undefined;
+    const length = sizes.reduce((sum, size) => sum + size, 0);
+    // mmap refuses an empty length; empty files have no pages to map or release.
+    if (length === 0) return EMPTY;
+    // The whole range is reserved first, so each file replaces only its own part of the reservation.
+    const address = mmapAddress(length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, 'mmap (reserve)');
+    const mapping = { address, length };
+    try {
+      let offset = 0;
+      for (const [i, fd] of fds.entries()) {
+        if (sizes[i]! > 0) mmapFixed(address + BigInt(offset), sizes[i]!, PROT_READ, MAP_PRIVATE, fd, 0, `mmap ${paths[i]}`);
+        offset += sizes[i]!;
+      }
+    } catch (e) {
+      munmap(mapping);
+      throw e;
+    }
+    const bytes = viewAt(address, length);
+    unmapWhenUnreachable.register(bytes.buffer, mapping);
+    return { bytes, release: () => void madvise(address, length, MADV_DONTNEED, `madvise ${paths.join(', ')} MADV_DONTNEED`) };
+  } finally {
+    for (const fd of fds) close(fd);
+  }
+}
