@@ -1,8 +1,7 @@
 // The run behind `ts-vmm boot`, loaded once its options are parsed and its vCPU workers started: the
 // guest prepared from the kernel, initrd and command line, the machine run, the outcome reported. `ts-vmm run`
 // runs its VM here too, inside the run's own process, with the console its own and a way to stop the VM.
-import { readFile } from 'node:fs/promises';
-import { mapFile, mapFiles } from '../sys/mapped-file.js';
+import { loadFiles } from '../sys/mapped-file.js';
 import { stderrLog } from '../assets/debian.js';
 import { prepareBoot, type BootInputs } from '../boot/prepare.js';
 import type { VcpuWorkerPool } from '../kvm/vcpu-worker-pool.js';
@@ -28,15 +27,13 @@ export async function bootMachine(options: BootOptions, vcpuWorkers: VcpuWorkerP
   const virtio = [...options.disk.map(parseDiskOption), ...(options.vsock !== undefined ? [parseVsockOption(options.vsock)] : [])];
   // The SEV stack is loaded only for a confidential launch: start-up time is part of every boot.
   const tee = options.tee ? await import('./boot-tee.js') : undefined;
-  // Mapped rather than read, and released once in guest RAM: no copy of them stays resident for the run.
-  const kernel = mapFile(options.kernel);
-  // Several archives one after the other, as a bootloader loads several initrds; joined in the heap (a copy left to
-  // the collector) when one that another follows does not end on a page boundary.
-  const initrd = options.initrd.length > 0 ? mapFiles(options.initrd) : undefined;
+  // Mapped where they can be and let go of once in guest RAM (bootPlaced below), so no copy stays resident.
+  const kernel = await loadFiles([options.kernel]);
+  // Several archives one after the other, as a bootloader loads several initrds.
+  const initrd = options.initrd.length > 0 ? await loadFiles(options.initrd) : undefined;
   const inputs = {
     kernel: kernel.bytes,
-    initrd:
-      initrd?.bytes ?? (options.initrd.length > 0 ? new Uint8Array(Buffer.concat(await Promise.all(options.initrd.map((file) => readFile(file))))) : undefined),
+    initrd: initrd?.bytes,
     cmdline: options.cmdline,
     cpus: options.cpus,
     memoryMiB: options.mem,

@@ -6,6 +6,7 @@
 // initrd, a read past the end of a file truncated while mapped raises SIGBUS, so the bytes are read only while
 // the VM is built.
 import { fstatSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import {
   MADV_DONTNEED,
   MAP_ANONYMOUS,
@@ -33,21 +34,18 @@ export const PAGE_SIZE = 4096;
 const unmapWhenUnreachable = new FinalizationRegistry<{ address: bigint; length: number }>((mapping) => munmap(mapping));
 const EMPTY: MappedFile = { bytes: new Uint8Array(0), release: () => undefined };
 
-export function mapFile(path: string): MappedFile {
-  // One file is never refused: only a file followed by another must end on a page boundary.
-  return mapFiles([path])!;
-}
-
 /**
- * Files one after the other in one mapping, as a bootloader loads several initrds, without copying them. mmap
- * places a file only at a page boundary, so every file but the last must be a whole number of pages long;
- * `undefined` if one is not.
+ * Files one after the other in one mapping, as a bootloader loads several initrds, without copying them.
+ * `undefined` where that cannot be done: a file that is not a regular file (a pipe, a device), or one followed by
+ * another that is not a whole number of pages long (mmap places a file only at a page boundary).
  */
 export function mapFiles(paths: readonly string[]): MappedFile | undefined {
   const fds: number[] = [];
   try {
     for (const path of paths) fds.push(open(path, O_RDONLY));
-    const sizes = fds.map((fd) => fstatSync(fd).size);
+    const stats = fds.map((fd) => fstatSync(fd));
+    if (!stats.every((stat) => stat.isFile())) return undefined;
+    const sizes = stats.map((stat) => stat.size);
     if (sizes.slice(0, -1).some((size) => size % PAGE_SIZE !== 0)) return undefined;
     const length = sizes.reduce((sum, size) => sum + size, 0);
     // mmap refuses an empty length; empty files have no pages to map or release.
@@ -71,4 +69,14 @@ export function mapFiles(paths: readonly string[]): MappedFile | undefined {
   } finally {
     for (const fd of fds) close(fd);
   }
+}
+
+/**
+ * The files' bytes one after the other: mapped where they can be, so that no copy need stay resident, and read into
+ * the heap where they cannot (a copy left to the collector; `release` does nothing).
+ */
+export async function loadFiles(paths: readonly string[]): Promise<MappedFile> {
+  const mapped = mapFiles(paths);
+  if (mapped) return mapped;
+  return { bytes: new Uint8Array(Buffer.concat(await Promise.all(paths.map((path) => readFile(path))))), release: () => undefined };
 }

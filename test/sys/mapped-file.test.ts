@@ -1,9 +1,10 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mapFile, mapFiles } from '../../src/sys/mapped-file.js';
+import { loadFiles, mapFiles } from '../../src/sys/mapped-file.js';
 
 /** The resident KiB of this process's mapping of `path`, from /proc/self/smaps. */
 function residentKiB(path: string): number {
@@ -16,7 +17,7 @@ function residentKiB(path: string): number {
   throw new Error(`${path} is not mapped`);
 }
 
-describe('mapFile: a file mapped read-only, whose pages can leave the process', () => {
+describe('mapFiles: files mapped read-only one after the other, whose pages can leave the process', () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'mapped-file-'));
@@ -27,7 +28,7 @@ describe('mapFile: a file mapped read-only, whose pages can leave the process', 
     const path = join(dir, 'kernel');
     const content = randomBytes(4 << 20);
     writeFileSync(path, content);
-    const mapped = mapFile(path);
+    const mapped = mapFiles([path])!;
     expect(Buffer.from(mapped.bytes).equals(content)).to.equal(true);
     expect(residentKiB(path)).to.equal(4096);
     mapped.release();
@@ -57,16 +58,47 @@ describe('mapFile: a file mapped read-only, whose pages can leave the process', 
     expect(mapFiles([second, join(dir, 'a')])).to.equal(undefined);
   });
 
+  it('leaves what is not a regular file to be read instead (a pipe has no pages to map, and fstat gives it no size)', () => {
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Opened for reading and writing, so that neither open waits for the other end.
+    const writer = openSync(fifo, 'r+');
+    try {
+      expect(mapFiles([fifo])).to.equal(undefined);
+      expect(mapFiles(['/dev/null'])).to.equal(undefined);
+    } finally {
+      closeSync(writer);
+    }
+  });
+
+  it('loads files that cannot be mapped by reading them: a pipe, and a file followed by another inside a page', async () => {
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Less than the pipe holds, so the write never waits for the reader this thread serves.
+    const content = randomBytes(10_000);
+    const writer = openSync(fifo, 'r+');
+    const loaded = loadFiles([fifo]);
+    writeSync(writer, content);
+    closeSync(writer);
+    expect(Buffer.from((await loaded).bytes).equals(content)).to.equal(true);
+    const [first, second] = [join(dir, 'a'), join(dir, 'b')];
+    writeFileSync(first, 'archive one');
+    writeFileSync(second, 'archive two');
+    const joined = await loadFiles([first, second]);
+    expect(Buffer.from(joined.bytes).toString()).to.equal('archive onearchive two');
+    joined.release();
+  });
+
   it('maps an empty file as no bytes', () => {
     const path = join(dir, 'empty');
     writeFileSync(path, '');
-    const mapped = mapFile(path);
+    const mapped = mapFiles([path])!;
     expect(mapped.bytes.length).to.equal(0);
     mapped.release();
   });
 
   it('names the file it cannot open', () => {
     const path = join(dir, 'missing');
-    expect(() => mapFile(path)).to.throw(`open ${path}`);
+    expect(() => mapFiles([path])).to.throw(`open ${path}`);
   });
 });
