@@ -5,7 +5,7 @@
 // in from the page cache. The mapping itself is undone once its bytes are unreachable. As with QEMU's mapped
 // initrd, a read past the end of a file truncated while mapped raises SIGBUS, so the bytes are read only while
 // the VM is built.
-import { fstatSync } from 'node:fs';
+import { fstatSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import {
   MADV_DONTNEED,
@@ -40,6 +40,8 @@ const EMPTY: MappedFile = { bytes: new Uint8Array(0), release: () => undefined }
  * another that is not a whole number of pages long (mmap places a file only at a page boundary).
  */
 export function mapFiles(paths: readonly string[]): MappedFile | undefined {
+  // Looked at before anything is opened: opening a FIFO meets its writer, which must find its reader still there.
+  if (!paths.every((path) => statSync(path).isFile())) return undefined;
   const fds: number[] = [];
   try {
     for (const path of paths) fds.push(open(path, O_RDONLY));
