@@ -12,6 +12,7 @@ import {
   mmapAddress,
   munmap,
   viewAt,
+  PAGE_SIZE,
 } from '../sys/sys.js';
 import type { IoVectors } from './io-vectors.js';
 import { MAX_REGION_SIZE } from './limits.js';
@@ -226,8 +227,7 @@ export class GuestMemory {
   }
 }
 
-/** Page and transparent huge page sizes on x86-64. */
-const PAGE_SIZE = 4096;
+/** The transparent huge page size on x86-64. */
 const HUGE_PAGE = 2 << 20;
 
 /**

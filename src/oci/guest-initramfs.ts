@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeInitramfs } from '../initramfs/builder.js';
-import { PAGE_SIZE } from '../sys/mapped-file.js';
+import { PAGE_SIZE } from '../sys/sys.js';
 import { ModuleTree, ModuleResolutionError, readModuleImage, type KernelModule } from '../initramfs/modules.js';
 import type { BundleConfig } from './bundle-config.js';
 import { GUEST, initScript, RUN_MODULES } from './guest-init.js';

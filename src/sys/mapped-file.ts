@@ -12,6 +12,7 @@ import {
   MAP_ANONYMOUS,
   MAP_PRIVATE,
   O_RDONLY,
+  PAGE_SIZE,
   PROT_NONE,
   PROT_READ,
   close,
@@ -29,8 +30,6 @@ export interface MappedFile {
   release(): void;
 }
 
-/** Where mmap can place a file: a file that another follows in one mapping must be a multiple of this long. */
-export const PAGE_SIZE = 4096;
 const unmapWhenUnreachable = new FinalizationRegistry<{ address: bigint; length: number }>((mapping) => munmap(mapping));
 const EMPTY: MappedFile = { bytes: new Uint8Array(0), release: () => undefined };
 

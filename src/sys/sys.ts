@@ -33,6 +33,8 @@ const c = {
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
+/** The host's page: what mmap maps, places and rounds lengths to on x86-64. */
+export const PAGE_SIZE = 4096;
 export const PROT_NONE = constant('PROT_NONE', 'sys/mman.h', 0);
 export const PROT_READ = constant('PROT_READ', 'sys/mman.h', 1);
 export const PROT_WRITE = constant('PROT_WRITE', 'sys/mman.h', 2);

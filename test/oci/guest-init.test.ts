@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { parseBundleConfig } from '../../src/oci/bundle-config.js';
 import { agentArguments, GUEST, initScript, processWords, RUN_MODULES, shellQuote, type GuestLayout } from '../../src/oci/guest-init.js';
 import { ensureBaseInitramfs, writeRunInitrd } from '../../src/oci/guest-initramfs.js';
+import { PAGE_SIZE } from '../../src/sys/sys.js';
 import { mountCall, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME } from '../../src/oci/mount-options.js';
 
 const bundle = (extra: Record<string, unknown> = {}) =>
@@ -241,7 +242,7 @@ describe('guest initramfs', function () {
     expect(cpioList(readFileSync(run!))).to.deep.equal(['init']);
     // The base ends on a page boundary (zeros after its trailer) so the VMM can map the run's archive right after it.
     const baseBytes = readFileSync(base.path);
-    expect(baseBytes.length % 4096).to.equal(0);
+    expect(baseBytes.length % PAGE_SIZE).to.equal(0);
     const trailerEnd = baseBytes.lastIndexOf('TRAILER!!!') + 'TRAILER!!!'.length + 1;
     expect(baseBytes.subarray(trailerEnd).every((b) => b === 0)).to.equal(true);
   });
